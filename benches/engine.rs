@@ -1,0 +1,2 @@
+//! Micro benchmarks of the engine's building blocks.
+fn main() {}

@@ -1,0 +1,124 @@
+//! Storage: moves bytes by name and knows no record type.
+//!
+//! The engine reaches repository files only through [`Backend`], so a new
+//! store (object storage, a fault injector) is one more implementation of this
+//! trait. A backend guarantees that [`Backend::write`] is atomic and durable
+//! when it returns: a reader sees either no file or the whole file, never a
+//! prefix, even across a crash.
+
+mod local;
+mod memory;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use crate::{Error, Result};
+
+/// The kinds of repository file, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// The single `config` file.
+    Config,
+    /// Key files under `keys/`.
+    Key,
+    /// Data packs under `data/`.
+    Pack,
+    /// Index files under `index/`.
+    Index,
+    /// Snapshot files under `snapshots/`.
+    Snapshot,
+}
+
+impl FileKind {
+    /// The directory (or, for the config, the file) name in the repository.
+    #[must_use]
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Key => "keys",
+            Self::Pack => "data",
+            Self::Index => "index",
+            Self::Snapshot => "snapshots",
+        }
+    }
+
+    /// Every kind that lives in a directory.
+    pub const DIRS: [Self; 4] = [Self::Key, Self::Pack, Self::Index, Self::Snapshot];
+}
+
+/// The name of the config file within [`FileKind::Config`].
+pub const CONFIG_NAME: &str = "config";
+
+/// Byte storage for one repository.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+
+    /// Prepares an empty repository layout.
+    ///
+    /// # Errors
+    /// [`Error::RepoExists`] when a config is already there.
+    fn create(&self) -> Result<()>;
+
+    /// Names and sizes of all files of `kind` (in no particular order).
+    ///
+    /// # Errors
+    /// Fails when the storage cannot be listed.
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+
+    /// The whole file.
+    ///
+    /// # Errors
+    /// Fails when the file is missing or unreadable.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+
+    /// `len` bytes from `offset`; a short file is an error, not a short read.
+    ///
+    /// # Errors
+    /// Fails when the file is missing, unreadable or shorter than asked.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// The size of one file.
+    ///
+    /// # Errors
+    /// Fails when the file is missing.
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+
+    /// Writes a whole file atomically and durably.
+    ///
+    /// # Errors
+    /// Fails when the storage refuses; then no file of that name was created.
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be removed (a missing file is not an error).
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+}
+
+/// Rejects names that could escape the repository or collide with
+/// temporary files: names are hex ids (or `config`).
+pub(crate) fn check_name(kind: FileKind, name: &str) -> Result<()> {
+    let ok = if kind == FileKind::Config {
+        name == CONFIG_NAME
+    } else {
+        !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "'{name}' is not a valid {} file name",
+            kind.dir()
+        )))
+    }
+}
+
+impl Error {
+    /// True for a backend error whose cause is a missing file.
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Backend { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}

@@ -1,0 +1,546 @@
+//! Backup: walks source paths, stores new chunks and trees, and writes the
+//! snapshot last.
+//!
+//! Directories are processed in parallel (rayon work stealing over entries,
+//! nested through subdirectories). A file whose size, mtime, ctime and inode
+//! equal the parent snapshot's record is not read again. Any failure abandons
+//! the run and deletes the packs it wrote, which no index names yet, so the
+//! repository is left exactly as it was.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
+
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::BlobKind;
+use crate::repo::{BlobWriter, Repository, host_and_user, lock};
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Node, NodeKind, Tree, Xattr};
+use crate::{Error, Result};
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BackupOptions {
+    /// Source paths (files or directories).
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// gitignore-style patterns to leave out.
+    pub excludes: Vec<String>,
+    /// Files with one pattern per line.
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not descend into other file systems (mount points are kept as
+    /// empty directories).
+    pub one_file_system: bool,
+    /// Use this snapshot for change detection instead of the latest one
+    /// with the same host and paths.
+    pub parent: Option<SnapshotId>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+}
+
+impl BackupOptions {
+    /// Options for backing up `paths`.
+    #[must_use]
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths,
+            ..Self::default()
+        }
+    }
+}
+
+/// Receives progress while a backup runs. Methods are called from worker
+/// threads.
+pub trait Progress: Sync {
+    /// `n` more bytes of source data were read or skipped as unchanged.
+    fn bytes(&self, _n: u64) {}
+    /// One more file was handled.
+    fn file(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The result of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The snapshot as stored.
+    pub snapshot: Snapshot,
+    /// Things skipped that the user should know about (files that vanished
+    /// while the backup ran, sockets).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    bytes_read: AtomicU64,
+    total_size: AtomicU64,
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    writer: BlobWriter<'a>,
+    excludes: Gitignore,
+    one_file_system: bool,
+    force: bool,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    progress: &'a dyn Progress,
+}
+
+/// A directory on the way to a backup path: its real path and children.
+#[derive(Default)]
+struct Virtual {
+    children: BTreeMap<Vec<u8>, (PathBuf, Option<Virtual>)>,
+}
+
+impl Virtual {
+    /// Inserts `path`; `None` children mark a backed-up path (whole subtree).
+    fn insert(&mut self, path: &Path) {
+        let mut node = self;
+        let mut real = PathBuf::from("/");
+        let comps: Vec<_> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect();
+        let last = comps.len().saturating_sub(1);
+        for (i, name) in comps.into_iter().enumerate() {
+            real.push(&name);
+            let key = name.as_bytes().to_vec();
+            let entry = node
+                .children
+                .entry(key)
+                .or_insert_with(|| (real.clone(), Some(Virtual::default())));
+            if i == last {
+                entry.1 = None;
+                return;
+            }
+            match &mut entry.1 {
+                Some(v) => node = v,
+                // An ancestor is itself backed up whole.
+                None => return,
+            }
+        }
+    }
+}
+
+fn lstat(path: &Path) -> Result<Metadata> {
+    fs::symlink_metadata(path).map_err(|e| Error::source_read(path, e))
+}
+
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|name| {
+            let value = xattr::get(path, &name).ok().flatten()?;
+            Some(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn base_node(name: Vec<u8>, kind: NodeKind, meta: &Metadata, path: &Path) -> Node {
+    Node {
+        name,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: 0,
+        mtime: meta.mtime(),
+        mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+        ctime: meta.ctime(),
+        ctime_nsec: u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: meta.nlink(),
+        xattrs: read_xattrs(path),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::source_read(path, e))?;
+    // Resolve `.` and `..` lexically, as the user typed them; symlinks in
+    // the path stay what they are.
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl Walker<'_> {
+    fn warn(&self, msg: String) {
+        lock(&self.warnings).push(msg);
+    }
+
+    fn is_excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.excludes.matched(path, is_dir).is_ignore()
+    }
+
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+        match parent.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => self.repo.read_tree(subtree).ok(),
+            _ => None,
+        }
+    }
+
+    fn save_tree(&self, mut tree: Tree) -> Result<BlobId> {
+        tree.sort();
+        Ok(self.writer.save(BlobKind::Tree, &tree.encode())?.0)
+    }
+
+    /// Stores a directory's contents; returns its tree id.
+    fn save_dir(&self, path: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<BlobId> {
+        let mut names: Vec<_> = match fs::read_dir(path) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(|e| Error::source_read(path, e))?,
+            Err(e) => return Err(Error::source_read(path, e)),
+        };
+        names.sort();
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let child = path.join(name);
+                let meta = match fs::symlink_metadata(&child) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.warn(format!("{} vanished during the backup", child.display()));
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::source_read(&child, e)),
+                };
+                if self.is_excluded(&child, meta.is_dir()) {
+                    return Ok(None);
+                }
+                let prev = parent.and_then(|t| t.find(name.as_bytes()));
+                self.save_entry(&child, name.as_bytes().to_vec(), &meta, prev, root_dev)
+            })
+            .collect::<Result<_>>()?;
+        self.save_tree(Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+    }
+
+    fn save_entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+        prev: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            let subtree = if self.one_file_system && meta.dev() != root_dev {
+                // A mount point: keep the directory, not what is mounted.
+                self.save_tree(Tree::default())?
+            } else {
+                let parent = self.parent_tree(prev);
+                self.save_dir(path, parent.as_ref(), root_dev)?
+            };
+            NodeKind::Dir { subtree }
+        } else if ft.is_file() {
+            return self.save_file(path, name, meta, prev).map(Some);
+        } else if ft.is_symlink() {
+            self.counters.others.fetch_add(1, Ordering::Relaxed);
+            let target = fs::read_link(path).map_err(|e| Error::source_read(path, e))?;
+            NodeKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            }
+        } else if ft.is_fifo() {
+            self.counters.others.fetch_add(1, Ordering::Relaxed);
+            NodeKind::Fifo
+        } else if ft.is_char_device() {
+            self.counters.others.fetch_add(1, Ordering::Relaxed);
+            NodeKind::CharDevice { rdev: meta.rdev() }
+        } else if ft.is_block_device() {
+            self.counters.others.fetch_add(1, Ordering::Relaxed);
+            NodeKind::BlockDevice { rdev: meta.rdev() }
+        } else {
+            self.counters.others.fetch_add(1, Ordering::Relaxed);
+            NodeKind::Socket
+        };
+        Ok(Some(base_node(name, kind, meta, path)))
+    }
+
+    fn unchanged<'p>(&self, meta: &Metadata, prev: Option<&'p Node>) -> Option<&'p [BlobId]> {
+        let prev = prev?;
+        let NodeKind::File { content } = &prev.kind else {
+            return None;
+        };
+        let same = !self.force
+            && prev.size == meta.len()
+            && prev.mtime == meta.mtime()
+            && i64::from(prev.mtime_nsec) == meta.mtime_nsec()
+            && prev.ctime == meta.ctime()
+            && i64::from(prev.ctime_nsec) == meta.ctime_nsec()
+            && prev.inode == meta.ino();
+        let index = self.repo.index();
+        (same && content.iter().all(|id| index.contains(id))).then_some(content.as_slice())
+    }
+
+    fn save_file(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+        prev: Option<&Node>,
+    ) -> Result<Node> {
+        self.progress.file();
+        if let Some(content) = self.unchanged(meta, prev) {
+            self.counters
+                .files_unchanged
+                .fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .total_size
+                .fetch_add(meta.len(), Ordering::Relaxed);
+            self.progress.bytes(meta.len());
+            let mut node = base_node(
+                name,
+                NodeKind::File {
+                    content: content.to_vec(),
+                },
+                meta,
+                path,
+            );
+            node.size = meta.len();
+            return Ok(node);
+        }
+        if prev.is_some() {
+            self.counters.files_changed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+        }
+        let file = File::open(path).map_err(|e| Error::source_read(path, e))?;
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        for chunk in self
+            .repo
+            .config()
+            .chunker
+            .chunks(file, self.repo.chunker_seed())
+        {
+            let chunk = chunk.map_err(|e| Error::source_read(path, e))?;
+            size += chunk.len() as u64;
+            self.progress.bytes(chunk.len() as u64);
+            content.push(self.writer.save(BlobKind::Data, &chunk)?.0);
+        }
+        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
+        // The size recorded is what was read, so a file that grew or shrank
+        // while being read restores to exactly the bytes stored.
+        let mut node = base_node(name, NodeKind::File { content }, meta, path);
+        node.size = size;
+        Ok(node)
+    }
+
+    /// Stores the virtual directories leading to the backup paths.
+    fn save_virtual(&self, v: &Virtual, parent: Option<&Tree>) -> Result<BlobId> {
+        let nodes: Vec<Option<Node>> = v
+            .children
+            .par_iter()
+            .map(|(name, (real, sub))| {
+                let meta = lstat(real)?;
+                let prev = parent.and_then(|t| t.find(name));
+                match sub {
+                    None => self.save_entry(real, name.clone(), &meta, prev, meta.dev()),
+                    Some(sub) => {
+                        let ptree = self.parent_tree(prev);
+                        let subtree = self.save_virtual(sub, ptree.as_ref())?;
+                        Ok(Some(base_node(
+                            name.clone(),
+                            NodeKind::Dir { subtree },
+                            &meta,
+                            real,
+                        )))
+                    }
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.save_tree(Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+    }
+}
+
+fn build_excludes(opts: &BackupOptions) -> Result<(Gitignore, Vec<String>)> {
+    let mut patterns = opts.excludes.clone();
+    for file in &opts.exclude_files {
+        let text = fs::read_to_string(file).map_err(|e| Error::source_read(file, e))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    let mut builder = GitignoreBuilder::new("/");
+    for p in &patterns {
+        builder
+            .add_line(None, p)
+            .map_err(|e| Error::invalid(format!("exclude pattern '{p}': {e}")))?;
+    }
+    let gi = builder
+        .build()
+        .map_err(|e| Error::invalid(format!("exclude patterns: {e}")))?;
+    Ok((gi, patterns))
+}
+
+/// The newest snapshot with the same host and paths, for change detection.
+fn find_parent(repo: &Repository, host: &str, paths: &[Vec<u8>]) -> Option<(SnapshotId, Snapshot)> {
+    let mut want = paths.to_vec();
+    want.sort();
+    repo.snapshots()
+        .ok()?
+        .into_iter()
+        .rev()
+        .find_map(|(id, s)| {
+            let s = s.ok()?;
+            let mut have = s.paths.clone();
+            have.sort();
+            (s.hostname == host && have == want).then_some((id, s))
+        })
+}
+
+/// Takes a snapshot of `opts.paths`.
+///
+/// # Errors
+/// [`Error::SourceRead`] for a path that cannot be read (nothing is left in
+/// the repository), backend errors.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = absolute(p)?;
+        lstat(&abs)?;
+        paths.push(abs);
+    }
+    paths.sort();
+    paths.dedup();
+    let (excludes, patterns) = build_excludes(opts)?;
+    let (hostname, username) = host_and_user();
+    let raw_paths: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    let parent = match &opts.parent {
+        Some(id) => Some((*id, repo.read_snapshot(id)?)),
+        None => find_parent(repo, &hostname, &raw_paths),
+    };
+    let parent_tree = match &parent {
+        Some((_, s)) => repo.read_tree(&s.tree).ok(),
+        None => None,
+    };
+    let mut virt = Virtual::default();
+    for p in &paths {
+        virt.insert(p);
+    }
+    let walker = Walker {
+        repo,
+        writer: repo.blob_writer(),
+        excludes,
+        one_file_system: opts.one_file_system,
+        force: opts.force,
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+    };
+    let root = match walker.save_virtual(&virt, parent_tree.as_ref()) {
+        Ok(root) => root,
+        Err(e) => {
+            walker.writer.abandon();
+            return Err(e);
+        }
+    };
+    let Walker {
+        writer,
+        counters,
+        warnings,
+        ..
+    } = walker;
+    let stats = writer.finish()?;
+    let now = jiff::Timestamp::now();
+    let c = &counters;
+    let summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        others: c.others.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        total_size: c.total_size.load(Ordering::Relaxed),
+        blobs_added: stats.blobs_added,
+        bytes_added: stats.bytes_added,
+        bytes_stored: stats.bytes_stored,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    let snapshot = Snapshot {
+        time: now.as_second(),
+        time_nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
+        hostname,
+        username,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        paths: raw_paths,
+        tags: opts.tags.clone(),
+        excludes: patterns,
+        parent: parent.map(|(id, _)| id),
+        tree: root,
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings: warnings
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    })
+}

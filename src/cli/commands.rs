@@ -1,0 +1,790 @@
+//! One function per subcommand: turn arguments into library options, call
+//! the library, render the result.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use cairn::{
+    BackupOptions, BlobId, FileKind, InitOptions, KeyId, Node, NodeKind, PackId, Repository,
+    RestoreOptions, SnapshotId, VerifyOptions,
+};
+
+use super::output::{BarProgress, size};
+use super::password::{self, backend, location, new_password, open};
+use super::{Global, Out, exit};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Store objects unencrypted (integrity-checked only). Anyone who can
+    /// read the repository can read your data.
+    #[arg(long)]
+    no_encryption: bool,
+}
+
+pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
+    let loc = location(g)?;
+    let mut opts = InitOptions::default();
+    opts.encryption = !a.no_encryption;
+    let pw = if a.no_encryption {
+        None
+    } else if let (Some(key), None, None, None) = (
+        &loc.default_key,
+        &g.password_file,
+        &g.password_command,
+        std::env::var_os("CAIRN_PASSWORD"),
+    ) {
+        Some(default_key(out, key)?)
+    } else {
+        Some(new_password(g, &loc, "init")?)
+    };
+    let repo = Repository::init(backend(&loc), pw.as_deref(), &opts)?;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "location": loc.path,
+            "key": repo.key_id(),
+            "encrypted": !a.no_encryption,
+        }))?;
+    } else {
+        out.info(format!("created repository at {}", loc.path.display()));
+        if a.no_encryption {
+            out.warn("the repository is NOT encrypted: anyone who can read it can read your data");
+        } else {
+            out.info("keep the password safe: without it the data cannot be read back");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Reads or creates the default repository's key file.
+fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
+    if key.exists() {
+        let bytes = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+        let line = bytes
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        return Ok(line);
+    }
+    let pw = password::create_default_key(key)?;
+    out.info(format!(
+        "generated the key of the default repository at {} (mode 0600).\n\
+         Keep a copy of that file somewhere other than this machine: without it the backups cannot be read.",
+        key.display()
+    ));
+    Ok(pw)
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Do not cross file-system boundaries.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Compare against this snapshot instead of the latest with the same
+    /// host and paths.
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Read every file, even those the parent snapshot says are unchanged.
+    #[arg(long)]
+    force: bool,
+}
+
+fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
+    let loc = location(g)?;
+    match Repository::open(backend(&loc), &mut || password::password(g, &loc)) {
+        Ok(r) => Ok(r),
+        Err(cairn::Error::RepoNotFound { .. }) if loc.default_key.is_some() => {
+            let key = loc
+                .default_key
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            let pw = default_key(out, key)?;
+            let repo = Repository::init(backend(&loc), Some(&pw), &InitOptions::default())?;
+            out.info(format!(
+                "created the default repository at {} (use --repo or CAIRN_REPO for another)",
+                loc.path.display()
+            ));
+            Ok(repo)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
+    let repo = open_or_create_default(g, out)?;
+    let mut opts = BackupOptions::new(a.paths.clone());
+    opts.tags.clone_from(&a.tags);
+    opts.excludes.clone_from(&a.excludes);
+    opts.exclude_files.clone_from(&a.exclude_files);
+    opts.one_file_system = a.one_file_system;
+    opts.force = a.force;
+    if let Some(p) = &a.parent {
+        opts.parent = Some(repo.find_snapshot(p)?.0);
+    }
+    let bar = out.progress(None, "backing up");
+    let result = cairn::backup(&repo, &opts, &BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    let done = result?;
+    for w in &done.warnings {
+        out.warn(w);
+    }
+    let s = &done.snapshot.summary;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "id": done.id,
+            "parent": done.snapshot.parent,
+            "summary": s,
+            "warnings": done.warnings,
+        }))?;
+    } else if !out.quiet {
+        println!("snapshot {} saved", done.id.short());
+        println!(
+            "  files: {} new, {} changed, {} unchanged; {} directories, {} other",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+        );
+        println!(
+            "  read {}, added {} of new data to the repository ({} stored)",
+            size(s.bytes_read),
+            size(s.bytes_added),
+            size(s.bytes_stored)
+        );
+        println!(
+            "  total {} in this snapshot; took {:.2}s",
+            size(s.total_size),
+            s.duration_ms as f64 / 1000.0
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {}
+
+fn local_time(ts: jiff::Timestamp) -> String {
+    ts.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+#[derive(Serialize)]
+struct SnapshotView<'a> {
+    id: SnapshotId,
+    time: String,
+    hostname: &'a str,
+    username: &'a str,
+    paths: Vec<String>,
+    tags: &'a [String],
+    parent: Option<SnapshotId>,
+    tree: BlobId,
+    summary: &'a cairn::Summary,
+    program_version: &'a str,
+}
+
+fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
+    SnapshotView {
+        id,
+        time: s.timestamp().to_string(),
+        hostname: &s.hostname,
+        username: &s.username,
+        paths: s.display_paths(),
+        tags: &s.tags,
+        parent: s.parent,
+        tree: s.tree,
+        summary: &s.summary,
+        program_version: &s.program_version,
+    }
+}
+
+pub fn snapshots(g: &Global, out: &Out, _a: &SnapshotsArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let all = repo.snapshots()?;
+    let mut code = exit::OK;
+    if out.json {
+        let views: Vec<_> = all
+            .iter()
+            .filter_map(|(id, s)| s.as_ref().ok().map(|s| snapshot_view(*id, s)))
+            .collect();
+        out.print_json(&views)?;
+    } else {
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  paths",
+            "id", "time", "host", "size", "tags"
+        );
+        for (id, s) in &all {
+            match s {
+                Ok(s) => println!(
+                    "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  {}",
+                    id.short(),
+                    local_time(s.timestamp()),
+                    s.hostname,
+                    size(s.summary.total_size),
+                    s.tags.join(","),
+                    s.display_paths().join(" ")
+                ),
+                Err(e) => {
+                    out.warn(format!("snapshot {id}: {e}"));
+                    code = exit::INCOMPLETE;
+                }
+            }
+        }
+        out.info(format!("{} snapshots", all.len()));
+    }
+    Ok(code)
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    snapshot: String,
+    /// Directory or file inside the snapshot to list (default: everything).
+    path: Option<PathBuf>,
+    /// Show type, mode, owner, size and time.
+    #[arg(short, long)]
+    long: bool,
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    mode: String,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subtree: Option<BlobId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Vec<BlobId>>,
+}
+
+fn kind_name(k: &NodeKind) -> &'static str {
+    match k {
+        NodeKind::File { .. } => "file",
+        NodeKind::Dir { .. } => "dir",
+        NodeKind::Symlink { .. } => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Socket => "socket",
+        NodeKind::CharDevice { .. } => "chardev",
+        NodeKind::BlockDevice { .. } => "blockdev",
+    }
+}
+
+fn node_view(path: &[u8], n: &Node, with_content: bool) -> NodeView {
+    let mtime = jiff::Timestamp::new(n.mtime, i32::try_from(n.mtime_nsec).unwrap_or(0))
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    NodeView {
+        path: String::from_utf8_lossy(path).into_owned(),
+        kind: kind_name(&n.kind),
+        mode: format!("{:04o}", n.mode),
+        uid: n.uid,
+        gid: n.gid,
+        size: n.size,
+        mtime,
+        target: match &n.kind {
+            NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
+            _ => None,
+        },
+        subtree: match &n.kind {
+            NodeKind::Dir { subtree } => Some(*subtree),
+            _ => None,
+        },
+        content: match &n.kind {
+            NodeKind::File { content } if with_content => Some(content.clone()),
+            _ => None,
+        },
+    }
+}
+
+fn print_node(out: &Out, path: &[u8], n: &Node, long: bool, json_items: &mut Vec<NodeView>) {
+    if out.json {
+        json_items.push(node_view(path, n, false));
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if long {
+        let v = node_view(path, n, false);
+        let _ = write!(
+            stdout,
+            "{:<8} {} {:>5} {:>5} {:>10} {} ",
+            v.kind,
+            v.mode,
+            v.uid,
+            v.gid,
+            v.size,
+            local_time(jiff::Timestamp::new(n.mtime, 0).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+        );
+    }
+    // Names are raw bytes: print them as they are.
+    let _ = stdout.write_all(path);
+    if let (true, NodeKind::Symlink { target }) = (long, &n.kind) {
+        let _ = stdout.write_all(b" -> ");
+        let _ = stdout.write_all(target);
+    }
+    let _ = stdout.write_all(b"\n");
+}
+
+pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let prefix = a
+        .path
+        .as_ref()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    let start = cairn::find_node(&repo, &snap.tree, &prefix)?;
+    let mut base = b"/".to_vec();
+    base.extend(prefix.iter().copied().skip_while(|&b| b == b'/'));
+    match &start {
+        None => cairn::walk_tree(&repo, &snap.tree, b"/", &mut |p, n| {
+            print_node(out, p, n, a.long, &mut items);
+        })?,
+        Some(node) => {
+            print_node(out, &base, node, a.long, &mut items);
+            if let NodeKind::Dir { subtree } = &node.kind {
+                cairn::walk_tree(&repo, subtree, &base, &mut |p, n| {
+                    print_node(out, p, n, a.long, &mut items);
+                })?;
+            }
+        }
+    }
+    if out.json {
+        out.print_json(&items)?;
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    snapshot: String,
+    /// Directory to restore into; created if missing. Existing files of the
+    /// same name are replaced atomically.
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only this path of the snapshot and what is below it
+    /// (repeatable).
+    #[arg(short, long = "include", value_name = "PATH")]
+    includes: Vec<PathBuf>,
+}
+
+pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let mut opts = RestoreOptions::new(&a.target);
+    opts.includes.clone_from(&a.includes);
+    let bar = out.progress(None, "restoring");
+    let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    let done = result?;
+    for w in &done.warnings {
+        out.warn(w);
+    }
+    for e in &done.errors {
+        eprintln!("cairn: not restored: {e}");
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "snapshot": id,
+            "target": a.target,
+            "files": done.files,
+            "dirs": done.dirs,
+            "others": done.others,
+            "bytes": done.bytes,
+            "errors": done.errors,
+            "warnings": done.warnings,
+        }))?;
+    } else if !out.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} directories, {} other, {}",
+            id.short(),
+            a.target.display(),
+            done.files,
+            done.dirs,
+            done.others,
+            size(done.bytes)
+        );
+    }
+    if done.errors.is_empty() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "cairn: error: restore incomplete: {} item(s) could not be restored (listed above)",
+            done.errors.len()
+        );
+        Ok(exit::INCOMPLETE)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also read, decrypt, decompress and rehash every blob.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only subset N of M of the packs (for example 1/7 on Mondays).
+    #[arg(long, value_name = "N/M")]
+    read_data_subset: Option<String>,
+}
+
+fn parse_subset(s: &str) -> Result<(u32, u32)> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(n, m)| Some((n.trim().parse::<u32>().ok()?, m.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((n, m)) if m > 0 && (1..=m).contains(&n) => Ok((n, m)),
+        _ => bail!("--read-data-subset '{s}': expected N/M with 1 <= N <= M, for example 2/5"),
+    }
+}
+
+pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
+    let mut opts = VerifyOptions::default();
+    opts.read_data = a.read_data || a.read_data_subset.is_some();
+    opts.subset = a
+        .read_data_subset
+        .as_deref()
+        .map(parse_subset)
+        .transpose()?;
+    let (repo, _) = open(g)?;
+    let report = cairn::verify(&repo, &opts)?;
+    for w in &report.warnings {
+        out.warn(w);
+    }
+    for e in &report.errors {
+        eprintln!("cairn: damaged: {e}");
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "ok": report.errors.is_empty(),
+            "errors": report.errors,
+            "warnings": report.warnings,
+            "snapshots": report.snapshots,
+            "trees": report.trees,
+            "packs_read": report.packs_read,
+            "blobs_read": report.blobs_read,
+            "bytes_read": report.bytes_read,
+        }))?;
+    } else if !out.quiet {
+        println!(
+            "checked {} snapshots, {} trees{}",
+            report.snapshots,
+            report.trees,
+            if opts.read_data {
+                format!(
+                    ", read {} packs ({} blobs, {})",
+                    report.packs_read,
+                    report.blobs_read,
+                    size(report.bytes_read)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if report.errors.is_empty() {
+        if !out.json && !out.quiet {
+            println!("no problems found");
+        }
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "cairn: error: verify found {} problem(s)",
+            report.errors.len()
+        );
+        Ok(exit::INCOMPLETE)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {}
+
+pub fn stats(g: &Global, out: &Out, _a: &StatsArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let s = cairn::stats(&repo)?;
+    if out.json {
+        out.print_json(&s)?;
+    } else {
+        println!("snapshots:              {}", s.snapshots);
+        println!(
+            "packs:                  {} ({})",
+            s.packs,
+            size(s.pack_bytes)
+        );
+        println!("index:                  {}", size(s.index_bytes));
+        println!(
+            "data blobs:             {} ({} unique data)",
+            s.data_blobs,
+            size(s.unique_data_bytes)
+        );
+        println!("tree blobs:             {}", s.tree_blobs);
+        println!("files in all snapshots: {}", size(s.total_snapshot_bytes));
+        println!(
+            "space saving:           {:.1}x (deduplication and compression)",
+            s.space_saving_ratio
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// What to print.
+    #[arg(value_enum)]
+    kind: CatKind,
+    /// The object's id (not needed for `config`).
+    id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CatKind {
+    /// The repository config (JSON).
+    Config,
+    /// A snapshot (JSON); `latest` or an id prefix.
+    Snapshot,
+    /// A tree blob (JSON).
+    Tree,
+    /// A blob's plaintext, raw on stdout.
+    Blob,
+    /// An index file (JSON).
+    Index,
+    /// A pack's header (JSON).
+    Pack,
+    /// A key file's public metadata (JSON).
+    Key,
+}
+
+pub fn cat(g: &Global, out: &Out, a: &CatArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let id = || -> Result<&str> {
+        a.id.as_deref()
+            .context("this kind of object needs an id: see `cairn cat --help`")
+    };
+    match a.kind {
+        CatKind::Config => {
+            let c = repo.config();
+            out.print_json(&serde_json::json!({
+                "format_version": cairn::FORMAT_VERSION,
+                "repo_id": hex::encode(c.repo_id),
+                "encryption": format!("{:?}", c.encryption),
+                "chunker": {
+                    "algorithm": "fastcdc-v2020",
+                    "min_size": c.chunker.min_size,
+                    "avg_size": c.chunker.avg_size,
+                    "max_size": c.chunker.max_size,
+                    "normalization": c.chunker.normalization,
+                },
+                "compression": {"algorithm": "zstd", "level": c.compression_level},
+                "pack_target_size": c.pack_target_size,
+            }))?;
+        }
+        CatKind::Snapshot => {
+            let (sid, s) = repo.find_snapshot(id()?)?;
+            out.print_json(&snapshot_view(sid, &s))?;
+        }
+        CatKind::Tree => {
+            let tid: BlobId = id()?.parse()?;
+            let tree = repo.read_tree(&tid)?;
+            let nodes: Vec<_> = tree
+                .nodes
+                .iter()
+                .map(|n| node_view(&n.name, n, true))
+                .collect();
+            out.print_json(&nodes)?;
+        }
+        CatKind::Blob => {
+            let bid: BlobId = id()?.parse()?;
+            let data = repo.read_blob(&bid)?;
+            std::io::stdout().lock().write_all(&data)?;
+        }
+        CatKind::Index => {
+            let name = id()?;
+            let file = repo.read_index_file(name)?;
+            let packs: BTreeMap<String, Vec<cairn::PackEntry>> = file
+                .packs
+                .into_iter()
+                .map(|p| (p.id.to_hex(), p.entries))
+                .collect();
+            out.print_json(&packs)?;
+        }
+        CatKind::Pack => {
+            let pid: PackId = id()?.parse()?;
+            let size = repo.backend().size(FileKind::Pack, &pid.to_hex())?;
+            let entries = repo.read_pack_header(&pid, size)?;
+            out.print_json(&serde_json::json!({"id": pid, "size": size, "blobs": entries}))?;
+        }
+        CatKind::Key => {
+            let kid: KeyId = id()?.parse()?;
+            let keys = repo.keys()?;
+            let (_, file) = keys
+                .into_iter()
+                .find(|(k, _)| *k == kid)
+                .with_context(|| format!("no key {kid} in this repository"))?;
+            let f = file?;
+            out.print_json(&serde_json::json!({
+                "id": kid,
+                "created": jiff::Timestamp::from_second(f.created).map(|t| t.to_string()).unwrap_or_default(),
+                "hostname": f.hostname,
+                "username": f.username,
+                "kdf": f.kdf.map(|k| serde_json::json!({
+                    "algorithm": "argon2id",
+                    "memory_kib": k.memory_kib,
+                    "iterations": k.iterations,
+                    "parallelism": k.parallelism,
+                })),
+            }))?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key files (one per password).
+    List,
+    /// Add a password. The new one comes from --new-password-file or a
+    /// prompt; the current one from the usual options.
+    Add(NewPasswordArgs),
+    /// Remove a key file by id (not the one in use, not the last).
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the password: add a key for the new one, remove the current.
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// Read the new password from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+}
+
+fn read_new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {
+    match &a.new_password_file {
+        Some(f) => {
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            let line = bytes
+                .split(|&b| b == b'\n')
+                .next()
+                .unwrap_or_default()
+                .to_vec();
+            if line.is_empty() {
+                bail!("the new password in {} is empty", f.display());
+            }
+            Ok(line)
+        }
+        None => password::new_password_prompt("new key"),
+    }
+}
+
+fn resolve_key(repo: &Repository, prefix: &str) -> Result<KeyId> {
+    let keys = repo.keys()?;
+    let matches: Vec<KeyId> = keys
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!("no key matches '{prefix}': list them with `cairn key list`"),
+        _ => bail!("'{prefix}' matches several keys: give more characters"),
+    }
+}
+
+pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
+    let loc = location(g)?;
+    let mut current = Vec::new();
+    let repo = Repository::open(backend(&loc), &mut || {
+        let pw = password::password(g, &loc)?;
+        current.clone_from(&pw);
+        Ok(pw)
+    })?;
+    match cmd {
+        KeyCommand::List => {
+            let keys = repo.keys()?;
+            if out.json {
+                let items: Vec<_> = keys
+                    .iter()
+                    .map(|(id, f)| {
+                        let f = f.as_ref().ok();
+                        serde_json::json!({
+                            "id": id,
+                            "current": *id == repo.key_id(),
+                            "created": f.and_then(|f| jiff::Timestamp::from_second(f.created).ok()).map(|t| t.to_string()),
+                            "hostname": f.map(|f| f.hostname.clone()),
+                            "username": f.map(|f| f.username.clone()),
+                        })
+                    })
+                    .collect();
+                out.print_json(&items)?;
+            } else {
+                println!("   {:<8}  {:<19}  {:<16}  user", "id", "created", "host");
+                for (id, f) in &keys {
+                    let mark = if *id == repo.key_id() { "*" } else { " " };
+                    match f {
+                        Ok(f) => println!(
+                            "{mark}  {:<8}  {:<19}  {:<16}  {}",
+                            id.short(),
+                            jiff::Timestamp::from_second(f.created)
+                                .map(local_time)
+                                .unwrap_or_default(),
+                            f.hostname,
+                            f.username
+                        ),
+                        Err(e) => println!("{mark}  {:<8}  damaged: {e}", id.short()),
+                    }
+                }
+            }
+        }
+        KeyCommand::Add(a) | KeyCommand::Passwd(a) => {
+            let new = read_new_password(a)?;
+            let master = repo.master_key(&current)?;
+            let id = repo.add_key(&new, &master)?;
+            if matches!(cmd, KeyCommand::Passwd(_)) {
+                // The new key is durable before the old one goes, so a crash
+                // in between leaves both passwords working, never neither.
+                repo.backend()
+                    .delete(FileKind::Key, &repo.key_id().to_hex())?;
+                out.info(format!(
+                    "password changed: key {} replaces {}",
+                    id.short(),
+                    repo.key_id().short()
+                ));
+            } else {
+                out.info(format!("added key {}", id.short()));
+            }
+            if out.json {
+                out.print_json(&serde_json::json!({"id": id}))?;
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let kid = resolve_key(&repo, id)?;
+            repo.remove_key(&kid)?;
+            out.info(format!("removed key {}", kid.short()));
+        }
+    }
+    Ok(exit::OK)
+}

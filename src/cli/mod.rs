@@ -1,0 +1,158 @@
+//! Command-line front end: argument parsing, repository and password
+//! resolution, output rendering and exit codes. No engine logic lives here.
+
+mod commands;
+mod output;
+mod password;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use output::Out;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A fatal error: nothing (more) was done.
+    pub const ERROR: u8 = 1;
+    /// Bad command-line usage (clap's code).
+    pub const USAGE: u8 = 2;
+    /// The command ran but found damage or could not finish every item:
+    /// verify found problems, restore skipped damaged files.
+    pub const INCOMPLETE: u8 = 3;
+    /// The repository does not exist.
+    pub const NO_REPO: u8 = 10;
+    /// The repository's format version is not supported by this build.
+    pub const VERSION: u8 = 11;
+    /// Wrong or missing password.
+    pub const PASSWORD: u8 = 12;
+}
+
+/// cairn: deduplicating, encrypted, verifiable snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository location (a directory). Without it and without
+    /// CAIRN_REPO, cairn uses a default repository in your data directory.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPO",
+        global = true,
+        value_name = "PATH"
+    )]
+    repo: Option<PathBuf>,
+    /// Read the repository password from the first line of this file.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the password.
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        value_name = "CMD"
+    )]
+    password_command: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(commands::InitArgs),
+    /// Take a snapshot of files and directories.
+    Backup(commands::BackupArgs),
+    /// List snapshots.
+    Snapshots(commands::SnapshotsArgs),
+    /// List the files in a snapshot.
+    Ls(commands::LsArgs),
+    /// Restore a snapshot (or part of it) into a directory.
+    Restore(commands::RestoreArgs),
+    /// Check the repository's structure and, with --read-data, every byte.
+    Verify(commands::VerifyArgs),
+    /// Show repository sizes and deduplication.
+    Stats(commands::StatsArgs),
+    /// Print a repository object, for inspection and debugging.
+    Cat(commands::CatArgs),
+    /// Manage the passwords that open the repository.
+    #[command(subcommand)]
+    Key(commands::KeyCommand),
+}
+
+/// Parses the command line, runs the command and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Out::new(cli.global.json, cli.global.quiet);
+    let result = match cli.command {
+        Command::Init(a) => commands::init(&cli.global, &out, &a),
+        Command::Backup(a) => commands::backup(&cli.global, &out, &a),
+        Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
+        Command::Ls(a) => commands::ls(&cli.global, &out, &a),
+        Command::Restore(a) => commands::restore(&cli.global, &out, &a),
+        Command::Verify(a) => commands::verify(&cli.global, &out, &a),
+        Command::Stats(a) => commands::stats(&cli.global, &out, &a),
+        Command::Cat(a) => commands::cat(&cli.global, &out, &a),
+        Command::Key(a) => commands::key(&cli.global, &out, &a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit_code(&e);
+            eprintln!("cairn: error: {}", one_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s.replace('\n', " ")
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<cairn::Error>() {
+        Some(cairn::Error::RepoNotFound { .. }) => exit::NO_REPO,
+        Some(cairn::Error::UnsupportedVersion { .. }) => exit::VERSION,
+        Some(cairn::Error::WrongPassword { .. } | cairn::Error::NoPassword { .. }) => {
+            exit::PASSWORD
+        }
+        Some(e) if e.is_damage() => exit::INCOMPLETE,
+        _ => exit::ERROR,
+    }
+}

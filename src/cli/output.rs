@@ -1,0 +1,81 @@
+//! Output: text or JSON on stdout, messages on stderr, progress bars only on
+//! a terminal.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Where and how a command prints.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// JSON on stdout.
+    pub json: bool,
+    /// No informational messages.
+    pub quiet: bool,
+}
+
+impl Out {
+    pub fn new(json: bool, quiet: bool) -> Self {
+        Self { json, quiet }
+    }
+
+    /// An informational message on stderr (suppressed by --quiet).
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A warning on stderr (always shown).
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("cairn: warning: {}", msg.as_ref());
+    }
+
+    /// Prints a value as pretty JSON on stdout.
+    pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+
+    /// A progress bar on stderr when it is a terminal and output is for a
+    /// person; hidden otherwise.
+    pub fn progress(&self, total: Option<u64>, what: &str) -> ProgressBar {
+        if self.json || self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_message(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Adapts an indicatif bar (counting bytes) to the library's callbacks.
+pub struct BarProgress(pub ProgressBar);
+
+impl cairn::Progress for BarProgress {
+    fn bytes(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+/// `1.5 GiB` style sizes.
+pub fn size(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}

@@ -1,0 +1,176 @@
+//! Finding the repository and its password, as restic users expect:
+//! `--repo`/`CAIRN_REPO`, then `--password-file`, `--password-command`,
+//! `CAIRN_PASSWORD`, and a prompt on a terminal. Without a repository
+//! option, a default local repository lives in the user's data directory
+//! and its generated key in the user's config directory (0600).
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cairn::{Backend, LocalBackend, Repository};
+
+use super::Global;
+
+/// A resolved repository location.
+pub struct Location {
+    pub path: PathBuf,
+    /// For the default repository: the file holding its generated key.
+    pub default_key: Option<PathBuf>,
+}
+
+fn dirs() -> Result<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "cairn").ok_or_else(|| {
+        anyhow!("cannot find your home directory for the default repository: pass --repo or set CAIRN_REPO")
+    })
+}
+
+pub fn location(g: &Global) -> Result<Location> {
+    if let Some(p) = &g.repo {
+        return Ok(Location {
+            path: p.clone(),
+            default_key: None,
+        });
+    }
+    let d = dirs()?;
+    Ok(Location {
+        path: d.data_dir().join("repository"),
+        default_key: Some(d.config_dir().join("repository.key")),
+    })
+}
+
+fn first_line(bytes: &[u8]) -> Vec<u8> {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// The password from options or environment, without prompting.
+fn given(g: &Global, loc: &Location) -> Result<Option<Vec<u8>>> {
+    if let Some(f) = &g.password_file {
+        let bytes = fs::read(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        return Ok(Some(first_line(&bytes)));
+    }
+    if let Some(cmd) = &g.password_command {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("cannot run the --password-command")?;
+        if !out.status.success() {
+            bail!("the --password-command failed ({})", out.status);
+        }
+        return Ok(Some(first_line(&out.stdout)));
+    }
+    if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
+        return Ok(Some(
+            std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
+        ));
+    }
+    if let Some(key) = &loc.default_key
+        && key.exists()
+    {
+        let bytes = fs::read(key).with_context(|| {
+            format!("cannot read the default repository's key {}", key.display())
+        })?;
+        return Ok(Some(first_line(&bytes)));
+    }
+    Ok(None)
+}
+
+fn prompt(label: &str) -> Result<Vec<u8>> {
+    let pw =
+        rpassword::prompt_password(label).context("cannot read the password from the terminal")?;
+    Ok(pw.into_bytes())
+}
+
+/// The password for an existing repository.
+pub fn password(g: &Global, loc: &Location) -> cairn::Result<Vec<u8>> {
+    match given(g, loc) {
+        Ok(Some(pw)) => return Ok(pw),
+        Ok(None) => {}
+        Err(e) => return Err(cairn::Error::invalid(format!("{e:#}"))),
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt(&format!("password for {}: ", loc.path.display()))
+            .map_err(|e| cairn::Error::invalid(format!("{e:#}")));
+    }
+    Err(cairn::Error::NoPassword {
+        location: loc.path.display().to_string(),
+    })
+}
+
+/// A new password: from options, or asked twice on a terminal.
+pub fn new_password(g: &Global, loc: &Location, what: &str) -> Result<Vec<u8>> {
+    if let Some(pw) = given(g, loc)? {
+        if pw.is_empty() {
+            bail!("the password is empty: choose a non-empty one");
+        }
+        return Ok(pw);
+    }
+    new_password_prompt(what)
+}
+
+/// Asks twice for a new password on the terminal.
+pub fn new_password_prompt(what: &str) -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "{what} needs a new password: set CAIRN_PASSWORD or pass --password-file (or run on a terminal)"
+        );
+    }
+    let a = prompt(&format!("{what}: enter new password: "))?;
+    let b = prompt(&format!("{what}: enter it again: "))?;
+    if a != b {
+        bail!("the passwords do not match");
+    }
+    if a.is_empty() {
+        bail!("the password is empty: choose a non-empty one");
+    }
+    Ok(a)
+}
+
+pub fn backend(loc: &Location) -> Arc<dyn Backend> {
+    Arc::new(LocalBackend::new(&loc.path))
+}
+
+/// Opens the repository, asking for the password only if it is encrypted.
+pub fn open(g: &Global) -> Result<(Repository, Location)> {
+    let loc = location(g)?;
+    let repo = Repository::open(backend(&loc), &mut || password(g, &loc))?;
+    Ok((repo, loc))
+}
+
+/// Creates the default repository's key file: 32 random bytes, hex, 0600,
+/// in a 0700 directory.
+pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut raw = [0u8; 32];
+    getrandom_fill(&mut raw)?;
+    let key = hex::encode(raw);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the key file {}", path.display()))?;
+    f.write_all(key.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write the key file {}", path.display()))?;
+    Ok(key.into_bytes())
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
+    cairn::random_bytes(buf).map_err(|e| anyhow!("{e}"))
+}

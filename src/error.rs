@@ -1,0 +1,147 @@
+//! The library's error type.
+//!
+//! Variants carry the object they are about (a path, a pack id, a blob id) so
+//! that the command line can print one line naming the thing and saying what
+//! to do, and map the kind of failure to an exit code. Messages are lowercase
+//! and have no trailing period.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result with cairn's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in cairn's engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository exists at the location.
+    #[error(
+        "no repository at {location}: create one with `cairn init`, or point --repo / CAIRN_REPO at an existing one"
+    )]
+    RepoNotFound {
+        /// Where we looked.
+        location: String,
+    },
+    /// `init` was asked to create a repository where one exists.
+    #[error("a repository already exists at {location}")]
+    RepoExists {
+        /// Where it is.
+        location: String,
+    },
+    /// The repository uses a format this build does not understand.
+    #[error(
+        "{location} is a cairn repository of format version {found}, but this cairn reads version {supported}: use a cairn release that supports version {found}"
+    )]
+    UnsupportedVersion {
+        /// Where the repository is.
+        location: String,
+        /// The version in its config.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// No key file opened with the given password.
+    #[error("wrong password: none of the {keys} key(s) of {location} opens with it")]
+    WrongPassword {
+        /// Where the repository is.
+        location: String,
+        /// How many key files were tried.
+        keys: usize,
+    },
+    /// A password is needed but none was given and there is no terminal.
+    #[error(
+        "{location} needs a password: set CAIRN_PASSWORD, or pass --password-file or --password-command"
+    )]
+    NoPassword {
+        /// Where the repository is.
+        location: String,
+    },
+    /// A stored object failed a check (hash, authentication tag, decoding).
+    #[error("{object} is damaged: {reason}")]
+    Corrupt {
+        /// The object, for example `pack 3fa2… (data/3f/3fa2…)`.
+        object: String,
+        /// What check failed.
+        reason: String,
+    },
+    /// A blob is referenced but no index knows it.
+    #[error("blob {id} is not in any index (its pack is missing or unindexed)")]
+    BlobNotIndexed {
+        /// The blob.
+        id: crate::BlobId,
+    },
+    /// A repository file could not be read or written.
+    #[error("repository {op} of {path} failed: {source}")]
+    Backend {
+        /// What we were doing: read, write, list, delete.
+        op: &'static str,
+        /// The repository file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A source file could not be read during backup.
+    #[error("cannot read {}: {source}; fix its permissions or leave it out with --exclude", path.display())]
+    SourceRead {
+        /// The source path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A restore target could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    TargetWrite {
+        /// The target path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A snapshot reference matched nothing, or more than one snapshot.
+    #[error("{0}")]
+    SnapshotRef(String),
+    /// An argument or option value is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// An invalid-input error with the given message.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+
+    /// A damaged-object error.
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A source-read error for `path`.
+    pub fn source_read(path: &Path, source: io::Error) -> Self {
+        Self::SourceRead {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A target-write error for `path`.
+    pub fn target_write(path: &Path, source: io::Error) -> Self {
+        Self::TargetWrite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the error means stored data is damaged or missing, as
+    /// opposed to a usage or environment problem.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Corrupt { .. } | Self::BlobNotIndexed { .. })
+    }
+}

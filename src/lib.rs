@@ -1,0 +1,141 @@
+//! cairn: a content-addressed, deduplicating, encrypted snapshot store.
+//!
+//! Files are split into chunks with FastCDC, each chunk is identified by its
+//! keyed BLAKE3 hash, compressed with zstd, sealed with XChaCha20-Poly1305 and
+//! stored once in packs; directories become tree blobs and a snapshot names a
+//! root tree. `store-format.md` documents every byte on disk.
+//!
+//! The library owns all behaviour; the `cairn` binary parses arguments and
+//! prints. A round trip:
+//!
+//! ```
+//! # fn main() -> cairn::Result<()> {
+//! use std::sync::Arc;
+//! use cairn::{BackupOptions, InitOptions, MemoryBackend, NoProgress, Repository};
+//! let src = tempfile::tempdir().map_err(|e| cairn::Error::invalid(e.to_string()))?;
+//! std::fs::write(src.path().join("hello.txt"), b"hello").map_err(|e| cairn::Error::invalid(e.to_string()))?;
+//! let repo = Repository::init(Arc::new(MemoryBackend::new()), Some(b"pw"), &InitOptions::default())?;
+//! let done = cairn::backup(&repo, &BackupOptions::new(vec![src.path().into()]), &NoProgress)?;
+//! let report = cairn::verify(&repo, &cairn::VerifyOptions::default())?;
+//! assert!(report.errors.is_empty());
+//! # let _ = done;
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod backup;
+mod chunker;
+mod codec;
+mod config;
+mod crypto;
+mod error;
+mod id;
+mod index;
+mod keyfile;
+mod pack;
+mod repo;
+mod restore;
+mod snapshot;
+mod stats;
+mod tree;
+mod verify;
+
+pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
+pub use backup::{BackupOptions, BackupOutcome, NoProgress, Progress, backup};
+pub use chunker::ChunkerParams;
+pub use config::{Config, Encryption, FORMAT_VERSION};
+pub use crypto::random as random_bytes;
+pub use error::{Error, Result};
+pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+pub use keyfile::KeyFile;
+pub use pack::{BlobKind, Compression, PackEntry};
+pub use repo::{InitOptions, Repository, needs_password};
+pub use restore::{RestoreOptions, RestoreOutcome, restore};
+pub use snapshot::{Snapshot, Summary};
+pub use stats::{RepoStats, stats};
+pub use tree::{Node, NodeKind, Tree, Xattr};
+pub use verify::{VerifyOptions, VerifyReport, verify};
+
+/// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
+/// Each takes arbitrary bytes and returns an error, never panics.
+pub mod decode {
+    pub use crate::config::{decode as config, peek_version};
+    pub use crate::index::decode_file as index_file;
+    pub use crate::keyfile::KeyFile;
+    pub use crate::pack::{
+        decode_header as pack_header, parse_trailer as pack_trailer, read_header as pack,
+    };
+    pub use crate::snapshot::decode_file as snapshot_file;
+    pub use crate::tree::Tree;
+
+    /// A sealer with a fixed key, for fuzzing decoders behind encryption.
+    #[must_use]
+    pub fn test_crypto(encrypted: bool) -> crate::crypto::Crypto {
+        crate::crypto::Crypto::new(
+            &crate::crypto::MasterKey {
+                encryption: [7; 32],
+                id: [9; 32],
+                chunker_seed: 0,
+            },
+            encrypted,
+        )
+    }
+}
+
+/// Finds the node at `path` (components separated by `/`) below `root`;
+/// `None` for the root itself.
+///
+/// # Errors
+/// [`Error::Invalid`] when the path does not exist in the snapshot; read
+/// errors for damaged trees.
+pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option<Node>> {
+    let mut tree_id = *root;
+    let mut found: Option<Node> = None;
+    for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if let Some(n) = &found {
+            match &n.kind {
+                NodeKind::Dir { subtree } => tree_id = *subtree,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{} is not a directory in this snapshot",
+                        String::from_utf8_lossy(path)
+                    )));
+                }
+            }
+        }
+        let tree = repo.read_tree(&tree_id)?;
+        found = Some(tree.find(comp).cloned().ok_or_else(|| {
+            Error::invalid(format!(
+                "{} is not in this snapshot",
+                String::from_utf8_lossy(path)
+            ))
+        })?);
+    }
+    Ok(found)
+}
+
+/// Calls `visit(path, node)` for every entry below `tree`, depth first,
+/// with `path` starting from `prefix`.
+///
+/// # Errors
+/// The first tree that cannot be read.
+pub fn walk_tree(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node),
+) -> Result<()> {
+    let t = repo.read_tree(tree)?;
+    for node in &t.nodes {
+        let mut path = prefix.to_vec();
+        if path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&node.name);
+        visit(&path, node);
+        if let NodeKind::Dir { subtree } = &node.kind {
+            walk_tree(repo, subtree, &path, visit)?;
+        }
+    }
+    Ok(())
+}

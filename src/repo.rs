@@ -1,0 +1,742 @@
+//! A repository opened with its key: reading and writing objects in the
+//! documented order (packs, then index, then snapshot).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use crate::backend::{Backend, CONFIG_NAME, FileKind};
+use crate::chunker::ChunkerParams;
+use crate::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
+use crate::crypto::{Crypto, Domain, MasterKey};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+use crate::index::{self, Index, IndexFile, IndexPack, Location};
+use crate::keyfile::KeyFile;
+use crate::pack::{self, BlobKind, Compression, PackBuilder, PackEntry, TRAILER_LEN};
+use crate::snapshot::{self, Snapshot};
+use crate::tree::Tree;
+use crate::{Error, Result};
+
+/// Options for creating a repository.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InitOptions {
+    /// Encrypt objects (the default). `false` only on explicit request.
+    pub encryption: bool,
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level (0 disables compression).
+    pub compression_level: i32,
+    /// Pack size at which a pack is closed.
+    pub pack_target_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            encryption: true,
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_target_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section in cairn leaves
+/// its data consistent before anything that could panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    crypto: Crypto,
+    chunker_seed: u64,
+    key_id: KeyId,
+    index: RwLock<Index>,
+    /// Index files that could not be read when the index was loaded.
+    index_errors: Vec<(IndexId, String)>,
+    /// Headers of packs no index describes, read on first need so that data
+    /// whose index was lost can still be restored.
+    unindexed: Mutex<Option<Index>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.backend.location())
+            .finish_non_exhaustive()
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn username() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| nix::unistd::getuid().to_string(), |u| u.name)
+}
+
+pub(crate) fn host_and_user() -> (String, String) {
+    (hostname(), username())
+}
+
+fn read_config(backend: &dyn Backend) -> Result<config::RawConfig> {
+    let location = backend.location();
+    let bytes = match backend.read(FileKind::Config, CONFIG_NAME) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Error::RepoNotFound { location }),
+        Err(e) => return Err(e),
+    };
+    config::decode(&bytes).map_err(|e| match e {
+        ConfigError::Version(found) => Error::UnsupportedVersion {
+            location,
+            found,
+            supported: FORMAT_VERSION,
+        },
+        other => Error::corrupt(format!("config of {location}"), other.to_string()),
+    })
+}
+
+/// True when the repository's config says it is unencrypted, so no password
+/// is needed. Fails like [`Repository::open`] for a missing repository or an
+/// unknown version, before any password is asked for.
+///
+/// # Errors
+/// [`Error::RepoNotFound`], [`Error::UnsupportedVersion`] or a damaged config.
+pub fn needs_password(backend: &dyn Backend) -> Result<bool> {
+    Ok(read_config(backend)?.config.encryption != Encryption::None)
+}
+
+impl Repository {
+    /// Creates a repository; `password` is required unless encryption is off.
+    ///
+    /// # Errors
+    /// Fails when a repository exists there or the backend refuses writes.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: Option<&[u8]>,
+        opts: &InitOptions,
+    ) -> Result<Self> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        if opts.encryption && password.is_none() {
+            return Err(Error::invalid("an encrypted repository needs a password"));
+        }
+        backend.create()?;
+        let master = MasterKey::generate()?;
+        let (host, user) = host_and_user();
+        let key = KeyFile::create(
+            &master,
+            if opts.encryption { password } else { None },
+            host,
+            user,
+        )?;
+        let (key_id, key_bytes) = key.encode();
+        let mut repo_id = [0u8; 32];
+        crate::crypto::random(&mut repo_id)?;
+        let config = Config {
+            repo_id,
+            encryption: if opts.encryption {
+                Encryption::XChaCha20Poly1305
+            } else {
+                Encryption::None
+            },
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_target_size: opts.pack_target_size,
+        };
+        let crypto = Crypto::new(&master, opts.encryption);
+        // The key goes first: a config without a key would be a repository
+        // nobody can open, while a key without a config is just ignored.
+        backend.write(FileKind::Key, &key_id.to_hex(), &key_bytes)?;
+        backend.write(
+            FileKind::Config,
+            CONFIG_NAME,
+            &config::encode(&config, |b| crypto.mac(b)),
+        )?;
+        Ok(Self {
+            backend,
+            config,
+            crypto,
+            chunker_seed: master.chunker_seed,
+            key_id,
+            index: RwLock::new(Index::default()),
+            index_errors: Vec::new(),
+            unindexed: Mutex::new(None),
+        })
+    }
+
+    /// Opens a repository. `password` is called only when it is encrypted.
+    ///
+    /// # Errors
+    /// [`Error::RepoNotFound`], [`Error::UnsupportedVersion`],
+    /// [`Error::WrongPassword`], or a damaged config or key file.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+    ) -> Result<Self> {
+        let location = backend.location();
+        let raw = read_config(backend.as_ref())?;
+        let encrypted = raw.config.encryption != Encryption::None;
+        let pw = if encrypted { password()? } else { Vec::new() };
+        let mut keys = backend.list(FileKind::Key)?;
+        keys.sort();
+        let mut opened = None;
+        for (name, _) in &keys {
+            let bytes = backend.read(FileKind::Key, name)?;
+            let Ok(file) = KeyFile::decode(&bytes) else {
+                continue;
+            };
+            if encrypted != file.kdf.is_some() {
+                continue;
+            }
+            if let Some(master) = file.open(&pw)? {
+                opened = Some((name.parse::<KeyId>()?, master));
+                break;
+            }
+        }
+        let Some((key_id, master)) = opened else {
+            if keys.is_empty() {
+                return Err(Error::corrupt(
+                    format!("repository {location}"),
+                    "it has no key files (keys/ is empty)",
+                ));
+            }
+            return Err(Error::WrongPassword {
+                location,
+                keys: keys.len(),
+            });
+        };
+        let crypto = Crypto::new(&master, encrypted);
+        if crypto.mac(&raw.signed) != raw.mac {
+            return Err(Error::corrupt(
+                format!("config of {location}"),
+                "its MAC does not match: the file was changed or damaged",
+            ));
+        }
+        let mut repo = Self {
+            backend,
+            config: raw.config,
+            crypto,
+            chunker_seed: master.chunker_seed,
+            key_id,
+            index: RwLock::new(Index::default()),
+            index_errors: Vec::new(),
+            unindexed: Mutex::new(None),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    fn load_index(&mut self) -> Result<()> {
+        let mut names = self.backend.list(FileKind::Index)?;
+        names.sort();
+        let loaded: Vec<(String, Result<IndexFile>)> = {
+            use rayon::prelude::*;
+            names
+                .par_iter()
+                .map(|(name, _)| (name.clone(), self.read_index_file(name)))
+                .collect()
+        };
+        let mut index = Index::default();
+        for (name, file) in loaded {
+            match file {
+                Ok(file) => {
+                    for p in &file.packs {
+                        index.add_pack(p);
+                    }
+                }
+                Err(e) => {
+                    let id = name.parse().unwrap_or_default();
+                    self.index_errors.push((id, e.to_string()));
+                }
+            }
+        }
+        self.index = RwLock::new(index);
+        Ok(())
+    }
+
+    /// Reads and checks one index file.
+    ///
+    /// # Errors
+    /// Backend errors, or [`Error::Corrupt`] naming the file.
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.backend.read(FileKind::Index, name)?;
+        if IndexId::hash_of(&bytes).to_hex() != name {
+            return Err(Error::corrupt(
+                format!("index {name}"),
+                "its content does not match its name",
+            ));
+        }
+        index::decode_file(&self.crypto, &bytes)
+            .map_err(|r| Error::corrupt(format!("index {name}"), r))
+    }
+
+    /// The storage backend.
+    #[must_use]
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The repository's parameters.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The sealer.
+    #[must_use]
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// The chunker seed.
+    #[must_use]
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    /// The key file this session opened.
+    #[must_use]
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Index files that could not be read (reported by `verify`).
+    #[must_use]
+    pub fn index_errors(&self) -> &[(IndexId, String)] {
+        &self.index_errors
+    }
+
+    /// Read access to the merged index.
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn locate(&self, id: &BlobId) -> Result<(PackId, Location)> {
+        {
+            let index = self.index();
+            if let Some(loc) = index.get(id)
+                && let Some(pack) = index.pack_id(loc.pack)
+            {
+                return Ok((pack, loc));
+            }
+        }
+        // Fall back to packs that no index describes (their index file was
+        // lost, or a backup was interrupted after writing them).
+        let mut extra = lock(&self.unindexed);
+        if extra.is_none() {
+            *extra = Some(self.scan_unindexed_packs());
+        }
+        extra
+            .as_ref()
+            .and_then(|x| x.get(id).and_then(|loc| Some((x.pack_id(loc.pack)?, loc))))
+            .ok_or(Error::BlobNotIndexed { id: *id })
+    }
+
+    fn scan_unindexed_packs(&self) -> Index {
+        let mut extra = Index::default();
+        let Ok(packs) = self.backend.list(FileKind::Pack) else {
+            return extra;
+        };
+        let index = self.index();
+        for (name, size) in packs {
+            let Ok(id) = name.parse::<PackId>() else {
+                continue;
+            };
+            if index.has_pack(&id) {
+                continue;
+            }
+            if let Ok(entries) = self.read_pack_header(&id, size) {
+                extra.add_pack(&IndexPack { id, size, entries });
+            }
+        }
+        extra
+    }
+
+    /// Reads a pack's header from its tail.
+    ///
+    /// # Errors
+    /// Backend errors, or [`Error::Corrupt`] for a truncated pack or a
+    /// damaged header.
+    pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+        let name = id.to_hex();
+        let what = || format!("pack {name}");
+        if size < TRAILER_LEN {
+            return Err(Error::corrupt(what(), format!("truncated to {size} bytes")));
+        }
+        let trailer =
+            self.backend
+                .read_range(FileKind::Pack, &name, size - TRAILER_LEN, TRAILER_LEN)?;
+        let header_len = pack::parse_trailer(&trailer, size)
+            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let header_at = size - TRAILER_LEN - u64::from(header_len);
+        let sealed =
+            self.backend
+                .read_range(FileKind::Pack, &name, header_at, u64::from(header_len))?;
+        let plain = self
+            .crypto
+            .open(Domain::PackHeader, &sealed)
+            .map_err(|e| Error::corrupt(what(), format!("header: {e}")))?;
+        Ok(pack::decode_header(&plain, header_at)
+            .map_err(|e| Error::corrupt(what(), e.to_string()))?
+            .entries)
+    }
+
+    /// Opens a sealed blob and checks it against its id.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the blob and pack when any check fails.
+    pub fn open_blob(
+        &self,
+        id: &BlobId,
+        pack: &PackId,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let what = || format!("blob {id} in pack {pack}");
+        let payload = self
+            .crypto
+            .open(Domain::Blob, sealed)
+            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let plain = match compression {
+            Compression::None => payload,
+            Compression::Zstd => zstd::bulk::decompress(&payload, raw_length as usize)
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?,
+        };
+        if plain.len() != raw_length as usize {
+            return Err(Error::corrupt(
+                what(),
+                format!("length {} instead of {raw_length}", plain.len()),
+            ));
+        }
+        if self.crypto.blob_id(&plain) != *id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    /// Reads a blob, checking it against its id.
+    ///
+    /// # Errors
+    /// [`Error::BlobNotIndexed`], backend errors, or [`Error::Corrupt`].
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack, loc) = self.locate(id)?;
+        let sealed = self.backend.read_range(
+            FileKind::Pack,
+            &pack.to_hex(),
+            u64::from(loc.offset),
+            u64::from(loc.length),
+        )?;
+        self.open_blob(id, &pack, loc.compression, loc.raw_length, &sealed)
+    }
+
+    /// Reads and decodes a tree blob.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], or [`Error::Corrupt`] for a malformed tree.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// Reads one snapshot file.
+    ///
+    /// # Errors
+    /// Backend errors or [`Error::Corrupt`].
+    pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let bytes = self.backend.read(FileKind::Snapshot, &name)?;
+        if SnapshotId::hash_of(&bytes) != *id {
+            return Err(Error::corrupt(
+                format!("snapshot {name}"),
+                "its content does not match its name",
+            ));
+        }
+        snapshot::decode_file(&self.crypto, &bytes)
+            .map_err(|r| Error::corrupt(format!("snapshot {name}"), r))
+    }
+
+    /// All snapshots, oldest first. Damaged ones are returned as errors.
+    ///
+    /// # Errors
+    /// Fails when the snapshot directory cannot be listed.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let names = self.backend.list(FileKind::Snapshot)?;
+        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = names
+            .into_iter()
+            .filter_map(|(n, _)| n.parse::<SnapshotId>().ok())
+            .map(|id| (id, self.read_snapshot(&id)))
+            .collect();
+        out.sort_by_key(|(id, s)| {
+            (
+                s.as_ref()
+                    .map(|s| (s.time, s.time_nsec))
+                    .unwrap_or((i64::MIN, 0)),
+                *id,
+            )
+        });
+        Ok(out)
+    }
+
+    /// Resolves `latest` or a unique id prefix.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotRef`] when nothing or more than one snapshot matches.
+    pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        if reference == "latest" {
+            return all
+                .into_iter()
+                .rev()
+                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .ok_or_else(|| Error::SnapshotRef("the repository has no snapshots yet".into()));
+        }
+        let r = reference.to_ascii_lowercase();
+        let mut matches = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&r));
+        match (matches.next(), matches.next()) {
+            (Some((id, s)), None) => Ok((id, s?)),
+            (None, _) => Err(Error::SnapshotRef(format!(
+                "no snapshot matches '{reference}': list them with `cairn snapshots`"
+            ))),
+            (Some(_), Some(_)) => Err(Error::SnapshotRef(format!(
+                "'{reference}' matches several snapshots: give more characters of the id"
+            ))),
+        }
+    }
+
+    /// Writes a snapshot. Call only after the index naming all its blobs.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let (id, bytes) = snapshot::encode_file(&self.crypto, snap)?;
+        self.backend
+            .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Key files with their metadata.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn keys(&self) -> Result<Vec<(KeyId, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Key)? {
+            let Ok(id) = name.parse::<KeyId>() else {
+                continue;
+            };
+            let file = self.backend.read(FileKind::Key, &name).and_then(|b| {
+                KeyFile::decode(&b).map_err(|r| Error::corrupt(format!("key {name}"), r))
+            });
+            out.push((id, file));
+        }
+        out.sort_by_key(|(id, f)| (f.as_ref().map(|f| f.created).unwrap_or(0), *id));
+        Ok(out)
+    }
+
+    /// Adds a key file for `password`, wrapping the same master key.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unencrypted repository; backend errors.
+    pub fn add_key(&self, password: &[u8], master: &MasterKey) -> Result<KeyId> {
+        if self.config.encryption == Encryption::None {
+            return Err(Error::invalid(
+                "this repository is not encrypted: it has no passwords to add",
+            ));
+        }
+        let (host, user) = host_and_user();
+        let (id, bytes) = KeyFile::create(master, Some(password), host, user)?.encode();
+        self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Removes a key file; refuses the last one and the one in use.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when removal would lock everyone out.
+    pub fn remove_key(&self, id: &KeyId) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::invalid(
+                "refusing to remove the key this session opened the repository with; open with another password first",
+            ));
+        }
+        let keys = self.keys()?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::invalid(format!("no key {id} in this repository")));
+        }
+        self.backend.delete(FileKind::Key, &id.to_hex())
+    }
+
+    /// Re-reads the master key with `password` (used to add keys).
+    ///
+    /// # Errors
+    /// [`Error::WrongPassword`] when the current key does not open with it.
+    pub fn master_key(&self, password: &[u8]) -> Result<MasterKey> {
+        let name = self.key_id.to_hex();
+        let file = KeyFile::decode(&self.backend.read(FileKind::Key, &name)?)
+            .map_err(|r| Error::corrupt(format!("key {name}"), r))?;
+        file.open(password)?.ok_or_else(|| Error::WrongPassword {
+            location: self.backend.location(),
+            keys: 1,
+        })
+    }
+
+    /// Starts writing blobs.
+    #[must_use]
+    pub fn blob_writer(&self) -> BlobWriter<'_> {
+        BlobWriter {
+            repo: self,
+            seen: Mutex::new(HashSet::new()),
+            current: Mutex::new(PackBuilder::default()),
+            written: Mutex::new(Vec::new()),
+            blobs_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            bytes_stored: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds blobs to packs, deduplicating against the index, and writes the
+/// index for them when finished. Shared by worker threads.
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    seen: Mutex<HashSet<BlobId>>,
+    current: Mutex<PackBuilder>,
+    /// Packs written in this session, not yet in any index.
+    written: Mutex<Vec<IndexPack>>,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_stored: AtomicU64,
+}
+
+/// What a [`BlobWriter`] added.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteStats {
+    /// New blobs.
+    pub blobs_added: u64,
+    /// Their plaintext bytes.
+    pub bytes_added: u64,
+    /// Bytes written to the repository.
+    pub bytes_stored: u64,
+}
+
+impl BlobWriter<'_> {
+    /// Stores `plain` unless the repository already has it; returns its id
+    /// and whether it was new.
+    ///
+    /// # Errors
+    /// Backend errors while writing a full pack.
+    pub fn save(&self, kind: BlobKind, plain: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.repo.crypto.blob_id(plain);
+        if self.repo.index().contains(&id) || !lock(&self.seen).insert(id) {
+            return Ok((id, false));
+        }
+        let level = self.repo.config.compression_level;
+        let compressed = if level > 0 && plain.len() > 64 {
+            zstd::bulk::compress(plain, level)
+                .ok()
+                .filter(|c| c.len() < plain.len())
+        } else {
+            None
+        };
+        let (compression, payload) = match &compressed {
+            Some(c) => (Compression::Zstd, c.as_slice()),
+            None => (Compression::None, plain),
+        };
+        let raw_length = u32::try_from(plain.len())
+            .map_err(|_| Error::invalid("a blob larger than 4 GiB cannot be stored"))?;
+        let sealed = self.repo.crypto.seal(Domain::Blob, payload)?;
+        let full = {
+            let mut cur = lock(&self.current);
+            cur.add(id, kind, compression, raw_length, &sealed);
+            if cur.len() >= self.repo.config.pack_target_size as usize {
+                Some(std::mem::take(&mut *cur))
+            } else {
+                None
+            }
+        };
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.bytes_added
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        if let Some(builder) = full {
+            self.write_pack(builder)?;
+        }
+        Ok((id, true))
+    }
+
+    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
+        let finished = builder.finish(&self.repo.crypto)?;
+        let size = finished.bytes.len() as u64;
+        self.repo
+            .backend
+            .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
+        self.bytes_stored.fetch_add(size, Ordering::Relaxed);
+        lock(&self.written).push(IndexPack {
+            id: finished.id,
+            size,
+            entries: finished.entries,
+        });
+        Ok(())
+    }
+
+    /// Writes the last pack and one index file for every pack of this
+    /// session. Only after this returns may a snapshot refer to the blobs.
+    ///
+    /// # Errors
+    /// Backend errors; the packs written so far stay unindexed garbage.
+    pub fn finish(self) -> Result<WriteStats> {
+        let last = std::mem::take(&mut *lock(&self.current));
+        if !last.is_empty() {
+            self.write_pack(last)?;
+        }
+        let packs = std::mem::take(&mut *lock(&self.written));
+        if !packs.is_empty() {
+            let file = IndexFile { packs };
+            let (id, bytes) = index::encode_file(&self.repo.crypto, &file)?;
+            self.repo
+                .backend
+                .write(FileKind::Index, &id.to_hex(), &bytes)?;
+            self.bytes_stored
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let mut index = self
+                .repo
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for p in &file.packs {
+                index.add_pack(p);
+            }
+        }
+        Ok(self.stats())
+    }
+
+    /// Deletes the packs this session wrote. They are in no index, so no
+    /// snapshot and no other writer can refer to their blobs.
+    pub fn abandon(self) {
+        for p in std::mem::take(&mut *lock(&self.written)) {
+            let _ = self.repo.backend.delete(FileKind::Pack, &p.id.to_hex());
+        }
+    }
+
+    /// Counts so far.
+    #[must_use]
+    pub fn stats(&self) -> WriteStats {
+        WriteStats {
+            blobs_added: self.blobs_added.load(Ordering::Relaxed),
+            bytes_added: self.bytes_added.load(Ordering::Relaxed),
+            bytes_stored: self.bytes_stored.load(Ordering::Relaxed),
+        }
+    }
+}

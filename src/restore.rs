@@ -1,0 +1,423 @@
+//! Restore: recreates a snapshot's files under a target directory.
+//!
+//! Every file is written to a temporary name in its final directory and
+//! renamed into place only when complete, with its metadata already set, so
+//! an existing file is replaced atomically or not at all. Damaged or missing
+//! blobs fail only the files that need them: the rest are restored and the
+//! damaged ones are named in the outcome. Directory metadata is applied last,
+//! deepest first, so that writing children does not disturb it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, Permissions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use filetime::FileTime;
+use rayon::prelude::*;
+
+use crate::backup::Progress;
+use crate::id::BlobId;
+use crate::repo::{Repository, lock};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind};
+use crate::{Error, Result};
+
+/// Where and what to restore.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Restore only these paths of the snapshot (and what is below them).
+    pub includes: Vec<PathBuf>,
+}
+
+impl RestoreOptions {
+    /// Restore everything into `target`.
+    #[must_use]
+    pub fn new(target: impl Into<PathBuf>) -> Self {
+        Self {
+            target: target.into(),
+            includes: Vec::new(),
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOutcome {
+    /// Regular files restored.
+    pub files: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symlinks, FIFOs and devices.
+    pub others: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Files and directories that could not be restored, with the reason.
+    /// Non-empty means the restore is incomplete.
+    pub errors: Vec<String>,
+    /// Metadata that could not be applied (ownership as non-root, xattrs
+    /// the target file system refuses).
+    pub warnings: Vec<String>,
+}
+
+struct Item {
+    rel: PathBuf,
+    node: Node,
+}
+
+fn components(p: &Path) -> Vec<Vec<u8>> {
+    p.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Relation of a path to the include list.
+fn included(rel: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> (bool, bool) {
+    if includes.is_empty() {
+        return (true, true);
+    }
+    // (take this entry, descend into it)
+    let mut take = false;
+    let mut descend = false;
+    for inc in includes {
+        if rel.starts_with(inc) {
+            return (true, true);
+        }
+        if inc.starts_with(rel) {
+            take = true;
+            descend = true;
+        }
+    }
+    (take, descend)
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    target: PathBuf,
+    errors: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<String>>,
+    bytes: AtomicU64,
+    is_root: bool,
+    progress: &'a dyn Progress,
+}
+
+fn tmp_name(dir: &Path, name: &OsStr) -> PathBuf {
+    let mut r = [0u8; 6];
+    let _ = crate::crypto::random(&mut r);
+    let mut n = b".".to_vec();
+    n.extend_from_slice(name.as_bytes());
+    n.extend_from_slice(format!(".cairn-{}", hex::encode(r)).as_bytes());
+    dir.join(OsStr::from_bytes(&n))
+}
+
+impl Restorer<'_> {
+    fn error(&self, msg: String) {
+        lock(&self.errors).push(msg);
+    }
+
+    fn warn(&self, msg: String) {
+        lock(&self.warnings).push(msg);
+    }
+
+    fn collect(&self, tree: &BlobId, rel: &Path, includes: &[Vec<Vec<u8>>], out: &mut Vec<Item>) {
+        let tree = match self.repo.read_tree(tree) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(format!("{}/: contents lost: {e}", display_rel(rel)));
+                return;
+            }
+        };
+        for node in tree.nodes {
+            let child = rel.join(OsStr::from_bytes(&node.name));
+            let (take, descend) = included(&components(&child), includes);
+            if !take {
+                continue;
+            }
+            let sub = match &node.kind {
+                NodeKind::Dir { subtree } if descend => Some(*subtree),
+                _ => None,
+            };
+            out.push(Item {
+                rel: child.clone(),
+                node,
+            });
+            if let Some(sub) = sub {
+                self.collect(&sub, &child, includes, out);
+            }
+        }
+    }
+
+    fn write_content(&self, file: &mut File, content: &[BlobId], size: u64) -> Result<()> {
+        let mut pos = 0u64;
+        let mut sparse_tail = false;
+        for id in content {
+            let data = self.repo.read_blob(id)?;
+            // All-zero chunks become holes: sparse files stay sparse, and
+            // nothing is lost for files that were not sparse.
+            if data.iter().all(|&b| b == 0) {
+                sparse_tail = true;
+            } else {
+                file.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+                file.write_all(&data).map_err(io_err)?;
+                sparse_tail = false;
+            }
+            pos += data.len() as u64;
+            self.progress.bytes(data.len() as u64);
+        }
+        if pos != size {
+            return Err(Error::corrupt(
+                "file record",
+                format!("content is {pos} bytes but the tree says {size}"),
+            ));
+        }
+        if sparse_tail || pos == 0 {
+            file.set_len(size).map_err(io_err)?;
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn apply_meta(&self, path: &Path, node: &Node, rel: &Path) {
+        let symlink = matches!(node.kind, NodeKind::Symlink { .. });
+        if self.is_root
+            && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
+        {
+            self.warn(format!("{}: cannot set owner: {e}", display_rel(rel)));
+        }
+        if !symlink && let Err(e) = fs::set_permissions(path, Permissions::from_mode(node.mode)) {
+            self.warn(format!("{}: cannot set mode: {e}", display_rel(rel)));
+        }
+        for x in &node.xattrs {
+            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+                self.warn(format!(
+                    "{}: cannot set extended attribute {}: {e}",
+                    display_rel(rel),
+                    String::from_utf8_lossy(&x.name)
+                ));
+            }
+        }
+        let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nsec);
+        if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
+            self.warn(format!("{}: cannot set times: {e}", display_rel(rel)));
+        }
+    }
+
+    fn restore_file(&self, item: &Item, content: &[BlobId]) -> Result<()> {
+        let dest = self.target.join(&item.rel);
+        let dir = dest.parent().unwrap_or(&self.target);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".cairn-restore-")
+            .tempfile_in(dir)
+            .map_err(|e| Error::target_write(&dest, e))?;
+        self.write_content(tmp.as_file_mut(), content, item.node.size)?;
+        self.apply_meta(tmp.path(), &item.node, &item.rel);
+        tmp.persist(&dest)
+            .map_err(|e| Error::target_write(&dest, e.error))?;
+        Ok(())
+    }
+
+    fn restore_special(&self, item: &Item) -> Result<bool> {
+        let dest = self.target.join(&item.rel);
+        let dir = dest.parent().unwrap_or(&self.target);
+        let tmp = tmp_name(dir, dest.file_name().unwrap_or_default());
+        let made = match &item.node.kind {
+            NodeKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp)
+            }
+            NodeKind::Fifo => {
+                nix::unistd::mkfifo(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(std::io::Error::from)
+            }
+            NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
+                let kind = if matches!(item.node.kind, NodeKind::CharDevice { .. }) {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(
+                    &tmp,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    *rdev,
+                )
+                .map_err(std::io::Error::from)
+            }
+            _ => return Ok(false),
+        };
+        made.map_err(|e| Error::target_write(&dest, e))?;
+        self.apply_meta(&tmp, &item.node, &item.rel);
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::target_write(&dest, e));
+        }
+        Ok(true)
+    }
+
+    fn link(&self, item: &Item, primary: &Path) -> Result<()> {
+        let dest = self.target.join(&item.rel);
+        let dir = dest.parent().unwrap_or(&self.target);
+        let tmp = tmp_name(dir, dest.file_name().unwrap_or_default());
+        fs::hard_link(self.target.join(primary), &tmp)
+            .map_err(|e| Error::target_write(&dest, e))?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::target_write(&dest, e));
+        }
+        Ok(())
+    }
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::Backend {
+        op: "write",
+        path: "restore target".into(),
+        source: e,
+    }
+}
+
+fn display_rel(rel: &Path) -> String {
+    format!("/{}", rel.display())
+}
+
+/// Restores `snapshot` according to `opts`.
+///
+/// Returns an outcome whose `errors` list every file that could not be
+/// restored; the caller decides how to report an incomplete restore.
+///
+/// # Errors
+/// Fails only when the target directory cannot be created at all.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    fs::create_dir_all(&opts.target).map_err(|e| Error::target_write(&opts.target, e))?;
+    let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
+    let r = Restorer {
+        repo,
+        target: opts.target.clone(),
+        errors: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+        bytes: AtomicU64::new(0),
+        is_root: nix::unistd::geteuid().is_root(),
+        progress,
+    };
+    let mut items = Vec::new();
+    r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);
+    if !includes.is_empty() && items.is_empty() {
+        return Err(Error::invalid(format!(
+            "none of {} is in the snapshot",
+            opts.includes
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut out = RestoreOutcome::default();
+
+    // Directories first, in tree order (parents before children).
+    let mut failed_dirs: Vec<PathBuf> = Vec::new();
+    for item in items
+        .iter()
+        .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
+    {
+        let dest = r.target.join(&item.rel);
+        match fs::create_dir(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+            Err(e) => {
+                r.error(format!(
+                    "{}: {}",
+                    display_rel(&item.rel),
+                    Error::target_write(&dest, e)
+                ));
+                failed_dirs.push(item.rel.clone());
+            }
+        }
+        out.dirs += 1;
+    }
+    let under_failed = |rel: &Path| failed_dirs.iter().any(|d| rel.starts_with(d) && rel != d);
+
+    // Hard links: the first path of each inode is restored, the rest link to it.
+    let mut primaries: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut links: Vec<(&Item, PathBuf)> = Vec::new();
+    let mut files: Vec<(&Item, &[BlobId])> = Vec::new();
+    let mut specials: Vec<&Item> = Vec::new();
+    for item in &items {
+        if under_failed(&item.rel) {
+            continue;
+        }
+        match &item.node.kind {
+            NodeKind::File { content } => {
+                if item.node.links > 1 {
+                    let key = (item.node.device, item.node.inode);
+                    if let Some(p) = primaries.get(&key) {
+                        links.push((item, p.clone()));
+                        continue;
+                    }
+                    primaries.insert(key, item.rel.clone());
+                }
+                files.push((item, content));
+            }
+            NodeKind::Dir { .. } => {}
+            _ => specials.push(item),
+        }
+    }
+    let failed_files: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    files.par_iter().for_each(|(item, content)| {
+        if let Err(e) = r.restore_file(item, content) {
+            r.error(format!("{}: {e}", display_rel(&item.rel)));
+            lock(&failed_files).push(item.rel.clone());
+        }
+        r.progress.file();
+    });
+    let failed_files = failed_files.into_inner().unwrap_or_default();
+    out.files = files.len() as u64 - failed_files.len() as u64;
+    for (item, primary) in links {
+        if failed_files.contains(&primary) {
+            r.error(format!(
+                "{}: not linked, because {} failed",
+                display_rel(&item.rel),
+                display_rel(&primary)
+            ));
+            continue;
+        }
+        match r.link(item, &primary) {
+            Ok(()) => out.files += 1,
+            Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
+        }
+    }
+    for item in specials {
+        match r.restore_special(item) {
+            Ok(true) => out.others += 1,
+            Ok(false) => {}
+            Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
+        }
+    }
+    // Directory metadata last, deepest first.
+    for item in items
+        .iter()
+        .rev()
+        .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
+    {
+        if !failed_dirs.contains(&item.rel) {
+            r.apply_meta(&r.target.join(&item.rel), &item.node, &item.rel);
+        }
+    }
+    out.bytes = r.bytes.load(Ordering::Relaxed);
+    out.errors = r.errors.into_inner().unwrap_or_default();
+    out.warnings = r.warnings.into_inner().unwrap_or_default();
+    Ok(out)
+}

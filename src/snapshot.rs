@@ -1,0 +1,115 @@
+//! Snapshots: the small record that names a root tree and says when, where
+//! and from what it was taken.
+//!
+//! ```text
+//! "CAIRNSNP" ‖ sealed(Domain::Snapshot, Snapshot)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::crypto::{Crypto, Domain};
+use crate::id::{BlobId, SnapshotId};
+
+/// Magic at the start of every snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
+
+/// Counts recorded when a snapshot is taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Files not in the parent snapshot.
+    pub files_new: u64,
+    /// Files in the parent whose content was read again.
+    pub files_changed: u64,
+    /// Files reused from the parent without reading.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks, FIFOs, devices and sockets.
+    pub others: u64,
+    /// Bytes read from source files.
+    pub bytes_read: u64,
+    /// Total size of all files in the snapshot.
+    pub total_size: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Plaintext bytes of the blobs added.
+    pub bytes_added: u64,
+    /// Bytes written to the repository (packs, index).
+    pub bytes_stored: u64,
+    /// Wall time of the backup in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Seconds since the epoch (UTC).
+    pub time: i64,
+    /// Nanoseconds.
+    pub time_nsec: u32,
+    /// Host name.
+    pub hostname: String,
+    /// User name.
+    pub username: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// The absolute paths backed up, raw bytes.
+    pub paths: Vec<Vec<u8>>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Exclude patterns in force.
+    pub excludes: Vec<String>,
+    /// The snapshot used for change detection.
+    pub parent: Option<SnapshotId>,
+    /// The root tree.
+    pub tree: BlobId,
+    /// Counts.
+    pub summary: Summary,
+    /// cairn version that wrote it.
+    pub program_version: String,
+}
+
+impl Snapshot {
+    /// The paths as lossy UTF-8, for display.
+    #[must_use]
+    pub fn display_paths(&self) -> Vec<String> {
+        self.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    /// The snapshot time.
+    #[must_use]
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        jiff::Timestamp::new(self.time, i32::try_from(self.time_nsec).unwrap_or(0))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// Encodes a snapshot file.
+///
+/// # Errors
+/// Fails only when sealing fails.
+pub fn encode_file(crypto: &Crypto, snap: &Snapshot) -> crate::Result<(SnapshotId, Vec<u8>)> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    out.extend_from_slice(&crypto.seal(Domain::Snapshot, &codec::encode(snap))?);
+    Ok((SnapshotId::hash_of(&out), out))
+}
+
+/// Decodes a snapshot file.
+///
+/// # Errors
+/// A reason string when the magic, tag or encoding is wrong.
+pub fn decode_file(crypto: &Crypto, bytes: &[u8]) -> Result<Snapshot, String> {
+    let sealed = bytes
+        .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+        .ok_or("not a cairn snapshot file (bad magic)")?;
+    let plain = crypto
+        .open(Domain::Snapshot, sealed)
+        .map_err(|e| e.to_string())?;
+    codec::decode(&plain).map_err(|e| e.to_string())
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the library against real directories, and the `cairn`
+//! binary as a user runs it. `verify` is the oracle after every mutation.
+
+// Test helpers outside #[test] functions may panic on setup failures.
+#![allow(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod integration {
+    pub mod util;
+
+    mod cli;
+    mod roundtrip;
+}

@@ -1,0 +1,287 @@
+//! The binary as a user runs it: first use, bad input and its exit codes.
+
+use std::fs;
+use std::path::Path;
+
+use super::util::{Dir, cairn, run, stderr, stdout};
+
+fn one_line(s: &str) -> bool {
+    s.trim_end().lines().count() == 1
+}
+
+/// Names and contents of every file in the repository.
+fn repo_state(repo: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn init_backup_restore_verify() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    fs::create_dir(d.join("src")).expect("mkdir");
+    fs::write(d.join("src/a.txt"), b"hello").expect("write");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let o = run(cairn(&repo, d.path())
+        .args(["backup", "--tag", "first"])
+        .arg(d.join("src")));
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("1 new"));
+    let o = run(cairn(&repo, d.path()).args(["snapshots", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["tags"][0], "first");
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(d.join("out")));
+    assert!(o.status.success());
+    let restored = d
+        .join("out")
+        .join(d.join("src/a.txt").strip_prefix("/").expect("abs"));
+    assert_eq!(fs::read(restored).expect("read"), b"hello");
+    assert!(
+        run(cairn(&repo, d.path()).args(["verify", "--read-data"]))
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn default_repository_is_created_on_first_backup_with_a_private_key() {
+    let d = Dir::new();
+    fs::write(d.join("f"), b"data").expect("write");
+    let mut c = cairn(Path::new("/unused"), d.path());
+    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD");
+    c.env("XDG_DATA_HOME", d.join("data"))
+        .env("XDG_CONFIG_HOME", d.join("config"));
+    let o = run(c.arg("backup").arg(d.join("f")));
+    assert!(o.status.success());
+    let key = d.join("config/cairn/repository.key");
+    assert!(
+        stderr(&o).contains(&key.display().to_string()),
+        "cairn says where the key is"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&key).expect("key").permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(d.join("data/cairn/repository/config").exists());
+    // The second run finds both on its own.
+    let mut c = cairn(Path::new("/unused"), d.path());
+    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD");
+    c.env("XDG_DATA_HOME", d.join("data"))
+        .env("XDG_CONFIG_HOME", d.join("config"));
+    assert!(run(c.args(["verify", "--read-data"])).status.success());
+}
+
+#[test]
+fn wrong_password_is_one_clear_line_and_changes_nothing() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let before = repo_state(&repo);
+    let o = run(cairn(&repo, d.path())
+        .env("CAIRN_PASSWORD", "nope")
+        .arg("backup")
+        .arg(d.path()));
+    assert_eq!(o.status.code(), Some(12));
+    assert!(one_line(&stderr(&o)));
+    assert!(stderr(&o).contains("wrong password"));
+    assert_eq!(repo_state(&repo), before);
+}
+
+#[test]
+fn missing_repository_is_named() {
+    let d = Dir::new();
+    let repo = d.join("nothing-here");
+    let o = run(cairn(&repo, d.path()).arg("snapshots"));
+    assert_eq!(o.status.code(), Some(10));
+    assert!(one_line(&stderr(&o)));
+    assert!(stderr(&o).contains(&repo.display().to_string()));
+    assert!(!repo.exists(), "nothing is created");
+}
+
+#[test]
+fn unknown_format_version_is_named_before_any_password() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let mut config = fs::read(repo.join("config")).expect("config");
+    config[8] = 9;
+    fs::write(repo.join("config"), &config).expect("write");
+    let before = repo_state(&repo);
+    let o = run(cairn(&repo, d.path())
+        .env_remove("CAIRN_PASSWORD")
+        .arg("snapshots"));
+    assert_eq!(o.status.code(), Some(11));
+    assert!(one_line(&stderr(&o)));
+    assert!(stderr(&o).contains("version 9"));
+    assert_eq!(repo_state(&repo), before);
+}
+
+#[test]
+fn unreadable_source_file_is_named_and_changes_nothing() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let src = d.join("src");
+    fs::create_dir(&src).expect("mkdir");
+    for i in 0..50 {
+        fs::write(src.join(format!("ok-{i}")), vec![i as u8; 300_000]).expect("write");
+    }
+    let secret = src.join("secret");
+    fs::write(&secret, b"no").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let before = repo_state(&repo);
+    // As root, drop the capabilities that let root read anything.
+    let mut c = if nix::unistd::geteuid().is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-all",
+        ]);
+        c.arg(env!("CARGO_BIN_EXE_cairn"));
+        c.env("CAIRN_REPO", &repo)
+            .env("CAIRN_PASSWORD", super::util::PASSWORD);
+        c
+    } else {
+        cairn(&repo, d.path())
+    };
+    let o = run(c.arg("backup").arg(&src));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(one_line(&stderr(&o)));
+    assert!(stderr(&o).contains(&secret.display().to_string()));
+    assert_eq!(
+        repo_state(&repo),
+        before,
+        "the failed backup left nothing behind"
+    );
+}
+
+#[test]
+fn encrypted_repository_never_contains_source_plaintext() {
+    let d = Dir::new();
+    let marker = format!("CAIRN-MARKER-{}", std::process::id());
+    fs::create_dir(d.join("src")).expect("mkdir");
+    // Random bytes around one marker: zstd cannot shrink it, so without
+    // encryption the marker would be stored verbatim (checked below).
+    let mut data: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    data.extend_from_slice(marker.as_bytes());
+    fs::write(d.join("src/data.bin"), &data).expect("write");
+    fs::write(d.join("src").join(&marker), b"named").expect("write");
+    let found_in = |repo: &Path| {
+        repo_state(repo).iter().any(|(name, bytes)| {
+            name.contains(&marker) || bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+        })
+    };
+    let enc = d.join("enc");
+    assert!(run(cairn(&enc, d.path()).arg("init")).status.success());
+    assert!(
+        run(cairn(&enc, d.path()).arg("backup").arg(d.join("src")))
+            .status
+            .success()
+    );
+    assert!(
+        !found_in(&enc),
+        "plaintext found in an encrypted repository"
+    );
+
+    let plain = d.join("plain");
+    assert!(
+        run(cairn(&plain, d.path()).args(["init", "--no-encryption"]))
+            .status
+            .success()
+    );
+    assert!(
+        run(cairn(&plain, d.path()).arg("backup").arg(d.join("src")))
+            .status
+            .success()
+    );
+    assert!(
+        found_in(&plain),
+        "the search would find plaintext if it were there"
+    );
+    assert!(
+        run(cairn(&plain, d.path()).args(["verify", "--read-data"]))
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn keys_add_change_and_remove() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    fs::write(d.join("pw2"), b"second password\n").expect("write");
+    assert!(
+        run(cairn(&repo, d.path())
+            .args(["key", "add", "--new-password-file"])
+            .arg(d.join("pw2")))
+        .status
+        .success()
+    );
+    let o = run(cairn(&repo, d.path())
+        .env("CAIRN_PASSWORD", "second password")
+        .args(["key", "list", "--json"]));
+    assert!(o.status.success());
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    // Change the first password; the old one stops working.
+    fs::write(d.join("pw3"), b"third").expect("write");
+    assert!(
+        run(cairn(&repo, d.path())
+            .args(["key", "passwd", "--new-password-file"])
+            .arg(d.join("pw3")))
+        .status
+        .success()
+    );
+    assert_eq!(
+        run(cairn(&repo, d.path()).arg("snapshots")).status.code(),
+        Some(12)
+    );
+    assert!(
+        run(cairn(&repo, d.path())
+            .env("CAIRN_PASSWORD", "third")
+            .arg("snapshots"))
+        .status
+        .success()
+    );
+    // Remove the second key using the third password.
+    let second = keys
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["current"] == true))
+        .and_then(|k| k["id"].as_str())
+        .expect("second key id")
+        .to_owned();
+    assert!(
+        run(cairn(&repo, d.path())
+            .env("CAIRN_PASSWORD", "third")
+            .args(["key", "remove", &second]))
+        .status
+        .success()
+    );
+    assert_eq!(
+        run(cairn(&repo, d.path())
+            .env("CAIRN_PASSWORD", "second password")
+            .arg("snapshots"))
+        .status
+        .code(),
+        Some(12)
+    );
+}

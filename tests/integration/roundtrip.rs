@@ -1,0 +1,380 @@
+//! Round trips through backup and restore: random trees with every kind of
+//! entry and metadata cairn records, a real tree of thousands of files, and
+//! deduplication.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use cairn::{BackupOptions, InitOptions, MemoryBackend, NoProgress, Repository, RestoreOptions};
+use filetime::FileTime;
+use proptest::prelude::*;
+
+use super::util::{Dir, assert_verifies, init_repo, open_repo};
+
+/// Everything about one entry that a restore must reproduce.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    content: Option<Vec<u8>>,
+    target: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index of the first path sharing this inode (hard links).
+    link_group: Option<PathBuf>,
+}
+
+/// Describes every entry below `root`, keyed by path relative to it.
+fn describe(root: &Path) -> HashMap<PathBuf, Entry> {
+    let mut out = HashMap::new();
+    let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = root.join(&rel);
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        let ft = meta.file_type();
+        let mut names: Vec<_> = if ft.is_dir() {
+            fs::read_dir(&path)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        names.sort();
+        for n in names {
+            stack.push(rel.join(n));
+        }
+        let link_group = (ft.is_file() && meta.nlink() > 1).then(|| {
+            inodes
+                .entry(meta.ino())
+                .or_insert_with(|| rel.clone())
+                .clone()
+        });
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&path)
+            .map(|names| {
+                names
+                    .filter_map(|n| Some((n.as_bytes().to_vec(), xattr::get(&path, &n).ok()??)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        xattrs.sort();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else {
+            "other"
+        };
+        out.insert(
+            rel.clone(),
+            Entry {
+                kind,
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    meta.mode() & 0o7777
+                },
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size: if ft.is_file() { meta.len() } else { 0 },
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                content: ft.is_file().then(|| fs::read(&path).expect("read")),
+                target: ft.is_symlink().then(|| {
+                    fs::read_link(&path)
+                        .expect("readlink")
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec()
+                }),
+                xattrs,
+                link_group,
+            },
+        );
+    }
+    out
+}
+
+/// Restores `snapshot` of `src` and asserts the result equals `src`.
+fn assert_round_trip(repo: &Repository, src: &Path, snap: &cairn::Snapshot) {
+    let out = Dir::new();
+    let done =
+        cairn::restore(repo, snap, &RestoreOptions::new(out.path()), &NoProgress).expect("restore");
+    assert!(done.errors.is_empty(), "restore errors: {:?}", done.errors);
+    let restored = out.path().join(src.strip_prefix("/").expect("absolute"));
+    let want = describe(src);
+    let got = describe(&restored);
+    let mut keys: Vec<_> = want.keys().collect();
+    keys.sort();
+    for k in keys {
+        let g = got
+            .get(k)
+            .unwrap_or_else(|| panic!("{} missing after restore", k.display()));
+        assert_eq!(g, &want[k], "{} differs", k.display());
+    }
+    assert_eq!(got.len(), want.len(), "restore created extra entries");
+    // Sparse files stay sparse: nothing was allocated for their holes.
+    for (rel, e) in &want {
+        if e.kind == "file" && rel.to_string_lossy().contains("sparse") {
+            let blocks = fs::metadata(restored.join(rel)).expect("stat").blocks() * 512;
+            assert!(
+                blocks < e.size / 2,
+                "{} is not sparse ({blocks} bytes allocated of {})",
+                rel.display(),
+                e.size
+            );
+        }
+    }
+}
+
+/// One entry of a generated tree.
+#[derive(Debug, Clone)]
+enum Gen {
+    File { size: usize, seed: u8 },
+    Empty,
+    Sparse { size: u64 },
+    Symlink { target: Vec<u8> },
+    HardLink { to: usize },
+    Dir,
+    Fifo,
+}
+
+fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
+    // Raw bytes, including non-UTF-8, but never '/', NUL, "." or "..".
+    prop::collection::vec(
+        prop_oneof![
+            Just(b'a'),
+            Just(b'Z'),
+            Just(b' '),
+            Just(0xff_u8),
+            Just(0xc3),
+            Just(b'-'),
+            1u8..=0x2e
+        ],
+        1..12,
+    )
+    .prop_filter("valid name", |n| {
+        n != b"." && n != b".." && !n.contains(&b'/')
+    })
+}
+
+fn gen_strategy() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        4 => (0usize..200_000, any::<u8>()).prop_map(|(size, seed)| Gen::File { size, seed }),
+        1 => Just(Gen::Empty),
+        1 => (1_000_000u64..3_000_000).prop_map(|size| Gen::Sparse { size }),
+        1 => prop::collection::vec(any::<u8>().prop_filter("no nul", |b| *b != 0), 1..40).prop_map(|target| Gen::Symlink { target }),
+        1 => (0usize..64).prop_map(|to| Gen::HardLink { to }),
+        2 => Just(Gen::Dir),
+        1 => Just(Gen::Fifo),
+    ]
+}
+
+fn content(size: usize, seed: u8) -> Vec<u8> {
+    // Half compressible text, half noise, so both storage paths run.
+    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|i| {
+            if (i / 4096) % 2 == 0 {
+                b"cairn "[i % 6]
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// Builds a tree from generated entries; directories nest later entries.
+fn build(root: &Path, entries: &[(Vec<u8>, Gen, u32, i64)]) {
+    let mut dirs = vec![root.to_path_buf()];
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (i, (name, g, mode, mtime)) in entries.iter().enumerate() {
+        let parent = dirs[i % dirs.len()].clone();
+        let mut name = name.clone();
+        name.extend_from_slice(format!("-{i}").as_bytes());
+        if matches!(g, Gen::Sparse { .. }) {
+            name.extend_from_slice(b"-sparse");
+        }
+        let path = parent.join(OsStr::from_bytes(&name));
+        match g {
+            Gen::File { size, seed } => {
+                fs::write(&path, content(*size, *seed)).expect("write");
+                files.push(path.clone());
+            }
+            Gen::Empty => {
+                fs::write(&path, b"").expect("write");
+                files.push(path.clone());
+            }
+            Gen::Sparse { size } => {
+                let mut f = fs::File::create(&path).expect("create");
+                f.seek(SeekFrom::Start(size / 2)).expect("seek");
+                f.write_all(b"middle").expect("write");
+                f.set_len(*size + 6).expect("set_len");
+                files.push(path.clone());
+            }
+            Gen::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).expect("symlink");
+                let t = FileTime::from_unix_time(*mtime, 123);
+                filetime::set_symlink_file_times(&path, t, t).expect("lutimes");
+                continue;
+            }
+            Gen::HardLink { to } => {
+                if files.is_empty() {
+                    continue;
+                }
+                let target = &files[to % files.len()];
+                fs::hard_link(target, &path).expect("link");
+                continue;
+            }
+            Gen::Dir => {
+                fs::create_dir(&path).expect("mkdir");
+                dirs.push(path.clone());
+            }
+            Gen::Fifo => {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .expect("mkfifo");
+            }
+        }
+        // Odd modes, including setgid and sticky bits; directories stay
+        // writable so the tree can be built and removed.
+        let m = if matches!(g, Gen::Dir) {
+            mode | 0o700
+        } else {
+            *mode
+        };
+        fs::set_permissions(&path, fs::Permissions::from_mode(m)).expect("chmod");
+        if i % 3 == 0 && !matches!(g, Gen::Fifo) {
+            xattr::set(&path, format!("user.cairn{i}"), &name).expect("setxattr");
+        }
+        let t = FileTime::from_unix_time(*mtime, (i as u32 * 7919) % 1_000_000_000);
+        filetime::set_symlink_file_times(&path, t, t).expect("utimes");
+    }
+    // Directory times last: creating entries changes them.
+    for (i, d) in dirs.iter().enumerate().skip(1).rev() {
+        let t = FileTime::from_unix_time(1_600_000_000 + i as i64, 42);
+        filetime::set_file_times(d, t, t).expect("utimes");
+    }
+}
+
+fn small_chunk_repo() -> &'static Repository {
+    static REPO: OnceLock<Repository> = OnceLock::new();
+    REPO.get_or_init(|| {
+        let mut opts = InitOptions::default();
+        // Small chunks so that modest files span many of them.
+        opts.chunker = cairn::ChunkerParams {
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 32768,
+            normalization: 1,
+        };
+        opts.pack_target_size = 1 << 20;
+        Repository::init(Arc::new(MemoryBackend::new()), Some(b"pw"), &opts).expect("init")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_trees_round_trip(
+        entries in prop::collection::vec(
+            (name_strategy(), gen_strategy(), prop_oneof![Just(0o644u32), Just(0o600), Just(0o755), Just(0o4755), Just(0o2711), Just(0o1777), Just(0o000)], 0i64..2_000_000_000),
+            0..60,
+        )
+    ) {
+        let src = Dir::new();
+        build(src.path(), &entries);
+        let repo = small_chunk_repo();
+        let done = cairn::backup(repo, &BackupOptions::new(vec![src.path().to_path_buf()]), &NoProgress).expect("backup");
+        assert_round_trip(repo, src.path(), &done.snapshot);
+        assert_verifies(repo);
+    }
+}
+
+/// Writes `n` files of varied sizes into a nested tree.
+fn many_files(root: &Path, n: usize) -> u64 {
+    let mut total = 0;
+    for i in 0..n {
+        let dir = root.join(format!("d{}/e{}", i % 37, i % 11));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let data = content(i * 37 % 9000, (i % 251) as u8);
+        total += data.len() as u64;
+        fs::write(dir.join(format!("file-{i}.txt")), data).expect("write");
+    }
+    total
+}
+
+#[test]
+fn tree_of_five_thousand_files_round_trips_on_disk() {
+    let src = Dir::new();
+    many_files(src.path(), 5000);
+    let store = Dir::new();
+    let repo = init_repo(&store.join("repo"));
+    let done = cairn::backup(
+        &repo,
+        &BackupOptions::new(vec![src.path().to_path_buf()]),
+        &NoProgress,
+    )
+    .expect("backup");
+    assert_eq!(done.snapshot.summary.files_new, 5000);
+    drop(repo);
+    let repo = open_repo(&store.join("repo"));
+    assert_round_trip(&repo, src.path(), &done.snapshot);
+    assert_verifies(&repo);
+}
+
+#[test]
+fn unchanged_tree_and_copied_file_add_almost_nothing() {
+    let src = Dir::new();
+    let tree_size = many_files(src.path(), 2000);
+    let big = content(8 << 20, 7);
+    fs::write(src.join("big.bin"), &big).expect("write");
+    let tree_size = tree_size + big.len() as u64;
+    let store = Dir::new();
+    let repo = init_repo(&store.join("repo"));
+    let opts = BackupOptions::new(vec![src.path().to_path_buf()]);
+    let first = cairn::backup(&repo, &opts, &NoProgress).expect("first");
+    assert!(first.snapshot.summary.bytes_stored > 0);
+
+    let second = cairn::backup(&repo, &opts, &NoProgress).expect("second");
+    let s = &second.snapshot.summary;
+    assert_eq!(second.snapshot.parent, Some(first.id));
+    assert_eq!(
+        s.files_unchanged, 2001,
+        "unchanged files are not read again"
+    );
+    assert_eq!(s.bytes_read, 0);
+    assert!(
+        s.bytes_stored * 100 < tree_size,
+        "second backup stored {} of {tree_size}",
+        s.bytes_stored
+    );
+
+    fs::create_dir(src.join("elsewhere")).expect("mkdir");
+    fs::write(src.join("elsewhere/copy.bin"), &big).expect("write copy");
+    let third = cairn::backup(&repo, &opts, &NoProgress).expect("third");
+    let s = &third.snapshot.summary;
+    assert_eq!(s.files_new, 1);
+    assert_eq!(s.bytes_read, big.len() as u64);
+    assert!(
+        s.bytes_stored * 100 < big.len() as u64,
+        "the copy stored {} bytes",
+        s.bytes_stored
+    );
+    assert_verifies(&repo);
+    assert_round_trip(&repo, src.path(), &third.snapshot);
+}
