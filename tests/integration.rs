@@ -8,5 +8,8 @@ mod integration {
     pub mod util;
 
     mod cli;
+    mod corruption;
+    mod crash;
+    mod decoders;
     mod roundtrip;
 }

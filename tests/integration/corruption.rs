@@ -1,0 +1,1 @@
+//! Damaged repositories: what verify reports and what restore saves.

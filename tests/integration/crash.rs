@@ -1,0 +1,1 @@
+//! Crash safety: backups killed at random moments leave a valid repository.
