@@ -59,7 +59,8 @@ pub use verify::{VerifyOptions, VerifyReport, verify};
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.
 pub mod decode {
-    pub use crate::config::{decode as config, peek_version};
+    pub use crate::config::{decode as config, encode as encode_config, peek_version};
+    pub use crate::crypto::{Crypto, Domain};
     pub use crate::index::decode_file as index_file;
     pub use crate::keyfile::KeyFile;
     pub use crate::pack::{

@@ -2,7 +2,7 @@
 //! documented order (packs, then index, then snapshot).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::backend::{Backend, CONFIG_NAME, FileKind};
@@ -61,6 +61,8 @@ pub struct Repository {
     /// Headers of packs no index describes, read on first need so that data
     /// whose index was lost can still be restored.
     unindexed: Mutex<Option<Index>>,
+    /// Set when a blob was found only through `unindexed`.
+    used_unindexed: AtomicBool,
 }
 
 impl std::fmt::Debug for Repository {
@@ -171,6 +173,7 @@ impl Repository {
             index: RwLock::new(Index::default()),
             index_errors: Vec::new(),
             unindexed: Mutex::new(None),
+            used_unindexed: AtomicBool::new(false),
         })
     }
 
@@ -231,6 +234,7 @@ impl Repository {
             index: RwLock::new(Index::default()),
             index_errors: Vec::new(),
             unindexed: Mutex::new(None),
+            used_unindexed: AtomicBool::new(false),
         };
         repo.load_index()?;
         Ok(repo)
@@ -336,10 +340,20 @@ impl Repository {
         if extra.is_none() {
             *extra = Some(self.scan_unindexed_packs());
         }
-        extra
+        let found = extra
             .as_ref()
             .and_then(|x| x.get(id).and_then(|loc| Some((x.pack_id(loc.pack)?, loc))))
-            .ok_or(Error::BlobNotIndexed { id: *id })
+            .ok_or(Error::BlobNotIndexed { id: *id })?;
+        self.used_unindexed.store(true, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    /// True when some blob read so far was found only by scanning packs
+    /// that no index lists: the data was there, but the index is damaged
+    /// or incomplete.
+    #[must_use]
+    pub fn used_unindexed_packs(&self) -> bool {
+        self.used_unindexed.load(Ordering::Relaxed)
     }
 
     fn scan_unindexed_packs(&self) -> Index {

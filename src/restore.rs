@@ -65,6 +65,9 @@ pub struct RestoreOutcome {
     /// Metadata that could not be applied (ownership as non-root, xattrs
     /// the target file system refuses).
     pub warnings: Vec<String>,
+    /// Some data was found only by scanning packs that no index lists: the
+    /// files are complete, but the repository's index is damaged.
+    pub index_damaged: bool,
 }
 
 struct Item {
@@ -416,6 +419,7 @@ pub fn restore(
             r.apply_meta(&r.target.join(&item.rel), &item.node, &item.rel);
         }
     }
+    out.index_damaged = repo.used_unindexed_packs();
     out.bytes = r.bytes.load(Ordering::Relaxed);
     out.errors = r.errors.into_inner().unwrap_or_default();
     out.warnings = r.warnings.into_inner().unwrap_or_default();

@@ -416,6 +416,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
             "bytes": done.bytes,
             "errors": done.errors,
             "warnings": done.warnings,
+            "index_damaged": done.index_damaged,
         }))?;
     } else if !out.quiet {
         println!(
@@ -428,13 +429,20 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
             size(done.bytes)
         );
     }
-    if done.errors.is_empty() {
-        Ok(exit::OK)
-    } else {
+    if done.index_damaged {
+        eprintln!(
+            "cairn: error: the repository's index is damaged or incomplete: some data was found only by scanning packs that no index lists; run `cairn verify --read-data`"
+        );
+    }
+    if !done.errors.is_empty() {
         eprintln!(
             "cairn: error: restore incomplete: {} item(s) could not be restored (listed above)",
             done.errors.len()
         );
+    }
+    if done.errors.is_empty() && !done.index_damaged {
+        Ok(exit::OK)
+    } else {
         Ok(exit::INCOMPLETE)
     }
 }

@@ -1,0 +1,665 @@
+//! Harnesses for cairn's decoders of on-disk data, shared by the fuzz targets
+//! (`fuzz/fuzz_targets/*.rs`) and the regression tests in
+//! `tests/integration/decoders.rs`, which compiles this file with `#[path]`.
+//!
+//! Each harness takes arbitrary bytes and feeds them to one decoder. It never
+//! panics by itself: a panic means the decoder panicked, or it accepted bytes
+//! that break its contract. cairn's codec gives every record exactly one
+//! encoding, so a decoded record must re-encode to the very bytes it came
+//! from (which also gives `decode(encode(x)) == x`).
+//!
+//! The sealed formats (pack headers, index files, snapshots) are reached with
+//! the unencrypted mode of [`cairn::decode::test_crypto`]: a sealed object is
+//! `nonce (24 zero bytes) ‖ plaintext ‖ tag (16)`, the tag being the first 16
+//! bytes of the keyed BLAKE3 MAC over `domain byte ‖ plaintext`, which is what
+//! the public `Crypto::mac` computes. Harnesses seal (or re-tag) their input
+//! with it, so fuzzed bytes get past authentication to the record decoders.
+
+use cairn::decode;
+use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, FORMAT_VERSION};
+use cairn::{KeyFile, KeyId, Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary};
+use cairn::{Tree, Xattr};
+use serde::Serialize;
+
+/// Every fuzz target; `fuzz_<name>` is the cargo-fuzz target and the
+/// directory under `fuzz/corpus/` and `fuzz/artifacts/`.
+pub const TARGETS: [&str; 7] = [
+    "fuzz_config",
+    "fuzz_key",
+    "fuzz_pack_header",
+    "fuzz_pack",
+    "fuzz_index",
+    "fuzz_tree",
+    "fuzz_snapshot",
+];
+
+/// Runs the harness of fuzz target `target` on `data`; `false` for an
+/// unknown target.
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match target {
+        "fuzz_config" => config(data),
+        "fuzz_key" => key(data),
+        "fuzz_pack_header" => pack_header(data),
+        "fuzz_pack" => pack(data),
+        "fuzz_index" => index(data),
+        "fuzz_tree" => tree(data),
+        "fuzz_snapshot" => snapshot(data),
+        _ => return false,
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// The on-disk layout, as `store-format.md` and the crate's sources give it.
+
+const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
+const KEY_MAGIC: &[u8; 8] = b"CAIRNKEY";
+const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
+const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
+const PACK_TRAILER_LEN: usize = 12;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// `Domain::Blob`.
+pub const DOMAIN_BLOB: u8 = 1;
+/// `Domain::PackHeader`.
+pub const DOMAIN_PACK_HEADER: u8 = 2;
+/// `Domain::Index`.
+pub const DOMAIN_INDEX: u8 = 3;
+/// `Domain::Snapshot`.
+pub const DOMAIN_SNAPSHOT: u8 = 4;
+
+/// cairn's codec: bincode 2, little-endian, fixed-width integers, 256 MiB
+/// limit (`src/codec.rs`).
+fn codec() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<{ 256 * 1024 * 1024 }>()
+}
+
+/// Encodes a record as cairn's codec does.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, codec()).unwrap_or_default()
+}
+
+fn u32_le(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// The unencrypted-mode tag of `body` in `domain` under the test key.
+fn plain_tag(domain: u8, body: &[u8]) -> [u8; TAG_LEN] {
+    let crypto = decode::test_crypto(false);
+    let mut msg = Vec::with_capacity(1 + body.len());
+    msg.push(domain);
+    msg.extend_from_slice(body);
+    let mac = crypto.mac(&msg);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(mac.split_at(TAG_LEN).0);
+    tag
+}
+
+/// Seals `plain` in `domain` as `test_crypto(false)` does.
+pub fn seal(domain: u8, plain: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; NONCE_LEN];
+    out.extend_from_slice(plain);
+    out.extend_from_slice(&plain_tag(domain, plain));
+    out
+}
+
+/// `magic ‖ sealed(domain, plain)`: an index or snapshot file.
+fn sealed_file(magic: &[u8; 8], domain: u8, plain: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&seal(domain, plain));
+    out
+}
+
+/// Where the sealed header of a pack lies, if its trailer is well formed.
+fn pack_header_range(pack: &[u8]) -> Option<std::ops::Range<usize>> {
+    let trailer_at = pack.len().checked_sub(PACK_TRAILER_LEN)?;
+    let (len_bytes, magic) = pack.get(trailer_at..)?.split_at(4);
+    if magic != PACK_MAGIC.as_slice() {
+        return None;
+    }
+    let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
+    Some(trailer_at.checked_sub(len)?..trailer_at)
+}
+
+/// The plaintext of a sealed object in unencrypted mode (tag not checked).
+fn plain_body(sealed: &[u8]) -> Option<&[u8]> {
+    sealed.get(NONCE_LEN..sealed.len().checked_sub(TAG_LEN)?)
+}
+
+/// Blobs lie in order, without overlap, before `header_at`.
+fn assert_entries_fit(entries: &[PackEntry], header_at: u64) {
+    let mut end = 0u64;
+    for e in entries {
+        let start = u64::from(e.offset);
+        assert!(start >= end, "blob at {start} overlaps the previous one");
+        end = start + u64::from(e.length);
+        assert!(end <= header_at, "blob ends at {end}, after the header");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Harnesses.
+
+/// `fuzz_config`: `data` is a whole config file. It is also decoded as the
+/// body of a config file with a valid header and a zero MAC.
+pub fn config(data: &[u8]) {
+    check_config_file(data);
+    check_config_file(&config_file_with_body(data, &[0; 32]));
+}
+
+fn config_file_with_body(body: &[u8], mac: &[u8; 32]) -> Vec<u8> {
+    let mut f = CONFIG_MAGIC.to_vec();
+    f.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    f.extend_from_slice(&u32_le(body.len()));
+    f.extend_from_slice(body);
+    f.extend_from_slice(mac);
+    f
+}
+
+/// A config file as `config::encode` writes it.
+pub fn config_file(config: &Config, mac: &[u8; 32]) -> Vec<u8> {
+    config_file_with_body(&encode(config), mac)
+}
+
+fn check_config_file(bytes: &[u8]) {
+    let peeked = decode::peek_version(bytes);
+    let Ok(raw) = decode::config(bytes) else {
+        return;
+    };
+    assert!(matches!(peeked, Ok(FORMAT_VERSION)), "version disagrees");
+    let body_end = raw.signed.len();
+    assert_eq!(bytes.get(..body_end), Some(raw.signed.as_slice()));
+    assert_eq!(bytes.get(body_end..), Some(raw.mac.as_slice()));
+    assert_eq!(
+        bytes.get(16..body_end),
+        Some(encode(&raw.config).as_slice()),
+        "config body is not canonical"
+    );
+    let again = decode::config(&config_file(&raw.config, &raw.mac));
+    assert_eq!(again.ok().map(|r| r.config), Some(raw.config));
+}
+
+/// `fuzz_key`: `data` is a whole key file; it is also decoded with the
+/// magic put in front. Unwraps the master key when that is cheap.
+pub fn key(data: &[u8]) {
+    check_key_file(data);
+    let mut with_magic = KEY_MAGIC.to_vec();
+    with_magic.extend_from_slice(data);
+    check_key_file(&with_magic);
+}
+
+fn check_key_file(bytes: &[u8]) {
+    let Ok(key) = KeyFile::decode(bytes) else {
+        return;
+    };
+    let (id, encoded) = key.encode();
+    assert_eq!(encoded, bytes, "key file is not canonical");
+    assert_eq!(id, KeyId::hash_of(bytes));
+    assert_eq!(KeyFile::decode(&encoded).as_ref(), Ok(&key));
+    // Without a KDF this decodes the master key; with one it runs argon2,
+    // which is only affordable with tiny parameters.
+    let cheap = key
+        .kdf
+        .as_ref()
+        .is_none_or(|k| k.memory_kib <= 256 && k.iterations <= 2 && k.parallelism <= 4);
+    if cheap {
+        let _ = key.open(b"password");
+    }
+}
+
+/// `fuzz_pack_header`: `trailer (12) ‖ file_size (u64 LE) ‖ plaintext`.
+/// The trailer is parsed against `file_size`; the plaintext is decoded as
+/// the pack's header, placed where the trailer says (or at `file_size` when
+/// the trailer is rejected).
+pub fn pack_header(data: &[u8]) {
+    let Some((trailer, rest)) = data.split_at_checked(PACK_TRAILER_LEN) else {
+        let _ = decode::pack_trailer(data, data.len() as u64);
+        return;
+    };
+    let Some((size, plain)) = rest.split_at_checked(8) else {
+        let _ = decode::pack_trailer(trailer, rest.len() as u64);
+        return;
+    };
+    let file_size = u64::from_le_bytes(size.try_into().unwrap_or_default());
+    let header_at = match decode::pack_trailer(trailer, file_size) {
+        Ok(len) => {
+            let room = file_size.checked_sub(PACK_TRAILER_LEN as u64);
+            assert!(
+                room.is_some_and(|r| u64::from(len) <= r),
+                "trailer accepted a header of {len} bytes in a {file_size}-byte pack"
+            );
+            file_size - PACK_TRAILER_LEN as u64 - u64::from(len)
+        }
+        Err(_) => file_size,
+    };
+    check_header_plain(plain, header_at);
+}
+
+fn check_header_plain(plain: &[u8], header_at: u64) {
+    let Ok(header) = decode::pack_header(plain, header_at) else {
+        return;
+    };
+    assert_entries_fit(&header.entries, header_at);
+    // A header is a struct holding one vector: it encodes as that vector.
+    let encoded = encode(&header.entries);
+    assert_eq!(encoded, plain, "pack header is not canonical");
+    let again = decode::pack_header(&encoded, header_at);
+    assert_eq!(again.ok().map(|h| h.entries), Some(header.entries));
+}
+
+/// `fuzz_pack`: `data` is a whole pack file. It is read as is, in both
+/// modes, then again after its header's tag is recomputed with the test key
+/// so that a damaged header still reaches the header decoder.
+pub fn pack(data: &[u8]) {
+    let _ = decode::pack(&decode::test_crypto(true), data);
+    check_pack(data);
+    if let Some(range) = pack_header_range(data) {
+        let sealed = data.get(range.clone()).unwrap_or_default();
+        if let Some(body) = plain_body(sealed) {
+            let tag = plain_tag(DOMAIN_PACK_HEADER, body);
+            let mut fixed = data.to_vec();
+            if let Some(t) = fixed.get_mut(range.end - TAG_LEN..range.end) {
+                t.copy_from_slice(&tag);
+                check_pack(&fixed);
+            }
+        }
+    }
+}
+
+fn check_pack(pack: &[u8]) {
+    let Ok(header) = decode::pack(&decode::test_crypto(false), pack) else {
+        return;
+    };
+    let range = pack_header_range(pack);
+    assert!(range.is_some(), "pack without a valid trailer was accepted");
+    let range = range.unwrap_or_default();
+    assert_entries_fit(&header.entries, range.start as u64);
+    let body = pack.get(range).and_then(plain_body);
+    assert_eq!(
+        body,
+        Some(encode(&header.entries).as_slice()),
+        "pack header is not canonical"
+    );
+}
+
+/// An index file as cairn encodes it (`index::IndexFile` is not public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexFileRecord {
+    /// Packs described.
+    pub packs: Vec<IndexPackRecord>,
+}
+
+/// One pack of an [`IndexFileRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexPackRecord {
+    /// The pack.
+    pub id: PackId,
+    /// Its size.
+    pub size: u64,
+    /// Its blobs.
+    pub entries: Vec<PackEntry>,
+}
+
+/// Decodes an index file with the test key, as the public record.
+pub fn decode_index_file(bytes: &[u8]) -> Result<IndexFileRecord, String> {
+    let file = decode::index_file(&decode::test_crypto(false), bytes)?;
+    Ok(IndexFileRecord {
+        packs: file
+            .packs
+            .into_iter()
+            .map(|p| IndexPackRecord {
+                id: p.id,
+                size: p.size,
+                entries: p.entries,
+            })
+            .collect(),
+    })
+}
+
+/// An index file sealed with the test key.
+pub fn index_file(record: &IndexFileRecord) -> Vec<u8> {
+    sealed_file(INDEX_MAGIC, DOMAIN_INDEX, &encode(record))
+}
+
+/// `fuzz_index`: `data` is the plaintext of an index file; it is sealed
+/// with the test key and decoded. `data` is also decoded as a whole file.
+pub fn index(data: &[u8]) {
+    let _ = decode::index_file(&decode::test_crypto(true), data);
+    let _ = decode_index_file(data);
+    let file = sealed_file(INDEX_MAGIC, DOMAIN_INDEX, data);
+    // Sealing binds the domain: the same object is no snapshot.
+    let mut as_snapshot = SNAPSHOT_MAGIC.to_vec();
+    as_snapshot.extend_from_slice(file.get(INDEX_MAGIC.len()..).unwrap_or_default());
+    assert!(decode::snapshot_file(&decode::test_crypto(false), &as_snapshot).is_err());
+    let Ok(record) = decode_index_file(&file) else {
+        return;
+    };
+    assert_eq!(encode(&record), data, "index file is not canonical");
+    assert_eq!(decode_index_file(&index_file(&record)), Ok(record));
+}
+
+/// `fuzz_tree`: `data` is a tree blob's plaintext.
+pub fn tree(data: &[u8]) {
+    let Ok(tree) = Tree::decode(data) else {
+        return;
+    };
+    let encoded = tree.encode();
+    assert_eq!(encoded, data, "tree is not canonical");
+    for node in &tree.nodes {
+        assert_eq!(tree.find(&node.name), Some(node));
+    }
+    let mut sorted = tree.clone();
+    sorted.sort();
+    assert_eq!(sorted, tree, "a decoded tree is already sorted");
+    assert_eq!(Tree::decode(&encoded).ok(), Some(tree));
+}
+
+/// A snapshot file sealed with the test key.
+pub fn snapshot_file(snap: &Snapshot) -> Vec<u8> {
+    sealed_file(SNAPSHOT_MAGIC, DOMAIN_SNAPSHOT, &encode(snap))
+}
+
+/// `fuzz_snapshot`: `data` is the plaintext of a snapshot file; it is sealed
+/// with the test key and decoded. `data` is also decoded as a whole file.
+pub fn snapshot(data: &[u8]) {
+    let plain_crypto = decode::test_crypto(false);
+    let _ = decode::snapshot_file(&decode::test_crypto(true), data);
+    let _ = decode::snapshot_file(&plain_crypto, data);
+    let file = sealed_file(SNAPSHOT_MAGIC, DOMAIN_SNAPSHOT, data);
+    let Ok(snap) = decode::snapshot_file(&plain_crypto, &file) else {
+        return;
+    };
+    assert_eq!(encode(&snap), data, "snapshot is not canonical");
+    let _ = snap.timestamp();
+    let _ = snap.display_paths();
+    let again = decode::snapshot_file(&plain_crypto, &snapshot_file(&snap));
+    assert_eq!(again, Ok(snap));
+}
+
+// ---------------------------------------------------------------------------
+// Valid encodings: the seed corpus and the starting points of mutation tests.
+
+/// A valid config.
+pub fn sample_config() -> Config {
+    Config {
+        repo_id: [0x5a; 32],
+        encryption: Encryption::XChaCha20Poly1305,
+        chunker: ChunkerParams::default(),
+        compression_level: 3,
+        pack_target_size: 16 << 20,
+    }
+}
+
+/// A key file's fields with their argon2 parameters (`crypto::KdfParams` is
+/// not public).
+#[derive(Serialize)]
+struct KeyFileRecord {
+    created: i64,
+    hostname: String,
+    username: String,
+    kdf: Option<KdfRecord>,
+    master: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct KdfRecord {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    salt: [u8; 16],
+}
+
+/// `crypto::MasterKey`.
+#[derive(Serialize)]
+struct MasterKeyRecord {
+    encryption: [u8; 32],
+    id: [u8; 32],
+    chunker_seed: u64,
+}
+
+/// A key file of an unencrypted repository: the master key in the clear.
+pub fn sample_plain_key() -> KeyFile {
+    KeyFile {
+        created: 1_700_000_000,
+        hostname: "host".into(),
+        username: "user".into(),
+        kdf: None,
+        master: encode(&MasterKeyRecord {
+            encryption: [7; 32],
+            id: [9; 32],
+            chunker_seed: 42,
+        }),
+    }
+}
+
+/// A password-protected key file with the smallest argon2 parameters (its
+/// wrapped key is random bytes, so no password opens it).
+pub fn sample_kdf_key_bytes() -> Vec<u8> {
+    let mut out = KEY_MAGIC.to_vec();
+    out.extend_from_slice(&encode(&KeyFileRecord {
+        created: 1_700_000_000,
+        hostname: "host".into(),
+        username: "user".into(),
+        kdf: Some(KdfRecord {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+            salt: [3; 16],
+        }),
+        master: vec![0x11; 24 + 72 + 16],
+    }));
+    out
+}
+
+/// Blob plaintexts for sample packs.
+fn sample_blobs() -> Vec<(Vec<u8>, BlobKind)> {
+    let mut tree = sample_tree();
+    tree.sort();
+    vec![
+        (b"hello, world\n".to_vec(), BlobKind::Data),
+        (vec![0xab; 300], BlobKind::Data),
+        (tree.encode(), BlobKind::Tree),
+    ]
+}
+
+/// A pack holding `blobs`, sealed with the test key (blobs are stored
+/// uncompressed).
+pub fn sample_pack(blobs: &[(Vec<u8>, BlobKind)]) -> (Vec<u8>, Vec<PackEntry>) {
+    let crypto = decode::test_crypto(false);
+    let mut out = Vec::new();
+    let mut entries = Vec::new();
+    for (plain, kind) in blobs {
+        let sealed = seal(DOMAIN_BLOB, plain);
+        entries.push(PackEntry {
+            id: crypto.blob_id(plain),
+            kind: *kind,
+            compression: Compression::None,
+            offset: u32::try_from(out.len()).unwrap_or(u32::MAX),
+            length: u32::try_from(sealed.len()).unwrap_or(u32::MAX),
+            raw_length: u32::try_from(plain.len()).unwrap_or(u32::MAX),
+        });
+        out.extend_from_slice(&sealed);
+    }
+    let header = seal(DOMAIN_PACK_HEADER, &encode(&entries));
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&u32_le(header.len()));
+    out.extend_from_slice(PACK_MAGIC);
+    (out, entries)
+}
+
+/// A directory with one entry of every kind.
+pub fn sample_tree() -> Tree {
+    let node = |name: &[u8], kind: NodeKind| Node {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+        size: 0,
+        mtime: 1_700_000_000,
+        mtime_nsec: 123_456_789,
+        ctime: 1_700_000_001,
+        ctime_nsec: 5,
+        inode: 77,
+        device: 2049,
+        links: 1,
+        xattrs: Vec::new(),
+    };
+    let mut file = node(
+        b"file.txt",
+        NodeKind::File {
+            content: vec![BlobId([1; 32]), BlobId([2; 32])],
+        },
+    );
+    file.size = 13;
+    file.xattrs = vec![
+        Xattr {
+            name: b"user.a".to_vec(),
+            value: b"1".to_vec(),
+        },
+        Xattr {
+            name: b"user.b".to_vec(),
+            value: Vec::new(),
+        },
+    ];
+    Tree {
+        nodes: vec![
+            node(b"block", NodeKind::BlockDevice { rdev: 0x0801 }),
+            node(b"char", NodeKind::CharDevice { rdev: 0x0103 }),
+            node(
+                b"dir",
+                NodeKind::Dir {
+                    subtree: BlobId([3; 32]),
+                },
+            ),
+            node(b"fifo", NodeKind::Fifo),
+            file,
+            node(
+                b"link",
+                NodeKind::Symlink {
+                    target: b"../elsewhere".to_vec(),
+                },
+            ),
+            node(b"sock", NodeKind::Socket),
+            node(b"\xff\xfenot-utf8", NodeKind::File { content: vec![] }),
+        ],
+    }
+}
+
+/// A snapshot with every field set.
+pub fn sample_snapshot() -> Snapshot {
+    Snapshot {
+        time: 1_700_000_000,
+        time_nsec: 999_999_999,
+        hostname: "host".into(),
+        username: "user".into(),
+        uid: 1000,
+        gid: 1000,
+        paths: vec![b"/home/user".to_vec(), b"/etc/\xff".to_vec()],
+        tags: vec!["daily".into()],
+        excludes: vec!["*.tmp".into()],
+        parent: Some(SnapshotId([4; 32])),
+        tree: BlobId([5; 32]),
+        summary: Summary {
+            files_new: 1,
+            files_changed: 2,
+            files_unchanged: 3,
+            dirs: 4,
+            others: 5,
+            bytes_read: 6,
+            total_size: 7,
+            blobs_added: 8,
+            bytes_added: 9,
+            bytes_stored: 10,
+            duration_ms: 11,
+        },
+        program_version: "0.1.0".into(),
+    }
+}
+
+/// An index describing two packs.
+pub fn sample_index() -> IndexFileRecord {
+    let (pack, entries) = sample_pack(&sample_blobs());
+    IndexFileRecord {
+        packs: vec![
+            IndexPackRecord {
+                id: PackId::hash_of(&pack),
+                size: pack.len() as u64,
+                entries,
+            },
+            IndexPackRecord {
+                id: PackId([6; 32]),
+                size: 52,
+                entries: Vec::new(),
+            },
+        ],
+    }
+}
+
+/// Valid inputs for every target: `(target, file name, bytes)`. The file
+/// names start with `seed-` (see `fuzz/.gitignore`).
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let mut plain_config = sample_config();
+    plain_config.encryption = Encryption::None;
+    plain_config.compression_level = 0;
+    plain_config.pack_target_size = 1 << 20;
+    plain_config.chunker = ChunkerParams {
+        min_size: 64,
+        avg_size: 256,
+        max_size: 1024,
+        normalization: 3,
+    };
+    let (pack, entries) = sample_pack(&sample_blobs());
+    let (empty_pack, _) = sample_pack(&[]);
+    let header_seed = |pack: &[u8], entries: &[PackEntry]| {
+        let mut seed = pack
+            .get(pack.len().saturating_sub(PACK_TRAILER_LEN)..)
+            .unwrap_or_default()
+            .to_vec();
+        seed.extend_from_slice(&(pack.len() as u64).to_le_bytes());
+        seed.extend_from_slice(&encode(&entries));
+        seed
+    };
+    let mut minimal_snapshot = sample_snapshot();
+    minimal_snapshot.paths = vec![b"/".to_vec()];
+    minimal_snapshot.tags.clear();
+    minimal_snapshot.excludes.clear();
+    minimal_snapshot.parent = None;
+    vec![
+        (
+            "fuzz_config",
+            "seed-encrypted",
+            config_file(&sample_config(), &[0xcc; 32]),
+        ),
+        (
+            "fuzz_config",
+            "seed-unencrypted",
+            config_file(&plain_config, &[0; 32]),
+        ),
+        ("fuzz_key", "seed-plain", sample_plain_key().encode().1),
+        ("fuzz_key", "seed-argon2", sample_kdf_key_bytes()),
+        ("fuzz_pack_header", "seed-three", header_seed(&pack, &entries)),
+        ("fuzz_pack_header", "seed-empty", header_seed(&empty_pack, &[])),
+        ("fuzz_pack", "seed-three", pack),
+        ("fuzz_pack", "seed-empty", empty_pack),
+        ("fuzz_index", "seed-two", encode(&sample_index())),
+        (
+            "fuzz_index",
+            "seed-empty",
+            encode(&IndexFileRecord { packs: Vec::new() }),
+        ),
+        ("fuzz_tree", "seed-every-kind", {
+            let mut t = sample_tree();
+            t.sort();
+            t.encode()
+        }),
+        ("fuzz_tree", "seed-empty", Tree::default().encode()),
+        ("fuzz_snapshot", "seed-full", encode(&sample_snapshot())),
+        ("fuzz_snapshot", "seed-minimal", encode(&minimal_snapshot)),
+    ]
+}
