@@ -3,9 +3,11 @@
 //!
 //! Directories are processed in parallel (rayon work stealing over entries,
 //! nested through subdirectories). A file whose size, mtime, ctime and inode
-//! equal the parent snapshot's record is not read again. Any failure abandons
-//! the run and deletes the packs it wrote, which no index names yet, so the
-//! repository is left exactly as it was.
+//! equal the parent snapshot's record is not read again. A failure while
+//! reading the sources or writing packs deletes the packs the run wrote,
+//! which no index names yet, so the repository is left as it was. (Should
+//! writing the snapshot itself fail, its packs and index stay behind as
+//! unreferenced data, which verify accepts and prune will remove.)
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
@@ -220,9 +222,18 @@ impl Walker<'_> {
         }
     }
 
-    fn save_tree(&self, mut tree: Tree) -> Result<BlobId> {
+    fn save_tree(&self, mut tree: Tree, path: &Path) -> Result<BlobId> {
         tree.sort();
-        Ok(self.writer.save(BlobKind::Tree, &tree.encode())?.0)
+        let bytes = tree.encode();
+        if bytes.len() > crate::codec::MAX_RECORD {
+            return Err(Error::invalid(format!(
+                "{} has too many entries to store as one directory ({} bytes of metadata, the limit is {})",
+                path.display(),
+                bytes.len(),
+                crate::codec::MAX_RECORD
+            )));
+        }
+        Ok(self.writer.save(BlobKind::Tree, &bytes)?.0)
     }
 
     /// Stores a directory's contents; returns its tree id.
@@ -254,9 +265,12 @@ impl Walker<'_> {
                 self.save_entry(&child, name.as_bytes().to_vec(), &meta, prev, root_dev)
             })
             .collect::<Result<_>>()?;
-        self.save_tree(Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
+        self.save_tree(
+            Tree {
+                nodes: nodes.into_iter().flatten().collect(),
+            },
+            path,
+        )
     }
 
     fn save_entry(
@@ -272,7 +286,7 @@ impl Walker<'_> {
             self.counters.dirs.fetch_add(1, Ordering::Relaxed);
             let subtree = if self.one_file_system && meta.dev() != root_dev {
                 // A mount point: keep the directory, not what is mounted.
-                self.save_tree(Tree::default())?
+                self.save_tree(Tree::default(), path)?
             } else {
                 let parent = self.parent_tree(prev);
                 self.save_dir(path, parent.as_ref(), root_dev)?
@@ -396,9 +410,12 @@ impl Walker<'_> {
                 }
             })
             .collect::<Result<_>>()?;
-        self.save_tree(Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
+        self.save_tree(
+            Tree {
+                nodes: nodes.into_iter().flatten().collect(),
+            },
+            Path::new("/"),
+        )
     }
 }
 
@@ -491,7 +508,17 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         progress,
     };
-    let root = match walker.save_virtual(&virt, parent_tree.as_ref()) {
+    // Backing up `/` itself makes its tree the root; other paths are in it.
+    let whole = if paths.iter().any(|p| p.as_os_str() == "/") {
+        Some(lstat(Path::new("/"))?.dev())
+    } else {
+        None
+    };
+    let saved = match whole {
+        Some(dev) => walker.save_dir(Path::new("/"), parent_tree.as_ref(), dev),
+        None => walker.save_virtual(&virt, parent_tree.as_ref()),
+    };
+    let root = match saved {
         Ok(root) => root,
         Err(e) => {
             walker.writer.abandon();
@@ -504,7 +531,13 @@ pub fn backup(
         warnings,
         ..
     } = walker;
-    let stats = writer.finish()?;
+    let stats = match writer.finish() {
+        Ok(s) => s,
+        Err(e) => {
+            writer.abandon();
+            return Err(e);
+        }
+    };
     let now = jiff::Timestamp::now();
     let c = &counters;
     let summary = Summary {

@@ -17,6 +17,9 @@ use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
 use crate::{Error, Result};
 
+/// At most this many blob entries go into one index file.
+const MAX_INDEX_ENTRIES: usize = 1_000_000;
+
 /// Options for creating a repository.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -129,10 +132,27 @@ impl Repository {
         opts: &InitOptions,
     ) -> Result<Self> {
         opts.chunker.validate().map_err(Error::Invalid)?;
+        if !(0..=22).contains(&opts.compression_level) {
+            return Err(Error::invalid(format!(
+                "compression level {} is outside zstd's 0..=22",
+                opts.compression_level
+            )));
+        }
+        if !(1 << 20..=1 << 30).contains(&opts.pack_target_size) {
+            return Err(Error::invalid(format!(
+                "pack target size {} is outside 1 MiB..=1 GiB",
+                opts.pack_target_size
+            )));
+        }
         if opts.encryption && password.is_none() {
             return Err(Error::invalid("an encrypted repository needs a password"));
         }
         backend.create()?;
+        // Without a config there is no repository: key files here were left
+        // by an `init` that crashed before writing the config.
+        for (name, _) in backend.list(FileKind::Key)? {
+            backend.delete(FileKind::Key, &name)?;
+        }
         let master = MasterKey::generate()?;
         let (host, user) = host_and_user();
         let key = KeyFile::create(
@@ -192,25 +212,42 @@ impl Repository {
         let pw = if encrypted { password()? } else { Vec::new() };
         let mut keys = backend.list(FileKind::Key)?;
         keys.sort();
+        // Each key file is tried on its own: a damaged or foreign key file
+        // must not lock out the others. A key that opens but whose master
+        // key does not authenticate the config is not this repository's
+        // (for example left by an interrupted `init`).
         let mut opened = None;
+        let mut mismatched = 0;
         for (name, _) in &keys {
-            let bytes = backend.read(FileKind::Key, name)?;
+            let Ok(id) = name.parse::<KeyId>() else {
+                continue;
+            };
+            let Ok(bytes) = backend.read(FileKind::Key, name) else {
+                continue;
+            };
+            if KeyId::hash_of(&bytes) != id {
+                continue;
+            }
             let Ok(file) = KeyFile::decode(&bytes) else {
                 continue;
             };
             if encrypted != file.kdf.is_some() {
                 continue;
             }
-            if let Some(master) = file.open(&pw)? {
-                opened = Some((name.parse::<KeyId>()?, master));
-                break;
+            if let Ok(Some(master)) = file.open(&pw) {
+                let crypto = Crypto::new(&master, encrypted);
+                if crypto.mac_matches(&raw.signed, &raw.mac) {
+                    opened = Some((id, master, crypto));
+                    break;
+                }
+                mismatched += 1;
             }
         }
-        let Some((key_id, master)) = opened else {
-            if keys.is_empty() {
+        let Some((key_id, master, crypto)) = opened else {
+            if mismatched > 0 {
                 return Err(Error::corrupt(
-                    format!("repository {location}"),
-                    "it has no key files (keys/ is empty)",
+                    format!("config of {location}"),
+                    "a key opened with this password, but its MAC over the config does not match: the config was changed or damaged",
                 ));
             }
             return Err(Error::WrongPassword {
@@ -218,13 +255,6 @@ impl Repository {
                 keys: keys.len(),
             });
         };
-        let crypto = Crypto::new(&master, encrypted);
-        if crypto.mac(&raw.signed) != raw.mac {
-            return Err(Error::corrupt(
-                format!("config of {location}"),
-                "its MAC does not match: the file was changed or damaged",
-            ));
-        }
         let mut repo = Self {
             backend,
             config: raw.config,
@@ -705,40 +735,67 @@ impl BlobWriter<'_> {
         Ok(())
     }
 
-    /// Writes the last pack and one index file for every pack of this
+    /// Writes the last pack and the index files for every pack of this
     /// session. Only after this returns may a snapshot refer to the blobs.
     ///
     /// # Errors
-    /// Backend errors; the packs written so far stay unindexed garbage.
-    pub fn finish(self) -> Result<WriteStats> {
+    /// Backend errors; packs not yet in an index stay listed for
+    /// [`BlobWriter::abandon`].
+    pub fn finish(&self) -> Result<WriteStats> {
         let last = std::mem::take(&mut *lock(&self.current));
         if !last.is_empty() {
             self.write_pack(last)?;
         }
-        let packs = std::mem::take(&mut *lock(&self.written));
-        if !packs.is_empty() {
-            let file = IndexFile { packs };
-            let (id, bytes) = index::encode_file(&self.repo.crypto, &file)?;
-            self.repo
-                .backend
-                .write(FileKind::Index, &id.to_hex(), &bytes)?;
-            self.bytes_stored
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let mut index = self
-                .repo
-                .index
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            for p in &file.packs {
-                index.add_pack(p);
+        loop {
+            // Take packs for one index file, keeping it far below the
+            // decoder's record limit (an entry encodes to 52 bytes).
+            let group: Vec<IndexPack> = {
+                let mut written = lock(&self.written);
+                let mut entries = 0;
+                let n = written
+                    .iter()
+                    .take_while(|p| {
+                        entries += p.entries.len();
+                        entries <= MAX_INDEX_ENTRIES || entries == p.entries.len()
+                    })
+                    .count();
+                written.drain(..n).collect()
+            };
+            if group.is_empty() {
+                break;
+            }
+            let file = IndexFile { packs: group };
+            let written = index::encode_file(&self.repo.crypto, &file).and_then(|(id, bytes)| {
+                self.repo
+                    .backend
+                    .write(FileKind::Index, &id.to_hex(), &bytes)
+                    .map(|()| bytes.len())
+            });
+            match written {
+                Ok(len) => {
+                    self.bytes_stored.fetch_add(len as u64, Ordering::Relaxed);
+                    let mut index = self
+                        .repo
+                        .index
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for p in &file.packs {
+                        index.add_pack(p);
+                    }
+                }
+                Err(e) => {
+                    // Still unindexed: give them back for `abandon`.
+                    lock(&self.written).extend(file.packs);
+                    return Err(e);
+                }
             }
         }
         Ok(self.stats())
     }
 
-    /// Deletes the packs this session wrote. They are in no index, so no
-    /// snapshot and no other writer can refer to their blobs.
-    pub fn abandon(self) {
+    /// Deletes the packs this session wrote that no index file names yet.
+    /// Nothing can refer to their blobs, so this is always safe.
+    pub fn abandon(&self) {
         for p in std::mem::take(&mut *lock(&self.written)) {
             let _ = self.repo.backend.delete(FileKind::Pack, &p.id.to_hex());
         }

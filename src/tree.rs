@@ -135,8 +135,13 @@ impl Tree {
             if prev.is_some_and(|p| p >= n.name.as_slice()) {
                 return Err(TreeError("entries are not sorted or repeat a name".into()));
             }
-            if !n.xattrs.is_sorted() {
-                return Err(TreeError("extended attributes are not sorted".into()));
+            if n.xattrs
+                .windows(2)
+                .any(|w| matches!(w, [a, b] if a.name >= b.name))
+            {
+                return Err(TreeError(
+                    "extended attributes are not sorted or repeat a name".into(),
+                ));
             }
             prev = Some(&n.name);
         }

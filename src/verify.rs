@@ -70,6 +70,7 @@ fn in_subset(id: &PackId, subset: Option<(u32, u32)>) -> bool {
 }
 
 struct PackCheck {
+    pack: PackId,
     errors: Vec<String>,
     bad_blobs: Vec<BlobId>,
     blobs: u64,
@@ -78,6 +79,7 @@ struct PackCheck {
 
 fn read_pack(repo: &Repository, id: &PackId, indexed: &[PackEntry]) -> PackCheck {
     let mut check = PackCheck {
+        pack: *id,
         errors: Vec::new(),
         bad_blobs: Vec::new(),
         blobs: 0,
@@ -182,10 +184,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             (*id, errs)
         })
         .collect();
+    // A blob is lost when the copy reads would use lies in a bad pack;
+    // another healthy copy elsewhere does not help a reader that is not
+    // directed to it.
+    let read_from = |blob: &BlobId| {
+        let index = repo.index();
+        index.get(blob).and_then(|loc| index.pack_id(loc.pack))
+    };
     for (id, errs) in structural {
         if !errs.is_empty() {
             if let Some(p) = packs.get(&id) {
-                for e in &p.entries {
+                for e in p.entries.iter().filter(|e| read_from(&e.id) == Some(id)) {
                     lost.insert(e.id, format!("pack {id} is damaged or missing"));
                 }
             }
@@ -194,7 +203,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     for (id, _) in present.iter().filter(|(id, _)| !packs.contains_key(*id)) {
         report.warnings.push(format!(
-            "pack {id} ({}) is in no index: left by an interrupted backup, or its index was lost; it is not used",
+            "pack {id} ({}) is in no index: left by an interrupted backup, or its index was lost; its blobs are used only when no index has them",
             pack_file(id)
         ));
     }
@@ -213,7 +222,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.blobs_read += c.blobs;
             report.bytes_read += c.bytes;
             report.errors.extend(c.errors);
-            for b in c.bad_blobs {
+            for b in c
+                .bad_blobs
+                .into_iter()
+                .filter(|b| read_from(b) == Some(c.pack))
+            {
                 lost.insert(b, "its data is damaged".into());
             }
         }
@@ -258,6 +271,13 @@ fn walk(
 ) {
     if !seen.insert(*tree_id) {
         return;
+    }
+    if !repo.index().contains(tree_id) {
+        report.errors.push(format!(
+            "snapshot {}: tree {tree_id} of directory {} is in no index",
+            sid.short(),
+            path.display()
+        ));
     }
     let tree = match repo.read_tree(tree_id) {
         Ok(t) => t,

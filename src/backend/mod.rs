@@ -98,12 +98,12 @@ pub trait Backend: Send + Sync {
 }
 
 /// Rejects names that could escape the repository or collide with
-/// temporary files: names are hex ids (or `config`).
+/// temporary files: names are 64 lowercase hex digits (or `config`).
 pub(crate) fn check_name(kind: FileKind, name: &str) -> Result<()> {
     let ok = if kind == FileKind::Config {
         name == CONFIG_NAME
     } else {
-        !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
     if ok {
         Ok(())

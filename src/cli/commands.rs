@@ -110,7 +110,10 @@ pub struct BackupArgs {
 fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
     let loc = location(g)?;
     match Repository::open(backend(&loc), &mut || password::password(g, &loc)) {
-        Ok(r) => Ok(r),
+        Ok(r) => {
+            password::refuse_downgrade(g, &r)?;
+            Ok(r)
+        }
         Err(cairn::Error::RepoNotFound { .. }) if loc.default_key.is_some() => {
             let key = loc
                 .default_key
@@ -730,6 +733,7 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
         current.clone_from(&pw);
         Ok(pw)
     })?;
+    password::refuse_downgrade(g, &repo)?;
     match cmd {
         KeyCommand::List => {
             let keys = repo.keys()?;

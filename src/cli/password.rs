@@ -142,7 +142,25 @@ pub fn backend(loc: &Location) -> Arc<dyn Backend> {
 pub fn open(g: &Global) -> Result<(Repository, Location)> {
     let loc = location(g)?;
     let repo = Repository::open(backend(&loc), &mut || password(g, &loc))?;
+    refuse_downgrade(g, &repo)?;
     Ok((repo, loc))
+}
+
+/// A password was supplied but the repository says it is unencrypted.
+/// Someone able to write the repository could have replaced its config and
+/// key with unencrypted ones to make new backups readable; since the user
+/// expected encryption, stop rather than write anything in the clear.
+pub fn refuse_downgrade(g: &Global, repo: &Repository) -> Result<()> {
+    let given = g.password_file.is_some()
+        || g.password_command.is_some()
+        || std::env::var_os("CAIRN_PASSWORD").is_some();
+    if given && repo.config().encryption == cairn::Encryption::None {
+        bail!(
+            "{} is an unencrypted repository, but a password was given: if you did not create it with --no-encryption, it may have been tampered with; otherwise unset CAIRN_PASSWORD / --password-file / --password-command",
+            repo.backend().location()
+        );
+    }
+    Ok(())
 }
 
 /// Creates the default repository's key file: 32 random bytes, hex, 0600,

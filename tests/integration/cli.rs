@@ -202,13 +202,18 @@ fn encrypted_repository_never_contains_source_plaintext() {
     );
 
     let plain = d.join("plain");
+    let unencrypted = || {
+        let mut c = cairn(&plain, d.path());
+        c.env_remove("CAIRN_PASSWORD");
+        c
+    };
     assert!(
-        run(cairn(&plain, d.path()).args(["init", "--no-encryption"]))
+        run(unencrypted().args(["init", "--no-encryption"]))
             .status
             .success()
     );
     assert!(
-        run(cairn(&plain, d.path()).arg("backup").arg(d.join("src")))
+        run(unencrypted().arg("backup").arg(d.join("src")))
             .status
             .success()
     );
@@ -217,10 +222,15 @@ fn encrypted_repository_never_contains_source_plaintext() {
         "the search would find plaintext if it were there"
     );
     assert!(
-        run(cairn(&plain, d.path()).args(["verify", "--read-data"]))
+        run(unencrypted().args(["verify", "--read-data"]))
             .status
             .success()
     );
+    // A user who gives a password expects encryption: an unencrypted
+    // repository (perhaps swapped in by someone else) is refused.
+    let o = run(cairn(&plain, d.path()).arg("backup").arg(d.join("src")));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unencrypted repository, but a password was given"));
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn::{BackupOptions, BlobId, InitOptions, LocalBackend, NoProgress, NodeKind, PackId, Repository};
+use cairn::{
+    BackupOptions, BlobId, InitOptions, LocalBackend, NoProgress, NodeKind, PackId, Repository,
+};
 
 use super::util::{Dir, PASSWORD, cairn, run, stderr};
 
@@ -44,22 +46,41 @@ fn fixture() -> Fixture {
         fs::write(src.join(format!("big-{i}.bin")), noise(1_500_000, i + 1)).expect("write");
     }
     for i in 0..20u64 {
-        fs::write(src.join(format!("small-{i}.txt")), format!("small file {i}\n").repeat(50)).expect("write");
+        fs::write(
+            src.join(format!("small-{i}.txt")),
+            format!("small file {i}\n").repeat(50),
+        )
+        .expect("write");
     }
     let repo = dir.join("repo");
     let mut opts = InitOptions::default();
     opts.pack_target_size = 1 << 20;
-    let r = Repository::init(Arc::new(LocalBackend::new(&repo)), Some(PASSWORD.as_bytes()), &opts).expect("init");
-    let done = cairn::backup(&r, &BackupOptions::new(vec![src.clone()]), &NoProgress).expect("backup");
+    let r = Repository::init(
+        Arc::new(LocalBackend::new(&repo)),
+        Some(PASSWORD.as_bytes()),
+        &opts,
+    )
+    .expect("init");
+    let done =
+        cairn::backup(&r, &BackupOptions::new(vec![src.clone()]), &NoProgress).expect("backup");
     let mut files = BTreeMap::new();
     cairn::walk_tree(&r, &done.snapshot.tree, b"/", &mut |path, node| {
         if let NodeKind::File { content } = &node.kind {
-            let name = String::from_utf8_lossy(path).rsplit('/').next().unwrap_or_default().to_owned();
+            let name = String::from_utf8_lossy(path)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             files.insert(name, content.clone());
         }
     })
     .expect("walk");
-    Fixture { dir, repo, src, files }
+    Fixture {
+        dir,
+        repo,
+        src,
+        files,
+    }
 }
 
 fn pack_files(repo: &Path) -> Vec<PathBuf> {
@@ -75,22 +96,32 @@ fn pack_files(repo: &Path) -> Vec<PathBuf> {
 
 impl Fixture {
     fn open(&self) -> Repository {
-        Repository::open(Arc::new(LocalBackend::new(&self.repo)), &mut || Ok(PASSWORD.as_bytes().to_vec())).expect("open")
+        Repository::open(Arc::new(LocalBackend::new(&self.repo)), &mut || {
+            Ok(PASSWORD.as_bytes().to_vec())
+        })
+        .expect("open")
     }
 
     /// The pack holding the first chunk of `file`, and every file with a
     /// blob in that pack.
     fn pack_of(&self, file: &str) -> (PathBuf, Vec<String>) {
+        let (p, affected, _) = self.locate(file);
+        (p, affected)
+    }
+
+    /// As [`Fixture::pack_of`], plus the offset of the chunk in the pack.
+    fn locate(&self, file: &str) -> (PathBuf, Vec<String>, u64) {
         let r = self.open();
         let first = self.files[file][0];
-        let (pack_path, blobs) = pack_files(&self.repo)
+        let (pack_path, blobs, offset) = pack_files(&self.repo)
             .into_iter()
             .find_map(|p| {
                 let id: PackId = p.file_name()?.to_str()?.parse().ok()?;
                 let size = fs::metadata(&p).ok()?.len();
                 let entries = r.read_pack_header(&id, size).ok()?;
                 let ids: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
-                ids.contains(&first).then_some((p, ids))
+                let at = entries.iter().find(|e| e.id == first)?.offset;
+                Some((p, ids, u64::from(at)))
             })
             .expect("pack of file");
         let affected = self
@@ -99,7 +130,7 @@ impl Fixture {
             .filter(|(_, content)| content.iter().any(|b| blobs.contains(b)))
             .map(|(n, _)| n.clone())
             .collect();
-        (pack_path, affected)
+        (pack_path, affected, offset)
     }
 
     fn verify(&self) -> (Option<i32>, String) {
@@ -111,15 +142,24 @@ impl Fixture {
     /// and returns the exit code and stderr.
     fn restore_checking(&self, damaged: &[String]) -> (Option<i32>, String) {
         let target = self.dir.join(&format!("restore-{}", damaged.len()));
-        let o = run(cairn(&self.repo, self.dir.path()).args(["restore", "latest", "--target"]).arg(&target));
+        let o = run(cairn(&self.repo, self.dir.path())
+            .args(["restore", "latest", "--target"])
+            .arg(&target));
         let restored = target.join(self.src.strip_prefix("/").expect("abs"));
         for name in self.files.keys() {
             let got = fs::read(restored.join(name));
             if damaged.contains(name) {
                 assert!(got.is_err(), "{name} was damaged but a file was restored");
-                assert!(stderr(&o).contains(name.as_str()), "{name} is not named as damaged");
+                assert!(
+                    stderr(&o).contains(name.as_str()),
+                    "{name} is not named as damaged"
+                );
             } else {
-                assert_eq!(got.expect("undamaged file restored"), fs::read(self.src.join(name)).expect("src"), "{name}");
+                assert_eq!(
+                    got.expect("undamaged file restored"),
+                    fs::read(self.src.join(name)).expect("src"),
+                    "{name}"
+                );
             }
         }
         // No temporary files are left behind.
@@ -134,21 +174,27 @@ impl Fixture {
 #[test]
 fn flipped_byte_in_a_pack() {
     let f = fixture();
-    let (pack, affected) = f.pack_of("big-3.bin");
+    let (pack, _, offset) = f.locate("big-3.bin");
     let mut bytes = fs::read(&pack).expect("read");
-    bytes[100] ^= 0x40;
+    bytes[offset as usize + 1000] ^= 0x40;
     fs::write(&pack, &bytes).expect("write");
-    let pack_id = pack.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let pack_id = pack
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
     assert!(err.contains(&pack_id), "verify names the pack");
-    assert!(err.contains(&f.files["big-3.bin"][0].to_hex()), "verify names the blob");
+    assert!(
+        err.contains(&f.files["big-3.bin"][0].to_hex()),
+        "verify names the blob"
+    );
     assert!(err.contains("big-3.bin"), "verify names the file");
 
     let (code, _) = f.restore_checking(&["big-3.bin".to_owned()]);
     assert_eq!(code, Some(3));
-    let _ = affected;
 }
 
 #[test]
@@ -156,9 +202,16 @@ fn truncated_pack() {
     let f = fixture();
     let (pack, affected) = f.pack_of("big-5.bin");
     let len = fs::metadata(&pack).expect("stat").len();
-    let file = fs::OpenOptions::new().write(true).open(&pack).expect("open");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .expect("open");
     file.set_len(len / 3).expect("truncate");
-    let pack_id = pack.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let pack_id = pack
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
@@ -182,7 +235,11 @@ fn deleted_pack() {
     let f = fixture();
     let (pack, affected) = f.pack_of("big-6.bin");
     fs::remove_file(&pack).expect("rm");
-    let pack_id = pack.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let pack_id = pack
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
@@ -198,12 +255,20 @@ fn deleted_pack() {
 #[test]
 fn deleted_index_file() {
     let f = fixture();
-    let index = fs::read_dir(f.repo.join("index")).expect("index").next().expect("one").expect("e").path();
+    let index = fs::read_dir(f.repo.join("index"))
+        .expect("index")
+        .next()
+        .expect("one")
+        .expect("e")
+        .path();
     fs::remove_file(&index).expect("rm");
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
-    assert!(err.contains("in no index"), "verify says blobs are unindexed");
+    assert!(
+        err.contains("in no index"),
+        "verify says blobs are unindexed"
+    );
     assert!(err.contains("big-0.bin"), "verify names the files");
 
     // The packs are intact: restore finds the data by reading their

@@ -53,7 +53,11 @@ fn backup_killed_at_random_moments_leaves_a_valid_repository() {
     }
     assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
 
-    assert!(run(cairn(&repo, d.path()).arg("backup").arg(&src)).status.success());
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
     // Kills are aimed across the duration of the last uninterrupted backup
     // of a similar change; start with a guess.
     let mut window = Duration::from_millis(300);
@@ -77,22 +81,38 @@ fn backup_killed_at_random_moments_leaves_a_valid_repository() {
         child.wait().expect("wait");
 
         let o = run(cairn(&repo, d.path()).args(["verify", "--read-data"]));
-        assert!(o.status.success(), "round {round}: verify failed after SIGKILL at {delay:?}");
+        assert!(
+            o.status.success(),
+            "round {round}: verify failed after SIGKILL at {delay:?}"
+        );
         rewrite_some(&src, &mut rng, 12);
         let started = Instant::now();
         let o = run(cairn(&repo, d.path()).arg("backup").arg(&src));
         window = started.elapsed();
         assert!(o.status.success(), "round {round}: the next backup failed");
     }
-    assert!(killed >= 10, "only {killed} of 20 backups were killed while running");
+    assert!(
+        killed >= 10,
+        "only {killed} of 20 backups were killed while running"
+    );
 
     // The last snapshot restores exactly.
     let out = d.join("out");
-    assert!(run(cairn(&repo, d.path()).args(["restore", "latest", "--target"]).arg(&out)).status.success());
+    assert!(
+        run(cairn(&repo, d.path())
+            .args(["restore", "latest", "--target"])
+            .arg(&out))
+        .status
+        .success()
+    );
     let restored = out.join(src.strip_prefix("/").expect("abs"));
     for e in fs::read_dir(&src).expect("src") {
         let p = e.expect("e").path();
         let name = p.file_name().expect("name");
-        assert_eq!(fs::read(&p).expect("src"), fs::read(restored.join(name)).expect("restored"), "{name:?}");
+        assert_eq!(
+            fs::read(&p).expect("src"),
+            fs::read(restored.join(name)).expect("restored"),
+            "{name:?}"
+        );
     }
 }
