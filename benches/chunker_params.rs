@@ -56,7 +56,10 @@ fn chunk_ids(p: &ChunkerParams, data: &[u8]) -> (Vec<([u8; 32], usize)>, f64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let dir = PathBuf::from(args.first().map_or("/usr", String::as_str));
     let max_bytes: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1024) << 20;
     let mut files = Vec::new();
@@ -67,7 +70,9 @@ fn main() {
         if stream.len() >= max_bytes {
             break;
         }
-        let Ok(mut file) = fs::File::open(f) else { continue };
+        let Ok(mut file) = fs::File::open(f) else {
+            continue;
+        };
         let start = stream.len();
         if file.read_to_end(&mut stream).is_ok() && stream.len() > start {
             bounds.push((start, stream.len()));
@@ -81,7 +86,7 @@ fn main() {
     let mut edits = 0;
     for &(start, end) in &bounds {
         let file = stream.get(start..end).unwrap_or_default();
-        if rng.next() % 100 == 0 {
+        if rng.next().is_multiple_of(100) {
             let at = (rng.next() as usize) % file.len().max(1);
             edited.extend_from_slice(file.get(..at).unwrap_or_default());
             edited.extend_from_slice(b"EDITED-BY-CAIRN!");
@@ -97,7 +102,9 @@ fn main() {
         bounds.len(),
         stream.len() as f64 / 1048576.0
     );
-    println!("| parameters (min/avg/max) | chunks | mean chunk | new bytes after edits | throughput |");
+    println!(
+        "| parameters (min/avg/max) | chunks | mean chunk | new bytes after edits | throughput |"
+    );
     println!("|---|---|---|---|---|");
     let sets = [
         (64 << 10, 256 << 10, 1 << 20),
@@ -115,7 +122,11 @@ fn main() {
         let (first, secs) = chunk_ids(&p, &stream);
         let (second, _) = chunk_ids(&p, &edited);
         let known: HashSet<[u8; 32]> = first.iter().map(|(id, _)| *id).collect();
-        let new_bytes: usize = second.iter().filter(|(id, _)| !known.contains(id)).map(|(_, n)| n).sum();
+        let new_bytes: usize = second
+            .iter()
+            .filter(|(id, _)| !known.contains(id))
+            .map(|(_, n)| n)
+            .sum();
         println!(
             "| {} KiB / {} KiB / {} KiB | {} | {:.0} KiB | {:.1} MiB ({:.2}% of the data) | {:.0} MiB/s |",
             min >> 10,
