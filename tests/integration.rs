@@ -11,5 +11,6 @@ mod integration {
     mod corruption;
     mod crash;
     mod decoders;
+    mod options;
     mod roundtrip;
 }

@@ -1,0 +1,158 @@
+//! Backup and restore options: excludes, includes, device nodes, listing.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use cairn::{BackupOptions, NoProgress, RestoreOptions};
+
+use super::util::{Dir, assert_verifies, cairn, init_repo, run, stdout};
+
+#[test]
+fn excludes_follow_gitignore_syntax() {
+    let d = Dir::new();
+    let src = d.join("app");
+    for p in ["src", "node_modules/x", "logs", ".next"] {
+        fs::create_dir_all(src.join(p)).expect("mkdir");
+    }
+    for f in [
+        "src/main.js",
+        "node_modules/x/i.js",
+        "logs/a.log",
+        "app.log",
+        ".next/b",
+        "keep.txt",
+        ".env",
+    ] {
+        fs::write(src.join(f), f).expect("write");
+    }
+    fs::write(d.join("excludes"), "# comment\n.next\n\n").expect("write");
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let o = run(cairn(&repo, d.path())
+        .args([
+            "backup",
+            "--exclude",
+            "node_modules",
+            "--exclude",
+            "*.log",
+            "--exclude-file",
+        ])
+        .arg(d.join("excludes"))
+        .arg(&src));
+    assert!(o.status.success());
+    let o = run(cairn(&repo, d.path()).args(["ls", "latest"]).arg(&src));
+    let listed = stdout(&o);
+    for kept in ["src/main.js", "keep.txt", ".env", "logs"] {
+        assert!(listed.contains(kept), "{kept} kept");
+    }
+    for gone in ["node_modules", "a.log", "app.log", ".next"] {
+        assert!(!listed.contains(gone), "{gone} excluded");
+    }
+}
+
+#[test]
+fn restore_include_restores_only_that_subtree() {
+    let d = Dir::new();
+    let src = d.join("app");
+    fs::create_dir_all(src.join("config")).expect("mkdir");
+    fs::create_dir_all(src.join("code")).expect("mkdir");
+    fs::write(src.join("config/.env"), "SECRET=1").expect("write");
+    fs::write(src.join("code/main.rs"), "fn main() {}").expect("write");
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
+    let target = d.join("out");
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .arg("--include")
+        .arg(src.join("config")));
+    assert!(o.status.success());
+    let restored = target.join(src.strip_prefix("/").expect("abs"));
+    assert_eq!(
+        fs::read(restored.join("config/.env")).expect("restored"),
+        b"SECRET=1"
+    );
+    assert!(!restored.join("code").exists());
+    // An include that is not in the snapshot is an error, not a silent no-op.
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .args(["--include", "/no/such/path"]));
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn device_nodes_are_recorded_and_restored_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: creating device nodes needs root");
+        return;
+    }
+    let d = Dir::new();
+    let src = d.join("dev");
+    fs::create_dir(&src).expect("mkdir");
+    let rdev = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(
+        &src.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        rdev,
+    )
+    .expect("mknod");
+    let repo = init_repo(&d.join("repo"));
+    let done =
+        cairn::backup(&repo, &BackupOptions::new(vec![src.clone()]), &NoProgress).expect("backup");
+    let out = d.join("out");
+    let r = cairn::restore(
+        &repo,
+        &done.snapshot,
+        &RestoreOptions::new(&out),
+        &NoProgress,
+    )
+    .expect("restore");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let meta = fs::symlink_metadata(out.join(src.strip_prefix("/").expect("abs")).join("null"))
+        .expect("stat");
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.rdev(), rdev);
+    let src_mode = fs::symlink_metadata(src.join("null")).expect("stat").mode();
+    assert_eq!(meta.mode() & 0o7777, src_mode & 0o7777);
+    assert_verifies(&repo);
+}
+
+#[test]
+fn ls_json_lists_entries_with_metadata() {
+    let d = Dir::new();
+    let src = d.join("s");
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("f.txt"), "12345").expect("write");
+    std::os::unix::fs::symlink("f.txt", src.join("link")).expect("symlink");
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
+    let o = run(cairn(&repo, d.path())
+        .args(["ls", "--json", "latest"])
+        .arg(&src));
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let items = v.as_array().expect("array");
+    let file = items
+        .iter()
+        .find(|i| i["path"].as_str().is_some_and(|p| p.ends_with("/f.txt")))
+        .expect("f.txt");
+    assert_eq!(file["size"], 5);
+    assert_eq!(file["type"], "file");
+    let link = items
+        .iter()
+        .find(|i| i["path"].as_str().is_some_and(|p| p.ends_with("/link")))
+        .expect("link");
+    assert_eq!(link["target"], "f.txt");
+}
