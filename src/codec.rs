@@ -17,10 +17,21 @@ use serde::de::DeserializeOwned;
 pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 
 fn config() -> impl bincode::config::Config {
+    limited::<MAX_RECORD>()
+}
+
+fn limited<const LIMIT: usize>() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_little_endian()
         .with_fixed_int_encoding()
-        .with_limit::<MAX_RECORD>()
+        .with_limit::<LIMIT>()
+}
+
+fn decode_limited<const LIMIT: usize, T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), DecodeError> {
+    bincode::serde::decode_from_slice(bytes, limited::<LIMIT>())
+        .map_err(|e| DecodeError(e.to_string()))
 }
 
 /// Why a record could not be decoded.
@@ -28,21 +39,20 @@ fn config() -> impl bincode::config::Config {
 #[error("{0}")]
 pub struct DecodeError(String);
 
-/// Encodes a record. Encoding into a vector cannot fail for cairn's records
-/// (they hold no maps with non-string keys and no unsized sequences), so a
-/// failure here is a bug and is reported as an empty vector never: it panics
-/// only in debug builds through the `debug_assert` below.
+/// Encodes a record.
+///
+/// Encoding into a vector fails only for types bincode cannot express
+/// (sequences of unknown length, maps with complex keys); cairn's records
+/// are structs of integers, byte vectors, strings and vectors of those, so
+/// a failure is a programming error. It yields an empty encoding, which no
+/// decoder accepts, so it surfaces as a damaged object rather than being
+/// stored as something plausible; debug builds stop at once.
 #[must_use]
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    match bincode::serde::encode_to_vec(value, config()) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            // All record types are plain structs of integers, byte vectors,
-            // strings and vectors of those; bincode cannot fail on them.
-            debug_assert!(false, "encoding a record failed: {e}");
-            Vec::new()
-        }
-    }
+    bincode::serde::encode_to_vec(value, config()).unwrap_or_else(|e| {
+        debug_assert!(false, "encoding a record failed: {e}");
+        Vec::new()
+    })
 }
 
 /// Decodes a record, rejecting trailing bytes.
@@ -50,8 +60,15 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// # Errors
 /// Returns [`DecodeError`] when the bytes are not exactly one valid record.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| DecodeError(e.to_string()))?;
+    // bincode allocates a byte vector of the claimed length before reading
+    // it, checking only the limit; a limit near the input's size keeps a
+    // short hostile input from allocating hundreds of MiB.
+    let (value, used) = match bytes.len() {
+        0..=0x1_0000 => decode_limited::<0x1_0000, T>(bytes)?,
+        0..=0x10_0000 => decode_limited::<0x10_0000, T>(bytes)?,
+        0..=0x100_0000 => decode_limited::<0x100_0000, T>(bytes)?,
+        _ => decode_limited::<MAX_RECORD, T>(bytes)?,
+    };
     if used != bytes.len() {
         return Err(DecodeError(format!(
             "{} trailing bytes after the record",

@@ -9,13 +9,15 @@
 //! from (which also gives `decode(encode(x)) == x`).
 //!
 //! The sealed formats (pack headers, index files, snapshots) are reached with
-//! the unencrypted mode of [`cairn::decode::test_crypto`]: a sealed object is
-//! `nonce (24 zero bytes) ‖ plaintext ‖ tag (16)`, the tag being the first 16
-//! bytes of the keyed BLAKE3 MAC over `domain byte ‖ plaintext`, which is what
-//! the public `Crypto::mac` computes. Harnesses seal (or re-tag) their input
-//! with it, so fuzzed bytes get past authentication to the record decoders.
+//! the unencrypted mode of [`cairn::decode::test_crypto`], in which a sealed
+//! object is `nonce (24 zero bytes) ‖ plaintext ‖ tag (16)`. Random bytes
+//! never carry a valid tag, so the harnesses seal their input (or re-seal a
+//! pack's header) with that key first: fuzzed bytes get past authentication
+//! to the record decoders.
 
-use cairn::decode;
+use std::sync::OnceLock;
+
+use cairn::decode::{self, Crypto, Domain};
 use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, FORMAT_VERSION};
 use cairn::{KeyFile, KeyId, Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary};
 use cairn::{Tree, Xattr};
@@ -61,14 +63,17 @@ const PACK_TRAILER_LEN: usize = 12;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
-/// `Domain::Blob`.
-pub const DOMAIN_BLOB: u8 = 1;
-/// `Domain::PackHeader`.
-pub const DOMAIN_PACK_HEADER: u8 = 2;
-/// `Domain::Index`.
-pub const DOMAIN_INDEX: u8 = 3;
-/// `Domain::Snapshot`.
-pub const DOMAIN_SNAPSHOT: u8 = 4;
+/// `test_crypto(false)`: the fixed test key, unencrypted mode.
+fn plain_crypto() -> &'static Crypto {
+    static CRYPTO: OnceLock<Crypto> = OnceLock::new();
+    CRYPTO.get_or_init(|| decode::test_crypto(false))
+}
+
+/// `test_crypto(true)`: the fixed test key, XChaCha20-Poly1305.
+fn encrypted_crypto() -> &'static Crypto {
+    static CRYPTO: OnceLock<Crypto> = OnceLock::new();
+    CRYPTO.get_or_init(|| decode::test_crypto(true))
+}
 
 /// cairn's codec: bincode 2, little-endian, fixed-width integers, 256 MiB
 /// limit (`src/codec.rs`).
@@ -88,28 +93,14 @@ fn u32_le(n: usize) -> [u8; 4] {
     u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
 }
 
-/// The unencrypted-mode tag of `body` in `domain` under the test key.
-fn plain_tag(domain: u8, body: &[u8]) -> [u8; TAG_LEN] {
-    let crypto = decode::test_crypto(false);
-    let mut msg = Vec::with_capacity(1 + body.len());
-    msg.push(domain);
-    msg.extend_from_slice(body);
-    let mac = crypto.mac(&msg);
-    let mut tag = [0u8; TAG_LEN];
-    tag.copy_from_slice(mac.split_at(TAG_LEN).0);
-    tag
-}
-
-/// Seals `plain` in `domain` as `test_crypto(false)` does.
-pub fn seal(domain: u8, plain: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; NONCE_LEN];
-    out.extend_from_slice(plain);
-    out.extend_from_slice(&plain_tag(domain, plain));
-    out
+/// Seals `plain` in `domain` with `test_crypto(false)` (which needs no
+/// randomness, so cannot fail).
+pub fn seal(domain: Domain, plain: &[u8]) -> Vec<u8> {
+    plain_crypto().seal(domain, plain).unwrap_or_default()
 }
 
 /// `magic ‖ sealed(domain, plain)`: an index or snapshot file.
-fn sealed_file(magic: &[u8; 8], domain: u8, plain: &[u8]) -> Vec<u8> {
+fn sealed_file(magic: &[u8; 8], domain: Domain, plain: &[u8]) -> Vec<u8> {
     let mut out = magic.to_vec();
     out.extend_from_slice(&seal(domain, plain));
     out
@@ -161,9 +152,9 @@ fn config_file_with_body(body: &[u8], mac: &[u8; 32]) -> Vec<u8> {
     f
 }
 
-/// A config file as `config::encode` writes it.
+/// A config file as cairn writes it, with `mac` as its MAC.
 pub fn config_file(config: &Config, mac: &[u8; 32]) -> Vec<u8> {
-    config_file_with_body(&encode(config), mac)
+    decode::encode_config(config, |_| *mac)
 }
 
 fn check_config_file(bytes: &[u8]) {
@@ -176,9 +167,9 @@ fn check_config_file(bytes: &[u8]) {
     assert_eq!(bytes.get(..body_end), Some(raw.signed.as_slice()));
     assert_eq!(bytes.get(body_end..), Some(raw.mac.as_slice()));
     assert_eq!(
-        bytes.get(16..body_end),
-        Some(encode(&raw.config).as_slice()),
-        "config body is not canonical"
+        config_file(&raw.config, &raw.mac),
+        bytes,
+        "config is not canonical"
     );
     let again = decode::config(&config_file(&raw.config, &raw.mac));
     assert_eq!(again.ok().map(|r| r.config), Some(raw.config));
@@ -253,26 +244,24 @@ fn check_header_plain(plain: &[u8], header_at: u64) {
 }
 
 /// `fuzz_pack`: `data` is a whole pack file. It is read as is, in both
-/// modes, then again after its header's tag is recomputed with the test key
-/// so that a damaged header still reaches the header decoder.
+/// modes, then again after its header is re-sealed with the test key (same
+/// length: the body between nonce and tag is taken as the plaintext), so
+/// that a damaged header still reaches the header decoder.
 pub fn pack(data: &[u8]) {
-    let _ = decode::pack(&decode::test_crypto(true), data);
+    let _ = decode::pack(encrypted_crypto(), data);
     check_pack(data);
     if let Some(range) = pack_header_range(data) {
         let sealed = data.get(range.clone()).unwrap_or_default();
         if let Some(body) = plain_body(sealed) {
-            let tag = plain_tag(DOMAIN_PACK_HEADER, body);
             let mut fixed = data.to_vec();
-            if let Some(t) = fixed.get_mut(range.end - TAG_LEN..range.end) {
-                t.copy_from_slice(&tag);
-                check_pack(&fixed);
-            }
+            fixed.splice(range, seal(Domain::PackHeader, body));
+            check_pack(&fixed);
         }
     }
 }
 
 fn check_pack(pack: &[u8]) {
-    let Ok(header) = decode::pack(&decode::test_crypto(false), pack) else {
+    let Ok(header) = decode::pack(plain_crypto(), pack) else {
         return;
     };
     let range = pack_header_range(pack);
@@ -307,7 +296,7 @@ pub struct IndexPackRecord {
 
 /// Decodes an index file with the test key, as the public record.
 pub fn decode_index_file(bytes: &[u8]) -> Result<IndexFileRecord, String> {
-    let file = decode::index_file(&decode::test_crypto(false), bytes)?;
+    let file = decode::index_file(plain_crypto(), bytes)?;
     Ok(IndexFileRecord {
         packs: file
             .packs
@@ -323,19 +312,19 @@ pub fn decode_index_file(bytes: &[u8]) -> Result<IndexFileRecord, String> {
 
 /// An index file sealed with the test key.
 pub fn index_file(record: &IndexFileRecord) -> Vec<u8> {
-    sealed_file(INDEX_MAGIC, DOMAIN_INDEX, &encode(record))
+    sealed_file(INDEX_MAGIC, Domain::Index, &encode(record))
 }
 
 /// `fuzz_index`: `data` is the plaintext of an index file; it is sealed
 /// with the test key and decoded. `data` is also decoded as a whole file.
 pub fn index(data: &[u8]) {
-    let _ = decode::index_file(&decode::test_crypto(true), data);
+    let _ = decode::index_file(encrypted_crypto(), data);
     let _ = decode_index_file(data);
-    let file = sealed_file(INDEX_MAGIC, DOMAIN_INDEX, data);
+    let file = sealed_file(INDEX_MAGIC, Domain::Index, data);
     // Sealing binds the domain: the same object is no snapshot.
     let mut as_snapshot = SNAPSHOT_MAGIC.to_vec();
     as_snapshot.extend_from_slice(file.get(INDEX_MAGIC.len()..).unwrap_or_default());
-    assert!(decode::snapshot_file(&decode::test_crypto(false), &as_snapshot).is_err());
+    assert!(decode::snapshot_file(plain_crypto(), &as_snapshot).is_err());
     let Ok(record) = decode_index_file(&file) else {
         return;
     };
@@ -361,23 +350,22 @@ pub fn tree(data: &[u8]) {
 
 /// A snapshot file sealed with the test key.
 pub fn snapshot_file(snap: &Snapshot) -> Vec<u8> {
-    sealed_file(SNAPSHOT_MAGIC, DOMAIN_SNAPSHOT, &encode(snap))
+    sealed_file(SNAPSHOT_MAGIC, Domain::Snapshot, &encode(snap))
 }
 
 /// `fuzz_snapshot`: `data` is the plaintext of a snapshot file; it is sealed
 /// with the test key and decoded. `data` is also decoded as a whole file.
 pub fn snapshot(data: &[u8]) {
-    let plain_crypto = decode::test_crypto(false);
-    let _ = decode::snapshot_file(&decode::test_crypto(true), data);
-    let _ = decode::snapshot_file(&plain_crypto, data);
-    let file = sealed_file(SNAPSHOT_MAGIC, DOMAIN_SNAPSHOT, data);
-    let Ok(snap) = decode::snapshot_file(&plain_crypto, &file) else {
+    let _ = decode::snapshot_file(encrypted_crypto(), data);
+    let _ = decode::snapshot_file(plain_crypto(), data);
+    let file = sealed_file(SNAPSHOT_MAGIC, Domain::Snapshot, data);
+    let Ok(snap) = decode::snapshot_file(plain_crypto(), &file) else {
         return;
     };
     assert_eq!(encode(&snap), data, "snapshot is not canonical");
     let _ = snap.timestamp();
     let _ = snap.display_paths();
-    let again = decode::snapshot_file(&plain_crypto, &snapshot_file(&snap));
+    let again = decode::snapshot_file(plain_crypto(), &snapshot_file(&snap));
     assert_eq!(again, Ok(snap));
 }
 
@@ -470,13 +458,12 @@ fn sample_blobs() -> Vec<(Vec<u8>, BlobKind)> {
 /// A pack holding `blobs`, sealed with the test key (blobs are stored
 /// uncompressed).
 pub fn sample_pack(blobs: &[(Vec<u8>, BlobKind)]) -> (Vec<u8>, Vec<PackEntry>) {
-    let crypto = decode::test_crypto(false);
     let mut out = Vec::new();
     let mut entries = Vec::new();
     for (plain, kind) in blobs {
-        let sealed = seal(DOMAIN_BLOB, plain);
+        let sealed = seal(Domain::Blob, plain);
         entries.push(PackEntry {
-            id: crypto.blob_id(plain),
+            id: plain_crypto().blob_id(plain),
             kind: *kind,
             compression: Compression::None,
             offset: u32::try_from(out.len()).unwrap_or(u32::MAX),
@@ -485,7 +472,7 @@ pub fn sample_pack(blobs: &[(Vec<u8>, BlobKind)]) -> (Vec<u8>, Vec<PackEntry>) {
         });
         out.extend_from_slice(&sealed);
     }
-    let header = seal(DOMAIN_PACK_HEADER, &encode(&entries));
+    let header = seal(Domain::PackHeader, &encode(&entries));
     out.extend_from_slice(&header);
     out.extend_from_slice(&u32_le(header.len()));
     out.extend_from_slice(PACK_MAGIC);
@@ -643,8 +630,16 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("fuzz_key", "seed-plain", sample_plain_key().encode().1),
         ("fuzz_key", "seed-argon2", sample_kdf_key_bytes()),
-        ("fuzz_pack_header", "seed-three", header_seed(&pack, &entries)),
-        ("fuzz_pack_header", "seed-empty", header_seed(&empty_pack, &[])),
+        (
+            "fuzz_pack_header",
+            "seed-three",
+            header_seed(&pack, &entries),
+        ),
+        (
+            "fuzz_pack_header",
+            "seed-empty",
+            header_seed(&empty_pack, &[]),
+        ),
         ("fuzz_pack", "seed-three", pack),
         ("fuzz_pack", "seed-empty", empty_pack),
         ("fuzz_index", "seed-two", encode(&sample_index())),
