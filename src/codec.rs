@@ -65,8 +65,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     // short hostile input from allocating hundreds of MiB.
     let (value, used) = match bytes.len() {
         0..=0x1_0000 => decode_limited::<0x1_0000, T>(bytes)?,
-        0..=0x10_0000 => decode_limited::<0x10_0000, T>(bytes)?,
-        0..=0x100_0000 => decode_limited::<0x100_0000, T>(bytes)?,
+        0x1_0001..=0x10_0000 => decode_limited::<0x10_0000, T>(bytes)?,
+        0x10_0001..=0x100_0000 => decode_limited::<0x100_0000, T>(bytes)?,
         _ => decode_limited::<MAX_RECORD, T>(bytes)?,
     };
     if used != bytes.len() {
