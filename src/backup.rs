@@ -9,9 +9,10 @@
 //! writing the snapshot itself fail, its packs and index stay behind as
 //! unreferenced data, which verify accepts and prune will remove.)
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +29,11 @@ use crate::repo::{BlobWriter, Repository, host_and_user, lock};
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crate::{Error, Result};
+
+thread_local! {
+    /// Whole-file read buffer for small files, one per worker thread.
+    static SMALL_FILE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
@@ -364,19 +370,36 @@ impl Walker<'_> {
         } else {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
-        let file = File::open(path).map_err(|e| Error::source_read(path, e))?;
+        let mut file = File::open(path).map_err(|e| Error::source_read(path, e))?;
         let mut content = Vec::new();
         let mut size = 0u64;
-        for chunk in self
-            .repo
-            .config()
-            .chunker
-            .chunks(file, self.repo.chunker_seed())
-        {
-            let chunk = chunk.map_err(|e| Error::source_read(path, e))?;
-            size += chunk.len() as u64;
-            self.progress.bytes(chunk.len() as u64);
-            content.push(self.writer.save(BlobKind::Data, &chunk)?.0);
+        let chunker = &self.repo.config().chunker;
+        let seed = self.repo.chunker_seed();
+        if meta.len() <= u64::from(chunker.max_size) {
+            // Most files are small: read them whole into a buffer reused by
+            // this thread, instead of the streaming chunker's per-file
+            // `max_size` allocation. A file that grew since the stat is
+            // still read to its end.
+            SMALL_FILE_BUF.with_borrow_mut(|buf| -> Result<()> {
+                buf.clear();
+                file.read_to_end(buf)
+                    .map_err(|e| Error::source_read(path, e))?;
+                for range in chunker.cut_points(buf, seed) {
+                    let chunk = buf.get(range).unwrap_or_default();
+                    size += chunk.len() as u64;
+                    content.push(self.writer.save(BlobKind::Data, chunk)?.0);
+                }
+                self.progress.bytes(size);
+                crate::repo::shrink_scratch(buf);
+                Ok(())
+            })?;
+        } else {
+            for chunk in chunker.chunks(file, seed) {
+                let chunk = chunk.map_err(|e| Error::source_read(path, e))?;
+                size += chunk.len() as u64;
+                self.progress.bytes(chunk.len() as u64);
+                content.push(self.writer.save(BlobKind::Data, &chunk)?.0);
+            }
         }
         self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.counters.total_size.fetch_add(size, Ordering::Relaxed);
@@ -514,10 +537,10 @@ pub fn backup(
     } else {
         None
     };
-    let saved = match whole {
+    let saved = crate::repo::in_pool(|| match whole {
         Some(dev) => walker.save_dir(Path::new("/"), parent_tree.as_ref(), dev),
         None => walker.save_virtual(&virt, parent_tree.as_ref()),
-    };
+    });
     let root = match saved {
         Ok(root) => root,
         Err(e) => {

@@ -6,7 +6,9 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use std::ops::Range;
+
+use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
 
 /// FastCDC parameters, in bytes.
@@ -75,6 +77,25 @@ impl ChunkerParams {
         }
     }
 
+    /// Cut points of data already in memory. Gives the same chunks as
+    /// [`ChunkerParams::chunks`] on the same bytes, without the streaming
+    /// chunker's `max_size` buffer per call (small files are read whole).
+    pub fn cut_points<'a>(
+        &self,
+        data: &'a [u8],
+        seed: u64,
+    ) -> impl Iterator<Item = Range<usize>> + 'a {
+        FastCDC::with_level_and_seed(
+            data,
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+            self.level(),
+            seed,
+        )
+        .map(|c| c.offset..c.offset + c.length)
+    }
+
     /// Splits `reader` into chunks; each item is one chunk's bytes.
     pub fn chunks<R: Read>(
         &self,
@@ -120,6 +141,25 @@ mod tests {
                 assert!(c.len() >= 1024);
             }
         }
+    }
+
+    #[test]
+    fn slice_and_stream_chunkers_agree() {
+        let p = ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+            normalization: 1,
+        };
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        let streamed: Vec<Vec<u8>> = p
+            .chunks(&data[..], 7)
+            .collect::<Result<_, _>>()
+            .expect("chunk");
+        let sliced: Vec<Vec<u8>> = p.cut_points(&data, 7).map(|r| data[r].to_vec()).collect();
+        assert_eq!(streamed, sliced);
     }
 
     #[test]

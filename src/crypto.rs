@@ -150,6 +150,22 @@ impl Crypto {
     /// Fails only when no random nonce can be had.
     pub fn seal(&self, domain: Domain, plaintext: &[u8]) -> crate::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_into(domain, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// Seals `plaintext` into `out`, replacing its contents; `out` is meant
+    /// to be reused so that sealing allocates nothing.
+    ///
+    /// # Errors
+    /// Fails only when no random nonce can be had.
+    pub fn seal_into(
+        &self,
+        domain: Domain,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> crate::Result<()> {
+        out.clear();
         let mut nonce = [0u8; NONCE_LEN];
         if self.cipher.is_some() {
             random(&mut nonce)?;
@@ -167,7 +183,7 @@ impl Crypto {
             None => self.plain_tag(domain, plaintext),
         };
         out.extend_from_slice(&tag);
-        Ok(out)
+        Ok(())
     }
 
     /// Opens a sealed object, checking its tag.

@@ -26,6 +26,7 @@ mod backend;
 mod backup;
 mod chunker;
 mod codec;
+mod compress;
 mod config;
 mod crypto;
 mod error;

@@ -161,6 +161,15 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// An empty pack whose buffer holds `bytes` without reallocating.
+    #[must_use]
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
     /// Bytes of blobs so far.
     #[must_use]
     pub fn len(&self) -> usize {

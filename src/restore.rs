@@ -379,12 +379,14 @@ pub fn restore(
         }
     }
     let failed_files: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    files.par_iter().for_each(|(item, content)| {
-        if let Err(e) = r.restore_file(item, content) {
-            r.error(format!("{}: {e}", display_rel(&item.rel)));
-            lock(&failed_files).push(item.rel.clone());
-        }
-        r.progress.file();
+    crate::repo::in_pool(|| {
+        files.par_iter().for_each(|(item, content)| {
+            if let Err(e) = r.restore_file(item, content) {
+                r.error(format!("{}: {e}", display_rel(&item.rel)));
+                lock(&failed_files).push(item.rel.clone());
+            }
+            r.progress.file();
+        });
     });
     let failed_files = failed_files.into_inner().unwrap_or_default();
     out.files = files.len() as u64 - failed_files.len() as u64;

@@ -25,12 +25,16 @@ pub struct InitArgs {
     /// read the repository can read your data.
     #[arg(long)]
     no_encryption: bool,
+    /// zstd level for stored data, 0 (off) to 22; higher is smaller and slower.
+    #[arg(long, value_name = "LEVEL", default_value_t = InitOptions::default().compression_level)]
+    compression_level: i32,
 }
 
 pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     let loc = location(g)?;
     let mut opts = InitOptions::default();
     opts.encryption = !a.no_encryption;
+    opts.compression_level = a.compression_level;
     let pw = if a.no_encryption {
         None
     } else if let (Some(key), None, None, None) = (
