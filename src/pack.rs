@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::crypto::{Crypto, Domain};
-use crate::id::{BlobId, PackId};
+use crate::id::BlobId;
 
 /// Magic at the very end of every pack.
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
@@ -142,86 +142,18 @@ pub fn read_header(crypto: &Crypto, pack: &[u8]) -> Result<PackHeader, PackError
     decode_header(&plain, header_at)
 }
 
-/// Accumulates sealed blobs into one pack in memory.
-#[derive(Debug, Default)]
-pub struct PackBuilder {
-    buf: Vec<u8>,
-    entries: Vec<PackEntry>,
-}
-
-/// A finished pack, ready to be written.
-#[derive(Debug)]
-pub struct FinishedPack {
-    /// BLAKE3 of `bytes`.
-    pub id: PackId,
-    /// The whole file.
-    pub bytes: Vec<u8>,
-    /// Its blobs.
-    pub entries: Vec<PackEntry>,
-}
-
-impl PackBuilder {
-    /// An empty pack whose buffer holds `bytes` without reallocating.
-    #[must_use]
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
-    }
-
-    /// Bytes of blobs so far.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// True when no blob was added.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Appends a sealed blob.
-    pub fn add(
-        &mut self,
-        id: BlobId,
-        kind: BlobKind,
-        compression: Compression,
-        raw_length: u32,
-        sealed: &[u8],
-    ) {
-        let offset = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
-        self.buf.extend_from_slice(sealed);
-        self.entries.push(PackEntry {
-            id,
-            kind,
-            compression,
-            offset,
-            length: u32::try_from(sealed.len()).unwrap_or(u32::MAX),
-            raw_length,
-        });
-    }
-
-    /// Appends the sealed header and trailer and names the pack.
-    ///
-    /// # Errors
-    /// Fails only when sealing fails (no randomness).
-    pub fn finish(self, crypto: &Crypto) -> crate::Result<FinishedPack> {
-        let Self { mut buf, entries } = self;
-        let header = PackHeader { entries };
-        let sealed = crypto.seal(Domain::PackHeader, &codec::encode(&header))?;
-        buf.extend_from_slice(&sealed);
-        buf.extend_from_slice(
-            &u32::try_from(sealed.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
-        buf.extend_from_slice(PACK_MAGIC);
-        Ok(FinishedPack {
-            id: PackId::hash_of(&buf),
-            bytes: buf,
-            entries: header.entries,
-        })
-    }
+/// The bytes that end a pack listing `entries`: sealed header, its length
+/// and the magic.
+///
+/// # Errors
+/// Fails only when sealing fails (no randomness).
+pub fn header_and_trailer(crypto: &Crypto, entries: &[PackEntry]) -> crate::Result<Vec<u8>> {
+    let header = PackHeader {
+        entries: entries.to_vec(),
+    };
+    let mut out = crypto.seal(Domain::PackHeader, &codec::encode(&header))?;
+    let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(PACK_MAGIC);
+    Ok(out)
 }

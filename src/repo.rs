@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use crate::backend::StagedFile;
 use crate::backend::{Backend, CONFIG_NAME, FileKind};
 use crate::chunker::ChunkerParams;
 use crate::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
@@ -12,7 +13,7 @@ use crate::crypto::{Crypto, Domain, MasterKey};
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{self, Index, IndexFile, IndexPack, Location};
 use crate::keyfile::KeyFile;
-use crate::pack::{self, BlobKind, Compression, PackBuilder, PackEntry, TRAILER_LEN};
+use crate::pack::{self, BlobKind, Compression, PackEntry, TRAILER_LEN};
 use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
 use crate::{Error, Result};
@@ -680,7 +681,7 @@ impl Repository {
         // A rendezvous queue: one pack being written, one handed over and
         // one being filled at most, so memory stays at three packs while
         // workers keep compressing during the writer's fsync.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<PackBuilder>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OpenPack>(0);
         let uploader = {
             let (backend, crypto) = (Arc::clone(&self.backend), self.crypto.clone());
             let (written, bytes_stored, failure) = (
@@ -691,21 +692,12 @@ impl Repository {
             std::thread::Builder::new()
                 .name("cairn-pack-writer".into())
                 .spawn(move || {
-                    for builder in rx {
-                        let result = builder.finish(&crypto).and_then(|finished| {
-                            backend
-                                .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)
-                                .map(|()| finished)
-                        });
-                        match result {
-                            Ok(finished) => {
-                                let size = finished.bytes.len() as u64;
-                                bytes_stored.fetch_add(size, Ordering::Relaxed);
-                                lock(&written).push(IndexPack {
-                                    id: finished.id,
-                                    size,
-                                    entries: finished.entries,
-                                });
+                    let _ = &backend;
+                    for open in rx {
+                        match open.finish(&crypto) {
+                            Ok(packed) => {
+                                bytes_stored.fetch_add(packed.size, Ordering::Relaxed);
+                                lock(&written).push(packed);
                             }
                             Err(e) => {
                                 *lock(&failure) = Some(e);
@@ -727,7 +719,7 @@ impl Repository {
         BlobWriter {
             repo: self,
             seen: Mutex::new(HashSet::new()),
-            current: Mutex::new(PackBuilder::default()),
+            current: Mutex::new(None),
             written,
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -744,17 +736,91 @@ impl Repository {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     seen: Mutex<HashSet<BlobId>>,
-    current: Mutex<PackBuilder>,
+    /// The pack being filled, staged in storage as it grows.
+    current: Mutex<Option<OpenPack>>,
     /// Packs written in this session, not yet in any index.
     written: Arc<Mutex<Vec<IndexPack>>>,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
     bytes_stored: Arc<AtomicU64>,
     /// Full packs on their way to the writer thread; `None` once closed.
-    queue: Mutex<Option<std::sync::mpsc::SyncSender<PackBuilder>>>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<OpenPack>>>,
     uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The writer thread's error, which stops it.
     failure: Arc<Mutex<Option<Error>>>,
+}
+
+/// A pack being written: blobs go straight to a staged file, so memory does
+/// not grow with the pack size; the id is hashed along the way.
+struct OpenPack {
+    file: Box<dyn StagedFile>,
+    hasher: blake3::Hasher,
+    len: u64,
+    entries: Vec<PackEntry>,
+}
+
+fn staged_err(e: std::io::Error) -> Error {
+    Error::Backend {
+        op: "write",
+        path: "a new pack".into(),
+        source: e,
+    }
+}
+
+impl OpenPack {
+    fn new(file: Box<dyn StagedFile>) -> Self {
+        Self {
+            file,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes).map_err(staged_err)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        id: BlobId,
+        kind: BlobKind,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<()> {
+        let offset =
+            u32::try_from(self.len).map_err(|_| Error::invalid("a pack grew beyond 4 GiB"))?;
+        let length = u32::try_from(sealed.len())
+            .map_err(|_| Error::invalid("a blob larger than 4 GiB cannot be stored"))?;
+        self.append(sealed)?;
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            compression,
+            offset,
+            length,
+            raw_length,
+        });
+        Ok(())
+    }
+
+    /// Writes header and trailer, and commits the file under its hash.
+    fn finish(mut self, crypto: &Crypto) -> Result<IndexPack> {
+        let tail = pack::header_and_trailer(crypto, &self.entries)?;
+        self.append(&tail)?;
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        self.file.commit(&id.to_hex())?;
+        Ok(IndexPack {
+            id,
+            size: self.len,
+            entries: self.entries,
+        })
+    }
 }
 
 /// What a [`BlobWriter`] added.
@@ -782,30 +848,36 @@ impl BlobWriter<'_> {
         let raw_length = u32::try_from(plain.len())
             .map_err(|_| Error::invalid("a blob larger than 4 GiB cannot be stored"))?;
         let level = self.repo.config.compression_level;
-        let full =
-            SCRATCH.with_borrow_mut(|(compressed, sealed)| -> Result<Option<PackBuilder>> {
-                let compression = if level > 0
-                    && plain.len() > 64
-                    && crate::compress::compress_smaller(plain, level, compressed)
-                {
-                    Compression::Zstd
-                } else {
-                    Compression::None
-                };
-                let payload = match compression {
-                    Compression::Zstd => compressed.as_slice(),
-                    Compression::None => plain,
-                };
-                self.repo.crypto.seal_into(Domain::Blob, payload, sealed)?;
-                let mut cur = lock(&self.current);
-                cur.add(id, kind, compression, raw_length, sealed);
-                let full = (cur.len() >= self.repo.config.pack_target_size as usize)
-                    .then(|| std::mem::replace(&mut *cur, self.new_pack()));
-                drop(cur);
-                shrink_scratch(compressed);
-                shrink_scratch(sealed);
-                Ok(full)
-            })?;
+        let full = SCRATCH.with_borrow_mut(|(compressed, sealed)| -> Result<Option<OpenPack>> {
+            let compression = if level > 0
+                && plain.len() > 64
+                && crate::compress::compress_smaller(plain, level, compressed)
+            {
+                Compression::Zstd
+            } else {
+                Compression::None
+            };
+            let payload = match compression {
+                Compression::Zstd => compressed.as_slice(),
+                Compression::None => plain,
+            };
+            self.repo.crypto.seal_into(Domain::Blob, payload, sealed)?;
+            let mut cur = lock(&self.current);
+            let open = match cur.as_mut() {
+                Some(open) => open,
+                None => cur.insert(OpenPack::new(self.repo.backend.stage(FileKind::Pack)?)),
+            };
+            open.add(id, kind, compression, raw_length, sealed)?;
+            let full = if open.len >= u64::from(self.repo.config.pack_target_size) {
+                cur.take()
+            } else {
+                None
+            };
+            drop(cur);
+            shrink_scratch(compressed);
+            shrink_scratch(sealed);
+            Ok(full)
+        })?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
@@ -815,18 +887,9 @@ impl BlobWriter<'_> {
         Ok((id, true))
     }
 
-    fn new_pack(&self) -> PackBuilder {
-        // Room for the target plus one more blob of the largest chunk size,
-        // so the buffer never doubles when the last blob goes in.
-        let cap = self.repo.config.pack_target_size as usize
-            + self.repo.config.chunker.max_size as usize
-            + 4096;
-        PackBuilder::with_capacity(cap)
-    }
-
     /// Hands a full pack to the writer thread (waiting while it is busy
     /// with the previous two).
-    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
+    fn write_pack(&self, builder: OpenPack) -> Result<()> {
         let sent = match lock(&self.queue).as_ref() {
             Some(tx) => tx.send(builder).is_ok(),
             None => false,
@@ -848,9 +911,10 @@ impl BlobWriter<'_> {
     fn drain_writer(&self) -> Result<()> {
         drop(lock(&self.queue).take());
         if let Some(handle) = lock(&self.uploader).take()
-            && handle.join().is_err() {
-                return Err(Error::invalid("the pack writer thread panicked"));
-            }
+            && handle.join().is_err()
+        {
+            return Err(Error::invalid("the pack writer thread panicked"));
+        }
         match lock(&self.failure).take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -864,8 +928,8 @@ impl BlobWriter<'_> {
     /// Backend errors; packs not yet in an index stay listed for
     /// [`BlobWriter::abandon`].
     pub fn finish(&self) -> Result<WriteStats> {
-        let last = std::mem::take(&mut *lock(&self.current));
-        if !last.is_empty() {
+        let last = lock(&self.current).take();
+        if let Some(last) = last {
             self.write_pack(last)?;
         }
         self.drain_writer()?;

@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, CONFIG_NAME, FileKind, check_name};
+use super::{Backend, CONFIG_NAME, FileKind, StagedFile, check_name};
 use crate::{Error, Result};
 
 /// A repository rooted at a local directory.
@@ -206,6 +206,21 @@ impl Backend for LocalBackend {
         Self::sync_dir(&dir)
     }
 
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
+        // Staged in the kind's top directory (never listed: the name starts
+        // with a dot) so that the final rename stays on one file system.
+        let dir = self.root.join(kind.dir());
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(|e| err("write", &dir, e))?;
+        Ok(Box::new(LocalStaged {
+            backend: self.clone(),
+            kind,
+            file: io::BufWriter::with_capacity(1 << 20, tmp),
+        }))
+    }
+
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path_of(kind, name)?;
         match fs::remove_file(&path) {
@@ -213,5 +228,49 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(err("delete", &path, e)),
         }
+    }
+}
+
+/// A file staged in the repository directory.
+struct LocalStaged {
+    backend: LocalBackend,
+    kind: FileKind,
+    file: io::BufWriter<tempfile::NamedTempFile>,
+}
+
+impl Write for LocalStaged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl StagedFile for LocalStaged {
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        let Self {
+            backend,
+            kind,
+            file,
+        } = *self;
+        let path = backend.path_of(kind, name)?;
+        let dir = backend.dir_of(kind, name);
+        let tmp = file
+            .into_inner()
+            .map_err(|e| err("write", &path, e.into_error()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| err("fsync", &path, e))?;
+        if !dir.is_dir() {
+            LocalBackend::mkdir(&dir)?;
+            if let Some(parent) = dir.parent() {
+                LocalBackend::sync_dir(parent)?;
+            }
+        }
+        tmp.persist(&path)
+            .map_err(|e| err("rename", &path, e.error))?;
+        LocalBackend::sync_dir(&dir)
     }
 }

@@ -2,15 +2,25 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::{Backend, FileKind, check_name};
+use super::{Backend, FileKind, StagedFile, check_name};
 use crate::{Error, Result};
 
 /// An in-memory repository.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    files: Mutex<BTreeMap<(FileKind, String), Vec<u8>>>,
+    files: Arc<Mutex<Files>>,
+}
+
+type Files = BTreeMap<(FileKind, String), Vec<u8>>;
+
+fn lock_files(files: &Mutex<Files>) -> std::sync::MutexGuard<'_, Files> {
+    // A panic while holding the lock leaves the map intact (every mutation
+    // is a single insert or remove), so poisoning is ignored.
+    files
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl MemoryBackend {
@@ -20,12 +30,8 @@ impl MemoryBackend {
         Self::default()
     }
 
-    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Vec<u8>>> {
-        // A panic while holding the lock leaves the map intact (every
-        // mutation is a single insert or remove), so poisoning is ignored.
-        self.files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        lock_files(&self.files)
     }
 
     /// Replaces the bytes of a stored file, bypassing every check: for tests
@@ -108,8 +114,43 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
+        Ok(Box::new(MemoryStaged {
+            files: Arc::clone(&self.files),
+            kind,
+            data: Vec::new(),
+        }))
+    }
+
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.files().remove(&(kind, name.to_owned()));
+        Ok(())
+    }
+}
+
+/// A file staged in memory.
+struct MemoryStaged {
+    files: Arc<Mutex<Files>>,
+    kind: FileKind,
+    data: Vec<u8>,
+}
+
+impl io::Write for MemoryStaged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StagedFile for MemoryStaged {
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        check_name(self.kind, name)?;
+        let Self { files, kind, data } = *self;
+        lock_files(&files).insert((kind, name.to_owned()), data);
         Ok(())
     }
 }

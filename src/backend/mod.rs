@@ -46,6 +46,18 @@ impl FileKind {
     pub const DIRS: [Self; 4] = [Self::Key, Self::Pack, Self::Index, Self::Snapshot];
 }
 
+/// A file being written piece by piece that becomes visible under its name
+/// only when committed, atomically and durably. Dropping it without
+/// committing leaves nothing visible.
+pub trait StagedFile: std::io::Write + Send {
+    /// Makes the file durable and visible as `name` (which may be decided
+    /// only now, from the content written).
+    ///
+    /// # Errors
+    /// Fails when the storage refuses; then no file of that name exists.
+    fn commit(self: Box<Self>, name: &str) -> Result<()>;
+}
+
 /// The name of the config file within [`FileKind::Config`].
 pub const CONFIG_NAME: &str = "config";
 
@@ -89,6 +101,13 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Fails when the storage refuses; then no file of that name was created.
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Starts a file of `kind` whose name is given when it is committed, so
+    /// that large files (packs) need not be held in memory.
+    ///
+    /// # Errors
+    /// Fails when the storage cannot create a temporary file.
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>>;
 
     /// Removes a file.
     ///
