@@ -25,13 +25,13 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 256 KiB / 1 MiB / 4 MiB, level 1: see "Chunker parameters" in
+    /// 64 KiB / 256 KiB / 1 MiB, level 1: see "Chunker parameters" in
     /// `store-format.md` for the measurements behind the choice.
     fn default() -> Self {
         Self {
-            min_size: 256 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 4 * 1024 * 1024,
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
             normalization: 1,
         }
     }
