@@ -146,7 +146,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     if let Some(p) = &a.parent {
         opts.parent = Some(repo.find_snapshot(p)?.0);
     }
-    let bar = out.progress(None, "backing up");
+    let bar = out.progress(true, "backing up");
     let result = cairn::backup(&repo, &opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
     let done = result?;
@@ -403,7 +403,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let mut opts = RestoreOptions::new(&a.target);
     opts.includes.clone_from(&a.includes);
-    let bar = out.progress(None, "restoring");
+    let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
     let done = result?;
@@ -483,7 +483,10 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
         .map(parse_subset)
         .transpose()?;
     let (repo, _) = open(g)?;
-    let report = cairn::verify(&repo, &opts)?;
+    let bar = out.progress(false, "verifying");
+    let report = cairn::verify(&repo, &opts);
+    bar.finish_and_clear();
+    let report = report?;
     for w in &report.warnings {
         out.warn(w);
     }

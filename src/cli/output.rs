@@ -39,27 +39,21 @@ impl Out {
         Ok(())
     }
 
-    /// A progress bar on stderr when it is a terminal and output is for a
-    /// person; hidden otherwise.
-    pub fn progress(&self, total: Option<u64>, what: &str) -> ProgressBar {
+    /// A spinner on stderr when it is a terminal and output is for a
+    /// person (hidden otherwise), counting bytes when `bytes` is set.
+    pub fn progress(&self, bytes: bool, what: &str) -> ProgressBar {
         if self.json || self.quiet || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
-        let bar = match total {
-            Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            ),
+        let template = if bytes {
+            "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}"
+        } else {
+            "{spinner} {msg} {elapsed}"
         };
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_message(what.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
