@@ -11,10 +11,12 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+use nix::fcntl::OFlag;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +113,9 @@ struct Walker<'a> {
     excludes: Gitignore,
     one_file_system: bool,
     force: bool,
+    /// Parent records with times before this (seconds) can be trusted: a
+    /// second before the parent backup started.
+    trusted_before: Option<i64>,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
@@ -243,12 +248,22 @@ impl Walker<'_> {
     }
 
     /// Stores a directory's contents; returns its tree id.
-    fn save_dir(&self, path: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<BlobId> {
+    /// Stores a directory's contents; `None` when it vanished first.
+    fn save_dir(
+        &self,
+        path: &Path,
+        parent: Option<&Tree>,
+        root_dev: u64,
+    ) -> Result<Option<BlobId>> {
         let mut names: Vec<_> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<io::Result<_>>()
                 .map_err(|e| Error::source_read(path, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{} vanished during the backup", path.display()));
+                return Ok(None);
+            }
             Err(e) => return Err(Error::source_read(path, e)),
         };
         names.sort();
@@ -277,6 +292,7 @@ impl Walker<'_> {
             },
             path,
         )
+        .map(Some)
     }
 
     fn save_entry(
@@ -295,11 +311,14 @@ impl Walker<'_> {
                 self.save_tree(Tree::default(), path)?
             } else {
                 let parent = self.parent_tree(prev);
-                self.save_dir(path, parent.as_ref(), root_dev)?
+                match self.save_dir(path, parent.as_ref(), root_dev)? {
+                    Some(id) => id,
+                    None => return Ok(None),
+                }
             };
             NodeKind::Dir { subtree }
         } else if ft.is_file() {
-            return self.save_file(path, name, meta, prev).map(Some);
+            return self.save_file(path, name, meta, prev);
         } else if ft.is_symlink() {
             self.counters.others.fetch_add(1, Ordering::Relaxed);
             let target = fs::read_link(path).map_err(|e| Error::source_read(path, e))?;
@@ -333,7 +352,12 @@ impl Walker<'_> {
             && i64::from(prev.mtime_nsec) == meta.mtime_nsec()
             && prev.ctime == meta.ctime()
             && i64::from(prev.ctime_nsec) == meta.ctime_nsec()
-            && prev.inode == meta.ino();
+            && prev.inode == meta.ino()
+            // "Racily clean": a file changed while the parent backup ran may
+            // have changed again within one timestamp tick after it was
+            // examined, leaving size and times as recorded; such files are
+            // read once more.
+            && self.trusted_before.is_some_and(|t| prev.mtime < t && prev.ctime < t);
         let index = self.repo.index();
         (same && content.iter().all(|id| index.contains(id))).then_some(content.as_slice())
     }
@@ -344,7 +368,7 @@ impl Walker<'_> {
         name: Vec<u8>,
         meta: &Metadata,
         prev: Option<&Node>,
-    ) -> Result<Node> {
+    ) -> Result<Option<Node>> {
         self.progress.file();
         if let Some(content) = self.unchanged(meta, prev) {
             self.counters
@@ -363,14 +387,37 @@ impl Walker<'_> {
                 path,
             );
             node.size = meta.len();
-            return Ok(node);
+            return Ok(Some(node));
         }
+        // Opened without following a symlink and without blocking on a FIFO,
+        // then checked to still be a regular file: the entry may have been
+        // replaced since it was examined.
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(path)
+            .and_then(|f| {
+                if f.metadata()?.is_file() {
+                    Ok(f)
+                } else {
+                    Err(io::Error::other(
+                        "it was replaced by something that is not a regular file",
+                    ))
+                }
+            });
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{} vanished during the backup", path.display()));
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::source_read(path, e)),
+        };
         if prev.is_some() {
             self.counters.files_changed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
-        let mut file = File::open(path).map_err(|e| Error::source_read(path, e))?;
         let mut content = Vec::new();
         let mut size = 0u64;
         let chunker = &self.repo.config().chunker;
@@ -407,7 +454,7 @@ impl Walker<'_> {
         // while being read restores to exactly the bytes stored.
         let mut node = base_node(name, NodeKind::File { content }, meta, path);
         node.size = size;
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// Stores the virtual directories leading to the backup paths.
@@ -421,6 +468,10 @@ impl Walker<'_> {
                 match sub {
                     None => self.save_entry(real, name.clone(), &meta, prev, meta.dev()),
                     Some(sub) => {
+                        // A directory on the way to a backup path may be a
+                        // symlink; record the directory it leads to, not the
+                        // link's own 0777 mode.
+                        let meta = fs::metadata(real).map_err(|e| Error::source_read(real, e))?;
                         let ptree = self.parent_tree(prev);
                         let subtree = self.save_virtual(sub, ptree.as_ref())?;
                         Ok(Some(base_node(
@@ -527,6 +578,10 @@ pub fn backup(
         excludes,
         one_file_system: opts.one_file_system,
         force: opts.force,
+        trusted_before: parent.as_ref().map(|(_, p)| {
+            let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
+            p.time.saturating_sub(duration).saturating_sub(1)
+        }),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -538,7 +593,9 @@ pub fn backup(
         None
     };
     let saved = crate::repo::in_pool(|| match whole {
-        Some(dev) => walker.save_dir(Path::new("/"), parent_tree.as_ref(), dev),
+        Some(dev) => walker
+            .save_dir(Path::new("/"), parent_tree.as_ref(), dev)
+            .and_then(|t| t.ok_or_else(|| Error::invalid("/ vanished during the backup"))),
         None => walker.save_virtual(&virt, parent_tree.as_ref()),
     });
     let root = match saved {

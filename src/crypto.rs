@@ -259,9 +259,9 @@ impl KdfParams {
     /// Fails when the stored parameters are out of argon2's range.
     pub fn derive(&self, password: &[u8]) -> crate::Result<[u8; 32]> {
         // Refuse absurd parameters from a damaged or hostile key file before
-        // argon2 tries to allocate them (4 GiB and 100 passes are far above
-        // anything cairn writes).
-        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 100 || self.parallelism > 64 {
+        // argon2 tries to allocate them: key files are read before anything is
+        // authenticated (1 GiB and 10 passes are far above what cairn writes).
+        if self.memory_kib > 1024 * 1024 || self.iterations > 10 || self.parallelism > 16 {
             return Err(crate::Error::corrupt(
                 "key file",
                 "argon2 parameters out of range",

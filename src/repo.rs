@@ -52,6 +52,9 @@ pub(crate) fn shrink_scratch(buf: &mut Vec<u8>) {
     }
 }
 
+/// A pack closes when it holds this many blobs, whatever its size.
+const MAX_PACK_ENTRIES: usize = 500_000;
+
 /// At most this many blob entries go into one index file.
 const MAX_INDEX_ENTRIES: usize = 1_000_000;
 
@@ -183,8 +186,21 @@ impl Repository {
             return Err(Error::invalid("an encrypted repository needs a password"));
         }
         backend.create()?;
-        // Without a config there is no repository: key files here were left
-        // by an `init` that crashed before writing the config.
+        // Without a config there is no repository. Key files alone were left
+        // by an `init` that crashed before writing the config and may go;
+        // but data next to them means a repository that lost its config,
+        // and its keys are the only way to read that data.
+        for kind in [FileKind::Pack, FileKind::Index, FileKind::Snapshot] {
+            if !backend.list(kind)?.is_empty() {
+                return Err(Error::corrupt(
+                    format!("repository at {}", backend.location()),
+                    format!(
+                        "it holds {} files but no config; refusing to create a new repository over it (restore the config from a copy, or choose another location)",
+                        kind.dir()
+                    ),
+                ));
+            }
+        }
         for (name, _) in backend.list(FileKind::Key)? {
             backend.delete(FileKind::Key, &name)?;
         }
@@ -510,6 +526,15 @@ impl Repository {
     /// [`Error::BlobNotIndexed`], backend errors, or [`Error::Corrupt`].
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let (pack, loc) = self.locate(id)?;
+        // No blob cairn writes is larger than a record plus its seal; a
+        // larger claim (from a damaged or forged index) is not allocated.
+        let limit = crate::codec::MAX_RECORD + crate::crypto::SEAL_OVERHEAD + 1024;
+        if loc.length as usize > limit || loc.raw_length as usize > crate::codec::MAX_RECORD {
+            return Err(Error::corrupt(
+                format!("index entry of blob {id} in pack {pack}"),
+                format!("claims {} bytes, more than any blob", loc.length),
+            ));
+        }
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &pack.to_hex(),
@@ -692,12 +717,13 @@ impl Repository {
             std::thread::Builder::new()
                 .name("cairn-pack-writer".into())
                 .spawn(move || {
-                    let _ = &backend;
                     for open in rx {
-                        match open.finish(&crypto) {
-                            Ok(packed) => {
-                                bytes_stored.fetch_add(packed.size, Ordering::Relaxed);
-                                lock(&written).push(packed);
+                        match open.finish(&crypto, backend.as_ref()) {
+                            Ok((packed, existed)) => {
+                                if !existed {
+                                    bytes_stored.fetch_add(packed.size, Ordering::Relaxed);
+                                }
+                                lock(&written).push((packed, !existed));
                             }
                             Err(e) => {
                                 *lock(&failure) = Some(e);
@@ -738,8 +764,9 @@ pub struct BlobWriter<'r> {
     seen: Mutex<HashSet<BlobId>>,
     /// The pack being filled, staged in storage as it grows.
     current: Mutex<Option<OpenPack>>,
-    /// Packs written in this session, not yet in any index.
-    written: Arc<Mutex<Vec<IndexPack>>>,
+    /// Packs written in this session, not yet in any index, each with
+    /// whether this session created the file (and may delete it).
+    written: Arc<Mutex<Vec<(IndexPack, bool)>>>,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
     bytes_stored: Arc<AtomicU64>,
@@ -810,16 +837,28 @@ impl OpenPack {
     }
 
     /// Writes header and trailer, and commits the file under its hash.
-    fn finish(mut self, crypto: &Crypto) -> Result<IndexPack> {
+    /// Returns `None` when an identical pack already exists (unencrypted
+    /// repositories seal deterministically): that file is someone else's,
+    /// so this session must not list it as its own to delete on failure.
+    fn finish(mut self, crypto: &Crypto, backend: &dyn Backend) -> Result<(IndexPack, bool)> {
         let tail = pack::header_and_trailer(crypto, &self.entries)?;
         self.append(&tail)?;
         let id = PackId(*self.hasher.finalize().as_bytes());
-        self.file.commit(&id.to_hex())?;
-        Ok(IndexPack {
-            id,
-            size: self.len,
-            entries: self.entries,
-        })
+        let name = id.to_hex();
+        let existed = backend
+            .size(FileKind::Pack, &name)
+            .is_ok_and(|s| s == self.len);
+        if !existed {
+            self.file.commit(&name)?;
+        }
+        Ok((
+            IndexPack {
+                id,
+                size: self.len,
+                entries: self.entries,
+            },
+            existed,
+        ))
     }
 }
 
@@ -868,7 +907,11 @@ impl BlobWriter<'_> {
                 None => cur.insert(OpenPack::new(self.repo.backend.stage(FileKind::Pack)?)),
             };
             open.add(id, kind, compression, raw_length, sealed)?;
-            let full = if open.len >= u64::from(self.repo.config.pack_target_size) {
+            // Packs also close at a number of entries that keeps the header
+            // (52 bytes an entry) far below the record limit.
+            let full = if open.len >= u64::from(self.repo.config.pack_target_size)
+                || open.entries.len() >= MAX_PACK_ENTRIES
+            {
                 cur.take()
             } else {
                 None
@@ -936,12 +979,12 @@ impl BlobWriter<'_> {
         loop {
             // Take packs for one index file, keeping it far below the
             // decoder's record limit (an entry encodes to 52 bytes).
-            let group: Vec<IndexPack> = {
+            let group: Vec<(IndexPack, bool)> = {
                 let mut written = lock(&self.written);
                 let mut entries = 0;
                 let n = written
                     .iter()
-                    .take_while(|p| {
+                    .take_while(|(p, _)| {
                         entries += p.entries.len();
                         entries <= MAX_INDEX_ENTRIES || entries == p.entries.len()
                     })
@@ -951,30 +994,36 @@ impl BlobWriter<'_> {
             if group.is_empty() {
                 break;
             }
-            let file = IndexFile { packs: group };
-            let written = index::encode_file(&self.repo.crypto, &file).and_then(|(id, bytes)| {
-                self.repo
-                    .backend
-                    .write(FileKind::Index, &id.to_hex(), &bytes)
-                    .map(|()| bytes.len())
-            });
-            match written {
-                Ok(len) => {
-                    self.bytes_stored.fetch_add(len as u64, Ordering::Relaxed);
-                    let mut index = self
-                        .repo
-                        .index
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    for p in &file.packs {
-                        index.add_pack(p);
-                    }
-                }
+            let file = IndexFile {
+                packs: group.iter().map(|(p, _)| p.clone()).collect(),
+            };
+            let (id, bytes) = match index::encode_file(&self.repo.crypto, &file) {
+                Ok(encoded) => encoded,
                 Err(e) => {
-                    // Still unindexed: give them back for `abandon`.
-                    lock(&self.written).extend(file.packs);
+                    lock(&self.written).extend(group);
                     return Err(e);
                 }
+            };
+            let name = id.to_hex();
+            if let Err(e) = self.repo.backend.write(FileKind::Index, &name, &bytes) {
+                // If the index file is there after all (the failure came
+                // after the rename, say while syncing the directory), its
+                // packs must stay; only packs surely unindexed go back for
+                // `abandon`.
+                if self.repo.backend.size(FileKind::Index, &name).is_err() {
+                    lock(&self.written).extend(group);
+                }
+                return Err(e);
+            }
+            self.bytes_stored
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let mut index = self
+                .repo
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for p in &file.packs {
+                index.add_pack(p);
             }
         }
         Ok(self.stats())
@@ -984,7 +1033,10 @@ impl BlobWriter<'_> {
     /// Nothing can refer to their blobs, so this is always safe.
     pub fn abandon(&self) {
         let _ = self.drain_writer();
-        for p in std::mem::take(&mut *lock(&self.written)) {
+        for (p, _) in std::mem::take(&mut *lock(&self.written))
+            .into_iter()
+            .filter(|(_, created)| *created)
+        {
             let _ = self.repo.backend.delete(FileKind::Pack, &p.id.to_hex());
         }
     }

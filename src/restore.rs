@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, Permissions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,13 +114,12 @@ struct Restorer<'a> {
     progress: &'a dyn Progress,
 }
 
-fn tmp_name(dir: &Path, name: &OsStr) -> PathBuf {
-    let mut r = [0u8; 6];
+/// A short random name in `dir` (short, so that it fits wherever the final
+/// name fits).
+fn tmp_name(dir: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
     let _ = crate::crypto::random(&mut r);
-    let mut n = b".".to_vec();
-    n.extend_from_slice(name.as_bytes());
-    n.extend_from_slice(format!(".cairn-{}", hex::encode(r)).as_bytes());
-    dir.join(OsStr::from_bytes(&n))
+    dir.join(format!(".cairn-{}", hex::encode(r)))
 }
 
 impl Restorer<'_> {
@@ -190,15 +189,17 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Applies owner, extended attributes, mode and times, in that order:
+    /// chown clears set-id bits so it goes before chmod, and xattrs may need
+    /// write permission that the final mode takes away.
     fn apply_meta(&self, path: &Path, node: &Node, rel: &Path) {
         let symlink = matches!(node.kind, NodeKind::Symlink { .. });
-        if self.is_root
-            && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
-        {
-            self.warn(format!("{}: cannot set owner: {e}", display_rel(rel)));
-        }
-        if !symlink && let Err(e) = fs::set_permissions(path, Permissions::from_mode(node.mode)) {
-            self.warn(format!("{}: cannot set mode: {e}", display_rel(rel)));
+        let mut owned = false;
+        if self.is_root {
+            match std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+                Ok(()) => owned = true,
+                Err(e) => self.warn(format!("{}: cannot set owner: {e}", display_rel(rel))),
+            }
         }
         for x in &node.xattrs {
             if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
@@ -207,6 +208,18 @@ impl Restorer<'_> {
                     display_rel(rel),
                     String::from_utf8_lossy(&x.name)
                 ));
+            }
+        }
+        if !symlink {
+            // Set-id bits are kept only on a file owned as recorded, as tar
+            // does: otherwise they would grant the restoring user's rights.
+            let mode = if owned {
+                node.mode
+            } else {
+                node.mode & !0o6000
+            };
+            if let Err(e) = fs::set_permissions(path, Permissions::from_mode(mode)) {
+                self.warn(format!("{}: cannot set mode: {e}", display_rel(rel)));
             }
         }
         let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nsec);
@@ -232,7 +245,7 @@ impl Restorer<'_> {
     fn restore_special(&self, item: &Item) -> Result<bool> {
         let dest = self.target.join(&item.rel);
         let dir = dest.parent().unwrap_or(&self.target);
-        let tmp = tmp_name(dir, dest.file_name().unwrap_or_default());
+        let tmp = tmp_name(dir);
         let made = match &item.node.kind {
             NodeKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp)
@@ -269,7 +282,7 @@ impl Restorer<'_> {
     fn link(&self, item: &Item, primary: &Path) -> Result<()> {
         let dest = self.target.join(&item.rel);
         let dir = dest.parent().unwrap_or(&self.target);
-        let tmp = tmp_name(dir, dest.file_name().unwrap_or_default());
+        let tmp = tmp_name(dir);
         fs::hard_link(self.target.join(primary), &tmp)
             .map_err(|e| Error::target_write(&dest, e))?;
         if let Err(e) = fs::rename(&tmp, &dest) {
@@ -336,10 +349,35 @@ pub fn restore(
         .iter()
         .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
     {
+        if failed_dirs.iter().any(|d| item.rel.starts_with(d)) {
+            // Never create anything below a directory that could not be
+            // made: that path may lead outside the target.
+            failed_dirs.push(item.rel.clone());
+            continue;
+        }
         let dest = r.target.join(&item.rel);
-        match fs::create_dir(&dest) {
+        // Directories start private (0700) until their metadata is applied
+        // last. An existing directory is reused, but never an existing
+        // symlink: following it would write outside the target.
+        match fs::DirBuilder::new().mode(0o700).create(&dest) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let reason = std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory (a symlink is not followed); move it away and restore again",
+                );
+                r.error(format!(
+                    "{}: {}",
+                    display_rel(&item.rel),
+                    Error::target_write(&dest, reason)
+                ));
+                failed_dirs.push(item.rel.clone());
+                out.dirs += 1;
+                continue;
+            }
             Err(e) => {
                 r.error(format!(
                     "{}: {}",

@@ -84,9 +84,13 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| err("stat", &entry.path(), e))?;
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Deleted between listing and stat (by a concurrent writer
+                // abandoning its packs, say): it is simply not there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err("stat", &entry.path(), e)),
+            };
             if meta.is_file() {
                 out.push((name.to_owned(), meta.len()));
             }
@@ -201,8 +205,15 @@ impl Backend for LocalBackend {
         tmp.as_file()
             .sync_all()
             .map_err(|e| err("fsync", &path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| err("rename", &path, e.error))?;
+        if kind == FileKind::Config {
+            // The config is written once, at init: never replace one that a
+            // concurrent init created in the meantime.
+            tmp.persist_noclobber(&path)
+                .map_err(|e| err("rename", &path, e.error))?;
+        } else {
+            tmp.persist(&path)
+                .map_err(|e| err("rename", &path, e.error))?;
+        }
         Self::sync_dir(&dir)
     }
 

@@ -26,7 +26,7 @@ pub struct InitArgs {
     #[arg(long)]
     no_encryption: bool,
     /// zstd level for stored data, 0 (off) to 22; higher is smaller and slower.
-    #[arg(long, value_name = "LEVEL", default_value_t = InitOptions::default().compression_level)]
+    #[arg(long, value_name = "LEVEL", default_value_t = InitOptions::default().compression_level, value_parser = clap::value_parser!(i32).range(0..=22))]
     compression_level: i32,
 }
 
@@ -69,11 +69,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
 fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
     if key.exists() {
         let bytes = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-        let line = bytes
-            .split(|&b| b == b'\n')
-            .next()
-            .unwrap_or_default()
-            .to_vec();
+        let line = password::first_line(&bytes);
         return Ok(line);
     }
     let pw = password::create_default_key(key)?;
@@ -229,6 +225,12 @@ pub fn snapshots(g: &Global, out: &Out, _a: &SnapshotsArgs) -> Result<u8> {
             .iter()
             .filter_map(|(id, s)| s.as_ref().ok().map(|s| snapshot_view(*id, s)))
             .collect();
+        for (id, s) in &all {
+            if let Err(e) = s {
+                out.warn(format!("snapshot {id}: {e}"));
+                code = exit::INCOMPLETE;
+            }
+        }
         out.print_json(&views)?;
     } else {
         println!(
@@ -460,28 +462,26 @@ pub struct VerifyArgs {
     #[arg(long)]
     read_data: bool,
     /// Read only subset N of M of the packs (for example 1/7 on Mondays).
-    #[arg(long, value_name = "N/M")]
-    read_data_subset: Option<String>,
+    #[arg(long, value_name = "N/M", value_parser = parse_subset)]
+    read_data_subset: Option<(u32, u32)>,
 }
 
-fn parse_subset(s: &str) -> Result<(u32, u32)> {
+fn parse_subset(s: &str) -> Result<(u32, u32), String> {
     let parsed = s
         .split_once('/')
         .and_then(|(n, m)| Some((n.trim().parse::<u32>().ok()?, m.trim().parse::<u32>().ok()?)));
     match parsed {
         Some((n, m)) if m > 0 && (1..=m).contains(&n) => Ok((n, m)),
-        _ => bail!("--read-data-subset '{s}': expected N/M with 1 <= N <= M, for example 2/5"),
+        _ => Err(format!(
+            "'{s}': expected N/M with 1 <= N <= M, for example 2/5"
+        )),
     }
 }
 
 pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
     let mut opts = VerifyOptions::default();
     opts.read_data = a.read_data || a.read_data_subset.is_some();
-    opts.subset = a
-        .read_data_subset
-        .as_deref()
-        .map(parse_subset)
-        .transpose()?;
+    opts.subset = a.read_data_subset;
     let (repo, _) = open(g)?;
     let bar = out.progress(false, "verifying");
     let report = cairn::verify(&repo, &opts);
@@ -704,11 +704,7 @@ fn read_new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {
     match &a.new_password_file {
         Some(f) => {
             let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let line = bytes
-                .split(|&b| b == b'\n')
-                .next()
-                .unwrap_or_default()
-                .to_vec();
+            let line = password::first_line(&bytes);
             if line.is_empty() {
                 bail!("the new password in {} is empty", f.display());
             }

@@ -43,7 +43,8 @@ pub fn location(g: &Global) -> Result<Location> {
     })
 }
 
-fn first_line(bytes: &[u8]) -> Vec<u8> {
+/// The first line of a password file, without its line ending.
+pub fn first_line(bytes: &[u8]) -> Vec<u8> {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     line.strip_suffix(b"\r").unwrap_or(line).to_vec()
 }
@@ -151,9 +152,12 @@ pub fn open(g: &Global) -> Result<(Repository, Location)> {
 /// key with unencrypted ones to make new backups readable; since the user
 /// expected encryption, stop rather than write anything in the clear.
 pub fn refuse_downgrade(g: &Global, repo: &Repository) -> Result<()> {
+    let default_key =
+        g.repo.is_none() && location(g).is_ok_and(|l| l.default_key.is_some_and(|k| k.exists()));
     let given = g.password_file.is_some()
         || g.password_command.is_some()
-        || std::env::var_os("CAIRN_PASSWORD").is_some();
+        || std::env::var_os("CAIRN_PASSWORD").is_some()
+        || default_key;
     if given && repo.config().encryption == cairn::Encryption::None {
         bail!(
             "{} is an unencrypted repository, but a password was given: if you did not create it with --no-encryption, it may have been tampered with; otherwise unset CAIRN_PASSWORD / --password-file / --password-command",
@@ -186,6 +190,12 @@ pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
         .and_then(|()| f.write_all(b"\n"))
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write the key file {}", path.display()))?;
+    // The only copy of the secret: make its directory entry durable too.
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
     Ok(key.into_bytes())
 }
 

@@ -156,3 +156,41 @@ fn ls_json_lists_entries_with_metadata() {
         .expect("link");
     assert_eq!(link["target"], "f.txt");
 }
+
+#[test]
+fn restore_never_follows_a_symlink_already_in_the_target() {
+    let d = Dir::new();
+    let src = d.join("app");
+    fs::create_dir_all(src.join("docs")).expect("mkdir");
+    fs::write(src.join("docs/sudoers"), "owned").expect("write");
+    fs::write(src.join("keep.txt"), "kept").expect("write");
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    assert!(run(cairn(&repo, d.path()).arg("backup").arg(&src)).status.success());
+    // Before the restore, `docs` in the target is a symlink leading out.
+    let target = d.join("out");
+    let restored = target.join(src.strip_prefix("/").expect("abs"));
+    fs::create_dir_all(&restored).expect("mkdir");
+    let outside = d.join("outside");
+    fs::create_dir(&outside).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, restored.join("docs")).expect("symlink");
+    let o = run(cairn(&repo, d.path()).args(["restore", "latest", "--target"]).arg(&target));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(super::util::stderr(&o).contains("not a directory"));
+    assert!(!outside.join("sudoers").exists(), "restore wrote through the symlink");
+    assert_eq!(fs::read(restored.join("keep.txt")).expect("other files restored"), b"kept");
+}
+
+#[test]
+fn init_refuses_a_location_with_data_but_no_config() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    assert!(run(cairn(&repo, d.path()).arg("backup").arg(d.join("repo/keys"))).status.success());
+    fs::remove_file(repo.join("config")).expect("lose the config");
+    let keys_before = fs::read_dir(repo.join("keys")).expect("keys").count();
+    let o = run(cairn(&repo, d.path()).arg("init"));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(super::util::stderr(&o).contains("no config"));
+    assert_eq!(fs::read_dir(repo.join("keys")).expect("keys").count(), keys_before, "keys kept");
+}
