@@ -14,7 +14,7 @@ use cairn::{
     BackupOptions, BlobId, InitOptions, LocalBackend, NoProgress, NodeKind, PackId, Repository,
 };
 
-use super::util::{Dir, PASSWORD, cairn, run, stderr};
+use super::util::{Dir, PASSWORD, Rng, cairn, run, stderr};
 
 struct Fixture {
     dir: Dir,
@@ -24,18 +24,6 @@ struct Fixture {
     files: BTreeMap<String, Vec<BlobId>>,
 }
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A repository with small packs holding eight large files and some small
 /// ones, so that damage to one pack leaves most files intact.
 fn fixture() -> Fixture {
@@ -43,7 +31,11 @@ fn fixture() -> Fixture {
     let src = dir.join("src");
     fs::create_dir(&src).expect("mkdir");
     for i in 0..8u64 {
-        fs::write(src.join(format!("big-{i}.bin")), noise(1_500_000, i + 1)).expect("write");
+        fs::write(
+            src.join(format!("big-{i}.bin")),
+            Rng::seeded(i + 1).bytes(1_500_000),
+        )
+        .expect("write");
     }
     for i in 0..20u64 {
         fs::write(

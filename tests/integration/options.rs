@@ -166,7 +166,11 @@ fn restore_never_follows_a_symlink_already_in_the_target() {
     fs::write(src.join("keep.txt"), "kept").expect("write");
     let repo = d.join("repo");
     assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
-    assert!(run(cairn(&repo, d.path()).arg("backup").arg(&src)).status.success());
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
     // Before the restore, `docs` in the target is a symlink leading out.
     let target = d.join("out");
     let restored = target.join(src.strip_prefix("/").expect("abs"));
@@ -174,11 +178,19 @@ fn restore_never_follows_a_symlink_already_in_the_target() {
     let outside = d.join("outside");
     fs::create_dir(&outside).expect("mkdir");
     std::os::unix::fs::symlink(&outside, restored.join("docs")).expect("symlink");
-    let o = run(cairn(&repo, d.path()).args(["restore", "latest", "--target"]).arg(&target));
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
     assert_eq!(o.status.code(), Some(3));
     assert!(super::util::stderr(&o).contains("not a directory"));
-    assert!(!outside.join("sudoers").exists(), "restore wrote through the symlink");
-    assert_eq!(fs::read(restored.join("keep.txt")).expect("other files restored"), b"kept");
+    assert!(
+        !outside.join("sudoers").exists(),
+        "restore wrote through the symlink"
+    );
+    assert_eq!(
+        fs::read(restored.join("keep.txt")).expect("other files restored"),
+        b"kept"
+    );
 }
 
 #[test]
@@ -186,11 +198,21 @@ fn init_refuses_a_location_with_data_but_no_config() {
     let d = Dir::new();
     let repo = d.join("repo");
     assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
-    assert!(run(cairn(&repo, d.path()).arg("backup").arg(d.join("repo/keys"))).status.success());
+    assert!(
+        run(cairn(&repo, d.path())
+            .arg("backup")
+            .arg(d.join("repo/keys")))
+        .status
+        .success()
+    );
     fs::remove_file(repo.join("config")).expect("lose the config");
     let keys_before = fs::read_dir(repo.join("keys")).expect("keys").count();
     let o = run(cairn(&repo, d.path()).arg("init"));
     assert_ne!(o.status.code(), Some(0));
     assert!(super::util::stderr(&o).contains("no config"));
-    assert_eq!(fs::read_dir(repo.join("keys")).expect("keys").count(), keys_before, "keys kept");
+    assert_eq!(
+        fs::read_dir(repo.join("keys")).expect("keys").count(),
+        keys_before,
+        "keys kept"
+    );
 }

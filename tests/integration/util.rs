@@ -90,3 +90,25 @@ pub fn assert_verifies(repo: &Repository) {
         report.errors
     );
 }
+
+/// A small deterministic generator (xorshift) for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator from any seed (zero included).
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `len` bytes of noise (incompressible).
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
