@@ -29,6 +29,9 @@ pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     match rayon::ThreadPoolBuilder::new()
         .num_threads((cores + 1).clamp(2, 32))
         .thread_name(|i| format!("cairn-worker-{i}"))
+        // Directories are walked recursively, one frame chain per level:
+        // room for trees thousands of levels deep.
+        .stack_size(16 << 20)
         .build()
     {
         Ok(pool) => pool.install(f),

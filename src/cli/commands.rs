@@ -779,6 +779,15 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
             let master = repo.master_key(&current)?;
             let id = repo.add_key(&new, &master)?;
             if matches!(cmd, KeyCommand::Passwd(_)) {
+                // The default repository opens with its key file: it must
+                // hold the new password before the old key goes.
+                if let Some(key) = password::default_key_in_use(g, &loc) {
+                    password::replace_default_key(&key, &new)?;
+                    out.info(format!(
+                        "updated the default repository's key file {}",
+                        key.display()
+                    ));
+                }
                 // The new key is durable before the old one goes, so a crash
                 // in between leaves both passwords working, never neither.
                 repo.backend()

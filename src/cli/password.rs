@@ -202,3 +202,35 @@ pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
 fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
     cairn::random_bytes(buf).map_err(|e| anyhow!("{e}"))
 }
+
+/// The default repository's key file, when it is what opened the repository
+/// (no password option or variable overrides it).
+pub fn default_key_in_use(g: &Global, loc: &Location) -> Option<PathBuf> {
+    let overridden = g.password_file.is_some()
+        || g.password_command.is_some()
+        || std::env::var_os("CAIRN_PASSWORD").is_some();
+    loc.default_key
+        .clone()
+        .filter(|k| !overridden && k.exists())
+}
+
+/// Replaces the default key file's password atomically: a temporary file
+/// (0600) in the same directory, fsynced, renamed over it, directory fsynced.
+pub fn replace_default_key(path: &Path, password: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".repository.key-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(password)
+        .and_then(|()| tmp.write_all(b"\n"))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}

@@ -79,11 +79,30 @@ fn default_repository_is_created_on_first_backup_with_a_private_key() {
     );
     assert!(d.join("data/cairn/repository/config").exists());
     // The second run finds both on its own.
-    let mut c = cairn(Path::new("/unused"), d.path());
-    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD");
-    c.env("XDG_DATA_HOME", d.join("data"))
-        .env("XDG_CONFIG_HOME", d.join("config"));
-    assert!(run(c.args(["verify", "--read-data"])).status.success());
+    let default = || {
+        let mut c = cairn(Path::new("/unused"), d.path());
+        c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD");
+        c.env("XDG_DATA_HOME", d.join("data"))
+            .env("XDG_CONFIG_HOME", d.join("config"));
+        c
+    };
+    assert!(
+        run(default().args(["verify", "--read-data"]))
+            .status
+            .success()
+    );
+    // Changing the password rewrites the key file, which keeps opening it.
+    fs::write(d.join("new-pw"), b"a new password\r\n").expect("write");
+    let o = run(default()
+        .args(["key", "passwd", "--new-password-file"])
+        .arg(d.join("new-pw")));
+    assert!(o.status.success());
+    assert_eq!(fs::read(&key).expect("key"), b"a new password\n");
+    assert_eq!(
+        fs::metadata(&key).expect("key").permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(run(default().arg("snapshots")).status.success());
 }
 
 #[test]
