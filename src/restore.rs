@@ -159,7 +159,14 @@ impl Restorer<'_> {
         }
     }
 
-    fn write_content(&self, file: &mut File, content: &[BlobId], size: u64) -> Result<()> {
+    fn write_content(
+        &self,
+        file: &mut File,
+        dest: &Path,
+        content: &[BlobId],
+        size: u64,
+    ) -> Result<()> {
+        let io_err = |e| Error::target_write(dest, e);
         let mut pos = 0u64;
         let mut sparse_tail = false;
         for id in content {
@@ -235,7 +242,7 @@ impl Restorer<'_> {
             .prefix(".cairn-restore-")
             .tempfile_in(dir)
             .map_err(|e| Error::target_write(&dest, e))?;
-        self.write_content(tmp.as_file_mut(), content, item.node.size)?;
+        self.write_content(tmp.as_file_mut(), &dest, content, item.node.size)?;
         self.apply_meta(tmp.path(), &item.node, &item.rel);
         tmp.persist(&dest)
             .map_err(|e| Error::target_write(&dest, e.error))?;
@@ -272,10 +279,7 @@ impl Restorer<'_> {
         };
         made.map_err(|e| Error::target_write(&dest, e))?;
         self.apply_meta(&tmp, &item.node, &item.rel);
-        if let Err(e) = fs::rename(&tmp, &dest) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::target_write(&dest, e));
-        }
+        rename_into_place(&tmp, &dest)?;
         Ok(true)
     }
 
@@ -285,20 +289,17 @@ impl Restorer<'_> {
         let tmp = tmp_name(dir);
         fs::hard_link(self.target.join(primary), &tmp)
             .map_err(|e| Error::target_write(&dest, e))?;
-        if let Err(e) = fs::rename(&tmp, &dest) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::target_write(&dest, e));
-        }
-        Ok(())
+        rename_into_place(&tmp, &dest)
     }
 }
 
-fn io_err(e: std::io::Error) -> Error {
-    Error::Backend {
-        op: "write",
-        path: "restore target".into(),
-        source: e,
-    }
+/// Renames a finished temporary entry over `dest` (atomically replacing
+/// whatever is there), removing the temporary on failure.
+fn rename_into_place(tmp: &Path, dest: &Path) -> Result<()> {
+    fs::rename(tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        Error::target_write(dest, e)
+    })
 }
 
 fn display_rel(rel: &Path) -> String {
