@@ -33,7 +33,20 @@ pub mod exit {
 
 /// cairn: deduplicating, encrypted, verifiable snapshots.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "cairn",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "\
+Password: CAIRN_PASSWORD, --password-file, --password-command, or a prompt on a terminal.
+Without --repo or CAIRN_REPO, cairn uses a default repository in your data directory,
+created on the first backup with a generated key in your config directory.
+
+Exit codes: 0 success, 1 error, 2 invalid command line, 3 damage found or restore
+incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password."
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
