@@ -43,6 +43,31 @@ pub struct Config {
     pub pack_target_size: u32,
 }
 
+impl Config {
+    /// Checks every parameter against the ranges this format allows; both
+    /// `init` and the decoder use it, so no client writes a config that it
+    /// or another client would refuse to open.
+    ///
+    /// # Errors
+    /// A message naming the parameter out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        self.chunker.validate()?;
+        if !(0..=22).contains(&self.compression_level) {
+            return Err(format!(
+                "compression level {} is outside zstd's 0..=22",
+                self.compression_level
+            ));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_target_size) {
+            return Err(format!(
+                "pack target size {} is outside 1 MiB..=1 GiB",
+                self.pack_target_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A config as read from disk, before its MAC is checked.
 #[derive(Debug, Clone)]
 pub struct RawConfig {
@@ -121,19 +146,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
         .and_then(|m| m.try_into().ok())
         .ok_or_else(|| ConfigError::Malformed("MAC missing or wrong length".into()))?;
     let config: Config = codec::decode(body).map_err(|e| ConfigError::Malformed(e.to_string()))?;
-    config.chunker.validate().map_err(ConfigError::Malformed)?;
-    if !(0..=22).contains(&config.compression_level) {
-        return Err(ConfigError::Malformed(format!(
-            "compression level {} out of range 0..=22",
-            config.compression_level
-        )));
-    }
-    if !(1 << 20..=1 << 30).contains(&config.pack_target_size) {
-        return Err(ConfigError::Malformed(format!(
-            "pack target size {} out of range",
-            config.pack_target_size
-        )));
-    }
+    config.validate().map_err(ConfigError::Malformed)?;
     Ok(RawConfig {
         config,
         signed: bytes.get(..body_end).unwrap_or_default().to_vec(),

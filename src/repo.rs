@@ -172,19 +172,20 @@ impl Repository {
         password: Option<&[u8]>,
         opts: &InitOptions,
     ) -> Result<Self> {
-        opts.chunker.validate().map_err(Error::Invalid)?;
-        if !(0..=22).contains(&opts.compression_level) {
-            return Err(Error::invalid(format!(
-                "compression level {} is outside zstd's 0..=22",
-                opts.compression_level
-            )));
-        }
-        if !(1 << 20..=1 << 30).contains(&opts.pack_target_size) {
-            return Err(Error::invalid(format!(
-                "pack target size {} is outside 1 MiB..=1 GiB",
-                opts.pack_target_size
-            )));
-        }
+        let mut repo_id = [0u8; 32];
+        crate::crypto::random(&mut repo_id)?;
+        let config = Config {
+            repo_id,
+            encryption: if opts.encryption {
+                Encryption::XChaCha20Poly1305
+            } else {
+                Encryption::None
+            },
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_target_size: opts.pack_target_size,
+        };
+        config.validate().map_err(Error::Invalid)?;
         if opts.encryption && password.is_none() {
             return Err(Error::invalid("an encrypted repository needs a password"));
         }
@@ -216,19 +217,6 @@ impl Repository {
             user,
         )?;
         let (key_id, key_bytes) = key.encode();
-        let mut repo_id = [0u8; 32];
-        crate::crypto::random(&mut repo_id)?;
-        let config = Config {
-            repo_id,
-            encryption: if opts.encryption {
-                Encryption::XChaCha20Poly1305
-            } else {
-                Encryption::None
-            },
-            chunker: opts.chunker,
-            compression_level: opts.compression_level,
-            pack_target_size: opts.pack_target_size,
-        };
         let crypto = Crypto::new(&master, opts.encryption);
         // The key goes first: a config without a key would be a repository
         // nobody can open, while a key without a config is just ignored.
