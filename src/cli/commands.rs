@@ -37,12 +37,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     opts.compression_level = a.compression_level;
     let pw = if a.no_encryption {
         None
-    } else if let (Some(key), None, None, None) = (
-        &loc.default_key,
-        &g.password_file,
-        &g.password_command,
-        std::env::var_os("CAIRN_PASSWORD"),
-    ) {
+    } else if let (Some(key), false) = (&loc.default_key, password::password_given(g)) {
         Some(default_key(out, key)?)
     } else {
         Some(new_password(g, &loc, "init")?)
@@ -68,9 +63,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
 /// Reads or creates the default repository's key file.
 fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
     if key.exists() {
-        let bytes = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-        let line = password::first_line(&bytes);
-        return Ok(line);
+        return password::read_key_file(key);
     }
     let pw = password::create_default_key(key)?;
     out.info(format!(

@@ -76,12 +76,24 @@ fn given(g: &Global, loc: &Location) -> Result<Option<Vec<u8>>> {
     if let Some(key) = &loc.default_key
         && key.exists()
     {
-        let bytes = fs::read(key).with_context(|| {
-            format!("cannot read the default repository's key {}", key.display())
-        })?;
-        return Ok(Some(first_line(&bytes)));
+        return read_key_file(key).map(Some);
     }
     Ok(None)
+}
+
+/// The password in the default repository's key file.
+pub fn read_key_file(key: &Path) -> Result<Vec<u8>> {
+    let bytes = fs::read(key)
+        .with_context(|| format!("cannot read the default repository's key {}", key.display()))?;
+    Ok(first_line(&bytes))
+}
+
+/// True when the user supplied a password explicitly (option or
+/// environment), which then takes precedence over the default key file.
+pub fn password_given(g: &Global) -> bool {
+    g.password_file.is_some()
+        || g.password_command.is_some()
+        || std::env::var_os("CAIRN_PASSWORD").is_some()
 }
 
 fn prompt(label: &str) -> Result<Vec<u8>> {
@@ -154,10 +166,7 @@ pub fn open(g: &Global) -> Result<(Repository, Location)> {
 pub fn refuse_downgrade(g: &Global, repo: &Repository) -> Result<()> {
     let default_key =
         g.repo.is_none() && location(g).is_ok_and(|l| l.default_key.is_some_and(|k| k.exists()));
-    let given = g.password_file.is_some()
-        || g.password_command.is_some()
-        || std::env::var_os("CAIRN_PASSWORD").is_some()
-        || default_key;
+    let given = password_given(g) || default_key;
     if given && repo.config().encryption == cairn::Encryption::None {
         bail!(
             "{} is an unencrypted repository, but a password was given: if you did not create it with --no-encryption, it may have been tampered with; otherwise unset CAIRN_PASSWORD / --password-file / --password-command",
@@ -206,12 +215,9 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
 /// The default repository's key file, when it is what opened the repository
 /// (no password option or variable overrides it).
 pub fn default_key_in_use(g: &Global, loc: &Location) -> Option<PathBuf> {
-    let overridden = g.password_file.is_some()
-        || g.password_command.is_some()
-        || std::env::var_os("CAIRN_PASSWORD").is_some();
     loc.default_key
         .clone()
-        .filter(|k| !overridden && k.exists())
+        .filter(|k| !password_given(g) && k.exists())
 }
 
 /// Replaces the default key file's password atomically: a temporary file
