@@ -365,21 +365,15 @@ pub fn restore(
             Err(e)
                 if e.kind() == std::io::ErrorKind::AlreadyExists
                     && fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let reason = std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a directory (a symlink is not followed); move it away and restore again",
-                );
-                r.error(format!(
-                    "{}: {}",
-                    display_rel(&item.rel),
-                    Error::target_write(&dest, reason)
-                ));
-                failed_dirs.push(item.rel.clone());
-                out.dirs += 1;
-                continue;
-            }
             Err(e) => {
+                let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists and is not a directory (a symlink is not followed); move it away and restore again",
+                    )
+                } else {
+                    e
+                };
                 r.error(format!(
                     "{}: {}",
                     display_rel(&item.rel),
