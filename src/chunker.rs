@@ -118,14 +118,19 @@ impl ChunkerParams {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_cover_input_and_respect_bounds() {
-        let p = ChunkerParams {
+    /// Small chunks, so that modest test inputs span many of them.
+    fn small() -> ChunkerParams {
+        ChunkerParams {
             min_size: 1024,
             avg_size: 4096,
             max_size: 16384,
             normalization: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn chunks_cover_input_and_respect_bounds() {
+        let p = small();
         let data: Vec<u8> = (0..200_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
@@ -145,12 +150,7 @@ mod tests {
 
     #[test]
     fn slice_and_stream_chunkers_agree() {
-        let p = ChunkerParams {
-            min_size: 1024,
-            avg_size: 4096,
-            max_size: 16384,
-            normalization: 1,
-        };
+        let p = small();
         let data: Vec<u8> = (0..300_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
             .collect();

@@ -75,6 +75,14 @@ fn fixture() -> Fixture {
     }
 }
 
+/// The last component of `path` (a pack id).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned()
+}
+
 fn pack_files(repo: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for sub in fs::read_dir(repo.join("data")).expect("data") {
@@ -170,11 +178,7 @@ fn flipped_byte_in_a_pack() {
     let mut bytes = fs::read(&pack).expect("read");
     bytes[offset as usize + 1000] ^= 0x40;
     fs::write(&pack, &bytes).expect("write");
-    let pack_id = pack
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("name")
-        .to_owned();
+    let pack_id = file_name(&pack);
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
@@ -199,11 +203,7 @@ fn truncated_pack() {
         .open(&pack)
         .expect("open");
     file.set_len(len / 3).expect("truncate");
-    let pack_id = pack
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("name")
-        .to_owned();
+    let pack_id = file_name(&pack);
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
@@ -227,11 +227,7 @@ fn deleted_pack() {
     let f = fixture();
     let (pack, affected) = f.pack_of("big-6.bin");
     fs::remove_file(&pack).expect("rm");
-    let pack_id = pack
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("name")
-        .to_owned();
+    let pack_id = file_name(&pack);
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
