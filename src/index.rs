@@ -83,7 +83,6 @@ pub struct Location {
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<PackId>,
-    pack_sizes: Vec<u64>,
     pack_pos: HashMap<PackId, u32>,
     blobs: HashMap<BlobId, Location>,
 }
@@ -96,7 +95,6 @@ impl Index {
             None => {
                 let p = u32::try_from(self.packs.len()).unwrap_or(u32::MAX);
                 self.packs.push(pack.id);
-                self.pack_sizes.push(pack.size);
                 self.pack_pos.insert(pack.id, p);
                 p
             }
@@ -135,20 +133,6 @@ impl Index {
     #[must_use]
     pub fn has_pack(&self, id: &PackId) -> bool {
         self.pack_pos.contains_key(id)
-    }
-
-    /// Number of distinct blobs.
-    #[must_use]
-    pub fn blob_count(&self) -> usize {
-        self.blobs.len()
-    }
-
-    /// Packs and their sizes.
-    pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
-        self.packs
-            .iter()
-            .copied()
-            .zip(self.pack_sizes.iter().copied())
     }
 
     /// Every indexed blob.
