@@ -65,7 +65,7 @@ pub fn decode_file(crypto: &Crypto, bytes: &[u8]) -> Result<IndexFile, String> {
 /// Where a blob lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
-    /// Position of the pack in [`Index::packs`].
+    /// Position of the pack in [`Index::pack_id`].
     pub pack: u32,
     /// Data or tree.
     pub kind: BlobKind,
@@ -79,48 +79,262 @@ pub struct Location {
     pub raw_length: u32,
 }
 
+/// Bits of a pack position; the two above it hold kind and compression.
+const PACK_BITS: u32 = 30;
+const PACK_MASK: u32 = (1 << PACK_BITS) - 1;
+const TREE_FLAG: u32 = 1 << 31;
+const ZSTD_FLAG: u32 = 1 << 30;
+/// The most packs one index can address.
+pub const MAX_PACKS: usize = 1 << PACK_BITS;
+
+/// A record while the index is built: the whole blob id, then the packed
+/// location (pack position and flags, offset, length, plaintext length),
+/// all little-endian.
+const WIDE: usize = 48;
+/// A record once built: the id without its first two bytes, which the
+/// bucket it sits in already says, then the same 16 location bytes.
+const SLIM: usize = 46;
+/// The first two id bytes choose one of this many buckets.
+const BUCKETS: usize = 1 << 16;
+
+impl Location {
+    fn pack_bytes(self) -> [u8; 16] {
+        let mut flags = self.pack & PACK_MASK;
+        if self.kind == BlobKind::Tree {
+            flags |= TREE_FLAG;
+        }
+        if self.compression == Compression::Zstd {
+            flags |= ZSTD_FLAG;
+        }
+        let mut out = [0; 16];
+        for (dst, v) in
+            out.chunks_exact_mut(4)
+                .zip([flags, self.offset, self.length, self.raw_length])
+        {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn unpack(bytes: &[u8; 16]) -> Self {
+        let mut words = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()));
+        let mut next = || words.next().unwrap_or_default();
+        let flags = next();
+        Self {
+            pack: flags & PACK_MASK,
+            kind: if flags & TREE_FLAG == 0 {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            },
+            compression: if flags & ZSTD_FLAG == 0 {
+                Compression::None
+            } else {
+                Compression::Zstd
+            },
+            offset: next(),
+            length: next(),
+            raw_length: next(),
+        }
+    }
+
+    fn of(pack: u32, e: &PackEntry) -> Self {
+        Self {
+            pack,
+            kind: e.kind,
+            compression: e.compression,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+        }
+    }
+}
+
+fn bucket_of(id: &BlobId) -> usize {
+    // Most significant byte first, so bucket order is id order.
+    usize::from(id.0[0]) << 8 | usize::from(id.0[1])
+}
+
 /// All index files merged.
-#[derive(Debug, Default)]
+///
+/// Blobs loaded from index files sit in one sorted array of 46-byte records
+/// behind a table of 65,536 bucket starts, so a lookup is one binary search
+/// in a bucket of (on average) n / 65,536 records and memory is 46 bytes a
+/// blob plus about 256 KiB. Blobs added by this process (new index files
+/// written by a backup, packs found without an index) go to a hash map;
+/// they are bounded by what one process writes.
+#[derive(Debug)]
 pub struct Index {
     packs: Vec<PackId>,
     pack_pos: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, Location>,
+    /// `SLIM`-byte records sorted by id, bucket by bucket.
+    records: Vec<u8>,
+    /// `starts[b]..starts[b + 1]` are the records of bucket `b`.
+    starts: Vec<u32>,
+    recent: HashMap<BlobId, Location>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            packs: Vec::new(),
+            pack_pos: HashMap::new(),
+            records: Vec::new(),
+            starts: vec![0; BUCKETS + 1],
+            recent: HashMap::new(),
+        }
+    }
+}
+
+/// Error when an index would address more than [`MAX_PACKS`] packs.
+fn too_many_packs() -> crate::Error {
+    crate::Error::invalid(format!(
+        "the index lists more than {MAX_PACKS} packs, more than cairn can address"
+    ))
 }
 
 impl Index {
-    /// Adds one pack's blobs. A blob already known keeps its first location.
-    pub fn add_pack(&mut self, pack: &IndexPack) {
-        let pos = match self.pack_pos.get(&pack.id) {
-            Some(&p) => p,
-            None => {
-                let p = u32::try_from(self.packs.len()).unwrap_or(u32::MAX);
-                self.packs.push(pack.id);
-                self.pack_pos.insert(pack.id, p);
-                p
-            }
+    /// Numbers a pack not seen before; `None` for a known pack, whose
+    /// first description is the one that counts.
+    fn new_pack_position(&mut self, id: PackId) -> crate::Result<Option<u32>> {
+        if self.pack_pos.contains_key(&id) {
+            return Ok(None);
+        }
+        if self.packs.len() >= MAX_PACKS {
+            return Err(too_many_packs());
+        }
+        let p = u32::try_from(self.packs.len()).map_err(|_| too_many_packs())?;
+        self.packs.push(id);
+        self.pack_pos.insert(id, p);
+        Ok(Some(p))
+    }
+
+    /// Adds one pack's blobs, unless the pack is known already. A blob
+    /// already known keeps its location.
+    ///
+    /// # Errors
+    /// When the index would address more than [`MAX_PACKS`] packs.
+    pub fn add_pack(&mut self, pack: &IndexPack) -> crate::Result<()> {
+        let Some(pos) = self.new_pack_position(pack.id)? else {
+            return Ok(());
         };
         for e in &pack.entries {
-            self.blobs.entry(e.id).or_insert(Location {
-                pack: pos,
-                kind: e.kind,
-                compression: e.compression,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            });
+            if self.get_loaded(&e.id).is_none() {
+                self.recent.entry(e.id).or_insert(Location::of(pos, e));
+            }
         }
+        Ok(())
+    }
+
+    /// Builds the index from whole index files, streaming: each file's
+    /// entries are appended to one array and the file is dropped before
+    /// the next is taken, so memory stays near the final size.
+    ///
+    /// # Errors
+    /// The first error `files` yields, or too many packs.
+    pub fn build<I>(files: I) -> crate::Result<Self>
+    where
+        I: IntoIterator<Item = crate::Result<IndexFile>>,
+    {
+        let mut index = Self::default();
+        let mut wide: Vec<u8> = Vec::new();
+        for file in files {
+            for pack in file?.packs {
+                let Some(pos) = index.new_pack_position(pack.id)? else {
+                    continue;
+                };
+                wide.reserve(pack.entries.len() * WIDE);
+                for e in &pack.entries {
+                    wide.extend_from_slice(&e.id.0);
+                    wide.extend_from_slice(&Location::of(pos, e).pack_bytes());
+                }
+            }
+        }
+        index.seal(wide);
+        Ok(index)
+    }
+
+    /// Sorts `WIDE` records, drops repeated ids (keeping the first
+    /// location the merge met), and narrows them to `SLIM` records in
+    /// place, so no second copy of the array is ever made.
+    fn seal(&mut self, mut bytes: Vec<u8>) {
+        let (records, _) = bytes.as_chunks_mut::<WIDE>();
+        // Ties are broken by pack position, then offset: packs are numbered
+        // in the order the merge first meets them, only a pack's first
+        // description counts, and its entries are in file order, so the
+        // first location seen for an id sorts first and wins, as
+        // store-format.md §10 requires.
+        let key = |r: &[u8; WIDE]| {
+            let word = |at: usize| {
+                r.get(at..at + 4)
+                    .and_then(|w| <[u8; 4]>::try_from(w).ok())
+                    .map_or(0, u32::from_le_bytes)
+            };
+            (
+                r.first_chunk::<32>().copied(),
+                word(32) & PACK_MASK,
+                word(36),
+            )
+        };
+        records.sort_unstable_by_key(key);
+        let n = records.len();
+        let mut counts = vec![0u32; BUCKETS];
+        let mut kept = 0usize;
+        let mut prev: Option<[u8; 32]> = None;
+        for r in 0..n {
+            let src = r * WIDE;
+            let Some(id) = bytes
+                .get(src..src + 32)
+                .and_then(|s| <[u8; 32]>::try_from(s).ok())
+            else {
+                break;
+            };
+            // Sorted, so a repeated id follows its first occurrence.
+            if prev == Some(id) {
+                continue;
+            }
+            prev = Some(id);
+            if let Some(c) = counts.get_mut(bucket_of(&BlobId(id))) {
+                *c += 1;
+            }
+            bytes.copy_within(src + 2..src + WIDE, kept * SLIM);
+            kept += 1;
+        }
+        bytes.truncate(kept * SLIM);
+        bytes.shrink_to_fit();
+        let mut at = 0u32;
+        for (start, count) in self.starts.iter_mut().zip(counts.iter().chain([&0])) {
+            *start = at;
+            at += count;
+        }
+        self.records = bytes;
+    }
+
+    fn get_loaded(&self, id: &BlobId) -> Option<Location> {
+        let b = bucket_of(id);
+        let lo = *self.starts.get(b)? as usize;
+        let hi = *self.starts.get(b + 1)? as usize;
+        let (records, _) = self.records.get(lo * SLIM..hi * SLIM)?.as_chunks::<SLIM>();
+        let key = id.0.get(2..)?;
+        let i = records
+            .binary_search_by(|r| r.get(..30).cmp(&Some(key)))
+            .ok()?;
+        let loc: &[u8; 16] = records.get(i)?.last_chunk::<16>()?;
+        Some(Location::unpack(loc))
     }
 
     /// Where `id` is, if indexed.
     #[must_use]
     pub fn get(&self, id: &BlobId) -> Option<Location> {
-        self.blobs.get(id).copied()
+        self.get_loaded(id).or_else(|| self.recent.get(id).copied())
     }
 
     /// True when `id` is indexed.
     #[must_use]
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.get(id).is_some()
     }
 
     /// The pack at position `pos`.
@@ -129,14 +343,193 @@ impl Index {
         self.packs.get(pos as usize).copied()
     }
 
+    #[cfg(test)]
+    fn pack_position_of(&self, id: &PackId) -> u32 {
+        self.pack_pos.get(id).copied().unwrap_or(u32::MAX)
+    }
+
     /// True when some index describes the pack.
     #[must_use]
     pub fn has_pack(&self, id: &PackId) -> bool {
         self.pack_pos.contains_key(id)
     }
 
-    /// Every indexed blob.
-    pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
-        self.blobs.iter()
+    /// How many blobs are indexed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len() / SLIM + self.recent.len()
+    }
+
+    /// True when nothing is indexed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the loaded blob records and bucket table take (not counting
+    /// the per-pack table and blobs added since loading).
+    #[must_use]
+    pub fn record_bytes(&self) -> usize {
+        self.records.capacity() + self.starts.capacity() * 4
+    }
+
+    /// Every indexed blob, in no particular order.
+    pub fn blobs(&self) -> impl Iterator<Item = (BlobId, Location)> + '_ {
+        let loaded = self.starts.windows(2).enumerate().flat_map(move |(b, w)| {
+            let (lo, hi) = match w {
+                [lo, hi] => (*lo as usize, *hi as usize),
+                _ => (0, 0),
+            };
+            let slice = self.records.get(lo * SLIM..hi * SLIM).unwrap_or_default();
+            let prefix = [
+                u8::try_from(b >> 8).unwrap_or_default(),
+                u8::try_from(b & 0xff).unwrap_or_default(),
+            ];
+            slice.as_chunks::<SLIM>().0.iter().map(move |r| {
+                let mut id = [0u8; 32];
+                id[..2].copy_from_slice(&prefix);
+                id[2..].copy_from_slice(r.first_chunk::<30>().map_or(&[0; 30], |c| c));
+                let loc = r.last_chunk::<16>().map_or(&[0; 16], |c| c);
+                (BlobId(id), Location::unpack(loc))
+            })
+        });
+        loaded.chain(self.recent.iter().map(|(id, loc)| (*id, *loc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(id: [u8; 32], n: u32) -> PackEntry {
+        PackEntry {
+            id: BlobId(id),
+            kind: if n.is_multiple_of(2) {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            },
+            compression: if n.is_multiple_of(3) {
+                Compression::Zstd
+            } else {
+                Compression::None
+            },
+            offset: n.wrapping_mul(7),
+            length: n.wrapping_add(40),
+            raw_length: n ^ 0xdead_beef,
+        }
+    }
+
+    proptest! {
+        /// Every id of every file is found with the location of one of its
+        /// entries, absent ids are not found, and `blobs` lists each id once.
+        #[test]
+        fn built_index_finds_exactly_what_was_added(
+            files in prop::collection::vec(
+                prop::collection::vec(
+                    (any::<[u8; 32]>(), prop::option::of(0u8..6), 0u8..4, any::<u32>()),
+                    0..40,
+                ),
+                0..6,
+            ),
+            absent in prop::collection::vec(any::<[u8; 32]>(), 0..20),
+        ) {
+            let mut expected: HashMap<BlobId, Vec<Location>> = HashMap::new();
+            let mut decoded = Vec::new();
+            let mut next_pack = 0u8;
+            for file in &files {
+                let mut packs: Vec<IndexPack> = Vec::new();
+                for (id, repeated, pack, n) in file {
+                    // A few shared first bytes put several ids in one
+                    // bucket, and a small pool of ids repeats across packs
+                    // and files.
+                    let mut id = repeated.map_or(*id, |k| [k; 32]);
+                    id[0] &= 0x03;
+                    let pid = PackId([pack.wrapping_add(next_pack); 32]);
+                    let mut e = entry(id, *n);
+                    match packs.iter_mut().find(|p| p.id == pid) {
+                        Some(p) => {
+                            // Offsets grow in file order, as in a real pack.
+                            e.offset = p.entries.last().map_or(0, |l| l.offset + 1);
+                            p.entries.push(e);
+                        }
+                        None => {
+                            e.offset = 0;
+                            packs.push(IndexPack { id: pid, size: 1, entries: vec![e] });
+                        }
+                    }
+                }
+                next_pack = next_pack.wrapping_add(2);
+                decoded.push(IndexFile { packs });
+            }
+            let index = Index::build(decoded.iter().cloned().map(Ok)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut described = std::collections::HashSet::new();
+            for file in &decoded {
+                for p in file.packs.iter().filter(|p| described.insert(p.id)) {
+                    let pos = index.pack_position_of(&p.id);
+                    for e in &p.entries {
+                        expected.entry(e.id).or_default().push(Location::of(pos, e));
+                    }
+                }
+            }
+            prop_assert_eq!(index.len(), expected.len());
+            for (id, locs) in &expected {
+                let got = index.get(id);
+                prop_assert_eq!(got, locs.first().copied(), "{}: the first location seen wins", id);
+            }
+            for id in absent {
+                let id = BlobId(id);
+                prop_assert_eq!(index.contains(&id), expected.contains_key(&id));
+            }
+            let mut listed: Vec<BlobId> = index.blobs().map(|(id, _)| id).collect();
+            listed.sort();
+            let mut want: Vec<BlobId> = expected.keys().copied().collect();
+            want.sort();
+            prop_assert_eq!(listed, want);
+        }
+    }
+
+    #[test]
+    fn blobs_added_later_are_found_and_do_not_replace_loaded_ones() -> crate::Result<()> {
+        let first = IndexPack {
+            id: PackId([1; 32]),
+            size: 1,
+            entries: vec![entry([5; 32], 1)],
+        };
+        let mut index = Index::build([Ok(IndexFile { packs: vec![first] })])?;
+        let second = IndexPack {
+            id: PackId([2; 32]),
+            size: 1,
+            entries: vec![entry([5; 32], 2), entry([6; 32], 3)],
+        };
+        index.add_pack(&second)?;
+        assert_eq!(index.get(&BlobId([5; 32])).map(|l| l.pack), Some(0));
+        assert_eq!(index.get(&BlobId([6; 32])).map(|l| l.pack), Some(1));
+        assert_eq!(index.len(), 2);
+        assert!(index.has_pack(&PackId([2; 32])));
+        assert_eq!(index.pack_id(1), Some(PackId([2; 32])));
+        Ok(())
+    }
+
+    #[test]
+    fn a_loaded_blob_costs_46_bytes() -> crate::Result<()> {
+        let entries = (0..10_000u32)
+            .map(|n| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_le_bytes());
+                entry(id, n)
+            })
+            .collect();
+        let index = Index::build([Ok(IndexFile {
+            packs: vec![IndexPack {
+                id: PackId([1; 32]),
+                size: 1,
+                entries,
+            }],
+        })])?;
+        assert_eq!(index.len(), 10_000);
+        assert_eq!(index.record_bytes(), 10_000 * 46 + (BUCKETS + 1) * 4);
+        Ok(())
     }
 }

@@ -56,10 +56,14 @@ pub(crate) fn shrink_scratch(buf: &mut Vec<u8>) {
 }
 
 /// A pack closes when it holds this many blobs, whatever its size.
-const MAX_PACK_ENTRIES: usize = 500_000;
+const MAX_PACK_ENTRIES: usize = 1 << 16;
 
-/// At most this many blob entries go into one index file.
-const MAX_INDEX_ENTRIES: usize = 1_000_000;
+/// At most this many blob entries go into one index file (unless one pack
+/// has more). A backup writes an index file whenever its packs reach this
+/// many entries: memory for unindexed packs stays bounded, an interrupted
+/// backup leaves most of its data indexed for the next run to reuse, and
+/// readers decode index files a few at a time in little memory.
+const MAX_INDEX_ENTRIES: usize = 1 << 16;
 
 /// Options for creating a repository.
 #[derive(Debug, Clone)]
@@ -313,29 +317,30 @@ impl Repository {
     }
 
     fn load_index(&mut self) -> Result<()> {
+        use rayon::prelude::*;
         let mut names = self.backend.list(FileKind::Index)?;
         names.sort();
-        let loaded: Vec<(String, Result<IndexFile>)> = {
-            use rayon::prelude::*;
-            names
+        // A few files at a time are read and decoded in parallel, then
+        // folded into the index and dropped, so memory holds the compact
+        // index plus a handful of decoded files, however many there are.
+        let batch = rayon::current_num_threads().max(1) * 2;
+        let mut errors = Vec::new();
+        let files = names.chunks(batch).flat_map(|chunk| {
+            let decoded: Vec<(String, Result<IndexFile>)> = chunk
                 .par_iter()
                 .map(|(name, _)| (name.clone(), self.read_index_file(name)))
-                .collect()
-        };
-        let mut index = Index::default();
-        for (name, file) in loaded {
-            match file {
-                Ok(file) => {
-                    for p in &file.packs {
-                        index.add_pack(p);
-                    }
-                }
-                Err(e) => {
-                    let id = name.parse().unwrap_or_default();
-                    self.index_errors.push((id, e.to_string()));
-                }
+                .collect();
+            decoded
+        });
+        let files = files.filter_map(|(name, file)| match file {
+            Ok(file) => Some(Ok(file)),
+            Err(e) => {
+                errors.push((name.parse().unwrap_or_default(), e.to_string()));
+                None
             }
-        }
+        });
+        let index = Index::build(files)?;
+        self.index_errors = errors;
         self.index = RwLock::new(index);
         Ok(())
     }
@@ -441,8 +446,10 @@ impl Repository {
             if index.has_pack(&id) {
                 continue;
             }
-            if let Ok(entries) = self.read_pack_header(&id, size) {
-                extra.add_pack(&IndexPack { id, size, entries });
+            if let Ok(entries) = self.read_pack_header(&id, size)
+                && extra.add_pack(&IndexPack { id, size, entries }).is_err()
+            {
+                break;
             }
         }
         extra
@@ -872,7 +879,14 @@ impl BlobWriter<'_> {
     /// Backend errors while writing a full pack.
     pub fn save(&self, kind: BlobKind, plain: &[u8]) -> Result<(BlobId, bool)> {
         let id = self.repo.crypto.blob_id(plain);
-        if self.repo.index().contains(&id) || !lock(&self.seen).insert(id) {
+        let new = {
+            // `seen` is locked across the index lookup: `flush_index` adds
+            // ids to the index before it removes them from `seen`, so every
+            // id is always in one of the two for this check.
+            let mut seen = lock(&self.seen);
+            !self.repo.index().contains(&id) && seen.insert(id)
+        };
+        if !new {
             return Ok((id, false));
         }
         let raw_length = u32::try_from(plain.len())
@@ -917,6 +931,7 @@ impl BlobWriter<'_> {
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
         if let Some(builder) = full {
             self.write_pack(builder)?;
+            self.flush_index(false)?;
         }
         Ok((id, true))
     }
@@ -967,6 +982,13 @@ impl BlobWriter<'_> {
             self.write_pack(last)?;
         }
         self.drain_writer()?;
+        self.flush_index(true)?;
+        Ok(self.stats())
+    }
+
+    /// Writes index files for the written packs: all of them when `all`,
+    /// otherwise only full index files' worth.
+    fn flush_index(&self, all: bool) -> Result<()> {
         loop {
             // Take packs for one index file, keeping it far below the
             // decoder's record limit (an entry encodes to 52 bytes).
@@ -980,10 +1002,15 @@ impl BlobWriter<'_> {
                         entries <= MAX_INDEX_ENTRIES || entries == p.entries.len()
                     })
                     .count();
+                let total: usize = written.iter().map(|(p, _)| p.entries.len()).sum();
+                if !all && n == written.len() && total < MAX_INDEX_ENTRIES {
+                    // Not a full file yet.
+                    return Ok(());
+                }
                 written.drain(..n).collect()
             };
             if group.is_empty() {
-                break;
+                return Ok(());
             }
             let file = IndexFile {
                 packs: group.iter().map(|(p, _)| p.clone()).collect(),
@@ -1008,16 +1035,24 @@ impl BlobWriter<'_> {
             }
             self.bytes_stored
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let mut index = self
-                .repo
-                .index
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            {
+                let mut index = self
+                    .repo
+                    .index
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for p in &file.packs {
+                    index.add_pack(p)?;
+                }
+            }
+            // Only now that the index has them may `seen` forget them.
+            let mut seen = lock(&self.seen);
             for p in &file.packs {
-                index.add_pack(p);
+                for e in &p.entries {
+                    seen.remove(&e.id);
+                }
             }
         }
-        Ok(self.stats())
     }
 
     /// Deletes the packs this session wrote that no index file names yet.
