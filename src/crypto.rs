@@ -191,35 +191,53 @@ impl Crypto {
     /// # Errors
     /// [`OpenError`] when the object is too short or fails authentication.
     pub fn open(&self, domain: Domain, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(OpenError::TooShort(sealed.len()));
+        self.open_owned(domain, sealed.to_vec(), 0)
+    }
+
+    /// Opens the sealed object that starts at `start` in `buf`, in place:
+    /// the plaintext is returned in the same allocation, so opening a large
+    /// object (an index file) does not need a second copy of it.
+    ///
+    /// # Errors
+    /// [`OpenError`] when the object is too short or fails authentication.
+    pub fn open_owned(
+        &self,
+        domain: Domain,
+        mut buf: Vec<u8>,
+        start: usize,
+    ) -> Result<Vec<u8>, OpenError> {
+        let len = buf.len().saturating_sub(start);
+        if len < SEAL_OVERHEAD {
+            return Err(OpenError::TooShort(len));
         }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        match &self.cipher {
-            Some(cipher) => {
-                let mut buf = body.to_vec();
-                cipher
-                    .decrypt_in_place_detached(
-                        XNonce::from_slice(nonce),
-                        &[domain as u8],
-                        &mut buf,
-                        Tag::from_slice(tag),
-                    )
-                    .map_err(|_| OpenError::Auth)?;
-                Ok(buf)
-            }
+        let body_start = start + NONCE_LEN;
+        let body_end = buf.len() - TAG_LEN;
+        let mut nonce = [0u8; NONCE_LEN];
+        let mut tag = [0u8; TAG_LEN];
+        nonce.copy_from_slice(buf.get(start..body_start).unwrap_or_default());
+        tag.copy_from_slice(buf.get(body_end..).unwrap_or_default());
+        let body = buf.get_mut(body_start..body_end).unwrap_or_default();
+        let ok = match &self.cipher {
+            Some(cipher) => cipher
+                .decrypt_in_place_detached(
+                    XNonce::from_slice(&nonce),
+                    &[domain as u8],
+                    body,
+                    Tag::from_slice(&tag),
+                )
+                .is_ok(),
             None => {
                 use subtle::ConstantTimeEq;
                 let want = self.plain_tag(domain, body);
-                let ok = want.ct_eq(tag).unwrap_u8() == 1 && nonce.iter().all(|&b| b == 0);
-                if ok {
-                    Ok(body.to_vec())
-                } else {
-                    Err(OpenError::Auth)
-                }
+                want.ct_eq(&tag).unwrap_u8() == 1 && nonce.iter().all(|&b| b == 0)
             }
+        };
+        if !ok {
+            return Err(OpenError::Auth);
         }
+        buf.truncate(body_end);
+        buf.drain(..body_start);
+        Ok(buf)
     }
 }
 

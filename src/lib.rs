@@ -63,6 +63,9 @@ pub mod decode {
     pub use crate::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::crypto::{Crypto, Domain};
     pub use crate::index::decode_file as index_file;
+    /// The merged in-memory index and the index file records, for the
+    /// index benchmarks.
+    pub use crate::index::{Index, IndexFile, IndexPack, encode_file as encode_index_file};
     pub use crate::keyfile::KeyFile;
     pub use crate::pack::{
         decode_header as pack_header, parse_trailer as pack_trailer, read_header as pack,

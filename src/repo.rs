@@ -323,7 +323,7 @@ impl Repository {
         // A few files at a time are read and decoded in parallel, then
         // folded into the index and dropped, so memory holds the compact
         // index plus a handful of decoded files, however many there are.
-        let batch = rayon::current_num_threads().max(1) * 2;
+        let batch = rayon::current_num_threads().max(1);
         let mut errors = Vec::new();
         let files = names.chunks(batch).flat_map(|chunk| {
             let decoded: Vec<(String, Result<IndexFile>)> = chunk
@@ -357,7 +357,7 @@ impl Repository {
                 "its content does not match its name",
             ));
         }
-        index::decode_file(&self.crypto, &bytes)
+        index::decode_file_owned(&self.crypto, bytes)
             .map_err(|r| Error::corrupt(format!("index {name}"), r))
     }
 
