@@ -271,7 +271,7 @@ report() {
         say "- part B data: one file of $(mib "${B_BYTES:-0}") MiB from /dev/urandom"
     fi
     say "- MB = 10^6 bytes; peak RSS is GNU time's maximum resident set size"
-    say "- script run time: ${SECONDS}s (with data generation and clean-up)"
+    say "- script run time: ${SECONDS}s (with data generation and part A's clean-up, before the final clean-up)"
     say ""
     say "| step | wall s | peak RSS MiB | target | result | note |"
     say "| --- | ---: | ---: | --- | --- | --- |"
