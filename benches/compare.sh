@@ -308,6 +308,7 @@ run_tool() {
             ;;
         borg)
             init=("$bin" init -e repokey-blake2 "$repo")
+            # shellcheck disable=SC2054 # "zstd,3" is one argument, not a list
             backup=("$bin" create --compression zstd,3 "$repo::{now:%Y-%m-%dT%H:%M:%S.%f}" "$DATA_DIR")
             restore_cmd=("$bin" extract "$repo::__LAST__")
             verify=("$bin" check --verify-data "$repo")
