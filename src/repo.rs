@@ -524,15 +524,7 @@ impl Repository {
     /// [`Error::BlobNotIndexed`], backend errors, or [`Error::Corrupt`].
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let (pack, loc) = self.locate(id)?;
-        // No blob cairn writes is larger than a record plus its seal; a
-        // larger claim (from a damaged or forged index) is not allocated.
-        let limit = crate::codec::MAX_RECORD + crate::crypto::SEAL_OVERHEAD + 1024;
-        if loc.length as usize > limit || loc.raw_length as usize > crate::codec::MAX_RECORD {
-            return Err(Error::corrupt(
-                format!("index entry of blob {id} in pack {pack}"),
-                format!("claims {} bytes, more than any blob", loc.length),
-            ));
-        }
+        check_claim(id, &pack, &loc)?;
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &pack.to_hex(),
@@ -753,6 +745,23 @@ impl Repository {
             failure,
         }
     }
+}
+
+/// Refuses an index entry claiming more bytes than any blob cairn writes
+/// (a record plus its seal), so a damaged or forged index cannot make a
+/// reader allocate gigabytes.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the index entry.
+pub(crate) fn check_claim(id: &BlobId, pack: &PackId, loc: &Location) -> Result<()> {
+    let limit = crate::codec::MAX_RECORD + crate::crypto::SEAL_OVERHEAD + 1024;
+    if loc.length as usize > limit || loc.raw_length as usize > crate::codec::MAX_RECORD {
+        return Err(Error::corrupt(
+            format!("index entry of blob {id} in pack {pack}"),
+            format!("claims {} bytes, more than any blob", loc.length),
+        ));
+    }
+    Ok(())
 }
 
 /// Adds blobs to packs, deduplicating against the index, and writes the

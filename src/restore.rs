@@ -1,8 +1,13 @@
 //! Restore: recreates a snapshot's files under a target directory.
 //!
-//! Every file is written to a temporary name in its final directory and
-//! renamed into place only when complete, with its metadata already set, so
-//! an existing file is replaced atomically or not at all. Damaged or missing
+//! Data is read pack by pack: the blobs all wanted files need are grouped by
+//! the pack that holds them, each pack's needed ranges are read once (nearby
+//! blobs in one read), and every blob is checked and then written to each
+//! place that uses it, in parallel across packs. Every file is written to a
+//! temporary name in its final directory, sized up front and filled in place
+//! (all-zero chunks stay holes), and renamed into place only when complete,
+//! with its metadata already set, so an existing file is replaced atomically
+//! or not at all; a file that replaces an existing one is synced first. Damaged or missing
 //! blobs fail only the files that need them: the rest are restored and the
 //! damaged ones are named in the outcome. Directory metadata is applied last,
 //! deepest first, so that writing children does not disturb it.
@@ -15,14 +20,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use filetime::FileTime;
 use rayon::prelude::*;
 
+use crate::backend::FileKind;
 use crate::backup::Progress;
-use crate::id::BlobId;
-use crate::repo::{Repository, lock};
+use crate::id::{BlobId, PackId};
+use crate::index::Location;
+use crate::repo::{Repository, check_claim, lock};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 use crate::{Error, Result};
@@ -75,6 +82,39 @@ struct Item {
     node: Node,
 }
 
+/// Blobs of one pack closer than this are fetched in one read (the gap is
+/// read and thrown away: cheaper than another request)...
+const MERGE_GAP: u64 = 256 << 10;
+/// ...as long as the read stays below this size. Reads are also the unit
+/// of parallel work, so they are kept small enough for a repository of a
+/// few packs to keep every core busy.
+const MAX_READ: u64 = 2 << 20;
+
+/// One place a blob's bytes go: a file being filled, and an offset in it.
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    file: usize,
+    offset: u64,
+}
+
+/// A blob that some files need, where it is, and where it goes.
+struct Wanted {
+    id: BlobId,
+    loc: Location,
+    uses: Vec<Use>,
+}
+
+/// A file being filled from packs, in any order.
+struct Filling<'i> {
+    item: &'i Item,
+    dest: PathBuf,
+    /// The temporary file, created (at its final size) on first write.
+    tmp: Mutex<Option<tempfile::TempPath>>,
+    /// Blob uses not yet delivered; whoever delivers the last finishes it.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+}
+
 fn components(p: &Path) -> Vec<Vec<u8>> {
     p.components()
         .filter_map(|c| match c {
@@ -112,6 +152,8 @@ struct Restorer<'a> {
     bytes: AtomicU64,
     is_root: bool,
     progress: &'a dyn Progress,
+    /// Files restored one by one that failed.
+    failed_files: Mutex<Vec<PathBuf>>,
 }
 
 /// A short random name in `dir` (short, so that it fits wherever the final
@@ -249,6 +291,283 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Records the first error of a file being filled; it will not be
+    /// renamed into place.
+    fn fail(&self, f: &Filling<'_>, why: &str) {
+        if !f.failed.swap(true, Ordering::AcqRel) {
+            self.error(format!("{}: {why}", display_rel(&f.item.rel)));
+        }
+    }
+
+    /// The temporary file of `f`, created at its final size (so that blobs
+    /// can land in any order, and all-zero ones are never written) when the
+    /// first blob arrives.
+    fn open_tmp(&self, f: &Filling<'_>) -> Result<File> {
+        let io_err = |e| Error::target_write(&f.dest, e);
+        let mut tmp = lock(&f.tmp);
+        if let Some(path) = tmp.as_ref() {
+            let path = path.to_path_buf();
+            drop(tmp);
+            return fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err);
+        }
+        let dir = f.dest.parent().unwrap_or(&self.target);
+        let named = tempfile::Builder::new()
+            .prefix(".cairn-restore-")
+            .tempfile_in(dir)
+            .map_err(io_err)?;
+        named.as_file().set_len(f.item.node.size).map_err(io_err)?;
+        let (file, path) = named.into_parts();
+        *tmp = Some(path);
+        Ok(file)
+    }
+
+    /// Hands one checked blob (or the reason it could not be had) to every
+    /// place that uses it.
+    fn deliver(&self, files: &[Filling<'_>], w: &Wanted, data: Result<Vec<u8>>) {
+        let zero = data.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0));
+        for u in &w.uses {
+            let Some(f) = files.get(u.file) else { continue };
+            match &data {
+                // All-zero chunks stay holes: the file already has its size.
+                Ok(_) if zero || f.failed.load(Ordering::Acquire) => {}
+                Ok(d) => {
+                    use std::os::unix::fs::FileExt;
+                    let written = self.open_tmp(f).and_then(|file| {
+                        file.write_all_at(d, u.offset)
+                            .map_err(|e| Error::target_write(&f.dest, e))
+                    });
+                    if let Err(e) = written {
+                        self.fail(f, &e.to_string());
+                    }
+                }
+                Err(e) => self.fail(f, &e.to_string()),
+            }
+            if let Ok(d) = &data {
+                self.progress.bytes(d.len() as u64);
+            }
+            if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.finish_file(f);
+            }
+        }
+    }
+
+    /// Sets the metadata of a completely filled file and renames it into
+    /// place; a failed one is deleted instead.
+    fn finish_file(&self, f: &Filling<'_>) {
+        let tmp = lock(&f.tmp).take();
+        self.progress.file();
+        if f.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let done = (|| -> Result<()> {
+            let io_err = |e| Error::target_write(&f.dest, e);
+            let path = match tmp {
+                Some(path) => path,
+                None => {
+                    // Empty, or all holes: nothing was written.
+                    drop(self.open_tmp(f)?);
+                    lock(&f.tmp)
+                        .take()
+                        .ok_or_else(|| Error::invalid("temporary file vanished"))?
+                }
+            };
+            // Replacing an existing file: make the new content durable
+            // first, so a crash cannot leave an empty file in its place.
+            if fs::symlink_metadata(&f.dest).is_ok() {
+                File::open(&path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(io_err)?;
+            }
+            self.apply_meta(&path, &f.item.node, &f.item.rel);
+            path.persist(&f.dest).map_err(|e| io_err(e.error))?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => {
+                self.bytes.fetch_add(f.item.node.size, Ordering::Relaxed);
+            }
+            Err(e) => self.fail(f, &e.to_string()),
+        }
+    }
+
+    /// Reads one run of nearby blobs of `pack` in one read and delivers
+    /// each blob. A read that fails is retried blob by blob, so each file
+    /// learns exactly which blob it lost and why.
+    fn fill_from_pack(&self, files: &[Filling<'_>], pack: PackId, run: &[&Wanted]) {
+        let name = pack.to_hex();
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return;
+        };
+        let start = u64::from(first.loc.offset);
+        let end = u64::from(last.loc.offset) + u64::from(last.loc.length);
+        let bytes = match self
+            .repo
+            .backend()
+            .read_range(FileKind::Pack, &name, start, end - start)
+        {
+            Ok(b) => b,
+            Err(_) => {
+                for w in run {
+                    self.deliver(files, w, self.repo.read_blob(&w.id));
+                }
+                return;
+            }
+        };
+        for w in run {
+            let at = (u64::from(w.loc.offset) - start) as usize;
+            let data = bytes
+                .get(at..at + w.loc.length as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(format!("pack {name}"), "shorter than its index says")
+                })
+                .and_then(|sealed| {
+                    self.repo
+                        .open_blob(&w.id, &pack, w.loc.compression, w.loc.raw_length, sealed)
+                });
+            self.deliver(files, w, data);
+        }
+    }
+
+    /// Restores regular files: those whose blobs are all indexed pack by
+    /// pack in parallel, the others (found only by scanning packs) one by
+    /// one. Returns the files that failed.
+    fn restore_files(&self, files: &[(&Item, &[BlobId])]) -> Vec<PathBuf> {
+        let mut filling: Vec<Filling<'_>> = Vec::new();
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut slot: HashMap<BlobId, usize> = HashMap::new();
+        let mut singly: Vec<(&Item, &[BlobId])> = Vec::new();
+        {
+            let index = self.repo.index();
+            for &(item, content) in files {
+                let locs: Option<Vec<Location>> = content.iter().map(|id| index.get(id)).collect();
+                let Some(locs) = locs else {
+                    singly.push((item, content));
+                    continue;
+                };
+                let dest = self.target.join(&item.rel);
+                let total: u64 = locs.iter().map(|l| u64::from(l.raw_length)).sum();
+                if total != item.node.size {
+                    self.error(format!(
+                        "{}: {}",
+                        display_rel(&item.rel),
+                        Error::corrupt(
+                            "file record",
+                            format!(
+                                "content is {total} bytes but the tree says {}",
+                                item.node.size
+                            ),
+                        )
+                    ));
+                    lock(&self.failed_files).push(item.rel.clone());
+                    continue;
+                }
+                let file = filling.len();
+                let mut offset = 0;
+                for (id, loc) in content.iter().zip(&locs) {
+                    let w = *slot.entry(*id).or_insert_with(|| {
+                        wanted.push(Wanted {
+                            id: *id,
+                            loc: *loc,
+                            uses: Vec::new(),
+                        });
+                        wanted.len() - 1
+                    });
+                    if let Some(w) = wanted.get_mut(w) {
+                        w.uses.push(Use { file, offset });
+                    }
+                    offset += u64::from(loc.raw_length);
+                }
+                filling.push(Filling {
+                    item,
+                    dest,
+                    tmp: Mutex::new(None),
+                    remaining: AtomicUsize::new(content.len()),
+                    failed: AtomicBool::new(false),
+                });
+            }
+        }
+        drop(slot);
+        // Group by pack, in pack order and by offset within each.
+        let mut by_pack: HashMap<u32, Vec<&Wanted>> = HashMap::new();
+        for w in &wanted {
+            by_pack.entry(w.loc.pack).or_default().push(w);
+        }
+        // Split each pack's blobs into runs read in one go: blobs closer
+        // than MERGE_GAP, up to MAX_READ bytes. A blob whose index entry
+        // claims an impossible size fails on its own.
+        let mut runs: Vec<(PackId, Vec<&Wanted>)> = Vec::new();
+        let mut bad: Vec<(&Wanted, Error)> = Vec::new();
+        {
+            let index = self.repo.index();
+            let mut by_pack: Vec<(u32, Vec<&Wanted>)> = by_pack.into_iter().collect();
+            // Pack positions follow the index, roughly the order packs were
+            // written, so restore reads them in about that order.
+            by_pack.sort_unstable_by_key(|(pos, _)| *pos);
+            for (pos, mut ws) in by_pack {
+                let Some(pack) = index.pack_id(pos) else {
+                    continue;
+                };
+                ws.sort_unstable_by_key(|w| w.loc.offset);
+                let mut run: Vec<&Wanted> = Vec::new();
+                let (mut start, mut end) = (0u64, 0u64);
+                for w in ws {
+                    if let Err(e) = check_claim(&w.id, &pack, &w.loc) {
+                        bad.push((w, e));
+                        continue;
+                    }
+                    let (off, len) = (u64::from(w.loc.offset), u64::from(w.loc.length));
+                    let joins = !run.is_empty()
+                        && off >= end
+                        && off - end <= MERGE_GAP
+                        && off + len - start <= MAX_READ;
+                    if !joins && !run.is_empty() {
+                        runs.push((pack, std::mem::take(&mut run)));
+                    }
+                    if run.is_empty() {
+                        start = off;
+                    }
+                    end = off + len;
+                    run.push(w);
+                }
+                if !run.is_empty() {
+                    runs.push((pack, run));
+                }
+            }
+        }
+        crate::repo::in_pool(|| {
+            // Files with no content have nothing to wait for.
+            filling
+                .par_iter()
+                .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
+                .for_each(|f| self.finish_file(f));
+            for (w, e) in bad {
+                self.deliver(&filling, w, Err(e));
+            }
+            runs.par_iter()
+                .for_each(|(pack, run)| self.fill_from_pack(&filling, *pack, run));
+            singly.par_iter().for_each(|(item, content)| {
+                if let Err(e) = self.restore_file(item, content) {
+                    self.error(format!("{}: {e}", display_rel(&item.rel)));
+                    lock(&self.failed_files).push(item.rel.clone());
+                }
+                self.progress.file();
+            });
+        });
+        let mut failed = std::mem::take(&mut *lock(&self.failed_files));
+        failed.extend(
+            filling
+                .iter()
+                .filter(|f| {
+                    f.failed.load(Ordering::Acquire) || f.remaining.load(Ordering::Acquire) > 0
+                })
+                .map(|f| f.item.rel.clone()),
+        );
+        failed
+    }
+
     fn restore_special(&self, item: &Item) -> Result<bool> {
         let dest = self.target.join(&item.rel);
         let dir = dest.parent().unwrap_or(&self.target);
@@ -329,6 +648,7 @@ pub fn restore(
         bytes: AtomicU64::new(0),
         is_root: nix::unistd::geteuid().is_root(),
         progress,
+        failed_files: Mutex::new(Vec::new()),
     };
     let mut items = Vec::new();
     r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);
@@ -411,17 +731,7 @@ pub fn restore(
             _ => specials.push(item),
         }
     }
-    let failed_files: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    crate::repo::in_pool(|| {
-        files.par_iter().for_each(|(item, content)| {
-            if let Err(e) = r.restore_file(item, content) {
-                r.error(format!("{}: {e}", display_rel(&item.rel)));
-                lock(&failed_files).push(item.rel.clone());
-            }
-            r.progress.file();
-        });
-    });
-    let failed_files = failed_files.into_inner().unwrap_or_default();
+    let failed_files = r.restore_files(&files);
     out.files = files.len() as u64 - failed_files.len() as u64;
     for (item, primary) in links {
         if failed_files.contains(&primary) {

@@ -418,3 +418,104 @@ fn walk_count(dir: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// More tiny files than one index file or one pack may list: the backup
+/// writes index files as it goes, deduplicates across them, and restore
+/// fills every file from packs read run by run.
+#[test]
+fn seventy_thousand_tiny_files_round_trip() {
+    let src = Dir::new();
+    let n = 70_000;
+    for i in 0..n {
+        let dir = src.path().join(format!("d{:03}", i % 500));
+        if i < 500 {
+            fs::create_dir_all(&dir).expect("mkdir");
+        }
+        // Distinct small contents, a few repeated and a few empty.
+        let body = match i % 1000 {
+            0 => String::new(),
+            1 => "the same line in many files\n".to_owned(),
+            _ => format!("tiny file number {i}\n"),
+        };
+        fs::write(dir.join(format!("f{i}")), body).expect("write");
+    }
+    let store = Dir::new();
+    let repo = init_repo(&store.join("repo"));
+    let done = cairn::backup(
+        &repo,
+        &BackupOptions::new(vec![src.path().to_path_buf()]),
+        &NoProgress,
+    )
+    .expect("backup");
+    assert_eq!(done.snapshot.summary.files_new, n);
+    let index_files = fs::read_dir(store.join("repo/index"))
+        .expect("index dir")
+        .count();
+    assert!(
+        index_files >= 2,
+        "{n} blobs must have been split over index files, found {index_files}"
+    );
+    drop(repo);
+    let repo = open_repo(&store.join("repo"));
+    // Every blob of the first backup is found again across the index files.
+    let mut opts = BackupOptions::new(vec![src.path().to_path_buf()]);
+    opts.force = true;
+    let again = cairn::backup(&repo, &opts, &NoProgress).expect("second backup");
+    assert_eq!(again.snapshot.summary.blobs_added, 0);
+    assert_round_trip(&repo, src.path(), &done.snapshot);
+    assert_verifies(&repo);
+}
+
+/// Restoring over an earlier restore replaces every file with the
+/// snapshot's content and mode, including read-only ones, and leaves no
+/// temporary files behind.
+#[test]
+fn restore_replaces_existing_files_in_place() {
+    let src = Dir::new();
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    fs::write(src.join("a.txt"), b"snapshot content of a").expect("write");
+    fs::write(src.join("sub/b.bin"), content(300_000, 3)).expect("write");
+    fs::write(src.join("sub/ro.txt"), b"read-only in the snapshot").expect("write");
+    fs::set_permissions(src.join("sub/ro.txt"), fs::Permissions::from_mode(0o444)).expect("chmod");
+    let store = Dir::new();
+    let repo = init_repo(&store.join("repo"));
+    let done = cairn::backup(
+        &repo,
+        &BackupOptions::new(vec![src.path().to_path_buf()]),
+        &NoProgress,
+    )
+    .expect("backup");
+    let out = Dir::new();
+    let restored = out
+        .path()
+        .join(src.path().strip_prefix("/").expect("absolute"));
+    fs::create_dir_all(restored.join("sub")).expect("mkdir");
+    fs::write(
+        restored.join("a.txt"),
+        b"something else, and longer than before",
+    )
+    .expect("write");
+    fs::write(restored.join("sub/b.bin"), b"short").expect("write");
+    fs::write(restored.join("sub/ro.txt"), b"old").expect("write");
+    fs::set_permissions(
+        restored.join("sub/ro.txt"),
+        fs::Permissions::from_mode(0o400),
+    )
+    .expect("chmod");
+    let outcome = cairn::restore(
+        &repo,
+        &done.snapshot,
+        &RestoreOptions::new(out.path()),
+        &NoProgress,
+    )
+    .expect("restore");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(describe(&restored), describe(src.path()));
+    let leftovers: Vec<_> = ["", "sub"]
+        .iter()
+        .flat_map(|d| fs::read_dir(restored.join(d)).expect("read dir"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".cairn"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
