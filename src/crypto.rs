@@ -254,17 +254,28 @@ pub struct KdfParams {
     pub salt: [u8; 16],
 }
 
+/// Argon2id memory for new keys unless the user chooses: 64 MiB.
+pub const DEFAULT_KDF_MEMORY_MIB: u32 = 64;
+/// The least argon2id memory a new key may use: OWASP's argon2id floor
+/// (19 MiB); cairn keeps 3 passes, above OWASP's 2 for that memory.
+pub const MIN_KDF_MEMORY_MIB: u32 = 19;
+/// The most: what readers accept (1 GiB).
+pub const MAX_KDF_MEMORY_MIB: u32 = 1024;
+
 impl KdfParams {
-    /// Defaults: 64 MiB, 3 passes, 1 lane (OWASP's argon2id guidance is
-    /// 19 MiB / 2 passes at least; this costs about 0.2 s on a laptop core).
+    /// New parameters with `memory_mib` MiB (clamped to
+    /// [`MIN_KDF_MEMORY_MIB`]..=[`MAX_KDF_MEMORY_MIB`]), 3 passes, 1 lane and
+    /// a random salt. At the default 64 MiB this costs about 0.2 s on a
+    /// laptop core; the memory is held only while the key is derived, but
+    /// it sets the peak memory of every command that opens a repository.
     ///
     /// # Errors
     /// Fails when no random salt can be had.
-    pub fn generate() -> crate::Result<Self> {
+    pub fn generate(memory_mib: u32) -> crate::Result<Self> {
         let mut salt = [0u8; 16];
         random(&mut salt)?;
         Ok(Self {
-            memory_kib: 64 * 1024,
+            memory_kib: memory_mib.clamp(MIN_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB) * 1024,
             iterations: 3,
             parallelism: 1,
             salt,

@@ -35,19 +35,21 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Wraps `master` under `password` (or stores it plain when `None`).
+    /// Wraps `master` under `password` (or stores it plain when `None`),
+    /// deriving the wrapping key with `kdf_memory_mib` MiB of argon2id.
     ///
     /// # Errors
     /// Fails when no randomness can be had.
     pub fn create(
         master: &MasterKey,
         password: Option<&[u8]>,
+        kdf_memory_mib: u32,
         hostname: String,
         username: String,
     ) -> crate::Result<Self> {
         let (kdf, wrapped) = match password {
             Some(pw) => {
-                let kdf = KdfParams::generate()?;
+                let kdf = KdfParams::generate(kdf_memory_mib)?;
                 let kek = kdf.derive(pw)?;
                 (Some(kdf), wrap_master(&kek, master)?)
             }

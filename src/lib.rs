@@ -46,6 +46,7 @@ pub use backup::{BackupOptions, BackupOutcome, NoProgress, Progress, backup};
 pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;
+pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 pub use keyfile::KeyFile;

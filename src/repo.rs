@@ -77,6 +77,9 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Pack size at which a pack is closed.
     pub pack_target_size: u32,
+    /// Argon2id memory of the first key, in MiB, between
+    /// [`crate::MIN_KDF_MEMORY_MIB`] and [`crate::MAX_KDF_MEMORY_MIB`].
+    pub kdf_memory_mib: u32,
 }
 
 impl Default for InitOptions {
@@ -86,6 +89,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             compression_level: 3,
             pack_target_size: 16 * 1024 * 1024,
+            kdf_memory_mib: crate::crypto::DEFAULT_KDF_MEMORY_MIB,
         }
     }
 }
@@ -217,6 +221,7 @@ impl Repository {
         let key = KeyFile::create(
             &master,
             if opts.encryption { password } else { None },
+            opts.kdf_memory_mib,
             host,
             user,
         )?;
@@ -644,14 +649,20 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::Invalid`] for an unencrypted repository; backend errors.
-    pub fn add_key(&self, password: &[u8], master: &MasterKey) -> Result<KeyId> {
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        master: &MasterKey,
+        kdf_memory_mib: u32,
+    ) -> Result<KeyId> {
         if self.config.encryption == Encryption::None {
             return Err(Error::invalid(
                 "this repository is not encrypted: it has no passwords to add",
             ));
         }
         let (host, user) = host_and_user();
-        let (id, bytes) = KeyFile::create(master, Some(password), host, user)?.encode();
+        let (id, bytes) =
+            KeyFile::create(master, Some(password), kdf_memory_mib, host, user)?.encode();
         self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
         Ok(id)
     }

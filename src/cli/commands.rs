@@ -28,6 +28,19 @@ pub struct InitArgs {
     /// zstd level for stored data, 0 (off) to 22; higher is smaller and slower.
     #[arg(long, value_name = "LEVEL", default_value_t = InitOptions::default().compression_level, value_parser = clap::value_parser!(i32).range(0..=22))]
     compression_level: i32,
+    #[command(flatten)]
+    kdf: KdfArgs,
+}
+
+/// How hard a new key is to guess.
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Memory, in MiB, argon2id uses to derive the key from the password
+    /// (19 to 1024). More is harder to brute-force; it is also the peak
+    /// memory of every command that opens the repository with this key.
+    #[arg(long, value_name = "MIB", default_value_t = cairn::DEFAULT_KDF_MEMORY_MIB,
+          value_parser = clap::value_parser!(u32).range(i64::from(cairn::MIN_KDF_MEMORY_MIB)..=i64::from(cairn::MAX_KDF_MEMORY_MIB)))]
+    kdf_memory: u32,
 }
 
 pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
@@ -35,6 +48,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     let mut opts = InitOptions::default();
     opts.encryption = !a.no_encryption;
     opts.compression_level = a.compression_level;
+    opts.kdf_memory_mib = a.kdf.kdf_memory;
     let pw = if a.no_encryption {
         None
     } else if let (Some(key), false) = (&loc.default_key, password::password_given(g)) {
@@ -691,6 +705,8 @@ pub struct NewPasswordArgs {
     /// Read the new password from the first line of this file.
     #[arg(long, value_name = "FILE")]
     new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 fn read_new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {
@@ -770,7 +786,7 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
         KeyCommand::Add(a) | KeyCommand::Passwd(a) => {
             let new = read_new_password(a)?;
             let master = repo.master_key(&current)?;
-            let id = repo.add_key(&new, &master)?;
+            let id = repo.add_key(&new, &master, a.kdf.kdf_memory)?;
             if matches!(cmd, KeyCommand::Passwd(_)) {
                 // The default repository opens with its key file: it must
                 // hold the new password before the old key goes.

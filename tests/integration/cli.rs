@@ -314,3 +314,34 @@ fn keys_add_change_and_remove() {
         Some(12)
     );
 }
+
+#[test]
+fn kdf_memory_is_chosen_per_key_within_bounds() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let o = run(cairn(&repo, d.path()).args(["init", "--kdf-memory", "8"]));
+    assert_eq!(o.status.code(), Some(2), "below the floor is a usage error");
+    assert!(stderr(&o).contains("kdf-memory"), "{}", stderr(&o));
+    assert!(
+        run(cairn(&repo, d.path()).args(["init", "--kdf-memory", "19"]))
+            .status
+            .success()
+    );
+    let keys: Vec<_> = fs::read_dir(repo.join("keys"))
+        .expect("keys dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let [key] = keys.as_slice() else {
+        panic!("one key expected, found {keys:?}")
+    };
+    let o = run(cairn(&repo, d.path()).args(["cat", "key", key]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["kdf"]["memory_kib"], 19 * 1024, "{v}");
+    // The repository opens with that key.
+    assert!(
+        run(cairn(&repo, d.path()).arg("snapshots"))
+            .status
+            .success()
+    );
+}
