@@ -286,7 +286,62 @@ impl Index {
                 self.recent.entry(e.id).or_insert(Location::of(pos, e));
             }
         }
+        // A hash map costs over twice the bytes of a record: a long backup
+        // folds what it added into the sorted records now and then (when
+        // the map reaches an eighth of them, at least 65,536), which keeps
+        // the amortised cost linear.
+        if self.recent.len() >= (self.records.len() / SLIM / 8).max(1 << 16) {
+            self.merge_recent();
+        }
         Ok(())
+    }
+
+    /// Merges the blobs added since loading into the sorted records,
+    /// bucket by bucket, into a new array (the old one goes right after).
+    fn merge_recent(&mut self) {
+        let mut recent: Vec<(BlobId, Location)> = self.recent.drain().collect();
+        self.recent.shrink_to_fit();
+        recent.sort_unstable_by_key(|(id, _)| *id);
+        let total = self.records.len() / SLIM + recent.len();
+        let mut merged: Vec<u8> = Vec::with_capacity(total * SLIM);
+        let mut starts = Vec::with_capacity(BUCKETS + 1);
+        let mut added = recent.iter().peekable();
+        for b in 0..BUCKETS {
+            starts.push(u32::try_from(merged.len() / SLIM).unwrap_or(u32::MAX));
+            let lo = self.starts.get(b).map_or(0, |&s| s as usize);
+            let hi = self.starts.get(b + 1).map_or(lo, |&s| s as usize);
+            let (old, _) = self
+                .records
+                .get(lo * SLIM..hi * SLIM)
+                .unwrap_or_default()
+                .as_chunks::<SLIM>();
+            let mut old = old.iter().peekable();
+            loop {
+                let new_here = added.peek().filter(|(id, _)| bucket_of(id) == b);
+                match (old.peek(), new_here) {
+                    (None, None) => break,
+                    (Some(o), Some((id, loc)))
+                        if id.0.get(2..).is_some_and(|k| Some(k) < o.get(..30)) =>
+                    {
+                        merged.extend_from_slice(id.0.get(2..).unwrap_or_default());
+                        merged.extend_from_slice(&loc.pack_bytes());
+                        added.next();
+                    }
+                    (Some(o), _) => {
+                        merged.extend_from_slice(o.as_slice());
+                        old.next();
+                    }
+                    (None, Some((id, loc))) => {
+                        merged.extend_from_slice(id.0.get(2..).unwrap_or_default());
+                        merged.extend_from_slice(&loc.pack_bytes());
+                        added.next();
+                    }
+                }
+            }
+        }
+        starts.push(u32::try_from(merged.len() / SLIM).unwrap_or(u32::MAX));
+        self.records = merged;
+        self.starts = starts;
     }
 
     /// Builds the index from whole index files, streaming: each file's
@@ -610,6 +665,55 @@ mod tests {
         assert_eq!(index.len(), 2);
         assert!(index.has_pack(&PackId([2; 32])));
         assert_eq!(index.pack_id(1), Some(PackId([2; 32])));
+        Ok(())
+    }
+
+    #[test]
+    fn many_added_blobs_are_folded_into_the_records() -> crate::Result<()> {
+        let id_of = |n: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_le_bytes());
+            id[4] = 1;
+            id
+        };
+        let loaded = (0..1000u32).map(|n| entry(id_of(n), n)).collect();
+        let mut index = Index::build([Ok(IndexFile {
+            packs: vec![IndexPack {
+                id: PackId([1; 32]),
+                size: 1,
+                entries: loaded,
+            }],
+        })])?;
+        let count = (1u32 << 16) + 500;
+        for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+            let p = chunk.first().copied().unwrap_or_default();
+            let mut pid = [2u8; 32];
+            pid[..4].copy_from_slice(&p.to_le_bytes());
+            index.add_pack(&IndexPack {
+                id: PackId(pid),
+                size: 1,
+                // Ids 500.. are new; 0..1000 overlap the loaded ones.
+                entries: chunk.iter().map(|&n| entry(id_of(n + 500), n)).collect(),
+            })?;
+        }
+        assert!(index.recent.len() < 1 << 16, "the map was folded in");
+        assert_eq!(index.len(), (count + 500) as usize);
+        for n in 0..count + 500 {
+            let loc = index.get(&BlobId(id_of(n)));
+            assert!(loc.is_some(), "blob {n} lost");
+            if n < 1000 {
+                assert_eq!(
+                    loc.map(|l| l.pack),
+                    Some(0),
+                    "a loaded blob keeps its place"
+                );
+            }
+        }
+        assert!(!index.contains(&BlobId(id_of(count + 500))));
+        let mut listed: Vec<BlobId> = index.blobs().map(|(id, _)| id).collect();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed.len(), index.len());
         Ok(())
     }
 
