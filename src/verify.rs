@@ -244,17 +244,21 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             .values()
             .filter(|p| present.contains_key(&p.id) && in_subset(&p.id, opts.subset))
             .collect();
-        let checks: Vec<PackCheck> = selected
-            .par_iter()
-            .map(|p| {
-                read_pack(
-                    repo,
-                    &p.id,
-                    present.get(&p.id).copied().unwrap_or(0),
-                    &p.entries,
-                )
-            })
-            .collect();
+        // One more worker than cores, as for backup and restore, so a
+        // core is not idle while a worker waits for a read.
+        let checks: Vec<PackCheck> = crate::repo::in_pool(|| {
+            selected
+                .par_iter()
+                .map(|p| {
+                    read_pack(
+                        repo,
+                        &p.id,
+                        present.get(&p.id).copied().unwrap_or(0),
+                        &p.entries,
+                    )
+                })
+                .collect()
+        });
         report.packs_read = checks.len() as u64;
         for c in checks {
             report.blobs_read += c.blobs;
