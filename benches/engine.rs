@@ -1,5 +1,5 @@
 //! Micro benchmarks of the engine's building blocks: chunking, blob ids,
-//! sealing, compression, and a whole backup into memory.
+//! sealing, compression, index lookups, and a whole backup into memory.
 //!
 //! `cargo bench --bench engine`
 
@@ -48,6 +48,62 @@ fn building_blocks(c: &mut Criterion) {
     g.bench_function("zstd level 3, 266 KiB of repetitive text", |b| {
         b.iter(|| zstd::bulk::compress(black_box(&text), 3));
     });
+    let packed = zstd::bulk::compress(&text, 3).unwrap_or_else(|e| panic!("zstd: {e}"));
+    g.bench_function("zstd decompress, 266 KiB of repetitive text", |b| {
+        b.iter(|| zstd::bulk::decompress(black_box(&packed), text.len()));
+    });
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
+    g.bench_function("zstd level 3, 256 KiB of incompressible data", |b| {
+        b.iter(|| zstd::bulk::compress(black_box(&chunk), 3));
+    });
+    g.finish();
+}
+
+/// Lookups in a merged index of one million blobs (the layout a
+/// repository opened from index files has).
+fn index_lookups(c: &mut Criterion) {
+    use cairn::decode::{Index, IndexFile, IndexPack};
+    use cairn::{BlobId, BlobKind, Compression, PackEntry, PackId};
+    let id = |n: u64| BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes());
+    let n = 1_000_000u64;
+    let packs = (0..n)
+        .step_by(64)
+        .map(|p| IndexPack {
+            id: PackId(*blake3::hash(format!("pack {p}").as_bytes()).as_bytes()),
+            size: 16 << 20,
+            entries: (p..(p + 64).min(n))
+                .map(|i| PackEntry {
+                    id: id(i),
+                    kind: BlobKind::Data,
+                    compression: Compression::Zstd,
+                    offset: 0,
+                    length: 1,
+                    raw_length: 1,
+                })
+                .collect(),
+        })
+        .collect();
+    let index = Index::build([Ok(IndexFile { packs })]).unwrap_or_else(|e| panic!("build: {e}"));
+    let present: Vec<BlobId> = (0..4096).map(|i| id(i * 241)).collect();
+    let absent: Vec<BlobId> = (0..4096).map(|i| id(n + i)).collect();
+    let mut g = c.benchmark_group("index, 1M blobs");
+    g.throughput(Throughput::Elements(4096));
+    g.bench_function("4096 lookups of present ids", |b| {
+        b.iter(|| {
+            present
+                .iter()
+                .filter(|i| index.contains(black_box(i)))
+                .count()
+        });
+    });
+    g.bench_function("4096 lookups of absent ids", |b| {
+        b.iter(|| {
+            absent
+                .iter()
+                .filter(|i| index.contains(black_box(i)))
+                .count()
+        });
+    });
     g.finish();
 }
 
@@ -87,6 +143,11 @@ fn whole_backup(c: &mut Criterion) {
 // The macro generates an undocumented function.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::building_blocks, super::whole_backup);
+    criterion::criterion_group!(
+        benches,
+        super::building_blocks,
+        super::index_lookups,
+        super::whole_backup
+    );
 }
 criterion_main!(group::benches);
