@@ -55,6 +55,7 @@
 #   BENCH_CACHE=warm    part B: do not drop caches, read the inputs instead
 #   KEEP=1              keep the random data, repositories and copies
 #   CAIRN_PASSWORD      repository password (default: a fixed bench password)
+#   CAIRN_INIT_ARGS     extra arguments for `cairn init`, e.g. "--kdf-memory 19"
 #
 # Output: the steps as they run, then a markdown report (machine, date,
 # versions, a table of each target with the measured figure and pass/miss,
@@ -173,8 +174,7 @@ if want throughput; then
         warm "$DATA"
         measure zstd "$WORK_DIR" /dev/null zstd -3 -T2 -q -c "${DATA_PATHS[@]}"
         rm -rf "$REPO_A"
-        "$CAIRN" -r "$REPO_A" init >"$LOG_DIR/init-random.$RUN.log" 2>&1 ||
-            die "cairn init failed (see $LOG_DIR/init-random.$RUN.log)"
+        cairn_init "$REPO_A" "$LOG_DIR/init-random.$RUN.log"
         measure cairn-open "$WORK_DIR" - "$CAIRN" -r "$REPO_A" snapshots
         sync
         warm "$DATA"
@@ -206,8 +206,7 @@ if want restore; then
     say "== B. restore: $TREE: $(mib "$B_BYTES") MiB in $B_FILES files, $B_DIRS directories, $B_LINKS symlinks"
     need_space "$WORK_DIR" $((3 * B_BYTES)) "part B (repository + two copies)"
     REPO_B=$WORK_DIR/repo-tree
-    "$CAIRN" -r "$REPO_B" init >"$LOG_DIR/init-tree.log" 2>&1 ||
-        die "cairn init failed (see $LOG_DIR/init-tree.log)"
+    cairn_init "$REPO_B" "$LOG_DIR/init-tree.log"
     RUN=1 measure cairn-backup-tree "$WORK_DIR" - "$CAIRN" -r "$REPO_B" backup "$TREE"
     ok cairn-backup-tree || die "backup of $TREE failed: cannot time the restore"
     B_REPO_SIZE=$(du -sb "$REPO_B" | cut -f1)
@@ -299,12 +298,7 @@ report() {
         detail_row cp "cp -a TREE DEST" "$B_BYTES" "$CACHE_MODE" "sync after: ${SYNC_AFTER[cp]:-?}s (not timed)"
         detail_row cairn-restore "cairn restore latest --target DEST" "$B_BYTES" "$CACHE_MODE" "sync after: ${SYNC_AFTER[cairn-restore]:-?}s (not timed)"
     fi
-    if [[ ${#WARNINGS[@]} -gt 0 ]]; then
-        say ""
-        say "Warnings:"
-        local w
-        for w in "${WARNINGS[@]}"; do say "- $w"; done
-    fi
+    say_warnings
 }
 
 say ""

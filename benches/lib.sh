@@ -193,3 +193,21 @@ machine_lines() {
     ENV_LINES+=("work dir filesystem: $(df --output=fstype,source "$wd" | tail -n 1 | awk '{ print $1 " on " $2 }')")
     ENV_LINES+=("cairn: $("$CAIRN" --version 2>&1 | head -n 1), $CAIRN_SOURCE")
 }
+
+# cairn_init REPO LOG: creates a cairn repository, with CAIRN_INIT_ARGS
+# (e.g. "--kdf-memory 19") if set; dies naming LOG on failure.
+cairn_init() {
+    local -a extra
+    read -r -a extra <<< "${CAIRN_INIT_ARGS:-}"
+    "$CAIRN" -r "$1" init "${extra[@]}" >"$2" 2>&1 || die "cairn init failed (see $2)"
+}
+
+# say_warnings: the WARNINGS collected so far, as a markdown list.
+say_warnings() {
+    if [[ ${#WARNINGS[@]} -gt 0 ]]; then
+        say ""
+        say "Warnings:"
+        local w
+        for w in "${WARNINGS[@]}"; do say "- $w"; done
+    fi
+}

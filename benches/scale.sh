@@ -48,6 +48,7 @@
 #   BENCH_CACHE=warm     do not drop caches, read each step's input instead
 #   KEEP=1               keep the generated data, repositories and restore
 #   CAIRN_PASSWORD       repository password (default: a fixed bench password)
+#   CAIRN_INIT_ARGS      extra arguments for `cairn init`, e.g. "--kdf-memory 19"
 #
 # Output: the steps as they run, then a markdown report (machine, date,
 # versions, a table step | wall s | peak RSS MiB | target | pass/miss, and
@@ -176,8 +177,7 @@ PY
     # of the parent backup's start ("racily clean"); let the newest files age
     # past that, so the no-change backup sees every file as unchanged.
     sleep 3
-    "$CAIRN" -r "$REPO_A" init >"$LOG_DIR/init-files.log" 2>&1 ||
-        die "cairn init failed (see $LOG_DIR/init-files.log)"
+    cairn_init "$REPO_A" "$LOG_DIR/init-files.log"
 
     cold_step "$TREE"
     measure files-backup1 "$WORK_DIR" - "$CAIRN" -r "$REPO_A" backup "$TREE"
@@ -216,8 +216,7 @@ if want bigfile; then
     B_BYTES=$(stat -c %s "$BIG")
     say "  $(mib "$B_BYTES") MiB written in $((SECONDS - t0))s; syncing"
     sync
-    "$CAIRN" -r "$REPO_B" init >"$LOG_DIR/init-big.log" 2>&1 ||
-        die "cairn init failed (see $LOG_DIR/init-big.log)"
+    cairn_init "$REPO_B" "$LOG_DIR/init-big.log"
 
     cold_step "$BIG_DIR"
     measure big-backup "$WORK_DIR" - "$CAIRN" -r "$REPO_B" backup "$BIG_DIR"
@@ -289,12 +288,7 @@ report() {
         fi
         say "| $SIZE_GIB GiB file: restored = source (cmp) | $cmp_wall | | identical | $cmp_result | ${CMP_RESULT:-} |"
     fi
-    if [[ ${#WARNINGS[@]} -gt 0 ]]; then
-        say ""
-        say "Warnings:"
-        local w
-        for w in "${WARNINGS[@]}"; do say "- $w"; done
-    fi
+    say_warnings
 }
 
 say ""
