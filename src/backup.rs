@@ -2,7 +2,9 @@
 //! snapshot last.
 //!
 //! Directories are processed in parallel (rayon work stealing over entries,
-//! nested through subdirectories). A file whose size, mtime, ctime and inode
+//! nested through subdirectories). A file larger than one chunk is read and
+//! cut in batches on one thread while the chunks of the previous batch are
+//! stored in parallel, with a bound on the batch memory of all files. A file whose size, mtime, ctime and inode
 //! equal the parent snapshot's record is not read again. A failure while
 //! reading the sources or writing packs deletes the packs the run wrote,
 //! which no index names yet, so the repository is left as it was. (Should
@@ -17,14 +19,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::OFlag;
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 
+use crate::chunker::Batch;
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
@@ -35,6 +39,69 @@ use crate::{Error, Result};
 thread_local! {
     /// Whole-file read buffer for small files, one per worker thread.
     static SMALL_FILE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A file larger than the chunker's `max_size` is read in batches of about
+/// this many bytes (cut into chunks on the reading thread, with the
+/// streaming chunker's cut points); the chunks of one batch are hashed,
+/// compressed, sealed and packed in parallel while the next batch is read.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Batch memory that large files waiting on their chunks' workers may hold
+/// together: room for two files' batch pairs at the default chunker
+/// parameters. See [`BatchBudget`].
+const BATCH_BUDGET: usize = 2 * (2 * BATCH_BYTES + (1 << 20));
+
+/// Bounds the memory of large files' batches whatever the number of files.
+///
+/// A thread waiting for a batch's chunks to be stored helps with other
+/// work, which may be another large file; so every batch held across such
+/// a wait is reserved here first. Without a reservation a batch is stored
+/// on the reading thread alone, which never waits, so besides the budget
+/// each thread holds at most one batch.
+struct BatchBudget {
+    left: AtomicUsize,
+}
+
+impl BatchBudget {
+    fn new() -> Self {
+        Self {
+            left: AtomicUsize::new(BATCH_BUDGET),
+        }
+    }
+
+    /// Reserves `n` bytes if that many are left, or the whole budget if
+    /// none of it is taken (so that chunker parameters with batches larger
+    /// than the budget still pipeline one file at a time).
+    fn reserve(&self, n: usize) -> Option<Reservation<'_>> {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                if n <= left {
+                    Some(left - n)
+                } else if left == BATCH_BUDGET {
+                    Some(0)
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .map(|before| Reservation {
+                budget: self,
+                n: n.min(before),
+            })
+    }
+}
+
+/// Bytes taken from a [`BatchBudget`], given back when dropped.
+struct Reservation<'a> {
+    budget: &'a BatchBudget,
+    n: usize,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.n, Ordering::AcqRel);
+    }
 }
 
 /// What to back up and how.
@@ -119,6 +186,7 @@ struct Walker<'a> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
+    budget: BatchBudget,
 }
 
 /// A directory on the way to a backup path: its real path and children.
@@ -441,12 +509,7 @@ impl Walker<'_> {
                 Ok(())
             })?;
         } else {
-            for chunk in chunker.chunks(file, seed) {
-                let chunk = chunk.map_err(|e| Error::source_read(path, e))?;
-                size += chunk.len() as u64;
-                self.progress.bytes(chunk.len() as u64);
-                content.push(self.writer.save(BlobKind::Data, &chunk)?.0);
-            }
+            size = self.save_large(file, path, &mut content)?;
         }
         self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.counters.total_size.fetch_add(size, Ordering::Relaxed);
@@ -455,6 +518,64 @@ impl Walker<'_> {
         let mut node = base_node(name, NodeKind::File { content }, meta, path);
         node.size = size;
         Ok(Some(node))
+    }
+
+    /// Stores the chunks of a file read in batches, appending their ids to
+    /// `content` in file order; returns the bytes read.
+    ///
+    /// While one batch's chunks are stored in parallel on the pool, this
+    /// thread (or one that steals the job) reads and cuts the next batch, so
+    /// that the sequential part, reading and chunking, overlaps the rest.
+    /// Memory: two batch buffers and the chunker's carry-over per file, and
+    /// only as many files at once as [`BatchBudget`] allows; a batch that
+    /// gets no reservation is stored on this thread alone.
+    fn save_large(&self, file: fs::File, path: &Path, content: &mut Vec<BlobId>) -> Result<u64> {
+        let chunker = &self.repo.config().chunker;
+        let mut batches = chunker.batches(file, self.repo.chunker_seed(), BATCH_BYTES);
+        let held = 2 * batches.buffer_size() + chunker.max_size as usize;
+        let mut next = |buf: Vec<u8>| {
+            batches
+                .next_batch(buf)
+                .map_err(|e| Error::source_read(path, e))
+        };
+        let save = |batch: &Batch, cut: &Range<usize>| {
+            let chunk = batch.data.get(cut.clone()).unwrap_or_default();
+            self.writer.save(BlobKind::Data, chunk).map(|(id, _)| id)
+        };
+        let mut size = 0u64;
+        let mut spare = Vec::new();
+        let mut current = next(Vec::new())?;
+        while let Some(batch) = current {
+            let len = batch.data.len() as u64;
+            if let Some(reservation) = self.budget.reserve(held) {
+                let (ids, following) = rayon::join(
+                    || {
+                        batch
+                            .cuts
+                            .par_iter()
+                            .map(|cut| save(&batch, cut))
+                            .collect::<Result<Vec<_>>>()
+                    },
+                    || next(std::mem::take(&mut spare)),
+                );
+                drop(reservation);
+                content.extend(ids?);
+                current = following?;
+                spare = batch.data;
+            } else {
+                // Stored on this thread alone, which then never waits and
+                // so never takes up other work meanwhile; one buffer is
+                // enough.
+                spare = Vec::new();
+                for cut in &batch.cuts {
+                    content.push(save(&batch, cut)?);
+                }
+                current = next(batch.data)?;
+            }
+            size += len;
+            self.progress.bytes(len);
+        }
+        Ok(size)
     }
 
     /// Stores the virtual directories leading to the backup paths.
@@ -585,6 +706,7 @@ pub fn backup(
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
+        budget: BatchBudget::new(),
     };
     // Backing up `/` itself makes its tree the root; other paths are in it.
     let whole = if paths.iter().any(|p| p.as_os_str() == "/") {
@@ -656,4 +778,30 @@ pub fn backup(
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_budget_bounds_what_waiting_files_hold() {
+        let budget = BatchBudget::new();
+        let half = BATCH_BUDGET / 2;
+        let first = budget.reserve(half).expect("first half");
+        let second = budget.reserve(half).expect("second half");
+        assert!(budget.reserve(1).is_none(), "nothing is left");
+        drop(first);
+        let third = budget.reserve(half).expect("given back");
+        drop((second, third));
+        assert_eq!(budget.left.load(Ordering::Acquire), BATCH_BUDGET);
+        // More than the whole budget: only while none of it is taken.
+        let small = budget.reserve(1).expect("small");
+        assert!(budget.reserve(3 * BATCH_BUDGET).is_none());
+        drop(small);
+        let all = budget.reserve(3 * BATCH_BUDGET).expect("alone");
+        assert!(budget.reserve(1).is_none());
+        drop(all);
+        assert_eq!(budget.left.load(Ordering::Acquire), BATCH_BUDGET);
+    }
 }

@@ -96,6 +96,21 @@ impl ChunkerParams {
         .map(|c| c.offset..c.offset + c.length)
     }
 
+    /// Splits `reader` into batches of whole chunks, each read into one
+    /// buffer of about `target` bytes (at least twice `max_size`): see
+    /// [`Batches`]. The chunks are exactly those of [`ChunkerParams::chunks`]
+    /// on the same stream and seed.
+    pub fn batches<R: Read>(&self, reader: R, seed: u64, target: usize) -> Batches<R> {
+        Batches {
+            params: *self,
+            seed,
+            reader,
+            target: target.max(2 * self.max_size as usize),
+            carry: Vec::new(),
+            eof: false,
+        }
+    }
+
     /// Splits `reader` into chunks; each item is one chunk's bytes.
     pub fn chunks<R: Read>(
         &self,
@@ -111,6 +126,87 @@ impl ChunkerParams {
             seed,
         )
         .map(|r| r.map(|c| c.data).map_err(std::io::Error::from))
+    }
+}
+
+/// A run of whole chunks read from a stream: `data` holds them back to
+/// back, `cuts` their ranges in it, in stream order.
+#[derive(Debug)]
+pub struct Batch {
+    /// The chunks' bytes.
+    pub data: Vec<u8>,
+    /// Each chunk's range in `data`; together they cover it.
+    pub cuts: Vec<Range<usize>>,
+}
+
+/// Reads a stream in large buffers and cuts them into chunks, for callers
+/// that hand the chunks of one buffer to several threads at once.
+///
+/// A cut point depends only on the `max_size` bytes from the chunk's start
+/// (fewer at the end of the stream). A chunk is therefore cut from a batch
+/// only while at least `max_size` bytes follow its start, or the stream has
+/// ended; the bytes after the last such chunk are carried over to the
+/// start of the next batch. The cut points are exactly the streaming
+/// chunker's, and no chunk is copied out of the buffer it was read into.
+#[derive(Debug)]
+pub struct Batches<R> {
+    params: ChunkerParams,
+    seed: u64,
+    reader: R,
+    target: usize,
+    /// Bytes read but not yet cut (fewer than `max_size`).
+    carry: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> Batches<R> {
+    /// The most bytes a batch reads into its buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.target
+    }
+
+    /// Reads and cuts the next batch into `buf` (its contents are replaced;
+    /// pass the buffer of a batch no longer needed to reuse its memory).
+    /// `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// The reader's errors.
+    pub fn next_batch(&mut self, mut buf: Vec<u8>) -> std::io::Result<Option<Batch>> {
+        buf.clear();
+        buf.reserve(self.target);
+        buf.append(&mut self.carry);
+        if !self.eof {
+            let want = self.target.saturating_sub(buf.len());
+            let got = (&mut self.reader).take(want as u64).read_to_end(&mut buf)?;
+            // `take` stops early only at the end of the stream.
+            self.eof = got < want;
+        }
+        let max = self.params.max_size as usize;
+        let mut cuts = Vec::new();
+        let mut end = 0;
+        for c in FastCDC::with_level_and_seed(
+            &buf,
+            self.params.min_size as usize,
+            self.params.avg_size as usize,
+            max,
+            self.params.level(),
+            self.seed,
+        ) {
+            if !self.eof && buf.len() - c.offset < max {
+                // Fewer than `max_size` bytes to look at: the streaming
+                // chunker would see more, so this cut waits for them.
+                break;
+            }
+            end = c.offset + c.length;
+            cuts.push(c.offset..end);
+        }
+        self.carry
+            .extend_from_slice(buf.get(end..).unwrap_or_default());
+        buf.truncate(end);
+        if cuts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Batch { data: buf, cuts }))
     }
 }
 
@@ -160,6 +256,60 @@ mod tests {
             .expect("chunk");
         let sliced: Vec<Vec<u8>> = p.cut_points(&data, 7).map(|r| data[r].to_vec()).collect();
         assert_eq!(streamed, sliced);
+    }
+
+    /// Gives at most `step` bytes per read, as a pipe or socket may.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            let (head, rest) = self.data.split_at(n);
+            buf[..n].copy_from_slice(head);
+            self.data = rest;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn batches_cut_exactly_the_streaming_chunks() {
+        let p = small();
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let lengths: std::collections::HashSet<usize> =
+            p.cut_points(&data, 9).map(|r| r.len()).collect();
+        assert!(lengths.len() > 10, "the cut points vary");
+        for len in [0, 1, 1023, 16_384, 32_768, 32_769, 65_536, 100_001, 300_000] {
+            let data = &data[..len];
+            let streamed: Vec<Vec<u8>> =
+                p.chunks(data, 9).collect::<Result<_, _>>().expect("chunk");
+            for target in [0, 40_000, 100_000, 1 << 20] {
+                for step in [usize::MAX, 4097] {
+                    let mut batches = p.batches(Dribble { data, step }, 9, target);
+                    assert!(batches.buffer_size() >= 2 * 16_384);
+                    let mut got = Vec::new();
+                    let mut buf = Vec::new();
+                    while let Some(b) = batches.next_batch(buf).expect("read") {
+                        assert!(!b.cuts.is_empty());
+                        assert!(b.data.len() <= batches.buffer_size());
+                        assert_eq!(b.cuts.last().map(|r| r.end), Some(b.data.len()));
+                        got.extend(b.cuts.iter().map(|r| b.data[r.clone()].to_vec()));
+                        buf = b.data;
+                    }
+                    assert_eq!(got, streamed, "length {len}, target {target}, step {step}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -746,7 +746,8 @@ impl Repository {
         BlobWriter {
             repo: self,
             seen: Mutex::new(HashSet::new()),
-            current: Mutex::new(None),
+            data_pack: Mutex::new(None),
+            tree_pack: Mutex::new(None),
             written,
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -780,8 +781,13 @@ pub(crate) fn check_claim(id: &BlobId, pack: &PackId, loc: &Location) -> Result<
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     seen: Mutex<HashSet<BlobId>>,
-    /// The pack being filled, staged in storage as it grows.
-    current: Mutex<Option<OpenPack>>,
+    /// The packs being filled, staged in storage as they grow: one for file
+    /// contents and one for trees. Trees never share a pack with file
+    /// contents, so a damaged data pack leaves every directory readable
+    /// (verify and restore still name and restore the other files), however
+    /// the threads storing chunks interleave.
+    data_pack: Mutex<Option<OpenPack>>,
+    tree_pack: Mutex<Option<OpenPack>>,
     /// Packs written in this session, not yet in any index, each with
     /// whether this session created the file (and may delete it).
     written: Arc<Mutex<Vec<(IndexPack, bool)>>>,
@@ -926,7 +932,7 @@ impl BlobWriter<'_> {
                 Compression::None => plain,
             };
             self.repo.crypto.seal_into(Domain::Blob, payload, sealed)?;
-            let mut cur = lock(&self.current);
+            let mut cur = lock(self.open_pack(kind));
             let open = match cur.as_mut() {
                 Some(open) => open,
                 None => cur.insert(OpenPack::new(self.repo.backend.stage(FileKind::Pack)?)),
@@ -954,6 +960,14 @@ impl BlobWriter<'_> {
             self.flush_index(false)?;
         }
         Ok((id, true))
+    }
+
+    /// The pack that blobs of `kind` are added to.
+    fn open_pack(&self, kind: BlobKind) -> &Mutex<Option<OpenPack>> {
+        match kind {
+            BlobKind::Data => &self.data_pack,
+            BlobKind::Tree => &self.tree_pack,
+        }
     }
 
     /// Hands a full pack to the writer thread (waiting while it is busy
@@ -997,9 +1011,11 @@ impl BlobWriter<'_> {
     /// Backend errors; packs not yet in an index stay listed for
     /// [`BlobWriter::abandon`].
     pub fn finish(&self) -> Result<WriteStats> {
-        let last = lock(&self.current).take();
-        if let Some(last) = last {
-            self.write_pack(last)?;
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let last = lock(self.open_pack(kind)).take();
+            if let Some(last) = last {
+                self.write_pack(last)?;
+            }
         }
         self.drain_writer()?;
         self.flush_index(true)?;

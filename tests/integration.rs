@@ -12,5 +12,6 @@ mod integration {
     mod crash;
     mod decoders;
     mod options;
+    mod pipeline;
     mod roundtrip;
 }
