@@ -250,6 +250,10 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
 }
 
 fn base_node(name: Vec<u8>, kind: NodeKind, meta: &Metadata, path: &Path) -> Node {
+    node_with_xattrs(name, kind, meta, read_xattrs(path))
+}
+
+fn node_with_xattrs(name: Vec<u8>, kind: NodeKind, meta: &Metadata, xattrs: Vec<Xattr>) -> Node {
     Node {
         name,
         kind,
@@ -264,7 +268,7 @@ fn base_node(name: Vec<u8>, kind: NodeKind, meta: &Metadata, path: &Path) -> Nod
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
-        xattrs: read_xattrs(path),
+        xattrs,
     }
 }
 
@@ -446,13 +450,17 @@ impl Walker<'_> {
                 .total_size
                 .fetch_add(meta.len(), Ordering::Relaxed);
             self.progress.bytes(meta.len());
-            let mut node = base_node(
+            // Setting or removing an extended attribute changes the ctime,
+            // which matched: the recorded ones still hold, so an unchanged
+            // file costs its one stat and no listxattr.
+            let xattrs = prev.map(|p| p.xattrs.clone()).unwrap_or_default();
+            let mut node = node_with_xattrs(
                 name,
                 NodeKind::File {
                     content: content.to_vec(),
                 },
                 meta,
-                path,
+                xattrs,
             );
             node.size = meta.len();
             return Ok(Some(node));

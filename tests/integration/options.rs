@@ -216,3 +216,45 @@ fn init_refuses_a_location_with_data_but_no_config() {
         "keys kept"
     );
 }
+
+/// An unchanged file's extended attributes are carried over from the
+/// parent without being read again; changing one changes the ctime, so the
+/// file is examined again and the new value recorded.
+#[test]
+fn extended_attributes_follow_changes_across_incremental_backups() {
+    let d = Dir::new();
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let file = src.join("tagged.txt");
+    fs::write(&file, b"content").expect("write");
+    if xattr::set(&file, "user.cairn-test", b"one").is_err() {
+        eprintln!("skipped: this file system does not take user xattrs");
+        return;
+    }
+    // Older than the "racily clean" window, so the next backup may trust
+    // the recorded stat.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let repo = init_repo(&d.join("repo"));
+    let opts = BackupOptions::new(vec![src.clone()]);
+    let xattr_in = |snap: &cairn::Snapshot| {
+        let rel = file.to_string_lossy().into_owned();
+        let node = cairn::find_node(&repo, &snap.tree, rel.as_bytes())
+            .expect("find")
+            .expect("present");
+        node.xattrs
+            .iter()
+            .find(|x| x.name == b"user.cairn-test")
+            .map(|x| x.value.clone())
+    };
+    let first = cairn::backup(&repo, &opts, &NoProgress).expect("backup");
+    assert_eq!(xattr_in(&first.snapshot).as_deref(), Some(&b"one"[..]));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let second = cairn::backup(&repo, &opts, &NoProgress).expect("backup");
+    assert_eq!(second.snapshot.summary.files_unchanged, 1);
+    assert_eq!(xattr_in(&second.snapshot).as_deref(), Some(&b"one"[..]));
+    xattr::set(&file, "user.cairn-test", b"two").expect("setxattr");
+    let third = cairn::backup(&repo, &opts, &NoProgress).expect("backup");
+    assert_eq!(third.snapshot.summary.files_unchanged, 0);
+    assert_eq!(xattr_in(&third.snapshot).as_deref(), Some(&b"two"[..]));
+    assert_verifies(&repo);
+}
