@@ -113,6 +113,12 @@ struct Filling<'i> {
     /// Blob uses not yet delivered; whoever delivers the last finishes it.
     remaining: AtomicUsize,
     failed: AtomicBool,
+    /// End of the furthest write: below `size` when the file ends in a
+    /// hole, which only `set_len` can make.
+    written_end: AtomicU64,
+    /// Its directory was created by this restore, so nothing can be at
+    /// `dest` yet (no stat needed to decide on an fsync).
+    fresh_dir: bool,
 }
 
 fn components(p: &Path) -> Vec<Vec<u8>> {
@@ -299,9 +305,10 @@ impl Restorer<'_> {
         }
     }
 
-    /// The temporary file of `f`, created at its final size (so that blobs
-    /// can land in any order, and all-zero ones are never written) when the
-    /// first blob arrives.
+    /// The temporary file of `f`, created when the first blob arrives.
+    /// Blobs land in any order (a write past the end leaves a hole) and
+    /// all-zero ones are never written; `finish_file` sets the final size
+    /// when the file ends in a hole.
     fn open_tmp(&self, f: &Filling<'_>) -> Result<File> {
         let io_err = |e| Error::target_write(&f.dest, e);
         let mut tmp = lock(&f.tmp);
@@ -318,7 +325,6 @@ impl Restorer<'_> {
             .prefix(".cairn-restore-")
             .tempfile_in(dir)
             .map_err(io_err)?;
-        named.as_file().set_len(f.item.node.size).map_err(io_err)?;
         let (file, path) = named.into_parts();
         *tmp = Some(path);
         Ok(file)
@@ -339,6 +345,8 @@ impl Restorer<'_> {
                         file.write_all_at(d, u.offset)
                             .map_err(|e| Error::target_write(&f.dest, e))
                     });
+                    f.written_end
+                        .fetch_max(u.offset + d.len() as u64, Ordering::AcqRel);
                     if let Err(e) = written {
                         self.fail(f, &e.to_string());
                     }
@@ -374,9 +382,16 @@ impl Restorer<'_> {
                         .ok_or_else(|| Error::invalid("temporary file vanished"))?
                 }
             };
+            if f.written_end.load(Ordering::Acquire) < f.item.node.size {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_len(f.item.node.size))
+                    .map_err(io_err)?;
+            }
             // Replacing an existing file: make the new content durable
             // first, so a crash cannot leave an empty file in its place.
-            if fs::symlink_metadata(&f.dest).is_ok() {
+            if !f.fresh_dir && fs::symlink_metadata(&f.dest).is_ok() {
                 File::open(&path)
                     .and_then(|file| file.sync_all())
                     .map_err(io_err)?;
@@ -434,7 +449,11 @@ impl Restorer<'_> {
     /// Restores regular files: those whose blobs are all indexed pack by
     /// pack in parallel, the others (found only by scanning packs) one by
     /// one. Returns the files that failed.
-    fn restore_files(&self, files: &[(&Item, &[BlobId])]) -> Vec<PathBuf> {
+    fn restore_files(
+        &self,
+        files: &[(&Item, &[BlobId])],
+        fresh_dirs: &std::collections::HashSet<PathBuf>,
+    ) -> Vec<PathBuf> {
         let mut filling: Vec<Filling<'_>> = Vec::new();
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut slot: HashMap<BlobId, usize> = HashMap::new();
@@ -486,6 +505,8 @@ impl Restorer<'_> {
                     tmp: Mutex::new(None),
                     remaining: AtomicUsize::new(content.len()),
                     failed: AtomicBool::new(false),
+                    written_end: AtomicU64::new(0),
+                    fresh_dir: item.rel.parent().is_some_and(|d| fresh_dirs.contains(d)),
                 });
             }
         }
@@ -666,6 +687,7 @@ pub fn restore(
 
     // Directories first, in tree order (parents before children).
     let mut failed_dirs: Vec<PathBuf> = Vec::new();
+    let mut fresh_dirs = std::collections::HashSet::new();
     for item in items
         .iter()
         .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
@@ -681,7 +703,9 @@ pub fn restore(
         // last. An existing directory is reused, but never an existing
         // symlink: following it would write outside the target.
         match fs::DirBuilder::new().mode(0o700).create(&dest) {
-            Ok(()) => {}
+            Ok(()) => {
+                fresh_dirs.insert(item.rel.clone());
+            }
             Err(e)
                 if e.kind() == std::io::ErrorKind::AlreadyExists
                     && fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
@@ -731,7 +755,7 @@ pub fn restore(
             _ => specials.push(item),
         }
     }
-    let failed_files = r.restore_files(&files);
+    let failed_files = r.restore_files(&files, &fresh_dirs);
     out.files = files.len() as u64 - failed_files.len() as u64;
     for (item, primary) in links {
         if failed_files.contains(&primary) {
