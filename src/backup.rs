@@ -45,7 +45,7 @@ thread_local! {
 /// this many bytes (cut into chunks on the reading thread, with the
 /// streaming chunker's cut points); the chunks of one batch are hashed,
 /// compressed, sealed and packed in parallel while the next batch is read.
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 
 /// Batch memory that large files waiting on their chunks' workers may hold
 /// together: room for two files' batch pairs at the default chunker
