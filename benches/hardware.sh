@@ -74,11 +74,7 @@ TREE=${TREE:-/usr/share}
 RUNS=${RUNS:-1}
 PARTS=${PARTS:-throughput restore}
 KEEP=${KEEP:-0}
-for v in SIZE_MIB DATA_FILES RUNS; do
-    if ! is_uint "${!v}" || ((${!v} == 0)); then
-        die "$v must be a positive integer, not '${!v}'"
-    fi
-done
+need_positive SIZE_MIB DATA_FILES RUNS
 for p in $PARTS; do
     case $p in
         throughput | restore) ;;

@@ -211,3 +211,13 @@ say_warnings() {
         for w in "${WARNINGS[@]}"; do say "- $w"; done
     fi
 }
+
+# need_positive VAR...: dies unless each named variable is a positive integer.
+need_positive() {
+    local v
+    for v in "$@"; do
+        if ! is_uint "${!v}" || ((${!v} == 0)); then
+            die "$v must be a positive integer, not '${!v}'"
+        fi
+    done
+}

@@ -75,11 +75,7 @@ MAX_FILE_SIZE=${MAX_FILE_SIZE:-4096}
 SIZE_GIB=${SIZE_GIB:-10}
 PARTS=${PARTS:-files bigfile}
 KEEP=${KEEP:-0}
-for v in FILES FILES_PER_DIR SIZE_GIB; do
-    if ! is_uint "${!v}" || ((${!v} == 0)); then
-        die "$v must be a positive integer, not '${!v}'"
-    fi
-done
+need_positive FILES FILES_PER_DIR SIZE_GIB
 is_uint "$MAX_FILE_SIZE" || die "MAX_FILE_SIZE must be an integer, not '$MAX_FILE_SIZE'"
 for p in $PARTS; do
     case $p in

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn::{
-    BackupOptions, BlobKind, ChunkerParams, FileKind, InitOptions, LocalBackend, NoProgress,
-    NodeKind, Repository, RestoreOptions,
+    BlobKind, ChunkerParams, FileKind, InitOptions, LocalBackend, NoProgress, NodeKind, Repository,
+    RestoreOptions,
 };
 
-use super::util::{Dir, PASSWORD, Rng, assert_verifies};
+use super::util::{Dir, PASSWORD, Rng, assert_verifies, backup_path};
 
 const MIB: usize = 1 << 20;
 
@@ -84,12 +84,7 @@ fn files_larger_than_all_buffers_round_trip_in_file_order() {
 
     let store = Dir::new();
     let repo = small_chunk_repo(&store.join("repo"));
-    let done = cairn::backup(
-        &repo,
-        &BackupOptions::new(vec![src.path().to_path_buf()]),
-        &NoProgress,
-    )
-    .expect("backup");
+    let done = backup_path(&repo, src.path());
     let summary = &done.snapshot.summary;
     assert_eq!(summary.files_new, files.len() as u64);
     assert_eq!(summary.bytes_read, total as u64);

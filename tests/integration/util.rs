@@ -112,3 +112,13 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+/// Backs up `path` with default options; panics on failure.
+pub fn backup_path(repo: &Repository, path: &Path) -> cairn::BackupOutcome {
+    cairn::backup(
+        repo,
+        &cairn::BackupOptions::new(vec![path.to_path_buf()]),
+        &cairn::NoProgress,
+    )
+    .expect("backup")
+}
