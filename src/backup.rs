@@ -4,8 +4,12 @@
 //! Directories are processed in parallel (rayon work stealing over entries,
 //! nested through subdirectories). A file larger than one chunk is read and
 //! cut in batches on one thread while the chunks of the previous batch are
-//! stored in parallel, with a bound on the batch memory of all files. A file whose size, mtime, ctime and inode
-//! equal the parent snapshot's record is not read again. A failure while
+//! stored in parallel, with a bound on the batch memory of all files.
+//!
+//! A directory whose entries all stat as the files cache recorded is taken
+//! whole (see `filescache`); otherwise a file whose size, mtime, ctime and
+//! inode equal its previous record (the cached tree's, else the parent
+//! snapshot's) is not read again. A failure while
 //! reading the sources or writing packs deletes the packs the run wrote,
 //! which no index names yet, so the repository is left as it was. (Should
 //! writing the snapshot itself fail, its packs and index stay behind as
@@ -13,22 +17,24 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::OFlag;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 
 use crate::chunker::Batch;
+use crate::filescache::{Cached, FilesCache, StateHasher, dir_key};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
@@ -124,6 +130,9 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file even when the parent says it is unchanged.
     pub force: bool,
+    /// Where files caches live (each repository gets a subdirectory);
+    /// `None` runs without one. See the `filescache` module.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl BackupOptions {
@@ -161,6 +170,9 @@ pub struct BackupOutcome {
     /// Things skipped that the user should know about (files that vanished
     /// while the backup ran, sockets).
     pub warnings: Vec<String>,
+    /// Directories taken whole from the files cache, without looking at
+    /// their files' previous records.
+    pub dirs_reused: u64,
 }
 
 #[derive(Default)]
@@ -172,6 +184,77 @@ struct Counters {
     others: AtomicU64,
     bytes_read: AtomicU64,
     total_size: AtomicU64,
+    dirs_reused: AtomicU64,
+}
+
+/// The tree a directory had before, for per-file change detection, with
+/// the time (seconds) below which its records can be trusted.
+///
+/// It is fetched the first time a file of the directory needs it, so a
+/// directory the files cache vouches for costs no tree read. It is the
+/// directory's tree in the files cache when there is one (the last backup
+/// of this path on this machine), else the parent snapshot's, found through
+/// the parent directory's previous tree.
+struct PrevTree<'p> {
+    cached: Option<Cached>,
+    up: Option<(&'p PrevTree<'p>, &'p [u8])>,
+    cell: OnceLock<Option<(Tree, i64)>>,
+}
+
+impl<'p> PrevTree<'p> {
+    /// A tree known from the start (the parent snapshot's root), or none.
+    fn known(tree: Option<(Tree, i64)>) -> Self {
+        Self {
+            cached: None,
+            up: None,
+            cell: OnceLock::from(tree),
+        }
+    }
+
+    /// The previous tree of the entry `name` of the directory `up`.
+    fn below(up: &'p PrevTree<'p>, name: &'p [u8]) -> Self {
+        Self {
+            cached: None,
+            up: Some((up, name)),
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, repo: &Repository) -> Option<&(Tree, i64)> {
+        self.cell
+            .get_or_init(|| {
+                if let Some(c) = &self.cached
+                    && let Ok(tree) = repo.read_tree(&c.tree)
+                {
+                    return Some((tree, c.trusted_before));
+                }
+                let (up, name) = self.up?;
+                let (tree, trusted_before) = up.get(repo)?;
+                match &tree.find(name)?.kind {
+                    NodeKind::Dir { subtree } => {
+                        repo.read_tree(subtree).ok().map(|t| (t, *trusted_before))
+                    }
+                    _ => None,
+                }
+            })
+            .as_ref()
+    }
+
+    /// The previous record of the entry `name`, with its trust time.
+    fn node(&self, repo: &Repository, name: &[u8]) -> Option<(&Node, i64)> {
+        let (tree, trusted_before) = self.get(repo)?;
+        tree.find(name).map(|n| (n, *trusted_before))
+    }
+}
+
+/// A directory entry's subtree, once subdirectories are stored.
+enum Sub {
+    /// Not a directory.
+    NotDir,
+    /// A directory that vanished before it could be read: left out.
+    Gone,
+    /// A directory stored as this tree.
+    Tree(BlobId),
 }
 
 struct Walker<'a> {
@@ -180,9 +263,8 @@ struct Walker<'a> {
     excludes: Gitignore,
     one_file_system: bool,
     force: bool,
-    /// Parent records with times before this (seconds) can be trusted: a
-    /// second before the parent backup started.
-    trusted_before: Option<i64>,
+    /// The files cache, unless disabled.
+    cache: Option<FilesCache>,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
@@ -298,13 +380,6 @@ impl Walker<'_> {
         self.excludes.matched(path, is_dir).is_ignore()
     }
 
-    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
-        match parent.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => self.repo.read_tree(subtree).ok(),
-            _ => None,
-        }
-    }
-
     fn save_tree(&self, mut tree: Tree, path: &Path) -> Result<BlobId> {
         tree.sort();
         let bytes = tree.encode();
@@ -319,12 +394,17 @@ impl Walker<'_> {
         Ok(self.writer.save(BlobKind::Tree, &bytes)?.0)
     }
 
-    /// Stores a directory's contents; returns its tree id.
     /// Stores a directory's contents; `None` when it vanished first.
+    ///
+    /// Every entry is examined (one `lstat`) and every subdirectory stored
+    /// first: with their trees, the stats decide whether the files cache's
+    /// tree for this directory still holds. Only when it does not are files
+    /// compared with their previous records, read where they changed, and
+    /// a new tree built.
     fn save_dir(
         &self,
         path: &Path,
-        parent: Option<&Tree>,
+        mut prev: PrevTree<'_>,
         root_dev: u64,
     ) -> Result<Option<BlobId>> {
         let mut names: Vec<_> = match fs::read_dir(path) {
@@ -339,10 +419,10 @@ impl Walker<'_> {
             Err(e) => return Err(Error::source_read(path, e)),
         };
         names.sort();
-        let nodes: Vec<Option<Node>> = names
-            .par_iter()
+        let entries: Vec<(OsString, Metadata)> = names
+            .into_par_iter()
             .map(|name| {
-                let child = path.join(name);
+                let child = path.join(&name);
                 let meta = match fs::symlink_metadata(&child) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -351,45 +431,139 @@ impl Walker<'_> {
                     }
                     Err(e) => return Err(Error::source_read(&child, e)),
                 };
-                if self.is_excluded(&child, meta.is_dir()) {
-                    return Ok(None);
+                Ok((!self.is_excluded(&child, meta.is_dir())).then_some((name, meta)))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let key = self.cache.as_ref().map(|_| dir_key(path));
+        prev.cached = match (&self.cache, &key) {
+            (Some(cache), Some(key)) if !self.force => cache.lookup(key),
+            _ => None,
+        };
+        let prev = prev;
+        let subs: Vec<Sub> = entries
+            .par_iter()
+            .map(|(name, meta)| {
+                if !meta.is_dir() {
+                    return Ok(Sub::NotDir);
                 }
-                let prev = parent.and_then(|t| t.find(name.as_bytes()));
-                self.save_entry(&child, name.as_bytes().to_vec(), &meta, prev, root_dev)
+                let sub =
+                    self.save_subdir(&path.join(name), name.as_bytes(), meta, &prev, root_dev)?;
+                Ok(sub.map_or(Sub::Gone, Sub::Tree))
             })
             .collect::<Result<_>>()?;
-        self.save_tree(
+        let state = key.map(|_| {
+            let mut h = StateHasher::new();
+            for ((name, meta), sub) in entries.iter().zip(&subs) {
+                match sub {
+                    Sub::NotDir => h.entry(name.as_bytes(), meta, None),
+                    Sub::Tree(id) => h.entry(name.as_bytes(), meta, Some(id)),
+                    Sub::Gone => {}
+                }
+            }
+            h.finish()
+        });
+        if let (Some(cached), Some(state)) = (&prev.cached, &state) {
+            let t = cached.trusted_before;
+            if cached.state == *state
+                && entries.iter().all(|(_, m)| m.mtime() < t && m.ctime() < t)
+                && self.repo.index().contains(&cached.tree)
+            {
+                self.reuse_dir(&entries);
+                if let (Some(cache), Some(key)) = (&self.cache, key) {
+                    cache.record(key, *state, cached.tree);
+                }
+                return Ok(Some(cached.tree));
+            }
+        }
+        let nodes: Vec<Option<Node>> = entries
+            .into_par_iter()
+            .zip(subs)
+            .map(|((name, meta), sub)| {
+                let child = path.join(&name);
+                let name = name.into_vec();
+                match sub {
+                    Sub::Gone => Ok(None),
+                    Sub::Tree(subtree) => Ok(Some(base_node(
+                        name,
+                        NodeKind::Dir { subtree },
+                        &meta,
+                        &child,
+                    ))),
+                    Sub::NotDir => self.save_entry(&child, name, &meta, &prev, root_dev),
+                }
+            })
+            .collect::<Result<_>>()?;
+        let tree = self.save_tree(
             Tree {
                 nodes: nodes.into_iter().flatten().collect(),
             },
             path,
-        )
-        .map(Some)
+        )?;
+        if let (Some(cache), Some(key), Some(state)) = (&self.cache, key, state) {
+            cache.record(key, state, tree);
+        }
+        Ok(Some(tree))
     }
 
+    /// Counts the entries of a directory taken whole from the files cache
+    /// as the walk would have, had it looked at each of them.
+    fn reuse_dir(&self, entries: &[(OsString, Metadata)]) {
+        let c = &self.counters;
+        c.dirs_reused.fetch_add(1, Ordering::Relaxed);
+        for (_, meta) in entries {
+            if meta.is_file() {
+                self.progress.file();
+                self.progress.bytes(meta.len());
+                c.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                c.total_size.fetch_add(meta.len(), Ordering::Relaxed);
+            } else if !meta.is_dir() {
+                c.others.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stores the subdirectory `path` (entry `name` of a directory whose
+    /// previous tree is `parent`); `None` when it vanished.
+    fn save_subdir(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        parent: &PrevTree<'_>,
+        root_dev: u64,
+    ) -> Result<Option<BlobId>> {
+        self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+        if self.one_file_system && meta.dev() != root_dev {
+            // A mount point: keep the directory, not what is mounted.
+            return self.save_tree(Tree::default(), path).map(Some);
+        }
+        self.save_dir(path, PrevTree::below(parent, name), root_dev)
+    }
+
+    /// Stores one entry of the directory whose previous tree is `dir_prev`.
     fn save_entry(
         &self,
         path: &Path,
         name: Vec<u8>,
         meta: &Metadata,
-        prev: Option<&Node>,
+        dir_prev: &PrevTree<'_>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
-            self.counters.dirs.fetch_add(1, Ordering::Relaxed);
-            let subtree = if self.one_file_system && meta.dev() != root_dev {
-                // A mount point: keep the directory, not what is mounted.
-                self.save_tree(Tree::default(), path)?
-            } else {
-                let parent = self.parent_tree(prev);
-                match self.save_dir(path, parent.as_ref(), root_dev)? {
-                    Some(id) => id,
-                    None => return Ok(None),
-                }
-            };
-            NodeKind::Dir { subtree }
+            match self.save_subdir(path, &name, meta, dir_prev, root_dev)? {
+                Some(subtree) => NodeKind::Dir { subtree },
+                None => return Ok(None),
+            }
         } else if ft.is_file() {
+            let prev = if self.force {
+                None
+            } else {
+                dir_prev.node(self.repo, &name)
+            };
             return self.save_file(path, name, meta, prev);
         } else if ft.is_symlink() {
             self.counters.others.fetch_add(1, Ordering::Relaxed);
@@ -413,8 +587,12 @@ impl Walker<'_> {
         Ok(Some(base_node(name, kind, meta, path)))
     }
 
-    fn unchanged<'p>(&self, meta: &Metadata, prev: Option<&'p Node>) -> Option<&'p [BlobId]> {
-        let prev = prev?;
+    fn unchanged<'p>(
+        &self,
+        meta: &Metadata,
+        prev: Option<(&'p Node, i64)>,
+    ) -> Option<&'p [BlobId]> {
+        let (prev, trusted_before) = prev?;
         let NodeKind::File { content } = &prev.kind else {
             return None;
         };
@@ -429,7 +607,8 @@ impl Walker<'_> {
             // have changed again within one timestamp tick after it was
             // examined, leaving size and times as recorded; such files are
             // read once more.
-            && self.trusted_before.is_some_and(|t| prev.mtime < t && prev.ctime < t);
+            && prev.mtime < trusted_before
+            && prev.ctime < trusted_before;
         let index = self.repo.index();
         (same && content.iter().all(|id| index.contains(id))).then_some(content.as_slice())
     }
@@ -439,7 +618,7 @@ impl Walker<'_> {
         path: &Path,
         name: Vec<u8>,
         meta: &Metadata,
-        prev: Option<&Node>,
+        prev: Option<(&Node, i64)>,
     ) -> Result<Option<Node>> {
         self.progress.file();
         if let Some(content) = self.unchanged(meta, prev) {
@@ -453,7 +632,7 @@ impl Walker<'_> {
             // Setting or removing an extended attribute changes the ctime,
             // which matched: the recorded ones still hold, so an unchanged
             // file costs its one stat and no listxattr.
-            let xattrs = prev.map(|p| p.xattrs.clone()).unwrap_or_default();
+            let xattrs = prev.map(|(p, _)| p.xattrs.clone()).unwrap_or_default();
             let mut node = node_with_xattrs(
                 name,
                 NodeKind::File {
@@ -587,13 +766,12 @@ impl Walker<'_> {
     }
 
     /// Stores the virtual directories leading to the backup paths.
-    fn save_virtual(&self, v: &Virtual, parent: Option<&Tree>) -> Result<BlobId> {
+    fn save_virtual(&self, v: &Virtual, prev: &PrevTree<'_>) -> Result<BlobId> {
         let nodes: Vec<Option<Node>> = v
             .children
             .par_iter()
             .map(|(name, (real, sub))| {
                 let meta = lstat(real)?;
-                let prev = parent.and_then(|t| t.find(name));
                 match sub {
                     None => self.save_entry(real, name.clone(), &meta, prev, meta.dev()),
                     Some(sub) => {
@@ -601,8 +779,7 @@ impl Walker<'_> {
                         // symlink; record the directory it leads to, not the
                         // link's own 0777 mode.
                         let meta = fs::metadata(real).map_err(|e| Error::source_read(real, e))?;
-                        let ptree = self.parent_tree(prev);
-                        let subtree = self.save_virtual(sub, ptree.as_ref())?;
+                        let subtree = self.save_virtual(sub, &PrevTree::below(prev, name))?;
                         Ok(Some(base_node(
                             name.clone(),
                             NodeKind::Dir { subtree },
@@ -672,6 +849,7 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
+    let start_time = jiff::Timestamp::now();
     if opts.paths.is_empty() {
         return Err(Error::invalid("nothing to back up: give at least one path"));
     }
@@ -693,10 +871,19 @@ pub fn backup(
         Some(id) => Some((*id, repo.read_snapshot(id)?)),
         None => find_parent(repo, &hostname, &raw_paths),
     };
-    let parent_tree = match &parent {
-        Some((_, s)) => repo.read_tree(&s.tree).ok(),
-        None => None,
-    };
+    // Parent records with times before this (seconds) can be trusted: a
+    // second before the parent backup started.
+    let parent_tree = parent.as_ref().and_then(|(_, p)| {
+        let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
+        let trusted_before = p.time.saturating_sub(duration).saturating_sub(1);
+        repo.read_tree(&p.tree).ok().map(|t| (t, trusted_before))
+    });
+    let mut warnings = Vec::new();
+    let cache = opts.cache_dir.as_deref().map(|root| {
+        let (cache, problem) = FilesCache::load(repo, root);
+        warnings.extend(problem);
+        cache
+    });
     let mut virt = Virtual::default();
     for p in &paths {
         virt.insert(p);
@@ -707,12 +894,9 @@ pub fn backup(
         excludes,
         one_file_system: opts.one_file_system,
         force: opts.force,
-        trusted_before: parent.as_ref().map(|(_, p)| {
-            let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
-            p.time.saturating_sub(duration).saturating_sub(1)
-        }),
+        cache,
         counters: Counters::default(),
-        warnings: Mutex::new(Vec::new()),
+        warnings: Mutex::new(warnings),
         progress,
         budget: BatchBudget::new(),
     };
@@ -722,11 +906,12 @@ pub fn backup(
     } else {
         None
     };
+    let prev = PrevTree::known(parent_tree);
     let saved = crate::repo::in_pool(|| match whole {
         Some(dev) => walker
-            .save_dir(Path::new("/"), parent_tree.as_ref(), dev)
+            .save_dir(Path::new("/"), prev, dev)
             .and_then(|t| t.ok_or_else(|| Error::invalid("/ vanished during the backup"))),
-        None => walker.save_virtual(&virt, parent_tree.as_ref()),
+        None => walker.save_virtual(&virt, &prev),
     });
     let root = match saved {
         Ok(root) => root,
@@ -739,8 +924,12 @@ pub fn backup(
         writer,
         counters,
         warnings,
+        cache,
         ..
     } = walker;
+    let mut warnings = warnings
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let stats = match writer.finish() {
         Ok(s) => s,
         Err(e) => {
@@ -779,12 +968,19 @@ pub fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let id = repo.save_snapshot(&snapshot)?;
+    if let Some(cache) = cache {
+        let trusted_before = start_time.as_second().saturating_sub(1);
+        if let Err(e) = cache.save(repo, id, trusted_before) {
+            warnings.push(format!(
+                "could not update the files cache: {e}; the snapshot is saved, the next backup compares every file with it instead"
+            ));
+        }
+    }
     Ok(BackupOutcome {
         id,
         snapshot,
-        warnings: warnings
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        warnings,
+        dirs_reused: counters.dirs_reused.load(Ordering::Relaxed),
     })
 }
 

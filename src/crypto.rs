@@ -37,6 +37,8 @@ pub enum Domain {
     Snapshot = 4,
     /// The master key inside a key file.
     MasterKey = 5,
+    /// The local files cache (not in the repository).
+    FilesCache = 6,
 }
 
 /// The secret material of a repository, identical for every key file.

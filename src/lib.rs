@@ -30,6 +30,7 @@ mod compress;
 mod config;
 mod crypto;
 mod error;
+mod filescache;
 mod id;
 mod index;
 mod keyfile;
@@ -63,6 +64,7 @@ pub use verify::{VerifyOptions, VerifyReport, verify};
 pub mod decode {
     pub use crate::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::crypto::{Crypto, Domain};
+    pub use crate::filescache::check_file as files_cache;
     pub use crate::index::decode_file as index_file;
     /// The merged in-memory index and the index file records, for the
     /// index benchmarks.

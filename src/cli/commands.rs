@@ -146,6 +146,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     opts.exclude_files.clone_from(&a.exclude_files);
     opts.one_file_system = a.one_file_system;
     opts.force = a.force;
+    opts.cache_dir = password::cache_dir(g);
     if let Some(p) = &a.parent {
         opts.parent = Some(repo.find_snapshot(p)?.0);
     }
@@ -162,6 +163,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
             "id": done.id,
             "parent": done.snapshot.parent,
             "summary": s,
+            "dirs_from_cache": done.dirs_reused,
             "warnings": done.warnings,
         }))?;
     } else if !out.quiet {

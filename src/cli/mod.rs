@@ -78,6 +78,13 @@ pub struct Global {
         value_name = "CMD"
     )]
     password_command: Option<String>,
+    /// Directory for local caches (the files cache of each repository).
+    /// Default: cairn's directory in your cache directory (~/.cache/cairn).
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Use no local cache: every file is compared with the parent snapshot.
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,

@@ -29,6 +29,17 @@ fn dirs() -> Result<directories::ProjectDirs> {
     })
 }
 
+/// Where local caches go: `--cache-dir`, else the user's cache directory;
+/// `None` with `--no-cache` or when there is no home directory.
+pub fn cache_dir(g: &Global) -> Option<PathBuf> {
+    if g.no_cache {
+        return None;
+    }
+    g.cache_dir
+        .clone()
+        .or_else(|| dirs().ok().map(|d| d.cache_dir().to_path_buf()))
+}
+
 pub fn location(g: &Global) -> Result<Location> {
     if let Some(p) = &g.repo {
         return Ok(Location {
