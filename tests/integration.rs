@@ -11,6 +11,7 @@ mod integration {
     mod corruption;
     mod crash;
     mod decoders;
+    mod filescache;
     mod options;
     mod pipeline;
     mod roundtrip;

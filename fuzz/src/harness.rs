@@ -25,7 +25,7 @@ use serde::Serialize;
 
 /// Every fuzz target; `fuzz_<name>` is the cargo-fuzz target and the
 /// directory under `fuzz/corpus/` and `fuzz/artifacts/`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "fuzz_config",
     "fuzz_key",
     "fuzz_pack_header",
@@ -33,6 +33,7 @@ pub const TARGETS: [&str; 7] = [
     "fuzz_index",
     "fuzz_tree",
     "fuzz_snapshot",
+    "fuzz_files_cache",
 ];
 
 /// Runs the harness of fuzz target `target` on `data`; `false` for an
@@ -46,6 +47,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "fuzz_index" => index(data),
         "fuzz_tree" => tree(data),
         "fuzz_snapshot" => snapshot(data),
+        "fuzz_files_cache" => files_cache(data),
         _ => return false,
     }
     true
@@ -58,6 +60,8 @@ const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 const KEY_MAGIC: &[u8; 8] = b"CAIRNKEY";
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
+const FILES_CACHE_MAGIC: &[u8; 8] = b"CAIRNFCA";
+const FILES_CACHE_VERSION: u32 = 1;
 const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
 const PACK_TRAILER_LEN: usize = 12;
 const NONCE_LEN: usize = 24;
@@ -369,6 +373,74 @@ pub fn snapshot(data: &[u8]) {
     assert_eq!(again, Ok(snap));
 }
 
+/// A files cache as cairn writes it (store-format.md §20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilesCacheRecord {
+    /// Snapshots the entries name.
+    pub snapshots: Vec<SnapshotId>,
+    /// Directories, sorted by key.
+    pub entries: Vec<FilesCacheEntryRecord>,
+}
+
+/// One directory of a [`FilesCacheRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilesCacheEntryRecord {
+    /// BLAKE3 of the path, first 16 bytes.
+    pub key: [u8; 16],
+    /// Digest of the entries' stats.
+    pub state: [u8; 32],
+    /// The tree stored.
+    pub tree: BlobId,
+    /// Trust time, seconds.
+    pub trusted_before: i64,
+    /// Index into `snapshots`.
+    pub snapshot: u32,
+    /// Backups since last seen.
+    pub age: u32,
+}
+
+/// A files cache file sealed with the test key.
+pub fn files_cache_file(plain: &[u8]) -> Vec<u8> {
+    let mut out = FILES_CACHE_MAGIC.to_vec();
+    out.extend_from_slice(&FILES_CACHE_VERSION.to_le_bytes());
+    out.extend_from_slice(&seal(Domain::FilesCache, plain));
+    out
+}
+
+/// `fuzz_files_cache`: `data` is the plaintext of a files cache; it is
+/// sealed with the test key and checked. `data` is also checked as a whole
+/// file.
+pub fn files_cache(data: &[u8]) {
+    let _ = decode::files_cache(encrypted_crypto(), data);
+    let _ = decode::files_cache(plain_crypto(), data);
+    let _ = decode::files_cache(plain_crypto(), &files_cache_file(data));
+}
+
+/// A valid files cache: two directories from two snapshots.
+pub fn sample_files_cache() -> FilesCacheRecord {
+    FilesCacheRecord {
+        snapshots: vec![SnapshotId([0x31; 32]), SnapshotId([0x32; 32])],
+        entries: vec![
+            FilesCacheEntryRecord {
+                key: [0x01; 16],
+                state: [0x02; 32],
+                tree: BlobId([0x03; 32]),
+                trusted_before: 1_795_000_000,
+                snapshot: 0,
+                age: 0,
+            },
+            FilesCacheEntryRecord {
+                key: [0x0f; 16],
+                state: [0x04; 32],
+                tree: BlobId([0x05; 32]),
+                trusted_before: 1_794_000_000,
+                snapshot: 1,
+                age: 7,
+            },
+        ],
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Valid encodings: the seed corpus and the starting points of mutation tests.
 
@@ -656,5 +728,18 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("fuzz_tree", "seed-empty", Tree::default().encode()),
         ("fuzz_snapshot", "seed-full", encode(&sample_snapshot())),
         ("fuzz_snapshot", "seed-minimal", encode(&minimal_snapshot)),
+        (
+            "fuzz_files_cache",
+            "seed-two",
+            encode(&sample_files_cache()),
+        ),
+        (
+            "fuzz_files_cache",
+            "seed-empty",
+            encode(&FilesCacheRecord {
+                snapshots: Vec::new(),
+                entries: Vec::new(),
+            }),
+        ),
     ]
 }

@@ -325,6 +325,10 @@ fn seeds_are_accepted() {
     tree.sort();
     assert_eq!(Tree::decode(&tree.encode()).expect("tree decodes"), tree);
 
+    let cache = harness::files_cache_file(&harness::encode(&harness::sample_files_cache()));
+    assert_eq!(decode::files_cache(&plain, &cache), Ok(2));
+    assert!(decode::files_cache(&decode::test_crypto(true), &cache).is_err());
+
     for (target, name, bytes) in harness::seeds() {
         no_panic(target, &bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
