@@ -105,6 +105,14 @@ struct Wanted {
 }
 
 /// A file being filled from packs, in any order.
+/// What [`Restorer::set_meta`] works on: a path (not followed if it is a
+/// symlink) or an open file.
+#[derive(Clone, Copy)]
+enum Meta<'a> {
+    Path(&'a Path),
+    File(&'a File),
+}
+
 struct Filling<'i> {
     item: &'i Item,
     dest: PathBuf,
@@ -248,16 +256,33 @@ impl Restorer<'_> {
     /// chown clears set-id bits so it goes before chmod, and xattrs may need
     /// write permission that the final mode takes away.
     fn apply_meta(&self, path: &Path, node: &Node, rel: &Path) {
+        self.set_meta(Meta::Path(path), node, rel);
+    }
+
+    /// Sets a node's owner, extended attributes, mode and times, in that
+    /// order (a change of owner clears set-id bits), on an open file when
+    /// there is one: no path lookups, and nothing between the checks and
+    /// the file.
+    fn set_meta(&self, target: Meta<'_>, node: &Node, rel: &Path) {
         let symlink = matches!(node.kind, NodeKind::Symlink { .. });
         let mut owned = false;
         if self.is_root {
-            match std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            let chown = match target {
+                Meta::Path(p) => std::os::unix::fs::lchown(p, Some(node.uid), Some(node.gid)),
+                Meta::File(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
+            };
+            match chown {
                 Ok(()) => owned = true,
                 Err(e) => self.warn(format!("{}: cannot set owner: {e}", display_rel(rel))),
             }
         }
         for x in &node.xattrs {
-            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            let name = OsStr::from_bytes(&x.name);
+            let set = match target {
+                Meta::Path(p) => xattr::set(p, name, &x.value),
+                Meta::File(f) => xattr::FileExt::set_xattr(f, name, &x.value),
+            };
+            if let Err(e) = set {
                 self.warn(format!(
                     "{}: cannot set extended attribute {}: {e}",
                     display_rel(rel),
@@ -273,12 +298,21 @@ impl Restorer<'_> {
             } else {
                 node.mode & !0o6000
             };
-            if let Err(e) = fs::set_permissions(path, Permissions::from_mode(mode)) {
+            let perms = Permissions::from_mode(mode);
+            let chmod = match target {
+                Meta::Path(p) => fs::set_permissions(p, perms),
+                Meta::File(f) => f.set_permissions(perms),
+            };
+            if let Err(e) = chmod {
                 self.warn(format!("{}: cannot set mode: {e}", display_rel(rel)));
             }
         }
         let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nsec);
-        if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
+        let times = match target {
+            Meta::Path(p) => filetime::set_symlink_file_times(p, mtime, mtime),
+            Meta::File(f) => filetime::set_file_handle_times(f, Some(mtime), Some(mtime)),
+        };
+        if let Err(e) = times {
             self.warn(format!("{}: cannot set times: {e}", display_rel(rel)));
         }
     }
@@ -291,7 +325,7 @@ impl Restorer<'_> {
             .tempfile_in(dir)
             .map_err(|e| Error::target_write(&dest, e))?;
         self.write_content(tmp.as_file_mut(), &dest, content, item.node.size)?;
-        self.apply_meta(tmp.path(), &item.node, &item.rel);
+        self.set_meta(Meta::File(tmp.as_file()), &item.node, &item.rel);
         tmp.persist(&dest)
             .map_err(|e| Error::target_write(&dest, e.error))?;
         Ok(())
@@ -336,6 +370,8 @@ impl Restorer<'_> {
         let zero = data.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0));
         for u in &w.uses {
             let Some(f) = files.get(u.file) else { continue };
+            // Kept open for `finish_file` when this is the file's last blob.
+            let mut opened = None;
             match &data {
                 // All-zero chunks stay holes: the file already has its size.
                 Ok(_) if zero || f.failed.load(Ordering::Acquire) => {}
@@ -343,12 +379,14 @@ impl Restorer<'_> {
                     use std::os::unix::fs::FileExt;
                     let written = self.open_tmp(f).and_then(|file| {
                         file.write_all_at(d, u.offset)
-                            .map_err(|e| Error::target_write(&f.dest, e))
+                            .map_err(|e| Error::target_write(&f.dest, e))?;
+                        Ok(file)
                     });
                     f.written_end
                         .fetch_max(u.offset + d.len() as u64, Ordering::AcqRel);
-                    if let Err(e) = written {
-                        self.fail(f, &e.to_string());
+                    match written {
+                        Ok(file) => opened = Some(file),
+                        Err(e) => self.fail(f, &e.to_string()),
                     }
                 }
                 Err(e) => self.fail(f, &e.to_string()),
@@ -357,14 +395,14 @@ impl Restorer<'_> {
                 self.progress.bytes(d.len() as u64);
             }
             if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.finish_file(f);
+                self.finish_file(f, opened);
             }
         }
     }
 
     /// Sets the metadata of a completely filled file and renames it into
     /// place; a failed one is deleted instead.
-    fn finish_file(&self, f: &Filling<'_>) {
+    fn finish_file(&self, f: &Filling<'_>, file: Option<File>) {
         let tmp = lock(&f.tmp).take();
         self.progress.file();
         if f.failed.load(Ordering::Acquire) {
@@ -372,31 +410,34 @@ impl Restorer<'_> {
         }
         let done = (|| -> Result<()> {
             let io_err = |e| Error::target_write(&f.dest, e);
-            let path = match tmp {
-                Some(path) => path,
-                None => {
+            let (path, file) = match (tmp, file) {
+                (Some(path), Some(file)) => (path, file),
+                (Some(path), None) => {
+                    let file = fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err)?;
+                    (path, file)
+                }
+                (None, _) => {
                     // Empty, or all holes: nothing was written.
-                    drop(self.open_tmp(f)?);
-                    lock(&f.tmp)
+                    let file = self.open_tmp(f)?;
+                    let path = lock(&f.tmp)
                         .take()
-                        .ok_or_else(|| Error::invalid("temporary file vanished"))?
+                        .ok_or_else(|| Error::invalid("temporary file vanished"))?;
+                    (path, file)
                 }
             };
             if f.written_end.load(Ordering::Acquire) < f.item.node.size {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| file.set_len(f.item.node.size))
-                    .map_err(io_err)?;
+                file.set_len(f.item.node.size).map_err(io_err)?;
             }
             // Replacing an existing file: make the new content durable
             // first, so a crash cannot leave an empty file in its place.
             if !f.fresh_dir && fs::symlink_metadata(&f.dest).is_ok() {
-                File::open(&path)
-                    .and_then(|file| file.sync_all())
-                    .map_err(io_err)?;
+                file.sync_all().map_err(io_err)?;
             }
-            self.apply_meta(&path, &f.item.node, &f.item.rel);
+            self.set_meta(Meta::File(&file), &f.item.node, &f.item.rel);
+            drop(file);
             path.persist(&f.dest).map_err(|e| io_err(e.error))?;
             Ok(())
         })();
@@ -563,7 +604,7 @@ impl Restorer<'_> {
             filling
                 .par_iter()
                 .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
-                .for_each(|f| self.finish_file(f));
+                .for_each(|f| self.finish_file(f, None));
             for (w, e) in bad {
                 self.deliver(&filling, w, Err(e));
             }
