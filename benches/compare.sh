@@ -42,7 +42,7 @@
 # restic and rustic: defaults (repository format v2, compression "auto").
 # borg: `borg init -e repokey-blake2`, `borg create --compression zstd,3`.
 # Passwords come from CAIRN_PASSWORD, RESTIC_PASSWORD/RUSTIC_PASSWORD and
-# BORG_PASSPHRASE. restic's, rustic's and borg's local caches are kept under
+# BORG_PASSPHRASE. cairn's, restic's, rustic's and borg's local caches are kept under
 # WORK_DIR (fresh for each tool) and are not counted in the repository size.
 #
 # Other environment knobs:
@@ -288,7 +288,7 @@ run_tool() {
     say "== $tool: $(tool_version "$tool")"
 
     # Keep each tool's local cache inside WORK_DIR, fresh for this run.
-    export RESTIC_CACHE_DIR=$cache RUSTIC_CACHE_DIR=$cache BORG_BASE_DIR=$cache
+    export RESTIC_CACHE_DIR=$cache RUSTIC_CACHE_DIR=$cache BORG_BASE_DIR=$cache CAIRN_CACHE_DIR=$cache
 
     local -a init backup restore_cmd verify
     case $tool in

@@ -46,6 +46,8 @@ setup_work_dir() {
     fi
     LOG_DIR=$WORK_DIR/logs
     mkdir -p "$LOG_DIR"
+    # cairn's files cache lives with the run, not in the user's cache.
+    export CAIRN_CACHE_DIR=$WORK_DIR/cairn-cache
 }
 
 # avail_bytes DIR: free bytes on DIR's filesystem.
