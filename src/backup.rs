@@ -130,6 +130,10 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file even when the parent says it is unchanged.
     pub force: bool,
+    /// Record this as the snapshot's time instead of the end of the backup
+    /// (imports of old backups, tests). It may not lie in the future: the
+    /// next backup's change detection trusts files older than it.
+    pub time: Option<jiff::Timestamp>,
     /// Where files caches live (each repository gets a subdirectory);
     /// `None` runs without one. See the `filescache` module.
     pub cache_dir: Option<PathBuf>,
@@ -853,6 +857,13 @@ pub fn backup(
     if opts.paths.is_empty() {
         return Err(Error::invalid("nothing to back up: give at least one path"));
     }
+    if let Some(t) = opts.time
+        && t > start_time
+    {
+        return Err(Error::invalid(format!(
+            "snapshot time {t} is in the future (now is {start_time}): change detection would trust files changed before it"
+        )));
+    }
     let mut paths = Vec::new();
     for p in &opts.paths {
         let abs = absolute(p)?;
@@ -937,7 +948,7 @@ pub fn backup(
             return Err(e);
         }
     };
-    let now = jiff::Timestamp::now();
+    let now = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let c = &counters;
     let summary = Summary {
         files_new: c.files_new.load(Ordering::Relaxed),

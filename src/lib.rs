@@ -39,6 +39,7 @@ mod repo;
 mod restore;
 mod snapshot;
 mod stats;
+mod timespec;
 mod tree;
 mod verify;
 
@@ -54,8 +55,9 @@ pub use keyfile::KeyFile;
 pub use pack::{BlobKind, Compression, PackEntry};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
-pub use snapshot::{Snapshot, Summary};
+pub use snapshot::{Snapshot, Summary, newest_at};
 pub use stats::{RepoStats, stats};
+pub use timespec::parse_time;
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};
 

@@ -90,6 +90,34 @@ impl Snapshot {
     }
 }
 
+/// For each group of snapshots with the same host and paths, the newest
+/// one taken at or before `at` (groups with none are left out), oldest
+/// first: what the repository held for each source at that time.
+#[must_use]
+pub fn newest_at(
+    snapshots: &[(SnapshotId, Snapshot)],
+    at: jiff::Timestamp,
+) -> Vec<(SnapshotId, &Snapshot)> {
+    /// Host and sorted paths.
+    type Source<'s> = (&'s str, Vec<&'s [u8]>);
+    let mut best: std::collections::BTreeMap<Source<'_>, (SnapshotId, &Snapshot)> =
+        std::collections::BTreeMap::new();
+    for (id, s) in snapshots {
+        if s.timestamp() > at {
+            continue;
+        }
+        let mut paths: Vec<&[u8]> = s.paths.iter().map(Vec::as_slice).collect();
+        paths.sort_unstable();
+        let slot = best.entry((s.hostname.as_str(), paths)).or_insert((*id, s));
+        if (s.timestamp(), *id) > (slot.1.timestamp(), slot.0) {
+            *slot = (*id, s);
+        }
+    }
+    let mut chosen: Vec<_> = best.into_values().collect();
+    chosen.sort_by_key(|(id, s)| (s.timestamp(), *id));
+    chosen
+}
+
 /// Encodes a snapshot file.
 ///
 /// # Errors

@@ -112,6 +112,10 @@ pub struct BackupArgs {
     /// Read every file, even those the parent snapshot says are unchanged.
     #[arg(long)]
     force: bool,
+    /// Record this time as the snapshot's instead of now (RFC 3339, a local
+    /// time like "2026-11-20 14:00", or "3 days ago"; not in the future).
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
@@ -147,6 +151,9 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     opts.one_file_system = a.one_file_system;
     opts.force = a.force;
     opts.cache_dir = password::cache_dir(g);
+    if let Some(t) = &a.time {
+        opts.time = Some(parse_time(t)?);
+    }
     if let Some(p) = &a.parent {
         opts.parent = Some(repo.find_snapshot(p)?.0);
     }
@@ -188,7 +195,123 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
 }
 
 #[derive(Debug, Args)]
-pub struct SnapshotsArgs {}
+pub struct SnapshotsArgs {
+    /// List only what the repository held at TIME: per host and paths, the
+    /// newest snapshot taken at or before it.
+    #[command(flatten)]
+    at: AtArgs,
+}
+
+/// A time from the command line; local times in the system's zone.
+fn parse_time(text: &str) -> Result<jiff::Timestamp> {
+    Ok(cairn::parse_time(
+        text,
+        jiff::Timestamp::now(),
+        &jiff::tz::TimeZone::system(),
+    )?)
+}
+
+/// Which snapshot `--at` and its filters choose, for the commands that
+/// read one snapshot.
+#[derive(Debug, Args)]
+pub struct AtArgs {
+    /// Use the newest snapshot taken at or before TIME (RFC 3339, a local
+    /// time like "2026-11-20 14:00", a date, or "2h ago"), instead of
+    /// naming one.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// With --at: only snapshots of this host.
+    #[arg(long, value_name = "HOST", requires = "at")]
+    host: Option<String>,
+    /// With --at: only snapshots of exactly these backup paths
+    /// (repeatable).
+    #[arg(long = "path", value_name = "PATH", requires = "at")]
+    paths: Vec<PathBuf>,
+}
+
+impl AtArgs {
+    fn keeps(&self, s: &cairn::Snapshot) -> bool {
+        let host_ok = self.host.as_ref().is_none_or(|h| *h == s.hostname);
+        let paths_ok = self.paths.is_empty() || {
+            let mut want: Vec<&[u8]> = self
+                .paths
+                .iter()
+                .map(|p| p.as_os_str().as_bytes())
+                .collect();
+            let mut have: Vec<&[u8]> = s.paths.iter().map(Vec::as_slice).collect();
+            want.sort_unstable();
+            have.sort_unstable();
+            want == have
+        };
+        host_ok && paths_ok
+    }
+
+    /// The snapshots `--at` chooses, one per host and paths, oldest first.
+    fn chosen(&self, repo: &Repository, at: &str) -> Result<Vec<(SnapshotId, cairn::Snapshot)>> {
+        let when = parse_time(at)?;
+        let all: Vec<(SnapshotId, cairn::Snapshot)> = repo
+            .snapshots()?
+            .into_iter()
+            .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
+            .filter(|(_, s)| self.keeps(s))
+            .collect();
+        let chosen: Vec<_> = cairn::newest_at(&all, when)
+            .into_iter()
+            .map(|(id, s)| (id, s.clone()))
+            .collect();
+        if chosen.is_empty() {
+            match all.iter().map(|(_, s)| s.timestamp()).min() {
+                Some(first) => bail!(
+                    "no snapshot was taken at or before {} (the first matching one is from {})",
+                    local_time(when),
+                    local_time(first)
+                ),
+                None => bail!("no snapshot matches --host/--path"),
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// The one snapshot for `SNAPSHOT` or `--at`. Several groups at that
+    /// time need --host/--path to choose between them.
+    fn resolve(
+        &self,
+        repo: &Repository,
+        snapshot: Option<&str>,
+    ) -> Result<(SnapshotId, cairn::Snapshot)> {
+        match (snapshot, &self.at) {
+            (Some(s), None) => Ok(repo.find_snapshot(s)?),
+            (None, Some(at)) => {
+                let mut chosen = self.chosen(repo, at)?;
+                if chosen.len() > 1 {
+                    let list: Vec<String> = chosen
+                        .iter()
+                        .map(|(id, s)| {
+                            format!(
+                                "{} ({} {})",
+                                id.short(),
+                                s.hostname,
+                                s.display_paths().join(" ")
+                            )
+                        })
+                        .collect();
+                    bail!(
+                        "{} sources have a snapshot at that time: {}; choose one with --host and --path",
+                        chosen.len(),
+                        list.join(", ")
+                    );
+                }
+                chosen
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("no snapshot at that time"))
+            }
+            (Some(_), Some(_)) => bail!("give a snapshot or --at, not both"),
+            (None, None) => {
+                bail!("give a snapshot (an id, a unique prefix or `latest`) or --at TIME")
+            }
+        }
+    }
+}
 
 fn local_time(ts: jiff::Timestamp) -> String {
     ts.to_zoned(jiff::tz::TimeZone::system())
@@ -225,9 +348,17 @@ fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
     }
 }
 
-pub fn snapshots(g: &Global, out: &Out, _a: &SnapshotsArgs) -> Result<u8> {
+pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    let all = repo.snapshots()?;
+    let all: Vec<(SnapshotId, cairn::Result<cairn::Snapshot>)> = match &a.at.at {
+        Some(at) => {
+            a.at.chosen(&repo, at)?
+                .into_iter()
+                .map(|(id, s)| (id, Ok(s)))
+                .collect()
+        }
+        None => repo.snapshots()?,
+    };
     let mut code = exit::OK;
     if out.json {
         let views: Vec<_> = all
@@ -270,10 +401,12 @@ pub fn snapshots(g: &Global, out: &Out, _a: &SnapshotsArgs) -> Result<u8> {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Snapshot id (or unique prefix), or `latest`.
-    snapshot: String,
+    /// Snapshot id (or unique prefix), or `latest`; left out with --at.
+    snapshot: Option<String>,
     /// Directory or file inside the snapshot to list (default: everything).
     path: Option<PathBuf>,
+    #[command(flatten)]
+    at: AtArgs,
     /// Show type, mode, owner, size and time.
     #[arg(short, long)]
     long: bool,
@@ -366,9 +499,13 @@ fn print_node(out: &Out, path: &[u8], n: &Node, long: bool, json_items: &mut Vec
 
 pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let prefix = a
-        .path
+    // With --at the one positional argument is the path.
+    let (snapshot, path) = match (&a.at.at, &a.snapshot, &a.path) {
+        (Some(_), Some(p), None) => (None, Some(PathBuf::from(p))),
+        (_, s, p) => (s.as_deref(), p.clone()),
+    };
+    let (_, snap) = a.at.resolve(&repo, snapshot)?;
+    let prefix = path
         .as_ref()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_default();
@@ -397,8 +534,10 @@ pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (or unique prefix), or `latest`.
-    snapshot: String,
+    /// Snapshot id (or unique prefix), or `latest`; left out with --at.
+    snapshot: Option<String>,
+    #[command(flatten)]
+    at: AtArgs,
     /// Directory to restore into; created if missing. Existing files of the
     /// same name are replaced atomically.
     #[arg(short, long, value_name = "DIR")]
@@ -411,7 +550,7 @@ pub struct RestoreArgs {
 
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
     let mut opts = RestoreOptions::new(&a.target);
     opts.includes.clone_from(&a.includes);
     let bar = out.progress(true, "restoring");
