@@ -873,6 +873,11 @@ pub fn backup(
     paths.sort();
     paths.dedup();
     let (excludes, patterns) = build_excludes(opts)?;
+    // Held until the snapshot is written: prune must not remove blobs this
+    // backup deduplicates against. The index is taken as it is under the
+    // lock (a prune may have run since the repository was opened).
+    let held = repo.lock(false, "backup")?;
+    repo.refresh_index()?;
     let (hostname, username) = host_and_user();
     let raw_paths: Vec<Vec<u8>> = paths
         .iter()
@@ -941,7 +946,7 @@ pub fn backup(
     let mut warnings = warnings
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let stats = match writer.finish() {
+    let stats = match held.check().and_then(|()| writer.finish()) {
         Ok(s) => s,
         Err(e) => {
             writer.abandon();
@@ -978,7 +983,9 @@ pub fn backup(
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    held.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    drop(held);
     if let Some(cache) = cache {
         let trusted_before = start_time.as_second().saturating_sub(1);
         if let Err(e) = cache.save(repo, id, trusted_before) {

@@ -39,6 +39,8 @@ pub enum Domain {
     MasterKey = 5,
     /// The local files cache (not in the repository).
     FilesCache = 6,
+    /// A lock file.
+    Lock = 7,
 }
 
 /// The secret material of a repository, identical for every key file.

@@ -103,6 +103,25 @@ pub enum Error {
     /// A snapshot reference matched nothing, or more than one snapshot.
     #[error("{0}")]
     SnapshotRef(String),
+    /// Another process holds a lock that conflicts with this operation.
+    #[error(
+        "cannot {operation}: the repository is locked ({holders}); wait for it, pass --retry-lock DURATION to wait here, or if that process is gone run `cairn unlock`"
+    )]
+    Locked {
+        /// What this process wanted to do.
+        operation: String,
+        /// The conflicting locks, described.
+        holders: String,
+    },
+    /// This process's lock was not refreshed in time, so others may have
+    /// ignored it; nothing that depends on it was written.
+    #[error(
+        "this process's repository lock was last refreshed {age_secs}s ago (the machine slept, or the repository could not be written), so another process may have ignored it: stopped before writing the snapshot; run the command again"
+    )]
+    LockLost {
+        /// Seconds since the lock file was written.
+        age_secs: i64,
+    },
     /// An argument or option value is not acceptable.
     #[error("{0}")]
     Invalid(String),

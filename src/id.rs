@@ -106,6 +106,11 @@ define_id!(
     SnapshotId
 );
 define_id!(
+    /// A lock file: BLAKE3 of the file.
+    LockId
+);
+
+define_id!(
     /// A key file: BLAKE3 of the file.
     KeyId
 );

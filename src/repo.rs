@@ -109,7 +109,11 @@ pub struct Repository {
     key_id: KeyId,
     index: RwLock<Index>,
     /// Index files that could not be read when the index was loaded.
-    index_errors: Vec<(IndexId, String)>,
+    index_errors: Mutex<Vec<(IndexId, String)>>,
+    /// Names of the index files the index was loaded from, sorted.
+    index_names: Mutex<Vec<String>>,
+    /// How long taking a lock waits for conflicting holders.
+    lock_wait: Mutex<std::time::Duration>,
     /// Headers of packs no index describes, read on first need so that data
     /// whose index was lost can still be restored.
     unindexed: Mutex<Option<Index>>,
@@ -242,7 +246,9 @@ impl Repository {
             chunker_seed: master.chunker_seed,
             key_id,
             index: RwLock::new(Index::default()),
-            index_errors: Vec::new(),
+            index_errors: Mutex::new(Vec::new()),
+            index_names: Mutex::new(Vec::new()),
+            lock_wait: Mutex::new(std::time::Duration::ZERO),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
         })
@@ -306,14 +312,16 @@ impl Repository {
                 keys: keys.len(),
             });
         };
-        let mut repo = Self {
+        let repo = Self {
             backend,
             config: raw.config,
             crypto,
             chunker_seed: master.chunker_seed,
             key_id,
             index: RwLock::new(Index::default()),
-            index_errors: Vec::new(),
+            index_errors: Mutex::new(Vec::new()),
+            index_names: Mutex::new(Vec::new()),
+            lock_wait: Mutex::new(std::time::Duration::ZERO),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
         };
@@ -321,10 +329,32 @@ impl Repository {
         Ok(repo)
     }
 
-    fn load_index(&mut self) -> Result<()> {
+    /// Loads the index again if its files changed since it was loaded
+    /// (another process wrote or pruned): a lock holder must work from the
+    /// index as it is under the lock, not as it was before.
+    ///
+    /// # Errors
+    /// When the index cannot be listed or read.
+    pub fn refresh_index(&self) -> Result<bool> {
+        let mut names: Vec<String> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        if *lock(&self.index_names) == names {
+            return Ok(false);
+        }
+        self.load_index()?;
+        Ok(true)
+    }
+
+    fn load_index(&self) -> Result<()> {
         use rayon::prelude::*;
         let mut names = self.backend.list(FileKind::Index)?;
         names.sort();
+        let loaded: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
         // A few files at a time are read and decoded in parallel, then
         // folded into the index and dropped, so memory holds the compact
         // index plus a handful of decoded files, however many there are.
@@ -345,8 +375,10 @@ impl Repository {
             }
         });
         let index = Index::build(files)?;
-        self.index_errors = errors;
-        self.index = RwLock::new(index);
+        *lock(&self.index_errors) = errors;
+        *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+        *lock(&self.index_names) = loaded;
+        *lock(&self.unindexed) = None;
         Ok(())
     }
 
@@ -398,8 +430,48 @@ impl Repository {
 
     /// Index files that could not be read (reported by `verify`).
     #[must_use]
-    pub fn index_errors(&self) -> &[(IndexId, String)] {
-        &self.index_errors
+    pub fn index_errors(&self) -> Vec<(IndexId, String)> {
+        lock(&self.index_errors).clone()
+    }
+
+    /// How long [`Repository::lock`] waits for conflicting holders
+    /// (default: not at all).
+    pub fn set_lock_wait(&self, wait: std::time::Duration) {
+        *lock(&self.lock_wait) = wait;
+    }
+
+    /// Takes a lock for `operation` (see the `lock` module): exclusive for
+    /// operations that delete data, shared for those that add or read it.
+    /// An operation that relies on the index refreshes it after this.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds a conflicting lock
+    /// beyond the wait; backend errors.
+    pub fn lock(&self, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
+        let wait = *lock(&self.lock_wait);
+        crate::lock::Lock::acquire(
+            Arc::clone(&self.backend),
+            &self.crypto,
+            exclusive,
+            operation,
+            wait,
+        )
+    }
+
+    /// Every lock file, with its record or why it cannot be read.
+    ///
+    /// # Errors
+    /// When `locks/` cannot be listed.
+    pub fn locks(&self) -> Result<Vec<(crate::LockId, Result<crate::LockRecord, String>)>> {
+        crate::lock::list(self.backend.as_ref(), &self.crypto)
+    }
+
+    /// Removes stale locks (every lock with `all`).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn unlock(&self, all: bool) -> Result<crate::Unlocked> {
+        crate::lock::unlock(self.backend.as_ref(), &self.crypto, all)
     }
 
     /// Read access to the merged index.
@@ -904,13 +976,26 @@ impl BlobWriter<'_> {
     /// # Errors
     /// Backend errors while writing a full pack.
     pub fn save(&self, kind: BlobKind, plain: &[u8]) -> Result<(BlobId, bool)> {
+        self.store(kind, plain, true)
+    }
+
+    /// Stores `plain` again although the index has it (prune copies the
+    /// used blobs out of packs it is about to delete); once per writer.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::save`].
+    pub(crate) fn save_again(&self, kind: BlobKind, plain: &[u8]) -> Result<(BlobId, bool)> {
+        self.store(kind, plain, false)
+    }
+
+    fn store(&self, kind: BlobKind, plain: &[u8], dedup_index: bool) -> Result<(BlobId, bool)> {
         let id = self.repo.crypto.blob_id(plain);
         let new = {
             // `seen` is locked across the index lookup: `flush_index` adds
             // ids to the index before it removes them from `seen`, so every
             // id is always in one of the two for this check.
             let mut seen = lock(&self.seen);
-            !self.repo.index().contains(&id) && seen.insert(id)
+            !(dedup_index && self.repo.index().contains(&id)) && seen.insert(id)
         };
         if !new {
             return Ok((id, false));

@@ -700,6 +700,9 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    // Shared: a prune must wait until the data is out.
+    let _held = repo.lock(false, "restore")?;
+    repo.refresh_index()?;
     fs::create_dir_all(&opts.target).map_err(|e| Error::target_write(&opts.target, e))?;
     let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
     let r = Restorer {

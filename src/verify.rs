@@ -165,6 +165,9 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, indexed: &[PackEntry]) -
 /// Fails only when the repository cannot be listed at all; every problem
 /// with its contents goes into the report.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
+    // Shared: packs a prune deletes meanwhile would look like damage.
+    let _held = repo.lock(false, "verify")?;
+    repo.refresh_index()?;
     let mut report = VerifyReport::default();
     for (id, e) in repo.index_errors() {
         report.errors.push(format!("index {id} (index/{id}): {e}"));

@@ -27,6 +27,8 @@ pub enum FileKind {
     Index,
     /// Snapshot files under `snapshots/`.
     Snapshot,
+    /// Lock files under `locks/`.
+    Lock,
 }
 
 impl FileKind {
@@ -39,11 +41,18 @@ impl FileKind {
             Self::Pack => "data",
             Self::Index => "index",
             Self::Snapshot => "snapshots",
+            Self::Lock => "locks",
         }
     }
 
     /// Every kind that lives in a directory.
-    pub const DIRS: [Self; 4] = [Self::Key, Self::Pack, Self::Index, Self::Snapshot];
+    pub const DIRS: [Self; 5] = [
+        Self::Key,
+        Self::Pack,
+        Self::Index,
+        Self::Snapshot,
+        Self::Lock,
+    ];
 }
 
 /// A file being written piece by piece that becomes visible under its name

@@ -123,6 +123,7 @@ fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
     match Repository::open(backend(&loc), &mut || password::password(g, &loc)) {
         Ok(r) => {
             password::refuse_downgrade(g, &r)?;
+            password::set_lock_wait(g, &r)?;
             Ok(r)
         }
         Err(cairn::Error::RepoNotFound { .. }) if loc.default_key.is_some() => {
@@ -961,4 +962,114 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones: only when you know no other
+    /// cairn is using the repository (for example a lock nobody can read).
+    #[arg(long)]
+    remove_all: bool,
+}
+
+pub fn unlock(g: &Global, out: &Out, a: &UnlockArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let done = repo.unlock(a.remove_all)?;
+    if out.json {
+        let view = |v: &[(cairn::LockId, String)]| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|(id, what)| serde_json::json!({"id": id, "lock": what}))
+                .collect()
+        };
+        out.print_json(&serde_json::json!({
+            "removed": view(&done.removed),
+            "kept": view(&done.kept),
+        }))?;
+    } else {
+        for (id, what) in &done.removed {
+            out.info(format!("removed lock {}: {what}", id.short()));
+        }
+        for (id, what) in &done.kept {
+            out.info(format!(
+                "kept lock {}: {what} (its process is alive; --remove-all removes it anyway)",
+                id.short()
+            ));
+        }
+        out.info(format!("{} lock(s) removed", done.removed.len()));
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub opts: PruneOpts,
+}
+
+/// Options of prune, shared with `forget --prune`.
+#[derive(Debug, Args)]
+pub struct PruneOpts {
+    /// Repack a pack when more than this share of it is unused (e.g. 5%,
+    /// 0% to reclaim everything, 100% to only delete wholly unused packs).
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
+    max_unused: f64,
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(long = "dry-run", id = "prune_dry_run")]
+    dry_run: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage such as 5%"))?;
+    if (0.0..=100.0).contains(&n) {
+        Ok(n / 100.0)
+    } else {
+        Err(format!("'{s}' is not between 0% and 100%"))
+    }
+}
+
+/// Runs prune and prints its report.
+pub fn run_prune(repo: &Repository, out: &Out, a: &PruneOpts) -> Result<u8> {
+    let mut opts = cairn::PruneOptions::default();
+    opts.max_unused = a.max_unused;
+    opts.dry_run = a.dry_run;
+    let r = cairn::prune(repo, &opts)?;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "dry_run": a.dry_run,
+            "report": r,
+            "bytes_freed": r.bytes_freed(),
+        }))?;
+    } else if !out.quiet {
+        let verb = if a.dry_run { "would free" } else { "freed" };
+        println!(
+            "{} snapshots use {} blobs; {} of {} packs deleted, {} repacked ({} blobs copied), {} left by interrupted backups",
+            r.snapshots,
+            r.blobs_used,
+            r.packs_deleted,
+            r.packs_before,
+            r.packs_repacked,
+            r.blobs_repacked,
+            r.packs_unindexed
+        );
+        println!(
+            "{verb} {} ({} -> {}); {} unused blobs removed, {} index files rewritten; took {:.2}s",
+            size(r.bytes_freed()),
+            size(r.bytes_before),
+            size(r.bytes_after),
+            r.blobs_removed,
+            r.index_files_rewritten,
+            r.duration_ms as f64 / 1000.0
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn prune(g: &Global, out: &Out, a: &PruneArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    run_prune(&repo, out, &a.opts)
 }

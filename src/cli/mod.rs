@@ -29,6 +29,8 @@ pub mod exit {
     pub const VERSION: u8 = 11;
     /// Wrong or missing password.
     pub const PASSWORD: u8 = 12;
+    /// Another process holds a conflicting repository lock.
+    pub const LOCKED: u8 = 13;
 }
 
 /// cairn: deduplicating, encrypted, verifiable snapshots.
@@ -45,7 +47,8 @@ Without --repo or CAIRN_REPO, cairn uses a default repository in your data direc
 created on the first backup with a generated key in your config directory.
 
 Exit codes: 0 success, 1 error, 2 invalid command line, 3 damage found or restore
-incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password."
+incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password,
+13 repository locked by another process."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -82,6 +85,10 @@ pub struct Global {
     /// Default: cairn's directory in your cache directory (~/.cache/cairn).
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// If another process holds a conflicting repository lock, wait up to
+    /// this long for it (e.g. 30s, 10m) instead of failing at once.
+    #[arg(long, global = true, value_name = "DURATION")]
+    retry_lock: Option<String>,
     /// Use no local cache: every file is compared with the parent snapshot.
     #[arg(long, global = true)]
     no_cache: bool,
@@ -111,6 +118,11 @@ enum Command {
     Stats(commands::StatsArgs),
     /// Print a repository object, for inspection and debugging.
     Cat(commands::CatArgs),
+    /// Delete data no snapshot references and repack packs that are mostly
+    /// unused.
+    Prune(commands::PruneArgs),
+    /// Remove stale locks left by processes that are gone.
+    Unlock(commands::UnlockArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -141,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => commands::stats(&cli.global, &out, &a),
         Command::Cat(a) => commands::cat(&cli.global, &out, &a),
         Command::Key(a) => commands::key(&cli.global, &out, &a),
+        Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
+        Command::Prune(a) => commands::prune(&cli.global, &out, &a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -172,6 +186,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(cairn::Error::WrongPassword { .. } | cairn::Error::NoPassword { .. }) => {
             exit::PASSWORD
         }
+        Some(cairn::Error::Locked { .. }) => exit::LOCKED,
         Some(e) if e.is_damage() => exit::INCOMPLETE,
         _ => exit::ERROR,
     }

@@ -167,7 +167,21 @@ pub fn open(g: &Global) -> Result<(Repository, Location)> {
     let loc = location(g)?;
     let repo = Repository::open(backend(&loc), &mut || password(g, &loc))?;
     refuse_downgrade(g, &repo)?;
+    set_lock_wait(g, &repo)?;
     Ok((repo, loc))
+}
+
+/// Applies `--retry-lock`.
+pub fn set_lock_wait(g: &Global, repo: &Repository) -> Result<()> {
+    if let Some(text) = &g.retry_lock {
+        let d: jiff::SignedDuration = text.parse().map_err(|e| {
+            anyhow!("--retry-lock '{text}': {e}; give a duration such as 30s, 10m or 1h")
+        })?;
+        let d = std::time::Duration::try_from(d)
+            .map_err(|_| anyhow!("--retry-lock '{text}' must not be negative"))?;
+        repo.set_lock_wait(d);
+    }
+    Ok(())
 }
 
 /// A password was supplied but the repository says it is unencrypted.

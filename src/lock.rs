@@ -1,0 +1,476 @@
+//! Repository locks: who is using the repository right now, so that prune
+//! never deletes data that a running backup will reference.
+//!
+//! The protocol is restic's (store-format.md §21). Every process that
+//! writes or depends on the set of blobs holds a lock file in `locks/`:
+//! backup, restore and verify a shared one, forget and prune an exclusive
+//! one. To take a lock a process writes its lock file first and then lists
+//! the others; if one conflicts (anything against an exclusive lock, an
+//! exclusive lock against anything) it deletes its own and tries again
+//! later, so of two processes that race, at least one always sees the
+//! other. A lock is refreshed (rewritten with a new time) every
+//! [`REFRESH_EVERY`]; one not refreshed for [`STALE_AFTER`], or whose
+//! process is gone from this host, is stale and ignored. A holder that
+//! could not refresh in time (the machine slept, the storage failed) must
+//! assume others ignored it: [`Lock::check`] fails and the operation stops
+//! before it writes anything that depends on the lock.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileKind};
+use crate::codec;
+use crate::crypto::{Crypto, Domain};
+use crate::id::LockId;
+use crate::repo::{host_and_user, lock as guard};
+use crate::{Error, Result};
+
+/// First bytes of a lock file.
+const MAGIC: [u8; 8] = *b"CAIRNLCK";
+/// How often a held lock is rewritten.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A lock not refreshed for this long is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// The record in a lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// When the lock was taken or last refreshed, seconds since the epoch.
+    pub time: i64,
+    /// Nanoseconds of `time`.
+    pub time_nsec: u32,
+    /// Exclusive (forget, prune) or shared (backup, restore, verify).
+    pub exclusive: bool,
+    /// Host of the holder.
+    pub hostname: String,
+    /// User of the holder.
+    pub username: String,
+    /// Process id of the holder on its host.
+    pub pid: u32,
+    /// What the holder is doing, for messages (`backup`, `prune`).
+    pub operation: String,
+}
+
+impl LockRecord {
+    /// The lock's time.
+    #[must_use]
+    pub fn timestamp(&self) -> Timestamp {
+        Timestamp::new(self.time, i32::try_from(self.time_nsec).unwrap_or(0))
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// Whether this lock no longer protects anything: not refreshed for
+    /// [`STALE_AFTER`] (by `now`), or held by a process of this host that
+    /// no longer exists.
+    #[must_use]
+    pub fn is_stale(&self, now: Timestamp) -> bool {
+        let age = now.duration_since(self.timestamp());
+        if age.as_secs() >= i64::try_from(STALE_AFTER.as_secs()).unwrap_or(i64::MAX) {
+            return true;
+        }
+        let (host, _) = host_and_user();
+        if self.hostname != host {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return true;
+        };
+        // Signal 0 only asks whether the process exists; EPERM means it
+        // does, under another user.
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    }
+
+    /// One line naming the holder, for messages.
+    #[must_use]
+    pub fn describe(&self, now: Timestamp) -> String {
+        let age = now.duration_since(self.timestamp()).as_secs().max(0);
+        format!(
+            "{} lock of `{}` by {}@{} pid {}, refreshed {}s ago",
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
+            self.operation,
+            self.username,
+            self.hostname,
+            self.pid,
+            age
+        )
+    }
+}
+
+/// Encodes a lock file: `"CAIRNLCK" ‖ sealed(Domain::Lock, enc(LockRecord))`.
+///
+/// # Errors
+/// Fails only when sealing fails.
+pub fn encode_file(crypto: &Crypto, record: &LockRecord) -> Result<(LockId, Vec<u8>)> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend(crypto.seal(Domain::Lock, &codec::encode(record))?);
+    Ok((LockId::hash_of(&bytes), bytes))
+}
+
+/// Decodes and checks a lock file.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn decode_file(crypto: &Crypto, bytes: &[u8]) -> Result<LockRecord, String> {
+    let body = bytes
+        .strip_prefix(&MAGIC[..])
+        .ok_or_else(|| "not a lock file (wrong magic)".to_owned())?;
+    let plain = crypto.open(Domain::Lock, body).map_err(|e| e.to_string())?;
+    codec::decode(&plain).map_err(|e| e.to_string())
+}
+
+/// Every lock in the repository with its record, or why it could not be
+/// read (a lock file being deleted while listed is simply left out).
+///
+/// # Errors
+/// When `locks/` cannot be listed.
+pub fn list(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
+    let mut out = Vec::new();
+    for (name, _) in backend.list(FileKind::Lock)? {
+        let Ok(id) = name.parse::<LockId>() else {
+            continue;
+        };
+        match backend.read(FileKind::Lock, &name) {
+            Ok(bytes) if LockId::hash_of(&bytes) == id => {
+                out.push((id, decode_file(crypto, &bytes)));
+            }
+            Ok(_) => out.push((id, Err("its name is not the hash of its bytes".into()))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => out.push((id, Err(e.to_string()))),
+        }
+    }
+    Ok(out)
+}
+
+/// State shared with the refresher thread.
+struct Held {
+    id: LockId,
+    /// When the lock file now in the repository was written.
+    written: Timestamp,
+}
+
+/// A lock held by this process; released when dropped.
+pub struct Lock {
+    backend: Arc<dyn Backend>,
+    held: Arc<Mutex<Held>>,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock").finish_non_exhaustive()
+    }
+}
+
+fn new_record(exclusive: bool, operation: &str) -> LockRecord {
+    let now = Timestamp::now();
+    let (hostname, username) = host_and_user();
+    LockRecord {
+        time: now.as_second(),
+        time_nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
+        exclusive,
+        hostname,
+        username,
+        pid: std::process::id(),
+        operation: operation.to_owned(),
+    }
+}
+
+fn write_lock(backend: &dyn Backend, crypto: &Crypto, record: &LockRecord) -> Result<LockId> {
+    let (id, bytes) = encode_file(crypto, record)?;
+    backend.write(FileKind::Lock, &id.to_hex(), &bytes)?;
+    Ok(id)
+}
+
+/// Why a lock could not be taken yet: the conflicting holders.
+fn conflicts(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    own: &LockId,
+    exclusive: bool,
+) -> Result<Vec<String>> {
+    let now = Timestamp::now();
+    let mut found = Vec::new();
+    for (id, record) in list(backend, crypto)? {
+        if id == *own {
+            continue;
+        }
+        match record {
+            Ok(r) if r.is_stale(now) => {}
+            Ok(r) if exclusive || r.exclusive => found.push(r.describe(now)),
+            Ok(_) => {}
+            // A lock nobody can read might be anybody's: it conflicts
+            // until `cairn unlock --remove-all` removes it.
+            Err(e) => found.push(format!("an unreadable lock {} ({e})", id.short())),
+        }
+    }
+    Ok(found)
+}
+
+impl Lock {
+    /// Takes a lock for `operation`, trying again for up to `wait` while
+    /// another process holds a conflicting one.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming the holders when `wait` runs out; backend
+    /// errors.
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        crypto: &Crypto,
+        exclusive: bool,
+        operation: &str,
+        wait: Duration,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let record = new_record(exclusive, operation);
+            let id = write_lock(backend.as_ref(), crypto, &record)?;
+            let found = match conflicts(backend.as_ref(), crypto, &id, exclusive) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = backend.delete(FileKind::Lock, &id.to_hex());
+                    return Err(e);
+                }
+            };
+            if found.is_empty() {
+                return Ok(Self::start(backend, crypto.clone(), record, id));
+            }
+            backend.delete(FileKind::Lock, &id.to_hex())?;
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(Error::Locked {
+                    operation: operation.to_owned(),
+                    holders: found.join("; "),
+                });
+            }
+            // Two processes that keep meeting must not keep meeting in
+            // step: the pause grows and is jittered.
+            attempt = attempt.saturating_add(1);
+            let mut noise = [0u8; 2];
+            crate::crypto::random(&mut noise)?;
+            let base = 100u64.saturating_mul(u64::from(attempt.min(20)));
+            let pause = Duration::from_millis(base + u64::from(u16::from_le_bytes(noise)) % 500)
+                .min(wait - waited);
+            std::thread::sleep(pause);
+        }
+    }
+
+    fn start(backend: Arc<dyn Backend>, crypto: Crypto, record: LockRecord, id: LockId) -> Self {
+        let held = Arc::new(Mutex::new(Held {
+            id,
+            written: record.timestamp(),
+        }));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread_backend = Arc::clone(&backend);
+        let thread_held = Arc::clone(&held);
+        let refresher = std::thread::Builder::new()
+            .name("cairn-lock".into())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(REFRESH_EVERY) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let fresh = new_record(record.exclusive, &record.operation);
+                    // The new file first, then the old one goes: there is
+                    // never a moment without a lock file.
+                    if let Ok(new_id) = write_lock(thread_backend.as_ref(), &crypto, &fresh) {
+                        let mut h = guard(&thread_held);
+                        let old = std::mem::replace(&mut h.id, new_id);
+                        h.written = fresh.timestamp();
+                        drop(h);
+                        let _ = thread_backend.delete(FileKind::Lock, &old.to_hex());
+                    }
+                }
+            })
+            .ok();
+        Self {
+            backend,
+            held,
+            stop: Some(stop),
+            refresher,
+        }
+    }
+
+    /// Fails when the lock may have been treated as stale by others: its
+    /// file was last written too long ago (the refresher could not write,
+    /// or the machine slept). Called before writing anything whose safety
+    /// depends on the lock.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`].
+    pub fn check(&self) -> Result<()> {
+        let written = guard(&self.held).written;
+        let age = Timestamp::now().duration_since(written);
+        // A margin of a refresh period: others see the file as stale only
+        // at STALE_AFTER, by their clocks.
+        let limit = STALE_AFTER.saturating_sub(REFRESH_EVERY);
+        if age.as_secs() >= i64::try_from(limit.as_secs()).unwrap_or(i64::MAX) {
+            return Err(Error::LockLost {
+                age_secs: age.as_secs(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let id = guard(&self.held).id;
+        let _ = self.backend.delete(FileKind::Lock, &id.to_hex());
+    }
+}
+
+/// What `unlock` removed.
+#[derive(Debug, Clone, Default)]
+pub struct Unlocked {
+    /// Lock files removed, with their holders.
+    pub removed: Vec<(LockId, String)>,
+    /// Live locks left in place.
+    pub kept: Vec<(LockId, String)>,
+}
+
+/// Removes stale locks, or every lock with `all` (for a lock nobody can
+/// read, or when the user knows its holder is gone).
+///
+/// # Errors
+/// Backend errors.
+pub fn unlock(backend: &dyn Backend, crypto: &Crypto, all: bool) -> Result<Unlocked> {
+    let now = Timestamp::now();
+    let mut done = Unlocked::default();
+    for (id, record) in list(backend, crypto)? {
+        let (stale, what) = match &record {
+            Ok(r) => (r.is_stale(now), r.describe(now)),
+            Err(e) => (false, format!("unreadable lock ({e})")),
+        };
+        if all || stale {
+            match backend.delete(FileKind::Lock, &id.to_hex()) {
+                Ok(()) => done.removed.push((id, what)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            done.kept.push((id, what));
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    fn crypto() -> Crypto {
+        Crypto::new(&crate::crypto::MasterKey::generate().expect("key"), true)
+    }
+
+    #[test]
+    fn lock_file_round_trips_and_rejects_damage() {
+        let c = crypto();
+        let r = new_record(true, "prune");
+        let (id, bytes) = encode_file(&c, &r).expect("encode");
+        assert_eq!(id, LockId::hash_of(&bytes));
+        assert_eq!(decode_file(&c, &bytes), Ok(r));
+        let mut bad = bytes.clone();
+        if let Some(b) = bad.last_mut() {
+            *b ^= 1;
+        }
+        assert!(decode_file(&c, &bad).is_err());
+        assert!(decode_file(&crypto(), &bytes).is_err());
+        assert!(decode_file(&c, b"CAIRNSNP").is_err());
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_exclusive_ones_exclude() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        let none = Duration::ZERO;
+        let a = Lock::acquire(Arc::clone(&backend), &c, false, "backup", none).expect("a");
+        let b = Lock::acquire(Arc::clone(&backend), &c, false, "backup", none).expect("b");
+        let e = Lock::acquire(Arc::clone(&backend), &c, true, "prune", none)
+            .expect_err("shared locks are held");
+        assert!(matches!(e, Error::Locked { .. }), "{e}");
+        assert!(e.to_string().contains("backup"), "{e}");
+        drop((a, b));
+        let x = Lock::acquire(Arc::clone(&backend), &c, true, "prune", none).expect("free now");
+        assert!(Lock::acquire(Arc::clone(&backend), &c, false, "backup", none).is_err());
+        x.check().expect("fresh lock");
+        drop(x);
+        assert!(
+            list(backend.as_ref(), &c).expect("list").is_empty(),
+            "released locks are gone"
+        );
+    }
+
+    #[test]
+    fn stale_locks_are_ignored_and_unlock_removes_them() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        // An exclusive lock of a process of this host that no longer exists,
+        // and one of another host refreshed an hour ago.
+        let mut dead = new_record(true, "prune");
+        dead.pid = i32::MAX as u32;
+        write_lock(backend.as_ref(), &c, &dead).expect("write");
+        let mut old = new_record(true, "prune");
+        old.hostname = "elsewhere".into();
+        old.time -= 3600;
+        write_lock(backend.as_ref(), &c, &old).expect("write");
+        let mut live = new_record(false, "backup");
+        live.hostname = "elsewhere".into();
+        write_lock(backend.as_ref(), &c, &live).expect("write");
+        let held = Lock::acquire(Arc::clone(&backend), &c, false, "backup", Duration::ZERO)
+            .expect("stale exclusive locks do not block");
+        drop(held);
+        let done = unlock(backend.as_ref(), &c, false).expect("unlock");
+        assert_eq!(done.removed.len(), 2);
+        assert_eq!(done.kept.len(), 1);
+        let all = unlock(backend.as_ref(), &c, true).expect("unlock all");
+        assert_eq!(all.removed.len(), 1);
+    }
+
+    #[test]
+    fn waiting_for_a_lock_ends() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        let held =
+            Lock::acquire(Arc::clone(&backend), &c, true, "prune", Duration::ZERO).expect("held");
+        let wait = Duration::from_millis(300);
+        let e = Lock::acquire(Arc::clone(&backend), &c, false, "backup", wait).expect_err("busy");
+        assert!(matches!(e, Error::Locked { .. }));
+        // Released while another waits: the waiter gets it.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        Lock::acquire(
+            Arc::clone(&backend),
+            &c,
+            false,
+            "backup",
+            Duration::from_secs(30),
+        )
+        .expect("released meanwhile");
+        releaser.join().expect("join");
+    }
+}
