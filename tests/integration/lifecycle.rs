@@ -110,3 +110,139 @@ fn at_picks_the_newest_snapshot_per_source_at_or_before_a_time() {
     assert!(stderr(&bad).contains("RFC 3339"), "{}", stderr(&bad));
     super::util::assert_verifies(&open_repo(&repo));
 }
+
+/// Bytes of every file under `dir`.
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).expect("read dir") {
+        let e = e.expect("entry");
+        let m = e.metadata().expect("stat");
+        total += if m.is_dir() { du(&e.path()) } else { m.len() };
+    }
+    total
+}
+
+/// Rewrites about a fifth of the files, adds a few and removes a few.
+fn evolve(src: &Path, rng: &mut super::util::Rng, round: usize) {
+    for i in 0..40 {
+        let f = src.join(format!("f{i}"));
+        if round == 0 || rng.next().is_multiple_of(5) {
+            let len = 2000 + (rng.next() % 30_000) as usize;
+            fs::write(&f, rng.bytes(len)).expect("write");
+        }
+    }
+    fs::write(src.join(format!("new{round}")), rng.bytes(10_000)).expect("write");
+    if round >= 2 {
+        let _ = fs::remove_file(src.join(format!("new{}", round - 2)));
+    }
+}
+
+#[test]
+fn prune_after_keeping_one_snapshot_leaves_about_a_fresh_repository() {
+    let d = Dir::new();
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let repo_dir = d.join("repo");
+    let repo = super::util::init_repo(&repo_dir);
+    let mut rng = super::util::Rng::seeded(7);
+    let mut last = None;
+    for round in 0..12 {
+        evolve(&src, &mut rng, round);
+        last = Some(super::util::backup_path(&repo, &src).id);
+    }
+    let last = last.expect("snapshots");
+    for (id, _) in repo.snapshots().expect("list") {
+        if id != last {
+            fs::remove_file(repo_dir.join("snapshots").join(id.to_hex())).expect("forget");
+        }
+    }
+    let before = du(&repo_dir);
+    let mut dry = cairn::PruneOptions::default();
+    dry.dry_run = true;
+    let plan = cairn::prune(&repo, &dry).expect("dry run");
+    assert_eq!(du(&repo_dir), before, "a dry run changes nothing");
+    assert!(plan.bytes_freed() > 0);
+    let report = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune");
+    assert_eq!(report.snapshots, 1);
+    assert!(
+        report.packs_repacked + report.packs_deleted > 0,
+        "{report:?}"
+    );
+    let after = du(&repo_dir);
+
+    let fresh_dir = d.join("fresh");
+    let fresh = super::util::init_repo(&fresh_dir);
+    super::util::backup_path(&fresh, &src);
+    let fresh_size = du(&fresh_dir);
+    eprintln!("repository {before} bytes before prune, {after} after; fresh {fresh_size}");
+    assert!(
+        after as f64 <= 1.1 * fresh_size as f64,
+        "pruned {after} bytes, fresh {fresh_size} (before prune {before})"
+    );
+    super::util::assert_verifies(&repo);
+    // What is left restores exactly, and a second prune finds nothing.
+    let snap = repo.read_snapshot(&last).expect("snapshot");
+    let out = d.join("out");
+    let r = cairn::restore(
+        &repo,
+        &snap,
+        &cairn::RestoreOptions::new(&out),
+        &cairn::NoProgress,
+    )
+    .expect("restore");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let back = out.join(src.strip_prefix("/").expect("abs"));
+    for e in fs::read_dir(&src).expect("src") {
+        let e = e.expect("entry");
+        assert_eq!(
+            fs::read(e.path()).expect("src file"),
+            fs::read(back.join(e.file_name())).expect("restored file")
+        );
+    }
+    let again = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune again");
+    assert_eq!(again.bytes_freed(), 0, "{again:?}");
+    assert_eq!(again.packs_deleted + again.packs_repacked, 0);
+}
+
+#[test]
+fn locks_make_conflicting_commands_wait_or_fail_clearly() {
+    let d = Dir::new();
+    let repo_dir = d.join("repo");
+    let home = d.join("home");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"data").expect("write");
+    let repo = super::util::init_repo(&repo_dir);
+    let held = repo.lock(true, "prune").expect("exclusive lock");
+    let busy = run(cairn(&repo_dir, &home).args(["backup", "-q"]).arg(&src));
+    assert_eq!(busy.status.code(), Some(13), "{}", stderr(&busy));
+    let msg = stderr(&busy);
+    assert!(
+        msg.contains("locked") && msg.contains("prune") && msg.contains("cairn unlock"),
+        "{msg}"
+    );
+    assert!(
+        repo.snapshots().expect("list").is_empty(),
+        "nothing was written"
+    );
+    // unlock leaves a live lock alone.
+    ok(&run(cairn(&repo_dir, &home).args(["unlock"])));
+    assert_eq!(repo.locks().expect("locks").len(), 1);
+    // A waiting backup gets the repository once the lock is released.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(held);
+    });
+    ok(&run(cairn(&repo_dir, &home)
+        .args(["backup", "-q", "--retry-lock", "30s"])
+        .arg(&src)));
+    releaser.join().expect("join");
+    assert_eq!(repo.snapshots().expect("list").len(), 1);
+    assert!(
+        repo.locks().expect("locks").is_empty(),
+        "the backup released its lock"
+    );
+    let pruned = json(&run(cairn(&repo_dir, &home).args(["prune", "--json"])));
+    assert_eq!(pruned["report"]["snapshots"], 1);
+    super::util::assert_verifies(&repo);
+}

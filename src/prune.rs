@@ -1,0 +1,354 @@
+//! Prune: removes the data no snapshot references any more.
+//!
+//! Under an exclusive lock (no backup can be adding references meanwhile,
+//! see `lock`), prune marks every blob reachable from a snapshot, then
+//! looks at each pack through the index files: a pack with nothing used is
+//! deleted; a pack whose unused share exceeds `max_unused` has its used
+//! blobs copied into new packs and is deleted; other packs stay as they
+//! are, their few unused blobs with them. Index files that describe no
+//! changed pack stay untouched, so the work grows with the garbage, apart
+//! from the marking, which reads every distinct tree once.
+//!
+//! The order keeps the repository valid at every step (store-format.md
+//! §14.5): new packs, then their index files, then the rewritten index
+//! files, and only then deletions: old index files, then packs. A crash
+//! leaves at worst duplicate index entries or packs no index names, which
+//! the next prune removes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::backend::FileKind;
+use crate::id::{BlobId, PackId};
+use crate::index::{self, IndexFile, IndexPack};
+use crate::pack::PackEntry;
+use crate::repo::Repository;
+use crate::tree::NodeKind;
+use crate::{Error, Result};
+
+/// How to prune.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PruneOptions {
+    /// A pack whose unused bytes exceed this share of it is repacked
+    /// (0.0 repacks every pack with any garbage, 1.0 only deletes packs
+    /// with nothing used).
+    pub max_unused: f64,
+    /// Work out what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            max_unused: 0.05,
+            dry_run: false,
+        }
+    }
+}
+
+/// What prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Snapshots whose trees were walked.
+    pub snapshots: usize,
+    /// Blobs referenced by them.
+    pub blobs_used: u64,
+    /// Packs before.
+    pub packs_before: usize,
+    /// Packs deleted because nothing in them is used.
+    pub packs_deleted: usize,
+    /// Packs whose used blobs were copied out before deletion.
+    pub packs_repacked: usize,
+    /// Packs no index file named (left by an interrupted backup), deleted.
+    pub packs_unindexed: usize,
+    /// Used blobs copied into new packs.
+    pub blobs_repacked: u64,
+    /// Unused blobs removed with their packs.
+    pub blobs_removed: u64,
+    /// Index files replaced.
+    pub index_files_rewritten: usize,
+    /// Bytes of packs and index files before.
+    pub bytes_before: u64,
+    /// Bytes after (estimated for a dry run: the repacked blobs counted at
+    /// their old size).
+    pub bytes_after: u64,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+}
+
+impl PruneReport {
+    /// Bytes freed.
+    #[must_use]
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_before.saturating_sub(self.bytes_after)
+    }
+}
+
+/// Every blob reachable from the snapshots: trees and their contents.
+/// Each distinct tree is read (and verified) once, a level of the forest
+/// at a time in parallel.
+fn mark(repo: &Repository, roots: Vec<BlobId>) -> Result<HashSet<BlobId>> {
+    let mut used: HashSet<BlobId> = HashSet::new();
+    let mut level: Vec<BlobId> = roots;
+    while !level.is_empty() {
+        level.retain(|id| used.insert(*id));
+        let trees = crate::repo::in_pool(|| {
+            level
+                .par_iter()
+                .map(|id| repo.read_tree(id))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut next = Vec::new();
+        for tree in trees {
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::File { content } => used.extend(content),
+                    NodeKind::Dir { subtree } => next.push(subtree),
+                    _ => {}
+                }
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        level = next;
+    }
+    Ok(used)
+}
+
+/// What happens to one pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Delete,
+    Repack,
+}
+
+/// Removes unreferenced data; see the module documentation.
+///
+/// # Errors
+/// [`Error::Locked`] while other processes use the repository; an error
+/// before anything is deleted when a snapshot, tree or index file cannot
+/// be read, or a used blob is in no index (pruning then could delete data
+/// still needed: `verify` tells what is wrong).
+#[allow(clippy::too_many_lines)]
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let started = Instant::now();
+    let held = repo.lock(true, "prune")?;
+    repo.refresh_index()?;
+    if let Some((id, e)) = repo.index_errors().first() {
+        return Err(Error::invalid(format!(
+            "index file {id} cannot be read ({e}): prune would not know what its packs hold; run `cairn verify`"
+        )));
+    }
+    let mut report = PruneReport::default();
+    let mut roots = Vec::new();
+    for (id, snap) in repo.snapshots()? {
+        let snap = snap.map_err(|e| {
+            Error::invalid(format!(
+                "snapshot {id} cannot be read ({e}): prune would not know what it references; remove it with `cairn forget {id}` or repair it first"
+            ))
+        })?;
+        roots.push(snap.tree);
+        report.snapshots += 1;
+    }
+    let used = mark(repo, roots)?;
+    report.blobs_used = used.len() as u64;
+    let index = repo.index();
+    if let Some(missing) = used.iter().find(|id| !index.contains(id)) {
+        return Err(Error::invalid(format!(
+            "blob {missing}, used by a snapshot, is in no index: prune stops so as not to delete data that may still be needed; run `cairn verify`"
+        )));
+    }
+
+    // The packs as the index files describe them, and as they are stored.
+    let mut index_names: Vec<String> = repo
+        .backend()
+        .list(FileKind::Index)?
+        .into_iter()
+        .map(|(n, size)| {
+            report.bytes_before += size;
+            n
+        })
+        .collect();
+    index_names.sort();
+    let stored: HashMap<PackId, u64> = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|(n, size)| Some((n.parse().ok()?, size)))
+        .collect();
+    report.packs_before = stored.len();
+    report.bytes_before += stored.values().sum::<u64>();
+    let files: Vec<(String, IndexFile)> = index_names
+        .iter()
+        .map(|n| Ok((n.clone(), repo.read_index_file(n)?)))
+        .collect::<Result<_>>()?;
+
+    // The blob the index resolves each used id to ("first location wins")
+    // is the copy that counts; any other copy is garbage.
+    let counts = |p: &IndexPack, e: &PackEntry| {
+        used.contains(&e.id)
+            && index
+                .get(&e.id)
+                .is_some_and(|loc| index.pack_id(loc.pack) == Some(p.id) && loc.offset == e.offset)
+    };
+    let mut fate: HashMap<PackId, Fate> = HashMap::new();
+    for (_, file) in &files {
+        for p in &file.packs {
+            if fate.contains_key(&p.id) {
+                continue;
+            }
+            let (used_bytes, all_bytes) = p.entries.iter().fold((0u64, 0u64), |(u, a), e| {
+                let len = u64::from(e.length);
+                (if counts(p, e) { u + len } else { u }, a + len)
+            });
+            let f = if used_bytes == 0 {
+                Fate::Delete
+            } else if !stored.contains_key(&p.id) {
+                return Err(Error::invalid(format!(
+                    "pack {} holds blobs that snapshots use, but it is missing: prune stops; run `cairn verify`",
+                    p.id
+                )));
+            } else if all_bytes > 0
+                && (all_bytes - used_bytes) as f64 > opts.max_unused * all_bytes as f64
+            {
+                Fate::Repack
+            } else {
+                Fate::Keep
+            };
+            fate.insert(p.id, f);
+        }
+    }
+    let unindexed: Vec<PackId> = stored
+        .keys()
+        .filter(|id| !fate.contains_key(id))
+        .copied()
+        .collect();
+    report.packs_unindexed = unindexed.len();
+
+    // Repack: the used blobs of each pack to copy out.
+    let to_repack: Vec<(PackId, Vec<PackEntry>)> = {
+        let mut seen = HashSet::new();
+        files
+            .iter()
+            .flat_map(|(_, f)| &f.packs)
+            .filter(|p| fate.get(&p.id) == Some(&Fate::Repack) && seen.insert(p.id))
+            .map(|p| {
+                let wanted = p.entries.iter().filter(|e| counts(p, e)).cloned();
+                (p.id, wanted.collect())
+            })
+            .collect()
+    };
+    let to_delete: Vec<PackId> = fate
+        .iter()
+        .filter(|(_, f)| **f != Fate::Keep)
+        .map(|(id, _)| *id)
+        .chain(unindexed.iter().copied())
+        .collect();
+    report.packs_repacked = to_repack.len();
+    report.packs_deleted = fate.values().filter(|f| **f == Fate::Delete).count();
+    for (_, file) in &files {
+        for p in &file.packs {
+            for e in &p.entries {
+                match fate.get(&p.id) {
+                    Some(Fate::Repack) if counts(p, e) => report.blobs_repacked += 1,
+                    Some(Fate::Repack | Fate::Delete) => report.blobs_removed += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Index files that name a pack going away are rewritten without it.
+    let rewrite: Vec<&(String, IndexFile)> = files
+        .iter()
+        .filter(|(_, f)| f.packs.iter().any(|p| fate.get(&p.id) != Some(&Fate::Keep)))
+        .collect();
+    report.index_files_rewritten = rewrite.len();
+    let freed_packs: u64 = to_delete.iter().filter_map(|id| stored.get(id)).sum();
+    let kept_again: u64 = to_repack
+        .iter()
+        .flat_map(|(_, wanted)| wanted)
+        .map(|e| u64::from(e.length))
+        .sum();
+    // The writer below adds to the index: no read guard may be held.
+    drop(index);
+
+    if opts.dry_run {
+        report.bytes_after = report.bytes_before - freed_packs + kept_again;
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        return Ok(report);
+    }
+
+    // 1. New packs and their index files.
+    let writer = repo.blob_writer();
+    let copied = crate::repo::in_pool(|| {
+        to_repack
+            .par_iter()
+            .try_for_each(|(pack, wanted)| -> Result<()> {
+                let bytes = repo.backend().read(FileKind::Pack, &pack.to_hex())?;
+                for e in wanted {
+                    let start = e.offset as usize;
+                    let sealed = bytes.get(start..start + e.length as usize).ok_or_else(|| {
+                        Error::corrupt(
+                            format!("pack {pack}"),
+                            format!("blob {} lies beyond its end", e.id),
+                        )
+                    })?;
+                    let plain = repo.open_blob(&e.id, pack, e.compression, e.raw_length, sealed)?;
+                    writer.save_again(e.kind, &plain)?;
+                }
+                Ok(())
+            })
+    });
+    if let Err(e) = copied.and_then(|()| held.check()) {
+        writer.abandon();
+        return Err(e);
+    }
+    writer.finish().inspect_err(|_| writer.abandon())?;
+    drop(writer);
+
+    // 2. The index files that named changed packs, without those packs.
+    for (_, file) in &rewrite {
+        let kept = IndexFile {
+            packs: file
+                .packs
+                .iter()
+                .filter(|p| fate.get(&p.id) == Some(&Fate::Keep))
+                .cloned()
+                .collect(),
+        };
+        if kept.packs.is_empty() {
+            continue;
+        }
+        let (id, bytes) = index::encode_file(repo.crypto(), &kept)?;
+        repo.backend()
+            .write(FileKind::Index, &id.to_hex(), &bytes)?;
+    }
+    held.check()?;
+
+    // 3. Deletions: the replaced index files, then the packs.
+    for (name, _) in &rewrite {
+        repo.backend().delete(FileKind::Index, name)?;
+    }
+    for id in &to_delete {
+        match repo.backend().delete(FileKind::Pack, &id.to_hex()) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    repo.refresh_index()?;
+    report.bytes_after = repo
+        .backend()
+        .list(FileKind::Index)?
+        .into_iter()
+        .chain(repo.backend().list(FileKind::Pack)?)
+        .map(|(_, size)| size)
+        .sum();
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    drop(held);
+    Ok(report)
+}
