@@ -33,6 +33,7 @@ mod error;
 mod filescache;
 mod id;
 mod index;
+mod inspect;
 mod keyfile;
 mod pack;
 mod repo;
@@ -50,6 +51,10 @@ pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+pub use inspect::{
+    Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
+    diff, dump, find,
+};
 pub use keyfile::KeyFile;
 pub use pack::{BlobKind, Compression, PackEntry};
 pub use repo::{InitOptions, Repository, needs_password};
