@@ -190,7 +190,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {}
 
-fn local_time(ts: jiff::Timestamp) -> String {
+pub(super) fn local_time(ts: jiff::Timestamp) -> String {
     ts.to_zoned(jiff::tz::TimeZone::system())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()
