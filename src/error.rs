@@ -100,6 +100,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The stream a command writes to (`dump`'s output) failed, for
+    /// example a pipe whose reader went away.
+    #[error("cannot write the output: {source}")]
+    Output {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// A snapshot reference matched nothing, or more than one snapshot.
     #[error("{0}")]
     SnapshotRef(String),

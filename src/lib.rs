@@ -33,6 +33,7 @@ mod error;
 mod filescache;
 mod id;
 mod index;
+mod inspect;
 mod keyfile;
 mod lock;
 mod pack;
@@ -53,6 +54,10 @@ pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
+pub use inspect::{
+    Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
+    diff, dump, find,
+};
 pub use keyfile::KeyFile;
 pub use lock::{Lock, LockRecord, Unlocked};
 pub use pack::{BlobKind, Compression, PackEntry};

@@ -12,6 +12,7 @@ mod integration {
     mod crash;
     mod decoders;
     mod filescache;
+    mod inspect;
     mod lifecycle;
     mod options;
     mod pipeline;

@@ -314,7 +314,7 @@ impl AtArgs {
     }
 }
 
-fn local_time(ts: jiff::Timestamp) -> String {
+pub(super) fn local_time(ts: jiff::Timestamp) -> String {
     ts.to_zoned(jiff::tz::TimeZone::system())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()

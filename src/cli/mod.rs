@@ -2,6 +2,7 @@
 //! resolution, output rendering and exit codes. No engine logic lives here.
 
 mod commands;
+mod inspect;
 mod output;
 mod password;
 
@@ -112,6 +113,12 @@ enum Command {
     Ls(commands::LsArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(commands::RestoreArgs),
+    /// Show what changed between two snapshots.
+    Diff(inspect::DiffArgs),
+    /// Find files and directories by name or path in snapshots.
+    Find(inspect::FindArgs),
+    /// Write one file of a snapshot to stdout.
+    Dump(inspect::DumpArgs),
     /// Check the repository's structure and, with --read-data, every byte.
     Verify(commands::VerifyArgs),
     /// Show repository sizes and deduplication.
@@ -149,6 +156,9 @@ pub fn main() -> ExitCode {
         Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
         Command::Ls(a) => commands::ls(&cli.global, &out, &a),
         Command::Restore(a) => commands::restore(&cli.global, &out, &a),
+        Command::Diff(a) => inspect::diff(&cli.global, &out, &a),
+        Command::Find(a) => inspect::find(&cli.global, &out, &a),
+        Command::Dump(a) => inspect::dump(&cli.global, &out, &a),
         Command::Verify(a) => commands::verify(&cli.global, &out, &a),
         Command::Stats(a) => commands::stats(&cli.global, &out, &a),
         Command::Cat(a) => commands::cat(&cli.global, &out, &a),
