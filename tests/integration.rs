@@ -12,6 +12,7 @@ mod integration {
     mod crash;
     mod decoders;
     mod filescache;
+    mod forget;
     mod options;
     mod pipeline;
     mod roundtrip;
