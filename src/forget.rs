@@ -27,6 +27,11 @@
 //! match), it is kept as "newest in group". A policy without any rule is
 //! refused rather than read as "keep nothing".
 //!
+//! Two differences from restic: a snapshot exactly D older than the newest
+//! is `within D` (restic keeps only strictly newer ones), and a count rule
+//! that finds fewer than N periods does not also keep the group's oldest
+//! snapshot (restic does since 0.16).
+//!
 //! Periods are read in **civil local time** in the given time zone: hour
 //! (year, month, day, hour), day, ISO 8601 week (week-based year and week
 //! number, so the days of week 1 that fall in December belong to the next
