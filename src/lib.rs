@@ -31,6 +31,7 @@ mod config;
 mod crypto;
 mod error;
 mod filescache;
+mod forget;
 mod id;
 mod index;
 mod inspect;
@@ -53,6 +54,10 @@ pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use error::{Error, Result};
+pub use forget::{
+    Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
+    SnapshotFilter, UNLIMITED, forget, plan,
+};
 pub use id::{BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
 pub use inspect::{
     Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,

@@ -12,9 +12,11 @@ mod integration {
     mod crash;
     mod decoders;
     mod filescache;
+    mod forget;
     mod inspect;
     mod lifecycle;
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod torture;
 }

@@ -1012,13 +1012,13 @@ pub struct PruneOpts {
     /// Repack a pack when more than this share of it is unused (e.g. 5%,
     /// 0% to reclaim everything, 100% to only delete wholly unused packs).
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
-    max_unused: f64,
+    pub max_unused: f64,
     /// Show what would be deleted and repacked; change nothing.
     #[arg(long = "dry-run", id = "prune_dry_run")]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
-fn parse_percent(s: &str) -> Result<f64, String> {
+pub fn parse_percent(s: &str) -> Result<f64, String> {
     let n: f64 = s
         .trim()
         .trim_end_matches('%')
@@ -1032,20 +1032,27 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs prune and prints its report.
-pub fn run_prune(repo: &Repository, out: &Out, a: &PruneOpts) -> Result<u8> {
+/// Runs prune.
+pub fn prune_with(repo: &Repository, a: &PruneOpts) -> Result<cairn::PruneReport> {
     let mut opts = cairn::PruneOptions::default();
     opts.max_unused = a.max_unused;
     opts.dry_run = a.dry_run;
-    let r = cairn::prune(repo, &opts)?;
-    if out.json {
-        out.print_json(&serde_json::json!({
-            "dry_run": a.dry_run,
-            "report": r,
-            "bytes_freed": r.bytes_freed(),
-        }))?;
-    } else if !out.quiet {
-        let verb = if a.dry_run { "would free" } else { "freed" };
+    Ok(cairn::prune(repo, &opts)?)
+}
+
+/// Prune's report as JSON.
+pub fn prune_json(r: &cairn::PruneReport, dry_run: bool) -> serde_json::Value {
+    serde_json::json!({
+        "dry_run": dry_run,
+        "report": r,
+        "bytes_freed": r.bytes_freed(),
+    })
+}
+
+/// Prints prune's report as text.
+pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
+    if !out.quiet {
+        let verb = if dry_run { "would free" } else { "freed" };
         println!(
             "{} snapshots use {} blobs; {} of {} packs deleted, {} repacked ({} blobs copied), {} left by interrupted backups",
             r.snapshots,
@@ -1066,10 +1073,15 @@ pub fn run_prune(repo: &Repository, out: &Out, a: &PruneOpts) -> Result<u8> {
             r.duration_ms as f64 / 1000.0
         );
     }
-    Ok(exit::OK)
 }
 
 pub fn prune(g: &Global, out: &Out, a: &PruneArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    run_prune(&repo, out, &a.opts)
+    let r = prune_with(&repo, &a.opts)?;
+    if out.json {
+        out.print_json(&prune_json(&r, a.opts.dry_run))?;
+    } else {
+        print_prune(out, &r, a.opts.dry_run);
+    }
+    Ok(exit::OK)
 }

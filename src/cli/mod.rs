@@ -2,6 +2,7 @@
 //! resolution, output rendering and exit codes. No engine logic lives here.
 
 mod commands;
+mod forget;
 mod inspect;
 mod output;
 mod password;
@@ -125,6 +126,10 @@ enum Command {
     Stats(commands::StatsArgs),
     /// Print a repository object, for inspection and debugging.
     Cat(commands::CatArgs),
+    /// Remove snapshots by retention rules (--keep-*) or by id; their data
+    /// stays until prune.
+    // Boxed: its many options would make every command's value this large.
+    Forget(Box<forget::ForgetArgs>),
     /// Delete data no snapshot references and repack packs that are mostly
     /// unused.
     Prune(commands::PruneArgs),
@@ -163,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => commands::stats(&cli.global, &out, &a),
         Command::Cat(a) => commands::cat(&cli.global, &out, &a),
         Command::Key(a) => commands::key(&cli.global, &out, &a),
+        Command::Forget(a) => forget::forget(&cli.global, &out, &a),
         Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
     };

@@ -1,0 +1,271 @@
+//! `cairn forget`: turns `--keep-*` rules, filters and snapshot ids into
+//! [`cairn::ForgetOptions`], and prints the plan of each group with the
+//! reasons every kept snapshot stays.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use jiff::Span;
+use jiff::tz::TimeZone;
+
+use cairn::{ForgetOptions, GroupBy, KeepPolicy, SnapshotFilter};
+
+use super::{Global, Out, exit, password};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each group (by default: same host and paths) is judged on its own, newest first; a snapshot
+is kept when any rule keeps it, and the newest of a group is always kept. Hours, days, ISO
+weeks, months and years are read on the local clock (TZ); --keep-within durations count back
+from the group's newest snapshot, not from now. Durations: 30d, 2w, 1y6mo, 12h, '7 days' or
+ISO 8601 (P1Y6M); m is minutes, mo months. Counts: N, or -1 for no limit.
+Only snapshot files are deleted: their data stays in the repository until prune.")]
+pub struct ForgetArgs {
+    /// Snapshots to remove (id, unique id prefix, or `latest`), instead of
+    /// applying --keep-* rules.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest hours.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest days.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest months.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest years.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count)]
+    keep_yearly: Option<i64>,
+    /// Keep every snapshot taken within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within: Option<Span>,
+    /// Keep the newest snapshot of every hour within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within_hourly: Option<Span>,
+    /// Keep the newest snapshot of every day within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within_daily: Option<Span>,
+    /// Keep the newest snapshot of every ISO week within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within_weekly: Option<Span>,
+    /// Keep the newest snapshot of every month within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within_monthly: Option<Span>,
+    /// Keep the newest snapshot of every year within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_within_yearly: Option<Span>,
+    /// Keep every snapshot that has this tag (repeatable: any of them).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    keep_tags: Vec<String>,
+    /// Judge snapshots per group of these fields: a comma-separated list of
+    /// host, paths and tags; '' puts all snapshots in one group.
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    group_by: GroupBy,
+    /// Only consider snapshots of this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only consider snapshots with all of these comma-separated tags
+    /// (repeatable: any of the lists).
+    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
+    tags: Vec<String>,
+    /// Only consider snapshots that include this path (repeatable: all of
+    /// them).
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Print what would be removed, and remove nothing (with --prune, what
+    /// prune would free too).
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Run prune afterwards, deleting the data only removed snapshots used.
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: repack a pack when more than this share of it is
+    /// unused.
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = super::commands::parse_percent, requires = "prune")]
+    max_unused: f64,
+}
+
+fn parse_count(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= cairn::UNLIMITED => Ok(n),
+        _ => Err(format!(
+            "'{s}': expected a count, 0 or more, or -1 for no limit"
+        )),
+    }
+}
+
+fn parse_span(s: &str) -> Result<Span, String> {
+    let expected =
+        "expected a duration such as 30d, 2w, 1y6mo, 12h or '7 days' (m is minutes, mo months)";
+    match s.trim().parse::<Span>() {
+        Ok(span) if span.is_negative() => Err(format!("'{s}': {expected}, not negative")),
+        Ok(span) => Ok(span),
+        Err(e) => Err(format!("'{s}': {expected} ({e})")),
+    }
+}
+
+/// The path as backup records it: absolute, with `.` and `..` resolved
+/// as written (symlinks stay what they are).
+fn absolute(p: &Path) -> Result<Vec<u8>> {
+    let abs = std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out.as_os_str().as_bytes().to_vec())
+}
+
+fn options(a: &ForgetArgs) -> Result<ForgetOptions> {
+    let mut policy = KeepPolicy::default();
+    policy.last = a.keep_last;
+    policy.hourly = a.keep_hourly;
+    policy.daily = a.keep_daily;
+    policy.weekly = a.keep_weekly;
+    policy.monthly = a.keep_monthly;
+    policy.yearly = a.keep_yearly;
+    policy.within = a.keep_within;
+    policy.within_hourly = a.keep_within_hourly;
+    policy.within_daily = a.keep_within_daily;
+    policy.within_weekly = a.keep_within_weekly;
+    policy.within_monthly = a.keep_within_monthly;
+    policy.within_yearly = a.keep_within_yearly;
+    policy.tags.clone_from(&a.keep_tags);
+    let mut filter = SnapshotFilter::default();
+    filter.hosts.clone_from(&a.hosts);
+    filter.tags = a
+        .tags
+        .iter()
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    filter.paths = a.paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+    let mut opts = ForgetOptions::new(policy);
+    opts.group_by = a.group_by;
+    opts.filter = filter;
+    opts.ids.clone_from(&a.snapshots);
+    opts.dry_run = a.dry_run;
+    opts.tz = TimeZone::system();
+    Ok(opts)
+}
+
+fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
+    ts.to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
+    let opts = options(a)?;
+    let (repo, _) = password::open(g)?;
+    let done = cairn::forget(&repo, &opts)?;
+    // Prune runs after forget released its lock, under its own.
+    let pruning = super::commands::PruneOpts {
+        max_unused: a.max_unused,
+        dry_run: a.dry_run,
+    };
+    let pruned = if a.prune {
+        Some(super::commands::prune_with(&repo, &pruning)?)
+    } else {
+        None
+    };
+    for (id, e) in &done.damaged {
+        out.warn(format!("snapshot {id}: {e} (left in place)"));
+    }
+    if out.json {
+        let groups: Vec<_> = done
+            .groups
+            .iter()
+            .map(|grp| {
+                let snapshots: Vec<_> = grp
+                    .snapshots
+                    .iter()
+                    .map(|(d, s)| {
+                        serde_json::json!({
+                            "id": d.id,
+                            "time": s.timestamp().to_string(),
+                            "hostname": s.hostname,
+                            "paths": s.display_paths(),
+                            "tags": s.tags,
+                            "keep": d.keep,
+                            "reasons": d.reasons,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "host": grp.key.host,
+                    "paths": grp.key.display_paths(),
+                    "tags": grp.key.tags,
+                    "snapshots": snapshots,
+                })
+            })
+            .collect();
+        let damaged: Vec<_> = done
+            .damaged
+            .iter()
+            .map(|(id, e)| serde_json::json!({"id": id, "error": e}))
+            .collect();
+        out.print_json(&serde_json::json!({
+            "dry_run": done.dry_run,
+            "groups": groups,
+            "removed": done.removed,
+            "damaged": damaged,
+            "prune": pruned.as_ref().map(|r| super::commands::prune_json(r, a.dry_run)),
+        }))?;
+    } else if !out.quiet {
+        for grp in &done.groups {
+            let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
+            println!(
+                "{}: keep {kept}, remove {}",
+                grp.key,
+                grp.snapshots.len() - kept
+            );
+            println!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+            for (d, s) in &grp.snapshots {
+                let line = format!(
+                    "  {:<8}  {:<19}  {:<6}  {}",
+                    d.id.short(),
+                    local_time(s.timestamp(), &opts.tz),
+                    if d.keep { "keep" } else { "remove" },
+                    d.reasons.join(", ")
+                );
+                println!("{}", line.trim_end());
+            }
+            println!();
+        }
+        let n = done.removed.len();
+        let noun = if n == 1 { "snapshot" } else { "snapshots" };
+        if done.dry_run {
+            println!("would remove {n} {noun} (dry run: nothing was removed)");
+        } else {
+            println!("removed {n} {noun}");
+        }
+        if let Some(r) = &pruned {
+            super::commands::print_prune(out, r, a.dry_run);
+        }
+    }
+    if done.damaged.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Ok(exit::INCOMPLETE)
+    }
+}
