@@ -358,7 +358,12 @@ fn node_with_xattrs(name: Vec<u8>, kind: NodeKind, meta: &Metadata, xattrs: Vec<
     }
 }
 
-fn absolute(path: &Path) -> Result<PathBuf> {
+/// `path` as backups record it: absolute, with `.` and `..` resolved as
+/// written (symlinks in it stay what they are).
+///
+/// # Errors
+/// When the current directory cannot be read for a relative path.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(path).map_err(|e| Error::source_read(path, e))?;
     // Resolve `.` and `..` lexically, as the user typed them; symlinks in
     // the path stay what they are.

@@ -48,7 +48,9 @@ mod tree;
 mod verify;
 
 pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
-pub use backup::{BackupOptions, BackupOutcome, NoProgress, Progress, backup};
+pub use backup::{
+    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
+};
 pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;

@@ -231,14 +231,10 @@ pub struct AtArgs {
 }
 
 impl AtArgs {
-    fn keeps(&self, s: &cairn::Snapshot) -> bool {
+    fn keeps(&self, s: &cairn::Snapshot, want: &[PathBuf]) -> bool {
         let host_ok = self.host.as_ref().is_none_or(|h| *h == s.hostname);
-        let paths_ok = self.paths.is_empty() || {
-            let mut want: Vec<&[u8]> = self
-                .paths
-                .iter()
-                .map(|p| p.as_os_str().as_bytes())
-                .collect();
+        let paths_ok = want.is_empty() || {
+            let mut want: Vec<&[u8]> = want.iter().map(|p| p.as_os_str().as_bytes()).collect();
             let mut have: Vec<&[u8]> = s.paths.iter().map(Vec::as_slice).collect();
             want.sort_unstable();
             have.sort_unstable();
@@ -250,11 +246,17 @@ impl AtArgs {
     /// The snapshots `--at` chooses, one per host and paths, oldest first.
     fn chosen(&self, repo: &Repository, at: &str) -> Result<Vec<(SnapshotId, cairn::Snapshot)>> {
         let when = parse_time(at)?;
+        // Paths as backups record them, so that `--path .` works.
+        let want = self
+            .paths
+            .iter()
+            .map(|p| cairn::absolute_path(p))
+            .collect::<cairn::Result<Vec<_>>>()?;
         let all: Vec<(SnapshotId, cairn::Snapshot)> = repo
             .snapshots()?
             .into_iter()
             .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
-            .filter(|(_, s)| self.keeps(s))
+            .filter(|(_, s)| self.keeps(s, &want))
             .collect();
         let chosen: Vec<_> = cairn::newest_at(&all, when)
             .into_iter()

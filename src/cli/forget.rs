@@ -3,9 +3,9 @@
 //! reasons every kept snapshot stays.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use jiff::Span;
 use jiff::tz::TimeZone;
@@ -113,21 +113,9 @@ fn parse_span(s: &str) -> Result<Span, String> {
     }
 }
 
-/// The path as backup records it: absolute, with `.` and `..` resolved
-/// as written (symlinks stay what they are).
+/// The path as backup records it.
 fn absolute(p: &Path) -> Result<Vec<u8>> {
-    let abs = std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?;
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    Ok(out.as_os_str().as_bytes().to_vec())
+    Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec())
 }
 
 fn options(a: &ForgetArgs) -> Result<ForgetOptions> {
