@@ -166,7 +166,8 @@ struct Held {
 /// A lock held by this process; released when dropped.
 pub struct Lock {
     backend: Arc<dyn Backend>,
-    held: Arc<Mutex<Held>>,
+    /// `None` for a read-only operation run without a lock (`--no-lock`).
+    held: Option<Arc<Mutex<Held>>>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -302,9 +303,21 @@ impl Lock {
             .ok();
         Self {
             backend,
-            held,
+            held: Some(held),
             stop: Some(stop),
             refresher,
+        }
+    }
+
+    /// No lock at all, for reading a repository that cannot be written
+    /// (read-only media): nothing stops a prune from deleting what the
+    /// reader needs, which then shows as missing data.
+    pub(crate) fn none(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            held: None,
+            stop: None,
+            refresher: None,
         }
     }
 
@@ -316,7 +329,10 @@ impl Lock {
     /// # Errors
     /// [`Error::LockLost`].
     pub fn check(&self) -> Result<()> {
-        let written = guard(&self.held).written;
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        let written = guard(held).written;
         let age = Timestamp::now().duration_since(written);
         // A margin of a refresh period: others see the file as stale only
         // at STALE_AFTER, by their clocks.
@@ -336,8 +352,10 @@ impl Drop for Lock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let id = guard(&self.held).id;
-        let _ = self.backend.delete(FileKind::Lock, &id.to_hex());
+        if let Some(held) = &self.held {
+            let id = guard(held).id;
+            let _ = self.backend.delete(FileKind::Lock, &id.to_hex());
+        }
     }
 }
 

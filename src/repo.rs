@@ -114,6 +114,8 @@ pub struct Repository {
     index_names: Mutex<Vec<String>>,
     /// How long taking a lock waits for conflicting holders.
     lock_wait: Mutex<std::time::Duration>,
+    /// Read without locking (read-only media).
+    no_lock: AtomicBool,
     /// Headers of packs no index describes, read on first need so that data
     /// whose index was lost can still be restored.
     unindexed: Mutex<Option<Index>>,
@@ -249,6 +251,7 @@ impl Repository {
             index_errors: Mutex::new(Vec::new()),
             index_names: Mutex::new(Vec::new()),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
+            no_lock: AtomicBool::new(false),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
         })
@@ -322,6 +325,7 @@ impl Repository {
             index_errors: Mutex::new(Vec::new()),
             index_names: Mutex::new(Vec::new()),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
+            no_lock: AtomicBool::new(false),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
         };
@@ -448,6 +452,14 @@ impl Repository {
     /// [`Error::Locked`] when another process holds a conflicting lock
     /// beyond the wait; backend errors.
     pub fn lock(&self, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
+        if self.no_lock.load(Ordering::Relaxed) {
+            if exclusive || operation == "backup" {
+                return Err(Error::invalid(format!(
+                    "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
+                )));
+            }
+            return Ok(crate::lock::Lock::none(Arc::clone(&self.backend)));
+        }
         let wait = *lock(&self.lock_wait);
         crate::lock::Lock::acquire(
             Arc::clone(&self.backend),
@@ -456,6 +468,12 @@ impl Repository {
             operation,
             wait,
         )
+    }
+
+    /// Read without taking locks (restore and verify of a repository on
+    /// read-only media); operations that change the repository refuse.
+    pub fn set_no_lock(&self, no_lock: bool) {
+        self.no_lock.store(no_lock, Ordering::Relaxed);
     }
 
     /// Every lock file, with its record or why it cannot be read.

@@ -91,6 +91,10 @@ pub struct Global {
     /// this long for it (e.g. 30s, 10m) instead of failing at once.
     #[arg(long, global = true, value_name = "DURATION")]
     retry_lock: Option<String>,
+    /// Take no repository lock: for restore and verify of a repository on
+    /// read-only media (a concurrent prune could then remove data they read).
+    #[arg(long, global = true)]
+    no_lock: bool,
     /// Use no local cache: every file is compared with the parent snapshot.
     #[arg(long, global = true)]
     no_cache: bool,

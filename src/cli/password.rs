@@ -171,8 +171,9 @@ pub fn open(g: &Global) -> Result<(Repository, Location)> {
     Ok((repo, loc))
 }
 
-/// Applies `--retry-lock`.
+/// Applies `--retry-lock` and `--no-lock`.
 pub fn set_lock_wait(g: &Global, repo: &Repository) -> Result<()> {
+    repo.set_no_lock(g.no_lock);
     if let Some(text) = &g.retry_lock {
         let d: jiff::SignedDuration = text.parse().map_err(|e| {
             anyhow!("--retry-lock '{text}': {e}; give a duration such as 30s, 10m or 1h")

@@ -151,23 +151,43 @@ fn prune_after_keeping_one_snapshot_leaves_about_a_fresh_repository() {
         last = Some(super::util::backup_path(&repo, &src).id);
     }
     let last = last.expect("snapshots");
-    for (id, _) in repo.snapshots().expect("list") {
-        if id != last {
-            fs::remove_file(repo_dir.join("snapshots").join(id.to_hex())).expect("forget");
-        }
-    }
+    let home = d.join("home");
+    // A dry run of both changes nothing, and says what it would free.
     let before = du(&repo_dir);
-    let mut dry = cairn::PruneOptions::default();
-    dry.dry_run = true;
-    let plan = cairn::prune(&repo, &dry).expect("dry run");
+    let dry = json(&run(cairn(&repo_dir, &home).args([
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--dry-run",
+        "--json",
+    ])));
     assert_eq!(du(&repo_dir), before, "a dry run changes nothing");
-    assert!(plan.bytes_freed() > 0);
-    let report = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune");
-    assert_eq!(report.snapshots, 1);
+    assert_eq!(dry["removed"].as_array().map(Vec::len), Some(11));
+    assert_eq!(repo.snapshots().expect("list").len(), 12);
+    let done = json(&run(cairn(&repo_dir, &home).args([
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--json",
+    ])));
+    let listed: Vec<_> = repo
+        .snapshots()
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(listed, [last]);
+    let report = &done["prune"]["report"];
+    assert_eq!(report["snapshots"], 1);
     assert!(
-        report.packs_repacked + report.packs_deleted > 0,
-        "{report:?}"
+        report["packs_repacked"].as_u64().unwrap_or(0)
+            + report["packs_deleted"].as_u64().unwrap_or(0)
+            > 0,
+        "{report}"
     );
+    assert!(done["prune"]["bytes_freed"].as_u64().unwrap_or(0) > 0);
     let after = du(&repo_dir);
 
     let fresh_dir = d.join("fresh");
@@ -224,6 +244,17 @@ fn locks_make_conflicting_commands_wait_or_fail_clearly() {
     assert!(
         repo.snapshots().expect("list").is_empty(),
         "nothing was written"
+    );
+    // --no-lock reads past it (read-only media), and only reads.
+    ok(&run(cairn(&repo_dir, &home).args(["--no-lock", "verify"])));
+    let refused = run(cairn(&repo_dir, &home)
+        .args(["--no-lock", "backup", "-q"])
+        .arg(&src));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--no-lock"),
+        "{}",
+        stderr(&refused)
     );
     // unlock leaves a live lock alone.
     ok(&run(cairn(&repo_dir, &home).args(["unlock"])));
