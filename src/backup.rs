@@ -596,15 +596,12 @@ impl Walker<'_> {
         Ok(Some(base_node(name, kind, meta, path)))
     }
 
-    fn unchanged<'p>(
-        &self,
-        meta: &Metadata,
-        prev: Option<(&'p Node, i64)>,
-    ) -> Option<&'p [BlobId]> {
+    /// The previous record's content, when the file is unchanged.
+    fn unchanged(&self, meta: &Metadata, prev: Option<(&Node, i64)>) -> Option<NodeKind> {
         let (prev, trusted_before) = prev?;
-        let NodeKind::File { content } = &prev.kind else {
+        if !prev.kind.is_file() {
             return None;
-        };
+        }
         let same = !self.force
             && prev.size == meta.len()
             && prev.mtime == meta.mtime()
@@ -619,7 +616,22 @@ impl Walker<'_> {
             && prev.mtime < trusted_before
             && prev.ctime < trusted_before;
         let index = self.repo.index();
-        (same && content.iter().all(|id| index.contains(id))).then_some(content.as_slice())
+        let present = match &prev.kind {
+            NodeKind::File { content } => content.iter().all(|id| index.contains(id)),
+            NodeKind::ListedFile { list, .. } => index.contains(list),
+            _ => false,
+        };
+        (same && present).then(|| prev.kind.clone())
+    }
+
+    /// How a file's chunks are listed in its node: inline, or for a long
+    /// list as a tree of list blobs (see `chunklist`).
+    fn file_kind(&self, content: Vec<BlobId>) -> Result<NodeKind> {
+        if content.len() <= crate::chunklist::INLINE_MAX {
+            return Ok(NodeKind::File { content });
+        }
+        let (list, depth) = crate::chunklist::store(&self.writer, &content)?;
+        Ok(NodeKind::ListedFile { list, depth })
     }
 
     fn save_file(
@@ -642,14 +654,7 @@ impl Walker<'_> {
             // which matched: the recorded ones still hold, so an unchanged
             // file costs its one stat and no listxattr.
             let xattrs = prev.map(|(p, _)| p.xattrs.clone()).unwrap_or_default();
-            let mut node = node_with_xattrs(
-                name,
-                NodeKind::File {
-                    content: content.to_vec(),
-                },
-                meta,
-                xattrs,
-            );
+            let mut node = node_with_xattrs(name, content, meta, xattrs);
             node.size = meta.len();
             return Ok(Some(node));
         }
@@ -711,7 +716,8 @@ impl Walker<'_> {
         self.counters.total_size.fetch_add(size, Ordering::Relaxed);
         // The size recorded is what was read, so a file that grew or shrank
         // while being read restores to exactly the bytes stored.
-        let mut node = base_node(name, NodeKind::File { content }, meta, path);
+        let kind = self.file_kind(content)?;
+        let mut node = base_node(name, kind, meta, path);
         node.size = size;
         Ok(Some(node))
     }

@@ -25,6 +25,7 @@
 mod backend;
 mod backup;
 mod chunker;
+mod chunklist;
 mod codec;
 mod compress;
 mod config;
@@ -80,6 +81,7 @@ pub use verify::{VerifyOptions, VerifyReport, verify};
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.
 pub mod decode {
+    pub use crate::chunklist::{decode as chunk_list, encode as encode_chunk_list};
     pub use crate::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::crypto::{Crypto, Domain};
     pub use crate::filescache::check_file as files_cache;

@@ -106,6 +106,25 @@ fn mark(repo: &Repository, roots: Vec<BlobId>) -> Result<HashSet<BlobId>> {
             for node in tree.nodes {
                 match node.kind {
                     NodeKind::File { content } => used.extend(content),
+                    NodeKind::ListedFile { list, depth } => {
+                        let mut lists = Vec::new();
+                        let mut data = Vec::new();
+                        crate::chunklist::walk(
+                            repo,
+                            &list,
+                            depth,
+                            &mut |id| {
+                                lists.push(*id);
+                                Ok(())
+                            },
+                            &mut |id| {
+                                data.push(*id);
+                                Ok(())
+                            },
+                        )?;
+                        used.extend(lists);
+                        used.extend(data);
+                    }
                     NodeKind::Dir { subtree } => next.push(subtree),
                     _ => {}
                 }

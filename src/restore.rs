@@ -779,12 +779,35 @@ pub fn restore(
     let mut links: Vec<(&Item, PathBuf)> = Vec::new();
     let mut files: Vec<(&Item, &[BlobId])> = Vec::new();
     let mut specials: Vec<&Item> = Vec::new();
-    for item in &items {
+    // Files whose chunks are listed in list blobs: their lists, read first
+    // (a file whose list cannot be read is not restored, and says why).
+    let mut listed: HashMap<usize, Vec<BlobId>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let NodeKind::ListedFile { list, depth } = &item.node.kind
+            && !under_failed(&item.rel)
+        {
+            match crate::chunklist::expand(repo, list, *depth) {
+                Ok(ids) => {
+                    listed.insert(i, ids);
+                }
+                Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
+            }
+        }
+    }
+    for (i, item) in items.iter().enumerate() {
         if under_failed(&item.rel) {
             continue;
         }
-        match &item.node.kind {
-            NodeKind::File { content } => {
+        let content = match &item.node.kind {
+            NodeKind::File { content } => Some(content.as_slice()),
+            NodeKind::ListedFile { .. } => match listed.get(&i) {
+                Some(ids) => Some(ids.as_slice()),
+                None => continue,
+            },
+            _ => None,
+        };
+        match (&item.node.kind, content) {
+            (_, Some(content)) => {
                 if item.node.links > 1 {
                     let key = (item.node.device, item.node.inode);
                     if let Some(p) = primaries.get(&key) {
@@ -795,7 +818,7 @@ pub fn restore(
                 }
                 files.push((item, content));
             }
-            NodeKind::Dir { .. } => {}
+            (NodeKind::Dir { .. }, _) => {}
             _ => specials.push(item),
         }
     }

@@ -43,6 +43,22 @@ pub enum NodeKind {
         /// `st_rdev`.
         rdev: u64,
     },
+    /// A regular file with more than `chunklist::INLINE_MAX` chunks, whose
+    /// chunk ids are stored as a tree of list blobs.
+    ListedFile {
+        /// The root list blob.
+        list: BlobId,
+        /// Levels of lists: 1 when the root lists data blobs.
+        depth: u8,
+    },
+}
+
+impl NodeKind {
+    /// A regular file, whichever way its chunks are listed.
+    #[must_use]
+    pub fn is_file(&self) -> bool {
+        matches!(self, Self::File { .. } | Self::ListedFile { .. })
+    }
 }
 
 /// An extended attribute.

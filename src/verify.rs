@@ -335,12 +335,36 @@ fn walk(
             return;
         }
     };
+    // Chunk lists are read before the index is held: reading takes it too.
+    let mut expanded: HashMap<usize, Result<Vec<BlobId>>> = HashMap::new();
+    for (i, node) in tree.nodes.iter().enumerate() {
+        if let NodeKind::ListedFile { list, depth } = &node.kind {
+            expanded.insert(i, crate::chunklist::expand(repo, list, *depth));
+        }
+    }
     let index = repo.index();
     let mut subdirs: Vec<(PathBuf, BlobId)> = Vec::new();
-    for node in &tree.nodes {
+    for (i, node) in tree.nodes.iter().enumerate() {
         let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
+        let content = match &node.kind {
+            NodeKind::File { content } => Some(content.as_slice()),
+            NodeKind::ListedFile { .. } => match expanded.get(&i) {
+                Some(Ok(ids)) => Some(ids.as_slice()),
+                Some(Err(e)) => {
+                    report.errors.push(format!(
+                        "snapshot {}: file {} is damaged: its chunk list cannot be read: {e}",
+                        sid.short(),
+                        child.display()
+                    ));
+                    None
+                }
+                None => None,
+            },
+            _ => None,
+        };
         match &node.kind {
-            NodeKind::File { content } => {
+            NodeKind::File { .. } | NodeKind::ListedFile { .. } => {
+                let content = content.unwrap_or_default();
                 let bad: Vec<(&BlobId, String)> = content
                     .iter()
                     .filter_map(|id| {

@@ -7,6 +7,7 @@
 mod integration {
     pub mod util;
 
+    mod chunklist;
     mod cli;
     mod corruption;
     mod crash;

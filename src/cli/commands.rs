@@ -431,11 +431,15 @@ struct NodeView {
     subtree: Option<BlobId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<Vec<BlobId>>,
+    /// For a file whose chunks are listed in list blobs: the root list and
+    /// its depth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_list: Option<(BlobId, u8)>,
 }
 
 fn kind_name(k: &NodeKind) -> &'static str {
     match k {
-        NodeKind::File { .. } => "file",
+        NodeKind::File { .. } | NodeKind::ListedFile { .. } => "file",
         NodeKind::Dir { .. } => "dir",
         NodeKind::Symlink { .. } => "symlink",
         NodeKind::Fifo => "fifo",
@@ -467,6 +471,11 @@ fn node_view(path: &[u8], n: &Node, with_content: bool) -> NodeView {
         },
         content: match &n.kind {
             NodeKind::File { content } if with_content => Some(content.clone()),
+            _ => None,
+        },
+        content_list: match &n.kind {
+            // One id, unlike an inline list: always shown.
+            NodeKind::ListedFile { list, depth } => Some((*list, *depth)),
             _ => None,
         },
     }

@@ -122,3 +122,9 @@ pub fn backup_path(repo: &Repository, path: &Path) -> cairn::BackupOutcome {
     )
     .expect("backup")
 }
+
+/// The JSON a successful command printed; panics (showing stderr) otherwise.
+pub fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    serde_json::from_str(&stdout(o)).expect("json output")
+}
