@@ -108,6 +108,25 @@ impl ChunkerParams {
             target: target.max(2 * self.max_size as usize),
             carry: Vec::new(),
             eof: false,
+            pieces: None,
+        }
+    }
+
+    /// Like [`ChunkerParams::batches`], but cut into pieces of exactly
+    /// `piece` bytes (the last may be shorter) instead of at content-defined
+    /// points: page-aware chunking of database images, whose changes
+    /// happen a page at a time at fixed offsets, so that a changed page
+    /// changes one chunk.
+    pub fn page_batches<R: Read>(&self, reader: R, piece: usize, target: usize) -> Batches<R> {
+        let piece = piece.max(1);
+        Batches {
+            params: *self,
+            seed: 0,
+            reader,
+            target: target.max(piece) / piece * piece,
+            carry: Vec::new(),
+            eof: false,
+            pieces: Some(piece),
         }
     }
 
@@ -157,6 +176,8 @@ pub struct Batches<R> {
     /// Bytes read but not yet cut (fewer than `max_size`).
     carry: Vec<u8>,
     eof: bool,
+    /// Fixed-size pieces instead of content-defined chunks.
+    pieces: Option<usize>,
 }
 
 impl<R: Read> Batches<R> {
@@ -180,6 +201,16 @@ impl<R: Read> Batches<R> {
             let got = (&mut self.reader).take(want as u64).read_to_end(&mut buf)?;
             // `take` stops early only at the end of the stream.
             self.eof = got < want;
+        }
+        if let Some(piece) = self.pieces {
+            let cuts: Vec<Range<usize>> = (0..buf.len())
+                .step_by(piece)
+                .map(|start| start..(start + piece).min(buf.len()))
+                .collect();
+            if cuts.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(Batch { data: buf, cuts }));
         }
         let max = self.params.max_size as usize;
         let mut cuts = Vec::new();
@@ -222,6 +253,22 @@ mod tests {
             max_size: 16384,
             normalization: 1,
         }
+    }
+
+    #[test]
+    fn page_batches_cut_at_every_page() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut b = small().page_batches(&data[..], 4096, 6000);
+        let mut pieces = Vec::new();
+        while let Some(batch) = b.next_batch(Vec::new()).expect("read") {
+            assert!(batch.data.len() <= 4096, "batches hold whole pages");
+            for c in &batch.cuts {
+                pieces.push(batch.data.get(c.clone()).expect("cut").to_vec());
+            }
+        }
+        let lens: Vec<usize> = pieces.iter().map(Vec::len).collect();
+        assert_eq!(lens, [4096, 4096, 1808]);
+        assert_eq!(pieces.concat(), data);
     }
 
     #[test]

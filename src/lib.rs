@@ -146,6 +146,22 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option
 /// with `path` starting from `prefix`.
 ///
 /// # Errors
+/// The data blob ids of a regular file's node, in file order: its inline
+/// list, or the leaves of its chunk lists (each list read and checked).
+///
+/// # Errors
+/// [`Error::Invalid`] when `node` is not a regular file; reading a list.
+pub fn file_content(repo: &Repository, node: &Node) -> Result<Vec<BlobId>> {
+    match &node.kind {
+        NodeKind::File { content } => Ok(content.clone()),
+        NodeKind::ListedFile { list, depth } => chunklist::expand(repo, list, *depth),
+        _ => Err(Error::invalid(format!(
+            "{} is not a regular file",
+            String::from_utf8_lossy(&node.name)
+        ))),
+    }
+}
+
 /// The first tree that cannot be read.
 pub fn walk_tree(
     repo: &Repository,

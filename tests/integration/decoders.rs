@@ -358,6 +358,7 @@ fn node_kind() -> impl Strategy<Value = NodeKind> {
         Just(NodeKind::Socket),
         any::<u64>().prop_map(|rdev| NodeKind::CharDevice { rdev }),
         any::<u64>().prop_map(|rdev| NodeKind::BlockDevice { rdev }),
+        (blob_id(), 1u8..=8).prop_map(|(list, depth)| NodeKind::ListedFile { list, depth }),
     ]
 }
 
