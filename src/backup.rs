@@ -39,6 +39,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
 use crate::snapshot::{Snapshot, Summary};
+use crate::stream::{CommandSource, ReaderSource, Source};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crate::{Error, Result};
 
@@ -710,7 +711,8 @@ impl Walker<'_> {
                 Ok(())
             })?;
         } else {
-            size = self.save_large(file, path, &mut content)?;
+            let read_error = |e| Error::source_read(path, e);
+            size = self.save_large(file, &read_error, &mut content)?;
         }
         self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.counters.total_size.fetch_add(size, Ordering::Relaxed);
@@ -731,15 +733,19 @@ impl Walker<'_> {
     /// Memory: two batch buffers and the chunker's carry-over per file, and
     /// only as many files at once as [`BatchBudget`] allows; a batch that
     /// gets no reservation is stored on this thread alone.
-    fn save_large(&self, file: fs::File, path: &Path, content: &mut Vec<BlobId>) -> Result<u64> {
+    /// The reader is any byte stream (a file, standard input, a command's
+    /// output); `read_error` turns a failure to read it into the error
+    /// that names it.
+    fn save_large(
+        &self,
+        reader: impl Read + Send,
+        read_error: &(dyn Fn(io::Error) -> Error + Sync),
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64> {
         let chunker = &self.repo.config().chunker;
-        let mut batches = chunker.batches(file, self.repo.chunker_seed(), BATCH_BYTES);
+        let mut batches = chunker.batches(reader, self.repo.chunker_seed(), BATCH_BYTES);
         let held = 2 * batches.buffer_size() + chunker.max_size as usize;
-        let mut next = |buf: Vec<u8>| {
-            batches
-                .next_batch(buf)
-                .map_err(|e| Error::source_read(path, e))
-        };
+        let mut next = |buf: Vec<u8>| batches.next_batch(buf).map_err(read_error);
         let save = |batch: &Batch, cut: &Range<usize>| {
             let chunk = batch.data.get(cut.clone()).unwrap_or_default();
             self.writer.save(BlobKind::Data, chunk).map(|(id, _)| id)
@@ -940,15 +946,16 @@ pub fn backup(
             .and_then(|t| t.ok_or_else(|| Error::invalid("/ vanished during the backup"))),
         None => walker.save_virtual(&virt, &prev),
     });
-    let root = match saved {
-        Ok(root) => root,
-        Err(e) => {
-            walker.writer.abandon();
-            return Err(e);
-        }
+    let meta = SnapshotMeta {
+        started,
+        hostname,
+        username,
+        paths: raw_paths,
+        excludes: patterns,
+        parent: parent.map(|(id, _)| id),
     };
+    let (id, snapshot, walker) = commit(repo, opts, held, walker, saved, meta)?;
     let Walker {
-        writer,
         counters,
         warnings,
         cache,
@@ -957,46 +964,6 @@ pub fn backup(
     let mut warnings = warnings
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let stats = match held.check().and_then(|()| writer.finish()) {
-        Ok(s) => s,
-        Err(e) => {
-            writer.abandon();
-            return Err(e);
-        }
-    };
-    let now = opts.time.unwrap_or_else(jiff::Timestamp::now);
-    let c = &counters;
-    let summary = Summary {
-        files_new: c.files_new.load(Ordering::Relaxed),
-        files_changed: c.files_changed.load(Ordering::Relaxed),
-        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
-        dirs: c.dirs.load(Ordering::Relaxed),
-        others: c.others.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        total_size: c.total_size.load(Ordering::Relaxed),
-        blobs_added: stats.blobs_added,
-        bytes_added: stats.bytes_added,
-        bytes_stored: stats.bytes_stored,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
-    let snapshot = Snapshot {
-        time: now.as_second(),
-        time_nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
-        hostname,
-        username,
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        paths: raw_paths,
-        tags: opts.tags.clone(),
-        excludes: patterns,
-        parent: parent.map(|(id, _)| id),
-        tree: root,
-        summary,
-        program_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    held.check()?;
-    let id = repo.save_snapshot(&snapshot)?;
-    drop(held);
     if let Some(cache) = cache {
         let trusted_before = start_time.as_second().saturating_sub(1);
         if let Err(e) = cache.save(repo, id, trusted_before) {
@@ -1011,6 +978,253 @@ pub fn backup(
         warnings,
         dirs_reused: counters.dirs_reused.load(Ordering::Relaxed),
     })
+}
+
+/// What a snapshot records besides its tree and counts.
+struct SnapshotMeta {
+    started: Instant,
+    hostname: String,
+    username: String,
+    paths: Vec<Vec<u8>>,
+    excludes: Vec<String>,
+    parent: Option<SnapshotId>,
+}
+
+/// Finishes a backup whose tree was stored (`saved`) or failed: on
+/// success writes the index and the snapshot, on failure deletes the packs
+/// the run wrote. Returns the walker for its counters and warnings.
+fn commit<'a>(
+    repo: &Repository,
+    opts: &BackupOptions,
+    held: crate::lock::Lock,
+    walker: Walker<'a>,
+    saved: Result<BlobId>,
+    meta: SnapshotMeta,
+) -> Result<(SnapshotId, Snapshot, Walker<'a>)> {
+    let root = match saved {
+        Ok(root) => root,
+        Err(e) => {
+            walker.writer.abandon();
+            return Err(e);
+        }
+    };
+    let stats = match held.check().and_then(|()| walker.writer.finish()) {
+        Ok(s) => s,
+        Err(e) => {
+            walker.writer.abandon();
+            return Err(e);
+        }
+    };
+    let now = opts.time.unwrap_or_else(jiff::Timestamp::now);
+    let c = &walker.counters;
+    let summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        others: c.others.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        total_size: c.total_size.load(Ordering::Relaxed),
+        blobs_added: stats.blobs_added,
+        bytes_added: stats.bytes_added,
+        bytes_stored: stats.bytes_stored,
+        duration_ms: u64::try_from(meta.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    let snapshot = Snapshot {
+        time: now.as_second(),
+        time_nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
+        hostname: meta.hostname,
+        username: meta.username,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        paths: meta.paths,
+        tags: opts.tags.clone(),
+        excludes: meta.excludes,
+        parent: meta.parent,
+        tree: root,
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    held.check()?;
+    let id = repo.save_snapshot(&snapshot)?;
+    drop(held);
+    Ok((id, snapshot, walker))
+}
+
+/// Takes a snapshot of the bytes `reader` yields (standard input, say) as
+/// one file named `name` at the root of the snapshot's tree.
+///
+/// The stream is read and stored in batches, in the memory of one large
+/// file whatever its length. The file is recorded as `/NAME`, also in the
+/// snapshot's `paths`, with mode 0600, the current user and group as owner
+/// and the start of the backup as its mtime (store-format.md §11).
+/// `opts.paths` must be empty; its excludes and files cache do not apply.
+///
+/// # Errors
+/// [`Error::Invalid`] for a name that is not a plain file name or when
+/// `opts.paths` is not empty; [`Error::Stream`] when `reader` fails (no
+/// snapshot is saved, and the packs written are deleted); backend errors.
+pub fn backup_stream(
+    repo: &Repository,
+    opts: &BackupOptions,
+    name: &[u8],
+    reader: impl Read + Send,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let mut source = ReaderSource {
+        reader,
+        what: format!("the stream for {}", String::from_utf8_lossy(name)),
+    };
+    stream_backup(repo, opts, name, &mut source, progress)
+}
+
+/// Takes a snapshot of what the command `argv` (program and arguments,
+/// run without a shell) writes to its standard output, stored like
+/// [`backup_stream`] as the file `/NAME`.
+///
+/// The command starts once the backup holds its repository lock. Its
+/// standard input is inherited and its standard error is passed through to
+/// this process's as it arrives. A command that cannot be started, exits
+/// non-zero or is killed by a signal fails the backup: no snapshot is
+/// saved, and the packs written so far are deleted.
+///
+/// # Errors
+/// As [`backup_stream`]; [`Error::Stream`] naming the command, its exit
+/// status and its last lines of standard error when it failed.
+pub fn backup_command(
+    repo: &Repository,
+    opts: &BackupOptions,
+    name: &[u8],
+    argv: &[OsString],
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let mut source = CommandSource::new(argv.to_vec())?;
+    stream_backup(repo, opts, name, &mut source, progress)
+}
+
+/// Checks that `name` can be the name of a stream's file at the root.
+fn check_stream_name(name: &[u8]) -> Result<()> {
+    let shown = String::from_utf8_lossy(name);
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Error::invalid(format!(
+            "'{shown}' cannot name a stream: give a plain file name such as app.sql (no '/', not '.' or '..'); the stream is stored as /NAME in the snapshot"
+        )));
+    }
+    Ok(())
+}
+
+fn stream_backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    name: &[u8],
+    source: &mut dyn Source,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let start_time = jiff::Timestamp::now();
+    check_stream_name(name)?;
+    if !opts.paths.is_empty() {
+        return Err(Error::invalid(
+            "a backup stores either paths or a stream, not both: run two backups",
+        ));
+    }
+    if let Some(t) = opts.time
+        && t > start_time
+    {
+        return Err(Error::invalid(format!(
+            "snapshot time {t} is in the future (now is {start_time})"
+        )));
+    }
+    let held = repo.lock(false, "backup")?;
+    repo.refresh_index()?;
+    let (hostname, username) = host_and_user();
+    let mut path = b"/".to_vec();
+    path.extend_from_slice(name);
+    let raw_paths = vec![path];
+    let parent = match &opts.parent {
+        Some(id) => Some((*id, repo.read_snapshot(id)?)),
+        None => find_parent(repo, &hostname, &raw_paths),
+    };
+    let in_parent = parent.as_ref().is_some_and(|(_, p)| {
+        repo.read_tree(&p.tree).is_ok_and(|t| {
+            t.find(name)
+                .is_some_and(|n| matches!(n.kind, NodeKind::File { .. }))
+        })
+    });
+    let walker = Walker {
+        repo,
+        writer: repo.blob_writer(),
+        excludes: Gitignore::empty(),
+        one_file_system: false,
+        force: true,
+        cache: None,
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+        budget: BatchBudget::new(),
+    };
+    let what = source.describe();
+    let read_error = |e: io::Error| Error::Stream {
+        stream: what.clone(),
+        problem: format!("could not be read: {e}"),
+    };
+    let mut content = Vec::new();
+    let saved = source.open().and_then(|()| {
+        progress.file();
+        let stored =
+            crate::repo::in_pool(|| walker.save_large(&mut *source, &read_error, &mut content));
+        let closed = source.close(stored.is_ok());
+        let size = stored?;
+        closed?;
+        let c = &walker.counters;
+        if in_parent {
+            c.files_changed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.files_new.fetch_add(1, Ordering::Relaxed);
+        }
+        c.bytes_read.fetch_add(size, Ordering::Relaxed);
+        c.total_size.fetch_add(size, Ordering::Relaxed);
+        let node = stream_node(name.to_vec(), content, size, start_time);
+        walker.save_tree(Tree { nodes: vec![node] }, Path::new("/"))
+    });
+    let meta = SnapshotMeta {
+        started,
+        hostname,
+        username,
+        paths: raw_paths,
+        excludes: Vec::new(),
+        parent: parent.map(|(id, _)| id),
+    };
+    let (id, snapshot, _) = commit(repo, opts, held, walker, saved, meta)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings: Vec::new(),
+        dirs_reused: 0,
+    })
+}
+
+/// The record of a stream stored as a file: mode 0600, owned by this
+/// process's user and group, with `time` as its mtime and ctime.
+fn stream_node(name: Vec<u8>, content: Vec<BlobId>, size: u64, time: jiff::Timestamp) -> Node {
+    let nsec = u32::try_from(time.subsec_nanosecond()).unwrap_or(0);
+    Node {
+        name,
+        kind: NodeKind::File { content },
+        mode: 0o600,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        size,
+        mtime: time.as_second(),
+        mtime_nsec: nsec,
+        ctime: time.as_second(),
+        ctime_nsec: nsec,
+        inode: 0,
+        device: 0,
+        links: 1,
+        xattrs: Vec::new(),
+    }
 }
 
 #[cfg(test)]

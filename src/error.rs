@@ -91,6 +91,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A stream being backed up (standard input, a command's output)
+    /// failed: the command could not be started, exited non-zero or was
+    /// killed, or the stream could not be read. No snapshot was saved.
+    #[error("{stream} {problem}; no snapshot was saved: fix it and run the backup again")]
+    Stream {
+        /// What the stream is: `standard input`, or the command line.
+        stream: String,
+        /// What went wrong, with the command's last lines of stderr.
+        problem: String,
+    },
     /// A restore target could not be written.
     #[error("cannot write {}: {source}", path.display())]
     TargetWrite {

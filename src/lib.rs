@@ -44,6 +44,7 @@ mod repo;
 mod restore;
 mod snapshot;
 mod stats;
+mod stream;
 mod timespec;
 mod tree;
 mod verify;
@@ -51,6 +52,7 @@ mod verify;
 pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
+    backup_command, backup_stream,
 };
 pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};

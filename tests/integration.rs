@@ -19,5 +19,6 @@ mod integration {
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod stdin;
     mod torture;
 }

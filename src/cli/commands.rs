@@ -89,10 +89,34 @@ fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+A stream is stored as one file at the snapshot's root, /NAME, with mode 0600:
+`cairn dump latest NAME` writes it back. A command runs without a shell; its stderr
+is passed through, and if it cannot start, exits non-zero or is killed, the backup
+fails and saves no snapshot. Plain, uncompressed dumps deduplicate best:
+  cairn backup --stdin-from-command app.sql -- pg_dump --no-owner appdb")]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(
+        value_name = "PATH",
+        required_unless_present_any = ["stdin", "stdin_from_command"],
+        conflicts_with_all = ["stdin", "stdin_from_command"]
+    )]
     paths: Vec<PathBuf>,
+    /// Back up standard input as one file, named by --stdin-name.
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// The file name standard input is stored under (at the snapshot's
+    /// root, as /NAME).
+    #[arg(long, value_name = "NAME", default_value = "stdin", requires = "stdin")]
+    stdin_name: String,
+    /// Run the command given after `--` (no shell) and back up its standard
+    /// output as the file NAME (at the snapshot's root, as /NAME).
+    #[arg(long, value_name = "NAME", requires = "command")]
+    stdin_from_command: Option<String>,
+    /// The command for --stdin-from-command, after `--`.
+    #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
+    command: Vec<std::ffi::OsString>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -145,7 +169,11 @@ fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
 
 pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     let repo = open_or_create_default(g, out)?;
-    let mut opts = BackupOptions::new(a.paths.clone());
+    let mut opts = BackupOptions::new(if a.stdin || a.stdin_from_command.is_some() {
+        Vec::new()
+    } else {
+        a.paths.clone()
+    });
     opts.tags.clone_from(&a.tags);
     opts.excludes.clone_from(&a.excludes);
     opts.exclude_files.clone_from(&a.exclude_files);
@@ -159,7 +187,20 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
         opts.parent = Some(repo.find_snapshot(p)?.0);
     }
     let bar = out.progress(true, "backing up");
-    let result = cairn::backup(&repo, &opts, &BarProgress(bar.clone()));
+    let progress = BarProgress(bar.clone());
+    let result = if let Some(name) = &a.stdin_from_command {
+        cairn::backup_command(&repo, &opts, name.as_bytes(), &a.command, &progress)
+    } else if a.stdin {
+        cairn::backup_stream(
+            &repo,
+            &opts,
+            a.stdin_name.as_bytes(),
+            std::io::stdin(),
+            &progress,
+        )
+    } else {
+        cairn::backup(&repo, &opts, &progress)
+    };
     bar.finish_and_clear();
     let done = result?;
     for w in &done.warnings {

@@ -349,13 +349,16 @@ pub fn find(g: &Global, out: &Out, a: &FindArgs) -> Result<u8> {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The bytes go to stdout as they are, binary or not: redirect them to a file or a pipe,
-for example `cairn dump latest /srv/db.sql | psql`. Every chunk is checked before it is
+for example `cairn dump latest /srv/db.sql | psql`. A stream saved with
+`cairn backup --stdin-from-command NAME` or `--stdin --stdin-name NAME` is the file NAME
+(or /NAME): `cairn dump latest app.sql | psql appdb`. Every chunk is checked before it is
 written: a damaged one stops the dump with exit code 3, after the chunks before it.
 For a directory, use `cairn restore SNAPSHOT --target DIR --include PATH`.")]
 pub struct DumpArgs {
     /// Snapshot id (or unique prefix), or `latest`.
     snapshot: String,
-    /// Path of a regular file in the snapshot, as `cairn ls` shows it.
+    /// Path of a regular file in the snapshot, as `cairn ls` shows it (a
+    /// stream's NAME, with or without its leading `/`).
     path: PathBuf,
 }
 
