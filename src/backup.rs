@@ -1147,10 +1147,8 @@ fn stream_backup(
         None => find_parent(repo, &hostname, &raw_paths),
     };
     let in_parent = parent.as_ref().is_some_and(|(_, p)| {
-        repo.read_tree(&p.tree).is_ok_and(|t| {
-            t.find(name)
-                .is_some_and(|n| matches!(n.kind, NodeKind::File { .. }))
-        })
+        repo.read_tree(&p.tree)
+            .is_ok_and(|t| t.find(name).is_some_and(|n| n.kind.is_file()))
     });
     let walker = Walker {
         repo,
@@ -1185,7 +1183,9 @@ fn stream_backup(
         }
         c.bytes_read.fetch_add(size, Ordering::Relaxed);
         c.total_size.fetch_add(size, Ordering::Relaxed);
-        let node = stream_node(name.to_vec(), content, size, start_time);
+        // A long dump lists its chunks in list blobs, as any large file.
+        let kind = walker.file_kind(content)?;
+        let node = stream_node(name.to_vec(), kind, size, start_time);
         walker.save_tree(Tree { nodes: vec![node] }, Path::new("/"))
     });
     let meta = SnapshotMeta {
@@ -1207,11 +1207,11 @@ fn stream_backup(
 
 /// The record of a stream stored as a file: mode 0600, owned by this
 /// process's user and group, with `time` as its mtime and ctime.
-fn stream_node(name: Vec<u8>, content: Vec<BlobId>, size: u64, time: jiff::Timestamp) -> Node {
+fn stream_node(name: Vec<u8>, kind: NodeKind, size: u64, time: jiff::Timestamp) -> Node {
     let nsec = u32::try_from(time.subsec_nanosecond()).unwrap_or(0);
     Node {
         name,
-        kind: NodeKind::File { content },
+        kind,
         mode: 0o600,
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
