@@ -16,7 +16,7 @@
 //! unreferenced data, which verify accepts and prune will remove.)
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
@@ -39,6 +39,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
 use crate::snapshot::{Snapshot, Summary};
+use crate::sqlite::{self, SqliteMode};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crate::{Error, Result};
 
@@ -137,6 +138,12 @@ pub struct BackupOptions {
     /// Where files caches live (each repository gets a subdirectory);
     /// `None` runs without one. See the `filescache` module.
     pub cache_dir: Option<PathBuf>,
+    /// Whether files with a SQLite header are stored as a transactionally
+    /// consistent image of the database (see the `sqlite` module).
+    pub sqlite: SqliteMode,
+    /// Files captured as SQLite databases whatever their header looks like
+    /// when the backup reaches them (and also with [`SqliteMode::Off`]).
+    pub sqlite_dbs: Vec<PathBuf>,
 }
 
 impl BackupOptions {
@@ -273,6 +280,12 @@ struct Walker<'a> {
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
     budget: BatchBudget,
+    sqlite: SqliteMode,
+    /// `BackupOptions::sqlite_dbs`, absolute.
+    sqlite_dbs: HashSet<PathBuf>,
+    /// Databases that could not be captured and were stored as raw bytes:
+    /// their companion files are stored too.
+    raw_dbs: Mutex<HashSet<PathBuf>>,
 }
 
 /// A directory on the way to a backup path: its real path and children.
@@ -316,6 +329,15 @@ impl Virtual {
 
 fn lstat(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|e| Error::source_read(path, e))
+}
+
+/// Opens a file for reading without following a symlink and without
+/// blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(path)
 }
 
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
@@ -487,24 +509,41 @@ impl Walker<'_> {
                 return Ok(Some(cached.tree));
             }
         }
-        let nodes: Vec<Option<Node>> = entries
-            .into_par_iter()
-            .zip(subs)
-            .map(|((name, meta), sub)| {
-                let child = path.join(&name);
-                let name = name.into_vec();
-                match sub {
-                    Sub::Gone => Ok(None),
-                    Sub::Tree(subtree) => Ok(Some(base_node(
-                        name,
-                        NodeKind::Dir { subtree },
-                        &meta,
-                        &child,
-                    ))),
-                    Sub::NotDir => self.save_entry(&child, name, &meta, &prev, root_dev),
+        // The companions (-wal, -shm, -journal) of the databases here are
+        // left out, unless their database ends up stored as raw bytes. They
+        // stay in `entries`, whose stats the files cache state covers.
+        let dbs = self.databases(path, &entries);
+        let (companions, entries): (Vec<_>, Vec<_>) =
+            entries.into_iter().zip(subs).partition(|((name, _), sub)| {
+                matches!(sub, Sub::NotDir)
+                    && sqlite::companion_of(name.as_bytes()).is_some_and(|b| dbs.contains_key(b))
+            });
+        let save = |((name, meta), sub): ((OsString, Metadata), Sub)| {
+            let child = path.join(&name);
+            let name = name.into_vec();
+            match sub {
+                Sub::Gone => Ok(None),
+                Sub::Tree(subtree) => Ok(Some(base_node(
+                    name,
+                    NodeKind::Dir { subtree },
+                    &meta,
+                    &child,
+                ))),
+                Sub::NotDir => {
+                    let wal = dbs.get(name.as_slice()).and_then(Option::as_ref);
+                    self.save_entry(&child, name, &meta, &prev, root_dev, wal)
                 }
-            })
-            .collect::<Result<_>>()?;
+            }
+        };
+        let mut nodes: Vec<Option<Node>> =
+            entries.into_par_iter().map(save).collect::<Result<_>>()?;
+        for entry in companions {
+            let base = sqlite::companion_of(entry.0.0.as_bytes()).unwrap_or_default();
+            let db = path.join(std::ffi::OsStr::from_bytes(base));
+            if lock(&self.raw_dbs).contains(&db) {
+                nodes.push(save(entry)?);
+            }
+        }
         let tree = self.save_tree(
             Tree {
                 nodes: nodes.into_iter().flatten().collect(),
@@ -515,6 +554,69 @@ impl Walker<'_> {
             cache.record(key, state, tree);
         }
         Ok(Some(tree))
+    }
+
+    /// The SQLite databases among a directory's `entries` that have
+    /// companion files beside them (the others need no special care), each
+    /// with the stat of its `-wal` file if there is one.
+    fn databases(
+        &self,
+        dir: &Path,
+        entries: &[(OsString, Metadata)],
+    ) -> HashMap<Vec<u8>, Option<Metadata>> {
+        let find = |name: &[u8]| {
+            entries
+                .binary_search_by(|(n, _)| n.as_bytes().cmp(name))
+                .ok()
+                .and_then(|i| entries.get(i))
+        };
+        let mut dbs = HashMap::new();
+        for (name, _) in entries {
+            let Some(base) = sqlite::companion_of(name.as_bytes()) else {
+                continue;
+            };
+            let Some((base, meta)) = find(base) else {
+                continue;
+            };
+            let base = base.as_bytes();
+            if !meta.is_file() || dbs.contains_key(base) {
+                continue;
+            }
+            let db = dir.join(std::ffi::OsStr::from_bytes(base));
+            if self.is_database(&db, None) {
+                let wal = find(&[base, b"-wal"].concat()).map(|(_, m)| m.clone());
+                dbs.insert(base.to_vec(), wal);
+            }
+        }
+        dbs
+    }
+
+    /// Whether the regular file `path` is to be captured as a SQLite
+    /// database, with its page size when the header says so; `file` is
+    /// the file opened for reading, if it is.
+    fn database(&self, path: &Path, file: Option<&fs::File>) -> Option<Option<u32>> {
+        let explicit = self.sqlite_dbs.contains(path);
+        if !explicit && self.sqlite == SqliteMode::Off {
+            return None;
+        }
+        let page_size = match file {
+            Some(f) => sqlite::sniff(f),
+            None => open_nofollow(path).ok().and_then(|f| sqlite::sniff(&f)),
+        };
+        (explicit || page_size.is_some()).then_some(page_size)
+    }
+
+    fn is_database(&self, path: &Path, file: Option<&fs::File>) -> bool {
+        self.database(path, file).is_some()
+    }
+
+    /// The stat of the `-wal` file of the database `path` (a backup path
+    /// itself, not found through its directory), if both exist.
+    fn wal_beside(&self, path: &Path) -> Option<Metadata> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let meta = fs::symlink_metadata(wal).ok()?;
+        (meta.is_file() && self.is_database(path, None)).then_some(meta)
     }
 
     /// Counts the entries of a directory taken whole from the files cache
@@ -560,6 +662,7 @@ impl Walker<'_> {
         meta: &Metadata,
         dir_prev: &PrevTree<'_>,
         root_dev: u64,
+        wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
@@ -573,7 +676,7 @@ impl Walker<'_> {
             } else {
                 dir_prev.node(self.repo, &name)
             };
-            return self.save_file(path, name, meta, prev);
+            return self.save_file(path, name, meta, prev, wal);
         } else if ft.is_symlink() {
             self.counters.others.fetch_add(1, Ordering::Relaxed);
             let target = fs::read_link(path).map_err(|e| Error::source_read(path, e))?;
@@ -596,10 +699,15 @@ impl Walker<'_> {
         Ok(Some(base_node(name, kind, meta, path)))
     }
 
+    /// The previous content of a file that stats as recorded in `prev`.
+    /// For a database with a `-wal` file (`wal`), the WAL too must have been
+    /// last modified before the previous backup started: a commit in WAL
+    /// mode leaves the main file untouched.
     fn unchanged<'p>(
         &self,
         meta: &Metadata,
         prev: Option<(&'p Node, i64)>,
+        wal: Option<&Metadata>,
     ) -> Option<&'p [BlobId]> {
         let (prev, trusted_before) = prev?;
         let NodeKind::File { content } = &prev.kind else {
@@ -617,7 +725,12 @@ impl Walker<'_> {
             // examined, leaving size and times as recorded; such files are
             // read once more.
             && prev.mtime < trusted_before
-            && prev.ctime < trusted_before;
+            && prev.ctime < trusted_before
+            // Only the WAL's mtime: SQLite running as root chowns the -wal
+            // to the database's owner each time it opens it, the capture
+            // included, which moves the ctime although nothing changed;
+            // every commit moves the mtime.
+            && wal.is_none_or(|w| w.mtime() < trusted_before);
         let index = self.repo.index();
         (same && content.iter().all(|id| index.contains(id))).then_some(content.as_slice())
     }
@@ -628,9 +741,10 @@ impl Walker<'_> {
         name: Vec<u8>,
         meta: &Metadata,
         prev: Option<(&Node, i64)>,
+        wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         self.progress.file();
-        if let Some(content) = self.unchanged(meta, prev) {
+        if let Some(content) = self.unchanged(meta, prev, wal) {
             self.counters
                 .files_unchanged
                 .fetch_add(1, Ordering::Relaxed);
@@ -656,20 +770,16 @@ impl Walker<'_> {
         // Opened without following a symlink and without blocking on a FIFO,
         // then checked to still be a regular file: the entry may have been
         // replaced since it was examined.
-        let opened = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-            .open(path)
-            .and_then(|f| {
-                if f.metadata()?.is_file() {
-                    Ok(f)
-                } else {
-                    Err(io::Error::other(
-                        "it was replaced by something that is not a regular file",
-                    ))
-                }
-            });
-        let mut file = match opened {
+        let opened = open_nofollow(path).and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(io::Error::other(
+                    "it was replaced by something that is not a regular file",
+                ))
+            }
+        });
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!("{} vanished during the backup", path.display()));
@@ -683,10 +793,43 @@ impl Walker<'_> {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
         let mut content = Vec::new();
+        let size = match self.database(path, Some(&file)) {
+            Some(page_size) => match sqlite::capture(path, &file, page_size) {
+                Ok(image) => self.save_content(image.file, image.len, path, &mut content)?,
+                Err(why) => {
+                    self.warn(format!(
+                        "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
+                        path.display(),
+                        path.display()
+                    ));
+                    lock(&self.raw_dbs).insert(path.to_path_buf());
+                    self.save_content(file, meta.len(), path, &mut content)?
+                }
+            },
+            None => self.save_content(file, meta.len(), path, &mut content)?,
+        };
+        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
+        // The size recorded is what was read, so a file that grew or shrank
+        // while being read restores to exactly the bytes stored.
+        let mut node = base_node(name, NodeKind::File { content }, meta, path);
+        node.size = size;
+        Ok(Some(node))
+    }
+
+    /// Stores the content of `file` (expected to be `len` bytes long),
+    /// appending its chunks' ids to `content`; returns the bytes read.
+    fn save_content(
+        &self,
+        mut file: fs::File,
+        len: u64,
+        path: &Path,
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64> {
         let mut size = 0u64;
         let chunker = &self.repo.config().chunker;
         let seed = self.repo.chunker_seed();
-        if meta.len() <= u64::from(chunker.max_size) {
+        if len <= u64::from(chunker.max_size) {
             // Most files are small: read them whole into a buffer reused by
             // this thread, instead of the streaming chunker's per-file
             // `max_size` allocation. A file that grew since the stat is
@@ -705,15 +848,9 @@ impl Walker<'_> {
                 Ok(())
             })?;
         } else {
-            size = self.save_large(file, path, &mut content)?;
+            size = self.save_large(file, path, content)?;
         }
-        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
-        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
-        // The size recorded is what was read, so a file that grew or shrank
-        // while being read restores to exactly the bytes stored.
-        let mut node = base_node(name, NodeKind::File { content }, meta, path);
-        node.size = size;
-        Ok(Some(node))
+        Ok(size)
     }
 
     /// Stores the chunks of a file read in batches, appending their ids to
@@ -782,7 +919,14 @@ impl Walker<'_> {
             .map(|(name, (real, sub))| {
                 let meta = lstat(real)?;
                 match sub {
-                    None => self.save_entry(real, name.clone(), &meta, prev, meta.dev()),
+                    None => {
+                        let wal = if meta.is_file() {
+                            self.wal_beside(real)
+                        } else {
+                            None
+                        };
+                        self.save_entry(real, name.clone(), &meta, prev, meta.dev(), wal.as_ref())
+                    }
                     Some(sub) => {
                         // A directory on the way to a backup path may be a
                         // symlink; record the directory it leads to, not the
@@ -877,6 +1021,11 @@ pub fn backup(
     }
     paths.sort();
     paths.dedup();
+    let sqlite_dbs = opts
+        .sqlite_dbs
+        .iter()
+        .map(|p| absolute(p))
+        .collect::<Result<HashSet<_>>>()?;
     let (excludes, patterns) = build_excludes(opts)?;
     // Held until the snapshot is written: prune must not remove blobs this
     // backup deduplicates against. The index is taken as it is under the
@@ -920,6 +1069,9 @@ pub fn backup(
         warnings: Mutex::new(warnings),
         progress,
         budget: BatchBudget::new(),
+        sqlite: opts.sqlite,
+        sqlite_dbs,
+        raw_dbs: Mutex::new(HashSet::new()),
     };
     // Backing up `/` itself makes its tree the root; other paths are in it.
     let whole = if paths.iter().any(|p| p.as_os_str() == "/") {

@@ -18,5 +18,6 @@ mod integration {
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod sqlite;
     mod torture;
 }
