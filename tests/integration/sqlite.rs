@@ -78,7 +78,7 @@ fn transfer(c: &Connection, rng: &mut Rng) -> bool {
     let from = (rng.next() % ACCOUNTS as u64) as i64;
     let to = (rng.next() % ACCOUNTS as u64) as i64;
     let amount = (rng.next() % 100) as i64;
-    let purge = rng.next() % 8 == 0;
+    let purge = rng.next().is_multiple_of(8);
     let run = || -> rusqlite::Result<()> {
         c.execute_batch("BEGIN IMMEDIATE")?;
         c.execute(
@@ -93,9 +93,14 @@ fn transfer(c: &Connection, rng: &mut Rng) -> bool {
             "INSERT INTO log (src, dst, amount, pad) VALUES (?1, ?2, ?3, randomblob(1500))",
             (from, to, amount),
         )?;
+        // As many rows go as come, so the database keeps its size.
+        c.execute(
+            "DELETE FROM log WHERE id IN (SELECT id FROM log ORDER BY id LIMIT ?1)",
+            [if purge { 2 } else { 1 }],
+        )?;
         if purge {
             c.execute(
-                "DELETE FROM log WHERE id IN (SELECT id FROM log ORDER BY id LIMIT 5)",
+                "INSERT INTO log (src, dst, amount, pad) VALUES (0, 0, 0, randomblob(100))",
                 [],
             )?;
         }
@@ -166,6 +171,10 @@ fn live_writer(journal_mode: &str) {
                 if transfer(&c, &mut rng) {
                     commits.fetch_add(1, Ordering::Relaxed);
                 }
+                // An application committing all the time, but not in a
+                // loop so tight that no reader ever gets the lock in
+                // rollback-journal mode.
+                std::thread::sleep(Duration::from_millis(1));
             }
         })
     };
