@@ -14,6 +14,10 @@
 //! which no index names yet, so the repository is left as it was. (Should
 //! writing the snapshot itself fail, its packs and index stay behind as
 //! unreferenced data, which verify accepts and prune will remove.)
+//!
+//! A SQLite database is stored as a consistent image of it rather than its
+//! raw bytes, without its `-wal`, `-shm` and `-journal` files (see the
+//! `sqlite` module).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};

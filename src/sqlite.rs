@@ -32,7 +32,7 @@
 //!   between makes SQLite restart the copy from the first page; after
 //!   [`MAX_RESTARTS`] restarts the rest is copied in one step under one
 //!   shared lock, so the copy always ends, at the cost of a writer waiting
-//!   up to one whole copy (about 0.15 s for 100 MB here; see store-format.md)
+//!   up to one whole copy (about 0.3 s for 100 MB here; see store-format.md)
 //!   once in that case. Writers wait on their own busy timeout meanwhile.
 //!
 //! A file that looks like a database but cannot be captured (corrupt,
@@ -50,8 +50,14 @@
 //!
 //! # Measurements
 //!
-//! A 100 MB database (4 KiB pages, one table of 1 KiB rows) captured on the
-//! development machine: see the numbers recorded in store-format.md.
+//! A 93 MiB database (4 KiB pages, 95,000 rows of 1 KiB) on 2 shared cores:
+//! capturing adds 0.1–0.3 s to a backup and no peak memory (73 MiB with or
+//! without); a writer committing every millisecond saw its worst commit
+//! take 15 ms in WAL mode (14 ms without a backup) and 337 ms in
+//! rollback-journal mode (25 ms without). Details in store-format.md §11.
+//! The online backup API was chosen over a read transaction on
+//! `sqlite_dbpage`, which needs SQLite built with
+//! `SQLITE_ENABLE_DBPAGE_VTAB` and yields the same pages.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
