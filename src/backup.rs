@@ -14,9 +14,13 @@
 //! which no index names yet, so the repository is left as it was. (Should
 //! writing the snapshot itself fail, its packs and index stay behind as
 //! unreferenced data, which verify accepts and prune will remove.)
+//!
+//! A SQLite database is stored as a consistent image of it rather than its
+//! raw bytes, without its `-wal`, `-shm` and `-journal` files (see the
+//! `sqlite` module).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
@@ -39,6 +43,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
 use crate::snapshot::{Snapshot, Summary};
+use crate::sqlite::{self, SqliteMode};
 use crate::stream::{CommandSource, ReaderSource, Source};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crate::{Error, Result};
@@ -138,6 +143,12 @@ pub struct BackupOptions {
     /// Where files caches live (each repository gets a subdirectory);
     /// `None` runs without one. See the `filescache` module.
     pub cache_dir: Option<PathBuf>,
+    /// Whether files with a SQLite header are stored as a transactionally
+    /// consistent image of the database (see the `sqlite` module).
+    pub sqlite: SqliteMode,
+    /// Files captured as SQLite databases whatever their header looks like
+    /// when the backup reaches them (and also with [`SqliteMode::Off`]).
+    pub sqlite_dbs: Vec<PathBuf>,
 }
 
 impl BackupOptions {
@@ -274,6 +285,12 @@ struct Walker<'a> {
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
     budget: BatchBudget,
+    sqlite: SqliteMode,
+    /// `BackupOptions::sqlite_dbs`, absolute.
+    sqlite_dbs: HashSet<PathBuf>,
+    /// Databases that could not be captured and were stored as raw bytes:
+    /// their companion files are stored too.
+    raw_dbs: Mutex<HashSet<PathBuf>>,
 }
 
 /// A directory on the way to a backup path: its real path and children.
@@ -317,6 +334,15 @@ impl Virtual {
 
 fn lstat(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|e| Error::source_read(path, e))
+}
+
+/// Opens a file for reading without following a symlink and without
+/// blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(path)
 }
 
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
@@ -488,24 +514,41 @@ impl Walker<'_> {
                 return Ok(Some(cached.tree));
             }
         }
-        let nodes: Vec<Option<Node>> = entries
-            .into_par_iter()
-            .zip(subs)
-            .map(|((name, meta), sub)| {
-                let child = path.join(&name);
-                let name = name.into_vec();
-                match sub {
-                    Sub::Gone => Ok(None),
-                    Sub::Tree(subtree) => Ok(Some(base_node(
-                        name,
-                        NodeKind::Dir { subtree },
-                        &meta,
-                        &child,
-                    ))),
-                    Sub::NotDir => self.save_entry(&child, name, &meta, &prev, root_dev),
+        // The companions (-wal, -shm, -journal) of the databases here are
+        // left out, unless their database ends up stored as raw bytes. They
+        // stay in `entries`, whose stats the files cache state covers.
+        let dbs = self.databases(path, &entries);
+        let (companions, entries): (Vec<_>, Vec<_>) =
+            entries.into_iter().zip(subs).partition(|((name, _), sub)| {
+                matches!(sub, Sub::NotDir)
+                    && sqlite::companion_of(name.as_bytes()).is_some_and(|b| dbs.contains_key(b))
+            });
+        let save = |((name, meta), sub): ((OsString, Metadata), Sub)| {
+            let child = path.join(&name);
+            let name = name.into_vec();
+            match sub {
+                Sub::Gone => Ok(None),
+                Sub::Tree(subtree) => Ok(Some(base_node(
+                    name,
+                    NodeKind::Dir { subtree },
+                    &meta,
+                    &child,
+                ))),
+                Sub::NotDir => {
+                    let wal = dbs.get(name.as_slice()).and_then(Option::as_ref);
+                    self.save_entry(&child, name, &meta, &prev, root_dev, wal)
                 }
-            })
-            .collect::<Result<_>>()?;
+            }
+        };
+        let mut nodes: Vec<Option<Node>> =
+            entries.into_par_iter().map(save).collect::<Result<_>>()?;
+        for entry in companions {
+            let base = sqlite::companion_of(entry.0.0.as_bytes()).unwrap_or_default();
+            let db = path.join(std::ffi::OsStr::from_bytes(base));
+            if lock(&self.raw_dbs).contains(&db) {
+                nodes.push(save(entry)?);
+            }
+        }
         let tree = self.save_tree(
             Tree {
                 nodes: nodes.into_iter().flatten().collect(),
@@ -516,6 +559,69 @@ impl Walker<'_> {
             cache.record(key, state, tree);
         }
         Ok(Some(tree))
+    }
+
+    /// The SQLite databases among a directory's `entries` that have
+    /// companion files beside them (the others need no special care), each
+    /// with the stat of its `-wal` file if there is one.
+    fn databases(
+        &self,
+        dir: &Path,
+        entries: &[(OsString, Metadata)],
+    ) -> HashMap<Vec<u8>, Option<Metadata>> {
+        let find = |name: &[u8]| {
+            entries
+                .binary_search_by(|(n, _)| n.as_bytes().cmp(name))
+                .ok()
+                .and_then(|i| entries.get(i))
+        };
+        let mut dbs = HashMap::new();
+        for (name, _) in entries {
+            let Some(base) = sqlite::companion_of(name.as_bytes()) else {
+                continue;
+            };
+            let Some((base, meta)) = find(base) else {
+                continue;
+            };
+            let base = base.as_bytes();
+            if !meta.is_file() || dbs.contains_key(base) {
+                continue;
+            }
+            let db = dir.join(std::ffi::OsStr::from_bytes(base));
+            if self.is_database(&db, None) {
+                let wal = find(&[base, b"-wal"].concat()).map(|(_, m)| m.clone());
+                dbs.insert(base.to_vec(), wal);
+            }
+        }
+        dbs
+    }
+
+    /// Whether the regular file `path` is to be captured as a SQLite
+    /// database, with its page size when the header says so; `file` is
+    /// the file opened for reading, if it is.
+    fn database(&self, path: &Path, file: Option<&fs::File>) -> Option<Option<u32>> {
+        let explicit = self.sqlite_dbs.contains(path);
+        if !explicit && self.sqlite == SqliteMode::Off {
+            return None;
+        }
+        let page_size = match file {
+            Some(f) => sqlite::sniff(f),
+            None => open_nofollow(path).ok().and_then(|f| sqlite::sniff(&f)),
+        };
+        (explicit || page_size.is_some()).then_some(page_size)
+    }
+
+    fn is_database(&self, path: &Path, file: Option<&fs::File>) -> bool {
+        self.database(path, file).is_some()
+    }
+
+    /// The stat of the `-wal` file of the database `path` (a backup path
+    /// itself, not found through its directory), if both exist.
+    fn wal_beside(&self, path: &Path) -> Option<Metadata> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let meta = fs::symlink_metadata(wal).ok()?;
+        (meta.is_file() && self.is_database(path, None)).then_some(meta)
     }
 
     /// Counts the entries of a directory taken whole from the files cache
@@ -561,6 +667,7 @@ impl Walker<'_> {
         meta: &Metadata,
         dir_prev: &PrevTree<'_>,
         root_dev: u64,
+        wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
@@ -574,7 +681,7 @@ impl Walker<'_> {
             } else {
                 dir_prev.node(self.repo, &name)
             };
-            return self.save_file(path, name, meta, prev);
+            return self.save_file(path, name, meta, prev, wal);
         } else if ft.is_symlink() {
             self.counters.others.fetch_add(1, Ordering::Relaxed);
             let target = fs::read_link(path).map_err(|e| Error::source_read(path, e))?;
@@ -597,8 +704,16 @@ impl Walker<'_> {
         Ok(Some(base_node(name, kind, meta, path)))
     }
 
-    /// The previous record's content, when the file is unchanged.
-    fn unchanged(&self, meta: &Metadata, prev: Option<(&Node, i64)>) -> Option<NodeKind> {
+    /// The previous content of a file that stats as recorded in `prev`.
+    /// For a database with a `-wal` file (`wal`), the WAL too must have been
+    /// last modified before the previous backup started: a commit in WAL
+    /// mode leaves the main file untouched.
+    fn unchanged(
+        &self,
+        meta: &Metadata,
+        prev: Option<(&Node, i64)>,
+        wal: Option<&Metadata>,
+    ) -> Option<NodeKind> {
         let (prev, trusted_before) = prev?;
         if !prev.kind.is_file() {
             return None;
@@ -615,7 +730,12 @@ impl Walker<'_> {
             // examined, leaving size and times as recorded; such files are
             // read once more.
             && prev.mtime < trusted_before
-            && prev.ctime < trusted_before;
+            && prev.ctime < trusted_before
+            // Only the WAL's mtime: SQLite running as root chowns the -wal
+            // to the database's owner each time it opens it, the capture
+            // included, which moves the ctime although nothing changed;
+            // every commit moves the mtime.
+            && wal.is_none_or(|w| w.mtime() < trusted_before);
         let index = self.repo.index();
         let present = match &prev.kind {
             NodeKind::File { content } => content.iter().all(|id| index.contains(id)),
@@ -641,9 +761,10 @@ impl Walker<'_> {
         name: Vec<u8>,
         meta: &Metadata,
         prev: Option<(&Node, i64)>,
+        wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         self.progress.file();
-        if let Some(content) = self.unchanged(meta, prev) {
+        if let Some(content) = self.unchanged(meta, prev, wal) {
             self.counters
                 .files_unchanged
                 .fetch_add(1, Ordering::Relaxed);
@@ -662,20 +783,16 @@ impl Walker<'_> {
         // Opened without following a symlink and without blocking on a FIFO,
         // then checked to still be a regular file: the entry may have been
         // replaced since it was examined.
-        let opened = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-            .open(path)
-            .and_then(|f| {
-                if f.metadata()?.is_file() {
-                    Ok(f)
-                } else {
-                    Err(io::Error::other(
-                        "it was replaced by something that is not a regular file",
-                    ))
-                }
-            });
-        let mut file = match opened {
+        let opened = open_nofollow(path).and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(io::Error::other(
+                    "it was replaced by something that is not a regular file",
+                ))
+            }
+        });
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!("{} vanished during the backup", path.display()));
@@ -689,10 +806,54 @@ impl Walker<'_> {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
         let mut content = Vec::new();
+        let size = match self.database(path, Some(&file)) {
+            Some(page_size) => match sqlite::capture(path, &file, page_size) {
+                // Page-aware chunking: one chunk a page, so a change to a
+                // few pages stores about those pages.
+                Ok(image) => {
+                    // A database named with --sqlite-db whose header could
+                    // not be read at first: SQLite's default page size.
+                    let pages = usize::try_from(page_size.unwrap_or(4096)).ok();
+                    self.save_content(image.file, image.len, path, pages, &mut content)?
+                }
+                Err(why) => {
+                    self.warn(format!(
+                        "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
+                        path.display(),
+                        path.display()
+                    ));
+                    lock(&self.raw_dbs).insert(path.to_path_buf());
+                    self.save_content(file, meta.len(), path, None, &mut content)?
+                }
+            },
+            None => self.save_content(file, meta.len(), path, None, &mut content)?,
+        };
+        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
+        // The size recorded is what was read, so a file that grew or shrank
+        // while being read restores to exactly the bytes stored.
+        let kind = self.file_kind(content)?;
+        let mut node = base_node(name, kind, meta, path);
+        node.size = size;
+        Ok(Some(node))
+    }
+
+    /// Stores the content of `file` (expected to be `len` bytes long),
+    /// appending its chunks' ids to `content`; returns the bytes read.
+    /// With `pages`, the content is cut into pieces of that many bytes
+    /// instead of content-defined chunks (database images).
+    fn save_content(
+        &self,
+        mut file: fs::File,
+        len: u64,
+        path: &Path,
+        pages: Option<usize>,
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64> {
         let mut size = 0u64;
         let chunker = &self.repo.config().chunker;
         let seed = self.repo.chunker_seed();
-        if meta.len() <= u64::from(chunker.max_size) {
+        if pages.is_none() && len <= u64::from(chunker.max_size) {
             // Most files are small: read them whole into a buffer reused by
             // this thread, instead of the streaming chunker's per-file
             // `max_size` allocation. A file that grew since the stat is
@@ -712,16 +873,9 @@ impl Walker<'_> {
             })?;
         } else {
             let read_error = |e| Error::source_read(path, e);
-            size = self.save_large(file, &read_error, &mut content)?;
+            size = self.save_large(file, &read_error, pages, content)?;
         }
-        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
-        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
-        // The size recorded is what was read, so a file that grew or shrank
-        // while being read restores to exactly the bytes stored.
-        let kind = self.file_kind(content)?;
-        let mut node = base_node(name, kind, meta, path);
-        node.size = size;
-        Ok(Some(node))
+        Ok(size)
     }
 
     /// Stores the chunks of a file read in batches, appending their ids to
@@ -740,10 +894,14 @@ impl Walker<'_> {
         &self,
         reader: impl Read + Send,
         read_error: &(dyn Fn(io::Error) -> Error + Sync),
+        pages: Option<usize>,
         content: &mut Vec<BlobId>,
     ) -> Result<u64> {
         let chunker = &self.repo.config().chunker;
-        let mut batches = chunker.batches(reader, self.repo.chunker_seed(), BATCH_BYTES);
+        let mut batches = match pages {
+            Some(page) => chunker.page_batches(reader, page, BATCH_BYTES),
+            None => chunker.batches(reader, self.repo.chunker_seed(), BATCH_BYTES),
+        };
         let held = 2 * batches.buffer_size() + chunker.max_size as usize;
         let mut next = |buf: Vec<u8>| batches.next_batch(buf).map_err(read_error);
         let save = |batch: &Batch, cut: &Range<usize>| {
@@ -794,7 +952,14 @@ impl Walker<'_> {
             .map(|(name, (real, sub))| {
                 let meta = lstat(real)?;
                 match sub {
-                    None => self.save_entry(real, name.clone(), &meta, prev, meta.dev()),
+                    None => {
+                        let wal = if meta.is_file() {
+                            self.wal_beside(real)
+                        } else {
+                            None
+                        };
+                        self.save_entry(real, name.clone(), &meta, prev, meta.dev(), wal.as_ref())
+                    }
                     Some(sub) => {
                         // A directory on the way to a backup path may be a
                         // symlink; record the directory it leads to, not the
@@ -889,6 +1054,11 @@ pub fn backup(
     }
     paths.sort();
     paths.dedup();
+    let sqlite_dbs = opts
+        .sqlite_dbs
+        .iter()
+        .map(|p| absolute(p))
+        .collect::<Result<HashSet<_>>>()?;
     let (excludes, patterns) = build_excludes(opts)?;
     // Held until the snapshot is written: prune must not remove blobs this
     // backup deduplicates against. The index is taken as it is under the
@@ -932,6 +1102,9 @@ pub fn backup(
         warnings: Mutex::new(warnings),
         progress,
         budget: BatchBudget::new(),
+        sqlite: opts.sqlite,
+        sqlite_dbs,
+        raw_dbs: Mutex::new(HashSet::new()),
     };
     // Backing up `/` itself makes its tree the root; other paths are in it.
     let whole = if paths.iter().any(|p| p.as_os_str() == "/") {
@@ -1157,6 +1330,9 @@ fn stream_backup(
         one_file_system: false,
         force: true,
         cache: None,
+        sqlite: SqliteMode::Off,
+        sqlite_dbs: HashSet::new(),
+        raw_dbs: Mutex::new(HashSet::new()),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -1170,8 +1346,9 @@ fn stream_backup(
     let mut content = Vec::new();
     let saved = source.open().and_then(|()| {
         progress.file();
-        let stored =
-            crate::repo::in_pool(|| walker.save_large(&mut *source, &read_error, &mut content));
+        let stored = crate::repo::in_pool(|| {
+            walker.save_large(&mut *source, &read_error, None, &mut content)
+        });
         let closed = source.close(stored.is_ok());
         let size = stored?;
         closed?;

@@ -19,6 +19,7 @@ mod integration {
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod sqlite;
     mod stdin;
     mod torture;
 }

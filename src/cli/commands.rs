@@ -140,6 +140,25 @@ pub struct BackupArgs {
     /// time like "2026-11-20 14:00", or "3 days ago"; not in the future).
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
+    /// Store each SQLite database (a file with SQLite's header) as a
+    /// consistent image taken with SQLite's online backup API, without its
+    /// -wal, -shm and -journal files (auto); or as raw bytes (off). The
+    /// image is staged in the temporary directory ($TMPDIR), which needs
+    /// room for the largest database.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    sqlite: SqliteArg,
+    /// Capture this file as a SQLite database even when its header cannot
+    /// be read as the backup reaches it, and even with --sqlite off
+    /// (repeatable).
+    #[arg(long = "sqlite-db", value_name = "PATH")]
+    sqlite_dbs: Vec<PathBuf>,
+}
+
+/// `backup --sqlite`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SqliteArg {
+    Auto,
+    Off,
 }
 
 fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
@@ -180,6 +199,11 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     opts.one_file_system = a.one_file_system;
     opts.force = a.force;
     opts.cache_dir = password::cache_dir(g);
+    opts.sqlite = match a.sqlite {
+        SqliteArg::Auto => cairn::SqliteMode::Auto,
+        SqliteArg::Off => cairn::SqliteMode::Off,
+    };
+    opts.sqlite_dbs.clone_from(&a.sqlite_dbs);
     if let Some(t) = &a.time {
         opts.time = Some(parse_time(t)?);
     }
