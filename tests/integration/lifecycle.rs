@@ -4,15 +4,11 @@
 use std::fs;
 use std::path::Path;
 
-use super::util::{Dir, cairn, open_repo, run, stderr, stdout};
+use super::util::{Dir, cairn, json_of as json, open_repo, run, stderr, stdout};
 
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "failed: {}", stderr(o));
     stdout(o)
-}
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).expect("json output")
 }
 
 #[test]
