@@ -42,7 +42,7 @@ use crate::filescache::{Cached, FilesCache, StateHasher, dir_key};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::{BlobWriter, Repository, host_and_user, lock};
-use crate::snapshot::{Snapshot, Summary};
+use crate::snapshot::{AppInfo, DatabaseInfo, Snapshot, Summary};
 use crate::sqlite::{self, SqliteMode};
 use crate::stream::{CommandSource, ReaderSource, Source};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
@@ -149,6 +149,8 @@ pub struct BackupOptions {
     /// Files captured as SQLite databases whatever their header looks like
     /// when the backup reaches them (and also with [`SqliteMode::Off`]).
     pub sqlite_dbs: Vec<PathBuf>,
+    /// The application record of an application snapshot.
+    pub app: Option<AppInfo>,
 }
 
 impl BackupOptions {
@@ -291,6 +293,8 @@ struct Walker<'a> {
     /// Databases that could not be captured and were stored as raw bytes:
     /// their companion files are stored too.
     raw_dbs: Mutex<HashSet<PathBuf>>,
+    /// The databases captured, with their row counts.
+    databases: Mutex<Vec<DatabaseInfo>>,
 }
 
 /// A directory on the way to a backup path: its real path and children.
@@ -813,7 +817,13 @@ impl Walker<'_> {
                 Ok(image) => {
                     // A database named with --sqlite-db whose header could
                     // not be read at first: SQLite's default page size.
-                    let pages = usize::try_from(page_size.unwrap_or(4096)).ok();
+                    let page_size = page_size.unwrap_or(4096);
+                    let pages = usize::try_from(page_size).ok();
+                    lock(&self.databases).push(DatabaseInfo {
+                        path: path.as_os_str().as_bytes().to_vec(),
+                        page_size,
+                        tables: image.tables.clone(),
+                    });
                     self.save_content(image.file, image.len, path, pages, &mut content)?
                 }
                 Err(why) => {
@@ -1105,6 +1115,7 @@ pub fn backup(
         sqlite: opts.sqlite,
         sqlite_dbs,
         raw_dbs: Mutex::new(HashSet::new()),
+        databases: Mutex::new(Vec::new()),
     };
     // Backing up `/` itself makes its tree the root; other paths are in it.
     let whole = if paths.iter().any(|p| p.as_os_str() == "/") {
@@ -1125,6 +1136,7 @@ pub fn backup(
         username,
         paths: raw_paths,
         excludes: patterns,
+        parent_dbs: parent.as_ref().map(|(_, p)| (p.tree, p.databases.clone())),
         parent: parent.map(|(id, _)| id),
     };
     let (id, snapshot, walker) = commit(repo, opts, held, walker, saved, meta)?;
@@ -1153,6 +1165,36 @@ pub fn backup(
     })
 }
 
+/// The databases of a new snapshot whose root tree is `root`: those the
+/// walker captured, and those of the parent that were not captured again
+/// because they had not changed (same node content as in the parent).
+fn databases(
+    repo: &Repository,
+    walker: &Walker<'_>,
+    root: BlobId,
+    parent: Option<(BlobId, Vec<DatabaseInfo>)>,
+) -> Vec<DatabaseInfo> {
+    let mut out = std::mem::take(&mut *lock(&walker.databases));
+    if let Some((parent_root, dbs)) = parent {
+        for db in dbs {
+            if out.iter().any(|d| d.path == db.path) {
+                continue;
+            }
+            let now = crate::find_node(repo, &root, &db.path).ok().flatten();
+            let then = crate::find_node(repo, &parent_root, &db.path)
+                .ok()
+                .flatten();
+            if let (Some(now), Some(then)) = (now, then)
+                && now.kind == then.kind
+            {
+                out.push(db);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// What a snapshot records besides its tree and counts.
 struct SnapshotMeta {
     started: Instant,
@@ -1161,6 +1203,8 @@ struct SnapshotMeta {
     paths: Vec<Vec<u8>>,
     excludes: Vec<String>,
     parent: Option<SnapshotId>,
+    /// The parent's root tree and databases, carried over when unchanged.
+    parent_dbs: Option<(BlobId, Vec<DatabaseInfo>)>,
 }
 
 /// Finishes a backup whose tree was stored (`saved`) or failed: on
@@ -1217,6 +1261,8 @@ fn commit<'a>(
         tree: root,
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
+        app: opts.app.clone(),
+        databases: databases(repo, &walker, root, meta.parent_dbs),
     };
     held.check()?;
     let id = repo.save_snapshot(&snapshot)?;
@@ -1333,6 +1379,7 @@ fn stream_backup(
         sqlite: SqliteMode::Off,
         sqlite_dbs: HashSet::new(),
         raw_dbs: Mutex::new(HashSet::new()),
+        databases: Mutex::new(Vec::new()),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -1371,6 +1418,7 @@ fn stream_backup(
         username,
         paths: raw_paths,
         excludes: Vec::new(),
+        parent_dbs: None,
         parent: parent.map(|(id, _)| id),
     };
     let (id, snapshot, _) = commit(repo, opts, held, walker, saved, meta)?;

@@ -766,6 +766,8 @@ mod tests {
             tree: BlobId::default(),
             summary: crate::Summary::default(),
             program_version: String::new(),
+            app: None,
+            databases: Vec::new(),
         }
     }
 

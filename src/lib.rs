@@ -75,7 +75,9 @@ pub use pack::{BlobKind, Compression, PackEntry};
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
-pub use snapshot::{Snapshot, Summary, newest_at};
+pub use snapshot::{
+    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, Snapshot, Summary, TableRows, newest_at,
+};
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};
 pub use timespec::parse_time;

@@ -70,6 +70,69 @@ pub struct Snapshot {
     pub summary: Summary,
     /// cairn version that wrote it.
     pub program_version: String,
+    /// The application this is a snapshot of (`cairn snap`, `cairn run`),
+    /// or `None` for a plain backup.
+    pub app: Option<AppInfo>,
+    /// The SQLite databases captured as consistent images, with their
+    /// per-table row counts, sorted by path.
+    pub databases: Vec<DatabaseInfo>,
+}
+
+/// What an application snapshot records about the application.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// The application's name (from its `cairn.toml`).
+    pub name: String,
+    /// The application's root directory, absolute, raw bytes.
+    pub root: Vec<u8>,
+    /// The components stored, sorted by name.
+    pub components: Vec<ComponentInfo>,
+    /// The git state of the root, when it is a git work tree.
+    pub git: Option<GitInfo>,
+}
+
+/// One component of an application snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// Its name in `cairn.toml` (`db`, `code`, `config`, ...).
+    pub name: String,
+    /// What it is: `sqlite`, `files`.
+    pub kind: String,
+    /// Its paths, absolute, raw bytes, sorted.
+    pub paths: Vec<Vec<u8>>,
+}
+
+/// The git state of an application's root when it was snapshotted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitInfo {
+    /// The checked-out branch, `None` on a detached HEAD.
+    pub branch: Option<String>,
+    /// The full commit id of HEAD (empty before the first commit).
+    pub commit: String,
+    /// Whether the work tree had uncommitted changes (untracked files
+    /// included).
+    pub dirty: bool,
+}
+
+/// A SQLite database captured by a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// Its absolute path, raw bytes, as in the snapshot's tree.
+    pub path: Vec<u8>,
+    /// Its page size in bytes.
+    pub page_size: u32,
+    /// Row counts of its tables (`sqlite_schema` type `table`, internal
+    /// `sqlite_` tables left out), sorted by name.
+    pub tables: Vec<TableRows>,
+}
+
+/// The number of rows of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// Table name.
+    pub name: String,
+    /// Rows.
+    pub rows: u64,
 }
 
 impl Snapshot {

@@ -67,6 +67,8 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::snapshot::TableRows;
+
 /// The first 16 bytes of every SQLite database file.
 pub const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -157,6 +159,8 @@ pub(crate) struct Image {
     pub file: File,
     /// Its length.
     pub len: u64,
+    /// The row count of each table in the image.
+    pub tables: Vec<TableRows>,
     /// Keeps the temporary file until the image is stored.
     _tmp: tempfile::TempPath,
 }
@@ -209,6 +213,9 @@ pub(crate) fn capture(path: &Path, opened: &File, page_size: Option<u32>) -> Res
             .map_err(|e| format!("ending the read: {e}"))?;
     }
     drop(src);
+    // Counted on the image, which nobody else writes: the counts are those
+    // of the transaction captured.
+    let tables = table_counts(&dst).map_err(|e| format!("counting rows: {e}"))?;
     dst.close()
         .map_err(|(_, e)| format!("writing the image: {e}"))?;
     let (file, tmp) = tmp.into_parts();
@@ -221,8 +228,35 @@ pub(crate) fn capture(path: &Path, opened: &File, page_size: Option<u32>) -> Res
     Ok(Image {
         file,
         len,
+        tables,
         _tmp: tmp,
     })
+}
+
+/// The tables of the database `conn` has open (SQLite's own `sqlite_`
+/// tables and virtual tables left out), sorted by name, with their row
+/// counts.
+///
+/// # Errors
+/// SQLite's, when the schema or a table cannot be read.
+pub fn table_counts(conn: &Connection) -> rusqlite::Result<Vec<TableRows>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    names
+        .into_iter()
+        .map(|name| {
+            let sql = format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\""));
+            let rows: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+            Ok(TableRows {
+                name,
+                rows: u64::try_from(rows).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// Whether SQLite refused a lock (busy, locked), which passes.

@@ -660,6 +660,8 @@ pub fn sample_snapshot() -> Snapshot {
             duration_ms: 11,
         },
         program_version: "0.1.0".into(),
+        app: None,
+        databases: Vec::new(),
     }
 }
 

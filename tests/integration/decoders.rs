@@ -20,6 +20,7 @@ use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 
 use cairn::decode;
+use cairn::{AppInfo, ComponentInfo, DatabaseInfo, GitInfo, TableRows};
 use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, KeyFile, KeyId};
 use cairn::{Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary, Tree, Xattr};
 use proptest::prelude::*;
@@ -432,6 +433,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         blob_id(),
         any::<[u64; 11]>(),
         text(),
+        prop::option::of(app_info()),
+        prop::collection::vec(database_info(), 0..3),
     )
         .prop_map(
             |(
@@ -443,6 +446,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 tree,
                 s,
                 program_version,
+                app,
+                databases,
             )| {
                 Snapshot {
                     time,
@@ -470,9 +475,58 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                         duration_ms: s[10],
                     },
                     program_version,
+                    app,
+                    databases,
                 }
             },
         )
+}
+
+/// Any application record.
+fn app_info() -> impl Strategy<Value = AppInfo> {
+    (
+        text(),
+        prop::collection::vec(any::<u8>(), 0..20),
+        prop::collection::vec(
+            (
+                text(),
+                text(),
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 0..3),
+            )
+                .prop_map(|(name, kind, paths)| ComponentInfo { name, kind, paths }),
+            0..4,
+        ),
+        prop::option::of((prop::option::of(text()), text(), any::<bool>()).prop_map(
+            |(branch, commit, dirty)| GitInfo {
+                branch,
+                commit,
+                dirty,
+            },
+        )),
+    )
+        .prop_map(|(name, root, components, git)| AppInfo {
+            name,
+            root,
+            components,
+            git,
+        })
+}
+
+/// Any database record.
+fn database_info() -> impl Strategy<Value = DatabaseInfo> {
+    (
+        prop::collection::vec(any::<u8>(), 0..20),
+        any::<u32>(),
+        prop::collection::vec(
+            (text(), any::<u64>()).prop_map(|(name, rows)| TableRows { name, rows }),
+            0..4,
+        ),
+    )
+        .prop_map(|(path, page_size, tables)| DatabaseInfo {
+            path,
+            page_size,
+            tables,
+        })
 }
 
 /// Chunker parameters within FastCDC's limits (min ≤ avg ≤ max, all even).

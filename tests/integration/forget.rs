@@ -36,6 +36,8 @@ fn snap_at(ts: Timestamp, tags: &[&str]) -> Snapshot {
         tree: BlobId::default(),
         summary: Summary::default(),
         program_version: "test".into(),
+        app: None,
+        databases: Vec::new(),
     }
 }
 
