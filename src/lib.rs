@@ -39,6 +39,7 @@ mod inspect;
 mod keyfile;
 mod lock;
 mod pack;
+mod profile;
 mod prune;
 mod repo;
 mod restore;
@@ -73,6 +74,11 @@ pub use keyfile::KeyFile;
 pub use lock::{Lock, LockRecord, Unlocked};
 pub use pack::{BlobKind, Compression, PackEntry};
 pub use prune::{PruneOptions, PruneReport, prune};
+pub use profile::{
+    Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
+    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, git_info,
+    restore_component, snap,
+};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use snapshot::{

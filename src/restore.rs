@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only these paths of the snapshot (and what is below them).
     pub includes: Vec<PathBuf>,
+    /// Leave out these paths of the snapshot and what is below them (the
+    /// other components of an application snapshot, for example).
+    pub excludes: Vec<PathBuf>,
 }
 
 impl RestoreOptions {
@@ -51,6 +54,7 @@ impl RestoreOptions {
         Self {
             target: target.into(),
             includes: Vec::new(),
+            excludes: Vec::new(),
         }
     }
 }
@@ -168,6 +172,8 @@ struct Restorer<'a> {
     progress: &'a dyn Progress,
     /// Files restored one by one that failed.
     failed_files: Mutex<Vec<PathBuf>>,
+    /// `RestoreOptions::excludes`, as components.
+    excludes: Vec<Vec<Vec<u8>>>,
 }
 
 /// A short random name in `dir` (short, so that it fits wherever the final
@@ -197,8 +203,9 @@ impl Restorer<'_> {
         };
         for node in tree.nodes {
             let child = rel.join(OsStr::from_bytes(&node.name));
-            let (take, descend) = included(&components(&child), includes);
-            if !take {
+            let comps = components(&child);
+            let (take, descend) = included(&comps, includes);
+            if !take || self.excludes.iter().any(|e| comps.starts_with(e)) {
                 continue;
             }
             let sub = match &node.kind {
@@ -714,6 +721,7 @@ pub fn restore(
         is_root: nix::unistd::geteuid().is_root(),
         progress,
         failed_files: Mutex::new(Vec::new()),
+        excludes: opts.excludes.iter().map(|p| components(p)).collect(),
     };
     let mut items = Vec::new();
     r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);

@@ -161,7 +161,7 @@ enum SqliteArg {
     Off,
 }
 
-fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
+pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
     let loc = location(g)?;
     match Repository::open(backend(&loc), &mut || password::password(g, &loc)) {
         Ok(r) => {
@@ -227,18 +227,32 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     };
     bar.finish_and_clear();
     let done = result?;
+    print_backup(out, &done)?;
+    Ok(exit::OK)
+}
+
+/// The JSON record of a finished backup.
+pub(super) fn backup_json(done: &cairn::BackupOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "id": done.id,
+        "parent": done.snapshot.parent,
+        "tags": done.snapshot.tags,
+        "summary": done.snapshot.summary,
+        "dirs_from_cache": done.dirs_reused,
+        "app": snapshot_view(done.id, &done.snapshot).app,
+        "databases": done.snapshot.databases.iter().map(database_view).collect::<Vec<_>>(),
+        "warnings": done.warnings,
+    })
+}
+
+/// Prints a finished backup's warnings and report.
+pub(super) fn print_backup(out: &Out, done: &cairn::BackupOutcome) -> Result<()> {
     for w in &done.warnings {
         out.warn(w);
     }
     let s = &done.snapshot.summary;
     if out.json {
-        out.print_json(&serde_json::json!({
-            "id": done.id,
-            "parent": done.snapshot.parent,
-            "summary": s,
-            "dirs_from_cache": done.dirs_reused,
-            "warnings": done.warnings,
-        }))?;
+        out.print_json(&backup_json(done))?;
     } else if !out.quiet {
         println!("snapshot {} saved", done.id.short());
         println!(
@@ -256,8 +270,14 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
             size(s.total_size),
             s.duration_ms as f64 / 1000.0
         );
+        if let Some(app) = &done.snapshot.app {
+            println!("  {}", app_line(app));
+        }
+        for d in &done.snapshot.databases {
+            println!("  {}", database_line(d));
+        }
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +419,71 @@ struct SnapshotView<'a> {
     tree: BlobId,
     summary: &'a cairn::Summary,
     program_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<AppView<'a>>,
+    databases: Vec<DatabaseView<'a>>,
+}
+
+#[derive(Serialize)]
+struct AppView<'a> {
+    name: &'a str,
+    root: String,
+    components: Vec<ComponentView<'a>>,
+    git: Option<&'a cairn::GitInfo>,
+}
+
+#[derive(Serialize)]
+struct ComponentView<'a> {
+    name: &'a str,
+    kind: &'a str,
+    paths: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct DatabaseView<'a> {
+    path: String,
+    page_size: u32,
+    tables: &'a [cairn::TableRows],
+}
+
+fn lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+pub(super) fn database_view(d: &cairn::DatabaseInfo) -> DatabaseView<'_> {
+    DatabaseView {
+        path: lossy(&d.path),
+        page_size: d.page_size,
+        tables: &d.tables,
+    }
+}
+
+/// The text line under an application snapshot: components and git state.
+pub(super) fn app_line(app: &cairn::AppInfo) -> String {
+    let comps: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+    let git = match &app.git {
+        None => "no git".to_owned(),
+        Some(g) => {
+            let commit = g.commit.get(..10).unwrap_or(&g.commit);
+            format!(
+                "git {} {}{}",
+                g.branch.as_deref().unwrap_or("(detached)"),
+                if commit.is_empty() { "(no commit)" } else { commit },
+                if g.dirty { " dirty" } else { "" }
+            )
+        }
+    };
+    format!("app {} [{}]  {git}", app.name, comps.join(", "))
+}
+
+/// The text line of a captured database: its tables' row counts.
+fn database_line(d: &cairn::DatabaseInfo) -> String {
+    let tables: Vec<String> = d
+        .tables
+        .iter()
+        .map(|t| format!("{} {}", t.name, t.rows))
+        .collect();
+    format!("database {}: {}", lossy(&d.path), tables.join(", "))
 }
 
 fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
@@ -413,6 +498,21 @@ fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
         tree: s.tree,
         summary: &s.summary,
         program_version: &s.program_version,
+        app: s.app.as_ref().map(|a| AppView {
+            name: &a.name,
+            root: lossy(&a.root),
+            components: a
+                .components
+                .iter()
+                .map(|c| ComponentView {
+                    name: &c.name,
+                    kind: &c.kind,
+                    paths: c.paths.iter().map(|p| lossy(p)).collect(),
+                })
+                .collect(),
+            git: a.git.as_ref(),
+        }),
+        databases: s.databases.iter().map(database_view).collect(),
     }
 }
 
@@ -447,15 +547,20 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
         );
         for (id, s) in &all {
             match s {
-                Ok(s) => println!(
-                    "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  {}",
-                    id.short(),
-                    local_time(s.timestamp()),
-                    s.hostname,
-                    size(s.summary.total_size),
-                    s.tags.join(","),
-                    s.display_paths().join(" ")
-                ),
+                Ok(s) => {
+                    println!(
+                        "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  {}",
+                        id.short(),
+                        local_time(s.timestamp()),
+                        s.hostname,
+                        size(s.summary.total_size),
+                        s.tags.join(","),
+                        s.display_paths().join(" ")
+                    );
+                    if let Some(app) = &s.app {
+                        println!("          {}", app_line(app));
+                    }
+                }
                 Err(e) => {
                     out.warn(format!("snapshot {id}: {e}"));
                     code = exit::INCOMPLETE;
@@ -500,6 +605,9 @@ struct NodeView {
     /// its depth.
     #[serde(skip_serializing_if = "Option::is_none")]
     content_list: Option<(BlobId, u8)>,
+    /// For a captured SQLite database: its tables' row counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tables: Option<Vec<cairn::TableRows>>,
 }
 
 fn kind_name(k: &NodeKind) -> &'static str {
@@ -543,12 +651,23 @@ fn node_view(path: &[u8], n: &Node, with_content: bool) -> NodeView {
             NodeKind::ListedFile { list, depth } => Some((*list, *depth)),
             _ => None,
         },
+        tables: None,
     }
 }
 
-fn print_node(out: &Out, path: &[u8], n: &Node, long: bool, json_items: &mut Vec<NodeView>) {
+fn print_node(
+    out: &Out,
+    path: &[u8],
+    n: &Node,
+    long: bool,
+    dbs: &[cairn::DatabaseInfo],
+    json_items: &mut Vec<NodeView>,
+) {
+    let db = dbs.iter().find(|d| d.path == path);
     if out.json {
-        json_items.push(node_view(path, n, false));
+        let mut v = node_view(path, n, false);
+        v.tables = db.map(|d| d.tables.clone());
+        json_items.push(v);
         return;
     }
     let mut stdout = std::io::stdout().lock();
@@ -571,6 +690,9 @@ fn print_node(out: &Out, path: &[u8], n: &Node, long: bool, json_items: &mut Vec
         let _ = stdout.write_all(b" -> ");
         let _ = stdout.write_all(target);
     }
+    if let Some(d) = db {
+        let _ = write!(stdout, "  [{}]", database_line(d));
+    }
     let _ = stdout.write_all(b"\n");
 }
 
@@ -592,13 +714,13 @@ pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
     base.extend(prefix.iter().copied().skip_while(|&b| b == b'/'));
     match &start {
         None => cairn::walk_tree(&repo, &snap.tree, b"/", &mut |p, n| {
-            print_node(out, p, n, a.long, &mut items);
+            print_node(out, p, n, a.long, &snap.databases, &mut items);
         })?,
         Some(node) => {
-            print_node(out, &base, node, a.long, &mut items);
+            print_node(out, &base, node, a.long, &snap.databases, &mut items);
             if let NodeKind::Dir { subtree } = &node.kind {
                 cairn::walk_tree(&repo, subtree, &base, &mut |p, n| {
-                    print_node(out, p, n, a.long, &mut items);
+                    print_node(out, p, n, a.long, &snap.databases, &mut items);
                 })?;
             }
         }
@@ -616,20 +738,53 @@ pub struct RestoreArgs {
     #[command(flatten)]
     at: AtArgs,
     /// Directory to restore into; created if missing. Existing files of the
-    /// same name are replaced atomically.
-    #[arg(short, long, value_name = "DIR")]
-    target: PathBuf,
+    /// same name are replaced atomically. Required unless --component
+    /// restores in place.
+    #[arg(short, long, value_name = "DIR", required_unless_present = "component")]
+    target: Option<PathBuf>,
     /// Restore only this path of the snapshot and what is below it
     /// (repeatable).
     #[arg(short, long = "include", value_name = "PATH")]
     includes: Vec<PathBuf>,
+    /// Restore this component of an application snapshot (`cairn snap`).
+    /// Without --target its files are put back in place: a safety snapshot
+    /// of their current state first, then each file replaced atomically
+    /// (a database's -wal/-shm/-journal files removed with it), and the
+    /// command that undoes it is printed. Nothing else is touched: config
+    /// files come back only with --component config.
+    #[arg(short, long, value_name = "NAME", conflicts_with = "includes")]
+    component: Option<String>,
+    /// With --component in place: say what would change (files, tables'
+    /// row counts) and change nothing.
+    #[arg(long, requires = "component", conflicts_with = "target")]
+    dry_run: bool,
+    /// With --component in place: replace a database even though another
+    /// process has it open (that process would go on using the old file).
+    #[arg(long, requires = "component", conflicts_with = "target")]
+    force: bool,
 }
 
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
-    let mut opts = RestoreOptions::new(&a.target);
+    let target = match (&a.target, &a.component) {
+        (Some(t), _) => t,
+        (None, Some(c)) => {
+            let opts = cairn::ComponentRestoreOptions {
+                component: c.clone(),
+                dry_run: a.dry_run,
+                force: a.force,
+                cache_dir: password::cache_dir(g),
+            };
+            return super::app::restore_in_place(g, out, &repo, id, &snap, &opts);
+        }
+        (None, None) => bail!("give --target DIR, or --component NAME to restore in place"),
+    };
+    let mut opts = RestoreOptions::new(target);
     opts.includes.clone_from(&a.includes);
+    if let Some(c) = &a.component {
+        (opts.includes, opts.excludes) = super::app::component_paths(id, &snap, c)?;
+    }
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
@@ -643,7 +798,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     if out.json {
         out.print_json(&serde_json::json!({
             "snapshot": id,
-            "target": a.target,
+            "target": target,
             "files": done.files,
             "dirs": done.dirs,
             "others": done.others,
@@ -656,7 +811,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
         println!(
             "restored snapshot {} to {}: {} files, {} directories, {} other, {}",
             id.short(),
-            a.target.display(),
+            target.display(),
             done.files,
             done.dirs,
             done.others,

@@ -1,6 +1,7 @@
 //! Command-line front end: argument parsing, repository and password
 //! resolution, output rendering and exit codes. No engine logic lives here.
 
+mod app;
 mod commands;
 mod forget;
 mod inspect;
@@ -104,6 +105,14 @@ pub struct Global {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// The application profile to use. Default: the nearest cairn.toml in
+    /// the current directory or above, which then also names the
+    /// repository and password source unless options or the environment do.
+    #[arg(long, env = "CAIRN_PROFILE", global = true, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// The profile loaded, if any.
+    #[arg(skip)]
+    loaded: Option<cairn::Profile>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +121,12 @@ enum Command {
     Init(commands::InitArgs),
     /// Take a snapshot of files and directories.
     Backup(commands::BackupArgs),
+    /// Take an application snapshot of the components in cairn.toml
+    /// (database, code, config) with git state.
+    Snap(app::SnapArgs),
+    /// Snapshot the application, run a command (a migration, a deploy),
+    /// snapshot again; print the restore command if it fails.
+    Run(app::RunArgs),
     /// List snapshots.
     Snapshots(commands::SnapshotsArgs),
     /// List the files in a snapshot.
@@ -146,7 +161,7 @@ enum Command {
 
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -159,9 +174,15 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Out::new(cli.global.json, cli.global.quiet);
+    if let Err(e) = app::apply_profile(&mut cli.global) {
+        eprintln!("cairn: error: {}", one_line(&e));
+        return ExitCode::from(exit::ERROR);
+    }
     let result = match cli.command {
         Command::Init(a) => commands::init(&cli.global, &out, &a),
         Command::Backup(a) => commands::backup(&cli.global, &out, &a),
+        Command::Snap(a) => app::snap(&cli.global, &out, &a),
+        Command::Run(a) => app::run(&cli.global, &out, &a),
         Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
         Command::Ls(a) => commands::ls(&cli.global, &out, &a),
         Command::Restore(a) => commands::restore(&cli.global, &out, &a),

@@ -1,0 +1,379 @@
+//! Application commands: `snap`, `run`, and the printing of
+//! `restore --component`, over the profile (`cairn.toml`) found for the
+//! current directory or named with `--profile`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+
+use cairn::{ComponentRestoreOptions, FileAction, Profile, Repository, SnapOptions, SnapshotId};
+
+use super::commands::{open_or_create_default, print_backup};
+use super::output::{BarProgress, size};
+use super::password;
+use super::{Global, Out, exit};
+
+/// Finds the profile (`--profile`, `CAIRN_PROFILE`, else the nearest
+/// `cairn.toml` in the current directory or above) and lets it supply the
+/// repository and password source the command line and environment leave
+/// open.
+pub fn apply_profile(g: &mut Global) -> Result<()> {
+    let file = match &g.profile {
+        Some(f) => Some(f.clone()),
+        None => std::env::current_dir().ok().and_then(|d| Profile::find(&d)),
+    };
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let profile = Profile::load(&file)?;
+    if g.repo.is_none() {
+        g.repo.clone_from(&profile.repo);
+    }
+    if !password::password_given(g) {
+        g.password_file.clone_from(&profile.password_file);
+        g.password_command.clone_from(&profile.password_command);
+    }
+    g.loaded = Some(profile);
+    Ok(())
+}
+
+fn profile(g: &Global) -> Result<&Profile> {
+    g.loaded.as_ref().ok_or_else(|| {
+        anyhow!(
+            "no application profile: create a {} in the application's root (see `cairn snap --help`), run cairn there, or pass --profile FILE",
+            cairn::PROFILE_FILE
+        )
+    })
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A cairn.toml at the application's root describes it, for example:
+
+  app = \"shop\"                  # default: the directory's name
+  repo = \"/srv/backups/shop\"    # optional; --repo and CAIRN_REPO win
+  password_file = \"/etc/cairn/shop.pass\"   # optional
+
+  [components.db]
+  sqlite = \"prisma/dev.db\"      # captured consistently while the app runs
+
+  [components.code]
+  paths = [\".\"]                 # excludes node_modules/ .next/ target/ .git/ *.log
+  exclude = [\"coverage/\"]       # more excludes; default_excludes = false drops the defaults
+
+  [components.config]
+  paths = [\".env\", \"package.json\"]
+
+  [retention]                   # used by `cairn forget --app`
+  keep_last = 10
+  keep_daily = 7
+
+Paths are relative to the profile's directory; a path belongs to one component.
+The snapshot records the components, the app's name, host, and git branch,
+commit and dirty state.")]
+pub struct SnapArgs {
+    /// Only this component (repeatable); default: all of them.
+    #[arg(short, long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// Add a tag to the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Read every file even when the parent snapshot says it is unchanged.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `cairn snap`.
+pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
+    let profile = profile(g)?;
+    let repo = open_or_create_default(g, out)?;
+    let opts = SnapOptions {
+        components: a.components.clone(),
+        tags: a.tags.clone(),
+        cache_dir: password::cache_dir(g),
+        force: a.force,
+    };
+    let done = take(out, &repo, profile, &opts)?;
+    print_backup(out, &done)?;
+    Ok(exit::OK)
+}
+
+fn take(
+    out: &Out,
+    repo: &Repository,
+    profile: &Profile,
+    opts: &SnapOptions,
+) -> Result<cairn::BackupOutcome> {
+    let bar = out.progress(true, "snapshot");
+    let result = cairn::snap(repo, profile, opts, &BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Snapshot only this component before and after (repeatable);
+    /// default: all of them.
+    #[arg(short, long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// The command and its arguments (after `--`), run without a shell in
+    /// the current directory.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// `cairn run`: snapshot (tag `pre`), run the command, snapshot (tag
+/// `post`, and `failed` if it failed); exits with the command's code.
+pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
+    let profile = profile(g)?;
+    let repo = open_or_create_default(g, out)?;
+    let mut opts = SnapOptions {
+        components: a.components.clone(),
+        tags: vec!["pre".to_owned()],
+        cache_dir: password::cache_dir(g),
+        force: false,
+    };
+    let pre = take(out, &repo, profile, &opts)?;
+    for w in &pre.warnings {
+        out.warn(w);
+    }
+    out.info(format!("snapshot {} saved before the command (tag pre)", pre.id.short()));
+    let (program, args) = a
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow!("give the command to run after --"))?;
+    let shown = a
+        .command
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    opts.tags = vec!["post".to_owned()];
+    if !status.success() {
+        opts.tags.push("failed".to_owned());
+    }
+    let post = take(out, &repo, profile, &opts)?;
+    for w in &post.warnings {
+        out.warn(w);
+    }
+    let undo = undo_commands(g, pre.id, &pre.snapshot);
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "pre": pre.id,
+            "post": post.id,
+            "command": shown,
+            "exit_code": status.code(),
+            "success": status.success(),
+            "restore_commands": undo,
+        }))?;
+    } else if !out.quiet {
+        println!(
+            "snapshot {} saved after the command (tag {})",
+            post.id.short(),
+            opts.tags.join(",")
+        );
+    }
+    if status.success() {
+        return Ok(exit::OK);
+    }
+    eprintln!("cairn: error: `{shown}` failed ({status}); to go back to the state before it, run:");
+    for cmd in &undo {
+        eprintln!("  {cmd}");
+    }
+    Ok(status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|&c| c != 0)
+        .unwrap_or(exit::ERROR))
+}
+
+/// The commands that put back each component of `snap` that can be
+/// restored in place (files, not directories).
+fn undo_commands(g: &Global, id: SnapshotId, snap: &cairn::Snapshot) -> Vec<String> {
+    let Some(app) = &snap.app else {
+        return Vec::new();
+    };
+    app.components
+        .iter()
+        .map(|c| {
+            let dirs = c.paths.iter().any(|p| {
+                std::fs::symlink_metadata(OsStr::from_bytes(p))
+                    .is_ok_and(|m| m.is_dir())
+            });
+            let target = if dirs { " --target DIR" } else { "" };
+            format!(
+                "cairn{} restore {} --component {}{target}",
+                repo_flag(g),
+                id.short(),
+                shell_quote(&c.name)
+            )
+        })
+        .collect()
+}
+
+/// ` --repo PATH` when the repository is not the default one.
+fn repo_flag(g: &Global) -> String {
+    g.repo
+        .as_ref()
+        .map(|r| format!(" --repo {}", shell_quote(&r.to_string_lossy())))
+        .unwrap_or_default()
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `cairn restore ID --component NAME` without `--target`: in place.
+pub fn restore_in_place(
+    g: &Global,
+    out: &Out,
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &cairn::Snapshot,
+    opts: &ComponentRestoreOptions,
+) -> Result<u8> {
+    let component = opts.component.as_str();
+    let dry_run = opts.dry_run;
+    let bar = out.progress(true, "restoring");
+    let result = cairn::restore_component(repo, id, snap, opts, &BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    let done = result?;
+    for w in &done.warnings {
+        out.warn(w);
+    }
+    let undo = done.safety.map(|s| {
+        format!(
+            "cairn{} restore {} --component {}",
+            repo_flag(g),
+            s.short(),
+            shell_quote(component)
+        )
+    });
+    if out.json {
+        let files: Vec<_> = done
+            .files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "path": f.path,
+                    "action": action_name(f.action),
+                    "tables": f.tables.iter().map(|t| serde_json::json!({
+                        "name": t.name, "now": t.now, "snapshot": t.snapshot,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.print_json(&serde_json::json!({
+            "snapshot": id,
+            "component": component,
+            "dry_run": dry_run,
+            "safety_snapshot": done.safety,
+            "files": files,
+            "undo": undo,
+        }))?;
+        return Ok(exit::OK);
+    }
+    if out.quiet {
+        return Ok(exit::OK);
+    }
+    if let Some(s) = done.safety {
+        println!(
+            "safety snapshot {} saved: the component as it was before",
+            s.short()
+        );
+    }
+    for f in &done.files {
+        let verb = match (f.action, dry_run) {
+            (FileAction::Unchanged, _) => "unchanged",
+            (FileAction::Replace, true) => "would replace",
+            (FileAction::Replace, false) => "replaced",
+            (FileAction::Create, true) => "would create",
+            (FileAction::Create, false) => "created",
+        };
+        let len = std::fs::metadata(&f.path).map(|m| size(m.len()));
+        println!(
+            "{verb} {}{}",
+            f.path.display(),
+            match (dry_run, len) {
+                (false, Ok(l)) if f.action != FileAction::Unchanged => format!(" ({l})"),
+                _ => String::new(),
+            }
+        );
+        for t in &f.tables {
+            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            if t.now != t.snapshot {
+                println!(
+                    "  table {}: {} rows {} {}",
+                    t.name,
+                    n(t.now),
+                    if dry_run { "→ would be" } else { "→" },
+                    n(t.snapshot)
+                );
+            }
+        }
+    }
+    if let Some(u) = undo {
+        println!("to undo: {u}");
+    } else if dry_run {
+        println!("dry run: nothing changed");
+    }
+    Ok(exit::OK)
+}
+
+fn action_name(a: FileAction) -> &'static str {
+    match a {
+        FileAction::Replace => "replace",
+        FileAction::Create => "create",
+        FileAction::Unchanged => "unchanged",
+    }
+}
+
+/// The component's paths in `snap`, for a restore into a target, and the
+/// paths of other components below them, which are left out.
+pub fn component_paths(
+    id: SnapshotId,
+    snap: &cairn::Snapshot,
+    name: &str,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let Some(app) = &snap.app else {
+        bail!(
+            "snapshot {} is not an application snapshot (taken with `cairn snap`): leave out --component",
+            id.short()
+        );
+    };
+    let Some(c) = app.components.iter().find(|c| c.name == name) else {
+        let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "snapshot {} has no component '{name}'; it has: {}",
+            id.short(),
+            have.join(", ")
+        );
+    };
+    let path = |p: &Vec<u8>| PathBuf::from(OsStr::from_bytes(p));
+    let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
+    let others = app
+        .components
+        .iter()
+        .filter(|o| o.name != name)
+        .flat_map(|o| o.paths.iter().map(path))
+        .filter(|p| mine.iter().any(|m| p.starts_with(m)))
+        .collect();
+    Ok((mine, others))
+}
+

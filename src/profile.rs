@@ -1,0 +1,863 @@
+//! Application profiles: the `cairn.toml` at an application's root, the
+//! application snapshot it describes (`cairn snap`), and the in-place
+//! restore of one of its components with a safety snapshot first.
+//!
+//! A profile names the application, optionally its repository and
+//! password source, its retention rules and its **components**: a SQLite
+//! database (`sqlite = "prisma/dev.db"`) or a set of paths with excludes
+//! (`paths = ["."]`, `exclude = [...]`). An application snapshot is one
+//! ordinary snapshot of the union of the components' paths; the snapshot's
+//! [`AppInfo`] records which paths belong to which component, the
+//! application's name and root, and its git state, so a later restore needs
+//! only the snapshot, not the profile as it is now.
+//!
+//! A path can belong to only one component. Excludes are snapshot-wide (one
+//! tree is walked once), so the paths of the other components are
+//! re-included after a files component's excludes: an exclude such as
+//! `.env*` in `code` cannot drop the `.env` that `config` names.
+//!
+//! # Restoring in place
+//!
+//! [`restore_component`] puts a component's files back where they were:
+//! first a safety snapshot of their current state (tagged `safety`), then
+//! for each file a copy restored from the repository (hashes checked) into
+//! a temporary directory beside it, renamed over it and the directory
+//! fsynced, so each file is either the old one or the new one whatever
+//! happens. A database's `-wal`, `-shm` and `-journal` files belong to the
+//! old database: they are removed before the rename, since SQLite would
+//! otherwise apply the old log to the new file; a WAL database is
+//! checkpointed first, and the safety snapshot holds its state anyway. A
+//! database that another process has open is not replaced unless forced:
+//! that process would go on writing to the old file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component as PathComponent, Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::backup::{BackupOptions, BackupOutcome, Progress, absolute};
+use crate::error::{Error, Result};
+use crate::forget::KeepPolicy;
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::restore::{RestoreOptions, restore};
+use crate::snapshot::{AppInfo, ComponentInfo, GitInfo, Snapshot, TableRows};
+
+/// The name of a profile file.
+pub const PROFILE_FILE: &str = "cairn.toml";
+
+/// What a files component leaves out unless it says
+/// `default_excludes = false`: dependencies, build output, the git
+/// repository (its state is recorded as [`GitInfo`]) and logs.
+pub const DEFAULT_EXCLUDES: [&str; 5] = ["node_modules/", ".next/", "target/", ".git/", "*.log"];
+
+/// The tag of the snapshot taken before an in-place restore.
+pub const SAFETY_TAG: &str = "safety";
+
+/// A parsed `cairn.toml`.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// The application's name (`app`; default: the root directory's name).
+    pub name: String,
+    /// The directory holding the profile, absolute.
+    pub root: PathBuf,
+    /// The profile file.
+    pub file: PathBuf,
+    /// The repository (`repo`), relative paths taken from the root.
+    pub repo: Option<PathBuf>,
+    /// A file holding the repository password (`password_file`).
+    pub password_file: Option<PathBuf>,
+    /// A shell command printing the password (`password_command`).
+    pub password_command: Option<String>,
+    /// The components, sorted by name.
+    pub components: Vec<Component>,
+    /// The retention rules (`[retention]`), if any.
+    pub retention: Option<KeepPolicy>,
+}
+
+/// One component of a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    /// Its name (the key under `[components]`).
+    pub name: String,
+    /// What it holds.
+    pub kind: ComponentKind,
+}
+
+/// What a component holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentKind {
+    /// A SQLite database file, captured consistently.
+    Sqlite {
+        /// The database, absolute.
+        path: PathBuf,
+    },
+    /// Files and directories.
+    Files {
+        /// The paths, absolute.
+        paths: Vec<PathBuf>,
+        /// Exclude patterns (gitignore syntax), defaults included.
+        excludes: Vec<String>,
+    },
+}
+
+impl Component {
+    /// The component's paths, absolute.
+    #[must_use]
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match &self.kind {
+            ComponentKind::Sqlite { path } => vec![path.clone()],
+            ComponentKind::Files { paths, .. } => paths.clone(),
+        }
+    }
+
+    /// `sqlite` or `files`, as recorded in [`ComponentInfo::kind`].
+    #[must_use]
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ComponentKind::Sqlite { .. } => "sqlite",
+            ComponentKind::Files { .. } => "files",
+        }
+    }
+}
+
+/// The file as written; every key is checked, so a typo is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    app: Option<String>,
+    repo: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    #[serde(default)]
+    components: BTreeMap<String, ComponentFile>,
+    retention: Option<RetentionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentFile {
+    sqlite: Option<PathBuf>,
+    paths: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    default_excludes: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    keep_last: Option<i64>,
+    keep_hourly: Option<i64>,
+    keep_daily: Option<i64>,
+    keep_weekly: Option<i64>,
+    keep_monthly: Option<i64>,
+    keep_yearly: Option<i64>,
+    keep_within: Option<String>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
+}
+
+impl Profile {
+    /// The nearest `cairn.toml` in `start` or a directory above it.
+    #[must_use]
+    pub fn find(start: &Path) -> Option<PathBuf> {
+        start
+            .ancestors()
+            .map(|d| d.join(PROFILE_FILE))
+            .find(|f| f.is_file())
+    }
+
+    /// Reads and checks the profile `file`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the file: unreadable, malformed TOML, an
+    /// unknown key, a component with neither or both of `sqlite` and
+    /// `paths`, a path outside the root, a path in two components.
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = fs::read_to_string(file).map_err(|e| {
+            Error::invalid(format!("cannot read the profile {}: {e}", file.display()))
+        })?;
+        let file = absolute(file)?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses the text of the profile at `file` (absolute).
+    ///
+    /// # Errors
+    /// As [`Profile::load`].
+    pub fn parse(text: &str, file: &Path) -> Result<Self> {
+        let bad = |what: String| {
+            Error::invalid(format!(
+                "profile {}: {what}; see `cairn snap --help` for the format",
+                file.display()
+            ))
+        };
+        let raw: ProfileFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let root = file
+            .parent()
+            .ok_or_else(|| bad("has no parent directory".into()))?
+            .to_path_buf();
+        let name = match raw.app {
+            Some(n) if n.trim().is_empty() => return Err(bad("`app` is empty".into())),
+            Some(n) => n,
+            None => root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "app".to_owned()),
+        };
+        if raw.components.is_empty() {
+            return Err(bad(
+                "no components: add for example [components.db] sqlite = \"data/app.db\" or [components.code] paths = [\".\"]".into(),
+            ));
+        }
+        let mut components = Vec::new();
+        for (cname, c) in raw.components {
+            let inside = |p: &Path| -> Result<PathBuf> {
+                let joined = normalize(&root.join(p));
+                if joined.starts_with(&root) {
+                    Ok(joined)
+                } else {
+                    Err(bad(format!(
+                        "component {cname}: {} is outside the application's root {}",
+                        p.display(),
+                        root.display()
+                    )))
+                }
+            };
+            let kind = match (c.sqlite, c.paths) {
+                (Some(db), None) => {
+                    if !c.exclude.is_empty() || c.default_excludes.is_some() {
+                        return Err(bad(format!(
+                            "component {cname}: `exclude` and `default_excludes` go with `paths`, not `sqlite`"
+                        )));
+                    }
+                    ComponentKind::Sqlite { path: inside(&db)? }
+                }
+                (None, Some(paths)) => {
+                    if paths.is_empty() {
+                        return Err(bad(format!("component {cname}: `paths` is empty")));
+                    }
+                    let mut excludes: Vec<String> = if c.default_excludes.unwrap_or(true) {
+                        DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    excludes.extend(c.exclude);
+                    ComponentKind::Files {
+                        paths: paths.iter().map(|p| inside(p)).collect::<Result<_>>()?,
+                        excludes,
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "component {cname}: give either `sqlite = \"PATH\"` (a database) or `paths = [...]` (files)"
+                    )));
+                }
+            };
+            components.push(Component { name: cname, kind });
+        }
+        // A path named by two components would make restoring one of them
+        // touch the other's files.
+        let mut seen: BTreeMap<PathBuf, &str> = BTreeMap::new();
+        for c in &components {
+            for p in c.paths() {
+                if let Some(other) = seen.insert(p.clone(), &c.name) {
+                    return Err(bad(format!(
+                        "{} is in both components {other} and {}",
+                        p.display(),
+                        c.name
+                    )));
+                }
+            }
+        }
+        let retention = raw.retention.map(|r| retention(r, &bad)).transpose()?;
+        Ok(Self {
+            name,
+            repo: raw.repo.map(|r| normalize(&root.join(r))),
+            password_file: raw.password_file.map(|p| normalize(&root.join(p))),
+            password_command: raw.password_command,
+            root,
+            file: file.to_path_buf(),
+            components,
+            retention,
+        })
+    }
+
+    /// The component called `name`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] listing the components there are.
+    pub fn component(&self, name: &str) -> Result<&Component> {
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "the profile {} has no component '{name}'; it has: {}",
+                    self.file.display(),
+                    self.component_names().join(", ")
+                ))
+            })
+    }
+
+    fn component_names(&self) -> Vec<String> {
+        self.components.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+fn retention(r: RetentionFile, bad: &dyn Fn(String) -> Error) -> Result<KeepPolicy> {
+    let within = r
+        .keep_within
+        .map(|w| {
+            w.parse::<jiff::Span>().map_err(|e| {
+                bad(format!(
+                    "retention keep_within '{w}': {e}; give a span such as \"7d\" or \"2w\""
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(KeepPolicy {
+        last: r.keep_last,
+        hourly: r.keep_hourly,
+        daily: r.keep_daily,
+        weekly: r.keep_weekly,
+        monthly: r.keep_monthly,
+        yearly: r.keep_yearly,
+        within,
+        tags: r.keep_tags,
+        ..KeepPolicy::default()
+    })
+}
+
+/// `path` without `.` and with `..` applied, lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            PathComponent::CurDir => {}
+            PathComponent::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The git state of the work tree at `root`, or `None` when it is not one
+/// (or git is not installed).
+#[must_use]
+pub fn git_info(root: &Path) -> Option<GitInfo> {
+    let git = |args: &[&str]| -> Option<(bool, String)> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        Some((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        ))
+    };
+    let (inside, _) = git(&["rev-parse", "--is-inside-work-tree"])?;
+    if !inside {
+        return None;
+    }
+    let commit = match git(&["rev-parse", "--verify", "--quiet", "HEAD"]) {
+        Some((true, c)) => c,
+        _ => String::new(),
+    };
+    let branch = match git(&["symbolic-ref", "--quiet", "--short", "HEAD"]) {
+        Some((true, b)) if !b.is_empty() => Some(b),
+        _ => None,
+    };
+    let dirty = match git(&["status", "--porcelain"]) {
+        Some((true, s)) => !s.is_empty(),
+        _ => false,
+    };
+    Some(GitInfo {
+        branch,
+        commit,
+        dirty,
+    })
+}
+
+/// Options of an application snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SnapOptions {
+    /// Only these components (all when empty).
+    pub components: Vec<String>,
+    /// Tags besides the profile's.
+    pub tags: Vec<String>,
+    /// As [`BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// As [`BackupOptions::force`].
+    pub force: bool,
+}
+
+/// Takes one snapshot of the profile's components (or those chosen).
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown component or a component path that
+/// does not exist (naming both); as [`crate::backup`] otherwise.
+pub fn snap(
+    repo: &Repository,
+    profile: &Profile,
+    opts: &SnapOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let chosen: Vec<&Component> = if opts.components.is_empty() {
+        profile.components.iter().collect()
+    } else {
+        opts.components
+            .iter()
+            .map(|n| profile.component(n))
+            .collect::<Result<_>>()?
+    };
+    let mut backup = BackupOptions::new(Vec::new());
+    let mut components = Vec::new();
+    let mut keep = Vec::new();
+    for c in &chosen {
+        for p in c.paths() {
+            if fs::symlink_metadata(&p).is_err() {
+                return Err(Error::invalid(format!(
+                    "component {} of {}: {} does not exist; create it or fix the profile {}",
+                    c.name,
+                    profile.name,
+                    p.display(),
+                    profile.file.display()
+                )));
+            }
+            keep.push(p.clone());
+            backup.paths.push(p);
+        }
+        match &c.kind {
+            ComponentKind::Sqlite { path } => backup.sqlite_dbs.push(path.clone()),
+            ComponentKind::Files { excludes, .. } => backup.excludes.extend(excludes.clone()),
+        }
+        let mut paths: Vec<Vec<u8>> = c
+            .paths()
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect();
+        paths.sort();
+        components.push(ComponentInfo {
+            name: c.name.clone(),
+            kind: c.kind_name().to_owned(),
+            paths,
+        });
+    }
+    // Excludes apply to the whole walk: put every component's own paths
+    // back, so one component's excludes never drop another's files.
+    backup.excludes.sort();
+    backup.excludes.dedup();
+    for p in &keep {
+        backup.excludes.push(format!("!{}", glob_escape(p)));
+    }
+    backup.tags.clone_from(&opts.tags);
+    backup.cache_dir.clone_from(&opts.cache_dir);
+    backup.force = opts.force;
+    backup.app = Some(AppInfo {
+        name: profile.name.clone(),
+        root: profile.root.as_os_str().as_bytes().to_vec(),
+        components,
+        git: git_info(&profile.root),
+    });
+    crate::backup(repo, &backup, progress)
+}
+
+/// `path` as a gitignore pattern matching exactly it.
+fn glob_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for ch in path.to_string_lossy().chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Options of an in-place component restore.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentRestoreOptions {
+    /// The component to restore.
+    pub component: String,
+    /// Only report what would change.
+    pub dry_run: bool,
+    /// Replace a database even though a process has it open.
+    pub force: bool,
+    /// For the safety snapshot, as [`BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What happens, or would happen, to one file of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// The file.
+    pub path: PathBuf,
+    /// What is done to it.
+    pub action: FileAction,
+    /// For a database: its tables now and in the snapshot (rows), when
+    /// both are known.
+    pub tables: Vec<TableChange>,
+}
+
+/// What is done to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAction {
+    /// It exists with other content and is replaced.
+    Replace,
+    /// It does not exist and is created.
+    Create,
+    /// It already has the snapshot's content (compared byte for byte);
+    /// left alone.
+    Unchanged,
+}
+
+/// A table's row counts now and in the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    /// Table name.
+    pub name: String,
+    /// Rows in the current database (`None`: no such table).
+    pub now: Option<u64>,
+    /// Rows in the snapshot (`None`: no such table).
+    pub snapshot: Option<u64>,
+}
+
+/// What an in-place component restore did.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentRestore {
+    /// The safety snapshot of the files' state before, when anything was
+    /// replaced.
+    pub safety: Option<SnapshotId>,
+    /// One entry per file of the component.
+    pub files: Vec<FileChange>,
+    /// Things the user should know (metadata not applied).
+    pub warnings: Vec<String>,
+}
+
+/// Puts one component of the application snapshot `snap` back in place
+/// (see the module doc): safety snapshot, then an atomic replace per file.
+///
+/// # Errors
+/// [`Error::Invalid`] when `snap` is not an application snapshot or has no
+/// such component, when the component's directory is a files directory
+/// tree (restore those with a target), or when a database is open in
+/// another process and `force` is not set; restore and backup errors.
+pub fn restore_component(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    opts: &ComponentRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<ComponentRestore> {
+    let app = snap.app.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "snapshot {} is not an application snapshot (taken with `cairn snap`): restore it with --target DIR",
+            id.short()
+        ))
+    })?;
+    let comp = app
+        .components
+        .iter()
+        .find(|c| c.name == opts.component)
+        .ok_or_else(|| {
+            let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+            Error::invalid(format!(
+                "snapshot {} has no component '{}'; it has: {}",
+                id.short(),
+                opts.component,
+                have.join(", ")
+            ))
+        })?;
+    let is_db = comp.kind == "sqlite";
+    let mut files = Vec::new();
+    for raw in &comp.paths {
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
+        let node = crate::find_node(repo, &snap.tree, raw)?.ok_or_else(|| {
+            Error::invalid(format!("{} is not in snapshot {}", path.display(), id.short()))
+        })?;
+        if !node.kind.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is a directory in snapshot {}: in-place restore replaces files only; restore it with --target DIR and copy what you need",
+                path.display(),
+                id.short()
+            )));
+        }
+        let action = match fs::symlink_metadata(&path) {
+            Err(_) => FileAction::Create,
+            Ok(m) if m.len() == node.size && same_content(repo, &node, &path, is_db)? => {
+                FileAction::Unchanged
+            }
+            Ok(_) => FileAction::Replace,
+        };
+        let tables = if is_db {
+            let then = snap
+                .databases
+                .iter()
+                .find(|d| d.path == *raw)
+                .map(|d| d.tables.clone());
+            table_changes(live_tables(&path), then)
+        } else {
+            Vec::new()
+        };
+        files.push(FileChange {
+            path,
+            action,
+            tables,
+        });
+    }
+    let mut done = ComponentRestore {
+        files,
+        ..ComponentRestore::default()
+    };
+    let changing: Vec<&FileChange> = done
+        .files
+        .iter()
+        .filter(|f| f.action != FileAction::Unchanged)
+        .collect();
+    if opts.dry_run || changing.is_empty() {
+        return Ok(done);
+    }
+    if is_db && !opts.force {
+        for f in &changing {
+            let users = open_by(&f.path);
+            if !users.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{} is open in {}: stop the application first (it would go on using the old database), or pass --force",
+                    f.path.display(),
+                    users.join(", ")
+                )));
+            }
+        }
+    }
+    // The safety snapshot covers the files as they are now (those that
+    // exist), with the component's kind so it restores the same way.
+    let existing: Vec<PathBuf> = done
+        .files
+        .iter()
+        .filter(|f| f.action != FileAction::Create)
+        .map(|f| f.path.clone())
+        .collect();
+    if !existing.is_empty() {
+        let mut backup = BackupOptions::new(existing.clone());
+        backup.tags = vec![SAFETY_TAG.to_owned()];
+        backup.cache_dir.clone_from(&opts.cache_dir);
+        if is_db {
+            backup.sqlite_dbs.clone_from(&existing);
+        }
+        let mut raw: Vec<Vec<u8>> = existing
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect();
+        raw.sort();
+        backup.app = Some(AppInfo {
+            name: app.name.clone(),
+            root: app.root.clone(),
+            components: vec![ComponentInfo {
+                name: comp.name.clone(),
+                kind: comp.kind.clone(),
+                paths: raw,
+            }],
+            git: git_info(Path::new(std::ffi::OsStr::from_bytes(&app.root))),
+        });
+        let safety = crate::backup(repo, &backup, progress)?;
+        done.warnings.extend(safety.warnings);
+        done.safety = Some(safety.id);
+    }
+    for f in &changing {
+        let w = replace_file(repo, snap, &f.path, is_db)?;
+        done.warnings.extend(w);
+    }
+    Ok(done)
+}
+
+/// Whether the file at `path` already holds `node`'s content (a
+/// database: its consistent image does).
+fn same_content(
+    repo: &Repository,
+    node: &crate::tree::Node,
+    path: &Path,
+    is_db: bool,
+) -> Result<bool> {
+    use std::io::Read;
+    if is_db && companions(path).iter().any(|c| c.exists()) {
+        // Committed data may live in the -wal file: not the same bytes.
+        return Ok(false);
+    }
+    let Ok(mut file) = fs::File::open(path) else {
+        return Ok(false);
+    };
+    for blob in crate::file_content(repo, node)? {
+        let want = repo.read_blob(&blob)?;
+        let mut have = vec![0u8; want.len()];
+        if file.read_exact(&mut have).is_err() || have != want {
+            return Ok(false);
+        }
+    }
+    let mut rest = [0u8; 1];
+    Ok(matches!(file.read(&mut rest), Ok(0)))
+}
+
+/// The tables of the database at `path` now, read-only; `None` when it
+/// does not exist or cannot be read.
+fn live_tables(path: &Path) -> Option<Vec<TableRows>> {
+    if !path.exists() {
+        return None;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    crate::sqlite::table_counts(&conn).ok()
+}
+
+fn table_changes(now: Option<Vec<TableRows>>, then: Option<Vec<TableRows>>) -> Vec<TableChange> {
+    let mut all: BTreeMap<String, TableChange> = BTreeMap::new();
+    for t in now.unwrap_or_default() {
+        all.entry(t.name.clone())
+            .or_insert_with(|| TableChange {
+                name: t.name,
+                now: None,
+                snapshot: None,
+            })
+            .now = Some(t.rows);
+    }
+    for t in then.unwrap_or_default() {
+        all.entry(t.name.clone())
+            .or_insert_with(|| TableChange {
+                name: t.name,
+                now: None,
+                snapshot: None,
+            })
+            .snapshot = Some(t.rows);
+    }
+    all.into_values().collect()
+}
+
+/// The `-wal`, `-shm` and `-journal` files of the database at `path`.
+fn companions(path: &Path) -> Vec<PathBuf> {
+    crate::sqlite::COMPANION_SUFFIXES
+        .iter()
+        .map(|s| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(std::ffi::OsStr::from_bytes(s));
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// The processes (`pid (name)`) that have `path` or its companions open,
+/// from `/proc`; empty where `/proc` cannot be read.
+fn open_by(path: &Path) -> Vec<String> {
+    let mut targets = vec![path.to_path_buf()];
+    targets.extend(companions(path));
+    let targets: Vec<PathBuf> = targets
+        .into_iter()
+        .filter_map(|p| fs::canonicalize(&p).ok())
+        .collect();
+    let me = std::process::id().to_string();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut users = Vec::new();
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let uses = fds
+            .flatten()
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .any(|t| targets.contains(&t));
+        if uses {
+            let name = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            users.push(format!("process {pid} ({})", name.trim()));
+        }
+    }
+    users
+}
+
+/// Restores `path` from `snap` into a temporary directory beside it and
+/// renames it over `path` (see the module doc). Returns warnings.
+fn replace_file(repo: &Repository, snap: &Snapshot, path: &Path, is_db: bool) -> Result<Vec<String>> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid(format!("{} has no parent directory", path.display())))?;
+    fs::create_dir_all(dir).map_err(|e| Error::target_write(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".cairn-restore-")
+        .tempdir_in(dir)
+        .map_err(|e| Error::target_write(dir, e))?;
+    let mut opts = RestoreOptions::new(tmp.path());
+    opts.includes.push(path.to_path_buf());
+    let done = restore(repo, snap, &opts, &crate::backup::NoProgress)?;
+    if let Some(e) = done.errors.first() {
+        return Err(Error::invalid(format!(
+            "{} could not be restored, nothing was replaced: {e}",
+            path.display()
+        )));
+    }
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let restored = tmp.path().join(relative);
+    if is_db {
+        check_database(&restored, path)?;
+        settle_database(path);
+        for c in companions(path) {
+            match fs::remove_file(&c) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::target_write(&c, e)),
+            }
+        }
+    }
+    fs::rename(&restored, path).map_err(|e| Error::target_write(path, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::target_write(dir, e))?;
+    Ok(done.warnings)
+}
+
+/// Checks the restored image `restored` of `path` opens as a database.
+fn check_database(restored: &Path, path: &Path) -> Result<()> {
+    let fail = |why: String| {
+        Error::invalid(format!(
+            "the restored copy of {} is not a sound database ({why}); nothing was replaced",
+            path.display()
+        ))
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        restored,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let ok: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| fail(e.to_string()))?;
+    if ok == "ok" {
+        Ok(())
+    } else {
+        Err(fail(ok))
+    }
+}
+
+/// Checkpoints a WAL database into its main file, so that what is removed
+/// with its `-wal` file is already in the file the safety snapshot holds.
+/// Best effort: the safety snapshot captured the committed state anyway.
+fn settle_database(path: &Path) {
+    if let Ok(conn) = rusqlite::Connection::open(path) {
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
