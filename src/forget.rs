@@ -506,6 +506,8 @@ pub struct SnapshotFilter {
     pub tags: Vec<Vec<String>>,
     /// Only snapshots that include every one of these absolute paths.
     pub paths: Vec<Vec<u8>>,
+    /// Only application snapshots of any of these applications.
+    pub apps: Vec<String>,
 }
 
 impl SnapshotFilter {
@@ -519,7 +521,12 @@ impl SnapshotFilter {
                 .iter()
                 .any(|list| list.iter().all(|t| snap.tags.contains(t)));
         let paths = self.paths.iter().all(|p| snap.paths.contains(p));
-        host && tags && paths
+        let app = self.apps.is_empty()
+            || snap
+                .app
+                .as_ref()
+                .is_some_and(|a| self.apps.contains(&a.name));
+        host && tags && paths && app
     }
 }
 

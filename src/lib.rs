@@ -73,12 +73,12 @@ pub use inspect::{
 pub use keyfile::KeyFile;
 pub use lock::{Lock, LockRecord, Unlocked};
 pub use pack::{BlobKind, Compression, PackEntry};
-pub use prune::{PruneOptions, PruneReport, prune};
 pub use profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, git_info,
     restore_component, snap,
 };
+pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use snapshot::{

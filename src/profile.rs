@@ -584,7 +584,11 @@ pub fn restore_component(
     for raw in &comp.paths {
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
         let node = crate::find_node(repo, &snap.tree, raw)?.ok_or_else(|| {
-            Error::invalid(format!("{} is not in snapshot {}", path.display(), id.short()))
+            Error::invalid(format!(
+                "{} is not in snapshot {}",
+                path.display(),
+                id.short()
+            ))
         })?;
         if !node.kind.is_file() {
             return Err(Error::invalid(format!(
@@ -791,7 +795,12 @@ fn open_by(path: &Path) -> Vec<String> {
 
 /// Restores `path` from `snap` into a temporary directory beside it and
 /// renames it over `path` (see the module doc). Returns warnings.
-fn replace_file(repo: &Repository, snap: &Snapshot, path: &Path, is_db: bool) -> Result<Vec<String>> {
+fn replace_file(
+    repo: &Repository,
+    snap: &Snapshot,
+    path: &Path,
+    is_db: bool,
+) -> Result<Vec<String>> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid(format!("{} has no parent directory", path.display())))?;
@@ -837,19 +846,13 @@ fn check_database(restored: &Path, path: &Path) -> Result<()> {
             path.display()
         ))
     };
-    let conn = rusqlite::Connection::open_with_flags(
-        restored,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .map_err(|e| fail(e.to_string()))?;
+    let conn =
+        rusqlite::Connection::open_with_flags(restored, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(e.to_string()))?;
     let ok: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| fail(e.to_string()))?;
-    if ok == "ok" {
-        Ok(())
-    } else {
-        Err(fail(ok))
-    }
+    if ok == "ok" { Ok(()) } else { Err(fail(ok)) }
 }
 
 /// Checkpoints a WAL database into its main file, so that what is removed

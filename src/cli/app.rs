@@ -141,7 +141,10 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
     for w in &pre.warnings {
         out.warn(w);
     }
-    out.info(format!("snapshot {} saved before the command (tag pre)", pre.id.short()));
+    out.info(format!(
+        "snapshot {} saved before the command (tag pre)",
+        pre.id.short()
+    ));
     let (program, args) = a
         .command
         .split_first()
@@ -204,10 +207,10 @@ fn undo_commands(g: &Global, id: SnapshotId, snap: &cairn::Snapshot) -> Vec<Stri
     app.components
         .iter()
         .map(|c| {
-            let dirs = c.paths.iter().any(|p| {
-                std::fs::symlink_metadata(OsStr::from_bytes(p))
-                    .is_ok_and(|m| m.is_dir())
-            });
+            let dirs = c
+                .paths
+                .iter()
+                .any(|p| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir()));
             let target = if dirs { " --target DIR" } else { "" };
             format!(
                 "cairn{} restore {} --component {}{target}",
@@ -376,4 +379,3 @@ pub fn component_paths(
         .collect();
     Ok((mine, others))
 }
-

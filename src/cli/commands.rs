@@ -468,7 +468,11 @@ pub(super) fn app_line(app: &cairn::AppInfo) -> String {
             format!(
                 "git {} {}{}",
                 g.branch.as_deref().unwrap_or("(detached)"),
-                if commit.is_empty() { "(no commit)" } else { commit },
+                if commit.is_empty() {
+                    "(no commit)"
+                } else {
+                    commit
+                },
                 if g.dirty { " dirty" } else { "" }
             )
         }

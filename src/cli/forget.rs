@@ -81,6 +81,11 @@ pub struct ForgetArgs {
     /// them).
     #[arg(long = "path", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Only consider the snapshots of the application of the profile
+    /// (cairn.toml), judged by its [retention] rules unless --keep-* rules
+    /// are given.
+    #[arg(long)]
+    app: bool,
     /// Print what would be removed, and remove nothing (with --prune, what
     /// prune would free too).
     #[arg(short = 'n', long)]
@@ -118,7 +123,7 @@ fn absolute(p: &Path) -> Result<Vec<u8>> {
     Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec())
 }
 
-fn options(a: &ForgetArgs) -> Result<ForgetOptions> {
+fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     let mut policy = KeepPolicy::default();
     policy.last = a.keep_last;
     policy.hourly = a.keep_hourly;
@@ -134,6 +139,23 @@ fn options(a: &ForgetArgs) -> Result<ForgetOptions> {
     policy.within_yearly = a.keep_within_yearly;
     policy.tags.clone_from(&a.keep_tags);
     let mut filter = SnapshotFilter::default();
+    if a.app {
+        let Some(profile) = &g.loaded else {
+            anyhow::bail!(
+                "--app needs an application profile: run cairn where a {} is, or pass --profile FILE",
+                cairn::PROFILE_FILE
+            );
+        };
+        filter.apps.push(profile.name.clone());
+        if policy.is_empty() && a.snapshots.is_empty() {
+            policy = profile.retention.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the profile {} has no [retention] rules: add them or give --keep-* rules",
+                    profile.file.display()
+                )
+            })?;
+        }
+    }
     filter.hosts.clone_from(&a.hosts);
     filter.tags = a
         .tags
@@ -163,7 +185,7 @@ fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
 }
 
 pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
-    let opts = options(a)?;
+    let opts = options(g, a)?;
     let (repo, _) = password::open(g)?;
     let done = cairn::forget(&repo, &opts)?;
     // Prune runs after forget released its lock, under its own.
