@@ -7,6 +7,7 @@
 mod integration {
     pub mod util;
 
+    mod app;
     mod chunklist;
     mod cli;
     mod corruption;

@@ -1,0 +1,553 @@
+//! Application snapshots: the sample application in tests/fixtures goes
+//! through `cairn snap`, `cairn snapshots`, `cairn restore --component db`
+//! (safety snapshot, atomic replace, undo), `cairn run` and `forget --app`,
+//! as a user runs them in the application's directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::util::{Dir, PASSWORD, json_of, open_repo, run, stderr, stdout};
+
+/// The sample application, copied to a temporary directory with its
+/// database built from `prisma/seed.sql`.
+struct App {
+    dir: Dir,
+}
+
+impl App {
+    fn new() -> Self {
+        let dir = Dir::new();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-app");
+        copy_tree(&fixture, &dir.join("app"));
+        let app = Self { dir };
+        let db = Connection::open(app.db()).expect("db");
+        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .expect("wal");
+        let seed = fs::read_to_string(app.root().join("prisma/seed.sql")).expect("seed");
+        db.execute_batch(&seed).expect("seed");
+        // Enough rows for the database to span many pages.
+        db.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO appointments (user_id, starts_at, note)
+             SELECT 1 + i % 3, '2027-01-01T00:00:00Z', printf('booking %d %s', i, hex(randomblob(40))) FROM n;",
+        )
+        .expect("rows");
+        drop(db);
+        app.git(&["init", "-q", "-b", "main"]);
+        fs::write(
+            app.root().join(".gitignore"),
+            "node_modules/\n.next/\n*.log\n*.db\n*.db-*\n.env\n",
+        )
+        .expect("gitignore");
+        app.git(&["add", "-A"]);
+        app.git(&["commit", "-q", "-m", "sample app"]);
+        app
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.join("app")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.root().join("prisma/dev.db")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(self.root())
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    }
+
+    /// `cairn` run in the application's directory: the repository comes
+    /// from its cairn.toml, not from CAIRN_REPO.
+    fn cairn(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.current_dir(self.root())
+            .env_remove("CAIRN_REPO")
+            .env_remove("CAIRN_PROFILE")
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN_CACHE_DIR", self.dir.join("cache"))
+            .env("HOME", self.dir.path());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = run(self.cairn().args(args));
+        assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
+        o
+    }
+
+    fn verify(&self) {
+        let o = self.ok(&["verify", "--read-data"]);
+        assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read fixture") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// Every row of every table, typed, for comparing databases.
+fn rows(db: &Path) -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
+    let c =
+        Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok", "{}", db.display());
+    let mut names: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .expect("schema")
+        .query_map([], |r| r.get(0))
+        .expect("names")
+        .map(|n| n.expect("name"))
+        .collect();
+    names.retain(|n| !n.starts_with("sqlite_"));
+    names
+        .into_iter()
+        .map(|t| {
+            let mut stmt = c
+                .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+                .expect("select");
+            let n = stmt.column_count();
+            let all = stmt
+                .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+                .expect("rows")
+                .map(|r| r.expect("row"))
+                .collect();
+            (t, all)
+        })
+        .collect()
+}
+
+fn snapshot<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("snapshot {id} not listed"))
+}
+
+#[test]
+fn app_snap_lists_components_git_and_row_counts_and_excludes_dependencies() {
+    let app = App::new();
+    let head = app.git(&["rev-parse", "HEAD"]);
+    let o = app.ok(&["init"]);
+    assert!(app.repo().join("config").exists(), "{}", stdout(&o));
+    let snap = json_of(&app.ok(&["snap", "--json"]));
+    let id = snap["id"].as_str().expect("id").to_owned();
+
+    let list = json_of(&app.ok(&["snapshots", "--json"]));
+    let s = snapshot(&list, &id);
+    assert_eq!(s["app"]["name"], "sample-shop");
+    let comps: Vec<&str> = s["app"]["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(comps, ["code", "config", "db"]);
+    assert_eq!(s["app"]["git"]["commit"], head.as_str());
+    assert_eq!(s["app"]["git"]["branch"], "main");
+    assert_eq!(s["app"]["git"]["dirty"], false, "cairn.toml is committed");
+    assert!(!s["hostname"].as_str().unwrap_or_default().is_empty());
+    let db = app.db().canonicalize().expect("db path");
+    assert_eq!(s["databases"][0]["path"], db.to_str().expect("utf-8"));
+    let tables = &s["databases"][0]["tables"];
+    assert_eq!(tables[0]["name"], "appointments");
+    assert_eq!(tables[0]["rows"], 3003);
+    assert_eq!(tables[1]["name"], "users");
+    assert_eq!(tables[1]["rows"], 3);
+
+    let text = stdout(&app.ok(&["snapshots"]));
+    assert!(
+        text.contains("app sample-shop [code, config, db]")
+            && text.contains(&format!("git main {}", &head[..10])),
+        "{text}"
+    );
+
+    // node_modules, .next and logs are not stored; code, config and the
+    // database are, the database without its -wal and -shm files.
+    let ls = json_of(&app.ok(&["ls", &id, "--json"]));
+    let paths: Vec<String> = ls
+        .as_array()
+        .expect("ls")
+        .iter()
+        .map(|n| n["path"].as_str().expect("path").to_owned())
+        .collect();
+    let root = app.root().canonicalize().expect("root");
+    let has = |rel: &str| paths.iter().any(|p| Path::new(p) == root.join(rel));
+    for stored in [
+        "src/index.js",
+        "src/lib/db.js",
+        "public/robots.txt",
+        ".env",
+        "package.json",
+        "cairn.toml",
+        "prisma/dev.db",
+        "prisma/seed.sql",
+    ] {
+        assert!(has(stored), "{stored} missing from {paths:?}");
+    }
+    for left_out in [
+        "node_modules",
+        ".next",
+        "server.log",
+        ".git",
+        "prisma/dev.db-wal",
+    ] {
+        assert!(!has(left_out), "{left_out} stored: {paths:?}");
+    }
+    let db_node = ls
+        .as_array()
+        .expect("ls")
+        .iter()
+        .find(|n| Path::new(n["path"].as_str().unwrap_or_default()) == db)
+        .expect("db node");
+    assert_eq!(db_node["tables"][1]["rows"], 3, "{db_node}");
+    let text = stdout(&app.ok(&["ls", &id]));
+    assert!(
+        text.contains("[database ") && text.contains("appointments 3003, users 3"),
+        "{text}"
+    );
+
+    // One component alone; a component that does not exist is an error
+    // listing those that do.
+    let only = json_of(&app.ok(&["snap", "--component", "db", "--json"]));
+    assert_eq!(only["app"]["components"].as_array().map(Vec::len), Some(1));
+    let o = run(app.cairn().args(["snap", "--component", "cache"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no component 'cache'") && stderr(&o).contains("code, config, db"),
+        "{}",
+        stderr(&o)
+    );
+    app.verify();
+}
+
+#[test]
+fn app_restore_component_db_takes_a_safety_snapshot_replaces_atomically_and_undoes() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let before = rows(&app.db());
+    let snap = json_of(&app.ok(&["snap", "--json"]));
+    let id = snap["id"].as_str().expect("id").to_owned();
+
+    // The application goes on: rows deleted, a table added, and a config
+    // change that a database restore must not touch.
+    let c = Connection::open(app.db()).expect("open");
+    c.execute_batch(
+        "DELETE FROM appointments WHERE id > 100; CREATE TABLE audit (x); INSERT INTO audit VALUES (1);",
+    )
+    .expect("change");
+    drop(c);
+    let changed = rows(&app.db());
+    assert_ne!(before, changed);
+    fs::write(app.root().join(".env"), "DATABASE_URL=changed\n").expect("env");
+
+    // A dry run says what would change and changes nothing.
+    let bytes = fs::read(app.db()).expect("db");
+    let dry = json_of(&app.ok(&["restore", &id, "--component", "db", "--dry-run", "--json"]));
+    assert_eq!(dry["files"][0]["action"], "replace", "{dry}");
+    assert!(dry["safety_snapshot"].is_null(), "{dry}");
+    let appts = dry["files"][0]["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["name"] == "appointments")
+        .expect("appointments")
+        .clone();
+    assert_eq!(
+        (appts["now"].as_u64(), appts["snapshot"].as_u64()),
+        (Some(100), Some(3003))
+    );
+    assert_eq!(
+        fs::read(app.db()).expect("db"),
+        bytes,
+        "dry run changed the db"
+    );
+    let count = |app: &App| {
+        json_of(&app.ok(&["snapshots", "--json"]))
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(count(&app), 1, "dry run took a snapshot");
+
+    // A process holding the database open keeps it from being replaced.
+    let holder = Connection::open(app.db()).expect("hold");
+    holder
+        .query_row("SELECT count(*) FROM users", [], |_| Ok(()))
+        .expect("read");
+    let o = run(app.cairn().args(["restore", &id, "--component", "db"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("is open in process") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    drop(holder);
+    assert_eq!(rows(&app.db()), changed, "refused restore changed the db");
+
+    let o = app.ok(&["restore", &id, "--component", "db"]);
+    let text = stdout(&o);
+    assert!(text.contains("safety snapshot"), "{text}");
+    let undo = text
+        .lines()
+        .find_map(|l| l.strip_prefix("to undo: "))
+        .unwrap_or_else(|| panic!("no undo command in {text}"))
+        .to_owned();
+    // The old database's log went with it.
+    for leftover in ["prisma/dev.db-wal", "prisma/dev.db-shm"] {
+        assert!(
+            !app.root().join(leftover).exists(),
+            "{leftover} left behind"
+        );
+    }
+
+    // The restored database equals the snapshot, byte for byte with a
+    // plain restore of it, and holds the rows it had.
+    assert_eq!(rows(&app.db()), before);
+    let out = app.dir.join("out");
+    app.ok(&[
+        "restore",
+        &id,
+        "--target",
+        out.to_str().expect("utf-8"),
+        "--include",
+        app.db()
+            .canonicalize()
+            .expect("db")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    let plain = out.join(
+        app.db()
+            .canonicalize()
+            .expect("db")
+            .strip_prefix("/")
+            .expect("absolute"),
+    );
+    assert_eq!(
+        fs::read(&plain).expect("plain"),
+        fs::read(app.db()).expect("db")
+    );
+    assert!(
+        fs::read_dir(app.root().join("prisma"))
+            .expect("dir")
+            .all(|e| !e
+                .expect("e")
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".cairn")),
+        "temporary files left behind"
+    );
+    assert_eq!(
+        fs::read_to_string(app.root().join(".env")).expect("env"),
+        "DATABASE_URL=changed\n",
+        "a database restore touched the config"
+    );
+
+    // The safety snapshot holds the database as it was before.
+    let list = json_of(&app.ok(&["snapshots", "--json"]));
+    let safety = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| {
+            s["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "safety"))
+        })
+        .expect("safety snapshot");
+    assert_eq!(safety["app"]["components"][0]["name"], "db");
+
+    // The printed command undoes the restore.
+    let args: Vec<&str> = undo.split_whitespace().skip(1).collect();
+    app.ok(&args);
+    assert_eq!(rows(&app.db()), changed);
+
+    // Config comes back only when asked for.
+    app.ok(&["restore", &id, "--component", "config"]);
+    assert_eq!(
+        fs::read_to_string(app.root().join(".env")).expect("env"),
+        fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-app/.env")
+        )
+        .expect("fixture env")
+    );
+    // Code is a directory: it is restored into a target, without the other
+    // components' files.
+    let o = run(app.cairn().args(["restore", &id, "--component", "code"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--target"), "{}", stderr(&o));
+    let code = app.dir.join("code");
+    app.ok(&[
+        "restore",
+        &id,
+        "--component",
+        "code",
+        "--target",
+        code.to_str().expect("utf-8"),
+    ]);
+    let root = code.join(
+        app.root()
+            .canonicalize()
+            .expect("root")
+            .strip_prefix("/")
+            .expect("abs"),
+    );
+    assert!(root.join("src/index.js").exists());
+    assert!(!root.join(".env").exists() && !root.join("prisma/dev.db").exists());
+    app.verify();
+    let repo = open_repo(&app.repo());
+    super::util::assert_verifies(&repo);
+}
+
+#[test]
+fn app_run_wraps_a_command_with_pre_and_post_snapshots_and_prints_the_restore_command() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let before = rows(&app.db());
+    let ok = json_of(&app.ok(&["run", "--json", "--component", "db", "--", "true"]));
+    assert_eq!(ok["success"], true);
+
+    // A migration that changes the database and then fails.
+    let migrate = "sqlite3 prisma/dev.db 'DROP TABLE appointments' && exit 7";
+    let o = run(app
+        .cairn()
+        .args(["run", "--component", "db", "--", "sh", "-c", migrate]));
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let err = stderr(&o);
+    let cmd = err
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cairn") && l.contains("restore") && l.contains("--component db"))
+        .unwrap_or_else(|| panic!("no restore command in {err}"))
+        .to_owned();
+    let list = json_of(&app.ok(&["snapshots", "--json"]));
+    let tags: Vec<String> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| {
+            s["tags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .map(|t| t.as_str().expect("tag"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(tags, ["pre", "post", "pre", "post,failed"]);
+    assert_ne!(rows(&app.db()), before);
+    let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+    app.ok(&args);
+    assert_eq!(
+        rows(&app.db()),
+        before,
+        "the printed command did not restore"
+    );
+
+    // Retention from the profile, for this application's snapshots.
+    let plan = json_of(&app.ok(&["forget", "--app", "--dry-run", "--json"]));
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    app.verify();
+}
+
+#[test]
+fn app_profile_errors_name_the_file_and_the_fix() {
+    let app = App::new();
+    let toml = app.root().join("cairn.toml");
+    fs::write(
+        &toml,
+        "app = \"x\"\n[components.db]\nsqlite = \"a.db\"\npaths = [\"b\"]\n",
+    )
+    .expect("write");
+    let o = run(app.cairn().args(["snap"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(toml.to_str().expect("utf-8")) && stderr(&o).contains("either"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(&toml, "app = \"x\"\ncomponents = 3\n").expect("write");
+    let o = run(app.cairn().args(["snapshots"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cairn.toml"), "{}", stderr(&o));
+    fs::write(
+        &toml,
+        "app = \"x\"\n[components.code]\npaths = [\"../elsewhere\"]\n",
+    )
+    .expect("write");
+    let o = run(app.cairn().args(["snap"]));
+    assert!(
+        stderr(&o).contains("outside the application's root"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(
+        &toml,
+        "app = \"x\"\n[components.a]\npaths = [\".env\"]\n[components.b]\npaths = [\"./.env\"]\n",
+    )
+    .expect("write");
+    let o = run(app.cairn().args(["snap"]));
+    assert!(
+        stderr(&o).contains("in both components a and b"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(
+        &toml,
+        "app = \"x\"\n[components.db]\nsqlite = \"missing.db\"\n",
+    )
+    .expect("write");
+    let o = run(app
+        .cairn()
+        .args(["--repo", app.repo().to_str().expect("utf-8"), "init"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(app
+        .cairn()
+        .args(["--repo", app.repo().to_str().expect("utf-8"), "snap"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("missing.db does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    // Without a profile, snap says how to make one.
+    let o = run(app.cairn().current_dir(app.dir.path()).args([
+        "--repo",
+        app.repo().to_str().expect("utf-8"),
+        "snap",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no application profile"),
+        "{}",
+        stderr(&o)
+    );
+}
