@@ -151,6 +151,9 @@ pub struct BackupOptions {
     pub sqlite_dbs: Vec<PathBuf>,
     /// The application record of an application snapshot.
     pub app: Option<AppInfo>,
+    /// The directory [`backup_command`] runs its command in (default: the
+    /// current directory).
+    pub command_dir: Option<PathBuf>,
 }
 
 impl BackupOptions {
@@ -1317,7 +1320,7 @@ pub fn backup_command(
     argv: &[OsString],
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
-    let mut source = CommandSource::new(argv.to_vec())?;
+    let mut source = CommandSource::new(argv.to_vec())?.in_dir(opts.command_dir.clone());
     stream_backup(repo, opts, name, &mut source, progress)
 }
 

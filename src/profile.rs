@@ -95,6 +95,19 @@ pub enum ComponentKind {
         /// The database, absolute.
         path: PathBuf,
     },
+    /// A database dumped by a command (`pg_dump`, `mysqldump`) whose
+    /// standard output is stored as the file `/NAME` of its own snapshot,
+    /// and restored by piping it into the restore command.
+    Command {
+        /// The dump command: program, then arguments (run without a
+        /// shell, in the application's root).
+        dump: Vec<String>,
+        /// The command that reads a dump on its standard input and loads
+        /// it, if the profile gives one.
+        restore: Option<Vec<String>>,
+        /// The name the dump is stored under.
+        name: String,
+    },
     /// Files and directories.
     Files {
         /// The paths, absolute.
@@ -111,6 +124,7 @@ impl Component {
         match &self.kind {
             ComponentKind::Sqlite { path } => vec![path.clone()],
             ComponentKind::Files { paths, .. } => paths.clone(),
+            ComponentKind::Command { .. } => Vec::new(),
         }
     }
 
@@ -120,6 +134,7 @@ impl Component {
         match self.kind {
             ComponentKind::Sqlite { .. } => "sqlite",
             ComponentKind::Files { .. } => "files",
+            ComponentKind::Command { .. } => "command",
         }
     }
 }
@@ -142,6 +157,9 @@ struct ProfileFile {
 struct ComponentFile {
     sqlite: Option<PathBuf>,
     paths: Option<Vec<PathBuf>>,
+    dump: Option<Vec<String>>,
+    restore: Option<Vec<String>>,
+    name: Option<String>,
     #[serde(default)]
     exclude: Vec<String>,
     default_excludes: Option<bool>,
@@ -228,8 +246,36 @@ impl Profile {
                     )))
                 }
             };
-            let kind = match (c.sqlite, c.paths) {
-                (Some(db), None) => {
+            if c.dump.is_none() && (c.restore.is_some() || c.name.is_some()) {
+                return Err(bad(format!(
+                    "component {cname}: `restore` and `name` go with `dump`"
+                )));
+            }
+            let kind = match (c.sqlite, c.paths, c.dump) {
+                (None, None, Some(dump)) => {
+                    if !c.exclude.is_empty() || c.default_excludes.is_some() {
+                        return Err(bad(format!(
+                            "component {cname}: `exclude` and `default_excludes` go with `paths`, not `dump`"
+                        )));
+                    }
+                    if dump.is_empty() || c.restore.as_ref().is_some_and(Vec::is_empty) {
+                        return Err(bad(format!(
+                            "component {cname}: a command is a list of program and arguments, e.g. dump = [\"pg_dump\", \"shop\"]"
+                        )));
+                    }
+                    let name = c.name.unwrap_or_else(|| format!("{cname}.dump"));
+                    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                        return Err(bad(format!(
+                            "component {cname}: name '{name}' must be a plain file name"
+                        )));
+                    }
+                    ComponentKind::Command {
+                        dump,
+                        restore: c.restore,
+                        name,
+                    }
+                }
+                (Some(db), None, None) => {
                     if !c.exclude.is_empty() || c.default_excludes.is_some() {
                         return Err(bad(format!(
                             "component {cname}: `exclude` and `default_excludes` go with `paths`, not `sqlite`"
@@ -237,7 +283,7 @@ impl Profile {
                     }
                     ComponentKind::Sqlite { path: inside(&db)? }
                 }
-                (None, Some(paths)) => {
+                (None, Some(paths), None) => {
                     if paths.is_empty() {
                         return Err(bad(format!("component {cname}: `paths` is empty")));
                     }
@@ -254,7 +300,7 @@ impl Profile {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "component {cname}: give either `sqlite = \"PATH\"` (a database) or `paths = [...]` (files)"
+                        "component {cname}: give one of `sqlite = \"PATH\"` (a SQLite database), `dump = [\"CMD\", ...]` (a database dump command) or `paths = [...]` (files)"
                     )));
                 }
             };
@@ -402,17 +448,22 @@ pub struct SnapOptions {
     pub force: bool,
 }
 
-/// Takes one snapshot of the profile's components (or those chosen).
+/// Takes a snapshot of the profile's components (or those chosen): one
+/// of all the database and files components, and one more for each dump
+/// command component (a stream is a snapshot of its own). The first
+/// outcome is the files snapshot when there is one.
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown component or a component path that
-/// does not exist (naming both); as [`crate::backup`] otherwise.
+/// does not exist (naming both); as [`crate::backup`] and
+/// [`crate::backup_command`] otherwise (a dump command that fails stores
+/// no snapshot of its component; snapshots taken before it stay).
 pub fn snap(
     repo: &Repository,
     profile: &Profile,
     opts: &SnapOptions,
     progress: &dyn Progress,
-) -> Result<BackupOutcome> {
+) -> Result<Vec<BackupOutcome>> {
     let chosen: Vec<&Component> = if opts.components.is_empty() {
         profile.components.iter().collect()
     } else {
@@ -421,10 +472,17 @@ pub fn snap(
             .map(|n| profile.component(n))
             .collect::<Result<_>>()?
     };
+    let git = git_info(&profile.root);
+    let app_info = |components: Vec<ComponentInfo>| AppInfo {
+        name: profile.name.clone(),
+        root: profile.root.as_os_str().as_bytes().to_vec(),
+        components,
+        git: git.clone(),
+    };
     let mut backup = BackupOptions::new(Vec::new());
     let mut components = Vec::new();
     let mut keep = Vec::new();
-    for c in &chosen {
+    for c in chosen.iter().filter(|c| c.kind_name() != "command") {
         for p in c.paths() {
             if fs::symlink_metadata(&p).is_err() {
                 return Err(Error::invalid(format!(
@@ -441,6 +499,7 @@ pub fn snap(
         match &c.kind {
             ComponentKind::Sqlite { path } => backup.sqlite_dbs.push(path.clone()),
             ComponentKind::Files { excludes, .. } => backup.excludes.extend(excludes.clone()),
+            ComponentKind::Command { .. } => {}
         }
         let mut paths: Vec<Vec<u8>> = c
             .paths()
@@ -454,23 +513,50 @@ pub fn snap(
             paths,
         });
     }
-    // Excludes apply to the whole walk: put every component's own paths
-    // back, so one component's excludes never drop another's files.
-    backup.excludes.sort();
-    backup.excludes.dedup();
-    for p in &keep {
-        backup.excludes.push(format!("!{}", glob_escape(p)));
+    let mut done = Vec::new();
+    if !backup.paths.is_empty() {
+        // Excludes apply to the whole walk: put every component's own paths
+        // back, so one component's excludes never drop another's files.
+        backup.excludes.sort();
+        backup.excludes.dedup();
+        for p in &keep {
+            backup.excludes.push(format!("!{}", glob_escape(p)));
+        }
+        backup.tags.clone_from(&opts.tags);
+        backup.cache_dir.clone_from(&opts.cache_dir);
+        backup.force = opts.force;
+        backup.app = Some(app_info(components));
+        done.push(crate::backup(repo, &backup, progress)?);
     }
-    backup.tags.clone_from(&opts.tags);
-    backup.cache_dir.clone_from(&opts.cache_dir);
-    backup.force = opts.force;
-    backup.app = Some(AppInfo {
-        name: profile.name.clone(),
-        root: profile.root.as_os_str().as_bytes().to_vec(),
-        components,
-        git: git_info(&profile.root),
-    });
-    crate::backup(repo, &backup, progress)
+    for c in chosen {
+        if let ComponentKind::Command { dump, name, .. } = &c.kind {
+            let mut stream = BackupOptions::new(Vec::new());
+            stream.tags.clone_from(&opts.tags);
+            stream.app = Some(app_info(vec![ComponentInfo {
+                name: c.name.clone(),
+                kind: c.kind_name().to_owned(),
+                paths: vec![format!("/{name}").into_bytes()],
+            }]));
+            done.push(run_dump(repo, &stream, profile, dump, name, progress)?);
+        }
+    }
+    Ok(done)
+}
+
+/// Stores the output of a component's dump command, run in the
+/// application's root.
+fn run_dump(
+    repo: &Repository,
+    opts: &BackupOptions,
+    profile: &Profile,
+    dump: &[String],
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let argv: Vec<std::ffi::OsString> = dump.iter().map(Into::into).collect();
+    let mut opts = opts.clone();
+    opts.command_dir = Some(profile.root.clone());
+    crate::backup_command(repo, &opts, name.as_bytes(), &argv, progress)
 }
 
 /// `path` as a gitignore pattern matching exactly it.
@@ -496,6 +582,10 @@ pub struct ComponentRestoreOptions {
     pub force: bool,
     /// For the safety snapshot, as [`BackupOptions::cache_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// The application's profile as it is now: a dump command component
+    /// is restored with its `restore` command, after a safety snapshot
+    /// taken with its `dump` command.
+    pub profile: Option<Profile>,
 }
 
 /// What happens, or would happen, to one file of a component.
@@ -579,6 +669,9 @@ pub fn restore_component(
                 have.join(", ")
             ))
         })?;
+    if comp.kind == "command" {
+        return restore_dump(repo, id, snap, app, comp, opts, progress);
+    }
     let is_db = comp.kind == "sqlite";
     let mut files = Vec::new();
     for raw in &comp.paths {
@@ -682,6 +775,108 @@ pub fn restore_component(
         let w = replace_file(repo, snap, &f.path, is_db)?;
         done.warnings.extend(w);
     }
+    Ok(done)
+}
+
+/// Restores a dump command component: a safety snapshot with the
+/// profile's dump command, then the stored dump piped into its restore
+/// command, both run in the application's root.
+fn restore_dump(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    app: &AppInfo,
+    comp: &ComponentInfo,
+    opts: &ComponentRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<ComponentRestore> {
+    let profile = opts.profile.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "component {} is a database dump: restoring it runs the restore command of the application's {PROFILE_FILE}; run cairn in the application's directory or pass --profile FILE",
+            comp.name
+        ))
+    })?;
+    let ComponentKind::Command {
+        dump,
+        restore: load,
+        name,
+    } = &profile.component(&comp.name)?.kind
+    else {
+        return Err(Error::invalid(format!(
+            "component {} is no longer a dump command in {}: restore the dump by hand with `cairn dump {} /NAME`",
+            comp.name,
+            profile.file.display(),
+            id.short()
+        )));
+    };
+    let raw = comp.paths.first().cloned().unwrap_or_default();
+    let shown = String::from_utf8_lossy(&raw).into_owned();
+    let Some(load) = load else {
+        return Err(Error::invalid(format!(
+            "component {} has no `restore` command in {}: add one (e.g. restore = [\"psql\", \"shop\"]), or load the dump by hand from `cairn dump {} {shown}`",
+            comp.name,
+            profile.file.display(),
+            id.short()
+        )));
+    };
+    let node = crate::find_node(repo, &snap.tree, &raw)?
+        .ok_or_else(|| Error::invalid(format!("snapshot {} holds no dump {shown}", id.short())))?;
+    let mut done = ComponentRestore {
+        files: vec![FileChange {
+            path: PathBuf::from(&shown),
+            action: FileAction::Replace,
+            tables: Vec::new(),
+        }],
+        ..ComponentRestore::default()
+    };
+    if opts.dry_run {
+        return Ok(done);
+    }
+    let mut safety = BackupOptions::new(Vec::new());
+    safety.tags = vec![SAFETY_TAG.to_owned()];
+    safety.command_dir = Some(profile.root.clone());
+    safety.app = Some(AppInfo {
+        name: app.name.clone(),
+        root: app.root.clone(),
+        components: vec![ComponentInfo {
+            name: comp.name.clone(),
+            kind: comp.kind.clone(),
+            paths: vec![format!("/{name}").into_bytes()],
+        }],
+        git: git_info(&profile.root),
+    });
+    let argv: Vec<std::ffi::OsString> = dump.iter().map(Into::into).collect();
+    let saved = crate::backup_command(repo, &safety, name.as_bytes(), &argv, progress)?;
+    done.warnings.extend(saved.warnings);
+    done.safety = Some(saved.id);
+    let (program, args) = load
+        .split_first()
+        .ok_or_else(|| Error::invalid("the restore command is empty"))?;
+    let shown_cmd = load.join(" ");
+    let failed = |why: String| {
+        Error::invalid(format!(
+            "restoring component {} with `{shown_cmd}` failed: {why}; safety snapshot {} holds the database as it was before",
+            comp.name,
+            saved.id.short()
+        ))
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(&profile.root)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("it could not be started: {e}")))?;
+    let written = match child.stdin.take() {
+        Some(mut stdin) => crate::inspect::dump(repo, &raw, &node, &mut stdin).map(|_| ()),
+        None => Err(Error::invalid("no pipe to the restore command")),
+    };
+    let status = child
+        .wait()
+        .map_err(|e| failed(format!("waiting for it: {e}")))?;
+    if !status.success() {
+        return Err(failed(format!("it exited with {status}")));
+    }
+    written.map_err(|e| failed(e.to_string()))?;
     Ok(done)
 }
 

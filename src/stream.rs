@@ -78,6 +78,8 @@ impl<R: Read + Send> Source for ReaderSource<R> {
 /// A command whose standard output is the stream.
 pub(crate) struct CommandSource {
     argv: Vec<OsString>,
+    /// The directory it runs in; the current one when `None`.
+    dir: Option<std::path::PathBuf>,
     child: Option<Child>,
     stdout: Option<ChildStdout>,
     stderr: Option<JoinHandle<Vec<String>>>,
@@ -96,10 +98,17 @@ impl CommandSource {
         }
         Ok(Self {
             argv,
+            dir: None,
             child: None,
             stdout: None,
             stderr: None,
         })
+    }
+
+    /// Runs the command in `dir` instead of the current directory.
+    pub(crate) fn in_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.dir = dir;
+        self
     }
 
     fn shown(&self) -> String {
@@ -132,7 +141,11 @@ impl Source for CommandSource {
         let Some((program, args)) = self.argv.split_first() else {
             return Err(self.failed("is empty".to_owned()));
         };
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::inherit())
             .stdout(Stdio::piped())

@@ -98,7 +98,18 @@ pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
         force: a.force,
     };
     let done = take(out, &repo, profile, &opts)?;
-    print_backup(out, &done)?;
+    if out.json {
+        // One snapshot is the usual case; dump components add more.
+        let all: Vec<_> = done.iter().map(super::commands::backup_json).collect();
+        match all.as_slice() {
+            [one] => out.print_json(one)?,
+            _ => out.print_json(&all)?,
+        }
+    } else {
+        for d in &done {
+            print_backup(out, d)?;
+        }
+    }
     Ok(exit::OK)
 }
 
@@ -107,7 +118,7 @@ fn take(
     repo: &Repository,
     profile: &Profile,
     opts: &SnapOptions,
-) -> Result<cairn::BackupOutcome> {
+) -> Result<Vec<cairn::BackupOutcome>> {
     let bar = out.progress(true, "snapshot");
     let result = cairn::snap(repo, profile, opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
@@ -138,13 +149,15 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         force: false,
     };
     let pre = take(out, &repo, profile, &opts)?;
-    for w in &pre.warnings {
-        out.warn(w);
+    for p in &pre {
+        for w in &p.warnings {
+            out.warn(w);
+        }
+        out.info(format!(
+            "snapshot {} saved before the command (tag pre)",
+            p.id.short()
+        ));
     }
-    out.info(format!(
-        "snapshot {} saved before the command (tag pre)",
-        pre.id.short()
-    ));
     let (program, args) = a
         .command
         .split_first()
@@ -164,25 +177,31 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         opts.tags.push("failed".to_owned());
     }
     let post = take(out, &repo, profile, &opts)?;
-    for w in &post.warnings {
+    for w in post.iter().flat_map(|p| &p.warnings) {
         out.warn(w);
     }
-    let undo = undo_commands(g, pre.id, &pre.snapshot);
+    let undo: Vec<String> = pre
+        .iter()
+        .flat_map(|p| undo_commands(g, p.id, &p.snapshot))
+        .collect();
+    let ids = |list: &[cairn::BackupOutcome]| list.iter().map(|p| p.id).collect::<Vec<_>>();
     if out.json {
         out.print_json(&serde_json::json!({
-            "pre": pre.id,
-            "post": post.id,
+            "pre": ids(&pre),
+            "post": ids(&post),
             "command": shown,
             "exit_code": status.code(),
             "success": status.success(),
             "restore_commands": undo,
         }))?;
     } else if !out.quiet {
-        println!(
-            "snapshot {} saved after the command (tag {})",
-            post.id.short(),
-            opts.tags.join(",")
-        );
+        for p in &post {
+            println!(
+                "snapshot {} saved after the command (tag {})",
+                p.id.short(),
+                opts.tags.join(",")
+            );
+        }
     }
     if status.success() {
         return Ok(exit::OK);
@@ -207,10 +226,10 @@ fn undo_commands(g: &Global, id: SnapshotId, snap: &cairn::Snapshot) -> Vec<Stri
     app.components
         .iter()
         .map(|c| {
-            let dirs = c
-                .paths
-                .iter()
-                .any(|p| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir()));
+            let dirs = c.kind == "files"
+                && c.paths.iter().any(|p| {
+                    std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir())
+                });
             let target = if dirs { " --target DIR" } else { "" };
             format!(
                 "cairn{} restore {} --component {}{target}",

@@ -779,6 +779,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
                 dry_run: a.dry_run,
                 force: a.force,
                 cache_dir: password::cache_dir(g),
+                profile: g.loaded.clone(),
             };
             return super::app::restore_in_place(g, out, &repo, id, &snap, &opts);
         }

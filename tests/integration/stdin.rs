@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::util::{Dir, Rng, cairn, open_repo, run, stderr};
+use super::util::{Dir, Rng, cairn, json_of, open_repo, run, stderr, stdout};
 
 /// Runs `c` with `input` on its standard input (written from a thread, so
 /// a large input cannot deadlock against the output).
@@ -524,4 +524,96 @@ and ''quotes'' and \\backslash', ARRAY['a', 'b']),
     assert!(e.contains("no snapshot was saved"), "{e}");
     assert_eq!(snapshot_count(&repo, d.path()), 1);
     super::util::assert_verifies(&open_repo(&repo));
+}
+
+/// An application whose database component is a PostgreSQL dump command:
+/// `cairn snap` stores the dump, `restore --component db` takes a safety
+/// dump and loads the stored one with the profile's restore command, and
+/// the printed undo command puts the changed data back.
+#[test]
+fn postgres_app_component_snaps_and_restores_in_place() {
+    let pg = Cluster::start();
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, email text);
+         CREATE TABLE orders (id serial PRIMARY KEY, user_id int REFERENCES users(id), amount numeric(10,2));
+         CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO users (name, email) SELECT 'user ' || i, 'u' || i || '@example.org' FROM generate_series(1, 500) i;
+         INSERT INTO orders (user_id, amount) SELECT 1 + i % 500, i / 100.0 FROM generate_series(1, 3000) i;
+         INSERT INTO notes VALUES (1, 'first');",
+    );
+    let original = pg.fingerprint("shop");
+    let app = d.join("app");
+    fs::create_dir_all(&app).expect("app dir");
+    let quote = |args: Vec<String>| {
+        args.iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut dump = vec![pg.bin.join("pg_dump").display().to_string()];
+    dump.extend(pg.conn());
+    dump.extend(["--clean".into(), "--if-exists".into(), "shop".into()]);
+    let mut load = vec![pg.bin.join("psql").display().to_string()];
+    load.extend(pg.conn());
+    load.extend(
+        ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "shop"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    let profile = app.join("cairn.toml");
+    fs::write(
+        &profile,
+        format!(
+            "app = \"pgshop\"\n[components.db]\ndump = [{}]\nrestore = [{}]\nname = \"shop.sql\"\n",
+            quote(dump),
+            quote(load)
+        ),
+    )
+    .expect("profile");
+    let cmd = || {
+        let mut c = cairn(&repo, d.path());
+        c.current_dir(&app);
+        c
+    };
+    let o = run(cmd().args(["snap", "--json"]));
+    assert!(o.status.success(), "snap: {}", stderr(&o));
+    let snap = json_of(&o);
+    let id = snap["id"].as_str().expect("id").to_owned();
+    assert_eq!(snap["app"]["components"][0]["kind"], "command");
+    assert_eq!(snap["app"]["components"][0]["paths"][0], "/shop.sql");
+
+    pg.sql(
+        "shop",
+        "DELETE FROM orders WHERE id > 100; UPDATE users SET name = 'x'; INSERT INTO notes VALUES (2, 'later');",
+    );
+    let changed = pg.fingerprint("shop");
+    assert_ne!(changed, original);
+
+    let o = run(cmd().args(["restore", &id, "--component", "db", "--dry-run"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        pg.fingerprint("shop"),
+        changed,
+        "dry run changed the database"
+    );
+    let o = run(cmd().args(["restore", &id, "--component", "db"]));
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    assert_eq!(pg.fingerprint("shop"), original);
+    let text = stdout(&o);
+    let undo = text
+        .lines()
+        .find_map(|l| l.strip_prefix("to undo: "))
+        .unwrap_or_else(|| panic!("no undo command in {text}"))
+        .to_owned();
+    let args: Vec<&str> = undo.split_whitespace().skip(1).collect();
+    let o = run(cmd().args(&args));
+    assert!(o.status.success(), "undo: {}", stderr(&o));
+    assert_eq!(pg.fingerprint("shop"), changed, "undo did not restore");
+    let o = run(cmd().args(["verify", "--read-data"]));
+    assert!(o.status.success(), "verify: {}", stderr(&o));
 }
