@@ -490,7 +490,7 @@ fn app_profile_errors_name_the_file_and_the_fix() {
     let o = run(app.cairn().args(["snap"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains(toml.to_str().expect("utf-8")) && stderr(&o).contains("either"),
+        stderr(&o).contains(toml.to_str().expect("utf-8")) && stderr(&o).contains("give one of"),
         "{}",
         stderr(&o)
     );
