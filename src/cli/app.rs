@@ -68,11 +68,17 @@ A cairn.toml at the application's root describes it, for example:
   [components.config]
   paths = [\".env\", \"package.json\"]
 
+  [components.pg]               # a database dump, stored as its own snapshot
+  dump = [\"pg_dump\", \"--clean\", \"--if-exists\", \"shop\"]
+  restore = [\"psql\", \"-v\", \"ON_ERROR_STOP=1\", \"shop\"]   # reads the dump on stdin
+  name = \"shop.sql\"             # default: COMPONENT.dump
+
   [retention]                   # used by `cairn forget --app`
   keep_last = 10
   keep_daily = 7
 
-Paths are relative to the profile's directory; a path belongs to one component.
+Paths are relative to the profile's directory, where dump and restore commands run
+(without a shell); a path belongs to one component.
 The snapshot records the components, the app's name, host, and git branch,
 commit and dirty state.")]
 pub struct SnapArgs {
