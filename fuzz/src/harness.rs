@@ -18,14 +18,14 @@
 use std::sync::OnceLock;
 
 use cairn::decode::{self, Crypto, Domain};
+use cairn::{AppInfo, ComponentInfo, DatabaseInfo, GitInfo, TableRows, Tree, Xattr};
 use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, FORMAT_VERSION};
 use cairn::{KeyFile, KeyId, Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary};
-use cairn::{Tree, Xattr};
 use serde::Serialize;
 
 /// Every fuzz target; `fuzz_<name>` is the cargo-fuzz target and the
 /// directory under `fuzz/corpus/` and `fuzz/artifacts/`.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "fuzz_config",
     "fuzz_key",
     "fuzz_pack_header",
@@ -35,6 +35,7 @@ pub const TARGETS: [&str; 9] = [
     "fuzz_snapshot",
     "fuzz_files_cache",
     "fuzz_chunk_list",
+    "fuzz_profile",
 ];
 
 /// Runs the harness of fuzz target `target` on `data`; `false` for an
@@ -50,6 +51,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "fuzz_snapshot" => snapshot(data),
         "fuzz_files_cache" => files_cache(data),
         "fuzz_chunk_list" => chunk_list(data),
+        "fuzz_profile" => profile(data),
         _ => return false,
     }
     true
@@ -431,6 +433,42 @@ pub fn files_cache(data: &[u8]) {
     let _ = decode::files_cache(plain_crypto(), &files_cache_file(data));
 }
 
+/// `fuzz_profile`: `data` is the text of an application profile
+/// (`cairn.toml`), parsed and checked as if it were `/srv/app/cairn.toml`.
+pub fn profile(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = cairn::Profile::parse(text, std::path::Path::new("/srv/app/cairn.toml"));
+    }
+}
+
+/// A profile with every kind of component and every key.
+pub const SAMPLE_PROFILE: &str = r#"app = "shop"
+repo = "../backups"
+password_file = "/etc/cairn/shop.pass"
+
+[components.db]
+sqlite = "prisma/dev.db"
+
+[components.code]
+paths = ["."]
+exclude = ["backups/", "coverage/"]
+default_excludes = true
+
+[components.config]
+paths = [".env", "package.json"]
+
+[components.pg]
+dump = ["pg_dump", "--clean", "shop"]
+restore = ["psql", "-v", "ON_ERROR_STOP=1", "shop"]
+name = "shop.sql"
+
+[retention]
+keep_last = 10
+keep_daily = 7
+keep_within = "2w"
+keep_tags = ["release"]
+"#;
+
 /// A valid files cache: two directories from two snapshots.
 pub fn sample_files_cache() -> FilesCacheRecord {
     FilesCacheRecord {
@@ -660,8 +698,28 @@ pub fn sample_snapshot() -> Snapshot {
             duration_ms: 11,
         },
         program_version: "0.1.0".into(),
-        app: None,
-        databases: Vec::new(),
+        app: Some(AppInfo {
+            name: "shop".into(),
+            root: b"/home/user/shop".to_vec(),
+            components: vec![ComponentInfo {
+                name: "db".into(),
+                kind: "sqlite".into(),
+                paths: vec![b"/home/user/shop/dev.db".to_vec()],
+            }],
+            git: Some(GitInfo {
+                branch: Some("main".into()),
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                dirty: true,
+            }),
+        }),
+        databases: vec![DatabaseInfo {
+            path: b"/home/user/shop/dev.db".to_vec(),
+            page_size: 4096,
+            tables: vec![TableRows {
+                name: "users".into(),
+                rows: 3,
+            }],
+        }],
     }
 }
 
@@ -769,6 +827,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "fuzz_chunk_list",
             "seed-three",
             [[0x11u8; 32], [0x22; 32], [0x33; 32]].concat(),
+        ),
+        (
+            "fuzz_profile",
+            "seed-every-key",
+            SAMPLE_PROFILE.as_bytes().to_vec(),
         ),
     ]
 }

@@ -326,6 +326,11 @@ fn seeds_are_accepted() {
     tree.sort();
     assert_eq!(Tree::decode(&tree.encode()).expect("tree decodes"), tree);
 
+    let profile = cairn::Profile::parse(harness::SAMPLE_PROFILE, Path::new("/srv/app/cairn.toml"))
+        .expect("sample profile parses");
+    assert_eq!(profile.components.len(), 4);
+    assert_eq!(profile.repo.as_deref(), Some(Path::new("/srv/backups")));
+
     let cache = harness::files_cache_file(&harness::encode(&harness::sample_files_cache()));
     assert_eq!(decode::files_cache(&plain, &cache), Ok(2));
     assert!(decode::files_cache(&decode::test_crypto(true), &cache).is_err());
