@@ -1059,3 +1059,123 @@ fn settle_database(path: &Path) {
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile> {
+        Profile::parse(text, Path::new("/srv/shop/cairn.toml"))
+    }
+
+    #[test]
+    fn profile_defaults_name_excludes_and_resolves_paths_from_the_root() {
+        let p = parse(
+            "[components.code]\npaths = [\"./src\", \"lib/../pkg\"]\n[components.db]\nsqlite = \"data/app.db\"\n",
+        )
+        .expect("parses");
+        assert_eq!(p.name, "shop", "the root directory names the app");
+        assert_eq!(p.repo, None);
+        assert!(p.retention.is_none());
+        let code = p.component("code").expect("code");
+        let ComponentKind::Files { paths, excludes } = &code.kind else {
+            panic!("files");
+        };
+        assert_eq!(
+            paths,
+            &[
+                PathBuf::from("/srv/shop/src"),
+                PathBuf::from("/srv/shop/pkg")
+            ]
+        );
+        assert_eq!(excludes.len(), DEFAULT_EXCLUDES.len());
+        assert_eq!(
+            p.component("db").expect("db").paths(),
+            [PathBuf::from("/srv/shop/data/app.db")]
+        );
+        let off =
+            parse("[components.c]\npaths = [\".\"]\ndefault_excludes = false\nexclude = [\"x\"]\n")
+                .expect("parses");
+        assert_eq!(
+            off.component("c").expect("c").kind,
+            ComponentKind::Files {
+                paths: vec![PathBuf::from("/srv/shop")],
+                excludes: vec!["x".to_owned()]
+            }
+        );
+    }
+
+    #[test]
+    fn profile_rejects_what_it_cannot_mean() {
+        for (text, says) in [
+            ("", "no components"),
+            (
+                "app = \"\"\n[components.a]\npaths=[\".\"]",
+                "`app` is empty",
+            ),
+            ("colour = 1\n[components.a]\npaths=[\".\"]", "unknown field"),
+            ("[components.a]\npaths = []", "`paths` is empty"),
+            (
+                "[components.a]\nsqlite = \"a\"\npaths = [\"b\"]",
+                "give one of",
+            ),
+            (
+                "[components.a]\nsqlite = \"a\"\nexclude = [\"b\"]",
+                "go with `paths`",
+            ),
+            (
+                "[components.a]\npaths = [\"../x\"]",
+                "outside the application's root",
+            ),
+            (
+                "[components.a]\npaths = [\"x\"]\n[components.b]\nsqlite = \"./x\"",
+                "in both components",
+            ),
+            ("[components.a]\ndump = []", "a command is a list"),
+            (
+                "[components.a]\ndump = [\"d\"]\nname = \"a/b\"",
+                "plain file name",
+            ),
+            (
+                "[components.a]\npaths = [\".\"]\nrestore = [\"r\"]",
+                "go with `dump`",
+            ),
+            (
+                "[components.a]\npaths = [\".\"]\n[retention]\nkeep_within = \"soon\"",
+                "keep_within",
+            ),
+            ("[components.a\npaths = [\".\"]", "cairn.toml"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+            assert!(e.contains("/srv/shop/cairn.toml"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn profile_dump_components_and_retention() {
+        let p = parse(
+            "app = \"x\"\nrepo = \"../b\"\n[components.pg]\ndump = [\"pg_dump\", \"shop\"]\nrestore = [\"psql\", \"shop\"]\n[retention]\nkeep_last = 3\nkeep_within = \"2w\"\n",
+        )
+        .expect("parses");
+        assert_eq!(p.repo.as_deref(), Some(Path::new("/srv/b")));
+        assert_eq!(
+            p.component("pg").expect("pg").kind,
+            ComponentKind::Command {
+                dump: vec!["pg_dump".into(), "shop".into()],
+                restore: Some(vec!["psql".into(), "shop".into()]),
+                name: "pg.dump".into(),
+            }
+        );
+        let r = p.retention.clone().expect("retention");
+        assert_eq!(r.last, Some(3));
+        assert!(r.within.is_some());
+        let e = p.component("nope").expect_err("unknown").to_string();
+        assert!(e.contains("it has: pg"), "{e}");
+    }
+
+    #[test]
+    fn profile_component_paths_are_escaped_for_gitignore() {
+        assert_eq!(glob_escape(Path::new("/a/[b]*?.db")), "/a/\\[b\\]\\*\\?.db");
+    }
+}
