@@ -469,7 +469,14 @@ impl Walker<'_> {
                 let meta = match fs::symlink_metadata(&child) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.warn(format!("{} vanished during the backup", child.display()));
+                        // A rollback journal lives for one transaction; a
+                        // captured database's companions are not stored
+                        // anyway, so one that comes and goes is no news.
+                        let companion = self.sqlite == SqliteMode::Auto
+                            && sqlite::companion_of(name.as_bytes()).is_some();
+                        if !companion {
+                            self.warn(format!("{} vanished during the backup", child.display()));
+                        }
                         return Ok(None);
                     }
                     Err(e) => return Err(Error::source_read(&child, e)),
