@@ -269,7 +269,7 @@ ENV_LINES+=("yardstick: each changed page compressed on its own with zstd -3 --n
     say "| limit: 3 x yardstick + 1 MiB | $limit |"
     say "| **snapshot 2: repository growth (bytes of the files it added)** | **$growth** |"
     say "| snapshot 2: growth by du -sb (directory sizes included) | $growth_du |"
-    say "| snapshot 2: \`bytes_stored\` (backup --json: new pack bytes) | $stored2 |"
+    say "| snapshot 2: \`bytes_stored\` (backup --json: new packs and index file) | $stored2 |"
     say "| - data blobs (pages): count, bytes stored | $n_data, $b_data |"
     say "| - tree blobs (chunk lists + directory trees): count, bytes stored (plaintext) | $n_tree, $b_tree ($b_tree_raw) |"
     say "| - pack headers and framing ($n_packs new packs) | $b_headers |"
