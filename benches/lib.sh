@@ -78,7 +78,9 @@ resolve_cairn() {
     else
         say "building cairn: cargo build --release (in $repo_root)"
         (cd "$repo_root" && cargo build --release --quiet)
-        CAIRN=$repo_root/target/release/cairn
+        # cargo puts the binary under CARGO_TARGET_DIR when that is set
+        # (relative to the directory cargo ran in).
+        CAIRN=$(cd "$repo_root" && realpath -e "${CARGO_TARGET_DIR:-target}/release/cairn")
         CAIRN_SOURCE="built from commit $(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)"
     fi
 }
