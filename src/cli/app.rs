@@ -202,7 +202,7 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         }))?;
     } else if !out.quiet {
         for p in &post {
-            println!(
+            outln!(
                 "snapshot {} saved after the command (tag {})",
                 p.id.short(),
                 opts.tags.join(",")
@@ -321,7 +321,7 @@ pub fn restore_in_place(
         return Ok(exit::OK);
     }
     if let Some(s) = done.safety {
-        println!(
+        outln!(
             "safety snapshot {} saved: the component as it was before",
             s.short()
         );
@@ -335,7 +335,7 @@ pub fn restore_in_place(
             (FileAction::Create, false) => "created",
         };
         let len = std::fs::metadata(&f.path).map(|m| size(m.len()));
-        println!(
+        outln!(
             "{verb} {}{}",
             f.path.display(),
             match (dry_run, len) {
@@ -346,7 +346,7 @@ pub fn restore_in_place(
         for t in &f.tables {
             let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             if t.now != t.snapshot {
-                println!(
+                outln!(
                     "  table {}: {} rows {} {}",
                     t.name,
                     n(t.now),
@@ -357,9 +357,9 @@ pub fn restore_in_place(
         }
     }
     if let Some(u) = undo {
-        println!("to undo: {u}");
+        outln!("to undo: {u}");
     } else if dry_run {
-        println!("dry run: nothing changed");
+        outln!("dry run: nothing changed");
     }
     Ok(exit::OK)
 }

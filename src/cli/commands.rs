@@ -254,27 +254,31 @@ pub(super) fn print_backup(out: &Out, done: &cairn::BackupOutcome) -> Result<()>
     if out.json {
         out.print_json(&backup_json(done))?;
     } else if !out.quiet {
-        println!("snapshot {} saved", done.id.short());
-        println!(
+        outln!("snapshot {} saved", done.id.short());
+        outln!(
             "  files: {} new, {} changed, {} unchanged; {} directories, {} other",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            s.others
         );
-        println!(
+        outln!(
             "  read {}, added {} of new data to the repository ({} stored)",
             size(s.bytes_read),
             size(s.bytes_added),
             size(s.bytes_stored)
         );
-        println!(
+        outln!(
             "  total {} in this snapshot; took {:.2}s",
             size(s.total_size),
             s.duration_ms as f64 / 1000.0
         );
         if let Some(app) = &done.snapshot.app {
-            println!("  {}", app_line(app));
+            outln!("  {}", app_line(app));
         }
         for d in &done.snapshot.databases {
-            println!("  {}", database_line(d));
+            outln!("  {}", database_line(d));
         }
     }
     Ok(())
@@ -545,14 +549,18 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
         }
         out.print_json(&views)?;
     } else {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  paths",
-            "id", "time", "host", "size", "tags"
+            "id",
+            "time",
+            "host",
+            "size",
+            "tags"
         );
         for (id, s) in &all {
             match s {
                 Ok(s) => {
-                    println!(
+                    outln!(
                         "{:<8}  {:<19}  {:<16}  {:>10}  {:<12}  {}",
                         id.short(),
                         local_time(s.timestamp()),
@@ -562,7 +570,7 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
                         s.display_paths().join(" ")
                     );
                     if let Some(app) = &s.app {
-                        println!("          {}", app_line(app));
+                        outln!("          {}", app_line(app));
                     }
                 }
                 Err(e) => {
@@ -813,7 +821,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
             "index_damaged": done.index_damaged,
         }))?;
     } else if !out.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} directories, {} other, {}",
             id.short(),
             target.display(),
@@ -890,7 +898,7 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
             "bytes_read": report.bytes_read,
         }))?;
     } else if !out.quiet {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees{}",
             report.snapshots,
             report.trees,
@@ -908,7 +916,7 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
     }
     if report.errors.is_empty() {
         if !out.json && !out.quiet {
-            println!("no problems found");
+            outln!("no problems found");
         }
         Ok(exit::OK)
     } else {
@@ -929,21 +937,21 @@ pub fn stats(g: &Global, out: &Out, _a: &StatsArgs) -> Result<u8> {
     if out.json {
         out.print_json(&s)?;
     } else {
-        println!("snapshots:              {}", s.snapshots);
-        println!(
+        outln!("snapshots:              {}", s.snapshots);
+        outln!(
             "packs:                  {} ({})",
             s.packs,
             size(s.pack_bytes)
         );
-        println!("index:                  {}", size(s.index_bytes));
-        println!(
+        outln!("index:                  {}", size(s.index_bytes));
+        outln!(
             "data blobs:             {} ({} unique data)",
             s.data_blobs,
             size(s.unique_data_bytes)
         );
-        println!("tree blobs:             {}", s.tree_blobs);
-        println!("files in all snapshots: {}", size(s.total_snapshot_bytes));
-        println!(
+        outln!("tree blobs:             {}", s.tree_blobs);
+        outln!("files in all snapshots: {}", size(s.total_snapshot_bytes));
+        outln!(
             "space saving:           {:.1}x (deduplication and compression)",
             s.space_saving_ratio
         );
@@ -1143,11 +1151,11 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
                     .collect();
                 out.print_json(&items)?;
             } else {
-                println!("   {:<8}  {:<19}  {:<16}  user", "id", "created", "host");
+                outln!("   {:<8}  {:<19}  {:<16}  user", "id", "created", "host");
                 for (id, f) in &keys {
                     let mark = if *id == repo.key_id() { "*" } else { " " };
                     match f {
-                        Ok(f) => println!(
+                        Ok(f) => outln!(
                             "{mark}  {:<8}  {:<19}  {:<16}  {}",
                             id.short(),
                             jiff::Timestamp::from_second(f.created)
@@ -1156,7 +1164,7 @@ pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
                             f.hostname,
                             f.username
                         ),
-                        Err(e) => println!("{mark}  {:<8}  damaged: {e}", id.short()),
+                        Err(e) => outln!("{mark}  {:<8}  damaged: {e}", id.short()),
                     }
                 }
             }
@@ -1289,7 +1297,7 @@ pub fn prune_json(r: &cairn::PruneReport, dry_run: bool) -> serde_json::Value {
 pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
     if !out.quiet {
         let verb = if dry_run { "would free" } else { "freed" };
-        println!(
+        outln!(
             "{} snapshots use {} blobs; {} of {} packs deleted, {} repacked ({} blobs copied), {} left by interrupted backups",
             r.snapshots,
             r.blobs_used,
@@ -1299,7 +1307,7 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
             r.blobs_repacked,
             r.packs_unindexed
         );
-        println!(
+        outln!(
             "{verb} {} ({} -> {}); {} unused blobs removed, {} index files rewritten; took {:.2}s",
             size(r.bytes_freed()),
             size(r.bytes_before),

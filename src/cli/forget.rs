@@ -244,12 +244,12 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
     } else if !out.quiet {
         for grp in &done.groups {
             let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
-            println!(
+            outln!(
                 "{}: keep {kept}, remove {}",
                 grp.key,
                 grp.snapshots.len() - kept
             );
-            println!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+            outln!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
             for (d, s) in &grp.snapshots {
                 let line = format!(
                     "  {:<8}  {:<19}  {:<6}  {}",
@@ -258,16 +258,16 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
                     if d.keep { "keep" } else { "remove" },
                     d.reasons.join(", ")
                 );
-                println!("{}", line.trim_end());
+                outln!("{}", line.trim_end());
             }
-            println!();
+            outln!();
         }
         let n = done.removed.len();
         let noun = if n == 1 { "snapshot" } else { "snapshots" };
         if done.dry_run {
-            println!("would remove {n} {noun} (dry run: nothing was removed)");
+            outln!("would remove {n} {noun} (dry run: nothing was removed)");
         } else {
-            println!("removed {n} {noun}");
+            outln!("removed {n} {noun}");
         }
         if let Some(r) = &pruned {
             super::commands::print_prune(out, r, a.dry_run);

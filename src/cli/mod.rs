@@ -1,6 +1,18 @@
 //! Command-line front end: argument parsing, repository and password
 //! resolution, output rendering and exit codes. No engine logic lives here.
 
+/// `println!` for command output: when the reader of standard output has
+/// gone (`cairn snapshots | head`), the command ends quietly instead of
+/// panicking; any other write error ends it with exit code 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::stdout_failed(&e);
+        }
+    }};
+}
+
 mod app;
 mod commands;
 mod forget;
@@ -205,6 +217,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Ends the process after standard output failed: quietly with success
+/// for a closed pipe (the reader had enough), with an error otherwise.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(i32::from(exit::OK));
+    }
+    eprintln!("cairn: error: cannot write to standard output: {e}");
+    std::process::exit(i32::from(exit::ERROR));
 }
 
 /// The error and its causes on one line.

@@ -35,7 +35,7 @@ impl Out {
 
     /// Prints a value as pretty JSON on stdout.
     pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
 
