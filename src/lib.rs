@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod backend;
 mod backup;
 mod chunker;
@@ -51,6 +52,7 @@ mod timespec;
 mod tree;
 mod verify;
 
+pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
@@ -65,7 +67,7 @@ pub use forget::{
     Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
     SnapshotFilter, UNLIMITED, forget, plan,
 };
-pub use id::{BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
+pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
 pub use inspect::{
     Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
     diff, dump, find,
@@ -93,6 +95,7 @@ pub use verify::{VerifyOptions, VerifyReport, verify};
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.
 pub mod decode {
+    pub use crate::audit::{decode_file as audit_file, encode_file as encode_audit_file};
     pub use crate::chunklist::{decode as chunk_list, encode as encode_chunk_list};
     pub use crate::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::crypto::{Crypto, Domain};

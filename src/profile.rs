@@ -650,6 +650,44 @@ pub fn restore_component(
     opts: &ComponentRestoreOptions,
     progress: &dyn Progress,
 ) -> Result<ComponentRestore> {
+    let done = restore_component_inner(repo, id, snap, opts, progress);
+    if !opts.dry_run {
+        let app = snap.app.as_ref().map_or("", |a| a.name.as_str());
+        let detail = done.as_ref().map_or_else(
+            |_| String::new(),
+            |d| {
+                let changed = d
+                    .files
+                    .iter()
+                    .filter(|f| f.action != FileAction::Unchanged)
+                    .count();
+                match d.safety {
+                    Some(s) => format!("{changed} files replaced in place; safety snapshot {s}"),
+                    None => format!("{changed} files replaced in place"),
+                }
+            },
+        );
+        crate::audit::record(
+            repo,
+            "restore-component",
+            &format!(
+                "component {} of app {app} from snapshot {id}",
+                opts.component
+            ),
+            &done,
+            &detail,
+        );
+    }
+    done
+}
+
+fn restore_component_inner(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    opts: &ComponentRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<ComponentRestore> {
     let app = snap.app.as_ref().ok_or_else(|| {
         Error::invalid(format!(
             "snapshot {} is not an application snapshot (taken with `cairn snap`): restore it with --target DIR",

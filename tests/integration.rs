@@ -8,6 +8,7 @@ mod integration {
     pub mod util;
 
     mod app;
+    mod audit;
     mod chunklist;
     mod cli;
     mod corruption;

@@ -17,6 +17,7 @@ mod app;
 mod commands;
 mod forget;
 mod inspect;
+mod log;
 mod output;
 mod password;
 
@@ -166,6 +167,9 @@ enum Command {
     Prune(commands::PruneArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(commands::UnlockArgs),
+    /// Show the audit log: who backed up, restored, forgot or pruned what,
+    /// and when.
+    Log(log::LogArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -207,6 +211,7 @@ pub fn main() -> ExitCode {
         Command::Key(a) => commands::key(&cli.global, &out, &a),
         Command::Forget(a) => forget::forget(&cli.global, &out, &a),
         Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
+        Command::Log(a) => log::log(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
     };
     match result {
