@@ -47,6 +47,7 @@ mod restore;
 mod snapshot;
 mod sqlite;
 mod stats;
+mod status;
 mod stream;
 mod timespec;
 mod tree;
@@ -88,6 +89,7 @@ pub use snapshot::{
 };
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};
+pub use status::{RepoStatus, Source, SourceStatus, prometheus, status};
 pub use timespec::parse_time;
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};

@@ -485,13 +485,24 @@ pub fn snap(
     for c in chosen.iter().filter(|c| c.kind_name() != "command") {
         for p in c.paths() {
             if fs::symlink_metadata(&p).is_err() {
-                return Err(Error::invalid(format!(
+                let e = Error::invalid(format!(
                     "component {} of {}: {} does not exist; create it or fix the profile {}",
                     c.name,
                     profile.name,
                     p.display(),
                     profile.file.display()
-                )));
+                ));
+                // A scheduled snap that cannot start is a failure to see
+                // in `cairn status`, like one that fails midway.
+                let names: Vec<&str> = chosen.iter().map(|c| c.name.as_str()).collect();
+                crate::audit::record_event(
+                    repo,
+                    "snap",
+                    &format!("app {} [{}]", profile.name, names.join(", ")),
+                    false,
+                    &e.to_string(),
+                );
+                return Err(e);
             }
             keep.push(p.clone());
             backup.paths.push(p);

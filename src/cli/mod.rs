@@ -20,6 +20,7 @@ mod inspect;
 mod log;
 mod output;
 mod password;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ pub mod exit {
     pub const PASSWORD: u8 = 12;
     /// Another process holds a conflicting repository lock.
     pub const LOCKED: u8 = 13;
+    /// `status`: a source is stale (older than --max-age) or its last
+    /// attempt failed.
+    pub const STALE: u8 = 14;
 }
 
 /// cairn: deduplicating, encrypted, verifiable snapshots.
@@ -64,7 +68,7 @@ created on the first backup with a generated key in your config directory.
 
 Exit codes: 0 success, 1 error, 2 invalid command line, 3 damage found or restore
 incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password,
-13 repository locked by another process."
+13 repository locked by another process, 14 (status) a source is stale or failing."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -170,6 +174,9 @@ enum Command {
     /// Show the audit log: who backed up, restored, forgot or pruned what,
     /// and when.
     Log(log::LogArgs),
+    /// Show how fresh each source's newest snapshot is; exit 14 when one
+    /// is stale (--max-age) or failing.
+    Status(status::StatusArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -212,6 +219,7 @@ pub fn main() -> ExitCode {
         Command::Forget(a) => forget::forget(&cli.global, &out, &a),
         Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
         Command::Log(a) => log::log(&cli.global, &out, &a),
+        Command::Status(a) => status::status(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
     };
     match result {

@@ -106,3 +106,70 @@ fn audit_log_records_changes_with_actor_and_result_and_reports_tampering() {
     let o = run(cairn(&repo, d.path()).args(["verify"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
+
+#[test]
+fn status_max_age_fails_for_stale_and_failing_sources_and_passes_for_fresh() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("src");
+    fs::write(src.join("a.txt"), b"hello").expect("write");
+    let s = src.to_str().expect("utf-8");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let o = run(cairn(&repo, d.path()).args(["backup", s, "--time", "3 days ago"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = |args: &[&str]| run(cairn(&repo, d.path()).arg("status").args(args));
+    let o = status(&["--max-age", "1d", "--json"]);
+    assert_eq!(o.status.code(), Some(14), "stale: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["sources"][0]["stale"], true);
+    assert!(v["sources"][0]["age_seconds"].as_i64().expect("age") >= 3 * 86_400 - 60);
+    assert_eq!(
+        status(&["--max-age", "4d"]).status.code(),
+        Some(0),
+        "fresh enough"
+    );
+    fs::write(src.join("b.txt"), b"new").expect("write");
+    assert!(
+        run(cairn(&repo, d.path()).args(["backup", s]))
+            .status
+            .success()
+    );
+    assert_eq!(status(&["--max-age", "1h"]).status.code(), Some(0), "fresh");
+    assert_eq!(status(&[]).status.code(), Some(0), "no limit");
+
+    // The same source failing after its newest snapshot.
+    let gone = d.join("gone");
+    fs::create_dir_all(&gone).expect("gone");
+    let g = gone.to_str().expect("utf-8");
+    assert!(
+        run(cairn(&repo, d.path()).args(["backup", g]))
+            .status
+            .success()
+    );
+    fs::remove_dir(&gone).expect("rm");
+    assert_eq!(
+        run(cairn(&repo, d.path()).args(["backup", g]))
+            .status
+            .code(),
+        Some(1)
+    );
+    let o = status(&["--max-age", "1h", "--json"]);
+    assert_eq!(o.status.code(), Some(14));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let failing: Vec<&serde_json::Value> = v["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter(|s| !s["failure"].is_null())
+        .collect();
+    assert_eq!(failing.len(), 1, "{v}");
+    assert_eq!(failing[0]["component"], g);
+    assert!(
+        failing[0]["failure"]["error"]
+            .as_str()
+            .expect("error")
+            .contains("gone")
+    );
+}
