@@ -462,6 +462,12 @@ impl Walker<'_> {
             Err(e) => return Err(Error::source_read(path, e)),
         };
         names.sort();
+        // The images of databases being captured are staged in the
+        // temporary directory: when that is inside the backup, they are
+        // this backup's own scratch files, not data.
+        if path == std::env::temp_dir() {
+            names.retain(|n| !n.as_bytes().starts_with(sqlite::IMAGE_PREFIX.as_bytes()));
+        }
         let entries: Vec<(OsString, Metadata)> = names
             .into_par_iter()
             .map(|name| {
