@@ -597,6 +597,17 @@ pub struct ExportOptions {
     pub tables: Vec<String>,
     /// The schema only, no rows.
     pub schema_only: bool,
+    /// How messages name the database (default: its path), for example
+    /// its path in a snapshot rather than that of a temporary image.
+    pub name: Option<String>,
+}
+
+impl ExportOptions {
+    fn name_of(&self, db: &Path) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| db.display().to_string())
+    }
 }
 
 /// Opens a database file for reading. Read-write, because a database
@@ -619,7 +630,7 @@ fn out_err(source: std::io::Error) -> Error {
 
 /// The chosen tables of the database at `db`, in foreign key order.
 fn export_tables(conn: &Connection, db: &Path, opts: &ExportOptions) -> Result<Vec<Table>> {
-    let what = db.display().to_string();
+    let what = opts.name_of(db);
     let all = tables_of(conn, "main", &what)?;
     let chosen = choose(&all, &opts.tables, &what)?;
     fk_order(conn, "main", chosen)
@@ -682,7 +693,7 @@ pub fn export(
             [one] => Ok(vec![export_csv(&conn, one, opts, out)?]),
             _ => Err(Error::invalid(format!(
                 "a CSV export holds one table and {} has {}: choose one with --table, or write one file per table with --output DIR",
-                db.display(),
+                opts.name_of(db),
                 tables.len()
             ))),
         },
