@@ -24,9 +24,11 @@
 //! table that exists must have the source's columns (names and declared
 //! types, in order); one that does not is created from the source's
 //! `CREATE TABLE`, and then gets the source's indexes and triggers after
-//! its rows are in. Triggers of existing target tables are dropped for the
-//! copy and re-created before the commit, so they do not fire on restored
-//! rows. Rowid tables keep their rowids.
+//! its rows are in. AUTOINCREMENT counters are raised to the source's,
+//! so ids the source handed out are not handed out again. Triggers of
+//! existing target tables are dropped for the copy and re-created before
+//! the commit, so they do not fire on restored rows. Rowid tables keep
+//! their rowids.
 //!
 //! An export is restored by loading it into a scratch database in a
 //! temporary directory first (the SQL script is run there with `ATTACH`
@@ -36,7 +38,8 @@
 //!
 //! - **sql**: `PRAGMA foreign_keys=OFF; BEGIN TRANSACTION;`, each table's
 //!   `CREATE TABLE` and `INSERT`s (parents first), then indexes, triggers
-//!   and views, `COMMIT;` — a script `sqlite3 NEW.db < FILE` runs. Values
+//!   and views, `COMMIT;` — a script `sqlite3 NEW.db < FILE` runs
+//!   (AUTOINCREMENT counters as statements on `sqlite_sequence`). Values
 //!   are literals of their storage class: integers in decimal (`i64::MIN`
 //!   as `(-9223372036854775807-1)`, which SQLite would otherwise read as a
 //!   real), reals in Rust's shortest round-trip form (`0.1`, `1e-300`,
@@ -44,8 +47,9 @@
 //!   doubled (text that is not UTF-8 or holds NUL as
 //!   `CAST(X'…' AS TEXT)`), blobs as `X'…'`, `NULL`.
 //! - **json**: one document [`JSON_FORMAT`] version [`JSON_VERSION`]:
-//!   `{"format","version","tables":[{"name","schema","columns","rows"}],
-//!   "other_schema":[…]}`; a value is `null`, an integer, a real (a JSON
+//!   `{"format","version","tables":[{"name","schema","columns","rows",
+//!   "sequence"?}],"other_schema":[…]}` (`sequence`: the AUTOINCREMENT
+//!   counter, for such tables; rows in memory on import); a value is `null`, an integer, a real (a JSON
 //!   number that always has a `.` or an exponent; `{"real":"inf"}` and
 //!   `{"real":"-inf"}`), a string, `{"blob_hex":"…"}`, or
 //!   `{"text_hex":"…"}` for text that is not UTF-8.
@@ -60,7 +64,12 @@
 //!   (empty, starting with `\`, or looking like a number: `\007`, `\1e5`).
 //!   A directory export holds `TABLE.csv` per table (bytes other than
 //!   ASCII letters, digits, `_`, `-` and a non-leading `.` written `%XX`)
-//!   and [`CSV_SCHEMA_FILE`], the schema as an SQL script.
+//!   and [`CSV_SCHEMA_FILE`], the schema as an SQL script (a schema-only
+//!   sql export).
+//!
+//! Exports do not carry the hidden rowids of tables without an `INTEGER
+//! PRIMARY KEY`: rows are written in rowid order and get new rowids in
+//! that order. Restores from a snapshot keep them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -587,6 +596,65 @@ fn row_count(conn: &Connection, schema: &str, table: &str) -> Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// Whether `schema` has `sqlite_sequence`, the table of AUTOINCREMENT
+/// counters (it exists once an AUTOINCREMENT table was created).
+fn has_sequences(conn: &Connection, schema: &str) -> Result<bool> {
+    let n: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM {}.sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'",
+                ident(schema)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err("reading AUTOINCREMENT counters"))?;
+    Ok(n > 0)
+}
+
+/// The AUTOINCREMENT counter `schema` keeps for `table`: the largest id
+/// ever handed out, which may be above the largest id still there.
+fn sequence(conn: &Connection, schema: &str, table: &str) -> Result<Option<i64>> {
+    if !has_sequences(conn, schema)? {
+        return Ok(None);
+    }
+    conn.query_row(
+        &format!(
+            "SELECT max(seq) FROM {}.sqlite_sequence WHERE name = ?1",
+            ident(schema)
+        ),
+        [table],
+        |r| r.get(0),
+    )
+    .map_err(db_err(format!(
+        "reading the AUTOINCREMENT counter of {table}"
+    )))
+}
+
+/// Raises the AUTOINCREMENT counter of `table` in `main` to at least
+/// `seq`, so that ids the source handed out are not handed out again.
+/// Nothing when `main` keeps no counters (no AUTOINCREMENT table).
+fn raise_sequence(conn: &Connection, table: &str, seq: i64) -> Result<()> {
+    if !has_sequences(conn, "main")? {
+        return Ok(());
+    }
+    let now = sequence(conn, "main", table)?;
+    if now.is_some_and(|n| n >= seq) {
+        return Ok(());
+    }
+    conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?1", [table])
+        .and_then(|_| {
+            conn.execute(
+                "INSERT INTO main.sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                (table, seq),
+            )
+        })
+        .map_err(db_err(format!(
+            "setting the AUTOINCREMENT counter of {table}"
+        )))?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- export --
 
 /// What to export.
@@ -824,6 +892,16 @@ fn export_sql(
                 writeln!(out, "{head}{});", values.join(",")).map_err(out_err)
             })?
         };
+        // Also in a schema-only export (the schema of a CSV directory):
+        // rows inserted later only ever raise the counter.
+        if let Some(seq) = sequence(conn, "main", &t.name)? {
+            let name = sql_literal(&Cell::Text(t.name.clone().into_bytes()));
+            writeln!(
+                out,
+                "DELETE FROM sqlite_sequence WHERE name = {name};\nINSERT INTO sqlite_sequence (name, seq) VALUES ({name}, {seq});"
+            )
+            .map_err(out_err)?;
+        }
         done.push(TableRows {
             name: t.name.clone(),
             rows,
@@ -874,7 +952,11 @@ fn export_json(
                 Ok(())
             })?
         };
-        write!(out, "]}}").map_err(out_err)?;
+        write!(out, "]").map_err(out_err)?;
+        if let Some(seq) = sequence(conn, "main", &t.name)? {
+            write!(out, ",\"sequence\":{seq}").map_err(out_err)?;
+        }
+        write!(out, "}}").map_err(out_err)?;
         done.push(TableRows {
             name: t.name.clone(),
             rows,
@@ -1146,6 +1228,9 @@ fn restore_tables(
                 t.name, e.rows
             )));
         }
+        if let Some(seq) = sequence(conn, SRC, &t.name)? {
+            raise_sequence(conn, &dst.name, seq)?;
+        }
         done.push(TableRows {
             name: t.name.clone(),
             rows: restored,
@@ -1300,7 +1385,7 @@ impl DbImage {
 /// [`Error::TargetWrite`] when the temporary file cannot be written.
 pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Result<DbImage> {
     let info = database_of(snap, db)?.clone();
-    let _held = repo.lock(false, "db export")?;
+    let _held = repo.lock(false, "read a database")?;
     let node = crate::find_node(repo, &snap.tree, &info.path)?
         .ok_or_else(|| Error::invalid("the snapshot's root is not a database".to_owned()))?;
     let dir = tempfile::Builder::new()
@@ -1378,6 +1463,9 @@ struct JsonTable {
     schema: String,
     columns: Vec<String>,
     rows: Vec<Vec<serde_json::Value>>,
+    /// The AUTOINCREMENT counter, for such a table.
+    #[serde(default)]
+    sequence: Option<i64>,
 }
 
 /// Restores tables from an export (a file, or a CSV directory) into the
@@ -1512,6 +1600,9 @@ fn load_json(conn: &Connection, export: &Path) -> Result<()> {
                 .collect::<Result<Vec<Cell>>>()
         });
         insert_rows(conn, &t.name, &t.columns, rows, &what)?;
+        if let Some(seq) = t.sequence {
+            raise_sequence(conn, &t.name, seq)?;
+        }
     }
     for sql in &doc.other_schema {
         conn.execute_batch(sql)

@@ -77,6 +77,7 @@ fn create_app_db(path: &Path) {
          CREATE TABLE vals (v, note TEXT);
          CREATE TABLE strict_t (a INTEGER, b ANY, c TEXT) STRICT;
          CREATE TABLE gen (a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL);
+         CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT);
          CREATE INDEX posts_by_user ON posts(user_id);
          CREATE TRIGGER users_touch AFTER UPDATE ON users BEGIN
              INSERT INTO events (kind, at) VALUES ('touch', 0.5);
@@ -122,6 +123,8 @@ fn create_app_db(path: &Path) {
          DELETE FROM events WHERE kind IN ('b', 'd');
          INSERT INTO strict_t VALUES (1, 'any text', 'x'), (NULL, X'00', NULL), (-7, 2.5, '');
          INSERT INTO gen (a) VALUES (1), (NULL), (21);
+         INSERT INTO jobs (what) VALUES ('build'), ('test'), ('ship');
+         DELETE FROM jobs WHERE what = 'ship';
          INSERT INTO vals VALUES (CAST(X'610062' AS TEXT), 'text with a NUL');",
     )
     .expect("rows");
@@ -202,6 +205,19 @@ fn contents(db: &Path, rowids: bool) -> BTreeMap<String, Vec<Vec<String>>> {
     all
 }
 
+/// The AUTOINCREMENT counter of `jobs`: 3 in the source, above the
+/// largest id left (2).
+fn jobs_counter(db: &Path) -> Option<i64> {
+    Connection::open(db)
+        .expect("open")
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'jobs'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
 /// The names of every schema object of each kind.
 fn schema_names(db: &Path) -> Vec<(String, String)> {
     let c = Connection::open(db).expect("open");
@@ -244,7 +260,7 @@ fn dbexport_every_format_round_trips_through_db_restore() {
     let f = Fixture::new();
     f.backup();
     let source = contents(&f.db, false);
-    assert_eq!(source.len(), 8);
+    assert_eq!(source.len(), 9);
 
     for (format, out) in [("sql", "e.sql"), ("json", "e.json"), ("csv", "e-csv")] {
         let o = f.cairn(&["db", "export", "latest", "--format", format, "-o", out]);
@@ -260,7 +276,12 @@ fn dbexport_every_format_round_trips_through_db_restore() {
             &into.display().to_string(),
         ]);
         let report = json_of(&o);
-        assert_eq!(report["rows"], 41, "{report}");
+        assert_eq!(report["rows"], 43, "{report}");
+        assert_eq!(
+            jobs_counter(&into),
+            Some(3),
+            "{format}: AUTOINCREMENT counter"
+        );
         assert_eq!(contents(&into, false), source, "{format} round trip");
         assert_eq!(schema_names(&into), schema_names(&f.db), "{format} schema");
     }
@@ -326,6 +347,7 @@ fn dbexport_snapshot_restore_keeps_rowids_counts_and_chosen_tables() {
     ]);
     let report = json_of(&o);
     assert_eq!(contents(&f.path("all.db"), true), contents(&f.db, true));
+    assert_eq!(jobs_counter(&f.path("all.db")), Some(3));
     assert_eq!(schema_names(&f.path("all.db")), schema_names(&f.db));
 
     // The counts restored are those the snapshot stored.
