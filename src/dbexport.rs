@@ -32,7 +32,8 @@
 //!
 //! An export is restored by loading it into a scratch database in a
 //! temporary directory first (the SQL script is run there with `ATTACH`
-//! disabled, so it can touch no other file), then restoring from that.
+//! disabled, so it cannot change other databases), then restoring from
+//! that.
 //!
 //! # Formats
 //!
