@@ -1325,7 +1325,7 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
     };
     if snap.databases.is_empty() {
         return Err(Error::invalid(
-            "this snapshot holds no captured SQLite database (backup records a database it captured with its table row counts; `cairn ls` shows them)",
+            "this snapshot holds no captured SQLite database: name a database stored as a plain file (`backup --sqlite off`, or a snapshot from before databases were recorded) with --db PATH",
         ));
     }
     match db {
@@ -1381,14 +1381,50 @@ impl DbImage {
 /// temporary directory (`$TMPDIR`), each chunk checked against its id as
 /// it is read, under a shared repository lock.
 ///
+/// `db` may also name a file the snapshot does not list as a captured
+/// database (a snapshot from before databases were recorded, or a backup
+/// with `--sqlite off`), used if it has SQLite's header; there are no
+/// stored row counts to check against then (`info.tables` is empty).
+///
 /// # Errors
-/// As [`database_of`]; [`Error::Locked`]; damaged or missing data;
+/// As [`database_of`]; [`Error::Invalid`] for a file that is not a SQLite
+/// database; [`Error::Locked`]; damaged or missing data;
 /// [`Error::TargetWrite`] when the temporary file cannot be written.
 pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Result<DbImage> {
-    let info = database_of(snap, db)?.clone();
     let _held = repo.lock(false, "read a database")?;
-    let node = crate::find_node(repo, &snap.tree, &info.path)?
-        .ok_or_else(|| Error::invalid("the snapshot's root is not a database".to_owned()))?;
+    let (info, node) = match (database_of(snap, db), db) {
+        (Ok(info), _) => {
+            let node = crate::find_node(repo, &snap.tree, &info.path)?.ok_or_else(|| {
+                Error::invalid("the snapshot's root is not a database".to_owned())
+            })?;
+            (info.clone(), node)
+        }
+        (Err(listed), Some(path)) => match crate::find_node(repo, &snap.tree, path) {
+            Ok(Some(node))
+                if !matches!(
+                    node.kind,
+                    crate::NodeKind::File { .. } | crate::NodeKind::ListedFile { .. }
+                ) =>
+            {
+                return Err(Error::invalid(format!(
+                    "{} in this snapshot is a {}, not a SQLite database",
+                    String::from_utf8_lossy(path),
+                    crate::inspect::EntryType::of(&node.kind).name()
+                )));
+            }
+            Ok(Some(node)) => (
+                DatabaseInfo {
+                    path: path.to_vec(),
+                    ..DatabaseInfo::default()
+                },
+                node,
+            ),
+            // Not in the snapshot either: the list of captured databases
+            // is the more useful answer.
+            _ => return Err(listed),
+        },
+        (Err(e), None) => return Err(e),
+    };
     let dir = tempfile::Builder::new()
         .prefix(".cairn-db-")
         .tempdir()
@@ -1401,8 +1437,18 @@ pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Res
         Error::Output { source } => Error::target_write(&path, source),
         other => other,
     })?;
-    w.into_inner()
-        .map_err(|e| Error::target_write(&path, e.into_error()))?;
+    drop(
+        w.into_inner()
+            .map_err(|e| Error::target_write(&path, e.into_error()))?,
+    );
+    // Opened again: the file written is write-only.
+    let file = File::open(&path).map_err(|e| Error::target_write(&path, e))?;
+    if crate::sqlite::sniff(&file).is_none() {
+        return Err(Error::invalid(format!(
+            "{} in this snapshot is not a SQLite database",
+            image.name()
+        )));
+    }
     Ok(image)
 }
 

@@ -447,6 +447,32 @@ fn dbexport_snapshot_restore_keeps_rowids_counts_and_chosen_tables() {
         &f.cairn(&["db", "export", "latest", "--db", "/no/such.db"]),
         &["/no/such.db", "app.db"],
     );
+
+    // A database stored as raw bytes is not listed, but --db finds it.
+    fs::create_dir(f.path("raw")).expect("raw");
+    fs::copy(&f.db, f.path("raw/app.db")).expect("copy");
+    let o = f.cairn(&["backup", "--sqlite", "off", "raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(
+        &f.cairn(&["db", "export", "latest"]),
+        &["no captured SQLite database"],
+    );
+    let app = f.s("raw/app.db");
+    let o = f.cairn(&[
+        "db",
+        "restore",
+        "latest",
+        "--db",
+        &app,
+        "--into",
+        &f.s("raw.db"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(contents(&f.path("raw.db"), true), contents(&f.db, true));
+    fails_with(
+        &f.cairn(&["db", "export", "latest", "--db", &f.s("raw")]),
+        &["raw", "dir, not a SQLite database"],
+    );
     assert_verifies(&open_repo(&f.repo));
 }
 
