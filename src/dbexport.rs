@@ -33,7 +33,8 @@
 //! An export is restored by loading it into a scratch database in a
 //! temporary directory first (the SQL script is run there with `ATTACH`
 //! disabled, so it cannot change other databases), then restoring from
-//! that.
+//! that. JSON and CSV are loaded a row at a time as they are parsed; an
+//! SQL script is read whole, since SQLite runs it from one string.
 //!
 //! # Formats
 //!
@@ -50,7 +51,7 @@
 //! - **json**: one document [`JSON_FORMAT`] version [`JSON_VERSION`]:
 //!   `{"format","version","tables":[{"name","schema","columns","rows",
 //!   "sequence"?}],"other_schema":[…]}` (`sequence`: the AUTOINCREMENT
-//!   counter, for such tables; rows in memory on import); a value is `null`, an integer, a real (a JSON
+//!   counter, for such tables); a value is `null`, an integer, a real (a JSON
 //!   number that always has a `.` or an exponent; `{"real":"inf"}` and
 //!   `{"real":"-inf"}`), a string, `{"blob_hex":"…"}`, or
 //!   `{"text_hex":"…"}` for text that is not UTF-8.
@@ -80,7 +81,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -1091,33 +1091,44 @@ fn restore_into(
 }
 
 /// Compares the columns of the same table in source and target; the
-/// difference, worded for a message.
+/// difference, worded for a message: the first column that differs, and
+/// both lists.
 fn column_difference(src: &Table, dst: &Table) -> Option<String> {
-    let show = |t: &Table| {
-        t.columns
-            .iter()
-            .map(|c| {
-                if c.decl.is_empty() {
-                    c.name.clone()
-                } else {
-                    format!("{} {}", c.name, c.decl)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    let col = |c: &Column| {
+        if c.decl.is_empty() {
+            c.name.clone()
+        } else {
+            format!("{} {}", c.name, c.decl)
+        }
     };
-    let same = src.columns.len() == dst.columns.len()
-        && src.columns.iter().zip(&dst.columns).all(|(a, b)| {
-            a.name.eq_ignore_ascii_case(&b.name)
-                && a.decl.trim().eq_ignore_ascii_case(b.decl.trim())
-        });
-    (!same).then(|| {
-        format!(
-            "the source has columns ({}) but the target has ({})",
-            show(src),
-            show(dst)
-        )
-    })
+    let show = |t: &Table| t.columns.iter().map(col).collect::<Vec<_>>().join(", ");
+    let same = |a: &Column, b: &Column| {
+        a.name.eq_ignore_ascii_case(&b.name) && a.decl.trim().eq_ignore_ascii_case(b.decl.trim())
+    };
+    let first = src
+        .columns
+        .iter()
+        .zip(&dst.columns)
+        .position(|(a, b)| !same(a, b));
+    let what = match first {
+        Some(i) => format!(
+            "column {} is `{}` in the source but `{}` in the target",
+            i + 1,
+            src.columns.get(i).map(col).unwrap_or_default(),
+            dst.columns.get(i).map(col).unwrap_or_default()
+        ),
+        None if src.columns.len() != dst.columns.len() => format!(
+            "the source has {} columns, the target {}",
+            src.columns.len(),
+            dst.columns.len()
+        ),
+        None => return None,
+    };
+    Some(format!(
+        "{what} (source: {}; target: {})",
+        show(src),
+        show(dst)
+    ))
 }
 
 fn restore_tables(
@@ -1495,26 +1506,6 @@ pub fn describe_tables(tables: &[TableRows]) -> String {
 
 // ------------------------------------------------------------ import --
 
-#[derive(Deserialize)]
-struct JsonDoc {
-    format: String,
-    version: u32,
-    tables: Vec<JsonTable>,
-    #[serde(default)]
-    other_schema: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct JsonTable {
-    name: String,
-    schema: String,
-    columns: Vec<String>,
-    rows: Vec<Vec<serde_json::Value>>,
-    /// The AUTOINCREMENT counter, for such a table.
-    #[serde(default)]
-    sequence: Option<i64>,
-}
-
 /// Restores tables from an export (a file, or a CSV directory) into the
 /// database at `into` (see [`restore_db`]). The export is loaded into a
 /// scratch database in a temporary directory first. A lone CSV file holds
@@ -1587,71 +1578,265 @@ fn load_sql(conn: &Connection, export: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Inserts `rows` into table `table` (its stored columns `columns`).
-fn insert_rows(
-    conn: &Connection,
-    table: &str,
-    columns: &[String],
-    rows: impl Iterator<Item = Result<Vec<Cell>>>,
-    what: &str,
-) -> Result<()> {
-    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-    let mut stmt = conn
-        .prepare(&format!(
-            "INSERT INTO main.{} ({}) VALUES ({})",
-            ident(table),
-            cols.join(", "),
-            marks.join(", ")
-        ))
-        .map_err(db_err(format!("{what}: table {table}")))?;
-    for (n, row) in rows.enumerate() {
-        let row = row?;
-        if row.len() != columns.len() {
-            return Err(Error::invalid(format!(
-                "{what}: row {} of table {table} has {} values for {} columns",
-                n + 1,
-                row.len(),
-                columns.len()
-            )));
-        }
-        stmt.execute(rusqlite::params_from_iter(row.iter()))
-            .map_err(db_err(format!("{what}: row {} of table {table}", n + 1)))?;
+/// Inserts rows, one at a time, into a table of the scratch database.
+struct Inserter<'c> {
+    stmt: rusqlite::Statement<'c>,
+    table: String,
+    columns: usize,
+    rows: u64,
+}
+
+impl<'c> Inserter<'c> {
+    /// For table `table`, its stored columns `columns` in row order.
+    fn new(conn: &'c Connection, table: &str, columns: &[String]) -> Result<Self, String> {
+        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let stmt = conn
+            .prepare(&format!(
+                "INSERT INTO main.{} ({}) VALUES ({})",
+                ident(table),
+                cols.join(", "),
+                marks.join(", ")
+            ))
+            .map_err(|e| format!("table {table}: {e}"))?;
+        Ok(Self {
+            stmt,
+            table: table.to_owned(),
+            columns: columns.len(),
+            rows: 0,
+        })
     }
-    Ok(())
+
+    /// Inserts one row; the error names its table and number.
+    fn insert(&mut self, row: &[Cell]) -> Result<(), String> {
+        self.rows += 1;
+        if row.len() != self.columns {
+            return Err(format!(
+                "row {} of table {} has {} values for {} columns",
+                self.rows,
+                self.table,
+                row.len(),
+                self.columns
+            ));
+        }
+        self.stmt
+            .execute(rusqlite::params_from_iter(row.iter()))
+            .map(|_| ())
+            .map_err(|e| format!("row {} of table {}: {e}", self.rows, self.table))
+    }
+}
+
+/// A JSON export is loaded as it is parsed (serde's `DeserializeSeed`):
+/// each row goes into the scratch database when it has been read, so
+/// memory holds one row, never the document. The writer puts `format` and
+/// `version` before `tables`, and a table's `name`, `schema` and `columns`
+/// before its `rows`; the loader insists on that order.
+mod json_load {
+    use std::fmt;
+
+    use rusqlite::Connection;
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    use super::{Cell, Inserter, JSON_FORMAT, JSON_VERSION, json_cell, raise_sequence};
+
+    /// The whole document; yields its `other_schema` statements.
+    pub(super) struct Doc<'a> {
+        pub conn: &'a Connection,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Doc<'_> {
+        type Value = Vec<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    fn check(format: Option<&str>, version: Option<u32>) -> Result<(), String> {
+        match (format, version) {
+            (Some(JSON_FORMAT), Some(JSON_VERSION)) => Ok(()),
+            (Some(f), Some(v)) => Err(format!(
+                "this is format \"{f}\" version {v}, but this cairn reads \"{JSON_FORMAT}\" version {JSON_VERSION}"
+            )),
+            _ => Err(format!(
+                "not a cairn database export: \"format\": \"{JSON_FORMAT}\" and \"version\" must come before \"tables\""
+            )),
+        }
+    }
+
+    impl<'de> Visitor<'de> for Doc<'_> {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a cairn database export (a JSON object)")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut format: Option<String> = None;
+            let mut version: Option<u32> = None;
+            let mut other: Vec<String> = Vec::new();
+            let mut tables = false;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "format" => format = Some(map.next_value()?),
+                    "version" => version = Some(map.next_value()?),
+                    "tables" => {
+                        check(format.as_deref(), version).map_err(de::Error::custom)?;
+                        map.next_value_seed(Tables { conn: self.conn })?;
+                        tables = true;
+                    }
+                    "other_schema" => other = map.next_value()?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            check(format.as_deref(), version).map_err(de::Error::custom)?;
+            if !tables {
+                return Err(de::Error::missing_field("tables"));
+            }
+            Ok(other)
+        }
+    }
+
+    struct Tables<'a> {
+        conn: &'a Connection,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Tables<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Tables<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of tables")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Table { conn: self.conn })?.is_some() {}
+            Ok(())
+        }
+    }
+
+    struct Table<'a> {
+        conn: &'a Connection,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Table<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Table<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut name: Option<String> = None;
+            let mut schema: Option<String> = None;
+            let mut columns: Option<Vec<String>> = None;
+            let mut sequence: Option<i64> = None;
+            let mut created = false;
+            let create =
+                |name: &Option<String>, schema: &Option<String>| -> Result<String, String> {
+                    let (Some(name), Some(schema)) = (name, schema) else {
+                        return Err(
+                            "a table's \"name\" and \"schema\" must come before its \"rows\""
+                                .to_owned(),
+                        );
+                    };
+                    self.conn
+                        .execute_batch(schema)
+                        .map_err(|e| format!("the schema of table {name}: {e}"))?;
+                    Ok(name.clone())
+                };
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "name" => name = Some(map.next_value()?),
+                    "schema" => schema = Some(map.next_value()?),
+                    "columns" => columns = Some(map.next_value()?),
+                    "sequence" => sequence = map.next_value()?,
+                    "rows" => {
+                        let table = create(&name, &schema).map_err(de::Error::custom)?;
+                        created = true;
+                        let Some(columns) = &columns else {
+                            return Err(de::Error::custom(format!(
+                                "table {table}: \"columns\" must come before \"rows\""
+                            )));
+                        };
+                        let inserter =
+                            Inserter::new(self.conn, &table, columns).map_err(de::Error::custom)?;
+                        map.next_value_seed(Rows { inserter })?;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            // A table without "rows" is created empty.
+            if !created {
+                create(&name, &schema).map_err(de::Error::custom)?;
+            }
+            if let (Some(seq), Some(name)) = (sequence, &name) {
+                raise_sequence(self.conn, name, seq).map_err(de::Error::custom)?;
+            }
+            Ok(())
+        }
+    }
+
+    struct Rows<'c> {
+        inserter: Inserter<'c>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Rows<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Rows<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of rows")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            let mut cells: Vec<Cell> = Vec::new();
+            while let Some(row) = seq.next_element::<Vec<serde_json::Value>>()? {
+                cells.clear();
+                for v in &row {
+                    cells.push(json_cell(v).map_err(|e| {
+                        de::Error::custom(format!(
+                            "row {} of table {}: {e}",
+                            self.inserter.rows + 1,
+                            self.inserter.table
+                        ))
+                    })?);
+                }
+                self.inserter.insert(&cells).map_err(de::Error::custom)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn load_json(conn: &Connection, export: &Path) -> Result<()> {
+    use serde::de::DeserializeSeed as _;
     let what = format!("the export {}", export.display());
     let file = File::open(export).map_err(read_err(export))?;
-    let doc: JsonDoc = serde_json::from_reader(BufReader::new(file))
-        .map_err(|e| Error::invalid(format!("{what} is not a cairn JSON export: {e}")))?;
-    if doc.format != JSON_FORMAT || doc.version != JSON_VERSION {
-        return Err(Error::invalid(format!(
-            "{what} is format \"{}\" version {}, but this cairn reads \"{JSON_FORMAT}\" version {JSON_VERSION}",
-            doc.format, doc.version
-        )));
-    }
     conn.execute_batch("BEGIN")
         .map_err(db_err("writing the scratch database".to_owned()))?;
-    for t in &doc.tables {
-        conn.execute_batch(&t.schema)
-            .map_err(db_err(format!("{what}: the schema of table {}", t.name)))?;
-        let rows = t.rows.iter().enumerate().map(|(n, row)| {
-            row.iter()
-                .map(|v| {
-                    json_cell(v).map_err(|e| {
-                        Error::invalid(format!("{what}: row {} of table {}: {e}", n + 1, t.name))
-                    })
-                })
-                .collect::<Result<Vec<Cell>>>()
-        });
-        insert_rows(conn, &t.name, &t.columns, rows, &what)?;
-        if let Some(seq) = t.sequence {
-            raise_sequence(conn, &t.name, seq)?;
-        }
-    }
-    for sql in &doc.other_schema {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    let other = json_load::Doc { conn }
+        .deserialize(&mut de)
+        .and_then(|other| de.end().map(|()| other))
+        .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    for sql in &other {
         conn.execute_batch(sql)
             .map_err(db_err(format!("{what}: `{sql}`")))?;
     }
@@ -1743,13 +1928,19 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
             .iter()
             .map(|h| String::from_utf8_lossy(h).into_owned())
             .collect();
-        let rows = reader.into_byte_records().map(|r| {
-            let r = r.map_err(csv_err)?;
-            r.iter()
-                .map(|f| csv_cell(f).map_err(|e| Error::invalid(format!("{shown}: {e}"))))
-                .collect::<Result<Vec<Cell>>>()
-        });
-        insert_rows(conn, table, &header, rows, &shown)?;
+        let mut inserter = Inserter::new(conn, table, &header)
+            .map_err(|e| Error::invalid(format!("{shown}: {e}")))?;
+        let mut record = csv::ByteRecord::new();
+        let mut cells: Vec<Cell> = Vec::new();
+        while reader.read_byte_record(&mut record).map_err(csv_err)? {
+            cells.clear();
+            for field in &record {
+                cells.push(csv_cell(field).map_err(|e| Error::invalid(format!("{shown}: {e}")))?);
+            }
+            inserter
+                .insert(&cells)
+                .map_err(|e| Error::invalid(format!("{shown}: {e}")))?;
+        }
     }
     for sql in &later {
         conn.execute_batch(sql)

@@ -100,7 +100,9 @@ An existing table that has rows is an error unless --drop-existing, which emptie
 first; triggers of existing tables do not fire on restored rows.
 
 A lone CSV file restores one table (named by --table or by the file name) whose schema
-DB must already have; a CSV directory from `db export --output DIR` has its schema.sql.")]
+DB must already have; a CSV directory from `db export --output DIR` has its schema.sql.
+A snapshot's database is first written to $TMPDIR, an export loaded into a scratch
+database there: it needs room for the database. An SQL export is read into memory.")]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix), or `latest`.
     #[arg(conflicts_with = "from_export")]
@@ -142,7 +144,8 @@ pub fn db(g: &Global, out: &Out, c: &DbCommand) -> Result<u8> {
 
 #[derive(Serialize)]
 struct Summary<'a> {
-    snapshot: String,
+    /// None for a restore from an export.
+    snapshot: Option<String>,
     database: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     format: Option<&'static str>,
@@ -184,7 +187,7 @@ fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
         }
     };
     let summary = Summary {
-        snapshot: id.to_string(),
+        snapshot: Some(id.to_string()),
         database: image.name(),
         format: Some(format.name()),
         output: a.output.as_ref().map(|p| p.display().to_string()),
@@ -232,14 +235,14 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
                 })?,
             };
             let done = cairn::restore_from_export(export, format, &a.into, &opts)?;
-            (String::new(), export.display().to_string(), done)
+            (None, export.display().to_string(), done)
         }
         None => {
             let (repo, _) = open(g)?;
             let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
             let db = a.db.as_ref().map(|p| p.as_os_str().as_bytes());
             let (name, done) = cairn::restore_from_snapshot(&repo, &snap, db, &a.into, &opts)?;
-            (id.to_string(), name, done)
+            (Some(id.to_string()), name, done)
         }
     };
     let summary = Summary {
@@ -254,14 +257,13 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     if out.json {
         out.print_json(&summary)?;
     } else if !out.quiet {
-        let from = if summary.snapshot.is_empty() {
-            format!("the export {}", summary.database)
-        } else {
-            format!(
+        let from = match &summary.snapshot {
+            None => format!("the export {}", summary.database),
+            Some(id) => format!(
                 "{} of snapshot {}",
                 summary.database,
-                summary.snapshot.get(..8).unwrap_or(&summary.snapshot)
-            )
+                id.get(..8).unwrap_or(id)
+            ),
         };
         let mut text = format!(
             "restored {} table(s), {} row(s) from {from} into {}\n",

@@ -549,6 +549,41 @@ fn dbexport_schema_mismatch_fails_and_changes_nothing() {
         &["bad.json"],
     );
     fs::write(
+        f.path("short-row.json"),
+        br#"{"format":"cairn-db-export","version":1,"tables":[{"name":"t","schema":"CREATE TABLE t (a, b)","columns":["a","b"],"rows":[[1,2],[3]]}]}"#,
+    )
+    .expect("short row");
+    fails_with(
+        &f.cairn(&[
+            "db",
+            "restore",
+            "--from-export",
+            "short-row.json",
+            "--into",
+            &f.s("new.db"),
+        ]),
+        &[
+            "short-row.json",
+            "row 2 of table t has 1 values for 2 columns",
+        ],
+    );
+    fs::write(
+        f.path("v2.json"),
+        br#"{"format":"cairn-db-export","version":2,"tables":[]}"#,
+    )
+    .expect("v2");
+    fails_with(
+        &f.cairn(&[
+            "db",
+            "restore",
+            "--from-export",
+            "v2.json",
+            "--into",
+            &f.s("new.db"),
+        ]),
+        &["v2.json", "version 2"],
+    );
+    fs::write(
         f.path("bad.sql"),
         b"CREATE TABLE t (a); INSERT INTO nowhere VALUES (1);",
     )
