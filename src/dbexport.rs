@@ -669,6 +669,9 @@ pub struct ExportOptions {
     /// How messages name the database (default: its path), for example
     /// its path in a snapshot rather than that of a temporary image.
     pub name: Option<String>,
+    /// Row counts the exported tables must have (a snapshot's stored
+    /// counts); a table whose rows differ fails the export.
+    pub expected: Option<Vec<TableRows>>,
 }
 
 impl ExportOptions {
@@ -676,6 +679,27 @@ impl ExportOptions {
         self.name
             .clone()
             .unwrap_or_else(|| db.display().to_string())
+    }
+
+    /// `rows`, the rows exported of `table`, if they are as expected.
+    fn checked(&self, table: &str, rows: u64) -> Result<u64> {
+        match self
+            .expected
+            .as_ref()
+            .and_then(|e| e.iter().find(|t| t.name == table))
+        {
+            Some(e) if e.rows != rows => Err(Error::corrupt(
+                format!(
+                    "database {}",
+                    self.name.as_deref().unwrap_or("of the snapshot")
+                ),
+                format!(
+                    "table {table} has {rows} rows but the snapshot recorded {}",
+                    e.rows
+                ),
+            )),
+            _ => Ok(rows),
+        }
     }
 }
 
@@ -888,10 +912,11 @@ fn export_sql(
                 ident(&t.name),
                 t.column_list()
             );
-            each_row(conn, t, &mut |cells| {
+            let n = each_row(conn, t, &mut |cells| {
                 let values: Vec<String> = cells.iter().map(sql_literal).collect();
                 writeln!(out, "{head}{});", values.join(",")).map_err(out_err)
-            })?
+            })?;
+            opts.checked(&t.name, n)?
         };
         // Also in a schema-only export (the schema of a CSV directory):
         // rows inserted later only ever raise the counter.
@@ -945,13 +970,14 @@ fn export_json(
         let rows = if opts.schema_only {
             0
         } else {
-            each_row(conn, t, &mut |cells| {
+            let n = each_row(conn, t, &mut |cells| {
                 let values: Vec<serde_json::Value> = cells.iter().map(json_value).collect();
                 write!(out, "{}\n{}", if first { "" } else { "," }, json(&values))
                     .map_err(out_err)?;
                 first = false;
                 Ok(())
-            })?
+            })?;
+            opts.checked(&t.name, n)?
         };
         write!(out, "]").map_err(out_err)?;
         if let Some(seq) = sequence(conn, "main", &t.name)? {
@@ -992,9 +1018,10 @@ fn export_csv(
     let rows = if opts.schema_only {
         0
     } else {
-        each_row(conn, table, &mut |cells| {
+        let n = each_row(conn, table, &mut |cells| {
             w.write_record(cells.iter().map(csv_field)).map_err(csv_err)
-        })?
+        })?;
+        opts.checked(&table.name, n)?
     };
     w.flush().map_err(out_err)?;
     Ok(TableRows {
@@ -2024,6 +2051,48 @@ mod tests {
         assert_eq!(csv_field(&Cell::Real(1.0)), b"1.0");
         assert_eq!(csv_field(&Cell::Blob(vec![0, 255])), b"\\x00ff");
         assert_eq!(csv_field(&Cell::Null), b"");
+    }
+
+    #[test]
+    fn dbexport_counts_that_differ_from_the_recorded_ones_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        Connection::open(&src)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (1), (2);")
+            .expect("fill");
+        let wrong = vec![TableRows {
+            name: "t".into(),
+            rows: 3,
+        }];
+
+        let opts = ExportOptions {
+            expected: Some(wrong.clone()),
+            ..ExportOptions::default()
+        };
+        let out = dir.path().join("out.sql");
+        let e = export_to_path(&src, DbFormat::Sql, &opts, &out).expect_err("mismatch");
+        assert!(e.is_damage(), "{e}");
+        assert!(e.to_string().contains("2 rows"), "{e}");
+        assert!(!out.exists(), "a failed export leaves no file");
+
+        let into = dir.path().join("into.db");
+        let mut ropts = DbRestoreOptions {
+            expected: Some(wrong),
+            ..DbRestoreOptions::default()
+        };
+        let e = restore_db(&src, "src", &into, &ropts).expect_err("mismatch");
+        assert!(e.to_string().contains("recorded 3"), "{e}");
+        assert!(!into.exists(), "a failed restore leaves no new file");
+        ropts.expected = None;
+        let done = restore_db(&src, "src", &into, &ropts).expect("restore");
+        assert_eq!(
+            done,
+            vec![TableRows {
+                name: "t".into(),
+                rows: 2
+            }]
+        );
     }
 
     #[test]

@@ -170,6 +170,9 @@ fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
     opts.tables.clone_from(&a.tables);
     opts.schema_only = a.schema_only;
     opts.name = Some(image.name());
+    // Checked as a restore checks them; empty for a database the snapshot
+    // does not list, which has no stored counts.
+    opts.expected = Some(image.info.tables.clone());
     let format = DbFormat::from(a.format);
     let done = match &a.output {
         Some(path) => cairn::export_to_path(&image.path(), format, &opts, path)
