@@ -1262,10 +1262,15 @@ fn restore_tables(
             && let Some(e) = expected.iter().find(|e| e.name == t.name)
             && e.rows != restored
         {
-            return Err(Error::invalid(format!(
-                "table {} of {target} has {restored} rows after the restore but the snapshot recorded {}; {nothing}",
-                t.name, e.rows
-            )));
+            // The image read does not hold what backup recorded: damage
+            // (exit code 3), as for a chunk that fails its check.
+            return Err(Error::corrupt(
+                source_name,
+                format!(
+                    "table {} has {restored} rows but the snapshot recorded {}; {nothing}",
+                    t.name, e.rows
+                ),
+            ));
         }
         if let Some(seq) = sequence(conn, SRC, &t.name)? {
             raise_sequence(conn, &dst.name, seq)?;
@@ -2082,7 +2087,7 @@ mod tests {
             ..DbRestoreOptions::default()
         };
         let e = restore_db(&src, "src", &into, &ropts).expect_err("mismatch");
-        assert!(e.to_string().contains("recorded 3"), "{e}");
+        assert!(e.is_damage() && e.to_string().contains("recorded 3"), "{e}");
         assert!(!into.exists(), "a failed restore leaves no new file");
         ropts.expected = None;
         let done = restore_db(&src, "src", &into, &ropts).expect("restore");
