@@ -1059,7 +1059,8 @@ pub struct DbRestoreOptions {
 /// [`Error::Invalid`] naming the table and the problem: an unknown table,
 /// a target table whose columns differ or that has rows (without
 /// `drop_existing`), a foreign key violation, a row count that differs
-/// from the source's or the expected one, or a file SQLite cannot use.
+/// from the source's, or a file SQLite cannot use; [`Error::Corrupt`]
+/// when a count differs from the expected one (the snapshot's record).
 /// Nothing is changed then, and a target file that did not exist is
 /// removed.
 pub fn restore_db(
