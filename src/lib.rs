@@ -31,6 +31,7 @@ mod codec;
 mod compress;
 mod config;
 mod crypto;
+mod dbexport;
 mod error;
 mod filescache;
 mod forget;
@@ -63,6 +64,12 @@ pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
+pub use dbexport::{
+    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, ExportOptions, JSON_FORMAT,
+    JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export, export_to_path,
+    json_cell, json_value, materialize, restore_db, restore_from_export, restore_from_snapshot,
+    sql_literal,
+};
 pub use error::{Error, Result};
 pub use forget::{
     Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,

@@ -367,7 +367,7 @@ impl AtArgs {
 
     /// The one snapshot for `SNAPSHOT` or `--at`. Several groups at that
     /// time need --host/--path to choose between them.
-    fn resolve(
+    pub(super) fn resolve(
         &self,
         repo: &Repository,
         snapshot: Option<&str>,

@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod app;
 mod commands;
+mod db;
 mod forget;
 mod inspect;
 mod log;
@@ -156,6 +157,10 @@ enum Command {
     Find(inspect::FindArgs),
     /// Write one file of a snapshot to stdout.
     Dump(inspect::DumpArgs),
+    /// Export a snapshot's SQLite database as SQL, JSON or CSV, or restore
+    /// its tables into a database.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Check the repository's structure and, with --read-data, every byte.
     Verify(commands::VerifyArgs),
     /// Show repository sizes and deduplication.
@@ -212,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => inspect::diff(&cli.global, &out, &a),
         Command::Find(a) => inspect::find(&cli.global, &out, &a),
         Command::Dump(a) => inspect::dump(&cli.global, &out, &a),
+        Command::Db(a) => db::db(&cli.global, &out, &a),
         Command::Verify(a) => commands::verify(&cli.global, &out, &a),
         Command::Stats(a) => commands::stats(&cli.global, &out, &a),
         Command::Cat(a) => commands::cat(&cli.global, &out, &a),
