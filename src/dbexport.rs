@@ -1510,6 +1510,35 @@ pub fn restore_from_snapshot(
     into: &Path,
     opts: &DbRestoreOptions,
 ) -> Result<(String, Vec<TableRows>)> {
+    let done = restore_from_snapshot_inner(repo, snap, db, into, opts);
+    let detail = done
+        .as_ref()
+        .map_or_else(|_| String::new(), |(_, tables)| describe_tables(tables));
+    crate::audit::record(
+        repo,
+        "db-restore",
+        &format!(
+            "tables of {} from the snapshot of {} into {}",
+            db.map_or_else(
+                || "its database".to_owned(),
+                |d| String::from_utf8_lossy(d).into_owned()
+            ),
+            snap.timestamp(),
+            into.display()
+        ),
+        &done,
+        &detail,
+    );
+    done
+}
+
+fn restore_from_snapshot_inner(
+    repo: &Repository,
+    snap: &Snapshot,
+    db: Option<&[u8]>,
+    into: &Path,
+    opts: &DbRestoreOptions,
+) -> Result<(String, Vec<TableRows>)> {
     let image = materialize(repo, snap, db)?;
     let mut opts = opts.clone();
     opts.expected = Some(image.info.tables.clone());
