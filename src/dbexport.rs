@@ -33,8 +33,8 @@
 //! An export is restored by loading it into a scratch database in a
 //! temporary directory first (the SQL script is run there with `ATTACH`
 //! disabled, so it cannot change other databases), then restoring from
-//! that. JSON and CSV are loaded a row at a time as they are parsed; an
-//! SQL script is read whole, since SQLite runs it from one string.
+//! that. Exports are loaded as they are read, a statement (SQL) or a row
+//! (JSON, CSV) at a time, so memory does not grow with their size.
 //!
 //! # Formats
 //!
@@ -1618,26 +1618,167 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::invalid(format!("cannot read {}: {e}", path.display()))
 }
 
+/// Whether `sql` ends with a complete statement: a port of SQLite's
+/// `sqlite3_complete()` (`complete.c`), which the `sqlite3` shell uses the
+/// same way, since rusqlite does not expose it. A `;` counts only outside
+/// quotes, brackets and comments, and inside `CREATE TRIGGER … END` only
+/// after `END`.
+fn sql_complete(sql: &[u8]) -> bool {
+    // Tokens and the states of `complete.c`.
+    const SEMI: usize = 0;
+    const WS: usize = 1;
+    const OTHER: usize = 2;
+    const EXPLAIN: usize = 3;
+    const CREATE: usize = 4;
+    const TEMP: usize = 5;
+    const TRIGGER: usize = 6;
+    const END: usize = 7;
+    const TRANS: [[u8; 8]; 8] = [
+        /* 0 INVALID */ [1, 0, 2, 3, 4, 2, 2, 2],
+        /* 1 START   */ [1, 1, 2, 3, 4, 2, 2, 2],
+        /* 2 NORMAL  */ [1, 2, 2, 2, 2, 2, 2, 2],
+        /* 3 EXPLAIN */ [1, 3, 3, 2, 4, 2, 2, 2],
+        /* 4 CREATE  */ [1, 4, 2, 2, 2, 4, 5, 2],
+        /* 5 TRIGGER */ [6, 5, 5, 5, 5, 5, 5, 5],
+        /* 6 SEMI    */ [6, 6, 5, 5, 5, 5, 5, 7],
+        /* 7 END     */ [1, 7, 5, 5, 5, 5, 5, 5],
+    ];
+    let id_char = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let mut state = 0u8;
+    let mut i = 0;
+    while let Some(&c) = sql.get(i) {
+        let token = match c {
+            b';' => SEMI,
+            b' ' | b'\r' | b'\t' | b'\n' | 0x0c => WS,
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                let Some(end) = find(sql, i + 2, b"*/") else {
+                    return false;
+                };
+                i = end + 1;
+                WS
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-') => match find(sql, i, b"\n") {
+                Some(end) => {
+                    i = end;
+                    WS
+                }
+                None => return state == 1,
+            },
+            b'[' => match find(sql, i + 1, b"]") {
+                Some(end) => {
+                    i = end;
+                    OTHER
+                }
+                None => return false,
+            },
+            b'`' | b'"' | b'\'' => match find(sql, i + 1, &[c]) {
+                Some(end) => {
+                    i = end;
+                    OTHER
+                }
+                None => return false,
+            },
+            c if id_char(c) => {
+                let start = i;
+                while sql.get(i + 1).is_some_and(|&b| id_char(b)) {
+                    i += 1;
+                }
+                let word = sql.get(start..=i).unwrap_or_default();
+                let is = |kw: &str| word.eq_ignore_ascii_case(kw.as_bytes());
+                if is("create") {
+                    CREATE
+                } else if is("trigger") {
+                    TRIGGER
+                } else if is("temp") || is("temporary") {
+                    TEMP
+                } else if is("end") {
+                    END
+                } else if is("explain") {
+                    EXPLAIN
+                } else {
+                    OTHER
+                }
+            }
+            _ => OTHER,
+        };
+        state = TRANS
+            .get(usize::from(state))
+            .and_then(|row| row.get(token))
+            .copied()
+            .unwrap_or(2);
+        i += 1;
+    }
+    state == 1
+}
+
+/// The position of `needle` in `hay` at or after `from`.
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Runs an SQL script a statement at a time as it is read, as the
+/// `sqlite3` shell does: lines are gathered until they end a complete
+/// statement ([`sql_complete`]), which then runs. Memory holds one
+/// statement, and each `prepare` sees only it (SQLite copies the whole
+/// rest of a string it is given, which made one `execute_batch` of a large
+/// script quadratic).
 fn load_sql(conn: &Connection, export: &Path) -> Result<()> {
-    let script = std::fs::read(export).map_err(read_err(export))?;
-    let script = String::from_utf8(script).map_err(|e| {
-        Error::invalid(format!(
-            "{} is not an SQL script: not UTF-8 at byte {}",
-            export.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    conn.execute_batch(&script).map_err(db_err(format!(
-        "running the SQL script {}",
-        export.display()
-    )))?;
+    use std::io::BufRead as _;
+    let shown = export.display();
+    let file = File::open(export).map_err(read_err(export))?;
+    let mut reader = BufReader::new(file);
+    let mut statement: Vec<u8> = Vec::new();
+    let mut line = Vec::new();
+    let (mut line_no, mut first_line) = (0u64, 1u64);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(read_err(export))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if statement.iter().all(u8::is_ascii_whitespace) {
+            statement.clear();
+            first_line = line_no;
+        }
+        statement.extend_from_slice(&line);
+        let ends_with_semi = line.trim_ascii_end().last() == Some(&b';');
+        if ends_with_semi && sql_complete(&statement) {
+            run_statements(conn, &statement, export, first_line)?;
+            statement.clear();
+        }
+    }
+    if !statement.iter().all(u8::is_ascii_whitespace) {
+        // Comments alone, or an unfinished statement, which SQLite reports.
+        run_statements(conn, &statement, export, first_line)?;
+    }
     if !conn.is_autocommit() {
         return Err(Error::invalid(format!(
-            "the SQL script {} ends inside a transaction (no COMMIT): it is incomplete",
-            export.display()
+            "the SQL script {shown} ends inside a transaction (no COMMIT): it is incomplete"
         )));
     }
     Ok(())
+}
+
+/// Runs the complete statement(s) of `sql`, which start at line `line` of
+/// `export`.
+fn run_statements(conn: &Connection, sql: &[u8], export: &Path, line: u64) -> Result<()> {
+    let text = std::str::from_utf8(sql).map_err(|e| {
+        Error::invalid(format!(
+            "the SQL script {} is not UTF-8 in the statement at line {line} (byte {})",
+            export.display(),
+            e.valid_up_to()
+        ))
+    })?;
+    conn.execute_batch(text).map_err(db_err(format!(
+        "running the SQL script {}, the statement at line {line}",
+        export.display()
+    )))
 }
 
 /// Inserts rows, one at a time, into a table of the scratch database.
@@ -2128,6 +2269,34 @@ mod tests {
                 rows: 2
             }]
         );
+    }
+
+    #[test]
+    fn dbexport_sql_completeness_follows_sqlite() {
+        let complete = |s: &str| sql_complete(s.as_bytes());
+        assert!(complete("SELECT 1;"));
+        assert!(complete("SELECT 1;  -- done\n"));
+        assert!(!complete("SELECT 1"));
+        assert!(!complete("INSERT INTO t VALUES('a;"));
+        assert!(complete("INSERT INTO t VALUES('a;\nb');"));
+        assert!(complete("INSERT INTO t VALUES('it''s;');"));
+        assert!(!complete("SELECT \"x;"));
+        assert!(!complete("SELECT [x;"));
+        assert!(!complete("/* ; */"));
+        assert!(complete("/* ; */ SELECT 1;"));
+        assert!(!complete("SELECT 1; /* open"));
+        assert!(!complete(
+            "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1;"
+        ));
+        assert!(complete(
+            "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1; END;"
+        ));
+        assert!(complete(
+            "create temp trigger t after insert on x begin select 1; select 2; end ;"
+        ));
+        assert!(complete("CREATE TABLE trig (end_ INT);"));
+        assert!(!complete(""));
+        assert!(complete(";"));
     }
 
     #[test]

@@ -102,7 +102,7 @@ first; triggers of existing tables do not fire on restored rows.
 A lone CSV file restores one table (named by --table or by the file name) whose schema
 DB must already have; a CSV directory from `db export --output DIR` has its schema.sql.
 A snapshot's database is first written to $TMPDIR, an export loaded into a scratch
-database there: it needs room for the database. An SQL export is read into memory.")]
+database there: it needs room for the database.")]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix), or `latest`.
     #[arg(conflicts_with = "from_export")]

@@ -151,6 +151,11 @@ fn create_app_db(path: &Path) {
             (V::Text("12".into()), "numeric text"),
             (V::Text("\\".into()), "backslash"),
             (V::Text("1e5".into()), "exponent text"),
+            // Lines of an SQL export that end in `;` inside a literal.
+            (
+                V::Text("ends a line;\n-- not a comment;\n/* nor this;\n".into()),
+                "semicolons",
+            ),
             (V::Blob(Vec::new()), "empty blob"),
             (
                 V::Blob(vec![0, 1, 2, 0, 255, b'\'', b'"', b',', b'\n']),
@@ -276,7 +281,7 @@ fn dbexport_every_format_round_trips_through_db_restore() {
             &into.display().to_string(),
         ]);
         let report = json_of(&o);
-        assert_eq!(report["rows"], 43, "{report}");
+        assert_eq!(report["rows"], 44, "{report}");
         assert_eq!(
             jobs_counter(&into),
             Some(3),
