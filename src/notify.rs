@@ -206,7 +206,11 @@ impl Alert {
             ..Self::for_source(
                 AlertKind::Failure,
                 s,
-                format!("{}: backup failed at {when}: {error}", describe(&s.source)),
+                format!(
+                    "{}: backup failed at {}: {error}",
+                    describe(&s.source),
+                    when.strftime("%Y-%m-%d %H:%M:%S UTC")
+                ),
                 now,
                 repository,
             )
