@@ -217,6 +217,31 @@ impl Alert {
         })
     }
 
+    /// A `failure` alert for an attempt that just failed, for callers that
+    /// run backups themselves (a scheduler, the daemon) and have no
+    /// [`SourceStatus`] at hand.
+    #[must_use]
+    pub fn run_failed(
+        source: &Source,
+        error: &str,
+        now: jiff::Timestamp,
+        repository: &str,
+    ) -> Self {
+        Self {
+            app: source.app.clone(),
+            component: source.component.clone(),
+            host: source.host.clone(),
+            failed_at: Some(now),
+            error: Some(error.to_owned()),
+            ..Self::blank(
+                AlertKind::Failure,
+                format!("{}: backup failed: {error}", describe(source)),
+                now,
+                repository,
+            )
+        }
+    }
+
     /// A `stale` alert for a source whose newest snapshot is older than
     /// `max_age_secs` (or that has none), or `None` when it is fresh.
     #[must_use]
@@ -685,6 +710,9 @@ mod tests {
         assert_eq!(v["app"], "shop");
         assert_eq!(v["repository"], "/r");
         assert!(v.get("error").is_none());
+        let f = Alert::run_failed(&s.source, "disk on fire", now, "/r");
+        assert_eq!(f.kind, AlertKind::Failure);
+        assert!(f.message.contains("shop/db on web1") && f.message.contains("disk on fire"));
         let fs = FreeSpace {
             available: 10,
             total: 100,
