@@ -323,8 +323,10 @@ pub struct Notifier {
     pub command: Option<String>,
     /// An `http://` or `https://` URL every alert is POSTed to.
     pub url: Option<String>,
-    /// How long one POST may take, and how long the command may run.
+    /// How long one POST may take.
     pub timeout: Duration,
+    /// How long the command may run before it is killed.
+    pub command_timeout: Duration,
     /// How many times a failed POST is tried again.
     pub retries: u32,
     /// The pause before the first retry; it doubles for each further one.
@@ -337,6 +339,7 @@ impl Default for Notifier {
             command: None,
             url: None,
             timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
             retries: 2,
             retry_pause: Duration::from_secs(1),
         }
@@ -423,7 +426,7 @@ pub fn send(notifier: &Notifier, alert: &Alert) -> Result<()> {
     let json = alert.to_json();
     let mut problems = Vec::new();
     if let Some(cmd) = &notifier.command
-        && let Err(e) = run_command(cmd, alert, &json, notifier.timeout)
+        && let Err(e) = run_command(cmd, alert, &json, notifier.command_timeout)
     {
         problems.push(format!("--notify-command '{cmd}': {e}"));
     }
@@ -484,7 +487,7 @@ fn run_command(
             Err(e) => return Err(format!("cannot write the alert to its input: {e}")),
         }
     }
-    let deadline = Instant::now() + timeout.max(Duration::from_secs(60));
+    let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
@@ -494,7 +497,7 @@ fn run_command(
                 let _ = child.wait();
                 return Err(format!(
                     "it was still running after {}s and was killed",
-                    timeout.max(Duration::from_secs(60)).as_secs()
+                    timeout.as_secs()
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),

@@ -11,7 +11,7 @@ use super::Out;
 pub struct NotifyArgs {
     /// Run this shell command for every alert, with the alert as JSON on
     /// its standard input and in CAIRN_ALERT_JSON (kind and message also
-    /// in CAIRN_ALERT_KIND, CAIRN_ALERT_MESSAGE).
+    /// in CAIRN_ALERT_KIND, CAIRN_ALERT_MESSAGE); killed after 60 s.
     #[arg(long, env = "CAIRN_NOTIFY_COMMAND", value_name = "CMD")]
     pub notify_command: Option<String>,
     /// POST every alert as JSON to this http:// or https:// URL (10 s
