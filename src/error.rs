@@ -140,6 +140,16 @@ pub enum Error {
         /// Seconds since the lock file was written.
         age_secs: i64,
     },
+    /// An alert could not be delivered to its command or URL.
+    #[error(
+        "cannot deliver the {kind} alert: {problem}; check the notify command or URL (the alert is still reported here)"
+    )]
+    Notify {
+        /// The alert's kind: `failure`, `stale`, `low_space`.
+        kind: &'static str,
+        /// Each target that failed and why.
+        problem: String,
+    },
     /// An argument or option value is not acceptable.
     #[error("{0}")]
     Invalid(String),

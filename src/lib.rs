@@ -40,6 +40,7 @@ mod index;
 mod inspect;
 mod keyfile;
 mod lock;
+pub mod notify;
 mod pack;
 mod profile;
 mod prune;

@@ -19,6 +19,7 @@ mod integration {
     mod forget;
     mod inspect;
     mod lifecycle;
+    mod notify;
     mod options;
     mod pipeline;
     mod roundtrip;

@@ -16,9 +16,11 @@ macro_rules! outln {
 mod app;
 mod commands;
 mod db;
+mod docs;
 mod forget;
 mod inspect;
 mod log;
+mod notify;
 mod output;
 mod password;
 mod status;
@@ -49,8 +51,8 @@ pub mod exit {
     pub const PASSWORD: u8 = 12;
     /// Another process holds a conflicting repository lock.
     pub const LOCKED: u8 = 13;
-    /// `status`: a source is stale (older than --max-age) or its last
-    /// attempt failed.
+    /// `status`: a source is stale (older than --max-age), its last
+    /// attempt failed, or free space is below --min-free.
     pub const STALE: u8 = 14;
 }
 
@@ -69,7 +71,8 @@ created on the first backup with a generated key in your config directory.
 
 Exit codes: 0 success, 1 error, 2 invalid command line, 3 damage found or restore
 incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password,
-13 repository locked by another process, 14 (status) a source is stale or failing."
+13 repository locked by another process, 14 (status) a source is stale or failing, or
+free space is low."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -180,11 +183,16 @@ enum Command {
     /// and when.
     Log(log::LogArgs),
     /// Show how fresh each source's newest snapshot is; exit 14 when one
-    /// is stale (--max-age) or failing.
+    /// is stale (--max-age) or failing or space is low (--min-free).
     Status(status::StatusArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one page per command into a directory.
+    Man(docs::ManArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -227,6 +235,8 @@ pub fn main() -> ExitCode {
         Command::Log(a) => log::log(&cli.global, &out, &a),
         Command::Status(a) => status::status(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
+        Command::Completions(a) => docs::completions(&out, &a),
+        Command::Man(a) => docs::man(&out, &a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,7 +5,10 @@
 use anyhow::{Result, anyhow};
 use clap::Args;
 
+use cairn::notify::{Alert, MinFree, free_space};
+
 use super::commands::local_time;
+use super::notify::{NotifyArgs, send_all};
 use super::output::size;
 use super::password::open;
 use super::{Global, Out, exit};
@@ -14,8 +17,16 @@ use super::{Global, Out, exit};
 #[command(after_help = "\
 Sources are the components of applications (per host) and, for plain backups, each host
 and set of paths. A source is stale when its newest snapshot is older than --max-age, and
-failing when a snapshot attempt after it failed (from the audit log). The exit code is 14
-when any source considered is stale or failing, 0 otherwise.")]
+failing when a snapshot attempt after it failed (from the audit log). With --min-free,
+free space on the repository's file system (as an unprivileged user may use it) below the
+limit is low space. The exit code is 14 when any source considered is stale or failing or
+space is low, 0 otherwise.
+
+Every stale or failing source and low space is an alert, sent to --notify-command and
+--notify-url when given (nothing is sent when all is well). An alert is JSON: kind
+(failure, stale, low_space), app, component, host, message, time, repository, and
+last_snapshot_time, age_seconds, error, free_bytes, min_free_bytes where they apply.
+A notification that cannot be delivered is a warning; the exit code stays the status's.")]
 pub struct StatusArgs {
     /// A source whose newest snapshot is older than this is stale (e.g.
     /// 7h, 2d).
@@ -25,6 +36,12 @@ pub struct StatusArgs {
     /// loaded and no --app, its application.
     #[arg(long = "app", value_name = "NAME")]
     apps: Vec<String>,
+    /// Low space when less than this is free where the repository is:
+    /// a size (10GiB, 500MB) or a share of the file system (5%).
+    #[arg(long, value_name = "SIZE")]
+    min_free: Option<String>,
+    #[command(flatten)]
+    notify: NotifyArgs,
 }
 
 pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
@@ -41,13 +58,20 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
             Ok::<_, anyhow::Error>(span.as_secs())
         })
         .transpose()?;
+    let min_free = a
+        .min_free
+        .as_deref()
+        .map(str::parse::<MinFree>)
+        .transpose()?;
+    let notifier = a.notify.notifier()?;
     let mut apps = a.apps.clone();
     if apps.is_empty()
         && let Some(p) = &g.loaded
     {
         apps.push(p.name.clone());
     }
-    let (repo, _) = open(g)?;
+    let (repo, loc) = open(g)?;
+    let location = repo.backend().location();
     let st = cairn::status(&repo)?;
     let now = jiff::Timestamp::now();
     let sources: Vec<&cairn::SourceStatus> = st
@@ -60,7 +84,22 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
         (Some(_), None) => true,
         (None, _) => false,
     };
-    let bad = sources.iter().any(|s| stale(s) || s.failure.is_some());
+    let space = min_free.map(|_| free_space(&loc.path)).transpose()?;
+    let mut alerts: Vec<Alert> = Vec::new();
+    for s in &sources {
+        alerts.extend(Alert::failure(s, now, &location));
+        if let Some(limit) = max_age {
+            alerts.extend(Alert::stale(s, limit, now, &location));
+        }
+    }
+    if let (Some(min), Some(space)) = (&min_free, &space) {
+        alerts.extend(Alert::low_space(space, min, now, &location));
+    }
+    let low_space = alerts
+        .iter()
+        .any(|a| a.kind == cairn::notify::AlertKind::LowSpace);
+    let bad = !alerts.is_empty();
+    let notify_errors = send_all(notifier.as_ref(), &alerts, out);
     if out.json {
         let items: Vec<_> = sources
             .iter()
@@ -86,6 +125,14 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
             "sources": items,
             "snapshots": st.snapshots,
             "repository_bytes": st.repo_bytes,
+            "free_space": space.map(|f| serde_json::json!({
+                "available_bytes": f.available,
+                "total_bytes": f.total,
+                "min_free_bytes": min_free.map(|m| m.bytes(&f)),
+                "low": low_space,
+            })),
+            "alerts": alerts,
+            "notify_errors": notify_errors,
             "problems": st.problems,
         }))?;
     } else {
@@ -114,7 +161,8 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
                 s.source.host,
                 s.last
                     .map_or_else(|| "never".to_owned(), |(_, t)| local_time(t)),
-                s.age_secs(now).map_or_else(|| "-".to_owned(), age)
+                s.age_secs(now)
+                    .map_or_else(|| "-".to_owned(), cairn::notify::human_age)
             );
         }
         out.info(format!(
@@ -123,23 +171,17 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
             st.snapshots,
             size(st.repo_bytes)
         ));
+        if let (Some(min), Some(f)) = (&min_free, &space) {
+            let state = if low_space { "LOW SPACE" } else { "ok" };
+            outln!(
+                "free space: {} of {} (limit {min}): {state}",
+                size(f.available),
+                size(f.total)
+            );
+        }
     }
     for p in &st.problems {
         out.warn(p);
     }
     Ok(if bad { exit::STALE } else { exit::OK })
-}
-
-/// `3d 4h`, `5h 2m`, `40s` style ages.
-fn age(secs: i64) -> String {
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{secs}s")
-    }
 }
