@@ -20,6 +20,7 @@ mod inspect;
 mod log;
 mod output;
 mod password;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -180,6 +181,11 @@ enum Command {
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
+    /// Serve the HTTP API, /metrics and the status page.
+    Serve(serve::ServeArgs),
+    /// Manage the bearer tokens of `cairn serve`.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -221,6 +227,8 @@ pub fn main() -> ExitCode {
         Command::Log(a) => log::log(&cli.global, &out, &a),
         Command::Status(a) => status::status(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
+        Command::Serve(a) => serve::serve(&cli.global, &out, &a),
+        Command::Token(a) => serve::token(&out, &a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
