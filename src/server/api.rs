@@ -34,8 +34,11 @@ fn lossy(raw: &[u8]) -> String {
 
 /// The JSON body of a request, or 400 naming what is wrong with it.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON for this route: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not valid JSON for this route: {e}"
+        ))
+    })
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -129,7 +132,11 @@ pub(crate) async fn list_snapshots(
 }
 
 /// `GET /api/snapshots/{id}`.
-pub(crate) async fn show_snapshot(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+pub(crate) async fn show_snapshot(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     check_ref(&id)?;
     let v = st
@@ -201,7 +208,11 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
             v
         })
         .collect();
-    Ok((StatusCode::CREATED, axum::Json(json!({ "snapshots": snaps }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "snapshots": snaps })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,11 +237,18 @@ fn component_paths(
     name: &str,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ApiError> {
     let app = snap.app.as_ref().ok_or_else(|| {
-        ApiError::bad_request(format!("snapshot {} is not an application snapshot", id.short()))
+        ApiError::bad_request(format!(
+            "snapshot {} is not an application snapshot",
+            id.short()
+        ))
     })?;
-    let c = app.components.iter().find(|c| c.name == name).ok_or_else(|| {
-        ApiError::bad_request(format!("snapshot {} has no component '{name}'", id.short()))
-    })?;
+    let c = app
+        .components
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("snapshot {} has no component '{name}'", id.short()))
+        })?;
     let path = |p: &Vec<u8>| PathBuf::from(OsStr::from_bytes(p));
     let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
     let others = app
@@ -295,7 +313,11 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
         check_ref(r)?;
     }
     let at = match &b.at {
-        Some(t) => Some(crate::parse_time(t, jiff::Timestamp::now(), &jiff::tz::TimeZone::system())?),
+        Some(t) => Some(crate::parse_time(
+            t,
+            jiff::Timestamp::now(),
+            &jiff::tz::TimeZone::system(),
+        )?),
         None => None,
     };
     if let Some(t) = &b.target
@@ -319,7 +341,8 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         cache_dir,
                         profile: Some(p),
                     };
-                    let done = crate::restore_component(repo, id, &snap, &opts, &crate::NoProgress)?;
+                    let done =
+                        crate::restore_component(repo, id, &snap, &opts, &crate::NoProgress)?;
                     let files: Vec<Value> = done
                         .files
                         .iter()
@@ -387,7 +410,11 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
 
 /// `DELETE /api/snapshots/{id}`: forgets one snapshot (its data stays
 /// until `cairn prune`).
-pub(crate) async fn delete_snapshot(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+pub(crate) async fn delete_snapshot(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Admin)?;
     check_ref(&id)?;
     let v = st
@@ -436,9 +463,10 @@ pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) 
     } else {
         body(&bytes)?
     };
-    let mut opts = crate::VerifyOptions::default();
-    opts.read_data = b.read_data || b.subset.is_some();
-    opts.subset = b.subset.as_deref().map(parse_subset).transpose()?;
+    let opts = crate::VerifyOptions {
+        read_data: b.read_data || b.subset.is_some(),
+        subset: b.subset.as_deref().map(parse_subset).transpose()?,
+    };
     let by = caller.name.clone();
     let v = st
         .change(&caller, move |repo| {
@@ -542,7 +570,9 @@ pub(crate) async fn log(
 ) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     let q = query(q)?;
-    let log = st.read(move |repo| Ok(crate::audit_log(repo, q.last)?)).await?;
+    let log = st
+        .read(move |repo| Ok(crate::audit_log(repo, q.last)?))
+        .await?;
     let events: Vec<Value> = log.events.iter().map(|(id, e)| event_json(id, e)).collect();
     ok(json!({ "events": events, "problems": log.problems }))
 }

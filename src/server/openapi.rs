@@ -28,7 +28,10 @@ fn path_param() -> Value {
 fn guarded(role: &str, mut responses: Value) -> Value {
     if let Some(r) = responses.as_object_mut() {
         r.insert("401".into(), err("No token, or not a valid one."));
-        r.insert("403".into(), err(&format!("The token's role is below {role}.")));
+        r.insert(
+            "403".into(),
+            err(&format!("The token's role is below {role}.")),
+        );
     }
     responses
 }

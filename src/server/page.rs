@@ -41,7 +41,10 @@ fn page(title: &str, body: &str) -> String {
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
         page(title, body),
     )
         .into_response()
@@ -116,18 +119,24 @@ fn page_caller(
     st: &AppState,
     headers: &HeaderMap,
     token: Option<&str>,
-) -> Result<(Caller, Option<String>), Response> {
+) -> Result<(Caller, Option<String>), Box<Response>> {
     match st.authorize(headers, token, Role::Reader) {
         Ok(c) => {
             let has_session = super::session_id(headers).is_some();
             let cookie = match (token, has_session) {
-                (Some(t), false) => st.open_session(t).ok().flatten().map(|s| session_cookie(&s)),
+                (Some(t), false) => st
+                    .open_session(t)
+                    .ok()
+                    .flatten()
+                    .map(|s| session_cookie(&s)),
                 _ => None,
             };
             Ok((c, cookie))
         }
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(Redirect::to("/login").into_response()),
-        Err(e) => Err(e.into_response()),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            Err(Box::new(Redirect::to("/login").into_response()))
+        }
+        Err(e) => Err(Box::new(e.into_response())),
     }
 }
 
@@ -185,7 +194,9 @@ pub(crate) async fn logout(State(st): St, headers: HeaderMap) -> Response {
     st.close_session(&headers);
     with_cookie(
         Redirect::to("/login").into_response(),
-        Some(format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")),
+        Some(format!(
+            "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        )),
     )
 }
 
@@ -202,7 +213,12 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
     let mut total = 0u64;
     for (_, s) in snaps {
         total = total.saturating_add(s.summary.bytes_stored);
-        points.push((s.timestamp().as_second(), total, s.summary.bytes_stored));
+        // Milliseconds: snapshots taken in the same second still spread.
+        points.push((
+            s.timestamp().as_millisecond(),
+            total,
+            s.summary.bytes_stored,
+        ));
     }
     let mut svg = format!(
         "<svg id=\"size-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"Repository size and bytes added over time\">\
@@ -235,8 +251,16 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
         mid = (LEFT + W - RIGHT) / 2.0,
         ymid = (TOP + H - BOTTOM) / 2.0,
         ymax_s = text(&size(ymax)),
-        t0_s = text(&snaps.first().map_or_else(String::new, |(_, s)| when(s.timestamp()))),
-        t1_s = text(&snaps.last().map_or_else(String::new, |(_, s)| when(s.timestamp()))),
+        t0_s = text(
+            &snaps
+                .first()
+                .map_or_else(String::new, |(_, s)| when(s.timestamp()))
+        ),
+        t1_s = text(
+            &snaps
+                .last()
+                .map_or_else(String::new, |(_, s)| when(s.timestamp()))
+        ),
     );
     for &(t, _, added) in &points {
         let _ = write!(
@@ -252,6 +276,15 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
         .iter()
         .map(|&(t, cum, _)| format!("{:.1},{:.1}", x(t), y(cum)))
         .collect();
+    for &(t, cum, _) in &points {
+        let _ = write!(
+            svg,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#2060c0\"><title>{}</title></circle>",
+            x(t),
+            y(cum),
+            text(&size(cum))
+        );
+    }
     let _ = write!(
         svg,
         "<polyline class=\"size\" fill=\"none\" stroke=\"#2060c0\" stroke-width=\"2\" points=\"{}\"/>",
@@ -261,8 +294,8 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
         svg,
         "<rect x=\"{lx}\" y=\"{TOP}\" width=\"12\" height=\"3\" fill=\"#2060c0\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"11\">repository size (bytes stored, cumulative; now {now} on disk)</text>\
 <rect x=\"{lx}\" y=\"{y2}\" width=\"12\" height=\"8\" fill=\"#f0a030\"/><text x=\"{tx}\" y=\"{ty2}\" font-size=\"11\">bytes added by each snapshot</text></svg>",
-        lx = LEFT + 10.0,
-        tx = LEFT + 28.0,
+        lx = W - RIGHT - 330.0,
+        tx = W - RIGHT - 312.0,
         ty = TOP + 5.0,
         y2 = TOP + 12.0,
         ty2 = TOP + 20.0,
@@ -278,20 +311,34 @@ fn git_cell(s: &Snapshot) -> String {
             "{} <code>{}</code>{}",
             text(g.branch.as_deref().unwrap_or("(detached)")),
             text(g.commit.get(..10).unwrap_or(&g.commit)),
-            if g.dirty { " <span class=\"bad\">dirty</span>" } else { "" }
+            if g.dirty {
+                " <span class=\"bad\">dirty</span>"
+            } else {
+                ""
+            }
         ),
     }
 }
 
 fn snapshot_rows(out: &mut String, list: &[&(SnapshotId, Snapshot)], app: bool) {
     out.push_str("<tr><th>time</th><th>host</th>");
-    out.push_str(if app { "<th>components</th><th>git</th>" } else { "<th>paths</th>" });
-    out.push_str("<th>tags</th><th class=\"num\">size</th><th class=\"num\">added</th><th>id</th></tr>");
+    out.push_str(if app {
+        "<th>components</th><th>git</th>"
+    } else {
+        "<th>paths</th>"
+    });
+    out.push_str(
+        "<th>tags</th><th class=\"num\">size</th><th class=\"num\">added</th><th>id</th></tr>",
+    );
     for (id, s) in list.iter().rev() {
         let what = match &s.app {
             Some(a) => {
                 let names: Vec<&str> = a.components.iter().map(|c| c.name.as_str()).collect();
-                format!("<td>{}</td><td>{}</td>", text(&names.join(", ")), git_cell(s))
+                format!(
+                    "<td>{}</td><td>{}</td>",
+                    text(&names.join(", ")),
+                    git_cell(s)
+                )
             }
             None => format!("<td>{}</td>", text(&s.display_paths().join(" "))),
         };
@@ -317,7 +364,7 @@ pub(crate) async fn index(
 ) -> Response {
     let (caller, cookie) = match page_caller(&st, &headers, q.token.as_deref()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let data = st
         .read(|repo| {
@@ -331,7 +378,10 @@ pub(crate) async fn index(
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let snaps: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter_map(|(id, s)| s.ok().map(|s| (id, s))).collect();
+    let snaps: Vec<(SnapshotId, Snapshot)> = all
+        .into_iter()
+        .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
+        .collect();
     let now = jiff::Timestamp::now();
     let mut b = String::new();
     let _ = write!(
@@ -350,14 +400,22 @@ pub(crate) async fn index(
     b.push_str("<h2>Freshness</h2><table id=\"freshness\"><tr><th>application</th><th>component / paths</th><th>host</th><th>newest snapshot</th><th class=\"num\">age</th><th class=\"num\">snapshots</th><th>state</th></tr>");
     for s in &status.sources {
         let state = match &s.failure {
-            Some((t, e)) => format!("<span class=\"bad\">failing since {}: {}</span>", text(&when(*t)), text(e)),
+            Some((t, e)) => format!(
+                "<span class=\"bad\">failing since {}: {}</span>",
+                text(&when(*t)),
+                text(e)
+            ),
             None if s.last.is_some() => "<span class=\"ok\">ok</span>".to_owned(),
             None => "<span class=\"bad\">no snapshot</span>".to_owned(),
         };
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{state}</td></tr>",
-            text(if s.source.app.is_empty() { "(plain backup)" } else { &s.source.app }),
+            text(if s.source.app.is_empty() {
+                "(plain backup)"
+            } else {
+                &s.source.app
+            }),
             text(&s.source.component),
             text(&s.source.host),
             text(&s.last.map_or_else(|| "-".to_owned(), |(_, t)| when(t))),
@@ -368,16 +426,28 @@ pub(crate) async fn index(
     b.push_str("</table><h2>Repository size</h2>");
     b.push_str(&chart(&snaps, status.repo_bytes));
     b.push_str("<h2>Snapshots</h2>");
-    let mut apps: Vec<&str> = snaps.iter().filter_map(|(_, s)| s.app.as_ref().map(|a| a.name.as_str())).collect();
+    let mut apps: Vec<&str> = snaps
+        .iter()
+        .filter_map(|(_, s)| s.app.as_ref().map(|a| a.name.as_str()))
+        .collect();
     apps.sort_unstable();
     apps.dedup();
     for app in apps {
-        let list: Vec<&(SnapshotId, Snapshot)> = snaps.iter().filter(|(_, s)| s.app.as_ref().is_some_and(|a| a.name == app)).collect();
-        let _ = write!(b, "<h3>Application {}</h3><table class=\"snapshots\" data-app=\"{}\">", text(app), attr(app));
+        let list: Vec<&(SnapshotId, Snapshot)> = snaps
+            .iter()
+            .filter(|(_, s)| s.app.as_ref().is_some_and(|a| a.name == app))
+            .collect();
+        let _ = write!(
+            b,
+            "<h3>Application {}</h3><table class=\"snapshots\" data-app=\"{}\">",
+            text(app),
+            attr(app)
+        );
         snapshot_rows(&mut b, &list, true);
         b.push_str("</table>");
     }
-    let plain: Vec<&(SnapshotId, Snapshot)> = snaps.iter().filter(|(_, s)| s.app.is_none()).collect();
+    let plain: Vec<&(SnapshotId, Snapshot)> =
+        snaps.iter().filter(|(_, s)| s.app.is_none()).collect();
     if !plain.is_empty() {
         b.push_str("<h3>Plain backups</h3><table class=\"snapshots\" data-app=\"\">");
         snapshot_rows(&mut b, &plain, false);
@@ -394,7 +464,11 @@ pub(crate) async fn index(
             text(&when(e.timestamp())),
             text(&e.actor),
             text(&e.action),
-            if e.ok { "<span class=\"ok\">ok</span>" } else { "<span class=\"bad\">FAILED</span>" },
+            if e.ok {
+                "<span class=\"ok\">ok</span>"
+            } else {
+                "<span class=\"bad\">FAILED</span>"
+            },
             text(&e.target),
             text(&e.detail),
         );
@@ -435,7 +509,7 @@ async fn browse_at(
 ) -> Response {
     let (_, cookie) = match page_caller(&st, &headers, q.token.as_deref()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = super::api::check_ref(&id) {
         return e.into_response();
@@ -446,9 +520,14 @@ async fn browse_at(
             let (id, snap) = repo.find_snapshot(&id)?;
             let tree = match crate::find_node(repo, &snap.tree, lookup.as_bytes()) {
                 Ok(None) => snap.tree,
-                Ok(Some(Node { kind: NodeKind::Dir { subtree }, .. })) => subtree,
+                Ok(Some(Node {
+                    kind: NodeKind::Dir { subtree },
+                    ..
+                })) => subtree,
                 Ok(Some(_)) => {
-                    return Err(ApiError::bad_request(format!("{lookup} is not a directory: download it instead")));
+                    return Err(ApiError::bad_request(format!(
+                        "{lookup} is not a directory: download it instead"
+                    )));
                 }
                 Err(e) => return Err(ApiError::not_found(e.to_string())),
             };
@@ -470,19 +549,39 @@ async fn browse_at(
     );
     if !base.is_empty() {
         let parent = base.rsplit_once('/').map_or("", |(p, _)| p);
-        let up = if parent.is_empty() { format!("/browse/{hex}") } else { format!("/browse/{hex}/{parent}") };
+        let up = if parent.is_empty() {
+            format!("/browse/{hex}")
+        } else {
+            format!("/browse/{hex}/{parent}")
+        };
         let _ = write!(b, "<p><a href=\"{}\">..</a></p>", attr(&up));
     }
     b.push_str("<table id=\"entries\"><tr><th>name</th><th>type</th><th class=\"num\">size</th><th>modified</th><th>mode</th></tr>");
     for n in &tree.nodes {
         let name = String::from_utf8_lossy(&n.name);
-        let child = if base.is_empty() { url_segment(&n.name) } else { format!("{base}/{}", url_segment(&n.name)) };
+        let child = if base.is_empty() {
+            url_segment(&n.name)
+        } else {
+            format!("{base}/{}", url_segment(&n.name))
+        };
         let link = match &n.kind {
-            NodeKind::Dir { .. } => format!("<a href=\"{}\">{}/</a>", attr(&format!("/browse/{hex}/{child}")), text(&name)),
+            NodeKind::Dir { .. } => format!(
+                "<a href=\"{}\">{}/</a>",
+                attr(&format!("/browse/{hex}/{child}")),
+                text(&name)
+            ),
             NodeKind::File { .. } | NodeKind::ListedFile { .. } => {
-                format!("<a href=\"{}\">{}</a>", attr(&format!("/download/{hex}/{child}")), text(&name))
+                format!(
+                    "<a href=\"{}\">{}</a>",
+                    attr(&format!("/download/{hex}/{child}")),
+                    text(&name)
+                )
             }
-            NodeKind::Symlink { target } => format!("{} → {}", text(&name), text(&String::from_utf8_lossy(target))),
+            NodeKind::Symlink { target } => format!(
+                "{} → {}",
+                text(&name),
+                text(&String::from_utf8_lossy(target))
+            ),
             _ => text(&name).into_owned(),
         };
         let mtime = jiff::Timestamp::new(n.mtime, 0).map_or_else(|_| "-".to_owned(), when);
@@ -511,7 +610,9 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(http_body::Frame::data)))
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
     }
 }
 
@@ -522,7 +623,9 @@ impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
             .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
         Ok(buf.len())
     }
 
@@ -549,9 +652,16 @@ pub(crate) async fn download(
             let (_, snap) = repo.find_snapshot(&id)?;
             let node = crate::find_node(repo, &snap.tree, lookup.as_bytes())
                 .map_err(|e| ApiError::not_found(e.to_string()))?
-                .ok_or_else(|| ApiError::bad_request("the snapshot's root is a directory: name a file"))?;
-            if !matches!(node.kind, NodeKind::File { .. } | NodeKind::ListedFile { .. }) {
-                return Err(ApiError::bad_request(format!("{lookup} is not a regular file")));
+                .ok_or_else(|| {
+                    ApiError::bad_request("the snapshot's root is a directory: name a file")
+                })?;
+            if !matches!(
+                node.kind,
+                NodeKind::File { .. } | NodeKind::ListedFile { .. }
+            ) {
+                return Err(ApiError::bad_request(format!(
+                    "{lookup} is not a regular file"
+                )));
             }
             Ok((node, format!("/{lookup}")))
         })
@@ -568,10 +678,16 @@ pub(crate) async fn download(
         }
     });
     // The name as an RFC 6266 filename*: percent-encoded UTF-8.
-    let disposition = format!("attachment; filename*=UTF-8''{}", url_segment(name.as_bytes()));
+    let disposition = format!(
+        "attachment; filename*=UTF-8''{}",
+        url_segment(name.as_bytes())
+    );
     let mut r = Response::new(Body::new(ChannelBody(rx)));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -152,7 +152,8 @@ impl Tokens {
             .map_err(|e| Error::target_write(dir, e))?;
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::invalid(format!("cannot encode the tokens: {e}")))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::target_write(dir, e))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::target_write(dir, e))?;
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::target_write(tmp.path(), e))?;

@@ -117,6 +117,10 @@ impl Server {
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .max_redirects(0)
+                // A fresh connection per request: a refused request's
+                // unread body makes the server close its connection, and
+                // reusing a pooled one could race with that close.
+                .max_idle_connections(0)
                 .build()
                 .into(),
             reader: String::new(),
@@ -267,9 +271,16 @@ fn token_cli_stores_only_hashes_and_removes() {
     assert!(!dup.status.success());
     let bad = run(s.cairn().args(["token", "add", "x", "--role", "root"]));
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("reader, operator or admin"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("reader, operator or admin"),
+        "{}",
+        stderr(&bad)
+    );
     // Removal revokes at once, without restarting the server.
-    assert_eq!(s.request("GET", "/api/stats", Some(&s.reader), None).status, 200);
+    assert_eq!(
+        s.request("GET", "/api/stats", Some(&s.reader), None).status,
+        200
+    );
     s.ok(&["token", "remove", "ro"]);
     let r = s.request("GET", "/api/stats", Some(&s.reader), None);
     r.assert_error(401);
@@ -308,7 +319,10 @@ fn every_endpoint_with_every_role() {
     for (method, path, body, min) in &routes {
         let none = s.request(method, path, None, *body);
         none.assert_error(401);
-        assert_eq!(none.www_authenticate.as_deref(), Some("Bearer realm=\"cairn\""));
+        assert_eq!(
+            none.www_authenticate.as_deref(),
+            Some("Bearer realm=\"cairn\"")
+        );
         let bad = s.request(method, path, Some("cairn_00112233"), *body);
         bad.assert_error(401);
         for (role, token) in tokens.iter().enumerate() {
@@ -326,7 +340,11 @@ fn every_endpoint_with_every_role() {
                     assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
                 } else {
                     // The empty or bogus bodies and the unknown id.
-                    assert!((400..500).contains(&r.status), "{method} {path}: {}", r.text());
+                    assert!(
+                        (400..500).contains(&r.status),
+                        "{method} {path}: {}",
+                        r.text()
+                    );
                 }
             }
         }
@@ -336,13 +354,20 @@ fn every_endpoint_with_every_role() {
     for path in ["/", dir.as_str()] {
         let r = s.request("GET", path, None, None);
         assert_eq!(r.status, 303, "{path}");
-        assert!(s.request("GET", "/login", None, None).text().contains("name=\"token\""));
+        assert!(
+            s.request("GET", "/login", None, None)
+                .text()
+                .contains("name=\"token\"")
+        );
         let r = s.request("GET", &format!("{path}?token={}", s.reader), None, None);
         assert_eq!(r.status, 200);
         assert!(r.text().contains("<table"), "{}", r.text());
     }
     // The OpenAPI document needs no token.
-    assert_eq!(s.request("GET", "/api/openapi.json", None, None).status, 200);
+    assert_eq!(
+        s.request("GET", "/api/openapi.json", None, None).status,
+        200
+    );
 }
 
 #[test]
@@ -357,18 +382,90 @@ fn invalid_input_is_a_json_4xx_and_changes_nothing() {
         ("DELETE", "/api/snapshots/zz", &admin, None, 400),
         ("DELETE", "/api/snapshots/ffffffffffff", &admin, None, 404),
         ("POST", "/api/snapshots", &op, Some("{not json"), 400),
-        ("POST", "/api/snapshots", &op, Some("{\"profile\": \"no-such-app\"}"), 404),
-        ("POST", "/api/snapshots", &op, Some("{\"profile\": \"sample-shop\", \"components\": [\"nope\"]}"), 400),
-        ("POST", "/api/snapshots", &op, Some("{\"profile\": \"sample-shop\", \"extra\": 1}"), 400),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"at\": \"next tuesday-ish\"}"), 400),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"snapshot\": \"xyz\"}"), 400),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"snapshot\": \"ffffffffffff\"}"), 404),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"nope\", \"component\": \"db\"}"), 404),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"nope\"}"), 400),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"target\": \"relative/dir\"}"), 400),
-        ("POST", "/api/restore", &admin, Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"at\": \"1990-01-01\"}"), 404),
+        (
+            "POST",
+            "/api/snapshots",
+            &op,
+            Some("{\"profile\": \"no-such-app\"}"),
+            404,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &op,
+            Some("{\"profile\": \"sample-shop\", \"components\": [\"nope\"]}"),
+            400,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &op,
+            Some("{\"profile\": \"sample-shop\", \"extra\": 1}"),
+            400,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some(
+                "{\"profile\": \"sample-shop\", \"component\": \"db\", \"at\": \"next tuesday-ish\"}",
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"snapshot\": \"xyz\"}"),
+            400,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some(
+                "{\"profile\": \"sample-shop\", \"component\": \"db\", \"snapshot\": \"ffffffffffff\"}",
+            ),
+            404,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some("{\"profile\": \"nope\", \"component\": \"db\"}"),
+            404,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some("{\"profile\": \"sample-shop\", \"component\": \"nope\"}"),
+            400,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some(
+                "{\"profile\": \"sample-shop\", \"component\": \"db\", \"target\": \"relative/dir\"}",
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"at\": \"1990-01-01\"}"),
+            404,
+        ),
         ("POST", "/api/restore", &admin, Some("[1, 2]"), 400),
-        ("POST", "/api/verify", &op, Some("{\"subset\": \"9/4\"}"), 400),
+        (
+            "POST",
+            "/api/verify",
+            &op,
+            Some("{\"subset\": \"9/4\"}"),
+            400,
+        ),
         ("GET", "/api/log?last=many", &op, None, 400),
         ("GET", "/api/snapshots?colour=red", &op, None, 400),
         ("GET", "/api/nothing-here", &op, None, 404),
@@ -397,14 +494,20 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
-    let new_id = created["snapshots"][0]["id"].as_str().expect("id").to_owned();
+    let new_id = created["snapshots"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_eq!(created["snapshots"][0]["app"]["name"], "sample-shop");
     assert_eq!(created["snapshots"][0]["app"]["git"]["branch"], "main");
     let ids = s.snapshot_ids();
     assert_eq!(ids.len(), ids_before.len() + 1);
     assert!(ids.contains(&new_id));
     let filtered = s.get("/api/snapshots?app=sample-shop", &s.reader);
-    assert_eq!(filtered["snapshots"].as_array().expect("list").len(), ids.len());
+    assert_eq!(
+        filtered["snapshots"].as_array().expect("list").len(),
+        ids.len()
+    );
     let none = s.get("/api/snapshots?app=other", &s.reader);
     assert!(none["snapshots"].as_array().expect("list").is_empty());
     let one = s.get(&format!("/api/snapshots/{}", &new_id[..10]), &s.reader);
@@ -414,7 +517,8 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
     let db = s.root().join("prisma/dev.db");
     let good = fs::read(&db).expect("db");
     let c = Connection::open(&db).expect("db");
-    c.execute_batch("DELETE FROM appointments;").expect("delete");
+    c.execute_batch("DELETE FROM appointments;")
+        .expect("delete");
     drop(c);
     let damaged = fs::read(&db).expect("db");
     let body = format!(
@@ -425,7 +529,11 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
     let plan = r.json();
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["files"][0]["action"], "replace", "{plan}");
-    assert_eq!(fs::read(&db).expect("db"), damaged, "a dry run changed the file");
+    assert_eq!(
+        fs::read(&db).expect("db"),
+        damaged,
+        "a dry run changed the file"
+    );
     let r = s.request(
         "POST",
         "/api/restore",
@@ -435,7 +543,10 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
     assert_eq!(r.status, 200, "{}", r.text());
     let done = r.json();
     assert_eq!(done["snapshot"], json!(new_id));
-    let safety = done["safety_snapshot"].as_str().expect("safety snapshot").to_owned();
+    let safety = done["safety_snapshot"]
+        .as_str()
+        .expect("safety snapshot")
+        .to_owned();
     let rows: i64 = Connection::open(&db)
         .expect("db")
         .query_row("SELECT count(*) FROM appointments", [], |r| r.get(0))
@@ -451,22 +562,39 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
     let r = s.request("POST", "/api/restore", Some(&s.admin), Some(&body));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["complete"], true);
-    let restored = target.join(s.root().strip_prefix("/").expect("absolute")).join("package.json");
+    let restored = target
+        .join(s.root().strip_prefix("/").expect("absolute"))
+        .join("package.json");
     assert_eq!(
         fs::read(&restored).expect("restored file"),
         fs::read(s.root().join("package.json")).expect("original")
     );
 
     // Delete the safety snapshot.
-    let r = s.request("DELETE", &format!("/api/snapshots/{safety}"), Some(&s.admin), None);
+    let r = s.request(
+        "DELETE",
+        &format!("/api/snapshots/{safety}"),
+        Some(&s.admin),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["removed"][0], json!(safety));
     assert!(!s.snapshot_ids().contains(&safety));
-    s.request("GET", &format!("/api/snapshots/{safety}"), Some(&s.reader), None)
-        .assert_error(404);
+    s.request(
+        "GET",
+        &format!("/api/snapshots/{safety}"),
+        Some(&s.reader),
+        None,
+    )
+    .assert_error(404);
 
     // Verify through the API, then read the result.
-    let r = s.request("POST", "/api/verify", Some(&s.operator), Some("{\"read_data\": true}"));
+    let r = s.request(
+        "POST",
+        "/api/verify",
+        Some(&s.operator),
+        Some("{\"read_data\": true}"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ok"], true, "{}", r.text());
     assert_eq!(s.get("/api/verify", &s.reader)["last"]["ok"], true);
@@ -508,7 +636,11 @@ fn full_cycle_is_audited_and_the_log_cannot_be_rewritten() {
         r.assert_error(405);
         for path in ["/api/log/1", "/api/audit", "/api/log/latest"] {
             let r = s.request(method, path, Some(&s.admin), Some("{}"));
-            assert!(r.status == 404 || r.status == 405, "{method} {path}: {}", r.status);
+            assert!(
+                r.status == 404 || r.status == 405,
+                "{method} {path}: {}",
+                r.status
+            );
         }
     }
     assert_eq!(s.events(), log_before, "the audit log changed");
@@ -527,7 +659,11 @@ fn metrics_parse_as_prometheus_text() {
     let s = Server::start();
     let r = s.request("GET", "/metrics", Some(&s.reader), None);
     assert_eq!(r.status, 200);
-    assert!(r.content_type.starts_with("text/plain; version=0.0.4"), "{}", r.content_type);
+    assert!(
+        r.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        r.content_type
+    );
     let text = r.text();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .expect("Prometheus text format");
@@ -539,7 +675,10 @@ fn metrics_parse_as_prometheus_text() {
         "cairn_last_duration_seconds",
         "cairn_last_bytes_added",
     ] {
-        assert!(names.contains(want), "{want} missing from {names:?}\n{text}");
+        assert!(
+            names.contains(want),
+            "{want} missing from {names:?}\n{text}"
+        );
     }
     let db = scrape
         .samples
@@ -561,7 +700,9 @@ fn metrics_parse_as_prometheus_text() {
     drop(s);
     let public = Server::start_with(&["--metrics-public"]);
     assert_eq!(public.request("GET", "/metrics", None, None).status, 200);
-    public.request("GET", "/api/stats", None, None).assert_error(401);
+    public
+        .request("GET", "/api/stats", None, None)
+        .assert_error(401);
 }
 
 #[test]
@@ -578,7 +719,10 @@ fn openapi_describes_every_route() {
             .get(&p)
             .unwrap_or_else(|| panic!("{p} is not in the OpenAPI document"));
         for m in *methods {
-            assert!(item.get(*m).is_some(), "{m} {p} is not in the OpenAPI document");
+            assert!(
+                item.get(*m).is_some(),
+                "{m} {p} is not in the OpenAPI document"
+            );
         }
     }
     // And nothing in it that the router lacks.
@@ -588,7 +732,10 @@ fn openapi_describes_every_route() {
             .find(|(r, _)| r.replace("{*", "{") == *p)
             .unwrap_or_else(|| panic!("{p} is documented but not routed"));
         for m in item.as_object().expect("item").keys() {
-            assert!(route.1.contains(&m.as_str()), "{m} {p} is documented but not routed");
+            assert!(
+                route.1.contains(&m.as_str()),
+                "{m} {p} is documented but not routed"
+            );
         }
     }
 }
@@ -597,6 +744,14 @@ fn openapi_describes_every_route() {
 fn status_page_browse_and_download() {
     let s = Server::start();
     let id = s.snapshot_ids()[0].clone();
+    // A tag with markup in it, which the page must show as text.
+    let r = s.request(
+        "POST",
+        "/api/snapshots",
+        Some(&s.operator),
+        Some("{\"profile\": \"sample-shop\", \"tags\": [\"<script>alert(1)</script>\"]}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     // Log in with the form; the session cookie carries on.
     let r = s
         .agent
@@ -611,7 +766,10 @@ fn status_page_browse_and_download() {
         .and_then(|v| v.to_str().ok())
         .expect("a session cookie")
         .to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(!cookie.contains(&s.reader), "the token is in the cookie");
     let session = cookie.split(';').next().expect("pair").to_owned();
     let page = |path: &str| {
@@ -621,7 +779,10 @@ fn status_page_browse_and_download() {
             .header("Cookie", &session)
             .call()
             .expect("get");
-        (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().expect("body"),
+        )
     };
     let (status, html) = page("/");
     assert_eq!(status, 200);
@@ -629,6 +790,14 @@ fn status_page_browse_and_download() {
     assert!(html.contains("<svg id=\"size-chart\""));
     assert!(html.contains("sample-shop") && html.contains("main"));
     assert!(!html.contains(&s.reader), "the token is in the page");
+    assert!(
+        !html.contains("<script>"),
+        "markup from the repository was not escaped"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
     // Browse down to the app's root and download a file.
     let mut path = String::new();
     for comp in s.root().strip_prefix("/").expect("absolute").components() {
@@ -655,11 +824,24 @@ fn status_page_browse_and_download() {
         .to_owned();
     assert!(disposition.starts_with("attachment;") && disposition.contains("package.json"));
     let bytes = r.body_mut().read_to_vec().expect("body");
-    assert_eq!(bytes, fs::read(s.root().join("package.json")).expect("original"));
+    assert_eq!(
+        bytes,
+        fs::read(s.root().join("package.json")).expect("original")
+    );
     // A directory is not downloadable; a missing path is a 404.
-    let r = s.request("GET", &format!("/download/{id}{path}?token={}", s.reader), None, None);
+    let r = s.request(
+        "GET",
+        &format!("/download/{id}{path}?token={}", s.reader),
+        None,
+        None,
+    );
     r.assert_error(400);
-    let r = s.request("GET", &format!("/download/{id}{path}/nope?token={}", s.reader), None, None);
+    let r = s.request(
+        "GET",
+        &format!("/download/{id}{path}/nope?token={}", s.reader),
+        None,
+        None,
+    );
     r.assert_error(404);
     // Logging out ends the session.
     let _ = s
@@ -701,36 +883,60 @@ fn status_page_in_headless_chromium() {
     };
     let s = Server::start();
     // A second snapshot, so the chart has a line.
-    let r = s.request("POST", "/api/snapshots", Some(&s.operator), Some("{\"profile\": \"sample-shop\"}"));
+    let r = s.request(
+        "POST",
+        "/api/snapshots",
+        Some(&s.operator),
+        Some("{\"profile\": \"sample-shop\"}"),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let url = format!("{}/?token={}", s.base, s.reader);
     let profile = s.dir.join("chromium-profile");
     let base_args = |c: &mut Command| {
-        c.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .env("HOME", s.dir.path());
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .env("HOME", s.dir.path());
     };
     let mut dump = Command::new(&browser);
     base_args(&mut dump);
     let o = run(dump.args(["--dump-dom", &url]));
     assert!(o.status.success());
     let dom = stdout(&o);
-    assert!(dom.contains("class=\"snapshots\""), "no snapshot table in:\n{dom}");
-    assert!(dom.contains("<svg id=\"size-chart\""), "no chart in:\n{dom}");
+    assert!(
+        dom.contains("class=\"snapshots\""),
+        "no snapshot table in:\n{dom}"
+    );
+    assert!(
+        dom.contains("<svg id=\"size-chart\""),
+        "no chart in:\n{dom}"
+    );
     assert!(dom.contains("<polyline"), "the chart has no line");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    );
     fs::create_dir_all(&target).expect("target dir");
     let shot = target.join("status-page.png");
     let _ = fs::remove_file(&shot);
     let mut cmd = Command::new(&browser);
     base_args(&mut cmd);
-    let o = run(cmd
-        .arg(format!("--screenshot={}", shot.display()))
-        .args(["--window-size=1280,900", "--hide-scrollbars", &url]));
+    let o = run(cmd.arg(format!("--screenshot={}", shot.display())).args([
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        &url,
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let png = fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    assert!(png.len() > 10_000, "a suspiciously small screenshot: {} bytes", png.len());
+    assert!(
+        png.len() > 10_000,
+        "a suspiciously small screenshot: {} bytes",
+        png.len()
+    );
     eprintln!("screenshot of the status page: {}", shot.display());
 }
