@@ -66,8 +66,10 @@ pub(crate) struct AppState {
     cache_dir: Option<PathBuf>,
     /// Held by each changing operation for its whole run: they are
     /// serialized, so the audit actor set for one is not replaced by
-    /// another's before it records its event.
-    write: tokio::sync::Mutex<()>,
+    /// another's before it records its event. The guard moves into the
+    /// blocking task, so a client that disconnects midway does not
+    /// release it while the operation still runs.
+    write: Arc<tokio::sync::Mutex<()>>,
     /// The last verify run through the API, as returned then.
     last_verify: Mutex<Option<serde_json::Value>>,
     /// Browser sessions: random session id → hash of the token that
@@ -254,9 +256,10 @@ impl AppState {
         caller: &Caller,
         f: impl FnOnce(&Repository) -> std::result::Result<T, ApiError> + Send + 'static,
     ) -> std::result::Result<T, ApiError> {
-        let _one_at_a_time = self.write.lock().await;
+        let one_at_a_time = Arc::clone(&self.write).lock_owned().await;
         let actor = format!("token:{}", caller.name);
         self.read(move |repo| {
+            let _held = one_at_a_time;
             repo.set_actor(actor);
             repo.refresh_index()?;
             let done = f(repo);
@@ -345,7 +348,7 @@ pub fn serve(repo: Repository, opts: ServeOptions, ready: impl FnOnce(SocketAddr
         profiles,
         metrics_public: opts.metrics_public,
         cache_dir: opts.cache_dir,
-        write: tokio::sync::Mutex::new(()),
+        write: Arc::new(tokio::sync::Mutex::new(())),
         last_verify: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
     });

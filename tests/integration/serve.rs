@@ -47,6 +47,20 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// `cairn` run in the application's directory under `dir` (repository and
+/// profile from its cairn.toml, tokens in `dir/config/tokens.json`).
+fn cairn_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.current_dir(dir.join("app"))
+        .env_remove("CAIRN_REPO")
+        .env_remove("CAIRN_PROFILE")
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("CAIRN_TOKENS", dir.join("config/tokens.json"))
+        .env("CAIRN_CACHE_DIR", dir.join("cache"))
+        .env("HOME", dir);
+    c
+}
+
 /// An HTTP answer: status, content type, body.
 struct Reply {
     status: u16,
@@ -110,31 +124,26 @@ impl Server {
                 .expect("git");
             assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
         }
-        let mut s = Self {
-            dir,
-            child: Command::new("true").spawn().expect("placeholder"),
-            base: String::new(),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                // A fresh connection per request: a refused request's
-                // unread body makes the server close its connection, and
-                // reusing a pooled one could race with that close.
-                .max_idle_connections(0)
-                .build()
-                .into(),
-            reader: String::new(),
-            operator: String::new(),
-            admin: String::new(),
+        let ok = |args: &[&str]| {
+            let o = run(cairn_in(dir.path()).args(args));
+            assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
+            o
         };
-        let _ = s.child.wait();
-        s.ok(&["init"]);
-        s.ok(&["snap"]);
-        s.reader = s.add_token("ro", "reader");
-        s.operator = s.add_token("ops", "operator");
-        s.admin = s.add_token("boss", "admin");
-        let mut child = s
-            .cairn()
+        let add_token = |name: &str, role: &str| {
+            let t = stdout(&ok(&["token", "add", name, "--role", role]))
+                .trim()
+                .to_owned();
+            assert!(t.starts_with("cairn_"), "{t}");
+            t
+        };
+        ok(&["init"]);
+        ok(&["snap"]);
+        let (reader, operator, admin) = (
+            add_token("ro", "reader"),
+            add_token("ops", "operator"),
+            add_token("boss", "admin"),
+        );
+        let mut child = cairn_in(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -145,12 +154,30 @@ impl Server {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read the address");
-        s.child = child;
+        // Owned from here on, so that a failed assertion still stops it.
+        let mut s = Self {
+            dir,
+            child,
+            base: String::new(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                // A fresh connection per request: a refused request's
+                // unread body makes the server close its connection, and
+                // reusing a pooled one could race with that close.
+                .max_idle_connections(0)
+                .build()
+                .into(),
+            reader,
+            operator,
+            admin,
+        };
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line of cairn serve: {line:?}"));
-        s.base = addr.to_owned();
+            .unwrap_or_else(|| panic!("first line of cairn serve: {line:?}"))
+            .to_owned();
+        s.base = addr;
         s
     }
 
@@ -162,31 +189,14 @@ impl Server {
         self.dir.join("config/tokens.json")
     }
 
-    /// `cairn` run in the application's directory (repository and profile
-    /// from its cairn.toml).
     fn cairn(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        c.current_dir(self.root())
-            .env_remove("CAIRN_REPO")
-            .env_remove("CAIRN_PROFILE")
-            .env("CAIRN_PASSWORD", PASSWORD)
-            .env("CAIRN_TOKENS", self.tokens())
-            .env("CAIRN_CACHE_DIR", self.dir.join("cache"))
-            .env("HOME", self.dir.path());
-        c
+        cairn_in(self.dir.path())
     }
 
     fn ok(&self, args: &[&str]) -> std::process::Output {
         let o = run(self.cairn().args(args));
         assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
         o
-    }
-
-    fn add_token(&self, name: &str, role: &str) -> String {
-        let o = self.ok(&["token", "add", name, "--role", role]);
-        let t = stdout(&o).trim().to_owned();
-        assert!(t.starts_with("cairn_"), "{t}");
-        t
     }
 
     fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
