@@ -392,3 +392,89 @@ async fn shutdown() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> AppState {
+        let repo = Repository::init(
+            Arc::new(crate::MemoryBackend::new()),
+            Some(b"pw"),
+            &crate::InitOptions::default(),
+        )
+        .expect("repo");
+        AppState {
+            repo: Arc::new(repo),
+            tokens_path: dir.join("tokens.json"),
+            profiles: BTreeMap::new(),
+            metrics_public: false,
+            cache_dir: None,
+            write: Arc::new(tokio::sync::Mutex::new(())),
+            last_verify: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).expect("header"));
+        h
+    }
+
+    #[test]
+    fn authorize_checks_token_scheme_role_and_session() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let st = state(dir.path());
+        let mut t = Tokens::default();
+        let reader = t.add("r", Role::Reader).expect("add");
+        t.save(&st.tokens_path).expect("save");
+        let code = |r: std::result::Result<Caller, ApiError>| r.err().map(|e| e.status.as_u16());
+        assert_eq!(
+            code(st.authorize(&HeaderMap::new(), None, Role::Reader)),
+            Some(401)
+        );
+        let basic = with(header::AUTHORIZATION, "Basic dXNlcjpwdw==");
+        assert_eq!(code(st.authorize(&basic, None, Role::Reader)), Some(401));
+        let bearer = with(header::AUTHORIZATION, &format!("bearer {reader}"));
+        assert_eq!(code(st.authorize(&bearer, None, Role::Reader)), None);
+        assert_eq!(code(st.authorize(&bearer, None, Role::Operator)), Some(403));
+        // ?token= only where the caller passes it (the status page).
+        assert_eq!(
+            code(st.authorize(&HeaderMap::new(), Some(&reader), Role::Reader)),
+            None
+        );
+        let session = st.open_session(&reader).expect("session").expect("valid");
+        assert!(st.open_session("cairn_nope").expect("session").is_none());
+        let cookie = with(header::COOKIE, &format!("a=b; {SESSION_COOKIE}={session}"));
+        let caller = st
+            .authorize(&cookie, None, Role::Reader)
+            .expect("by session");
+        assert_eq!((caller.name.as_str(), caller.role), ("r", Role::Reader));
+        // Removing the token ends its sessions too.
+        t.remove("r").expect("remove");
+        t.save(&st.tokens_path).expect("save");
+        assert_eq!(code(st.authorize(&cookie, None, Role::Reader)), Some(401));
+        st.close_session(&cookie);
+        assert!(lock(&st.sessions).is_empty());
+    }
+
+    #[test]
+    fn engine_errors_map_to_statuses() {
+        let s = |e: Error| ApiError::from(e).status.as_u16();
+        assert_eq!(s(Error::invalid("x")), 400);
+        assert_eq!(
+            s(Error::SnapshotRef("no snapshot matches 'ab'".into())),
+            404
+        );
+        assert_eq!(
+            s(Error::SnapshotRef("'a' matches several snapshots".into())),
+            400
+        );
+        assert_eq!(s(Error::corrupt("pack", "bad")), 500);
+        assert!(api::check_ref("latest").is_ok() && api::check_ref("0aF9").is_ok());
+        for bad in ["", "xyz", "../etc", &"a".repeat(65)] {
+            assert!(api::check_ref(bad).is_err(), "{bad}");
+        }
+    }
+}
