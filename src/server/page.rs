@@ -207,7 +207,8 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
     const H: f64 = 280.0;
     const LEFT: f64 = 80.0;
     const RIGHT: f64 = 20.0;
-    const TOP: f64 = 20.0;
+    // Room above the plot for the legend.
+    const TOP: f64 = 48.0;
     const BOTTOM: f64 = 50.0;
     let mut points: Vec<(i64, u64, u64)> = Vec::new();
     let mut total = 0u64;
@@ -292,13 +293,14 @@ fn chart(snaps: &[(SnapshotId, Snapshot)], repo_bytes: u64) -> String {
     );
     let _ = write!(
         svg,
-        "<rect x=\"{lx}\" y=\"{TOP}\" width=\"12\" height=\"3\" fill=\"#2060c0\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"11\">repository size (bytes stored, cumulative; now {now} on disk)</text>\
+        "<rect x=\"{lx}\" y=\"{ly}\" width=\"12\" height=\"3\" fill=\"#2060c0\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"11\">repository size (bytes stored, cumulative; now {now} on disk)</text>\
 <rect x=\"{lx}\" y=\"{y2}\" width=\"12\" height=\"8\" fill=\"#f0a030\"/><text x=\"{tx}\" y=\"{ty2}\" font-size=\"11\">bytes added by each snapshot</text></svg>",
-        lx = W - RIGHT - 330.0,
-        tx = W - RIGHT - 312.0,
-        ty = TOP + 5.0,
-        y2 = TOP + 12.0,
-        ty2 = TOP + 20.0,
+        lx = LEFT + 10.0,
+        tx = LEFT + 28.0,
+        ly = 12.0,
+        ty = 17.0,
+        y2 = 24.0,
+        ty2 = 32.0,
         now = text(&size(repo_bytes)),
     );
     svg
