@@ -92,6 +92,12 @@ pub fn serve(g: &Global, out: &Out, a: &ServeArgs) -> Result<u8> {
             tokens.display()
         ));
     }
+    if !a.listen.ip().is_loopback() {
+        out.warn(format!(
+            "listening on {}, beyond this machine, over plain HTTP: tokens and data cross the network unencrypted unless a TLS proxy is in front",
+            a.listen
+        ));
+    }
     let (repo, _) = open(g)?;
     let opts = ServeOptions {
         listen: a.listen,
