@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,12 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+/// The path parameters, or 400 (a percent-encoding that is not UTF-8).
+pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
 }
 
 /// Checks that `r` is `latest` or a hex id or id prefix, before any
@@ -135,9 +141,10 @@ pub(crate) async fn list_snapshots(
 pub(crate) async fn show_snapshot(
     State(st): St,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
+    let id = path(id)?;
     check_ref(&id)?;
     let v = st
         .read(move |repo| {
@@ -413,9 +420,10 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
 pub(crate) async fn delete_snapshot(
     State(st): St,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Admin)?;
+    let id = path(id)?;
     check_ref(&id)?;
     let v = st
         .change(&caller, move |repo| {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -486,20 +487,26 @@ pub(crate) async fn index(
 pub(crate) async fn browse_root(
     st: St,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Query<TokenQuery>,
 ) -> Response {
-    browse_at(st, headers, id, String::new(), q).await
+    match super::api::path(id) {
+        Ok(id) => browse_at(st, headers, id, String::new(), q).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /browse/{id}/{*path}`.
 pub(crate) async fn browse(
     st: St,
     headers: HeaderMap,
-    Path((id, path)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
     q: Query<TokenQuery>,
 ) -> Response {
-    browse_at(st, headers, id, path, q).await
+    match super::api::path(params) {
+        Ok((id, path)) => browse_at(st, headers, id, path, q).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn browse_at(
@@ -643,10 +650,11 @@ impl std::io::Write for ChannelWriter {
 pub(crate) async fn download(
     State(st): St,
     headers: HeaderMap,
-    Path((id, path)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     st.authorize(&headers, q.token.as_deref(), Role::Reader)?;
+    let (id, path) = super::api::path(params)?;
     super::api::check_ref(&id)?;
     let lookup = path.clone();
     let (node, full) = st

@@ -388,6 +388,7 @@ fn invalid_input_is_a_json_4xx_and_changes_nothing() {
     let admin = s.admin.clone();
     let cases: Vec<(&str, &str, &str, Option<&str>, u16)> = vec![
         ("GET", "/api/snapshots/not-an-id!", &op, None, 400),
+        ("GET", "/api/snapshots/%FF%FE", &op, None, 400),
         ("GET", "/api/snapshots/ffffffffffff", &op, None, 404),
         ("DELETE", "/api/snapshots/zz", &admin, None, 400),
         ("DELETE", "/api/snapshots/ffffffffffff", &admin, None, 404),
