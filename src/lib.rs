@@ -46,6 +46,7 @@ mod profile;
 mod prune;
 mod repo;
 mod restore;
+pub mod server;
 mod snapshot;
 mod sqlite;
 mod stats;

@@ -23,6 +23,7 @@ mod integration {
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod serve;
     mod sqlite;
     mod stdin;
     mod torture;

@@ -23,6 +23,7 @@ mod log;
 mod notify;
 mod output;
 mod password;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -193,6 +194,11 @@ enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write one page per command into a directory.
     Man(docs::ManArgs),
+    /// Serve the HTTP API, /metrics and the status page.
+    Serve(serve::ServeArgs),
+    /// Manage the bearer tokens of `cairn serve`.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -237,6 +243,8 @@ pub fn main() -> ExitCode {
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
         Command::Completions(a) => docs::completions(&out, &a),
         Command::Man(a) => docs::man(&out, &a),
+        Command::Serve(a) => serve::serve(&cli.global, &out, &a),
+        Command::Token(a) => serve::token(&out, &a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
