@@ -30,6 +30,7 @@ mod codec;
 mod compress;
 mod config;
 mod crypto;
+mod daemon;
 mod error;
 mod filescache;
 mod forget;
@@ -43,6 +44,7 @@ mod profile;
 mod prune;
 mod repo;
 mod restore;
+mod schedule;
 mod snapshot;
 mod sqlite;
 mod stats;
@@ -60,6 +62,10 @@ pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
+pub use daemon::{
+    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
+    JobState, RunRecord, daemon, load_state, save_state, state_file,
+};
 pub use error::{Error, Result};
 pub use forget::{
     Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
@@ -81,6 +87,7 @@ pub use profile::{
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
+pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use snapshot::{
     AppInfo, ComponentInfo, DatabaseInfo, GitInfo, Snapshot, Summary, TableRows, newest_at,
 };
