@@ -12,6 +12,7 @@ mod integration {
     mod cli;
     mod corruption;
     mod crash;
+    mod daemon;
     mod decoders;
     mod filescache;
     mod forget;
