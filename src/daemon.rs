@@ -385,31 +385,30 @@ pub fn daemon(
             ))
         })?;
     let started = Timestamp::now();
-    let results: Vec<(PathBuf, std::thread::Result<Result<(usize, usize)>>)> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = profiles
-                .iter()
-                .map(|p| {
-                    let handle = std::thread::Builder::new()
-                        .name(format!("cairn-daemon {}", p.name))
-                        .spawn_scoped(s, move || Scheduler::new(p, opts, host, started)?.run());
-                    (p, handle)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(p, h)| {
-                    let r = match h {
-                        Ok(h) => h.join(),
-                        Err(e) => Ok(Err(Error::invalid(format!(
-                            "cannot start a thread for {}: {e}",
-                            p.file.display()
-                        )))),
-                    };
-                    (p.file.clone(), r)
-                })
-                .collect()
-        });
+    let results: Vec<(PathBuf, ThreadOutcome)> = std::thread::scope(|s| {
+        let handles: Vec<_> = profiles
+            .iter()
+            .map(|p| {
+                let handle = std::thread::Builder::new()
+                    .name(format!("cairn-daemon {}", p.name))
+                    .spawn_scoped(s, move || Scheduler::new(p, opts, host, started)?.run());
+                (p, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(p, h)| {
+                let r = match h {
+                    Ok(h) => h.join(),
+                    Err(e) => Ok(Err(Error::invalid(format!(
+                        "cannot start a thread for {}: {e}",
+                        p.file.display()
+                    )))),
+                };
+                (p.file.clone(), r)
+            })
+            .collect()
+    });
     let mut summary = DaemonSummary::default();
     for (file, r) in results {
         match r {
@@ -425,6 +424,10 @@ pub fn daemon(
     }
     Ok(summary)
 }
+
+/// What a profile's scheduler thread returned: (runs, failed runs), or its
+/// error, or its panic.
+type ThreadOutcome = std::thread::Result<Result<(usize, usize)>>;
 
 /// The scheduler of one profile.
 struct Scheduler<'a> {

@@ -49,8 +49,9 @@ a second one exits at once (safe: an interrupted run leaves no partial snapshot)
 is kept in the cache directory's daemon/ folder. With --once, the jobs due or missed now run once
 and cairn exits (1 if a run failed): for cron.")]
 pub struct DaemonArgs {
-    /// The profiles (cairn.toml files) whose jobs to run. Default: the
-    /// one --profile or CAIRN_PROFILE names, else the nearest cairn.toml.
+    /// The profiles (cairn.toml files) whose jobs to run, besides the one
+    /// --profile or CAIRN_PROFILE names. Without either: the nearest
+    /// cairn.toml in the current directory or above.
     #[arg(value_name = "PROFILE")]
     profiles: Vec<PathBuf>,
     /// Run the jobs that are due or were missed now, each at most once,
@@ -157,56 +158,39 @@ fn local(t: Timestamp) -> String {
 }
 
 fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
-    let now = Timestamp::now().to_string();
-    let head = |kind: &str, p: &Profile| {
-        serde_json::json!({
-            "time": now,
-            "event": kind,
-            "app": p.name,
-            "profile": p.file,
-        })
-    };
-    let mut v = match event {
-        DaemonEvent::Next { profile, job, at } => {
-            let mut v = head("next", profile);
-            v["job"] = job.name.clone().into();
-            v["at"] = at.to_string().into();
-            v
-        }
-        DaemonEvent::Waiting { profile, lock } => {
-            let mut v = head("waiting", profile);
-            v["lock"] = serde_json::json!(lock);
-            v
-        }
+    use serde_json::json;
+    let (kind, profile, fields) = match event {
+        DaemonEvent::Next { profile, job, at } => (
+            "next",
+            profile,
+            json!({"job": job.name, "at": at.to_string()}),
+        ),
+        DaemonEvent::Waiting { profile, lock } => ("waiting", profile, json!({"lock": lock})),
         DaemonEvent::Start {
             profile,
             job,
             due,
             missed,
             catch_up,
-        } => {
-            let mut v = head("start", profile);
-            v["job"] = job.name.clone().into();
-            v["due"] = due.to_string().into();
-            v["missed"] = (*missed).into();
-            v["catch_up"] = (*catch_up).into();
-            v
-        }
-        DaemonEvent::End { profile, record } => {
-            let mut v = head("end", profile);
-            v["run"] = serde_json::to_value(record).unwrap_or_default();
-            v
-        }
+        } => (
+            "start",
+            profile,
+            json!({"job": job.name, "due": due.to_string(), "missed": missed, "catch_up": catch_up}),
+        ),
+        DaemonEvent::End { profile, record } => ("end", profile, json!({"run": record})),
         DaemonEvent::Failed { profile, error } => {
-            let mut v = head("failed", profile);
-            v["error"] = error.to_string().into();
-            v
+            ("failed", profile, json!({"error": error.to_string()}))
         }
     };
-    if let Some(o) = v.as_object_mut() {
-        o.retain(|_, x| !x.is_null());
+    let mut line = serde_json::Map::new();
+    line.insert("time".into(), Timestamp::now().to_string().into());
+    line.insert("event".into(), kind.into());
+    line.insert("app".into(), profile.name.clone().into());
+    line.insert("profile".into(), json!(profile.file));
+    if let serde_json::Value::Object(more) = fields {
+        line.extend(more);
     }
-    v
+    serde_json::Value::Object(line)
 }
 
 fn text_line(event: &DaemonEvent<'_>, quiet: bool) -> Option<String> {
@@ -326,19 +310,28 @@ fn watch_signals(stop: &Arc<AtomicBool>) -> Result<()> {
 
 /// `cairn daemon`.
 pub fn daemon(g: &Global, out: &Out, a: &DaemonArgs) -> Result<u8> {
-    let profiles: Vec<Profile> = if a.profiles.is_empty() {
-        vec![g.loaded.clone().ok_or_else(|| {
-            anyhow!(
-                "no application profile: name one or more (cairn daemon /srv/app/{0}), pass --profile FILE, or run cairn where a {0} is",
-                cairn::PROFILE_FILE
-            )
-        })?]
-    } else {
-        a.profiles
-            .iter()
-            .map(|f| Profile::load(f).map_err(anyhow::Error::from))
-            .collect::<Result<_>>()?
-    };
+    // The profile named with --profile or CAIRN_PROFILE runs too; the one
+    // merely found in the current directory only when no others are named.
+    let mut profiles: Vec<Profile> = Vec::new();
+    if let Some(p) = g
+        .loaded
+        .as_ref()
+        .filter(|_| g.profile.is_some() || a.profiles.is_empty())
+    {
+        profiles.push(p.clone());
+    }
+    for f in &a.profiles {
+        let p = Profile::load(f)?;
+        if !profiles.iter().any(|q| q.file == p.file) {
+            profiles.push(p);
+        }
+    }
+    if profiles.is_empty() {
+        bail!(
+            "no application profile: name one or more (cairn daemon /srv/app/{0}), pass --profile FILE, or run cairn where a {0} is",
+            cairn::PROFILE_FILE
+        );
+    }
     let base = without_profile(g);
     let globals: Vec<Global> = profiles
         .iter()

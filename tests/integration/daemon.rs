@@ -404,3 +404,30 @@ fn daemon_refuses_a_profile_without_jobs_or_with_bad_ones() {
         "{e}"
     );
 }
+
+#[test]
+fn daemon_runs_several_profiles_at_once_each_into_its_own_repository() {
+    let jobs = "[[jobs]]\nname = \"slow\"\nevery = \"1h\"\ncomponents = [\"slow\"]\n";
+    let a = App::new(jobs);
+    let b = App::new(jobs);
+    let o = run(a
+        .cairn()
+        .args(["daemon", "--once", "--json"])
+        .arg(a.root().join("cairn.toml"))
+        .arg(b.root().join("cairn.toml")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(a.snapshots(), 1, "a's run went to a's repository");
+    assert_eq!(b.snapshots(), 1, "b's run went to b's repository");
+    let runs: Vec<Value> = stderr(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["event"] == "end")
+        .map(|l| l["run"].clone())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    // Two-second runs started together: the profiles did not wait for
+    // each other.
+    let latest_start = runs.iter().map(|r| time(&r["start"])).max();
+    let earliest_end = runs.iter().map(|r| time(&r["end"])).min();
+    assert!(latest_start < earliest_end, "{runs:?}");
+}
