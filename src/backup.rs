@@ -462,6 +462,12 @@ impl Walker<'_> {
             Err(e) => return Err(Error::source_read(path, e)),
         };
         names.sort();
+        // The images of databases being captured are staged in the
+        // temporary directory: when that is inside the backup, they are
+        // this backup's own scratch files, not data.
+        if path == std::env::temp_dir() {
+            names.retain(|n| !n.as_bytes().starts_with(sqlite::IMAGE_PREFIX.as_bytes()));
+        }
         let entries: Vec<(OsString, Metadata)> = names
             .into_par_iter()
             .map(|name| {
@@ -1054,6 +1060,50 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    let done = backup_paths(repo, opts, progress);
+    let what = opts
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    audit_backup(repo, opts, &what, &done);
+    done
+}
+
+/// Records a backup's outcome in the audit log.
+fn audit_backup(repo: &Repository, opts: &BackupOptions, what: &str, done: &Result<BackupOutcome>) {
+    let (action, target) = match &opts.app {
+        Some(app) => {
+            let comps: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+            ("snap", format!("app {} [{}]", app.name, comps.join(", ")))
+        }
+        None => ("backup", what.to_owned()),
+    };
+    let detail = match done {
+        Ok(d) => format!(
+            "snapshot {}{}: {} files, {} bytes added",
+            d.id,
+            if d.snapshot.tags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", d.snapshot.tags.join(","))
+            },
+            d.snapshot.summary.files_new
+                + d.snapshot.summary.files_changed
+                + d.snapshot.summary.files_unchanged,
+            d.snapshot.summary.bytes_added
+        ),
+        Err(_) => String::new(),
+    };
+    crate::audit::record(repo, action, &target, done, &detail);
+}
+
+fn backup_paths(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let start_time = jiff::Timestamp::now();
     if opts.paths.is_empty() {
@@ -1344,6 +1394,23 @@ fn check_stream_name(name: &[u8]) -> Result<()> {
 }
 
 fn stream_backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    name: &[u8],
+    source: &mut dyn Source,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let done = stream_backup_inner(repo, opts, name, source, progress);
+    audit_backup(
+        repo,
+        opts,
+        &format!("stream /{}", String::from_utf8_lossy(name)),
+        &done,
+    );
+    done
+}
+
+fn stream_backup_inner(
     repo: &Repository,
     opts: &BackupOptions,
     name: &[u8],

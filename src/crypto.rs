@@ -41,6 +41,8 @@ pub enum Domain {
     FilesCache = 6,
     /// A lock file.
     Lock = 7,
+    /// An audit event file.
+    Audit = 8,
 }
 
 /// The secret material of a repository, identical for every key file.

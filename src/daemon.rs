@@ -680,7 +680,14 @@ impl<'a> Scheduler<'a> {
             verified: None,
             warnings: Vec::new(),
         };
-        if let Err(e) = self.steps(job, runs, &mut record) {
+        let result = self.host.open(self.profile).and_then(|repo| {
+            let done = self.steps(&repo, job, runs, &mut record);
+            // Audit events that could not be written do not fail the run
+            // (as in the other commands), but are worth a warning.
+            record.warnings.extend(repo.take_audit_errors());
+            done
+        });
+        if let Err(e) = result {
             record.ok = false;
             record.error = Some(e.to_string());
         }
@@ -692,16 +699,15 @@ impl<'a> Scheduler<'a> {
 
     /// Snapshot, forget, prune, verify: each step that the job asks for,
     /// filling `record` as they succeed; the first error ends the run.
-    fn steps(&self, job: &Job, runs: u64, record: &mut RunRecord) -> Result<()> {
+    fn steps(&self, repo: &Repository, job: &Job, runs: u64, record: &mut RunRecord) -> Result<()> {
         let p = self.profile;
-        let repo = self.host.open(p)?;
         let snap = SnapOptions {
             components: job.components.clone(),
             tags: job.tags.clone(),
             cache_dir: self.opts.cache_dir.clone(),
             force: false,
         };
-        for done in crate::snap(&repo, p, &snap, &NoProgress)? {
+        for done in crate::snap(repo, p, &snap, &NoProgress)? {
             record.snapshots.push(done.id);
             record.warnings.extend(done.warnings);
         }
@@ -717,7 +723,7 @@ impl<'a> Scheduler<'a> {
             })?;
             let mut opts = ForgetOptions::new(policy);
             opts.filter.apps.push(p.name.clone());
-            let done = crate::forget(&repo, &opts)?;
+            let done = crate::forget(repo, &opts)?;
             record.forgotten = done.removed.len();
             for (id, e) in done.damaged {
                 record
@@ -726,12 +732,12 @@ impl<'a> Scheduler<'a> {
             }
         }
         if job.prune {
-            let report = crate::prune(&repo, &PruneOptions::default())?;
+            let report = crate::prune(repo, &PruneOptions::default())?;
             record.pruned_bytes = Some(report.bytes_freed());
         }
         if let Some(plan) = job.verify {
             let opts = plan.options(runs);
-            let report = crate::verify(&repo, &opts)?;
+            let report = crate::verify(repo, &opts)?;
             record.warnings.extend(report.warnings);
             record.verified = Some(match (plan, opts.subset) {
                 (VerifyPlan::Structure, _) => "structure".to_owned(),

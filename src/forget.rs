@@ -667,6 +667,24 @@ fn resolve(
 /// snapshots deleted before it stay deleted: running `forget` again
 /// finishes the job.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> {
+    let done = forget_inner(repo, opts);
+    let removed: Vec<String> = done
+        .as_ref()
+        .map(|d| d.removed.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    if !opts.dry_run {
+        crate::audit::record(
+            repo,
+            "forget",
+            &removed.join(" "),
+            &done,
+            &format!("removed {} snapshots", removed.len()),
+        );
+    }
+    done
+}
+
+fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> {
     let explicit = !opts.ids.is_empty();
     if explicit && !opts.policy.is_empty() {
         return Err(Error::invalid(

@@ -115,6 +115,11 @@ define_id!(
     KeyId
 );
 
+define_id!(
+    /// An audit event: BLAKE3 of the event file.
+    AuditId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod backend;
 mod backup;
 mod chunker;
@@ -31,6 +32,7 @@ mod compress;
 mod config;
 mod crypto;
 mod daemon;
+mod dbexport;
 mod error;
 mod filescache;
 mod forget;
@@ -48,11 +50,13 @@ mod schedule;
 mod snapshot;
 mod sqlite;
 mod stats;
+mod status;
 mod stream;
 mod timespec;
 mod tree;
 mod verify;
 
+pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
@@ -66,12 +70,18 @@ pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
     JobState, RunRecord, daemon, load_state, save_state, state_file,
 };
+pub use dbexport::{
+    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, ExportOptions, JSON_FORMAT,
+    JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export, export_to_path,
+    json_cell, json_value, materialize, restore_db, restore_from_export, restore_from_snapshot,
+    sql_literal,
+};
 pub use error::{Error, Result};
 pub use forget::{
     Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
     SnapshotFilter, UNLIMITED, forget, plan,
 };
-pub use id::{BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
+pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
 pub use inspect::{
     Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
     diff, dump, find,
@@ -93,6 +103,7 @@ pub use snapshot::{
 };
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};
+pub use status::{RepoStatus, Source, SourceStatus, prometheus, status};
 pub use timespec::parse_time;
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};
@@ -100,6 +111,7 @@ pub use verify::{VerifyOptions, VerifyReport, verify};
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.
 pub mod decode {
+    pub use crate::audit::{decode_file as audit_file, encode_file as encode_audit_file};
     pub use crate::chunklist::{decode as chunk_list, encode as encode_chunk_list};
     pub use crate::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::crypto::{Crypto, Domain};

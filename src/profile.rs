@@ -505,13 +505,24 @@ pub fn snap(
     for c in chosen.iter().filter(|c| c.kind_name() != "command") {
         for p in c.paths() {
             if fs::symlink_metadata(&p).is_err() {
-                return Err(Error::invalid(format!(
+                let e = Error::invalid(format!(
                     "component {} of {}: {} does not exist; create it or fix the profile {}",
                     c.name,
                     profile.name,
                     p.display(),
                     profile.file.display()
-                )));
+                ));
+                // A scheduled snap that cannot start is a failure to see
+                // in `cairn status`, like one that fails midway.
+                let names: Vec<&str> = chosen.iter().map(|c| c.name.as_str()).collect();
+                crate::audit::record_event(
+                    repo,
+                    "snap",
+                    &format!("app {} [{}]", profile.name, names.join(", ")),
+                    false,
+                    &e.to_string(),
+                );
+                return Err(e);
             }
             keep.push(p.clone());
             backup.paths.push(p);
@@ -664,6 +675,44 @@ pub struct ComponentRestore {
 /// tree (restore those with a target), or when a database is open in
 /// another process and `force` is not set; restore and backup errors.
 pub fn restore_component(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    opts: &ComponentRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<ComponentRestore> {
+    let done = restore_component_inner(repo, id, snap, opts, progress);
+    if !opts.dry_run {
+        let app = snap.app.as_ref().map_or("", |a| a.name.as_str());
+        let detail = done.as_ref().map_or_else(
+            |_| String::new(),
+            |d| {
+                let changed = d
+                    .files
+                    .iter()
+                    .filter(|f| f.action != FileAction::Unchanged)
+                    .count();
+                match d.safety {
+                    Some(s) => format!("{changed} files replaced in place; safety snapshot {s}"),
+                    None => format!("{changed} files replaced in place"),
+                }
+            },
+        );
+        crate::audit::record(
+            repo,
+            "restore-component",
+            &format!(
+                "component {} of app {app} from snapshot {id}",
+                opts.component
+            ),
+            &done,
+            &detail,
+        );
+    }
+    done
+}
+
+fn restore_component_inner(
     repo: &Repository,
     id: SnapshotId,
     snap: &Snapshot,

@@ -152,8 +152,25 @@ enum Fate {
 /// before anything is deleted when a snapshot, tree or index file cannot
 /// be read, or a used blob is in no index (pruning then could delete data
 /// still needed: `verify` tells what is wrong).
-#[allow(clippy::too_many_lines)]
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let done = prune_inner(repo, opts);
+    if !opts.dry_run {
+        let detail = done.as_ref().map_or_else(
+            |_| String::new(),
+            |r| {
+                format!(
+                    "{} packs deleted, {} repacked; {} bytes before, {} after",
+                    r.packs_deleted, r.packs_repacked, r.bytes_before, r.bytes_after
+                )
+            },
+        );
+        crate::audit::record(repo, "prune", "repository", &done, &detail);
+    }
+    done
+}
+
+#[allow(clippy::too_many_lines)]
+fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
     let held = repo.lock(true, "prune")?;
     repo.refresh_index()?;

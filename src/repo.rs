@@ -121,6 +121,11 @@ pub struct Repository {
     unindexed: Mutex<Option<Index>>,
     /// Set when a blob was found only through `unindexed`.
     used_unindexed: AtomicBool,
+    /// Who the audit log names for this process's operations; `None` for
+    /// `user@host`.
+    actor: Mutex<Option<String>>,
+    /// Audit events that could not be written.
+    audit_errors: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -254,6 +259,8 @@ impl Repository {
             no_lock: AtomicBool::new(false),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
+            actor: Mutex::new(None),
+            audit_errors: Mutex::new(Vec::new()),
         })
     }
 
@@ -328,6 +335,8 @@ impl Repository {
             no_lock: AtomicBool::new(false),
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
+            actor: Mutex::new(None),
+            audit_errors: Mutex::new(Vec::new()),
         };
         repo.load_index()?;
         Ok(repo)
@@ -412,6 +421,32 @@ impl Repository {
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Names `actor` (`token:NAME`, `daemon:PROFILE`) in the audit events of
+    /// this repository handle's operations instead of `user@host`.
+    pub fn set_actor(&self, actor: impl Into<String>) {
+        *lock(&self.actor) = Some(actor.into());
+    }
+
+    /// Who the audit log names for this handle's operations.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        lock(&self.actor).clone().unwrap_or_else(|| {
+            let (host, user) = host_and_user();
+            format!("{user}@{host}")
+        })
+    }
+
+    /// Keeps a failure to write an audit event, for the caller to report.
+    pub(crate) fn note_audit_error(&self, message: String) {
+        lock(&self.audit_errors).push(message);
+    }
+
+    /// The audit events that could not be written since the last call.
+    #[must_use]
+    pub fn take_audit_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.audit_errors))
     }
 
     /// The sealer.
@@ -753,8 +788,9 @@ impl Repository {
         let (host, user) = host_and_user();
         let (id, bytes) =
             KeyFile::create(master, Some(password), kdf_memory_mib, host, user)?.encode();
-        self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
-        Ok(id)
+        let done = self.backend.write(FileKind::Key, &id.to_hex(), &bytes);
+        crate::audit::record(self, "key-add", &id.to_string(), &done, "");
+        done.map(|()| id)
     }
 
     /// Removes a key file; refuses the last one and the one in use.
@@ -771,7 +807,9 @@ impl Repository {
         if !keys.iter().any(|(k, _)| k == id) {
             return Err(Error::invalid(format!("no key {id} in this repository")));
         }
-        self.backend.delete(FileKind::Key, &id.to_hex())
+        let done = self.backend.delete(FileKind::Key, &id.to_hex());
+        crate::audit::record(self, "key-remove", &id.to_string(), &done, "");
+        done
     }
 
     /// Re-reads the master key with `password` (used to add keys).

@@ -707,6 +707,37 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let done = restore_inner(repo, snapshot, opts, progress);
+    let target = format!(
+        "snapshot of {} from {} into {}",
+        snapshot.timestamp(),
+        snapshot.hostname,
+        opts.target.display()
+    );
+    let detail = match &done {
+        Ok(d) if d.errors.is_empty() => format!("{} files, {} bytes", d.files, d.bytes),
+        Ok(d) => format!(
+            "incomplete: {} files restored, {} not: {}",
+            d.files,
+            d.errors.len(),
+            d.errors.first().map_or("", String::as_str)
+        ),
+        Err(_) => String::new(),
+    };
+    let ok = done.as_ref().is_ok_and(|d| d.errors.is_empty());
+    match &done {
+        Ok(_) => crate::audit::record_event(repo, "restore", &target, ok, &detail),
+        Err(_) => crate::audit::record(repo, "restore", &target, &done, &detail),
+    }
+    done
+}
+
+fn restore_inner(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
     // Shared: a prune must wait until the data is out.
     let _held = repo.lock(false, "restore")?;
     repo.refresh_index()?;

@@ -79,6 +79,10 @@ pub const HEADER_LEN: usize = 100;
 /// stored with a captured one.
 pub const COMPANION_SUFFIXES: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
 
+/// The name prefix of the temporary files images are staged in, which
+/// backup leaves out of the temporary directory.
+pub const IMAGE_PREFIX: &str = ".cairn-sqlite-";
+
 /// How long the capture's connection waits for a lock before a step
 /// reports busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -195,7 +199,7 @@ pub(crate) fn capture(path: &Path, opened: &File, page_size: Option<u32>) -> Res
     })
     .map_err(|e| format!("reading the schema: {e}"))?;
     let tmp = tempfile::Builder::new()
-        .prefix(".cairn-sqlite-")
+        .prefix(IMAGE_PREFIX)
         .tempfile()
         .map_err(|e| {
             format!(

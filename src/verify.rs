@@ -277,6 +277,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
+    // The audit log: damaged events and events removed from its middle.
+    report
+        .errors
+        .extend(crate::audit::read_log(repo, None)?.problems);
+
     // Walk every snapshot; name the files that lost data.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let snapshots = repo.snapshots()?;

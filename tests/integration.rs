@@ -8,11 +8,13 @@ mod integration {
     pub mod util;
 
     mod app;
+    mod audit;
     mod chunklist;
     mod cli;
     mod corruption;
     mod crash;
     mod daemon;
+    mod dbexport;
     mod decoders;
     mod filescache;
     mod forget;

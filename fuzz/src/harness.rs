@@ -25,7 +25,7 @@ use serde::Serialize;
 
 /// Every fuzz target; `fuzz_<name>` is the cargo-fuzz target and the
 /// directory under `fuzz/corpus/` and `fuzz/artifacts/`.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "fuzz_config",
     "fuzz_key",
     "fuzz_pack_header",
@@ -36,6 +36,7 @@ pub const TARGETS: [&str; 10] = [
     "fuzz_files_cache",
     "fuzz_chunk_list",
     "fuzz_profile",
+    "fuzz_audit",
 ];
 
 /// Runs the harness of fuzz target `target` on `data`; `false` for an
@@ -52,6 +53,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "fuzz_files_cache" => files_cache(data),
         "fuzz_chunk_list" => chunk_list(data),
         "fuzz_profile" => profile(data),
+        "fuzz_audit" => audit(data),
         _ => return false,
     }
     true
@@ -438,6 +440,36 @@ pub fn files_cache(data: &[u8]) {
 pub fn profile(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = cairn::Profile::parse(text, std::path::Path::new("/srv/app/cairn.toml"));
+    }
+}
+
+/// `fuzz_audit`: `data` is the plaintext of an audit event, sealed with
+/// the test key into an event file and decoded (the name never matches,
+/// so a decoded event is then refused by the name check); `data` is also
+/// decoded as a whole file.
+pub fn audit(data: &[u8]) {
+    let id = cairn::AuditId([0; 32]);
+    let _ = decode::audit_file(
+        plain_crypto(),
+        &id,
+        &sealed_file(b"CAIRNAUD", Domain::Audit, data),
+    );
+    let _ = decode::audit_file(plain_crypto(), &id, data);
+    let _ = decode::audit_file(encrypted_crypto(), &id, data);
+}
+
+/// An audit event with every field set.
+pub fn sample_audit_event() -> cairn::AuditEvent {
+    cairn::AuditEvent {
+        time: 1_800_000_000,
+        time_nsec: 7,
+        host: "host".into(),
+        actor: "token:ops".into(),
+        action: "restore".into(),
+        target: "component db of app shop".into(),
+        ok: false,
+        detail: "refused: open in process 12".into(),
+        prev: Some(cairn::AuditId([0x18; 32])),
     }
 }
 
@@ -833,5 +865,6 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "seed-every-key",
             SAMPLE_PROFILE.as_bytes().to_vec(),
         ),
+        ("fuzz_audit", "seed-event", encode(&sample_audit_event())),
     ]
 }

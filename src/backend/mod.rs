@@ -29,6 +29,8 @@ pub enum FileKind {
     Snapshot,
     /// Lock files under `locks/`.
     Lock,
+    /// Audit event files under `audit/`.
+    Audit,
 }
 
 impl FileKind {
@@ -42,16 +44,18 @@ impl FileKind {
             Self::Index => "index",
             Self::Snapshot => "snapshots",
             Self::Lock => "locks",
+            Self::Audit => "audit",
         }
     }
 
     /// Every kind that lives in a directory.
-    pub const DIRS: [Self; 5] = [
+    pub const DIRS: [Self; 6] = [
         Self::Key,
         Self::Pack,
         Self::Index,
         Self::Snapshot,
         Self::Lock,
+        Self::Audit,
     ];
 }
 

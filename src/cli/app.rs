@@ -128,6 +128,7 @@ fn take(
     let bar = out.progress(true, "snapshot");
     let result = cairn::snap(repo, profile, opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
+    super::log::report_audit_errors(out, repo);
     Ok(result?)
 }
 
@@ -281,6 +282,7 @@ pub fn restore_in_place(
     let bar = out.progress(true, "restoring");
     let result = cairn::restore_component(repo, id, snap, opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
+    super::log::report_audit_errors(out, repo);
     let done = result?;
     for w in &done.warnings {
         out.warn(w);

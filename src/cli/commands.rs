@@ -226,6 +226,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
         cairn::backup(&repo, &opts, &progress)
     };
     bar.finish_and_clear();
+    super::log::report_audit_errors(out, &repo);
     let done = result?;
     print_backup(out, &done)?;
     Ok(exit::OK)
@@ -366,7 +367,7 @@ impl AtArgs {
 
     /// The one snapshot for `SNAPSHOT` or `--at`. Several groups at that
     /// time need --host/--path to choose between them.
-    fn resolve(
+    pub(super) fn resolve(
         &self,
         repo: &Repository,
         snapshot: Option<&str>,
@@ -801,6 +802,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
+    super::log::report_audit_errors(out, &repo);
     let done = result?;
     for w in &done.warnings {
         out.warn(w);
@@ -1321,7 +1323,9 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
 
 pub fn prune(g: &Global, out: &Out, a: &PruneArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    let r = prune_with(&repo, &a.opts)?;
+    let r = prune_with(&repo, &a.opts);
+    super::log::report_audit_errors(out, &repo);
+    let r = r?;
     if out.json {
         out.print_json(&prune_json(&r, a.opts.dry_run))?;
     } else {

@@ -187,7 +187,9 @@ fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
 pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
     let opts = options(g, a)?;
     let (repo, _) = password::open(g)?;
-    let done = cairn::forget(&repo, &opts)?;
+    let done = cairn::forget(&repo, &opts);
+    super::log::report_audit_errors(out, &repo);
+    let done = done?;
     // Prune runs after forget released its lock, under its own.
     let pruning = super::commands::PruneOpts {
         max_unused: a.max_unused,

@@ -16,10 +16,13 @@ macro_rules! outln {
 mod app;
 mod commands;
 mod daemon;
+mod db;
 mod forget;
 mod inspect;
+mod log;
 mod output;
 mod password;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +50,9 @@ pub mod exit {
     pub const PASSWORD: u8 = 12;
     /// Another process holds a conflicting repository lock.
     pub const LOCKED: u8 = 13;
+    /// `status`: a source is stale (older than --max-age) or its last
+    /// attempt failed.
+    pub const STALE: u8 = 14;
 }
 
 /// cairn: deduplicating, encrypted, verifiable snapshots.
@@ -64,7 +70,7 @@ created on the first backup with a generated key in your config directory.
 
 Exit codes: 0 success, 1 error, 2 invalid command line, 3 damage found or restore
 incomplete, 10 no repository, 11 unsupported format version, 12 wrong or missing password,
-13 repository locked by another process."
+13 repository locked by another process, 14 (status) a source is stale or failing."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -155,6 +161,10 @@ enum Command {
     Find(inspect::FindArgs),
     /// Write one file of a snapshot to stdout.
     Dump(inspect::DumpArgs),
+    /// Export a snapshot's SQLite database as SQL, JSON or CSV, or restore
+    /// its tables into a database.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Check the repository's structure and, with --read-data, every byte.
     Verify(commands::VerifyArgs),
     /// Show repository sizes and deduplication.
@@ -170,6 +180,12 @@ enum Command {
     Prune(commands::PruneArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(commands::UnlockArgs),
+    /// Show the audit log: who backed up, restored, forgot or pruned what,
+    /// and when.
+    Log(log::LogArgs),
+    /// Show how fresh each source's newest snapshot is; exit 14 when one
+    /// is stale (--max-age) or failing.
+    Status(status::StatusArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -206,12 +222,15 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => inspect::diff(&cli.global, &out, &a),
         Command::Find(a) => inspect::find(&cli.global, &out, &a),
         Command::Dump(a) => inspect::dump(&cli.global, &out, &a),
+        Command::Db(a) => db::db(&cli.global, &out, &a),
         Command::Verify(a) => commands::verify(&cli.global, &out, &a),
         Command::Stats(a) => commands::stats(&cli.global, &out, &a),
         Command::Cat(a) => commands::cat(&cli.global, &out, &a),
         Command::Key(a) => commands::key(&cli.global, &out, &a),
         Command::Forget(a) => forget::forget(&cli.global, &out, &a),
         Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
+        Command::Log(a) => log::log(&cli.global, &out, &a),
+        Command::Status(a) => status::status(&cli.global, &out, &a),
         Command::Prune(a) => commands::prune(&cli.global, &out, &a),
     };
     match result {

@@ -326,6 +326,13 @@ fn seeds_are_accepted() {
     tree.sort();
     assert_eq!(Tree::decode(&tree.encode()).expect("tree decodes"), tree);
 
+    let event = harness::sample_audit_event();
+    let (id, bytes) = decode::encode_audit_file(&plain, &event).expect("audit encodes");
+    assert_eq!(
+        decode::audit_file(&plain, &id, &bytes).expect("audit decodes"),
+        event
+    );
+
     let profile = cairn::Profile::parse(harness::SAMPLE_PROFILE, Path::new("/srv/app/cairn.toml"))
         .expect("sample profile parses");
     assert_eq!(profile.components.len(), 4);

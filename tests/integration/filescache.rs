@@ -197,10 +197,14 @@ fn files_cache_does_not_trust_entries_as_new_as_the_backup() {
     fs::write(src.join("sub/f"), b"just written").expect("write");
     let repo = init_repo(&d.join("repo"));
     let cache = d.join("cache");
+    // Dated a little ahead, as a file written during the backup would be,
+    // however slowly this machine gets to the backup.
+    let ahead = filetime::FileTime::from_unix_time(jiff::Timestamp::now().as_second() + 30, 0);
+    filetime::set_file_mtime(src.join("sub/f"), ahead).expect("mtime");
     backup(&repo, &[&src], &cache, false);
-    // The file's times are within a second of the first backup's start: a
-    // change in the same timestamp tick could hide, so neither the
-    // directory nor the file is trusted.
+    // The file's times are not before the first backup's start: a change
+    // in the same timestamp tick could hide, so neither the directory nor
+    // the file is trusted.
     let again = backup(&repo, &[&src], &cache, false);
     assert_eq!(again.dirs_reused, 0);
     assert_eq!(again.snapshot.summary.bytes_read, 12);

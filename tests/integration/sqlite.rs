@@ -383,3 +383,31 @@ fn sqlite_unreadable_database_falls_back_to_raw_bytes_with_a_warning() {
     assert!(o.status.success());
     assert!(stderr(&o).contains("bad.db"), "{}", stderr(&o));
 }
+
+/// When the temporary directory is inside the backup, the staged images of
+/// databases (and any left over from a killed capture) are not stored.
+#[test]
+fn sqlite_images_staged_in_a_backed_up_tmpdir_are_left_out() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let src = d.join("src");
+    let tmp = src.join("tmp");
+    fs::create_dir_all(src.join("data")).expect("mkdir");
+    fs::create_dir_all(&tmp).expect("mkdir");
+    let _c = wal_db(&src.join("data/app.db"));
+    fs::write(tmp.join(".cairn-sqlite-left0ver"), b"half an image").expect("leftover");
+    fs::write(tmp.join("notes.txt"), b"kept").expect("notes");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let o = run(cairn(&repo, d.path())
+        .env("TMPDIR", &tmp)
+        .arg("backup")
+        .arg(&src));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cairn(&repo, d.path()).args(["ls", "latest"]).arg(&src));
+    let listed = stdout(&o);
+    assert!(
+        listed.contains("notes.txt") && listed.contains("app.db"),
+        "{listed}"
+    );
+    assert!(!listed.contains(".cairn-sqlite-"), "{listed}");
+}

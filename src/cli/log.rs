@@ -1,0 +1,77 @@
+//! `cairn log`: the repository's audit log, and the warnings of audit
+//! events that could not be written.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::commands::local_time;
+use super::password::open;
+use super::{Global, Out, exit};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Every backup, snap, restore, forget, prune and key change is recorded in the repository
+(audit/), by whom (user@host, token:NAME for the HTTP API) and with its result. cairn never
+changes or deletes an event; one removed from the middle of the log is reported.")]
+pub struct LogArgs {
+    /// Show only the N newest events.
+    #[arg(short = 'n', long, value_name = "N")]
+    last: Option<usize>,
+}
+
+pub fn log(g: &Global, out: &Out, a: &LogArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let log = cairn::audit_log(&repo, a.last)?;
+    if out.json {
+        let events: Vec<_> = log
+            .events
+            .iter()
+            .map(|(id, e)| {
+                serde_json::json!({
+                    "id": id,
+                    "time": e.timestamp().to_string(),
+                    "host": e.host,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "ok": e.ok,
+                    "detail": e.detail,
+                    "prev": e.prev,
+                })
+            })
+            .collect();
+        out.print_json(&serde_json::json!({ "events": events, "problems": log.problems }))?;
+    } else {
+        for (_, e) in &log.events {
+            outln!(
+                "{}  {:<24}  {:<17}  {:<6}  {}{}",
+                local_time(e.timestamp()),
+                e.actor,
+                e.action,
+                if e.ok { "ok" } else { "FAILED" },
+                e.target,
+                if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", e.detail)
+                }
+            );
+        }
+        out.info(format!("{} events", log.events.len()));
+    }
+    for p in &log.problems {
+        out.warn(p);
+    }
+    Ok(if log.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}
+
+/// Prints the audit events `repo` could not write, as warnings.
+pub fn report_audit_errors(out: &Out, repo: &cairn::Repository) {
+    for e in repo.take_audit_errors() {
+        out.warn(e);
+    }
+}
