@@ -31,6 +31,7 @@ mod codec;
 mod compress;
 mod config;
 mod crypto;
+mod daemon;
 mod dbexport;
 mod error;
 mod filescache;
@@ -46,6 +47,7 @@ mod profile;
 mod prune;
 mod repo;
 mod restore;
+mod schedule;
 pub mod server;
 mod snapshot;
 mod sqlite;
@@ -66,6 +68,10 @@ pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
 pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
+pub use daemon::{
+    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
+    JobState, RunRecord, daemon, load_state, save_state, state_file,
+};
 pub use dbexport::{
     CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, ExportOptions, JSON_FORMAT,
     JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export, export_to_path,
@@ -93,6 +99,7 @@ pub use profile::{
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
+pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use snapshot::{
     AppInfo, ComponentInfo, DatabaseInfo, GitInfo, Snapshot, Summary, TableRows, newest_at,
 };

@@ -76,6 +76,8 @@ pub struct Profile {
     pub components: Vec<Component>,
     /// The retention rules (`[retention]`), if any.
     pub retention: Option<KeepPolicy>,
+    /// The scheduled jobs (`[[jobs]]`) that `cairn daemon` runs.
+    pub jobs: Vec<crate::schedule::Job>,
 }
 
 /// One component of a profile.
@@ -150,6 +152,8 @@ struct ProfileFile {
     #[serde(default)]
     components: BTreeMap<String, ComponentFile>,
     retention: Option<RetentionFile>,
+    #[serde(default)]
+    jobs: Vec<crate::schedule::JobFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,6 +325,21 @@ impl Profile {
             }
         }
         let retention = raw.retention.map(|r| retention(r, &bad)).transpose()?;
+        let bad_job = |what: String| {
+            Error::invalid(format!(
+                "profile {}: {what}; see `cairn daemon --help` for the format of [[jobs]]",
+                file.display()
+            ))
+        };
+        let jobs = crate::schedule::jobs(
+            raw.jobs,
+            &components
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>(),
+            retention.is_some(),
+            &bad_job,
+        )?;
         Ok(Self {
             name,
             repo: raw.repo.map(|r| normalize(&root.join(r))),
@@ -330,6 +349,7 @@ impl Profile {
             file: file.to_path_buf(),
             components,
             retention,
+            jobs,
         })
     }
 
@@ -1221,6 +1241,84 @@ mod tests {
         assert!(r.within.is_some());
         let e = p.component("nope").expect_err("unknown").to_string();
         assert!(e.contains("it has: pg"), "{e}");
+    }
+
+    #[test]
+    fn profile_jobs_parse_with_their_defaults() {
+        let p = parse(
+            "[components.db]\nsqlite = \"d.db\"\n[components.code]\npaths = [\".\"]\n[retention]\nkeep_last = 3\n\
+             [[jobs]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\ntimezone = \"Europe/London\"\nforget = true\nprune = true\nverify = \"*/7\"\n\
+             [[jobs]]\nname = \"frequent\"\nevery = \"6h\"\ncomponents = [\"db\"]\ntags = [\"hourly\"]\n",
+        )
+        .expect("parses");
+        let [nightly, frequent] = p.jobs.as_slice() else {
+            panic!("two jobs: {:?}", p.jobs);
+        };
+        assert_eq!(nightly.name, "nightly");
+        assert_eq!(
+            nightly.schedule.to_string(),
+            "cron \"0 2 * * *\" (Europe/London)"
+        );
+        assert!(nightly.components.is_empty(), "all components");
+        assert!(nightly.forget && nightly.prune);
+        assert_eq!(nightly.verify, Some(crate::schedule::VerifyPlan::Rotate(7)));
+        assert_eq!(frequent.schedule.to_string(), "every 6h");
+        assert_eq!(frequent.components, ["db"]);
+        assert_eq!(frequent.tags, ["hourly"]);
+        assert!(!frequent.forget && !frequent.prune && frequent.verify.is_none());
+        let none = parse("[components.a]\npaths = [\".\"]").expect("parses");
+        assert!(none.jobs.is_empty());
+    }
+
+    #[test]
+    fn profile_rejects_bad_jobs_naming_the_file_and_the_job() {
+        let base = "[components.a]\npaths = [\".\"]\n";
+        for (jobs, says) in [
+            ("[[jobs]]\nevery = \"1h\"", "job 1 has no `name`"),
+            ("[[jobs]]\nname = \"j\"", "job j: give one of `cron"),
+            (
+                "[[jobs]]\nname = \"j\"\ncron = \"0 2 * * *\"\nevery = \"1h\"",
+                "job j: give one of",
+            ),
+            ("[[jobs]]\nname = \"j\"\ncron = \"0 2 * *\"", "job j: cron"),
+            (
+                "[[jobs]]\nname = \"j\"\ncron = \"0 2 * * *\"\ntimezone = \"Nowhere/Town\"",
+                "job j: time zone 'Nowhere/Town'",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\ntimezone = \"UTC\"",
+                "`timezone` goes with `cron`",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"often\"",
+                "job j: every 'often'",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\ncomponents = [\"db\"]",
+                "job j: no component 'db'; the profile has: a",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\nforget = true",
+                "there are none: add a [retention] table",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\nverify = \"8/7\"",
+                "job j: verify '8/7'",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\n[[jobs]]\nname = \"j\"\nevery = \"2h\"",
+                "two jobs are called j",
+            ),
+            (
+                "[[jobs]]\nname = \"j\"\nevery = \"1h\"\nwhen = 1",
+                "unknown field `when`",
+            ),
+        ] {
+            let text = format!("{base}{jobs}");
+            let e = parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+            assert!(e.contains("/srv/shop/cairn.toml"), "{text:?}: {e}");
+        }
     }
 
     #[test]

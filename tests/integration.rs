@@ -13,6 +13,7 @@ mod integration {
     mod cli;
     mod corruption;
     mod crash;
+    mod daemon;
     mod dbexport;
     mod decoders;
     mod filescache;

@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod app;
 mod commands;
+mod daemon;
 mod db;
 mod docs;
 mod forget;
@@ -83,7 +84,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Repository location (a directory). Without it and without
     /// CAIRN_REPO, cairn uses a default repository in your data directory.
@@ -149,6 +150,9 @@ enum Command {
     /// Snapshot the application, run a command (a migration, a deploy),
     /// snapshot again; print the restore command if it fails.
     Run(app::RunArgs),
+    /// Run the scheduled jobs ([[jobs]]) of application profiles: snapshot,
+    /// retention, prune and verify, until SIGTERM.
+    Daemon(daemon::DaemonArgs),
     /// List snapshots.
     Snapshots(commands::SnapshotsArgs),
     /// List the files in a snapshot.
@@ -225,6 +229,7 @@ pub fn main() -> ExitCode {
         Command::Backup(a) => commands::backup(&cli.global, &out, &a),
         Command::Snap(a) => app::snap(&cli.global, &out, &a),
         Command::Run(a) => app::run(&cli.global, &out, &a),
+        Command::Daemon(a) => daemon::daemon(&cli.global, &out, &a),
         Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
         Command::Ls(a) => commands::ls(&cli.global, &out, &a),
         Command::Restore(a) => commands::restore(&cli.global, &out, &a),
