@@ -58,6 +58,9 @@ pub struct DaemonArgs {
     /// then exit instead of waiting.
     #[arg(long)]
     once: bool,
+    /// Where an alert goes when a run fails.
+    #[command(flatten)]
+    notify: super::notify::NotifyArgs,
 }
 
 /// The options of `g` as the command line and environment gave them,
@@ -118,6 +121,50 @@ struct Host {
     /// The options per profile file.
     globals: Vec<Global>,
     out: Out,
+    /// Where a failed run's alert goes, if anywhere.
+    notifier: Option<cairn::notify::Notifier>,
+}
+
+impl Host {
+    /// Sends a `failure` alert for each component of a failed run.
+    fn alert(&self, profile: &Profile, record: &cairn::RunRecord) {
+        let Some(error) = record.error.as_deref().filter(|_| !record.ok) else {
+            return;
+        };
+        let repository = self
+            .globals
+            .iter()
+            .find(|g| g.loaded.as_ref().is_some_and(|p| p.file == profile.file))
+            .and_then(|g| g.repo.as_ref())
+            .map_or_else(
+                || "the default repository".to_owned(),
+                |r| r.display().to_string(),
+            );
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let chosen = profile
+            .jobs
+            .iter()
+            .find(|j| j.name == record.job)
+            .map(|j| j.components.clone())
+            .unwrap_or_default();
+        let alerts: Vec<cairn::notify::Alert> = profile
+            .components
+            .iter()
+            .filter(|c| chosen.is_empty() || chosen.contains(&c.name))
+            .map(|c| {
+                let source = cairn::Source {
+                    app: profile.name.clone(),
+                    component: c.name.clone(),
+                    host: host.clone(),
+                };
+                cairn::notify::Alert::run_failed(&source, error, Timestamp::now(), &repository)
+            })
+            .collect();
+        super::notify::send_all(self.notifier.as_ref(), &alerts, &self.out);
+    }
 }
 
 impl cairn::DaemonHost for Host {
@@ -143,6 +190,9 @@ impl cairn::DaemonHost for Host {
     }
 
     fn event(&self, event: &DaemonEvent<'_>) {
+        if let DaemonEvent::End { profile, record } = event {
+            self.alert(profile, record);
+        }
         if self.out.json {
             eprintln!("{}", json_line(event));
         } else if let Some(line) = text_line(event, self.out.quiet) {
@@ -354,7 +404,11 @@ pub fn daemon(g: &Global, out: &Out, a: &DaemonArgs) -> Result<u8> {
             opts.state_dir.display()
         ));
     }
-    let host = Host { globals, out: *out };
+    let host = Host {
+        globals,
+        out: *out,
+        notifier: a.notify.notifier()?,
+    };
     let summary = cairn::daemon(&profiles, &opts, &host)?;
     if !out.json {
         out.info(format!(

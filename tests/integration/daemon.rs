@@ -366,8 +366,28 @@ fn daemon_once_records_a_failing_run_and_exits_1() {
         "[components.broken]\ndump = [\"sh\", \"-c\", \"echo no database >&2; exit 3\"]\n\n\
          [[jobs]]\nname = \"bad\"\nevery = \"1h\"\ncomponents = [\"broken\"]\n",
     );
-    let (success, lines) = app.once();
+    // The failure is also an alert, through --notify-command.
+    let alert = app.dir.join("alert.json");
+    let o = run(app
+        .cairn()
+        .args(["daemon", "--once", "--json", "--notify-command"])
+        .arg(format!("cat > '{}'", alert.display())));
+    let success = o.status.success();
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert!(!success, "a failed run makes --once exit non-zero");
+    let sent: Value = serde_json::from_slice(&fs::read(&alert).expect("alert sent")).expect("json");
+    assert_eq!(sent["kind"], "failure", "{sent}");
+    assert_eq!(sent["component"], "broken", "{sent}");
+    assert!(
+        sent["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no database"),
+        "{sent}"
+    );
     let end = lines
         .iter()
         .find(|l| l["event"] == "end")
