@@ -93,8 +93,8 @@ pub use lock::{Lock, LockRecord, Unlocked};
 pub use pack::{BlobKind, Compression, PackEntry};
 pub use profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
-    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, git_info,
-    restore_component, snap,
+    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange,
+    component_paths, git_info, restore_component, snap,
 };
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};

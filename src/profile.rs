@@ -949,6 +949,49 @@ fn restore_dump(
     Ok(done)
 }
 
+/// The paths of component `name` of the application snapshot `snap`, for
+/// a restore into a target, and the paths of the other components below
+/// them, which such a restore leaves out (restoring `code` must not bring
+/// `.env` or the database along).
+///
+/// # Errors
+/// [`Error::Invalid`] when `snap` is not an application snapshot or has
+/// no such component, listing those it has.
+pub fn component_paths(
+    id: SnapshotId,
+    snap: &Snapshot,
+    name: &str,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let app = snap.app.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "snapshot {} is not an application snapshot (taken with `cairn snap`)",
+            id.short()
+        ))
+    })?;
+    let c = app
+        .components
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+            Error::invalid(format!(
+                "snapshot {} has no component '{name}'; it has: {}",
+                id.short(),
+                have.join(", ")
+            ))
+        })?;
+    let path = |p: &Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(p));
+    let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
+    let others = app
+        .components
+        .iter()
+        .filter(|o| o.name != name)
+        .flat_map(|o| o.paths.iter().map(path))
+        .filter(|p| mine.iter().any(|m| p.starts_with(m)))
+        .collect();
+    Ok((mine, others))
+}
+
 /// Whether the file at `path` already holds `node`'s content (a
 /// database: its consistent image does).
 fn same_content(

@@ -4,10 +4,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 
 use cairn::{ComponentRestoreOptions, FileAction, Profile, Repository, SnapOptions, SnapshotId};
@@ -372,37 +371,4 @@ fn action_name(a: FileAction) -> &'static str {
         FileAction::Create => "create",
         FileAction::Unchanged => "unchanged",
     }
-}
-
-/// The component's paths in `snap`, for a restore into a target, and the
-/// paths of other components below them, which are left out.
-pub fn component_paths(
-    id: SnapshotId,
-    snap: &cairn::Snapshot,
-    name: &str,
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let Some(app) = &snap.app else {
-        bail!(
-            "snapshot {} is not an application snapshot (taken with `cairn snap`): leave out --component",
-            id.short()
-        );
-    };
-    let Some(c) = app.components.iter().find(|c| c.name == name) else {
-        let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-        bail!(
-            "snapshot {} has no component '{name}'; it has: {}",
-            id.short(),
-            have.join(", ")
-        );
-    };
-    let path = |p: &Vec<u8>| PathBuf::from(OsStr::from_bytes(p));
-    let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
-    let others = app
-        .components
-        .iter()
-        .filter(|o| o.name != name)
-        .flat_map(|o| o.paths.iter().map(path))
-        .filter(|p| mine.iter().any(|m| p.starts_with(m)))
-        .collect();
-    Ok((mine, others))
 }

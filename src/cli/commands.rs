@@ -797,7 +797,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let mut opts = RestoreOptions::new(target);
     opts.includes.clone_from(&a.includes);
     if let Some(c) = &a.component {
-        (opts.includes, opts.excludes) = super::app::component_paths(id, &snap, c)?;
+        (opts.includes, opts.excludes) = cairn::component_paths(id, &snap, c)?;
     }
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));

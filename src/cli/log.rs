@@ -23,23 +23,7 @@ pub fn log(g: &Global, out: &Out, a: &LogArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let log = cairn::audit_log(&repo, a.last)?;
     if out.json {
-        let events: Vec<_> = log
-            .events
-            .iter()
-            .map(|(id, e)| {
-                serde_json::json!({
-                    "id": id,
-                    "time": e.timestamp().to_string(),
-                    "host": e.host,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "target": e.target,
-                    "ok": e.ok,
-                    "detail": e.detail,
-                    "prev": e.prev,
-                })
-            })
-            .collect();
+        let events: Vec<_> = log.events.iter().map(|(id, e)| e.to_json(id)).collect();
         out.print_json(&serde_json::json!({ "events": events, "problems": log.problems }))?;
     } else {
         for (_, e) in &log.events {

@@ -2,8 +2,6 @@
 //! caller's role first, then every input, and only then touches the
 //! repository (see the module doc of `server` for the invariants).
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -236,38 +234,6 @@ struct RestoreBody {
     force: bool,
 }
 
-/// The component's paths in `snap`, restored into a target, and the paths
-/// of other components below them, which are left out.
-fn component_paths(
-    id: SnapshotId,
-    snap: &Snapshot,
-    name: &str,
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ApiError> {
-    let app = snap.app.as_ref().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "snapshot {} is not an application snapshot",
-            id.short()
-        ))
-    })?;
-    let c = app
-        .components
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("snapshot {} has no component '{name}'", id.short()))
-        })?;
-    let path = |p: &Vec<u8>| PathBuf::from(OsStr::from_bytes(p));
-    let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
-    let others = app
-        .components
-        .iter()
-        .filter(|o| o.name != name)
-        .flat_map(|o| o.paths.iter().map(path))
-        .filter(|p| mine.iter().any(|m| p.starts_with(m)))
-        .collect();
-    Ok((mine, others))
-}
-
 /// The snapshot a restore request names: `snapshot`, else the newest of
 /// the application holding the component at or before `at` (default now).
 fn restore_source(
@@ -378,7 +344,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     }))
                 }
                 Some(target) => {
-                    let (includes, excludes) = component_paths(id, &snap, &b.component)?;
+                    let (includes, excludes) = crate::component_paths(id, &snap, &b.component)?;
                     if b.dry_run {
                         return Ok(json!({
                             "snapshot": id,
@@ -555,21 +521,6 @@ pub(crate) struct LogQuery {
     last: Option<usize>,
 }
 
-/// An audit event as JSON, as `cairn log --json` prints it.
-pub(crate) fn event_json(id: &crate::AuditId, e: &crate::AuditEvent) -> Value {
-    json!({
-        "id": id,
-        "time": e.timestamp().to_string(),
-        "host": e.host,
-        "actor": e.actor,
-        "action": e.action,
-        "target": e.target,
-        "ok": e.ok,
-        "detail": e.detail,
-        "prev": e.prev,
-    })
-}
-
 /// `GET /api/log`: read only; no route changes or deletes events.
 pub(crate) async fn log(
     State(st): St,
@@ -581,7 +532,7 @@ pub(crate) async fn log(
     let log = st
         .read(move |repo| Ok(crate::audit_log(repo, q.last)?))
         .await?;
-    let events: Vec<Value> = log.events.iter().map(|(id, e)| event_json(id, e)).collect();
+    let events: Vec<Value> = log.events.iter().map(|(id, e)| e.to_json(id)).collect();
     ok(json!({ "events": events, "problems": log.problems }))
 }
 
