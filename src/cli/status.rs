@@ -104,20 +104,11 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
         let items: Vec<_> = sources
             .iter()
             .map(|s| {
-                serde_json::json!({
-                    "app": s.source.app,
-                    "component": s.source.component,
-                    "host": s.source.host,
-                    "last_snapshot": s.last.map(|(id, _)| id),
-                    "last_time": s.last.map(|(_, t)| t.to_string()),
-                    "age_seconds": s.age_secs(now),
-                    "duration_ms": s.duration_ms,
-                    "bytes_added": s.bytes_added,
-                    "snapshots": s.snapshots,
-                    "stale": stale(s),
-                    "failure": s.failure.as_ref().map(|(t, e)| serde_json::json!({"time": t.to_string(), "error": e})),
-                    "failures_total": s.failures_total,
-                })
+                let mut v = s.to_json(now);
+                if let Some(fields) = v.as_object_mut() {
+                    fields.insert("stale".into(), stale(s).into());
+                }
+                v
             })
             .collect();
         out.print_json(&serde_json::json!({

@@ -481,25 +481,7 @@ pub(crate) async fn stats(State(st): St, headers: HeaderMap) -> ApiResult {
 
 /// The status as JSON, shared with the status page.
 pub(crate) fn status_json(s: &crate::RepoStatus, now: jiff::Timestamp) -> Value {
-    let sources: Vec<Value> = s
-        .sources
-        .iter()
-        .map(|x| {
-            json!({
-                "app": x.source.app,
-                "component": x.source.component,
-                "host": x.source.host,
-                "last_snapshot": x.last.map(|(id, _)| id),
-                "last_time": x.last.map(|(_, t)| t.to_string()),
-                "age_seconds": x.age_secs(now),
-                "duration_ms": x.duration_ms,
-                "bytes_added": x.bytes_added,
-                "snapshots": x.snapshots,
-                "failure": x.failure.as_ref().map(|(t, e)| json!({"time": t.to_string(), "error": e})),
-                "failures_total": x.failures_total,
-            })
-        })
-        .collect();
+    let sources: Vec<Value> = s.sources.iter().map(|x| x.to_json(now)).collect();
     json!({
         "sources": sources,
         "snapshots": s.snapshots,
