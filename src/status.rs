@@ -51,6 +51,19 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
+    /// A source with no snapshot and no failure yet.
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            last: None,
+            duration_ms: 0,
+            bytes_added: 0,
+            snapshots: 0,
+            failure: None,
+            failures_total: 0,
+        }
+    }
+
     /// The source's status at `now` as JSON, as `cairn status --json` and
     /// the HTTP API show it.
     #[must_use]
@@ -172,15 +185,9 @@ fn compute(
         };
         out.snapshots += 1;
         for source in sources_of(s) {
-            let st = by.entry(source.clone()).or_insert_with(|| SourceStatus {
-                source,
-                last: None,
-                duration_ms: 0,
-                bytes_added: 0,
-                snapshots: 0,
-                failure: None,
-                failures_total: 0,
-            });
+            let st = by
+                .entry(source.clone())
+                .or_insert_with(|| SourceStatus::new(source));
             st.snapshots += 1;
             if st.last.is_none_or(|(_, t)| s.timestamp() >= t) {
                 st.last = Some((*id, s.timestamp()));
@@ -194,15 +201,9 @@ fn compute(
             continue;
         }
         for source in failed_sources(&e.action, &e.target, &e.host) {
-            let st = by.entry(source.clone()).or_insert_with(|| SourceStatus {
-                source,
-                last: None,
-                duration_ms: 0,
-                bytes_added: 0,
-                snapshots: 0,
-                failure: None,
-                failures_total: 0,
-            });
+            let st = by
+                .entry(source.clone())
+                .or_insert_with(|| SourceStatus::new(source));
             st.failures_total += 1;
             let when = e.timestamp();
             if st.last.is_none_or(|(_, t)| when > t) {
