@@ -338,7 +338,7 @@ impl FilesCache {
 /// Creates the repository's cache directory (0700) and, in the shared root
 /// above it, a `CACHEDIR.TAG` so that backup tools (cairn's users' other
 /// tools included) skip the cache.
-fn create_cache_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_cache_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -25,6 +25,7 @@
 mod audit;
 mod backend;
 mod backup;
+mod cache;
 mod chunker;
 mod chunklist;
 mod codec;
@@ -59,7 +60,10 @@ mod tree;
 mod verify;
 
 pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
-pub use backend::{Backend, FileKind, LocalBackend, MemoryBackend};
+pub use backend::{
+    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Throttled,
+    is_url, open_location,
+};
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
     backup_command, backup_stream,

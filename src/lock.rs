@@ -139,11 +139,24 @@ pub fn list(
     backend: &dyn Backend,
     crypto: &Crypto,
 ) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
+    list_except(backend, crypto, None)
+}
+
+/// [`list`] without the lock `own` (not even read: on object storage every
+/// read is a request).
+fn list_except(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    own: Option<&LockId>,
+) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
     let mut out = Vec::new();
     for (name, _) in backend.list(FileKind::Lock)? {
         let Ok(id) = name.parse::<LockId>() else {
             continue;
         };
+        if Some(&id) == own {
+            continue;
+        }
         match backend.read(FileKind::Lock, &name) {
             Ok(bytes) if LockId::hash_of(&bytes) == id => {
                 out.push((id, decode_file(crypto, &bytes)));
@@ -207,10 +220,7 @@ fn conflicts(
 ) -> Result<Vec<String>> {
     let now = Timestamp::now();
     let mut found = Vec::new();
-    for (id, record) in list(backend, crypto)? {
-        if id == *own {
-            continue;
-        }
+    for (id, record) in list_except(backend, crypto, Some(own))? {
         match record {
             Ok(r) if r.is_stale(now) => {}
             Ok(r) if exclusive || r.exclusive => found.push(r.describe(now)),

@@ -342,7 +342,14 @@ impl Profile {
         )?;
         Ok(Self {
             name,
-            repo: raw.repo.map(|r| normalize(&root.join(r))),
+            // A URL (`s3:https://…`) is a location, not a path below the root.
+            repo: raw.repo.map(|r| {
+                if crate::backend::is_url(&r) {
+                    r
+                } else {
+                    normalize(&root.join(r))
+                }
+            }),
             password_file: raw.password_file.map(|p| normalize(&root.join(p))),
             password_command: raw.password_command,
             root,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::backend::StagedFile;
 use crate::backend::{Backend, CONFIG_NAME, FileKind};
+use crate::cache::CachedBackend;
 use crate::chunker::ChunkerParams;
 use crate::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
 use crate::crypto::{Crypto, Domain, MasterKey};
@@ -103,6 +104,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// An open repository.
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    /// The local cache in front of a remote `backend` (which then is this
+    /// cache), for reading tree packs whole.
+    cache: Option<Arc<CachedBackend>>,
     config: Config,
     crypto: Crypto,
     chunker_seed: u64,
@@ -248,6 +252,7 @@ impl Repository {
         )?;
         Ok(Self {
             backend,
+            cache: None,
             config,
             crypto,
             chunker_seed: master.chunker_seed,
@@ -273,8 +278,31 @@ impl Repository {
         backend: Arc<dyn Backend>,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
     ) -> Result<Self> {
+        Self::open_cached(backend, None, password)
+    }
+
+    /// Opens a repository, with a local cache under `cache_root` (shared by
+    /// all repositories, one subdirectory each) when the backend is remote.
+    ///
+    /// # Errors
+    /// As [`Repository::open`].
+    pub fn open_cached(
+        backend: Arc<dyn Backend>,
+        cache_root: Option<&std::path::Path>,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+    ) -> Result<Self> {
         let location = backend.location();
         let raw = read_config(backend.as_ref())?;
+        let (backend, cache) = match cache_root {
+            Some(root) if backend.is_remote() => {
+                let cached = Arc::new(CachedBackend::new(
+                    backend,
+                    root.join(hex::encode(raw.config.repo_id)),
+                ));
+                (Arc::clone(&cached) as Arc<dyn Backend>, Some(cached))
+            }
+            _ => (backend, None),
+        };
         let encrypted = raw.config.encryption != Encryption::None;
         let pw = if encrypted { password()? } else { Vec::new() };
         let mut keys = backend.list(FileKind::Key)?;
@@ -324,6 +352,7 @@ impl Repository {
         };
         let repo = Self {
             backend,
+            cache,
             config: raw.config,
             crypto,
             chunker_seed: master.chunker_seed,
@@ -655,6 +684,22 @@ impl Repository {
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let (pack, loc) = self.locate(id)?;
         check_claim(id, &pack, &loc)?;
+        // Trees are read again by every backup, ls and restore: from a
+        // remote repository their packs come whole into the cache. A copy
+        // that fails the checks is dropped and the blob read afresh.
+        if loc.kind == BlobKind::Tree
+            && let Some(cache) = &self.cache
+        {
+            let name = pack.to_hex();
+            if let Ok(sealed) =
+                cache.read_pack_range(&name, u64::from(loc.offset), u64::from(loc.length))
+            {
+                match self.open_blob(id, &pack, loc.compression, loc.raw_length, &sealed) {
+                    Ok(plain) => return Ok(plain),
+                    Err(_) => cache.forget_pack(&name),
+                }
+            }
+        }
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &pack.to_hex(),
@@ -832,45 +877,60 @@ impl Repository {
         let written = Arc::new(Mutex::new(Vec::new()));
         let bytes_stored = Arc::new(AtomicU64::new(0));
         let failure = Arc::new(Mutex::new(None));
-        // A rendezvous queue: one pack being written, one handed over and
-        // one being filled at most, so memory stays at three packs while
-        // workers keep compressing during the writer's fsync.
+        // A rendezvous queue: one pack being written per writer thread, one
+        // handed over and one being filled at most, so memory stays at a few
+        // packs while workers keep compressing during the writer's fsync.
+        // A remote store gets several writers: there an upload's time is
+        // mostly round trips, not local disk bandwidth.
         let (tx, rx) = std::sync::mpsc::sync_channel::<OpenPack>(0);
-        let uploader = {
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = if self.backend.is_remote() {
+            REMOTE_PACK_WRITERS
+        } else {
+            1
+        };
+        let mut handles = Vec::new();
+        for n in 0..writers {
             let (backend, crypto) = (Arc::clone(&self.backend), self.crypto.clone());
-            let (written, bytes_stored, failure) = (
+            let (done, stored, failed, rx) = (
                 Arc::clone(&written),
                 Arc::clone(&bytes_stored),
                 Arc::clone(&failure),
+                Arc::clone(&rx),
             );
-            std::thread::Builder::new()
-                .name("cairn-pack-writer".into())
+            let spawned = std::thread::Builder::new()
+                .name(format!("cairn-pack-writer-{n}"))
                 .spawn(move || {
-                    for open in rx {
+                    loop {
+                        // The guard is dropped before the pack is written,
+                        // so the other writers can take the next one.
+                        let next = lock(&rx).recv();
+                        let Ok(open) = next else { return };
                         match open.finish(&crypto, backend.as_ref()) {
                             Ok((packed, existed)) => {
                                 if !existed {
-                                    bytes_stored.fetch_add(packed.size, Ordering::Relaxed);
+                                    stored.fetch_add(packed.size, Ordering::Relaxed);
                                 }
-                                lock(&written).push((packed, !existed));
+                                lock(&done).push((packed, !existed));
                             }
                             Err(e) => {
-                                *lock(&failure) = Some(e);
+                                lock(&failed).get_or_insert(e);
                                 return;
                             }
                         }
                     }
-                })
-        };
-        let (tx, handle) = match uploader {
-            Ok(handle) => (Some(tx), Some(handle)),
-            Err(e) => {
-                *lock(&failure) = Some(Error::invalid(format!(
-                    "cannot start the pack writer thread: {e}"
-                )));
-                (None, None)
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    *lock(&failure) = Some(Error::invalid(format!(
+                        "cannot start a pack writer thread: {e}"
+                    )));
+                    break;
+                }
             }
-        };
+        }
+        let tx = (handles.len() == writers).then_some(tx);
         BlobWriter {
             repo: self,
             seen: Mutex::new(HashSet::new()),
@@ -881,11 +941,14 @@ impl Repository {
             bytes_added: AtomicU64::new(0),
             bytes_stored,
             queue: Mutex::new(tx),
-            uploader: Mutex::new(handle),
+            uploader: Mutex::new(handles),
             failure,
         }
     }
 }
+
+/// Pack writer threads for a remote backend.
+const REMOTE_PACK_WRITERS: usize = 4;
 
 /// Refuses an index entry claiming more bytes than any blob cairn writes
 /// (a record plus its seal), so a damaged or forged index cannot make a
@@ -924,7 +987,7 @@ pub struct BlobWriter<'r> {
     bytes_stored: Arc<AtomicU64>,
     /// Full packs on their way to the writer thread; `None` once closed.
     queue: Mutex<Option<std::sync::mpsc::SyncSender<OpenPack>>>,
-    uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    uploader: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The writer thread's error, which stops it.
     failure: Arc<Mutex<Option<Error>>>,
 }
@@ -1134,10 +1197,11 @@ impl BlobWriter<'_> {
     /// Closes the queue and waits until every queued pack is written.
     fn drain_writer(&self) -> Result<()> {
         drop(lock(&self.queue).take());
-        if let Some(handle) = lock(&self.uploader).take()
-            && handle.join().is_err()
-        {
-            return Err(Error::invalid("the pack writer thread panicked"));
+        let handles = std::mem::take(&mut *lock(&self.uploader));
+        for handle in handles {
+            if handle.join().is_err() {
+                return Err(Error::invalid("a pack writer thread panicked"));
+            }
         }
         match lock(&self.failure).take() {
             Some(e) => Err(e),

@@ -8,9 +8,13 @@
 
 mod local;
 mod memory;
+mod s3;
+mod throttle;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use s3::{AddressStyle, S3Backend, S3Location};
+pub use throttle::Throttled;
 
 use crate::{Error, Result};
 
@@ -127,6 +131,46 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Fails when the file cannot be removed (a missing file is not an error).
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// The network requests made so far (retries included), for stores
+    /// reached over a network; `None` for local ones.
+    fn requests(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether reading is slow or costly enough that the engine should keep
+    /// a local cache of what it reads often (store-format.md §24).
+    fn is_remote(&self) -> bool {
+        self.requests().is_some()
+    }
+}
+
+/// True when `location` names a repository by URL (`s3:…`) rather than by
+/// a directory path.
+#[must_use]
+pub fn is_url(location: &std::path::Path) -> bool {
+    location.as_os_str().as_encoded_bytes().starts_with(b"s3:")
+}
+
+/// The backend for a repository location: an `s3:` URL (see
+/// [`S3Location::parse`]) or a local directory.
+///
+/// # Errors
+/// A malformed URL, or an S3 client that cannot be set up.
+pub fn open_location(location: &std::path::Path) -> Result<std::sync::Arc<dyn Backend>> {
+    if is_url(location) {
+        let text = location.to_str().ok_or_else(|| {
+            Error::invalid(format!(
+                "repository '{}' is not valid UTF-8",
+                location.display()
+            ))
+        })?;
+        Ok(std::sync::Arc::new(S3Backend::new(S3Location::parse(
+            text,
+        )?)?))
+    } else {
+        Ok(std::sync::Arc::new(LocalBackend::new(location)))
+    }
 }
 
 /// Rejects names that could escape the repository or collide with

@@ -56,7 +56,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     } else {
         Some(new_password(g, &loc, "init")?)
     };
-    let repo = Repository::init(backend(&loc), pw.as_deref(), &opts)?;
+    let repo = Repository::init(backend(g, &loc)?, pw.as_deref(), &opts)?;
     if out.json {
         out.print_json(&serde_json::json!({
             "location": loc.path,
@@ -163,7 +163,11 @@ enum SqliteArg {
 
 pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
     let loc = location(g)?;
-    match Repository::open(backend(&loc), &mut || password::password(g, &loc)) {
+    match Repository::open_cached(
+        backend(g, &loc)?,
+        password::cache_dir(g).as_deref(),
+        &mut || password::password(g, &loc),
+    ) {
         Ok(r) => {
             password::refuse_downgrade(g, &r)?;
             password::set_lock_wait(g, &r)?;
@@ -175,7 +179,7 @@ pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository
                 .as_deref()
                 .unwrap_or(std::path::Path::new(""));
             let pw = default_key(out, key)?;
-            let repo = Repository::init(backend(&loc), Some(&pw), &InitOptions::default())?;
+            let repo = Repository::init(backend(g, &loc)?, Some(&pw), &InitOptions::default())?;
             out.info(format!(
                 "created the default repository at {} (use --repo or CAIRN_REPO for another)",
                 loc.path.display()
@@ -877,7 +881,12 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
     let mut opts = VerifyOptions::default();
     opts.read_data = a.read_data || a.read_data_subset.is_some();
     opts.subset = a.read_data_subset;
-    let (repo, _) = open(g)?;
+    // Verify judges the repository itself, never local copies of it.
+    let uncached = Global {
+        no_cache: true,
+        ..g.clone()
+    };
+    let (repo, _) = open(&uncached)?;
     let bar = out.progress(false, "verifying");
     let report = cairn::verify(&repo, &opts);
     bar.finish_and_clear();
@@ -1128,7 +1137,7 @@ fn resolve_key(repo: &Repository, prefix: &str) -> Result<KeyId> {
 pub fn key(g: &Global, out: &Out, cmd: &KeyCommand) -> Result<u8> {
     let loc = location(g)?;
     let mut current = Vec::new();
-    let repo = Repository::open(backend(&loc), &mut || {
+    let repo = Repository::open(backend(g, &loc)?, &mut || {
         let pw = password::password(g, &loc)?;
         current.clone_from(&pw);
         Ok(pw)

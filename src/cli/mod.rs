@@ -86,16 +86,40 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Repository location (a directory). Without it and without
-    /// CAIRN_REPO, cairn uses a default repository in your data directory.
+    /// Repository location: a directory, or S3-compatible object storage as
+    /// s3:https://HOST[:PORT]/BUCKET[/PREFIX] (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws, region from
+    /// AWS_REGION; add ?style=virtual or ?style=path to choose the bucket
+    /// addressing). Without it and without CAIRN_REPO, cairn uses a default
+    /// repository in your data directory.
     #[arg(
         short = 'r',
         long = "repo",
         env = "CAIRN_REPO",
         global = true,
-        value_name = "PATH"
+        value_name = "LOCATION"
     )]
     repo: Option<PathBuf>,
+    /// Limit uploads to the repository to this many KiB/s (on average).
+    #[arg(
+        long,
+        env = "CAIRN_LIMIT_UPLOAD",
+        global = true,
+        value_name = "KIB_PER_S"
+    )]
+    limit_upload: Option<u32>,
+    /// Limit downloads from the repository to this many KiB/s (on average).
+    #[arg(
+        long,
+        env = "CAIRN_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "KIB_PER_S"
+    )]
+    limit_download: Option<u32>,
+    /// Print more: for a repository on object storage, the number of
+    /// requests the command made.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     /// Read the repository password from the first line of this file.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -251,6 +275,11 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&cli.global, &out, &a),
         Command::Token(a) => serve::token(&out, &a),
     };
+    if cli.global.verbose
+        && let Some(n) = password::requests_made()
+    {
+        eprintln!("cairn: {n} requests to the repository");
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

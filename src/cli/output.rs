@@ -33,9 +33,18 @@ impl Out {
         eprintln!("cairn: warning: {}", msg.as_ref());
     }
 
-    /// Prints a value as pretty JSON on stdout.
+    /// Prints a value as pretty JSON on stdout. For a repository on object
+    /// storage, an object gains `"requests"`: the requests made so far.
     pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        outln!("{}", serde_json::to_string_pretty(value)?);
+        if let Some(n) = super::password::requests_made() {
+            let mut value = serde_json::to_value(value)?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("requests".to_owned(), n.into());
+            }
+            outln!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            outln!("{}", serde_json::to_string_pretty(value)?);
+        }
         Ok(())
     }
 

@@ -9,10 +9,10 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn::{Backend, LocalBackend, Repository};
+use cairn::{Backend, Repository, Throttled};
 
 use super::Global;
 
@@ -158,14 +158,39 @@ pub fn new_password_prompt(what: &str) -> Result<Vec<u8>> {
     Ok(a)
 }
 
-pub fn backend(loc: &Location) -> Arc<dyn Backend> {
-    Arc::new(LocalBackend::new(&loc.path))
+/// Every backend this process opened, so that the requests they made can be
+/// reported when the command ends.
+static OPENED: Mutex<Vec<Arc<dyn Backend>>> = Mutex::new(Vec::new());
+
+/// The backend of `loc` (local directory or object storage), held to
+/// `--limit-upload` / `--limit-download`.
+pub fn backend(g: &Global, loc: &Location) -> Result<Arc<dyn Backend>> {
+    let inner = cairn::open_location(&loc.path)?;
+    let b = Throttled::wrap(inner, g.limit_upload, g.limit_download);
+    OPENED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Arc::clone(&b));
+    Ok(b)
+}
+
+/// The requests made so far by every remote backend opened; `None` when
+/// none was remote.
+pub fn requests_made() -> Option<u64> {
+    OPENED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(|b| b.requests())
+        .reduce(|a, b| a.saturating_add(b))
 }
 
 /// Opens the repository, asking for the password only if it is encrypted.
 pub fn open(g: &Global) -> Result<(Repository, Location)> {
     let loc = location(g)?;
-    let repo = Repository::open(backend(&loc), &mut || password(g, &loc))?;
+    let repo = Repository::open_cached(backend(g, &loc)?, cache_dir(g).as_deref(), &mut || {
+        password(g, &loc)
+    })?;
     refuse_downgrade(g, &repo)?;
     set_lock_wait(g, &repo)?;
     Ok((repo, loc))
