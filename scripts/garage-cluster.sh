@@ -7,6 +7,7 @@
 #                                         # GARAGE_S3 (http://127.0.0.1:PORT), GARAGE_BUCKET
 #   scripts/garage-cluster.sh stop DIR    # stops the nodes (DIR stays; delete it yourself)
 #   scripts/garage-cluster.sh stop-node DIR N   # stops node N (1..3), for fault tests
+#   scripts/garage-cluster.sh start-node DIR N  # starts a stopped node N again
 #
 # Needs the `garage` binary (cargo install garage --locked; about 6.5 min on
 # 2 cores). Each node gets a metadata and a data directory under DIR/nN, an
@@ -19,7 +20,7 @@ garage=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
 fi
 base=${GARAGE_BASE_PORT:-39000}
@@ -84,6 +85,7 @@ export AWS_REGION=garage
 export AWS_DEFAULT_REGION=garage
 export GARAGE_S3=http://127.0.0.1:$(port 1 0)
 export GARAGE_BUCKET=cairn
+export GARAGE_DIR=$dir
 EOF
     echo "garage cluster up: S3 at http://127.0.0.1:$(port 1 0), bucket cairn; . $dir/env"
 }
@@ -93,12 +95,30 @@ stop_node() {
     pid=$(cat "$dir/n$1/pid" 2>/dev/null || true)
     if [ -n "$pid" ]; then
         kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || return 0
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
     fi
+}
+
+start_node() {
+    dir=$(cd "$dir" && pwd)
+    nohup "$garage" -c "$dir/n$1/garage.toml" server >> "$dir/n$1/log" 2>&1 &
+    echo $! > "$dir/n$1/pid"
+    for _ in $(seq 50); do
+        "$garage" -c "$dir/n$1/garage.toml" node id -q > /dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "node $1 did not start; see $dir/n$1/log" >&2
+    exit 1
 }
 
 case "$cmd" in
     start) start ;;
     stop) for n in 1 2 3; do stop_node "$n"; done ;;
     stop-node) stop_node "${3:?node number 1..3}" ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    start-node) start_node "${3:?node number 1..3}" ;;
+    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
 esac
