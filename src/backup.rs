@@ -154,6 +154,10 @@ pub struct BackupOptions {
     /// The directory [`backup_command`] runs its command in (default: the
     /// current directory).
     pub command_dir: Option<PathBuf>,
+    /// The host name to record instead of this machine's (a host whose
+    /// name changes, containers that stand for one service); the parent is
+    /// then looked for among that host's snapshots.
+    pub host: Option<String>,
 }
 
 impl BackupOptions {
@@ -1136,6 +1140,7 @@ fn backup_paths(
     let held = repo.lock(false, "backup")?;
     repo.refresh_index()?;
     let (hostname, username) = host_and_user();
+    let hostname = opts.host.clone().unwrap_or(hostname);
     let raw_paths: Vec<Vec<u8>> = paths
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -1435,6 +1440,7 @@ fn stream_backup_inner(
     let held = repo.lock(false, "backup")?;
     repo.refresh_index()?;
     let (hostname, username) = host_and_user();
+    let hostname = opts.host.clone().unwrap_or(hostname);
     let mut path = b"/".to_vec();
     path.extend_from_slice(name);
     let raw_paths = vec![path];

@@ -6,9 +6,11 @@
 //! backup, restore and verify a shared one, forget and prune an exclusive
 //! one. To take a lock a process writes its lock file first and then lists
 //! the others; if one conflicts (anything against an exclusive lock, an
-//! exclusive lock against anything) it deletes its own and tries again
-//! later, so of two processes that race, at least one always sees the
-//! other. A lock is refreshed (rewritten with a new time) every
+//! exclusive lock against anything) it tries again later, so of two
+//! processes that race, at least one always sees the other. While it waits
+//! a shared lock deletes its file, but an exclusive one keeps it (unless an
+//! older exclusive lock exists), so that backups arriving meanwhile step
+//! aside and a prune is not starved by backups that keep overlapping. A lock is refreshed (rewritten with a new time) every
 //! [`REFRESH_EVERY`]; one not refreshed for [`STALE_AFTER`], or whose
 //! process is gone from this host, is stale and ignored. A holder that
 //! could not refresh in time (the machine slept, the storage failed) must
@@ -211,26 +213,50 @@ fn write_lock(backend: &dyn Backend, crypto: &Crypto, record: &LockRecord) -> Re
     Ok(id)
 }
 
-/// Why a lock could not be taken yet: the conflicting holders.
+/// What stands in the way of a lock.
+struct Conflicts {
+    /// The conflicting holders, for messages.
+    found: Vec<String>,
+    /// Whether the new lock must step aside (delete its file while it
+    /// waits) rather than wait in place; see [`Lock::acquire`].
+    yield_now: bool,
+}
+
+/// The locks conflicting with `own` (a lock of kind `exclusive` that was
+/// just written as `own_record`).
 fn conflicts(
     backend: &dyn Backend,
     crypto: &Crypto,
     own: &LockId,
-    exclusive: bool,
-) -> Result<Vec<String>> {
+    own_record: &LockRecord,
+) -> Result<Conflicts> {
     let now = Timestamp::now();
-    let mut found = Vec::new();
+    let mut c = Conflicts {
+        found: Vec::new(),
+        yield_now: !own_record.exclusive,
+    };
+    let own_key = (own_record.time, own_record.time_nsec, *own);
     for (id, record) in list_except(backend, crypto, Some(own))? {
         match record {
             Ok(r) if r.is_stale(now) => {}
-            Ok(r) if exclusive || r.exclusive => found.push(r.describe(now)),
+            Ok(r) if r.exclusive || own_record.exclusive => {
+                // Of two exclusive locks the older (by time, then id) waits
+                // in place and the younger steps aside: every process
+                // reads the same records, so they agree on which is which.
+                if r.exclusive && own_record.exclusive && (r.time, r.time_nsec, id) < own_key {
+                    c.yield_now = true;
+                }
+                c.found.push(r.describe(now));
+            }
             Ok(_) => {}
             // A lock nobody can read might be anybody's: it conflicts
             // until `cairn unlock --remove-all` removes it.
-            Err(e) => found.push(format!("an unreadable lock {} ({e})", id.short())),
+            Err(e) => c
+                .found
+                .push(format!("an unreadable lock {} ({e})", id.short())),
         }
     }
-    Ok(found)
+    Ok(c)
 }
 
 impl Lock {
@@ -249,26 +275,54 @@ impl Lock {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
+        // The lock file this process has in the repository while it waits
+        // in place (an exclusive lock waiting for shared holders to finish).
+        let mut waiting: Option<(LockId, LockRecord)> = None;
         loop {
-            let record = new_record(exclusive, operation);
-            let id = write_lock(backend.as_ref(), crypto, &record)?;
-            let found = match conflicts(backend.as_ref(), crypto, &id, exclusive) {
-                Ok(f) => f,
+            let (id, record) = match waiting.take() {
+                // Rewritten now and then so that it never looks stale.
+                Some((id, record))
+                    if Timestamp::now()
+                        .duration_since(record.timestamp())
+                        .as_secs()
+                        < i64::try_from(REFRESH_EVERY.as_secs()).unwrap_or(i64::MAX) =>
+                {
+                    (id, record)
+                }
+                old => {
+                    let record = new_record(exclusive, operation);
+                    let id = write_lock(backend.as_ref(), crypto, &record)?;
+                    if let Some((old_id, _)) = old {
+                        let _ = backend.delete(FileKind::Lock, &old_id.to_hex());
+                    }
+                    (id, record)
+                }
+            };
+            let c = match conflicts(backend.as_ref(), crypto, &id, &record) {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = backend.delete(FileKind::Lock, &id.to_hex());
                     return Err(e);
                 }
             };
-            if found.is_empty() {
+            if c.found.is_empty() {
                 return Ok(Self::start(backend, crypto.clone(), record, id));
             }
-            backend.delete(FileKind::Lock, &id.to_hex())?;
             let waited = started.elapsed();
             if waited >= wait {
+                backend.delete(FileKind::Lock, &id.to_hex())?;
                 return Err(Error::Locked {
                     operation: operation.to_owned(),
-                    holders: found.join("; "),
+                    holders: c.found.join("; "),
                 });
+            }
+            if c.yield_now {
+                backend.delete(FileKind::Lock, &id.to_hex())?;
+            } else {
+                // An exclusive lock waits in place: shared lockers that
+                // come now see it and step aside, so a prune is not starved
+                // by backups that keep overlapping.
+                waiting = Some((id, record));
             }
             // Two processes that keep meeting must not keep meeting in
             // step: the pause grows and is jittered.
@@ -449,6 +503,51 @@ mod tests {
             list(backend.as_ref(), &c).expect("list").is_empty(),
             "released locks are gone"
         );
+    }
+
+    #[test]
+    fn a_waiting_exclusive_lock_turns_new_shared_ones_away() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        let backup = Lock::acquire(Arc::clone(&backend), &c, false, "backup", Duration::ZERO)
+            .expect("backup");
+        let pruner = {
+            let (backend, c) = (Arc::clone(&backend), c.clone());
+            std::thread::spawn(move || {
+                Lock::acquire(backend, &c, true, "prune", Duration::from_secs(30))
+            })
+        };
+        // Once the prune waits, its file stays and a new backup is refused,
+        // although the only holder is a shared lock.
+        let started = std::time::Instant::now();
+        while list(backend.as_ref(), &c).expect("list").len() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(10), "prune never waited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let e = Lock::acquire(Arc::clone(&backend), &c, false, "backup", Duration::ZERO)
+            .expect_err("a prune is waiting");
+        assert!(e.to_string().contains("prune"), "{e}");
+        drop(backup);
+        let prune = pruner.join().expect("thread").expect("prune gets its lock");
+        drop(prune);
+        assert!(list(backend.as_ref(), &c).expect("list").is_empty());
+    }
+
+    #[test]
+    fn of_two_waiting_exclusive_locks_the_younger_steps_aside() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        let mut older = new_record(true, "prune");
+        older.time -= 10;
+        let older_id = write_lock(backend.as_ref(), &c, &older).expect("write");
+        let younger = new_record(true, "forget");
+        let younger_id = write_lock(backend.as_ref(), &c, &younger).expect("write");
+        let seen_by_younger =
+            conflicts(backend.as_ref(), &c, &younger_id, &younger).expect("conflicts");
+        assert!(seen_by_younger.yield_now);
+        let seen_by_older = conflicts(backend.as_ref(), &c, &older_id, &older).expect("conflicts");
+        assert!(!seen_by_older.yield_now);
+        assert_eq!(seen_by_older.found.len(), 1);
     }
 
     #[test]

@@ -411,6 +411,10 @@ impl Repository {
         });
         let files = files.filter_map(|(name, file)| match file {
             Ok(file) => Some(Ok(file)),
+            // Deleted since it was listed (by a prune that finished just
+            // before this process took its lock, on a store whose listings
+            // lag behind deletions): it is simply not there.
+            Err(e) if e.is_not_found() && self.vanished(FileKind::Index, &name) => None,
             Err(e) => {
                 errors.push((name.parse().unwrap_or_default(), e.to_string()));
                 None
@@ -691,9 +695,13 @@ impl Repository {
             && let Some(cache) = &self.cache
         {
             let name = pack.to_hex();
-            if let Ok(sealed) =
-                cache.read_pack_range(&name, u64::from(loc.offset), u64::from(loc.length))
-            {
+            // Twice at most: a damaged copy is replaced by a fresh download.
+            for _ in 0..2 {
+                let Ok(sealed) =
+                    cache.read_pack_range(&name, u64::from(loc.offset), u64::from(loc.length))
+                else {
+                    break;
+                };
                 match self.open_blob(id, &pack, loc.compression, loc.raw_length, &sealed) {
                     Ok(plain) => return Ok(plain),
                     Err(_) => cache.forget_pack(&name),
@@ -735,7 +743,26 @@ impl Repository {
             .map_err(|r| Error::corrupt(format!("snapshot {name}"), r))
     }
 
-    /// All snapshots, oldest first. Damaged ones are returned as errors.
+    /// Whether a file that was listed but could not be found has really
+    /// gone: the listing, asked again a few times over three seconds, no longer
+    /// names it. (Object stores may list a deleted object for a moment;
+    /// a file that stays listed but cannot be read is damage.)
+    fn vanished(&self, kind: FileKind, name: &str) -> bool {
+        for attempt in 0..5u64 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(300 * attempt));
+            }
+            match self.backend.list(kind) {
+                Ok(names) if !names.iter().any(|(n, _)| n == name) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// All snapshots, oldest first. Damaged ones are returned as errors;
+    /// one deleted between listing and reading (by a concurrent forget) is
+    /// left out.
     ///
     /// # Errors
     /// Fails when the snapshot directory cannot be listed.
@@ -745,6 +772,9 @@ impl Repository {
             .into_iter()
             .filter_map(|(n, _)| n.parse::<SnapshotId>().ok())
             .map(|id| (id, self.read_snapshot(&id)))
+            .filter(|(id, s)| {
+                !matches!(s, Err(e) if e.is_not_found() && self.vanished(FileKind::Snapshot, &id.to_hex()))
+            })
             .collect();
         out.sort_by_key(|(id, s)| {
             (

@@ -90,9 +90,28 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, indexed: &[PackEntry]) -
     };
     let file = pack_file(id);
     let name = id.to_hex();
-    let read = |offset: u64, len: u64| {
-        repo.backend()
-            .read_range(FileKind::Pack, &name, offset, len)
+    // From object storage the pack comes in one request rather than one per
+    // blob (a pack is tens of MiB at most); the checks below are the same.
+    let whole = if repo.backend().is_remote() {
+        repo.backend().read(FileKind::Pack, &name).ok()
+    } else {
+        None
+    };
+    let read = |offset: u64, len: u64| match &whole {
+        Some(bytes) => usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(offset.saturating_add(len)).ok())
+            .and_then(|(a, b)| bytes.get(a..b))
+            .map(|b: &[u8]| b.to_vec())
+            .ok_or_else(|| {
+                crate::Error::corrupt(
+                    format!("pack {id} ({file})"),
+                    format!("it ends before byte {}", offset.saturating_add(len)),
+                )
+            }),
+        None => repo
+            .backend()
+            .read_range(FileKind::Pack, &name, offset, len),
     };
     let mut hasher = blake3::Hasher::new();
     // The hash covers every byte once, in order; `pos` is how far it got.

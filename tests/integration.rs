@@ -24,6 +24,7 @@ mod integration {
     mod options;
     mod pipeline;
     mod roundtrip;
+    mod s3;
     mod serve;
     mod sqlite;
     mod stdin;

@@ -32,8 +32,9 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use super::{Backend, CONFIG_NAME, FileKind, StagedFile, check_name};
 use crate::{Error, Result};
 
-/// Parts of a multipart upload; packs up to this size go up in one PUT.
-const PART_SIZE: usize = 16 << 20;
+/// Parts of a multipart upload. Objects up to this size (every pack of the
+/// default 16 MiB target) go up in one PUT: one request instead of three.
+const PART_SIZE: usize = 64 << 20;
 /// Parts of one object uploaded at the same time.
 const PART_CONCURRENCY: usize = 4;
 /// A staged pack is kept in memory up to this size, then spooled to disk.
@@ -172,8 +173,10 @@ struct CountingTransport {
 impl HttpTransport for CountingTransport {
     async fn fetch(&self, req: http::Request<Buffer>) -> opendal::Result<http::Response<HttpBody>> {
         self.count.fetch_add(1, Ordering::Relaxed);
+        // A debugging aid: which requests a command makes. The URI carries
+        // no credentials (requests are signed in headers).
         if std::env::var_os("CAIRN_TRACE_S3").is_some() {
-            eprintln!("S3 {} {}", req.method(), req.uri());
+            eprintln!("cairn: S3 {} {}", req.method(), req.uri());
         }
         self.inner.fetch(req).await
     }

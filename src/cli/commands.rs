@@ -120,6 +120,10 @@ pub struct BackupArgs {
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// Record this host name instead of this machine's (retention and
+    /// parent selection group by host).
+    #[arg(long, env = "CAIRN_HOST", value_name = "NAME")]
+    host: Option<String>,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
@@ -198,6 +202,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
         a.paths.clone()
     });
     opts.tags.clone_from(&a.tags);
+    opts.host.clone_from(&a.host);
     opts.excludes.clone_from(&a.excludes);
     opts.exclude_files.clone_from(&a.exclude_files);
     opts.one_file_system = a.one_file_system;

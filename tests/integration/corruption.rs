@@ -3,18 +3,22 @@
 //! Each test damages one thing (a flipped byte, a truncated pack, a deleted
 //! pack, a deleted index file) and checks that `verify --read-data` names
 //! the damaged objects and fails, and that `restore` restores every file it
-//! can, names the ones it cannot, and fails.
+//! can, names the ones it cannot, and fails. Every test runs on a local
+//! repository and on one in the S3 test cluster.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn::{
-    BackupOptions, BlobId, InitOptions, LocalBackend, NoProgress, NodeKind, PackId, Repository,
+    Backend, BackupOptions, BlobId, FileKind, InitOptions, NoProgress, NodeKind, PackId, Repository,
 };
 
-use super::util::{Dir, PASSWORD, Rng, cairn, run, stderr};
+use super::util::{
+    Dir, PASSWORD, Rng, Store, backend_at, cairn, init_at, on_each_store, repo_location, run,
+    stderr,
+};
 
 struct Fixture {
     dir: Dir,
@@ -26,7 +30,7 @@ struct Fixture {
 
 /// A repository with small packs holding eight large files and some small
 /// ones, so that damage to one pack leaves most files intact.
-fn fixture() -> Fixture {
+fn fixture(store: Store) -> Fixture {
     let dir = Dir::new();
     let src = dir.join("src");
     fs::create_dir(&src).expect("mkdir");
@@ -44,15 +48,10 @@ fn fixture() -> Fixture {
         )
         .expect("write");
     }
-    let repo = dir.join("repo");
+    let repo = repo_location(store, &dir, "repo");
     let mut opts = InitOptions::default();
     opts.pack_target_size = 1 << 20;
-    let r = Repository::init(
-        Arc::new(LocalBackend::new(&repo)),
-        Some(PASSWORD.as_bytes()),
-        &opts,
-    )
-    .expect("init");
+    let r = init_at(&repo, &opts);
     let done =
         cairn::backup(&r, &BackupOptions::new(vec![src.clone()]), &NoProgress).expect("backup");
     let mut files = BTreeMap::new();
@@ -75,53 +74,36 @@ fn fixture() -> Fixture {
     }
 }
 
-/// The last component of `path` (a pack id).
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .expect("name")
-        .to_owned()
-}
-
-fn pack_files(repo: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for sub in fs::read_dir(repo.join("data")).expect("data") {
-        for f in fs::read_dir(sub.expect("sub").path()).expect("sub") {
-            out.push(f.expect("f").path());
-        }
-    }
-    out.sort();
-    out
-}
-
 impl Fixture {
+    fn backend(&self) -> Arc<dyn Backend> {
+        backend_at(&self.repo)
+    }
+
     fn open(&self) -> Repository {
-        Repository::open(Arc::new(LocalBackend::new(&self.repo)), &mut || {
-            Ok(PASSWORD.as_bytes().to_vec())
-        })
-        .expect("open")
+        Repository::open(self.backend(), &mut || Ok(PASSWORD.as_bytes().to_vec())).expect("open")
     }
 
     /// The pack holding the first chunk of `file`, and every file with a
     /// blob in that pack.
-    fn pack_of(&self, file: &str) -> (PathBuf, Vec<String>) {
+    fn pack_of(&self, file: &str) -> (String, Vec<String>) {
         let (p, affected, _) = self.locate(file);
         (p, affected)
     }
 
     /// As [`Fixture::pack_of`], plus the offset of the chunk in the pack.
-    fn locate(&self, file: &str) -> (PathBuf, Vec<String>, u64) {
+    fn locate(&self, file: &str) -> (String, Vec<String>, u64) {
         let r = self.open();
         let first = self.files[file][0];
-        let (pack_path, blobs, offset) = pack_files(&self.repo)
+        let mut packs = self.backend().list(FileKind::Pack).expect("list");
+        packs.sort();
+        let (pack, blobs, offset) = packs
             .into_iter()
-            .find_map(|p| {
-                let id: PackId = p.file_name()?.to_str()?.parse().ok()?;
-                let size = fs::metadata(&p).ok()?.len();
+            .find_map(|(name, size)| {
+                let id: PackId = name.parse().ok()?;
                 let entries = r.read_pack_header(&id, size).ok()?;
                 let ids: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
                 let at = entries.iter().find(|e| e.id == first)?.offset;
-                Some((p, ids, u64::from(at)))
+                Some((name, ids, u64::from(at)))
             })
             .expect("pack of file");
         let affected = self
@@ -130,7 +112,7 @@ impl Fixture {
             .filter(|(_, content)| content.iter().any(|b| blobs.contains(b)))
             .map(|(n, _)| n.clone())
             .collect();
-        (pack_path, affected, offset)
+        (pack, affected, offset)
     }
 
     fn verify(&self) -> (Option<i32>, String) {
@@ -171,18 +153,24 @@ impl Fixture {
     }
 }
 
-#[test]
-fn flipped_byte_in_a_pack() {
-    let f = fixture();
+on_each_store!(
+    flipped_byte_in_a_pack,
+    truncated_pack,
+    deleted_pack,
+    deleted_index_file
+);
+
+fn flipped_byte_in_a_pack(store: Store) {
+    let f = fixture(store);
     let (pack, _, offset) = f.locate("big-3.bin");
-    let mut bytes = fs::read(&pack).expect("read");
+    let b = f.backend();
+    let mut bytes = b.read(FileKind::Pack, &pack).expect("read");
     bytes[offset as usize + 1000] ^= 0x40;
-    fs::write(&pack, &bytes).expect("write");
-    let pack_id = file_name(&pack);
+    b.write(FileKind::Pack, &pack, &bytes).expect("write");
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
-    assert!(err.contains(&pack_id), "verify names the pack");
+    assert!(err.contains(&pack), "verify names the pack");
     assert!(
         err.contains(&f.files["big-3.bin"][0].to_hex()),
         "verify names the blob"
@@ -193,21 +181,17 @@ fn flipped_byte_in_a_pack() {
     assert_eq!(code, Some(3));
 }
 
-#[test]
-fn truncated_pack() {
-    let f = fixture();
+fn truncated_pack(store: Store) {
+    let f = fixture(store);
     let (pack, affected) = f.pack_of("big-5.bin");
-    let len = fs::metadata(&pack).expect("stat").len();
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .expect("open");
-    file.set_len(len / 3).expect("truncate");
-    let pack_id = file_name(&pack);
+    let b = f.backend();
+    let bytes = b.read(FileKind::Pack, &pack).expect("read");
+    b.write(FileKind::Pack, &pack, &bytes[..bytes.len() / 3])
+        .expect("truncate");
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
-    assert!(err.contains(&pack_id), "verify names the pack");
+    assert!(err.contains(&pack), "verify names the pack");
     assert!(err.contains("truncated"), "verify says what is wrong");
     // Blobs that lie beyond the cut are lost; the pack's first blob (in the
     // first third) is still readable, so only the files with a blob beyond
@@ -222,16 +206,14 @@ fn truncated_pack() {
     assert_eq!(code, Some(3));
 }
 
-#[test]
-fn deleted_pack() {
-    let f = fixture();
+fn deleted_pack(store: Store) {
+    let f = fixture(store);
     let (pack, affected) = f.pack_of("big-6.bin");
-    fs::remove_file(&pack).expect("rm");
-    let pack_id = file_name(&pack);
+    f.backend().delete(FileKind::Pack, &pack).expect("rm");
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));
-    assert!(err.contains(&pack_id), "verify names the pack");
+    assert!(err.contains(&pack), "verify names the pack");
     assert!(err.contains("missing"));
     for name in &affected {
         assert!(err.contains(name.as_str()), "verify names {name}");
@@ -240,16 +222,16 @@ fn deleted_pack() {
     assert_eq!(code, Some(3));
 }
 
-#[test]
-fn deleted_index_file() {
-    let f = fixture();
-    let index = fs::read_dir(f.repo.join("index"))
+fn deleted_index_file(store: Store) {
+    let f = fixture(store);
+    let b = f.backend();
+    let (index, _) = b
+        .list(FileKind::Index)
         .expect("index")
+        .into_iter()
         .next()
-        .expect("one")
-        .expect("e")
-        .path();
-    fs::remove_file(&index).expect("rm");
+        .expect("one");
+    b.delete(FileKind::Index, &index).expect("rm");
 
     let (code, err) = f.verify();
     assert_eq!(code, Some(3));

@@ -1,13 +1,14 @@
 //! Crash safety: `cairn backup` killed with SIGKILL at random moments leaves
 //! a repository that passes `verify --read-data`, and the next backup
-//! succeeds and restores exactly.
+//! succeeds and restores exactly, on a local repository and on one in the S3
+//! test cluster.
 
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::util::{Dir, Rng, cairn, run};
+use super::util::{Dir, Rng, Store, cairn, on_each_store, repo_location, run};
 
 fn rewrite_some(src: &Path, rng: &mut Rng, count: usize) {
     for _ in 0..count {
@@ -17,8 +18,9 @@ fn rewrite_some(src: &Path, rng: &mut Rng, count: usize) {
     }
 }
 
-#[test]
-fn backup_killed_at_random_moments_leaves_a_valid_repository() {
+on_each_store!(backup_killed_at_random_moments_leaves_a_valid_repository);
+
+fn backup_killed_at_random_moments_leaves_a_valid_repository(store: Store) {
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -27,7 +29,7 @@ fn backup_killed_at_random_moments_leaves_a_valid_repository() {
     eprintln!("crash test seed: {seed}");
     let mut rng = Rng(seed);
     let d = Dir::new();
-    let repo = d.join("repo");
+    let repo = repo_location(store, &d, "repo");
     let src = d.join("src");
     fs::create_dir(&src).expect("mkdir");
     for i in 0..40 {

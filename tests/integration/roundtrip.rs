@@ -15,7 +15,10 @@ use cairn::{BackupOptions, InitOptions, MemoryBackend, NoProgress, Repository, R
 use filetime::FileTime;
 use proptest::prelude::*;
 
-use super::util::{Dir, assert_verifies, backup_path, init_repo, open_repo};
+use super::util::{
+    Dir, Store, assert_verifies, backup_path, init_at, init_repo, on_each_store, open_at,
+    open_repo, repo_location,
+};
 
 /// Everything about one entry that a restore must reproduce.
 #[derive(Debug, PartialEq, Eq)]
@@ -318,22 +321,28 @@ fn many_files(root: &Path, n: usize) -> u64 {
     total
 }
 
-#[test]
-fn tree_of_five_thousand_files_round_trips_on_disk() {
+// The round trips below run on a local repository and on one in the S3
+// test cluster.
+on_each_store!(
+    tree_of_five_thousand_files_round_trips,
+    unchanged_tree_and_copied_file_add_almost_nothing
+);
+
+fn tree_of_five_thousand_files_round_trips(store: Store) {
     let src = Dir::new();
     many_files(src.path(), 5000);
-    let store = Dir::new();
-    let repo = init_repo(&store.join("repo"));
+    let dir = Dir::new();
+    let location = repo_location(store, &dir, "repo");
+    let repo = init_at(&location, &InitOptions::default());
     let done = backup_path(&repo, src.path());
     assert_eq!(done.snapshot.summary.files_new, 5000);
     drop(repo);
-    let repo = open_repo(&store.join("repo"));
+    let repo = open_at(&location);
     assert_round_trip(&repo, src.path(), &done.snapshot);
     assert_verifies(&repo);
 }
 
-#[test]
-fn unchanged_tree_and_copied_file_add_almost_nothing() {
+fn unchanged_tree_and_copied_file_add_almost_nothing(store: Store) {
     let src = Dir::new();
     let tree_size = many_files(src.path(), 2000);
     let big = content(8 << 20, 7);
@@ -342,8 +351,8 @@ fn unchanged_tree_and_copied_file_add_almost_nothing() {
     // Files changed within a second of the parent backup are read again on
     // purpose ("racily clean"): let a little time pass first.
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let store = Dir::new();
-    let repo = init_repo(&store.join("repo"));
+    let dir = Dir::new();
+    let repo = init_at(&repo_location(store, &dir, "repo"), &InitOptions::default());
     let opts = BackupOptions::new(vec![src.path().to_path_buf()]);
     let first = cairn::backup(&repo, &opts, &NoProgress).expect("first");
     assert!(first.snapshot.summary.bytes_stored > 0);

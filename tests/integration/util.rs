@@ -47,7 +47,9 @@ pub fn open_repo(path: &Path) -> Repository {
     .expect("open")
 }
 
-/// The `cairn` binary with a clean environment pointing at `repo`.
+/// The `cairn` binary with a clean environment pointing at `repo` (a
+/// directory or an `s3:` URL; the AWS credentials of the test's environment
+/// are passed on for the latter).
 pub fn cairn(repo: &Path, home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
     c.env_clear()
@@ -55,8 +57,135 @@ pub fn cairn(repo: &Path, home: &Path) -> Command {
         .env("HOME", home)
         .env("CAIRN_REPO", repo)
         .env("CAIRN_PASSWORD", PASSWORD);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            c.env(var, v);
+        }
+    }
     c
 }
+
+/// Where a test's repository is stored: the core tests (round trip,
+/// corruption, crash) run against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// A directory.
+    Local,
+    /// The Garage cluster of `scripts/garage-cluster.sh` (three nodes on
+    /// loopback, replication factor 3), through the S3 API.
+    S3,
+}
+
+/// `s3:http://HOST:PORT/BUCKET` of the test cluster, from `GARAGE_S3` and
+/// `GARAGE_BUCKET` (`. DIR/env` after `scripts/garage-cluster.sh start
+/// DIR`). Without them the S3 variants are skipped with a message, except
+/// under CI, where `.ci/run` starts the cluster and a missing one is a
+/// failure.
+pub fn s3_base() -> Option<String> {
+    match (std::env::var("GARAGE_S3"), std::env::var("GARAGE_BUCKET")) {
+        (Ok(url), Ok(bucket)) => Some(format!("s3:{url}/{bucket}")),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the S3 tests: start scripts/garage-cluster.sh and export its env"
+            );
+            eprintln!(
+                "skipped: no S3 test cluster (scripts/garage-cluster.sh start DIR; . DIR/env)"
+            );
+            None
+        }
+    }
+}
+
+/// Tests share the S3 cluster (read guard), except the one that stops a
+/// node (write guard): with a node down and brought back, the cluster may
+/// for a while list objects deleted meanwhile, which other tests would
+/// report as damage.
+pub fn cluster_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// See [`cluster_shared`].
+pub fn cluster_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A fresh repository location: `dir/name` on disk, or a prefix of the
+/// test bucket no other test or run uses.
+pub fn repo_location(store: Store, dir: &Dir, name: &str) -> PathBuf {
+    match store {
+        Store::Local => dir.join(name),
+        Store::S3 => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let base = s3_base().expect("the S3 variant runs only with a cluster");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            PathBuf::from(format!(
+                "{base}/test-{}-{nanos}-{n}/{name}",
+                std::process::id()
+            ))
+        }
+    }
+}
+
+/// The backend of a repository location.
+pub fn backend_at(location: &Path) -> Arc<dyn cairn::Backend> {
+    cairn::open_location(location).expect("backend")
+}
+
+/// Creates an encrypted repository at `location` with `opts`.
+pub fn init_at(location: &Path, opts: &InitOptions) -> Repository {
+    Repository::init(backend_at(location), Some(PASSWORD.as_bytes()), opts).expect("init")
+}
+
+/// Opens the repository at `location`.
+pub fn open_at(location: &Path) -> Repository {
+    Repository::open(backend_at(location), &mut || {
+        Ok(PASSWORD.as_bytes().to_vec())
+    })
+    .expect("open")
+}
+
+/// Defines, for each named `fn NAME(store: Store)`, a module `NAME` with
+/// the tests `local` and `s3` (the latter skipped without a cluster, see
+/// [`s3_base`]).
+macro_rules! on_each_store {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use crate::integration::util::{Store, s3_base};
+
+                #[test]
+                fn local() {
+                    super::$name(Store::Local);
+                }
+
+                #[test]
+                fn s3() {
+                    if s3_base().is_some() {
+                        let _shared = crate::integration::util::cluster_shared();
+                        super::$name(Store::S3);
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_each_store;
 
 /// Runs a command and returns its output, printing it when the test fails.
 pub fn run(c: &mut Command) -> Output {
