@@ -431,6 +431,9 @@ struct SnapshotView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     app: Option<AppView<'a>>,
     databases: Vec<DatabaseView<'a>>,
+    /// For a copy (`cairn copy`): the snapshot it copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<SnapshotId>,
 }
 
 #[derive(Serialize)]
@@ -526,6 +529,7 @@ fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
             git: a.git.as_ref(),
         }),
         databases: s.databases.iter().map(database_view).collect(),
+        original: s.original,
     }
 }
 
