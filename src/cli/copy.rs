@@ -77,8 +77,7 @@ impl FromPassword {
             return Ok(pw.into_bytes());
         }
         bail!(
-            "the source repository {} is encrypted and no password for it was given: set CAIRN_FROM_PASSWORD or pass --from-password-file or --from-password-command",
-            location.display()
+            "it is encrypted and no password for it was given: set CAIRN_FROM_PASSWORD or pass --from-password-file or --from-password-command"
         )
     }
 
@@ -230,6 +229,12 @@ pub fn copy(g: &Global, out: &Out, a: &CopyArgs) -> Result<u8> {
             }
         }
     }
+    if ids.is_empty() {
+        out.info(format!(
+            "no snapshot of {} matches the selection: nothing to copy",
+            a.from.display()
+        ));
+    }
     let bar = out.progress(true, "copying");
     let progress = BarProgress(bar.clone());
     let done = cairn::copy(&src, &dst, &ids, &progress);
@@ -284,7 +289,7 @@ pub fn copy(g: &Global, out: &Out, a: &CopyArgs) -> Result<u8> {
         );
     }
     out.info(format!(
-        "{} snapshots copied, {} already there; {} blobs ({}) added, {} written",
+        "copied {} snapshot(s), {} already there; {} blobs ({}) added, {} written",
         report.copied(),
         report.skipped(),
         report.blobs_transferred,

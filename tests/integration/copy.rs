@@ -432,3 +432,69 @@ fn chunk_lists_are_copied_and_rewritten() {
         assert_eq!((again.copied(), again.blobs_transferred), (0, 0));
     }
 }
+
+#[test]
+fn a_copy_killed_at_random_moments_leaves_a_valid_target() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("copy crash test seed: {seed}");
+    let mut rng = Rng(seed);
+    let d = Dir::new();
+    let home = d.join("home");
+    let (a, b) = (loc(&d.join("a")), loc(&d.join("b")));
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    init(&a, PASSWORD, None, &home);
+    for i in 0..5 {
+        for j in 0..4 {
+            fs::write(src.join(format!("f{i}-{j}")), rng.bytes(500_000)).expect("write");
+        }
+        backup(&a, PASSWORD, &src, &home);
+    }
+    // Unrelated: every blob is read and stored, the slowest kind of copy.
+    init(&b, OTHER, None, &home);
+    let started = std::time::Instant::now();
+    let o = run(cairn_at(&b, OTHER, &home)
+        .args(["copy", "--all", "--from", &a])
+        .env("CAIRN_FROM_PASSWORD", PASSWORD));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let window = started.elapsed();
+    // Start over in a fresh target, killing copies at random moments.
+    let c = loc(&d.join("c"));
+    init(&c, THIRD, None, &home);
+    for round in 0..8 {
+        let mut child = cairn_at(&c, THIRD, &home)
+            .args(["copy", "--all", "--from", &a])
+            .env("CAIRN_FROM_PASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let delay = window.mul_f64((rng.next() % 1000) as f64 / 1000.0);
+        std::thread::sleep(delay);
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("wait");
+        let o = run(cairn_at(&c, THIRD, &home).args(["verify", "--read-data"]));
+        assert!(
+            o.status.success(),
+            "round {round}: verify failed after SIGKILL at {delay:?}"
+        );
+    }
+    let report = copy((&a, PASSWORD), (&c, THIRD), &["--all"], &home);
+    assert_eq!(report["snapshots"].as_array().expect("list").len(), 5);
+    assert_verifies((&c, THIRD), &home);
+    // The newest snapshot (the report lists them oldest first).
+    let newest = report["snapshots"]
+        .as_array()
+        .and_then(|l| l.last())
+        .expect("newest");
+    let latest = BTreeMap::from([(
+        newest["source"].as_str().expect("source").to_owned(),
+        newest["target"].as_str().expect("target").to_owned(),
+    )]);
+    assert_restore_identically((&a, PASSWORD), (&c, THIRD), &latest, &home);
+    assert_transferred_nothing(&copy((&a, PASSWORD), (&c, THIRD), &["--all"], &home));
+}
