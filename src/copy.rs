@@ -230,18 +230,23 @@ fn copy_locked(
         blobs_read: std::sync::atomic::AtomicU64::new(0),
         progress,
     };
-    let mut report = CopyReport {
-        shared_ids: copier.shared,
-        ..CopyReport::default()
+    let mut run = Run {
+        src,
+        dst,
+        locks: [&src_lock, &dst_lock],
+        known,
+        pending: Vec::new(),
+        report: CopyReport {
+            shared_ids: copier.shared,
+            ..CopyReport::default()
+        },
     };
-    let locks = [&src_lock, &dst_lock];
     let batch_limit = BATCH_PACKS * u64::from(dst.config().pack_target_size);
     let mut writer = dst.blob_writer();
-    let mut pending: Vec<(SnapshotId, Snapshot)> = Vec::new();
     for (id, snap) in wanted {
         let origin = snap.original.unwrap_or(id);
-        if let Some(there) = known.get(&origin).or_else(|| known.get(&id)) {
-            report.snapshots.push(CopiedSnapshot {
+        if let Some(there) = run.known.get(&origin).or_else(|| run.known.get(&id)) {
+            run.report.snapshots.push(CopiedSnapshot {
                 source: id,
                 target: *there,
                 copied: false,
@@ -249,113 +254,83 @@ fn copy_locked(
             continue;
         }
         progress.file();
-        let root = crate::repo::in_pool(|| copier.tree(&writer, &snap.tree));
-        let root = match root {
+        let root = match crate::repo::in_pool(|| copier.tree(&writer, &snap.tree)) {
             Ok(root) => root,
             Err(e) => {
-                // What is pending is complete: keep it, then report.
-                flush(
-                    src,
-                    dst,
-                    &writer,
-                    locks,
-                    &mut pending,
-                    &mut known,
-                    &mut report,
-                )
-                .unwrap_or_else(|_| writer.abandon());
-                add_stats(&mut report, &writer);
-                report.blobs_read = copier.blobs_read();
+                // The snapshots pending are complete: keep them, then fail.
+                if run.flush(&writer).is_err() {
+                    writer.abandon();
+                }
                 return Err(e);
             }
         };
-        pending.push((id, Snapshot { tree: root, ..snap }));
+        run.pending.push((id, Snapshot { tree: root, ..snap }));
         if writer.stats().bytes_added >= batch_limit {
-            if let Err(e) = flush(
-                src,
-                dst,
-                &writer,
-                locks,
-                &mut pending,
-                &mut known,
-                &mut report,
-            ) {
-                writer.abandon();
-                return Err(e);
-            }
-            add_stats(&mut report, &writer);
+            run.flush(&writer).inspect_err(|_| writer.abandon())?;
             writer = dst.blob_writer();
         }
     }
-    if let Err(e) = flush(
-        src,
-        dst,
-        &writer,
-        locks,
-        &mut pending,
-        &mut known,
-        &mut report,
-    ) {
-        writer.abandon();
-        return Err(e);
-    }
-    add_stats(&mut report, &writer);
+    run.flush(&writer).inspect_err(|_| writer.abandon())?;
+    let mut report = run.report;
     report.blobs_read = copier.blobs_read();
     drop(dst_lock);
     drop(src_lock);
     Ok(report)
 }
 
-/// Adds what one batch's writer stored to the report.
-fn add_stats(report: &mut CopyReport, writer: &BlobWriter<'_>) {
-    let s = writer.stats();
-    report.blobs_transferred += s.blobs_added;
-    report.bytes_transferred += s.bytes_added;
-    report.bytes_stored += s.bytes_stored;
+/// The state of one run between batches.
+struct Run<'a> {
+    src: &'a Repository,
+    dst: &'a Repository,
+    /// Held on the source and the target.
+    locks: [&'a Lock; 2],
+    /// Source snapshot ids and originals → the target's copy.
+    known: HashMap<SnapshotId, SnapshotId>,
+    /// Snapshots whose blobs are in the current writer, with their new
+    /// root trees, oldest first.
+    pending: Vec<(SnapshotId, Snapshot)>,
+    report: CopyReport,
 }
 
-/// Finishes `writer` (its packs and their index) and then writes the
-/// `pending` snapshots, oldest first, so that a snapshot's parent copied in
-/// the same batch is already known when it is written.
-fn flush(
-    src: &Repository,
-    dst: &Repository,
-    writer: &BlobWriter<'_>,
-    locks: [&Lock; 2],
-    pending: &mut Vec<(SnapshotId, Snapshot)>,
-    known: &mut HashMap<SnapshotId, SnapshotId>,
-    report: &mut CopyReport,
-) -> Result<()> {
-    for held in locks {
-        held.check()?;
-    }
-    writer.finish()?;
-    for (source, mut snap) in pending.drain(..) {
-        let origin = snap.original.unwrap_or(source);
-        // The parent becomes the target's copy of the source's parent, when
-        // the target has one (known by the parent's id, or by its original
-        // if the parent is itself a copy); otherwise none: it is only where
-        // backup looked for unchanged files.
-        snap.parent = snap.parent.and_then(|p| {
-            known.get(&p).copied().or_else(|| {
-                let original = src.read_snapshot(&p).ok()?.original?;
-                known.get(&original).copied()
-            })
-        });
-        snap.original = Some(origin);
-        for held in locks {
+impl Run<'_> {
+    /// Finishes `writer` (its packs and their index) and only then writes
+    /// the pending snapshots, oldest first, so that a snapshot's parent
+    /// copied in the same batch is already known when it is written.
+    fn flush(&mut self, writer: &BlobWriter<'_>) -> Result<()> {
+        for held in self.locks {
             held.check()?;
         }
-        let target = dst.save_snapshot(&snap)?;
-        known.insert(origin, target);
-        known.insert(source, target);
-        report.snapshots.push(CopiedSnapshot {
-            source,
-            target,
-            copied: true,
-        });
+        let stats = writer.finish()?;
+        self.report.blobs_transferred += stats.blobs_added;
+        self.report.bytes_transferred += stats.bytes_added;
+        self.report.bytes_stored += stats.bytes_stored;
+        for (source, mut snap) in std::mem::take(&mut self.pending) {
+            let origin = snap.original.unwrap_or(source);
+            // The parent becomes the target's copy of the source's parent,
+            // when the target has one (known by the parent's id, or by its
+            // original if the parent is itself a copy); otherwise none: it
+            // is only where backup looked for unchanged files.
+            snap.parent = snap.parent.and_then(|p| {
+                self.known.get(&p).copied().or_else(|| {
+                    let original = self.src.read_snapshot(&p).ok()?.original?;
+                    self.known.get(&original).copied()
+                })
+            });
+            snap.original = Some(origin);
+            for held in self.locks {
+                held.check()?;
+            }
+            let target = self.dst.save_snapshot(&snap)?;
+            self.known.insert(origin, target);
+            self.known.insert(source, target);
+            self.report.snapshots.push(CopiedSnapshot {
+                source,
+                target,
+                copied: true,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The walk of one run: what has been copied so far, so that a tree, list
