@@ -18,20 +18,32 @@ use cairn::{ChunkerParams, InitOptions, LocalBackend, NodeKind, Repository};
 const OTHER: &str = "a different password for the copy";
 const THIRD: &str = "yet another password";
 
-/// `cairn` against the repository at `repo` opened with `password`.
-fn cairn_at(repo: &str, password: &str, home: &Path) -> Command {
+/// `cairn` against the repository at `repo` (a directory or an `s3:`
+/// URL) opened with `password`; AWS credentials in the test's environment
+/// are passed on.
+pub fn cairn_at(repo: &str, password: &str, home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("CAIRN_REPO", repo)
         .env("CAIRN_PASSWORD", password);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            c.env(var, v);
+        }
+    }
     c
 }
 
 /// Creates a repository at `repo`, related to `from` (with its password)
 /// when given.
-fn init(repo: &str, password: &str, from: Option<(&str, &str)>, home: &Path) {
+pub fn init(repo: &str, password: &str, from: Option<(&str, &str)>, home: &Path) {
     let mut c = cairn_at(repo, password, home);
     c.args(["init", "--kdf-memory", "19"]);
     if let Some((from, from_pw)) = from {
@@ -43,7 +55,7 @@ fn init(repo: &str, password: &str, from: Option<(&str, &str)>, home: &Path) {
 }
 
 /// Backs up `path` into `repo`; returns the snapshot id.
-fn backup(repo: &str, password: &str, path: &Path, home: &Path) -> String {
+pub fn backup(repo: &str, password: &str, path: &Path, home: &Path) -> String {
     let o = run(cairn_at(repo, password, home)
         .args(["--json", "backup"])
         .arg(path));
@@ -51,7 +63,7 @@ fn backup(repo: &str, password: &str, path: &Path, home: &Path) -> String {
 }
 
 /// `copy --json --from FROM ARGS` into `to`; returns the report.
-fn copy(from: (&str, &str), to: (&str, &str), args: &[&str], home: &Path) -> serde_json::Value {
+pub fn copy(from: (&str, &str), to: (&str, &str), args: &[&str], home: &Path) -> serde_json::Value {
     let o = run(cairn_at(to.0, to.1, home)
         .args(["--json", "copy", "--from", from.0])
         .args(args)
@@ -60,7 +72,7 @@ fn copy(from: (&str, &str), to: (&str, &str), args: &[&str], home: &Path) -> ser
 }
 
 /// Source snapshot id → target snapshot id, from a copy report.
-fn pairs(report: &serde_json::Value) -> BTreeMap<String, String> {
+pub fn pairs(report: &serde_json::Value) -> BTreeMap<String, String> {
     report["snapshots"]
         .as_array()
         .expect("snapshots")
@@ -74,7 +86,7 @@ fn pairs(report: &serde_json::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn assert_transferred_nothing(report: &serde_json::Value) {
+pub fn assert_transferred_nothing(report: &serde_json::Value) {
     assert_eq!(report["copied"], 0, "{report:#}");
     assert_eq!(report["blobs_transferred"], 0, "{report:#}");
     assert_eq!(report["bytes_transferred"], 0, "{report:#}");
@@ -121,7 +133,7 @@ fn listing(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
 }
 
 /// Restores `snapshot` of `repo` into `into`.
-fn restore(repo: (&str, &str), snapshot: &str, into: &Path, home: &Path) {
+pub fn restore(repo: (&str, &str), snapshot: &str, into: &Path, home: &Path) {
     let o = run(cairn_at(repo.0, repo.1, home)
         .args(["restore", snapshot, "--target"])
         .arg(into));
@@ -130,7 +142,7 @@ fn restore(repo: (&str, &str), snapshot: &str, into: &Path, home: &Path) {
 
 /// Restores each source snapshot and its copy and asserts they are equal,
 /// file for file and byte for byte.
-fn assert_restore_identically(
+pub fn assert_restore_identically(
     from: (&str, &str),
     to: (&str, &str),
     pairs: &BTreeMap<String, String>,
@@ -147,7 +159,7 @@ fn assert_restore_identically(
     }
 }
 
-fn assert_verifies(repo: (&str, &str), home: &Path) {
+pub fn assert_verifies(repo: (&str, &str), home: &Path) {
     let o = run(cairn_at(repo.0, repo.1, home).args(["verify", "--read-data"]));
     assert!(o.status.success(), "verify failed: {}", stderr(&o));
 }
@@ -165,7 +177,7 @@ fn fill(dir: &Path, seed: u64) {
 }
 
 /// Two snapshots of `src` in `repo`, the second after a change.
-fn two_snapshots(repo: &str, src: &Path, home: &Path) -> [String; 2] {
+pub fn two_snapshots(repo: &str, src: &Path, home: &Path) -> [String; 2] {
     fill(src, 1);
     let first = backup(repo, PASSWORD, src, home);
     fs::write(src.join("sub/added.bin"), Rng::seeded(2).bytes(400_000)).expect("write");
@@ -174,13 +186,13 @@ fn two_snapshots(repo: &str, src: &Path, home: &Path) -> [String; 2] {
     [first, second]
 }
 
-fn loc(p: &Path) -> String {
+pub fn loc(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_owned()
 }
 
 /// Copies between `a` (with two snapshots) and a new repository `b`
 /// created related to `a` or not, and checks everything the issue asks.
-fn copy_round_trip(a: &str, b: &str, related: bool) {
+pub fn copy_round_trip(a: &str, b: &str, related: bool) {
     let d = Dir::new();
     let home = d.join("home");
     init(a, PASSWORD, None, &home);
@@ -228,6 +240,52 @@ fn copy_round_trip(a: &str, b: &str, related: bool) {
     } else {
         assert!(added > 3_000_000, "an unrelated backup added {added} bytes");
     }
+}
+
+/// The issue's acceptance test: a local repository copied to `middle` (a
+/// new repository related to it, e.g. on S3) and from there to a second
+/// local repository with another password; everything restores
+/// identically and verifies, and repeating any of the copies transfers
+/// nothing.
+pub fn offsite_and_back(middle: &str) {
+    let d = Dir::new();
+    let home = d.join("home");
+    let (a, c) = (loc(&d.join("a")), loc(&d.join("c")));
+    init(&a, PASSWORD, None, &home);
+    let ids = two_snapshots(&a, &d.join("src"), &home);
+    init(middle, OTHER, Some((&a, PASSWORD)), &home);
+    let out = copy((&a, PASSWORD), (middle, OTHER), &["--all"], &home);
+    assert_eq!(
+        (out["copied"].as_u64(), out["shared_ids"].as_bool()),
+        (Some(2), Some(true))
+    );
+    init(&c, THIRD, Some((middle, OTHER)), &home);
+    let back = copy((middle, OTHER), (&c, THIRD), &["--all"], &home);
+    assert_eq!(
+        (back["copied"].as_u64(), back["shared_ids"].as_bool()),
+        (Some(2), Some(true))
+    );
+    // Source snapshot in A → its copy in C, by way of the middle.
+    let there = pairs(&out);
+    let and_back = pairs(&back);
+    let a_to_c: BTreeMap<String, String> = ids
+        .iter()
+        .map(|id| (id.clone(), and_back[&there[id]].clone()))
+        .collect();
+    assert_restore_identically((&a, PASSWORD), (&c, THIRD), &a_to_c, &home);
+    assert_verifies((middle, OTHER), &home);
+    assert_verifies((&c, THIRD), &home);
+    assert_transferred_nothing(&copy((&a, PASSWORD), (middle, OTHER), &["--all"], &home));
+    assert_transferred_nothing(&copy((middle, OTHER), (&c, THIRD), &["--all"], &home));
+    let direct = copy((&a, PASSWORD), (&c, THIRD), &["--all"], &home);
+    assert_transferred_nothing(&direct);
+    assert_eq!(pairs(&direct), a_to_c);
+}
+
+#[test]
+fn offsite_and_back_through_a_local_middle() {
+    let d = Dir::new();
+    offsite_and_back(&loc(&d.join("middle")));
 }
 
 #[test]
