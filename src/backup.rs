@@ -1328,6 +1328,7 @@ fn commit<'a>(
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
         app: opts.app.clone(),
         databases: databases(repo, &walker, root, meta.parent_dbs),
+        original: None,
     };
     held.check()?;
     let id = repo.save_snapshot(&snapshot)?;

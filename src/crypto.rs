@@ -128,6 +128,12 @@ impl Crypto {
         BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
     }
 
+    /// The key of blob ids, for creating a repository that shares it
+    /// (`init --from-repo`, see `copy.rs`); nothing else may read it.
+    pub(crate) fn id_key(&self) -> [u8; 32] {
+        self.id_key
+    }
+
     /// A keyed MAC over `bytes`, used to protect the config.
     #[must_use]
     pub fn mac(&self, bytes: &[u8]) -> [u8; 32] {

@@ -793,6 +793,7 @@ mod tests {
             program_version: String::new(),
             app: None,
             databases: Vec::new(),
+            original: None,
         }
     }
 

@@ -31,6 +31,7 @@ mod chunklist;
 mod codec;
 mod compress;
 mod config;
+mod copy;
 mod crypto;
 mod daemon;
 mod dbexport;
@@ -70,6 +71,7 @@ pub use backup::{
 };
 pub use chunker::ChunkerParams;
 pub use config::{Config, Encryption, FORMAT_VERSION};
+pub use copy::{CopiedSnapshot, CopyReport, copy, shares_blob_ids};
 pub use crypto::random as random_bytes;
 pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use daemon::{

@@ -3,8 +3,8 @@
 //!
 //! The protocol is restic's (store-format.md §21). Every process that
 //! writes or depends on the set of blobs holds a lock file in `locks/`:
-//! backup, restore and verify a shared one, forget and prune an exclusive
-//! one. To take a lock a process writes its lock file first and then lists
+//! backup, restore, verify and copy (on both repositories) a shared one,
+//! forget and prune an exclusive one. To take a lock a process writes its lock file first and then lists
 //! the others; if one conflicts (anything against an exclusive lock, an
 //! exclusive lock against anything) it tries again later, so of two
 //! processes that race, at least one always sees the other. While it waits

@@ -81,6 +81,9 @@ pub struct InitOptions {
     /// Argon2id memory of the first key, in MiB, between
     /// [`crate::MIN_KDF_MEMORY_MIB`] and [`crate::MAX_KDF_MEMORY_MIB`].
     pub kdf_memory_mib: u32,
+    /// The blob id key and chunker seed taken from an existing repository
+    /// ([`InitOptions::related_to`]); `None` draws fresh ones.
+    pub(crate) related: Option<crate::copy::SharedIds>,
 }
 
 impl Default for InitOptions {
@@ -91,6 +94,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_target_size: 16 * 1024 * 1024,
             kdf_memory_mib: crate::crypto::DEFAULT_KDF_MEMORY_MIB,
+            related: None,
         }
     }
 }
@@ -231,7 +235,10 @@ impl Repository {
         for (name, _) in backend.list(FileKind::Key)? {
             backend.delete(FileKind::Key, &name)?;
         }
-        let master = MasterKey::generate()?;
+        let mut master = MasterKey::generate()?;
+        if let Some(shared) = &opts.related {
+            shared.apply(&mut master);
+        }
         let (host, user) = host_and_user();
         let key = KeyFile::create(
             &master,
@@ -521,7 +528,7 @@ impl Repository {
     /// beyond the wait; backend errors.
     pub fn lock(&self, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
         if self.no_lock.load(Ordering::Relaxed) {
-            if exclusive || operation == "backup" {
+            if exclusive || operation == "backup" || operation == "copy" {
                 return Err(Error::invalid(format!(
                     "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
                 )));

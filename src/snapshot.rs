@@ -76,6 +76,11 @@ pub struct Snapshot {
     /// The SQLite databases captured as consistent images, with their
     /// per-table row counts, sorted by path.
     pub databases: Vec<DatabaseInfo>,
+    /// For a snapshot made by `cairn copy`: the snapshot it is a copy of,
+    /// in the repository where that was first taken (a copy of a copy
+    /// names the first), so that a later copy recognises it. `None` for a
+    /// snapshot taken here.
+    pub original: Option<SnapshotId>,
 }
 
 /// What an application snapshot records about the application.

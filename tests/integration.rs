@@ -11,6 +11,7 @@ mod integration {
     mod audit;
     mod chunklist;
     mod cli;
+    mod copy;
     mod corruption;
     mod crash;
     mod daemon;

@@ -752,6 +752,7 @@ pub fn sample_snapshot() -> Snapshot {
                 rows: 3,
             }],
         }],
+        original: Some(SnapshotId([6; 32])),
     }
 }
 

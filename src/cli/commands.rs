@@ -30,6 +30,8 @@ pub struct InitArgs {
     compression_level: i32,
     #[command(flatten)]
     kdf: KdfArgs,
+    #[command(flatten)]
+    from: super::copy::InitFrom,
 }
 
 /// How hard a new key is to guess.
@@ -49,6 +51,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     opts.encryption = !a.no_encryption;
     opts.compression_level = a.compression_level;
     opts.kdf_memory_mib = a.kdf.kdf_memory;
+    let related = a.from.apply(g, &mut opts)?;
     let pw = if a.no_encryption {
         None
     } else if let (Some(key), false) = (&loc.default_key, password::password_given(g)) {
@@ -62,9 +65,16 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
             "location": loc.path,
             "key": repo.key_id(),
             "encrypted": !a.no_encryption,
+            "related_to": related,
         }))?;
     } else {
         out.info(format!("created repository at {}", loc.path.display()));
+        if let Some(other) = &related {
+            out.info(format!(
+                "it shares blob ids and chunking with {}: `cairn copy` between them transfers only missing data",
+                other.display()
+            ));
+        }
         if a.no_encryption {
             out.warn("the repository is NOT encrypted: anyone who can read it can read your data");
         } else {
@@ -436,6 +446,9 @@ struct SnapshotView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     app: Option<AppView<'a>>,
     databases: Vec<DatabaseView<'a>>,
+    /// For a copy (`cairn copy`): the snapshot it copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<SnapshotId>,
 }
 
 #[derive(Serialize)]
@@ -531,6 +544,7 @@ fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
             git: a.git.as_ref(),
         }),
         databases: s.databases.iter().map(database_view).collect(),
+        original: s.original,
     }
 }
 

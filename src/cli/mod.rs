@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod app;
 mod commands;
+mod copy;
 mod daemon;
 mod db;
 mod docs;
@@ -183,6 +184,9 @@ enum Command {
     Ls(commands::LsArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(commands::RestoreArgs),
+    /// Copy snapshots from another repository (--from), transferring only
+    /// the data this one lacks.
+    Copy(copy::CopyArgs),
     /// Show what changed between two snapshots.
     Diff(inspect::DiffArgs),
     /// Find files and directories by name or path in snapshots.
@@ -257,6 +261,7 @@ pub fn main() -> ExitCode {
         Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
         Command::Ls(a) => commands::ls(&cli.global, &out, &a),
         Command::Restore(a) => commands::restore(&cli.global, &out, &a),
+        Command::Copy(a) => copy::copy(&cli.global, &out, &a),
         Command::Diff(a) => inspect::diff(&cli.global, &out, &a),
         Command::Find(a) => inspect::find(&cli.global, &out, &a),
         Command::Dump(a) => inspect::dump(&cli.global, &out, &a),

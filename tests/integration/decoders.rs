@@ -447,6 +447,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         text(),
         prop::option::of(app_info()),
         prop::collection::vec(database_info(), 0..3),
+        prop::option::of(any::<[u8; 32]>().prop_map(SnapshotId)),
     )
         .prop_map(
             |(
@@ -460,6 +461,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 program_version,
                 app,
                 databases,
+                original,
             )| {
                 Snapshot {
                     time,
@@ -489,6 +491,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     program_version,
                     app,
                     databases,
+                    original,
                 }
             },
         )

@@ -38,6 +38,7 @@ fn snap_at(ts: Timestamp, tags: &[&str]) -> Snapshot {
         program_version: "test".into(),
         app: None,
         databases: Vec::new(),
+        original: None,
     }
 }
 
