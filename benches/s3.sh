@@ -137,7 +137,7 @@ step() {
     local wall rss user sys req own
     read -r wall rss user sys < <(tail -n 1 "$base.time")
     req=$(requests_between "$base.before" "$base.after")
-    endpoints_between "$base.before" "$base.after" >"$base.endpoints"
+    endpoints_between "$base.before" "$base.after" | sed 's/ $//' >"$base.endpoints"
     own=$(sed -n 's/^cairn: \([0-9]*\) requests to the repository$/\1/p' "$base.log" | tail -n 1)
     local own_note=
     [[ -z $own ]] || own_note=", cairn's own count $own"
