@@ -33,7 +33,14 @@
 #   TARGET_RATIO=0.5 (cairn/restic marked pass or miss), KEEP_CLUSTER=1
 #   (leave the cluster running at the end).
 # Needs: garage (cargo install garage --locked), restic, GNU time, curl.
+# Garage serves /metrics on each admin port without a token (no
+# metrics_token in the generated garage.toml), so none is needed.
 set -euo pipefail
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/.." && pwd)
