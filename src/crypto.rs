@@ -122,6 +122,13 @@ impl Crypto {
         }
     }
 
+    /// Whether objects are encrypted (random nonces: sealing the same
+    /// bytes twice never gives the same object).
+    #[must_use]
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
     /// The id of a blob with this plaintext.
     #[must_use]
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {

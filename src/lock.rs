@@ -521,7 +521,10 @@ mod tests {
         // although the only holder is a shared lock.
         let started = std::time::Instant::now();
         while list(backend.as_ref(), &c).expect("list").len() < 2 {
-            assert!(started.elapsed() < Duration::from_secs(10), "prune never waited");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "prune never waited"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let e = Lock::acquire(Arc::clone(&backend), &c, false, "backup", Duration::ZERO)

@@ -1097,9 +1097,12 @@ impl OpenPack {
         self.append(&tail)?;
         let id = PackId(*self.hasher.finalize().as_bytes());
         let name = id.to_hex();
-        let existed = backend
-            .size(FileKind::Pack, &name)
-            .is_ok_and(|s| s == self.len);
+        // Only deterministic (unencrypted) sealing can produce a pack that
+        // already exists; asking costs a request per pack on object storage.
+        let existed = !crypto.is_encrypted()
+            && backend
+                .size(FileKind::Pack, &name)
+                .is_ok_and(|s| s == self.len);
         if !existed {
             self.file.commit(&name)?;
         }

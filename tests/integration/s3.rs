@@ -402,3 +402,14 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn copy_local_to_s3_to_another_local_repository() {
+    if s3_base().is_none() {
+        return;
+    }
+    let _shared = cluster_shared();
+    let d = Dir::new();
+    let middle = repo_location(Store::S3, &d, "offsite");
+    super::copy::offsite_and_back(middle.to_str().expect("utf-8 location"));
+}
