@@ -146,6 +146,29 @@ impl CachedBackend {
         }
     }
 
+    /// Stages a pack whose bytes also go into the cache, under its name,
+    /// once it is committed: for tree packs, which the next backup, `ls` or
+    /// restore reads again.
+    ///
+    /// # Errors
+    /// As [`Backend::stage`].
+    pub fn stage_keeping_copy(&self) -> Result<Box<dyn StagedFile>> {
+        let inner = self.inner.stage(FileKind::Pack)?;
+        let dir = self.dir.join(FileKind::Pack.dir());
+        // Without a cache file the pack is still written; it is only not
+        // kept.
+        let copy = crate::filescache::create_cache_dir(&self.dir)
+            .and_then(|()| {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+            })
+            .and_then(|()| tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir))
+            .ok();
+        Ok(Box::new(KeptStaged { inner, copy, dir }))
+    }
+
     /// Removes the local copy of a pack (found damaged).
     pub fn forget_pack(&self, name: &str) {
         let _ = fs::remove_file(self.path(FileKind::Pack, name));
@@ -216,6 +239,42 @@ impl Backend for CachedBackend {
     }
 }
 
+/// A staged pack written to the repository and to a cache file alike.
+struct KeptStaged {
+    inner: Box<dyn StagedFile>,
+    copy: Option<tempfile::NamedTempFile>,
+    dir: PathBuf,
+}
+
+impl Write for KeptStaged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(copy) = &mut self.copy
+            && copy.write_all(buf.get(..n).unwrap_or_default()).is_err()
+        {
+            self.copy = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl StagedFile for KeptStaged {
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        let Self { inner, copy, dir } = *self;
+        inner.commit(name)?;
+        // Kept only once the repository has it: the cache never holds a
+        // pack the repository lacks. Its blobs are checked when read.
+        if let Some(copy) = copy {
+            let _ = copy.persist(dir.join(name));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +327,19 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert!(!cached.path(FileKind::Snapshot, &named(&a)).exists());
         assert!(cached.path(FileKind::Snapshot, &named(&b)).exists());
+    }
+
+    #[test]
+    fn packs_written_through_the_cache_are_kept() {
+        let (_d, mem, cached) = setup();
+        let pack = b"a tree pack".to_vec();
+        let name = named(&pack);
+        let mut staged = cached.stage_keeping_copy().unwrap();
+        staged.write_all(&pack).unwrap();
+        staged.commit(&name).unwrap();
+        assert_eq!(mem.read(FileKind::Pack, &name).unwrap(), pack);
+        mem.delete(FileKind::Pack, &name).unwrap();
+        assert_eq!(cached.read_pack_range(&name, 2, 4).unwrap(), pack[2..6]);
     }
 
     #[test]

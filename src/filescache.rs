@@ -32,7 +32,6 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::FileKind;
 use crate::codec;
 use crate::crypto::Domain;
 use crate::id::{BlobId, SnapshotId};
@@ -233,11 +232,8 @@ impl FilesCache {
         };
         // Entries whose snapshot is gone may name trees whose data prune
         // has removed.
-        let existing: HashSet<SnapshotId> = match repo.backend().list(FileKind::Snapshot) {
-            Ok(names) => names
-                .into_iter()
-                .filter_map(|(n, _)| n.parse().ok())
-                .collect(),
+        let existing: HashSet<SnapshotId> = match repo.listed_snapshot_ids() {
+            Ok(ids) => ids,
             Err(_) => return (cache, None),
         };
         for e in parsed.entries {

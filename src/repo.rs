@@ -134,6 +134,8 @@ pub struct Repository {
     actor: Mutex<Option<String>>,
     /// Audit events that could not be written.
     audit_errors: Mutex<Vec<String>>,
+    /// The snapshot names of the last listing, for [`Repository::listed_snapshot_ids`].
+    snapshot_listing: Mutex<Option<HashSet<SnapshotId>>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -273,6 +275,7 @@ impl Repository {
             used_unindexed: AtomicBool::new(false),
             actor: Mutex::new(None),
             audit_errors: Mutex::new(Vec::new()),
+            snapshot_listing: Mutex::new(None),
         })
     }
 
@@ -373,6 +376,7 @@ impl Repository {
             used_unindexed: AtomicBool::new(false),
             actor: Mutex::new(None),
             audit_errors: Mutex::new(Vec::new()),
+            snapshot_listing: Mutex::new(None),
         };
         repo.load_index()?;
         Ok(repo)
@@ -527,6 +531,9 @@ impl Repository {
     /// [`Error::Locked`] when another process holds a conflicting lock
     /// beyond the wait; backend errors.
     pub fn lock(&self, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
+        // A listing from before this lock may name snapshots a forget has
+        // removed since: only listings made under the lock may be reused.
+        *lock(&self.snapshot_listing) = None;
         if self.no_lock.load(Ordering::Relaxed) {
             if exclusive || operation == "backup" || operation == "copy" {
                 return Err(Error::invalid(format!(
@@ -750,6 +757,35 @@ impl Repository {
             .map_err(|r| Error::corrupt(format!("snapshot {name}"), r))
     }
 
+    /// Starts a pack of `kind`; tree packs of a remote repository are also
+    /// kept in the local cache, since every later backup reads them.
+    fn stage_pack(&self, kind: BlobKind) -> Result<Box<dyn StagedFile>> {
+        match (&self.cache, kind) {
+            (Some(cache), BlobKind::Tree) => cache.stage_keeping_copy(),
+            _ => self.backend.stage(FileKind::Pack),
+        }
+    }
+
+    /// The snapshots the repository lists: those of the last listing this
+    /// process made, else a new one. Under a shared lock snapshots can only
+    /// be added (forget needs an exclusive one), so an earlier listing
+    /// taken under the same lock still names every snapshot that exists,
+    /// which is what the files cache asks; it saves a request.
+    ///
+    /// # Errors
+    /// When the snapshots cannot be listed.
+    pub(crate) fn listed_snapshot_ids(&self) -> Result<HashSet<SnapshotId>> {
+        if let Some(ids) = lock(&self.snapshot_listing).clone() {
+            return Ok(ids);
+        }
+        Ok(self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect())
+    }
+
     /// Whether a file that was listed but could not be found has really
     /// gone: the listing, asked again a few times over three seconds, no longer
     /// names it. (Object stores may list a deleted object for a moment;
@@ -775,6 +811,8 @@ impl Repository {
     /// Fails when the snapshot directory cannot be listed.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
         let names = self.backend.list(FileKind::Snapshot)?;
+        *lock(&self.snapshot_listing) =
+            Some(names.iter().filter_map(|(n, _)| n.parse().ok()).collect());
         let mut out: Vec<(SnapshotId, Result<Snapshot>)> = names
             .into_iter()
             .filter_map(|(n, _)| n.parse::<SnapshotId>().ok())
@@ -1179,7 +1217,7 @@ impl BlobWriter<'_> {
             let mut cur = lock(self.open_pack(kind));
             let open = match cur.as_mut() {
                 Some(open) => open,
-                None => cur.insert(OpenPack::new(self.repo.backend.stage(FileKind::Pack)?)),
+                None => cur.insert(OpenPack::new(self.repo.stage_pack(kind)?)),
             };
             open.add(id, kind, compression, raw_length, sealed)?;
             // Packs also close at a number of entries that keeps the header
