@@ -514,18 +514,24 @@ impl StagedFile for S3Staged {
         let Self {
             backend,
             kind,
-            mut spool,
+            spool,
         } = *self;
         let key = S3Backend::key(kind, name)?;
-        let mut data = Vec::new();
-        spool
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| spool.read_to_end(&mut data))
-            .map_err(|e| Error::Backend {
-                op: "write",
-                path: format!("the local spool of {key}"),
-                source: e,
-            })?;
+        // An in-memory spool is handed over as it is, without a copy.
+        let data = match spool.into_inner() {
+            tempfile::SpooledData::InMemory(cursor) => cursor.into_inner(),
+            tempfile::SpooledData::OnDisk(mut file) => {
+                let mut data = Vec::new();
+                file.seek(SeekFrom::Start(0))
+                    .and_then(|_| file.read_to_end(&mut data))
+                    .map_err(|e| Error::Backend {
+                        op: "write",
+                        path: format!("the local spool of {key}"),
+                        source: e,
+                    })?;
+                data
+            }
+        };
         backend.put(&key, Buffer::from(data))
     }
 }
