@@ -208,12 +208,30 @@ fn s3_error(op: &'static str, path: &str, e: &opendal::Error) -> Error {
         ErrorKind::ConfigInvalid => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };
-    let mut message = e.to_string();
-    if e.kind() == ErrorKind::PermissionDenied {
-        message.push_str(
-            " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and the bucket's permissions)",
-        );
+    // opendal's own text carries a debugging context (request parts); the
+    // user gets its message, the innermost cause and what to do.
+    let mut message = e.message().to_owned();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut innermost = None;
+    while let Some(c) = cause {
+        innermost = Some(c.to_string());
+        cause = c.source();
     }
+    if let Some(c) = innermost.filter(|c| !message.contains(c.as_str())) {
+        message = format!("{message}: {c}");
+    }
+    let hint = if message.contains("failed to load signing credential") {
+        " (no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials)"
+    } else if message.contains("NoSuchBucket") {
+        " (the bucket does not exist: create it, or fix the bucket in the location)"
+    } else if e.kind() == ErrorKind::PermissionDenied {
+        " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and the bucket's permissions)"
+    } else if e.kind() == ErrorKind::Unexpected && e.message().contains("send http request") {
+        " (no answer from the endpoint after several attempts: check the host and port, and that the store is running)"
+    } else {
+        ""
+    };
+    message.push_str(hint);
     Error::Backend {
         op,
         path: path.to_owned(),
@@ -278,7 +296,13 @@ impl S3Backend {
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_io_timeout(IO_TIMEOUT),
             )
-            .layer(RetryLayer::new().with_max_times(RETRIES).with_jitter());
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(RETRIES)
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(4))
+                    .with_jitter(),
+            );
         Ok(Self {
             location,
             op,
@@ -533,5 +557,73 @@ impl StagedFile for S3Staged {
             }
         };
         backend.put(&key, Buffer::from(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_with_tls_by_default_and_the_right_style() {
+        let l = S3Location::parse("s3:https://s3.example.net:9000/bucket/some/prefix/").unwrap();
+        assert_eq!(l.endpoint, "https://s3.example.net:9000");
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("bucket", "some/prefix")
+        );
+        assert_eq!(l.style, AddressStyle::Path);
+        assert_eq!(
+            l.to_string(),
+            "s3:https://s3.example.net:9000/bucket/some/prefix"
+        );
+
+        let l = S3Location::parse("s3:s3.eu-west-1.amazonaws.com/backups").unwrap();
+        assert_eq!(l.endpoint, "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(l.prefix, "");
+        assert_eq!(l.style, AddressStyle::VirtualHost);
+
+        let l = S3Location::parse("s3:http://127.0.0.1:3900/b/p?style=virtual").unwrap();
+        assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+        assert_eq!(l.style, AddressStyle::VirtualHost);
+        let l = S3Location::parse("s3:https://x.amazonaws.com/b?style=path").unwrap();
+        assert_eq!(l.style, AddressStyle::Path);
+    }
+
+    #[test]
+    fn bad_locations_say_what_is_wrong() {
+        for (url, why) in [
+            ("s3:https://host", "bucket is missing"),
+            ("s3:https:///bucket", "host is missing"),
+            ("s3:https://key:secret@host/bucket", "credentials belong"),
+            ("s3:ftp://host/bucket", "only http"),
+            ("s3:https://host/bucket/a//b", "empty, '.' or '..'"),
+            ("s3:https://host/bucket/../x", "empty, '.' or '..'"),
+            ("s3:https://host/bucket?style=odd", "unknown option"),
+            ("s3:https://host/my.bucket?style=virtual", "with dots"),
+            ("/not/s3", "not an s3: location"),
+        ] {
+            let e = S3Location::parse(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(e.contains("s3:https://HOST"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_local_layout() {
+        let id = "ab".repeat(32);
+        assert_eq!(
+            S3Backend::key(FileKind::Config, "config").unwrap(),
+            "config"
+        );
+        assert_eq!(
+            S3Backend::key(FileKind::Pack, &id).unwrap(),
+            format!("data/ab/{id}")
+        );
+        assert_eq!(
+            S3Backend::key(FileKind::Snapshot, &id).unwrap(),
+            format!("snapshots/{id}")
+        );
+        assert!(S3Backend::key(FileKind::Index, "../config").is_err());
     }
 }

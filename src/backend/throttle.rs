@@ -168,3 +168,37 @@ impl StagedFile for ThrottledStaged {
         self.inner.commit(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn transfers_wait_for_their_rate_and_pass_through_unchanged() {
+        let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        // 1 MiB/s with one second of burst: 3 MiB take at least two seconds.
+        let limited = Throttled::wrap(Arc::clone(&mem), Some(1024), Some(1024));
+        let data = vec![7u8; 3 << 20];
+        let name = "a".repeat(64);
+        let started = Instant::now();
+        limited.write(FileKind::Index, &name, &data).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(1800));
+        let started = Instant::now();
+        assert_eq!(limited.read(FileKind::Index, &name).unwrap(), data);
+        assert!(started.elapsed() >= Duration::from_millis(1800));
+
+        let mut staged = limited.stage(FileKind::Pack).unwrap();
+        staged.write_all(&data[..1000]).unwrap();
+        staged.commit(&name).unwrap();
+        assert_eq!(mem.read(FileKind::Pack, &name).unwrap(), data[..1000]);
+    }
+
+    #[test]
+    fn no_limit_means_the_backend_itself() {
+        let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let same = Throttled::wrap(Arc::clone(&mem), None, Some(0));
+        assert!(Arc::ptr_eq(&mem, &same));
+    }
+}

@@ -413,3 +413,56 @@ fn copy_local_to_s3_to_another_local_repository() {
     let middle = repo_location(Store::S3, &d, "offsite");
     super::copy::offsite_and_back(middle.to_str().expect("utf-8 location"));
 }
+
+#[test]
+fn bad_credentials_and_locations_fail_clearly() {
+    if s3_base().is_none() {
+        return;
+    }
+    let _shared = cluster_shared();
+    let d = Dir::new();
+    let repo = repo_location(Store::S3, &d, "repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let secret = "not-the-secret-0123456789";
+    let o = run(cairn(&repo, d.path())
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .arg("snapshots"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(!err.contains(secret), "the secret is not repeated: {err}");
+
+    let o = run(cairn(&repo, d.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .arg("snapshots"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no credentials found"),
+        "{}",
+        stderr(&o)
+    );
+
+    let base = s3_base().expect("cluster");
+    let (endpoint, _) = base.rsplit_once('/').expect("s3:URL/BUCKET");
+    let no_bucket = PathBuf::from(format!("{endpoint}/no-such-bucket/x"));
+    let o = run(cairn(&no_bucket, d.path()).arg("snapshots"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bucket does not exist"),
+        "{}",
+        stderr(&o)
+    );
+
+    let empty = repo_location(Store::S3, &d, "nothing-here");
+    let o = run(cairn(&empty, d.path()).arg("snapshots"));
+    assert_eq!(o.status.code(), Some(10), "no repository");
+
+    let o = run(cairn(Path::new("s3:https://host"), d.path()).arg("snapshots"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the bucket is missing"),
+        "{}",
+        stderr(&o)
+    );
+}
