@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use super::util::{Dir, PASSWORD, Rng, json_of, run, stderr};
+use super::util::{Dir, PASSWORD, Rng, cairn_with_password, json_of, run, stderr};
 use cairn::{ChunkerParams, InitOptions, LocalBackend, NodeKind, Repository};
 
 /// The target repositories' passwords: not the source's.
@@ -22,23 +22,7 @@ const THIRD: &str = "yet another password";
 /// URL) opened with `password`; AWS credentials in the test's environment
 /// are passed on.
 pub fn cairn_at(repo: &str, password: &str, home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("CAIRN_REPO", repo)
-        .env("CAIRN_PASSWORD", password);
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-    ] {
-        if let Some(v) = std::env::var_os(var) {
-            c.env(var, v);
-        }
-    }
-    c
+    cairn_with_password(Path::new(repo), password, home)
 }
 
 /// Creates a repository at `repo`, related to `from` (with its password)
@@ -238,7 +222,9 @@ pub fn copy_round_trip(a: &str, b: &str, related: bool) {
     if related {
         assert!(added < 10_000, "a related backup added {added} bytes");
     } else {
-        assert!(added > 3_000_000, "an unrelated backup added {added} bytes");
+        // The 2.5 MB file is cut differently under another chunker seed;
+        // a smaller file may be one chunk in both and then deduplicates.
+        assert!(added > 2_000_000, "an unrelated backup added {added} bytes");
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use cairn::{FileKind, PackId};
 
 use super::util::{
-    Dir, Rng, Store, backend_at, cairn, cluster_exclusive, cluster_shared, open_at, repo_location,
-    run, s3_base, stderr,
+    Dir, Rng, Store, backend_at, cairn, cluster_exclusive, open_at, repo_location, run, s3_base,
+    s3_shared, stderr,
 };
 
 /// Every file under `root` (relative path → content).
@@ -59,10 +59,9 @@ fn copies_per_blob(repo: &Path) -> HashMap<cairn::BlobId, usize> {
 
 #[test]
 fn many_hosts_back_up_concurrently_while_another_prunes() {
-    if s3_base().is_none() {
+    let Some(_shared) = s3_shared() else {
         return;
-    }
-    let _shared = cluster_shared();
+    };
     const HOSTS: usize = 3;
     const ROUNDS: usize = 20;
     let d = Dir::new();
@@ -321,10 +320,9 @@ fn a_node_stopped_in_the_middle_of_a_backup() {
 
 #[test]
 fn the_cache_saves_requests_and_survives_damage() {
-    if s3_base().is_none() {
+    let Some(_shared) = s3_shared() else {
         return;
-    }
-    let _shared = cluster_shared();
+    };
     let d = Dir::new();
     let repo = repo_location(Store::S3, &d, "repo");
     assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
@@ -405,10 +403,9 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn copy_local_to_s3_to_another_local_repository() {
-    if s3_base().is_none() {
+    let Some(_shared) = s3_shared() else {
         return;
-    }
-    let _shared = cluster_shared();
+    };
     let d = Dir::new();
     let middle = repo_location(Store::S3, &d, "offsite");
     super::copy::offsite_and_back(middle.to_str().expect("utf-8 location"));
@@ -416,10 +413,9 @@ fn copy_local_to_s3_to_another_local_repository() {
 
 #[test]
 fn bad_credentials_and_locations_fail_clearly() {
-    if s3_base().is_none() {
+    let Some(_shared) = s3_shared() else {
         return;
-    }
-    let _shared = cluster_shared();
+    };
     let d = Dir::new();
     let repo = repo_location(Store::S3, &d, "repo");
     assert!(run(cairn(&repo, d.path()).arg("init")).status.success());

@@ -51,12 +51,17 @@ pub fn open_repo(path: &Path) -> Repository {
 /// directory or an `s3:` URL; the AWS credentials of the test's environment
 /// are passed on for the latter).
 pub fn cairn(repo: &Path, home: &Path) -> Command {
+    cairn_with_password(repo, PASSWORD, home)
+}
+
+/// [`cairn`] with another password.
+pub fn cairn_with_password(repo: &Path, password: &str, home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("CAIRN_REPO", repo)
-        .env("CAIRN_PASSWORD", PASSWORD);
+        .env("CAIRN_PASSWORD", password);
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -110,6 +115,12 @@ pub fn cluster_shared() -> std::sync::RwLockReadGuard<'static, ()> {
     CLUSTER
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The shared guard of the S3 cluster, or `None` (skip the test) without
+/// one; see [`s3_base`] and [`cluster_shared`].
+pub fn s3_shared() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    s3_base().map(|_| cluster_shared())
 }
 
 /// See [`cluster_shared`].
