@@ -26,9 +26,15 @@ use crate::{Error, Result};
 /// contexts and buffers and gained no speed.) Falls back to the global pool
 /// if a pool cannot be built.
 pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    in_pool_of(0, f)
+}
+
+/// [`in_pool`] with at least `min_threads` workers: for work that waits on
+/// the network more than on the CPU (reads from object storage).
+pub(crate) fn in_pool_of<R: Send>(min_threads: usize, f: impl FnOnce() -> R + Send) -> R {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     match rayon::ThreadPoolBuilder::new()
-        .num_threads((cores + 1).clamp(2, 32))
+        .num_threads((cores + 1).clamp(2, 32).max(min_threads))
         .thread_name(|i| format!("cairn-worker-{i}"))
         // Directories are walked recursively, one frame chain per level:
         // room for trees thousands of levels deep.

@@ -100,6 +100,8 @@ const MAX_READ: u64 = 2 << 20;
 const REMOTE_MERGE_GAP: u64 = 8 << 20;
 /// ...up to this size: a whole default (16 MiB) pack and then some.
 const REMOTE_MAX_READ: u64 = 64 << 20;
+/// Restore workers for a remote repository, at least.
+const REMOTE_WORKERS: usize = 6;
 
 /// One place a blob's bytes go: a file being filled, and an offset in it.
 #[derive(Debug, Clone, Copy)]
@@ -618,7 +620,14 @@ impl Restorer<'_> {
                 }
             }
         }
-        crate::repo::in_pool(|| {
+        // From object storage each worker mostly waits for its download:
+        // more of them keep the cores busy (a whole pack each in memory).
+        let workers = if self.repo.backend().is_remote() {
+            REMOTE_WORKERS
+        } else {
+            0
+        };
+        crate::repo::in_pool_of(workers, || {
             // Files with no content have nothing to wait for.
             filling
                 .par_iter()
