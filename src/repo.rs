@@ -126,6 +126,8 @@ pub struct Repository {
     index_errors: Mutex<Vec<(IndexId, String)>>,
     /// Names of the index files the index was loaded from, sorted.
     index_names: Mutex<Vec<String>>,
+    /// Whether `index` has been loaded (it is loaded on first need).
+    index_loaded: AtomicBool,
     /// How long taking a lock waits for conflicting holders.
     lock_wait: Mutex<std::time::Duration>,
     /// Read without locking (read-only media).
@@ -273,6 +275,7 @@ impl Repository {
             chunker_seed: master.chunker_seed,
             key_id,
             index: RwLock::new(Index::default()),
+            index_loaded: AtomicBool::new(true),
             index_errors: Mutex::new(Vec::new()),
             index_names: Mutex::new(Vec::new()),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
@@ -374,6 +377,7 @@ impl Repository {
             chunker_seed: master.chunker_seed,
             key_id,
             index: RwLock::new(Index::default()),
+            index_loaded: AtomicBool::new(false),
             index_errors: Mutex::new(Vec::new()),
             index_names: Mutex::new(Vec::new()),
             lock_wait: Mutex::new(std::time::Duration::ZERO),
@@ -384,34 +388,43 @@ impl Repository {
             audit_errors: Mutex::new(Vec::new()),
             snapshot_listing: Mutex::new(None),
         };
-        repo.load_index()?;
+        // The index is loaded on first need, not here: listing snapshots
+        // needs none, and a backup loads it once its lock is held (on
+        // object storage every listing is a request).
         Ok(repo)
     }
 
     /// Loads the index again if its files changed since it was loaded
-    /// (another process wrote or pruned): a lock holder must work from the
-    /// index as it is under the lock, not as it was before.
+    /// (another process wrote or pruned), or for the first time: a lock
+    /// holder must work from the index as it is under the lock, not as it
+    /// was before.
     ///
     /// # Errors
     /// When the index cannot be listed or read.
     pub fn refresh_index(&self) -> Result<bool> {
-        let mut names: Vec<String> = self
-            .backend
-            .list(FileKind::Index)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        names.sort();
-        if *lock(&self.index_names) == names {
+        let listed = self.backend.list(FileKind::Index)?;
+        let mut names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        if self.index_loaded.load(Ordering::Acquire) && *lock(&self.index_names) == names {
             return Ok(false);
         }
-        self.load_index()?;
+        self.load_index_from(listed)?;
         Ok(true)
     }
 
-    fn load_index(&self) -> Result<()> {
+    /// Loads the index unless it was loaded already.
+    ///
+    /// # Errors
+    /// When the index cannot be listed or read.
+    pub fn ensure_index(&self) -> Result<()> {
+        if self.index_loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.load_index_from(self.backend.list(FileKind::Index)?)
+    }
+
+    fn load_index_from(&self, mut names: Vec<(String, u64)>) -> Result<()> {
         use rayon::prelude::*;
-        let mut names = self.backend.list(FileKind::Index)?;
         names.sort();
         let loaded: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
         // A few files at a time are read and decoded in parallel, then
@@ -442,6 +455,7 @@ impl Repository {
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         *lock(&self.index_names) = loaded;
         *lock(&self.unindexed) = None;
+        self.index_loaded.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -582,10 +596,15 @@ impl Repository {
 
     /// Read access to the merged index.
     pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // Callers that can report a failure load it first
+        // (`ensure_index`, `refresh_index`); here a failure to load leaves
+        // the index empty, so every blob reads as not indexed.
+        let _ = self.ensure_index();
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn locate(&self, id: &BlobId) -> Result<(PackId, Location)> {
+        self.ensure_index()?;
         {
             let index = self.index();
             if let Some(loc) = index.get(id)
