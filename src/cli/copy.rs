@@ -172,23 +172,7 @@ pub struct CopyArgs {
 
 fn filter(a: &CopyArgs) -> Result<SnapshotFilter> {
     let mut f = SnapshotFilter::default();
-    f.hosts.clone_from(&a.hosts);
-    f.tags = a
-        .tags
-        .iter()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .collect();
-    f.paths = a
-        .paths
-        .iter()
-        .map(|p| Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec()))
-        .collect::<Result<_>>()?;
+    super::forget::select(&mut f, &a.hosts, &a.tags, &a.paths)?;
     Ok(f)
 }
 

@@ -123,6 +123,29 @@ fn absolute(p: &Path) -> Result<Vec<u8>> {
     Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec())
 }
 
+/// Applies `--host`, `--tag` (each a comma-separated list that must all
+/// match) and `--path` to `filter`, as forget and copy take them.
+pub(super) fn select(
+    filter: &mut SnapshotFilter,
+    hosts: &[String],
+    tags: &[String],
+    paths: &[std::path::PathBuf],
+) -> Result<()> {
+    filter.hosts = hosts.to_vec();
+    filter.tags = tags
+        .iter()
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    filter.paths = paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+    Ok(())
+}
+
 fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     let mut policy = KeepPolicy::default();
     policy.last = a.keep_last;
@@ -156,19 +179,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
             })?;
         }
     }
-    filter.hosts.clone_from(&a.hosts);
-    filter.tags = a
-        .tags
-        .iter()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .collect();
-    filter.paths = a.paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+    select(&mut filter, &a.hosts, &a.tags, &a.paths)?;
     let mut opts = ForgetOptions::new(policy);
     opts.group_by = a.group_by;
     opts.filter = filter;
