@@ -17,7 +17,8 @@
 //!
 //! Being sealed and content-addressed, an event cannot be altered without
 //! the change being detected. Each event also names the newest event its
-//! writer could see (`prev`), so the events form a chain (a tree, where
+//! writer could see (`prev`: the newest in a listing or, for a cached remote
+//! repository, the newest this host listed or wrote), so the events form a chain (a tree, where
 //! writers run concurrently): an event deleted from the middle of the log
 //! leaves a `prev` that points nowhere, which [`read_log`] reports. Only
 //! the very newest events could be removed unnoticed, by someone with
@@ -204,8 +205,15 @@ pub fn read_log(repo: &Repository, last: Option<usize>) -> Result<AuditLog> {
     Ok(log)
 }
 
-/// The newest event in `audit/`, to chain the next one to.
+/// The newest event in `audit/`, to chain the next one to: for a cached
+/// remote repository the newest this host knows of (which saves a listing),
+/// else the newest listed.
 fn newest(repo: &Repository) -> Option<AuditId> {
+    if let Some(known) = repo.cache().and_then(|c| c.newest_audit())
+        && let Ok(id) = known.parse()
+    {
+        return Some(id);
+    }
     names(repo).ok()?.last()?.parse().ok()
 }
 

@@ -1040,6 +1040,11 @@ fn build_excludes(opts: &BackupOptions) -> Result<(Gitignore, Vec<String>)> {
 
 /// The newest snapshot with the same host and paths, for change detection.
 fn find_parent(repo: &Repository, host: &str, paths: &[Vec<u8>]) -> Option<(SnapshotId, Snapshot)> {
+    // Without index files no tree of any snapshot can be read, so none can
+    // be a parent; skipping the listing saves a request on a first backup.
+    if repo.has_no_index_files() {
+        return None;
+    }
     let mut want = paths.to_vec();
     want.sort();
     repo.snapshots()

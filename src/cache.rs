@@ -17,16 +17,101 @@
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::Result;
+use serde::{Deserialize, Serialize};
+
 use crate::backend::{Backend, FileKind, StagedFile};
+use crate::repo::lock;
+use crate::{Error, Result};
 
 /// A backend with a local cache in front of it.
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     dir: PathBuf,
+    /// Set while the repository was opened from a remembered [`Identity`]
+    /// that nothing read from the repository in this process has confirmed
+    /// yet (see [`CachedBackend::confirm`]).
+    unconfirmed: Mutex<Option<Remembered>>,
+}
+
+/// The file, in a repository's cache directory, naming the newest audit
+/// event this host knows of.
+const NEWEST_AUDIT: &str = "audit-newest";
+
+/// Magic at the start of an identity record.
+const IDENTITY_MAGIC: &[u8; 8] = b"CAIRNLOC";
+
+/// How long a remembered identity is used without asking the repository:
+/// a key removed with `cairn key remove` stops working on a host that
+/// remembers it within this time.
+pub const IDENTITY_MAX_AGE_SECS: i64 = 3600;
+
+/// What a host remembers of a remote repository it opened, so that the
+/// next command need not fetch the config and list the keys (two requests)
+/// before its first real one. Stored per location under
+/// `<cache>/locations/` (store-format.md §24).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// When the repository last confirmed it, seconds since the epoch.
+    pub checked: i64,
+    /// The name of the key file that opened it (its copy is in the cache).
+    pub key: String,
+    /// The repository's config file, byte for byte.
+    pub config: Vec<u8>,
+}
+
+/// An identity in use, with where it is recorded.
+#[derive(Debug, Clone)]
+struct Remembered {
+    identity: Identity,
+    record: PathBuf,
+}
+
+impl Identity {
+    fn record_path(root: &Path, location: &str) -> PathBuf {
+        root.join("locations")
+            .join(blake3::hash(location.as_bytes()).to_hex().as_str())
+    }
+
+    /// The identity remembered for `location`, if one is recorded, intact
+    /// and younger than [`IDENTITY_MAX_AGE_SECS`].
+    #[must_use]
+    pub fn load(root: &Path, location: &str) -> Option<Self> {
+        let bytes = fs::read(Self::record_path(root, location)).ok()?;
+        let id: Self = crate::codec::decode(bytes.strip_prefix(IDENTITY_MAGIC)?).ok()?;
+        let age = jiff::Timestamp::now().as_second().checked_sub(id.checked)?;
+        (0..IDENTITY_MAX_AGE_SECS).contains(&age).then_some(id)
+    }
+
+    /// Records that `location` holds the repository with config `config`,
+    /// opened by key file `key`, as of now. A failure only means the next
+    /// command asks the repository again.
+    pub fn save(root: &Path, location: &str, key: &str, config: &[u8]) {
+        let id = Self {
+            checked: jiff::Timestamp::now().as_second(),
+            key: key.to_owned(),
+            config: config.to_vec(),
+        };
+        let _ = id.write(&Self::record_path(root, location));
+    }
+
+    fn write(&self, path: &Path) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut bytes = IDENTITY_MAGIC.to_vec();
+        bytes.extend_from_slice(&crate::codec::encode(self));
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
 }
 
 /// Whether files of `kind` are cached whole on first read.
@@ -39,7 +124,108 @@ impl CachedBackend {
     /// use, 0700).
     #[must_use]
     pub fn new(inner: Arc<dyn Backend>, dir: PathBuf) -> Self {
-        Self { inner, dir }
+        Self {
+            inner,
+            dir,
+            unconfirmed: Mutex::new(None),
+        }
+    }
+
+    /// The newest audit event this host knows of in the repository: the
+    /// newest it listed or wrote. Audit events chain to it instead of to the
+    /// newest in a fresh listing, which saves a request per command; events
+    /// written meanwhile by other hosts make the chain a tree, as concurrent
+    /// writers do anyway (see `audit`).
+    pub(crate) fn newest_audit(&self) -> Option<String> {
+        let name = fs::read_to_string(self.dir.join(NEWEST_AUDIT)).ok()?;
+        Some(name.trim().to_owned())
+    }
+
+    fn note_audit(&self, name: &str) {
+        if self.newest_audit().is_some_and(|n| n.as_str() >= name) {
+            return;
+        }
+        let _ = crate::filescache::create_cache_dir(&self.dir).and_then(|()| {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            tmp.write_all(name.as_bytes())?;
+            tmp.persist(self.dir.join(NEWEST_AUDIT))
+                .map_err(|e| e.error)?;
+            Ok(())
+        });
+    }
+
+    /// The cached copy of key file `name`, if intact.
+    pub(crate) fn cached_key(&self, name: &str) -> Option<Vec<u8>> {
+        self.cached(FileKind::Key, name)
+    }
+
+    /// Marks the repository as opened from `identity` (recorded under
+    /// `root` for `location`) and not yet confirmed by the repository.
+    pub(crate) fn trust_remembered(&self, root: &Path, location: &str, identity: Identity) {
+        *lock(&self.unconfirmed) = Some(Remembered {
+            identity,
+            record: Identity::record_path(root, location),
+        });
+    }
+
+    /// Makes sure the repository behind a remembered identity is still the
+    /// one it was (not deleted and created anew at the same location, which
+    /// would give it another key) before anything but a lock is written or
+    /// deleted: the config must be byte for byte the same and the key file
+    /// still listed. Two requests, once per process, and only when no
+    /// listing confirmed it first (see [`CachedBackend::list`]).
+    ///
+    /// # Errors
+    /// Backend errors; [`Error::Invalid`] when the repository changed (the
+    /// remembered identity is then forgotten, so running the command again
+    /// opens the repository afresh).
+    fn confirm(&self) -> Result<()> {
+        let Some(remembered) = lock(&self.unconfirmed).clone() else {
+            return Ok(());
+        };
+        let config = self
+            .inner
+            .read(FileKind::Config, crate::backend::CONFIG_NAME);
+        let keys = self.inner.list(FileKind::Key)?;
+        let same = matches!(&config, Ok(c) if *c == remembered.identity.config)
+            && keys.iter().any(|(n, _)| *n == remembered.identity.key);
+        if !same {
+            let _ = fs::remove_file(&remembered.record);
+            if let Err(e) = config
+                && !e.is_not_found()
+            {
+                return Err(e);
+            }
+            return Err(Error::invalid(format!(
+                "the repository at {} is not the one this host opened before (it was created anew, or the key this host used was removed); run the command again to open it afresh",
+                self.inner.location()
+            )));
+        }
+        let mut identity = remembered.identity;
+        identity.checked = jiff::Timestamp::now().as_second();
+        let _ = identity.write(&remembered.record);
+        *lock(&self.unconfirmed) = None;
+        Ok(())
+    }
+
+    /// A listing of index or snapshot files confirms a remembered identity
+    /// when it names a file this cache holds: cached files are named by the
+    /// hash of their content, which is sealed with the repository's key, so
+    /// a repository listing one has that key.
+    fn confirm_by_listing(&self, kind: FileKind, names: &[(String, u64)]) -> Result<()> {
+        if lock(&self.unconfirmed).is_none() {
+            return Ok(());
+        }
+        let known = matches!(kind, FileKind::Index | FileKind::Snapshot)
+            && names.iter().any(|(n, _)| self.path(kind, n).is_file());
+        if known {
+            *lock(&self.unconfirmed) = None;
+            Ok(())
+        } else {
+            self.confirm()
+        }
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -153,6 +339,7 @@ impl CachedBackend {
     /// # Errors
     /// As [`Backend::stage`].
     pub fn stage_keeping_copy(&self) -> Result<Box<dyn StagedFile>> {
+        self.confirm()?;
         let inner = self.inner.stage(FileKind::Pack)?;
         let dir = self.dir.join(FileKind::Pack.dir());
         // Without a cache file the pack is still written; it is only not
@@ -186,8 +373,16 @@ impl Backend for CachedBackend {
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let names = self.inner.list(kind)?;
+        if kind != FileKind::Lock {
+            self.confirm_by_listing(kind, &names)?;
+        }
         if cached_kind(kind) || kind == FileKind::Pack {
             self.drop_missing(kind, &names);
+        }
+        if kind == FileKind::Audit
+            && let Some(newest) = names.iter().map(|(n, _)| n).max()
+        {
+            self.note_audit(newest);
         }
         Ok(names)
     }
@@ -208,23 +403,43 @@ impl Backend for CachedBackend {
         self.inner.read_range(kind, name, offset, len)
     }
 
+    fn read_range_stream(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        self.inner.read_range_stream(kind, name, offset, len)
+    }
+
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.inner.size(kind, name)
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        if kind != FileKind::Lock {
+            self.confirm()?;
+        }
         self.inner.write(kind, name, data)?;
         if cached_kind(kind) {
             self.store(kind, name, data);
+        }
+        if kind == FileKind::Audit {
+            self.note_audit(name);
         }
         Ok(())
     }
 
     fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
+        self.confirm()?;
         self.inner.stage(kind)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        if kind != FileKind::Lock {
+            self.confirm()?;
+        }
         self.inner.delete(kind, name)?;
         let _ = fs::remove_file(self.path(kind, name));
         Ok(())
@@ -289,6 +504,38 @@ mod tests {
 
     fn named(bytes: &[u8]) -> String {
         blake3::hash(bytes).to_hex().to_string()
+    }
+
+    #[test]
+    fn an_identity_is_remembered_for_an_hour_and_damage_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, loc) = (dir.path(), "s3:http://127.0.0.1:1/bucket/repo");
+        assert_eq!(Identity::load(root, loc), None);
+        Identity::save(root, loc, "ab", b"config bytes");
+        let id = Identity::load(root, loc).unwrap();
+        assert_eq!(
+            (id.key.as_str(), id.config.as_slice()),
+            ("ab", &b"config bytes"[..])
+        );
+        assert_eq!(
+            Identity::load(root, "s3:http://127.0.0.1:1/bucket/other"),
+            None
+        );
+        let path = Identity::record_path(root, loc);
+        // Too old, or from the future: asked again.
+        for checked in [id.checked - IDENTITY_MAX_AGE_SECS, id.checked + 60] {
+            Identity {
+                checked,
+                ..id.clone()
+            }
+            .write(&path)
+            .unwrap();
+            assert_eq!(Identity::load(root, loc), None);
+        }
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 1);
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(Identity::load(root, loc), None);
     }
 
     #[test]

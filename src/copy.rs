@@ -547,7 +547,7 @@ mod tests {
 
     fn small_packs() -> InitOptions {
         InitOptions {
-            pack_target_size: 1 << 20,
+            pack_target_size: Some(1 << 20),
             kdf_memory_mib: crate::crypto::MIN_KDF_MEMORY_MIB,
             ..InitOptions::default()
         }

@@ -82,8 +82,10 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     /// zstd level (0 disables compression).
     pub compression_level: i32,
-    /// Pack size at which a pack is closed.
-    pub pack_target_size: u32,
+    /// Pack size at which a pack is closed; `None` chooses by where the
+    /// repository is: [`LOCAL_PACK_SIZE`] on a file system,
+    /// [`REMOTE_PACK_SIZE`] on object storage.
+    pub pack_target_size: Option<u32>,
     /// Argon2id memory of the first key, in MiB, between
     /// [`crate::MIN_KDF_MEMORY_MIB`] and [`crate::MAX_KDF_MEMORY_MIB`].
     pub kdf_memory_mib: u32,
@@ -92,13 +94,22 @@ pub struct InitOptions {
     pub(crate) related: Option<crate::copy::SharedIds>,
 }
 
+/// Default pack size of a repository on a file system.
+pub const LOCAL_PACK_SIZE: u32 = 16 << 20;
+
+/// Default pack size of a repository on object storage, where each pack is
+/// one request to write and to read back whole, and where the number of
+/// objects is what listings and per-request prices scale with
+/// (BENCHMARKS.md, issue 9; SCALE.md). Packs are uploaded in one PUT.
+pub const REMOTE_PACK_SIZE: u32 = 64 << 20;
+
 impl Default for InitOptions {
     fn default() -> Self {
         Self {
             encryption: true,
             chunker: ChunkerParams::default(),
             compression_level: 3,
-            pack_target_size: 16 * 1024 * 1024,
+            pack_target_size: None,
             kdf_memory_mib: crate::crypto::DEFAULT_KDF_MEMORY_MIB,
             related: None,
         }
@@ -173,13 +184,22 @@ pub(crate) fn host_and_user() -> (String, String) {
 }
 
 fn read_config(backend: &dyn Backend) -> Result<config::RawConfig> {
+    read_config_bytes(backend).map(|(raw, _)| raw)
+}
+
+/// The config, decoded and as stored.
+fn read_config_bytes(backend: &dyn Backend) -> Result<(config::RawConfig, Vec<u8>)> {
     let location = backend.location();
     let bytes = match backend.read(FileKind::Config, CONFIG_NAME) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(Error::RepoNotFound { location }),
         Err(e) => return Err(e),
     };
-    config::decode(&bytes).map_err(|e| match e {
+    Ok((decode_config(location, &bytes)?, bytes))
+}
+
+fn decode_config(location: String, bytes: &[u8]) -> Result<config::RawConfig> {
+    config::decode(bytes).map_err(|e| match e {
         ConfigError::Version(found) => Error::UnsupportedVersion {
             location,
             found,
@@ -220,7 +240,11 @@ impl Repository {
             },
             chunker: opts.chunker,
             compression_level: opts.compression_level,
-            pack_target_size: opts.pack_target_size,
+            pack_target_size: opts.pack_target_size.unwrap_or(if backend.is_remote() {
+                REMOTE_PACK_SIZE
+            } else {
+                LOCAL_PACK_SIZE
+            }),
         };
         config.validate().map_err(Error::Invalid)?;
         if opts.encryption && password.is_none() {
@@ -311,19 +335,53 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
     ) -> Result<Self> {
         let location = backend.location();
-        let raw = read_config(backend.as_ref())?;
-        let (backend, cache) = match cache_root {
-            Some(root) if backend.is_remote() => {
-                let cached = Arc::new(CachedBackend::new(
-                    backend,
-                    root.join(hex::encode(raw.config.repo_id)),
+        let cache_root = cache_root.filter(|_| backend.is_remote());
+        let cached_backend = |repo_id: &[u8; 32]| {
+            cache_root.map(|root| {
+                Arc::new(CachedBackend::new(
+                    Arc::clone(&backend),
+                    root.join(hex::encode(repo_id)),
+                ))
+            })
+        };
+        let mut pw = None;
+        // A remote repository this host opened within the hour opens from
+        // what it remembers (config and key file): no request at all. The
+        // backend then confirms it is still the same repository before it
+        // writes anything (`CachedBackend::confirm`).
+        if let Some(root) = cache_root
+            && let Some(identity) = crate::cache::Identity::load(root, &location)
+            && let Ok(raw) = decode_config(location.clone(), &identity.config)
+            && let Some(cached) = cached_backend(&raw.config.repo_id)
+        {
+            let encrypted = raw.config.encryption != Encryption::None;
+            let given = if encrypted { password()? } else { Vec::new() };
+            let opened = cached
+                .cached_key(&identity.key)
+                .and_then(|bytes| Self::try_key(&identity.key, &bytes, &raw, &given).ok()?);
+            if let Some((key_id, master, crypto)) = opened {
+                cached.trust_remembered(root, &location, identity);
+                let dyn_backend = Arc::clone(&cached) as Arc<dyn Backend>;
+                return Ok(Self::assemble(
+                    dyn_backend,
+                    Some(cached),
+                    raw.config,
+                    (key_id, master, crypto),
                 ));
-                (Arc::clone(&cached) as Arc<dyn Backend>, Some(cached))
             }
-            _ => (backend, None),
+            pw = encrypted.then_some(given);
+        }
+        let (raw, raw_bytes) = read_config_bytes(backend.as_ref())?;
+        let (backend, cache) = match cached_backend(&raw.config.repo_id) {
+            Some(cached) => (Arc::clone(&cached) as Arc<dyn Backend>, Some(cached)),
+            None => (backend, None),
         };
         let encrypted = raw.config.encryption != Encryption::None;
-        let pw = if encrypted { password()? } else { Vec::new() };
+        let pw = match pw {
+            Some(pw) => pw,
+            None if encrypted => password()?,
+            None => Vec::new(),
+        };
         let mut keys = backend.list(FileKind::Key)?;
         keys.sort();
         // Each key file is tried on its own: a damaged or foreign key file
@@ -333,31 +391,19 @@ impl Repository {
         let mut opened = None;
         let mut mismatched = 0;
         for (name, _) in &keys {
-            let Ok(id) = name.parse::<KeyId>() else {
-                continue;
-            };
             let Ok(bytes) = backend.read(FileKind::Key, name) else {
                 continue;
             };
-            if KeyId::hash_of(&bytes) != id {
-                continue;
-            }
-            let Ok(file) = KeyFile::decode(&bytes) else {
-                continue;
-            };
-            if encrypted != file.kdf.is_some() {
-                continue;
-            }
-            if let Ok(Some(master)) = file.open(&pw) {
-                let crypto = Crypto::new(&master, encrypted);
-                if crypto.mac_matches(&raw.signed, &raw.mac) {
-                    opened = Some((id, master, crypto));
+            match Self::try_key(name, &bytes, &raw, &pw) {
+                Ok(Some(found)) => {
+                    opened = Some(found);
                     break;
                 }
-                mismatched += 1;
+                Ok(None) => {}
+                Err(()) => mismatched += 1,
             }
         }
-        let Some((key_id, master, crypto)) = opened else {
+        let Some(opened) = opened else {
             if mismatched > 0 {
                 return Err(Error::corrupt(
                     format!("config of {location}"),
@@ -369,10 +415,59 @@ impl Repository {
                 keys: keys.len(),
             });
         };
-        let repo = Self {
+        if let (Some(root), Some(_)) = (cache_root, &cache) {
+            crate::cache::Identity::save(root, &location, &opened.0.to_hex(), &raw_bytes);
+        }
+        // The index is loaded on first need, not here: listing snapshots
+        // needs none, and a backup loads it once its lock is held (on
+        // object storage every listing is a request).
+        Ok(Self::assemble(backend, cache, raw.config, opened))
+    }
+
+    /// Tries key file `name` (content `bytes`) with `password`: `Ok(None)`
+    /// when it is not a key for it (damaged, foreign, another password),
+    /// `Err(())` when it opens but its master key does not authenticate the
+    /// config (a key of another repository, or a changed config).
+    fn try_key(
+        name: &str,
+        bytes: &[u8],
+        raw: &config::RawConfig,
+        password: &[u8],
+    ) -> std::result::Result<Option<(KeyId, MasterKey, Crypto)>, ()> {
+        let encrypted = raw.config.encryption != Encryption::None;
+        let Ok(id) = name.parse::<KeyId>() else {
+            return Ok(None);
+        };
+        if KeyId::hash_of(bytes) != id {
+            return Ok(None);
+        }
+        let Ok(file) = KeyFile::decode(bytes) else {
+            return Ok(None);
+        };
+        if encrypted != file.kdf.is_some() {
+            return Ok(None);
+        }
+        let Ok(Some(master)) = file.open(password) else {
+            return Ok(None);
+        };
+        let crypto = Crypto::new(&master, encrypted);
+        if crypto.mac_matches(&raw.signed, &raw.mac) {
+            Ok(Some((id, master, crypto)))
+        } else {
+            Err(())
+        }
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        cache: Option<Arc<CachedBackend>>,
+        config: Config,
+        (key_id, master, crypto): (KeyId, MasterKey, Crypto),
+    ) -> Self {
+        Self {
             backend,
             cache,
-            config: raw.config,
+            config,
             crypto,
             chunker_seed: master.chunker_seed,
             key_id,
@@ -387,11 +482,19 @@ impl Repository {
             actor: Mutex::new(None),
             audit_errors: Mutex::new(Vec::new()),
             snapshot_listing: Mutex::new(None),
-        };
-        // The index is loaded on first need, not here: listing snapshots
-        // needs none, and a backup loads it once its lock is held (on
-        // object storage every listing is a request).
-        Ok(repo)
+        }
+    }
+
+    /// Whether the index was loaded and found no index file at all: a new
+    /// repository (or one that lost every index file), whose snapshots, if
+    /// any, could not serve as a parent.
+    pub(crate) fn has_no_index_files(&self) -> bool {
+        self.index_loaded.load(Ordering::Acquire) && lock(&self.index_names).is_empty()
+    }
+
+    /// The local cache in front of a remote repository, if there is one.
+    pub(crate) fn cache(&self) -> Option<&CachedBackend> {
+        self.cache.as_deref()
     }
 
     /// Loads the index again if its files changed since it was loaded
@@ -985,7 +1088,7 @@ impl Repository {
         let (tx, rx) = std::sync::mpsc::sync_channel::<OpenPack>(0);
         let rx = Arc::new(Mutex::new(rx));
         let writers = if self.backend.is_remote() {
-            REMOTE_PACK_WRITERS
+            remote_pack_writers(self.config.pack_target_size)
         } else {
             1
         };
@@ -1047,8 +1150,14 @@ impl Repository {
     }
 }
 
-/// Pack writer threads for a remote backend.
-const REMOTE_PACK_WRITERS: usize = 4;
+/// Pack writer threads for a remote backend: enough uploads at once to
+/// hide round trips, bounded by the memory they hold (a whole pack each
+/// while it is uploaded): four for 16 MiB packs, two for 64 MiB ones.
+fn remote_pack_writers(pack_size: u32) -> usize {
+    usize::try_from((128 << 20) / pack_size.max(1))
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
 
 /// Refuses an index entry claiming more bytes than any blob cairn writes
 /// (a record plus its seal), so a damaged or forged index cannot make a

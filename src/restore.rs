@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Permissions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -98,8 +98,9 @@ const MAX_READ: u64 = 2 << 20;
 /// 134 GETs where restic, reading whole packs, took 17), so there a pack's
 /// wanted blobs are fetched in one read across gaps up to this size...
 const REMOTE_MERGE_GAP: u64 = 8 << 20;
-/// ...up to this size: a whole default (16 MiB) pack and then some.
-const REMOTE_MAX_READ: u64 = 64 << 20;
+/// ...up to this size: a whole pack of the largest size cairn makes. The
+/// read is a stream (`Restorer::stream_from_pack`), never held whole.
+const REMOTE_MAX_READ: u64 = 1 << 30;
 /// Restore workers for a remote repository, at least.
 const REMOTE_WORKERS: usize = 6;
 
@@ -475,6 +476,10 @@ impl Restorer<'_> {
         };
         let start = u64::from(first.loc.offset);
         let end = u64::from(last.loc.offset) + u64::from(last.loc.length);
+        if self.repo.backend().is_remote() {
+            self.stream_from_pack(files, pack, run, start, end);
+            return;
+        }
         let bytes = match self
             .repo
             .backend()
@@ -499,6 +504,63 @@ impl Restorer<'_> {
                     self.repo
                         .open_blob(&w.id, &pack, w.loc.compression, w.loc.raw_length, sealed)
                 });
+            self.deliver(files, w, data);
+        }
+    }
+
+    /// As [`Restorer::fill_from_pack`], reading the run as one stream: on
+    /// object storage a run spans most of a pack (one request), which is
+    /// never held in memory whole. After a failed read the blobs not yet
+    /// delivered are read one by one.
+    fn stream_from_pack(
+        &self,
+        files: &[Filling<'_>],
+        pack: PackId,
+        run: &[&Wanted],
+        start: u64,
+        end: u64,
+    ) {
+        let name = pack.to_hex();
+        let mut stream =
+            match self
+                .repo
+                .backend()
+                .read_range_stream(FileKind::Pack, &name, start, end - start)
+            {
+                Ok(s) => s,
+                Err(_) => {
+                    for w in run {
+                        self.deliver(files, w, self.repo.read_blob(&w.id));
+                    }
+                    return;
+                }
+            };
+        let mut at = start;
+        let mut sealed = Vec::new();
+        for (i, w) in run.iter().enumerate() {
+            let off = u64::from(w.loc.offset);
+            let read = io::copy(&mut stream.by_ref().take(off - at), &mut io::sink())
+                .and_then(|skipped| {
+                    if skipped == off - at {
+                        Ok(())
+                    } else {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    }
+                })
+                .and_then(|()| {
+                    sealed.resize(w.loc.length as usize, 0);
+                    stream.read_exact(&mut sealed)
+                });
+            if read.is_err() {
+                for w in run.iter().skip(i) {
+                    self.deliver(files, w, self.repo.read_blob(&w.id));
+                }
+                return;
+            }
+            at = off + u64::from(w.loc.length);
+            let data =
+                self.repo
+                    .open_blob(&w.id, &pack, w.loc.compression, w.loc.raw_length, &sealed);
             self.deliver(files, w, data);
         }
     }
@@ -621,7 +683,8 @@ impl Restorer<'_> {
             }
         }
         // From object storage each worker mostly waits for its download:
-        // more of them keep the cores busy (a whole pack each in memory).
+        // more of them keep the cores busy (each streams its pack, so
+        // memory holds a few buffers per worker, not a pack).
         let workers = if self.repo.backend().is_remote() {
             REMOTE_WORKERS
         } else {

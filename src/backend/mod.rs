@@ -107,6 +107,24 @@ pub trait Backend: Send + Sync {
     /// Fails when the file is missing, unreadable or shorter than asked.
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
+    /// `len` bytes from `offset` as a stream: for reading most of a large
+    /// pack in one request without holding it in memory. A stream that ends
+    /// early fails with [`std::io::ErrorKind::UnexpectedEof`]. The default
+    /// reads the range whole.
+    ///
+    /// # Errors
+    /// As [`Backend::read_range`], at the start or while reading.
+    fn read_range_stream(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let bytes = self.read_range(kind, name, offset, len)?;
+        Ok(Box::new(std::io::Cursor::new(bytes)))
+    }
+
     /// The size of one file.
     ///
     /// # Errors

@@ -32,9 +32,11 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use super::{Backend, CONFIG_NAME, FileKind, StagedFile, check_name};
 use crate::{Error, Result};
 
-/// Parts of a multipart upload. Objects up to this size (every pack of the
-/// default 16 MiB target) go up in one PUT: one request instead of three.
+/// Parts of a multipart upload, at least.
 const PART_SIZE: usize = 64 << 20;
+/// Objects up to this size go up in one PUT (one request instead of at
+/// least three); every pack does (S3 takes up to 5 GiB in one PUT).
+const SINGLE_PUT_MAX: usize = 2 << 30;
 /// Parts of one object uploaded at the same time.
 const PART_CONCURRENCY: usize = 4;
 /// A staged pack is kept in memory up to this size, then spooled to disk.
@@ -357,12 +359,15 @@ impl S3Backend {
     }
 
     fn put(&self, key: &str, data: Buffer) -> Result<()> {
+        // Whatever is held whole goes up in one PUT (a pack is at most
+        // 1 GiB and a blob); multipart only beyond that.
+        let chunk = data.len().clamp(PART_SIZE, SINGLE_PUT_MAX);
         let op = self.op.clone();
         let k = key.to_owned();
         self.run(async move {
             let mut w = op
                 .writer_with(&k)
-                .chunk(PART_SIZE)
+                .chunk(chunk)
                 .concurrent(PART_CONCURRENCY)
                 .await?;
             if let Err(e) = w.write(data).await {
@@ -465,6 +470,54 @@ impl Backend for S3Backend {
         Ok(buf.to_vec())
     }
 
+    fn read_range_stream(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        use futures_util::StreamExt;
+        let key = Self::key(kind, name)?;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::invalid(format!("range {offset}+{len} of {key} overflows")))?;
+        // One GET; its body is handed over piece by piece as it arrives,
+        // through a few buffers, so a slow reader slows the download
+        // instead of filling memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<opendal::Result<Buffer>>(STREAM_BUFFERS);
+        let (op, k) = (self.op.clone(), key.clone());
+        if len > 0 {
+            self.runtime.spawn(async move {
+                let stream = match op.reader_with(&k).await {
+                    Ok(r) => r.into_stream(offset..end).await,
+                    Err(e) => Err(e),
+                };
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(piece) = stream.next().await {
+                    let failed = piece.is_err();
+                    if tx.send(piece).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(Box::new(S3Stream {
+            rx,
+            piece: Vec::new(),
+            at: 0,
+            remaining: len,
+            shown: self.shown(&key),
+            end,
+        }))
+    }
+
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let key = Self::key(kind, name)?;
         let op = self.op.clone();
@@ -517,6 +570,57 @@ impl Backend for S3Backend {
 }
 
 /// A pack being written: spooled locally, uploaded on commit.
+/// Pieces of a streamed read waiting for the reader.
+const STREAM_BUFFERS: usize = 8;
+
+/// The reading end of [`S3Backend::read_range_stream`].
+struct S3Stream {
+    rx: tokio::sync::mpsc::Receiver<opendal::Result<Buffer>>,
+    piece: Vec<u8>,
+    at: usize,
+    remaining: u64,
+    shown: String,
+    end: u64,
+}
+
+impl Read for S3Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.piece.len() {
+            if self.remaining == 0 || buf.is_empty() {
+                return Ok(0);
+            }
+            // Called from worker threads outside the client's runtime (the
+            // API server runs engine calls with spawn_blocking).
+            match self.rx.blocking_recv() {
+                Some(Ok(piece)) => {
+                    self.piece = piece.to_vec();
+                    self.at = 0;
+                }
+                Some(Err(e)) => {
+                    return Err(io::Error::other(
+                        s3_error("read", &self.shown, &e).to_string(),
+                    ));
+                }
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} ends before byte {}", self.shown, self.end),
+                    ));
+                }
+            }
+        }
+        let rest = self.piece.get(self.at..).unwrap_or_default();
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        let n = rest.len().min(buf.len()).min(want);
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(rest.get(..n).unwrap_or_default());
+        self.at += n;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
 struct S3Staged {
     backend: S3Backend,
     kind: FileKind,

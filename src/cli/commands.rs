@@ -30,6 +30,10 @@ pub struct InitArgs {
     compression_level: i32,
     #[command(flatten)]
     kdf: KdfArgs,
+    /// Size in MiB at which packs are closed [default: 16 on a file
+    /// system, 64 on object storage]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pack_size: Option<u32>,
     #[command(flatten)]
     from: super::copy::InitFrom,
 }
@@ -50,6 +54,7 @@ pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     let mut opts = InitOptions::default();
     opts.encryption = !a.no_encryption;
     opts.compression_level = a.compression_level;
+    opts.pack_target_size = a.pack_size.map(|m| m << 20);
     opts.kdf_memory_mib = a.kdf.kdf_memory;
     let related = a.from.apply(g, &mut opts)?;
     let pw = if a.no_encryption {
@@ -1123,6 +1128,10 @@ pub struct NewPasswordArgs {
     new_password_file: Option<PathBuf>,
     #[command(flatten)]
     kdf: KdfArgs,
+    /// Size in MiB at which packs are closed [default: 16 on a file
+    /// system, 64 on object storage]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pack_size: Option<u32>,
 }
 
 fn read_new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {

@@ -50,7 +50,7 @@ fn fixture(store: Store) -> Fixture {
     }
     let repo = repo_location(store, &dir, "repo");
     let mut opts = InitOptions::default();
-    opts.pack_target_size = 1 << 20;
+    opts.pack_target_size = Some(1 << 20);
     let r = init_at(&repo, &opts);
     let done =
         cairn::backup(&r, &BackupOptions::new(vec![src.clone()]), &NoProgress).expect("backup");

@@ -27,7 +27,7 @@ fn small_chunk_repo(path: &Path) -> Repository {
         max_size: 65536,
         normalization: 1,
     };
-    opts.pack_target_size = 2 << 20;
+    opts.pack_target_size = Some(2 << 20);
     Repository::init(
         Arc::new(LocalBackend::new(path)),
         Some(PASSWORD.as_bytes()),

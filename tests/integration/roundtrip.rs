@@ -284,7 +284,7 @@ fn small_chunk_repo() -> &'static Repository {
             max_size: 32768,
             normalization: 1,
         };
-        opts.pack_target_size = 1 << 20;
+        opts.pack_target_size = Some(1 << 20);
         Repository::init(Arc::new(MemoryBackend::new()), Some(b"pw"), &opts).expect("init")
     })
 }

@@ -356,9 +356,10 @@ fn the_cache_saves_requests_and_survives_damage() {
     fs::remove_dir_all(&cache).ok();
     let cold = requests(&["ls", "latest"]);
     let warm = requests(&["ls", "latest"]);
-    // Warm: no snapshot, index or key file and no tree is fetched again;
-    // only the config and the listings of keys, index and snapshots remain.
-    assert_eq!(warm, 4, "cold {cold} requests, warm {warm}");
+    // Warm: no config, snapshot, index or key file and no tree is fetched
+    // again, and the keys are not listed; only the listings of snapshots
+    // (which confirms the remembered repository) and index remain.
+    assert_eq!(warm, 2, "cold {cold} requests, warm {warm}");
     assert!(cold > warm, "cold {cold} requests, warm {warm}");
     // A damaged cache costs requests, not correctness.
     for e in walk(&cache) {
@@ -461,4 +462,65 @@ fn bad_credentials_and_locations_fail_clearly() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn a_repository_created_anew_where_one_was_remembered_is_noticed() {
+    let Some(_shared) = s3_shared() else {
+        return;
+    };
+    let d = Dir::new();
+    let repo = repo_location(Store::S3, &d, "repo");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "first repository").expect("write");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
+    // Someone deletes the repository and creates another at the same
+    // location, with the same password: this host still remembers the
+    // first one's config and key.
+    let backend = backend_at(&repo);
+    for kind in [
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+        FileKind::Audit,
+        FileKind::Key,
+    ] {
+        for (name, _) in backend.list(kind).expect("list") {
+            backend.delete(kind, &name).expect("delete");
+        }
+    }
+    backend
+        .delete(FileKind::Config, "config")
+        .expect("delete config");
+    let other = d.path().join("other-home");
+    fs::create_dir_all(&other).expect("mkdir");
+    assert!(run(cairn(&repo, &other).arg("init")).status.success());
+    // The backup stops before it writes anything with the old key…
+    fs::write(src.join("a"), "second repository").expect("write");
+    let o = run(cairn(&repo, d.path()).arg("backup").arg(&src));
+    assert!(!o.status.success(), "a backup with a stale key must fail");
+    assert!(
+        stderr(&o).contains("not the one this host opened before"),
+        "{}",
+        stderr(&o)
+    );
+    // …and the next run opens the new repository afresh.
+    assert!(
+        run(cairn(&repo, d.path()).arg("backup").arg(&src))
+            .status
+            .success()
+    );
+    let o = run(cairn(&repo, d.path()).args(["verify", "--read-data"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cairn(&repo, &other).args(["snapshots", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 }
