@@ -1039,6 +1039,32 @@ fn build_excludes(opts: &BackupOptions) -> Result<(Gitignore, Vec<String>)> {
 }
 
 /// The newest snapshot with the same host and paths, for change detection.
+/// The parent among the snapshots in the local cache of a remote repository,
+/// without listing them (a request): for when the files cache shows that no
+/// pack was deleted since this host's last backup, so every tree of a
+/// snapshot this host has seen is still there, even if the snapshot was
+/// forgotten since. Only a reference for finding changes: every reused
+/// file's blobs are still looked up in the index.
+fn find_cached_parent(
+    repo: &Repository,
+    host: &str,
+    paths: &[Vec<u8>],
+) -> Option<(SnapshotId, Snapshot)> {
+    let mut want = paths.to_vec();
+    want.sort();
+    repo.cache()?
+        .cached_names(crate::backend::FileKind::Snapshot)
+        .into_iter()
+        .filter_map(|n| n.parse::<SnapshotId>().ok())
+        .filter_map(|id| Some((id, repo.read_snapshot(&id).ok()?)))
+        .filter(|(_, s)| {
+            let mut have = s.paths.clone();
+            have.sort();
+            s.hostname == host && have == want
+        })
+        .max_by_key(|(id, s)| (s.time, s.time_nsec, *id))
+}
+
 fn find_parent(repo: &Repository, host: &str, paths: &[Vec<u8>]) -> Option<(SnapshotId, Snapshot)> {
     // Without index files no tree of any snapshot can be read, so none can
     // be a parent; skipping the listing saves a request on a first backup.
@@ -1047,7 +1073,7 @@ fn find_parent(repo: &Repository, host: &str, paths: &[Vec<u8>]) -> Option<(Snap
     }
     let mut want = paths.to_vec();
     want.sort();
-    repo.snapshots()
+    repo.snapshots_listed_under_lock()
         .ok()?
         .into_iter()
         .rev()
@@ -1150,8 +1176,18 @@ fn backup_paths(
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
+    let mut warnings = Vec::new();
+    let cache = opts.cache_dir.as_deref().map(|root| {
+        let (cache, problem) = FilesCache::load(repo, root);
+        warnings.extend(problem);
+        cache
+    });
     let parent = match &opts.parent {
         Some(id) => Some((*id, repo.read_snapshot(id)?)),
+        None if cache.as_ref().is_some_and(FilesCache::nothing_deleted) => {
+            find_cached_parent(repo, &hostname, &raw_paths)
+                .or_else(|| find_parent(repo, &hostname, &raw_paths))
+        }
         None => find_parent(repo, &hostname, &raw_paths),
     };
     // Parent records with times before this (seconds) can be trusted: a
@@ -1160,12 +1196,6 @@ fn backup_paths(
         let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
         let trusted_before = p.time.saturating_sub(duration).saturating_sub(1);
         repo.read_tree(&p.tree).ok().map(|t| (t, trusted_before))
-    });
-    let mut warnings = Vec::new();
-    let cache = opts.cache_dir.as_deref().map(|root| {
-        let (cache, problem) = FilesCache::load(repo, root);
-        warnings.extend(problem);
-        cache
     });
     let mut virt = Virtual::default();
     for p in &paths {

@@ -156,6 +156,18 @@ impl CachedBackend {
         });
     }
 
+    /// The names of the cached files of `kind` (unchecked: a read checks).
+    pub(crate) fn cached_names(&self, kind: FileKind) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir.join(kind.dir())) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
     /// The cached copy of key file `name`, if intact.
     pub(crate) fn cached_key(&self, name: &str) -> Option<Vec<u8>> {
         self.cached(FileKind::Key, name)

@@ -16,7 +16,11 @@
 //!   and cannot be altered unnoticed;
 //! - an entry counts only while the snapshot that last stored its tree
 //!   exists: only then are that tree and everything below it sure to be in
-//!   the repository, since prune keeps whatever a snapshot references;
+//!   the repository, since prune keeps whatever a snapshot references; or
+//!   while every index file the repository had when the cache was written
+//!   is still there: prune deletes a pack only after removing the index
+//!   files that name it, so then nothing has been deleted since (this needs
+//!   no listing of the snapshots, a request on object storage);
 //! - a directory with an entry whose times are not safely before the backup
 //!   that recorded it ("racily clean") is not reused.
 //!
@@ -40,7 +44,7 @@ use crate::repo::{Repository, lock};
 /// First bytes of a cache file.
 const MAGIC: [u8; 8] = *b"CAIRNFCA";
 /// Version of the layout after the magic; another value is ignored.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Backups in a row that may leave a directory out before its entry is
 /// dropped: other sets of paths keep their entries for this long.
 const MAX_AGE: u32 = 20;
@@ -139,6 +143,9 @@ struct CacheFile {
     snapshots: Vec<SnapshotId>,
     /// Entries sorted by key, without repeats.
     entries: Vec<Entry>,
+    /// The repository's index files when the file was written (as loaded
+    /// under the backup's lock, plus those the backup wrote), sorted.
+    index_files: Vec<[u8; 32]>,
 }
 
 /// A directory's cached state, as a backup looks it up.
@@ -152,6 +159,9 @@ pub(crate) struct Cached {
 /// The loaded cache of one repository plus what this backup records.
 pub(crate) struct FilesCache {
     file: PathBuf,
+    /// Whether every index file of the cache's record is still there, so
+    /// no pack has been deleted since it was written.
+    nothing_deleted: bool,
     loaded: HashMap<DirKey, (Entry, SnapshotId)>,
     recorded: Mutex<Vec<(DirKey, [u8; 32], BlobId)>>,
 }
@@ -206,6 +216,7 @@ impl FilesCache {
             .join(FILE_NAME);
         let mut cache = Self {
             file,
+            nothing_deleted: false,
             loaded: HashMap::new(),
             recorded: Mutex::new(Vec::new()),
         };
@@ -230,6 +241,16 @@ impl FilesCache {
                 return (cache, Some(why));
             }
         };
+        let now: HashSet<[u8; 32]> = repo.index_file_ids().into_iter().collect();
+        if parsed.index_files.iter().all(|f| now.contains(f)) {
+            cache.nothing_deleted = true;
+            for e in parsed.entries {
+                if let Some(snap) = parsed.snapshots.get(e.snapshot as usize) {
+                    cache.loaded.insert(e.key, (e.clone(), *snap));
+                }
+            }
+            return (cache, None);
+        }
         // Entries whose snapshot is gone may name trees whose data prune
         // has removed.
         let existing: HashSet<SnapshotId> = match repo.listed_snapshot_ids() {
@@ -245,6 +266,14 @@ impl FilesCache {
             }
         }
         (cache, None)
+    }
+
+    /// Whether no pack can have been deleted from the repository since
+    /// this cache was written (its index files are all still there): then
+    /// whatever a snapshot referenced at that time still exists, whether or
+    /// not the snapshot has been forgotten since.
+    pub(crate) fn nothing_deleted(&self) -> bool {
+        self.nothing_deleted
     }
 
     /// The cached state of the directory with key `key`.
@@ -308,7 +337,13 @@ impl FilesCache {
         }
         let mut entries: Vec<Entry> = entries.into_values().collect();
         entries.sort_unstable_by_key(|e| e.key);
-        let body = codec::encode(&CacheFile { snapshots, entries });
+        let mut index_files = repo.index_file_ids();
+        index_files.sort_unstable();
+        let body = codec::encode(&CacheFile {
+            snapshots,
+            entries,
+            index_files,
+        });
         let mut bytes = Vec::with_capacity(body.len() + 64);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -377,6 +412,7 @@ mod tests {
                     age: 3,
                 },
             ],
+            index_files: vec![[8; 32], [9; 32]],
         }
     }
 

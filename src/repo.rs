@@ -116,6 +116,18 @@ impl Default for InitOptions {
     }
 }
 
+/// Sorts snapshots oldest first (damaged ones first of all), ties by id.
+fn sort_by_time(snapshots: &mut [(SnapshotId, Result<Snapshot>)]) {
+    snapshots.sort_by_key(|(id, s)| {
+        (
+            s.as_ref()
+                .map(|s| (s.time, s.time_nsec))
+                .unwrap_or((i64::MIN, 0)),
+            *id,
+        )
+    });
+}
+
 /// Locks a mutex, ignoring poisoning: every critical section in cairn leaves
 /// its data consistent before anything that could panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -490,6 +502,18 @@ impl Repository {
     /// any, could not serve as a parent.
     pub(crate) fn has_no_index_files(&self) -> bool {
         self.index_loaded.load(Ordering::Acquire) && lock(&self.index_names).is_empty()
+    }
+
+    /// The ids of the index files loaded, and of those written since by
+    /// this process.
+    pub(crate) fn index_file_ids(&self) -> Vec<[u8; 32]> {
+        lock(&self.index_names)
+            .iter()
+            .filter_map(|n| {
+                let mut id = [0u8; 32];
+                hex::decode_to_slice(n, &mut id).ok().map(|()| id)
+            })
+            .collect()
     }
 
     /// The local cache in front of a remote repository, if there is one.
@@ -906,12 +930,36 @@ impl Repository {
         if let Some(ids) = lock(&self.snapshot_listing).clone() {
             return Ok(ids);
         }
-        Ok(self
+        let ids: HashSet<SnapshotId> = self
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
             .filter_map(|(n, _)| n.parse().ok())
-            .collect())
+            .collect();
+        *lock(&self.snapshot_listing) = Some(ids.clone());
+        Ok(ids)
+    }
+
+    /// As [`Repository::snapshots`], from the listing this process took
+    /// under its current lock if there is one (see
+    /// [`Repository::listed_snapshot_ids`]): it names every snapshot but
+    /// those added meanwhile by others.
+    ///
+    /// # Errors
+    /// Fails when the snapshot directory cannot be listed.
+    pub(crate) fn snapshots_listed_under_lock(
+        &self,
+    ) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let Some(ids) = lock(&self.snapshot_listing).clone() else {
+            return self.snapshots();
+        };
+        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
+            .into_iter()
+            .map(|id| (id, self.read_snapshot(&id)))
+            .filter(|(_, s)| !matches!(s, Err(e) if e.is_not_found()))
+            .collect();
+        sort_by_time(&mut out);
+        Ok(out)
     }
 
     /// Whether a file that was listed but could not be found has really
@@ -949,14 +997,7 @@ impl Repository {
                 !matches!(s, Err(e) if e.is_not_found() && self.vanished(FileKind::Snapshot, &id.to_hex()))
             })
             .collect();
-        out.sort_by_key(|(id, s)| {
-            (
-                s.as_ref()
-                    .map(|s| (s.time, s.time_nsec))
-                    .unwrap_or((i64::MIN, 0)),
-                *id,
-            )
-        });
+        sort_by_time(&mut out);
         Ok(out)
     }
 
@@ -1488,6 +1529,14 @@ impl BlobWriter<'_> {
             }
             self.bytes_stored
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            {
+                // Kept sorted, as a listing is, so that a later
+                // `refresh_index` that finds just these sees no change.
+                let mut names = lock(&self.repo.index_names);
+                if let Err(at) = names.binary_search(&name) {
+                    names.insert(at, name.clone());
+                }
+            }
             {
                 let mut index = self
                     .repo

@@ -67,7 +67,7 @@ const KEY_MAGIC: &[u8; 8] = b"CAIRNKEY";
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
 const FILES_CACHE_MAGIC: &[u8; 8] = b"CAIRNFCA";
-const FILES_CACHE_VERSION: u32 = 1;
+const FILES_CACHE_VERSION: u32 = 2;
 const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
 const PACK_TRAILER_LEN: usize = 12;
 const NONCE_LEN: usize = 24;
@@ -399,6 +399,8 @@ pub struct FilesCacheRecord {
     pub snapshots: Vec<SnapshotId>,
     /// Directories, sorted by key.
     pub entries: Vec<FilesCacheEntryRecord>,
+    /// The repository's index files when it was written, sorted.
+    pub index_files: Vec<[u8; 32]>,
 }
 
 /// One directory of a [`FilesCacheRecord`].
@@ -523,6 +525,7 @@ pub fn sample_files_cache() -> FilesCacheRecord {
                 age: 7,
             },
         ],
+        index_files: vec![[0x41; 32], [0x42; 32]],
     }
 }
 
@@ -854,6 +857,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             encode(&FilesCacheRecord {
                 snapshots: Vec::new(),
                 entries: Vec::new(),
+                index_files: Vec::new(),
             }),
         ),
         (

@@ -176,12 +176,24 @@ fn files_cache_reuses_unchanged_directories_and_sees_every_change() {
     let rebuilt = backup(&repo, &[&src], &cache, false);
     assert_eq!(rebuilt.dirs_reused, 4);
 
-    // Entries count only while their snapshot exists: with every snapshot
-    // gone (as prune would leave things) nothing is reused, and with no
-    // parent either, everything is read again.
+    // Snapshots forgotten but nothing pruned: every blob is still there,
+    // which the index files, all still present, prove; the entries hold.
     for e in fs::read_dir(d.join("repo/snapshots")).expect("snapshots") {
         fs::remove_file(e.expect("entry").path()).expect("remove snapshot");
     }
+    let forgotten = backup(&repo, &[&src], &cache, false);
+    assert_eq!(forgotten.dirs_reused, 4);
+    assert_eq!(forgotten.snapshot.summary.bytes_read, 0);
+    assert_verifies(&repo);
+
+    // Forgotten and pruned: the data is gone and so are the index files
+    // the cache recorded; entries whose snapshot is gone no longer count,
+    // and with no parent either, everything is read again.
+    for e in fs::read_dir(d.join("repo/snapshots")).expect("snapshots") {
+        fs::remove_file(e.expect("entry").path()).expect("remove snapshot");
+    }
+    let pruned = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune");
+    assert!(pruned.packs_deleted > 0, "{pruned:?}");
     let orphaned = backup(&repo, &[&src], &cache, false);
     assert_eq!(orphaned.dirs_reused, 0);
     assert!(orphaned.snapshot.summary.bytes_read > 0);

@@ -352,6 +352,12 @@ fn the_cache_saves_requests_and_survives_damage() {
             .and_then(|n| n.parse().ok())
             .expect("a count")
     };
+    // A backup that finds nothing new: its lock (PUT, LIST, DELETE), the
+    // index listing under it, the snapshot and the audit event. The parent
+    // comes from the cache, since no index file has gone since the last
+    // backup (store-format.md §20).
+    let src_arg = src.to_str().expect("utf-8 path");
+    assert_eq!(requests(&["backup", src_arg]), 6);
     let cache = d.path().join(".cache/cairn");
     fs::remove_dir_all(&cache).ok();
     let cold = requests(&["ls", "latest"]);
