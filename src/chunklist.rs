@@ -181,6 +181,45 @@ mod tests {
         assert!(decode(&vec![0; 32 * LIST_MAX]).is_ok());
     }
 
+    /// New lists when id `at` of `n` ids (from `seed`) changes.
+    fn new_lists(n: usize, at: usize, seed: u64) -> usize {
+        let ids: Vec<BlobId> = (0..n as u64).map(|i| id(i ^ seed)).collect();
+        let mut changed = ids.clone();
+        if let Some(slot) = changed.get_mut(at) {
+            *slot = id(u64::MAX ^ seed);
+        }
+        let before: std::collections::HashSet<Vec<BlobId>> =
+            groups(&ids).into_iter().map(<[BlobId]>::to_vec).collect();
+        groups(&changed)
+            .into_iter()
+            .filter(|g| !before.contains(*g))
+            .count()
+    }
+
+    #[test]
+    fn a_changed_id_changes_few_lists() {
+        // The changed list, and its neighbours when the change moved a cut;
+        // a moved cut can move the next one when that falls within LIST_MIN
+        // ids of it, so the count has a small tail rather than a hard bound
+        // (a random draw once hit 4). Measured over a fixed sample: most
+        // changes make one new list, and none makes many.
+        let counts: Vec<usize> = (0..2000u64)
+            .map(|k| {
+                let seed = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                new_lists(
+                    2000 + (k as usize * 7) % 2000,
+                    (k as usize * 13) % 2000,
+                    seed,
+                )
+            })
+            .collect();
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        let max = counts.iter().copied().max().unwrap_or(0);
+        assert!(mean < 1.2, "mean {mean}");
+        assert!(max <= 6, "max {max}");
+        assert_eq!(new_lists(2000, 1607, 4_947_169_745_881_044_229), 4);
+    }
+
     proptest! {
         #[test]
         fn groups_cover_the_ids_in_order_within_bounds(n in 1usize..3000, seed in any::<u64>()) {
@@ -194,24 +233,6 @@ mod tests {
                     prop_assert!(s.len() >= LIST_MIN);
                 }
             }
-        }
-
-        #[test]
-        fn a_changed_id_changes_few_lists(n in 2000usize..4000, at in 0usize..2000, seed in any::<u64>()) {
-            let ids: Vec<BlobId> = (0..n as u64).map(|i| id(i ^ seed)).collect();
-            let mut changed = ids.clone();
-            if let Some(slot) = changed.get_mut(at) {
-                *slot = id(u64::MAX ^ seed);
-            }
-            let before: std::collections::HashSet<Vec<BlobId>> =
-                groups(&ids).into_iter().map(<[BlobId]>::to_vec).collect();
-            let new = groups(&changed)
-                .into_iter()
-                .filter(|g| !before.contains(*g))
-                .count();
-            // The changed list, and its neighbours when the change moved a
-            // cut; the cuts after them fall where they fell.
-            prop_assert!(new <= 3, "{} new lists", new);
         }
     }
 }
