@@ -320,7 +320,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 1. New packs and their index files.
     let writer = repo.blob_writer();
-    let copied = crate::repo::in_pool(|| {
+    let copied = crate::repo::in_pool_holding_packs(repo.config().pack_target_size, || {
         to_repack
             .par_iter()
             .try_for_each(|(pack, wanted)| -> Result<()> {

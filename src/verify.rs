@@ -266,9 +266,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             .values()
             .filter(|p| present.contains_key(&p.id) && in_subset(&p.id, opts.subset))
             .collect();
-        // One more worker than cores, as for backup and restore, so a
-        // core is not idle while a worker waits for a read.
-        let checks: Vec<PackCheck> = crate::repo::in_pool(|| {
+        // More workers than cores, as for backup and restore, so a core is
+        // not idle while a worker waits for a read; bounded by the whole
+        // packs they hold when reading from object storage.
+        let pack_size = repo.config().pack_target_size;
+        let checks: Vec<PackCheck> = crate::repo::in_pool_holding_packs(pack_size, || {
             selected
                 .par_iter()
                 .map(|p| {

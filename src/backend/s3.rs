@@ -39,8 +39,11 @@ const PART_SIZE: usize = 64 << 20;
 const SINGLE_PUT_MAX: usize = 2 << 30;
 /// Parts of one object uploaded at the same time.
 const PART_CONCURRENCY: usize = 4;
-/// A staged pack is kept in memory up to this size, then spooled to disk.
-const SPOOL_IN_MEMORY: usize = 64 << 20;
+/// A staged pack is kept in memory up to this size, then spooled to disk:
+/// a 64 MiB pack (the default on object storage) plus its last blob stays
+/// in memory, which saves writing each pack to a temporary file and reading
+/// it back for the upload.
+const SPOOL_IN_MEMORY: usize = 80 << 20;
 /// Attempts per request before an error is reported.
 const RETRIES: usize = 6;
 /// Time allowed for a request without a body (stat, list, delete).
