@@ -9,7 +9,6 @@
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -45,25 +44,10 @@ impl FromPassword {
     /// The source's password: options, environment, then a prompt.
     fn password(&self, location: &Path) -> Result<Vec<u8>> {
         if let Some(f) = &self.from_password_file {
-            let bytes = std::fs::read(f).with_context(|| {
-                format!(
-                    "cannot read the source repository's password file {}",
-                    f.display()
-                )
-            })?;
-            return Ok(password::first_line(&bytes));
+            return password::from_file(f, "the source repository's password file");
         }
         if let Some(cmd) = &self.from_password_command {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .context("cannot run the --from-password-command")?;
-            if !out.status.success() {
-                bail!("the --from-password-command failed ({})", out.status);
-            }
-            return Ok(password::first_line(&out.stdout));
+            return password::from_command(cmd, "--from-password-command");
         }
         if let Some(pw) = std::env::var_os("CAIRN_FROM_PASSWORD") {
             return Ok(pw.as_bytes().to_vec());
@@ -158,21 +142,13 @@ pub struct CopyArgs {
     from: PathBuf,
     #[command(flatten)]
     password: FromPassword,
-    /// Only snapshots of this host (repeatable: any of them).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots with all of these comma-separated tags (repeatable:
-    /// any of the lists).
-    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
-    tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    select: super::forget::SnapshotSelect,
 }
 
 fn filter(a: &CopyArgs) -> Result<SnapshotFilter> {
     let mut f = SnapshotFilter::default();
-    super::forget::select(&mut f, &a.hosts, &a.tags, &a.paths)?;
+    a.select.apply(&mut f)?;
     Ok(f)
 }
 

@@ -70,17 +70,8 @@ pub struct ForgetArgs {
     /// host, paths and tags; '' puts all snapshots in one group.
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
     group_by: GroupBy,
-    /// Only consider snapshots of this host (repeatable: any of them).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only consider snapshots with all of these comma-separated tags
-    /// (repeatable: any of the lists).
-    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
-    tags: Vec<String>,
-    /// Only consider snapshots that include this path (repeatable: all of
-    /// them).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    select: SnapshotSelect,
     /// Only consider the snapshots of the application of the profile
     /// (cairn.toml), judged by its [retention] rules unless --keep-* rules
     /// are given.
@@ -125,25 +116,44 @@ fn absolute(p: &Path) -> Result<Vec<u8>> {
 
 /// Applies `--host`, `--tag` (each a comma-separated list that must all
 /// match) and `--path` to `filter`, as forget and copy take them.
-pub(super) fn select(
-    filter: &mut SnapshotFilter,
-    hosts: &[String],
-    tags: &[String],
-    paths: &[std::path::PathBuf],
-) -> Result<()> {
-    filter.hosts = hosts.to_vec();
-    filter.tags = tags
-        .iter()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .collect();
-    filter.paths = paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
-    Ok(())
+/// `--host`, `--tag` and `--path`: which snapshots a command (forget,
+/// copy) considers.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SnapshotSelect {
+    /// Only snapshots of this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only snapshots with all of these comma-separated tags (repeatable:
+    /// any of the lists).
+    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all of them).
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+impl SnapshotSelect {
+    /// Sets `filter`'s hosts, tags and paths from the options.
+    pub(super) fn apply(&self, filter: &mut SnapshotFilter) -> Result<()> {
+        filter.hosts.clone_from(&self.hosts);
+        filter.tags = self
+            .tags
+            .iter()
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        filter.paths = self
+            .paths
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
 }
 
 fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
@@ -179,7 +189,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
             })?;
         }
     }
-    select(&mut filter, &a.hosts, &a.tags, &a.paths)?;
+    a.select.apply(&mut filter)?;
     let mut opts = ForgetOptions::new(policy);
     opts.group_by = a.group_by;
     opts.filter = filter;

@@ -61,23 +61,33 @@ pub fn first_line(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The password from options or environment, without prompting.
+/// The first line of a password file; `what` names it in the error.
+pub fn from_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    Ok(first_line(&bytes))
+}
+
+/// The first line a password command prints (run by `sh -c`, its stderr
+/// shown); `option` names it in the error.
+pub fn from_command(cmd: &str, option: &str) -> Result<Vec<u8>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run the {option}"))?;
+    if !out.status.success() {
+        bail!("the {option} failed ({})", out.status);
+    }
+    Ok(first_line(&out.stdout))
+}
+
 fn given(g: &Global, loc: &Location) -> Result<Option<Vec<u8>>> {
     if let Some(f) = &g.password_file {
-        let bytes = fs::read(f)
-            .with_context(|| format!("cannot read the password file {}", f.display()))?;
-        return Ok(Some(first_line(&bytes)));
+        return from_file(f, "the password file").map(Some);
     }
     if let Some(cmd) = &g.password_command {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("cannot run the --password-command")?;
-        if !out.status.success() {
-            bail!("the --password-command failed ({})", out.status);
-        }
-        return Ok(Some(first_line(&out.stdout)));
+        return from_command(cmd, "--password-command").map(Some);
     }
     if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
         return Ok(Some(
