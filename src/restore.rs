@@ -486,12 +486,7 @@ impl Restorer<'_> {
             .read_range(FileKind::Pack, &name, start, end - start)
         {
             Ok(b) => b,
-            Err(_) => {
-                for w in run {
-                    self.deliver(files, w, self.repo.read_blob(&w.id));
-                }
-                return;
-            }
+            Err(_) => return self.deliver_singly(files, run),
         };
         for w in run {
             let at = (u64::from(w.loc.offset) - start) as usize;
@@ -505,6 +500,14 @@ impl Restorer<'_> {
                         .open_blob(&w.id, &pack, w.loc.compression, w.loc.raw_length, sealed)
                 });
             self.deliver(files, w, data);
+        }
+    }
+
+    /// Reads each blob of `run` on its own (after a failed read of the
+    /// whole run), so each file learns exactly which blob it lost and why.
+    fn deliver_singly(&self, files: &[Filling<'_>], run: &[&Wanted]) {
+        for w in run {
+            self.deliver(files, w, self.repo.read_blob(&w.id));
         }
     }
 
@@ -528,12 +531,7 @@ impl Restorer<'_> {
                 .read_range_stream(FileKind::Pack, &name, start, end - start)
             {
                 Ok(s) => s,
-                Err(_) => {
-                    for w in run {
-                        self.deliver(files, w, self.repo.read_blob(&w.id));
-                    }
-                    return;
-                }
+                Err(_) => return self.deliver_singly(files, run),
             };
         let mut at = start;
         let mut sealed = Vec::new();
@@ -552,10 +550,7 @@ impl Restorer<'_> {
                     stream.read_exact(&mut sealed)
                 });
             if read.is_err() {
-                for w in run.iter().skip(i) {
-                    self.deliver(files, w, self.repo.read_blob(&w.id));
-                }
-                return;
+                return self.deliver_singly(files, run.get(i..).unwrap_or_default());
             }
             at = off + u64::from(w.loc.length);
             let data =
