@@ -140,18 +140,6 @@ impl Default for InitOptions {
     }
 }
 
-/// Sorts snapshots oldest first (damaged ones first of all), ties by id.
-fn sort_by_time(snapshots: &mut [(SnapshotId, Result<Snapshot>)]) {
-    snapshots.sort_by_key(|(id, s)| {
-        (
-            s.as_ref()
-                .map(|s| (s.time, s.time_nsec))
-                .unwrap_or((i64::MIN, 0)),
-            *id,
-        )
-    });
-}
-
 /// Locks a mutex, ignoring poisoning: every critical section in cairn leaves
 /// its data consistent before anything that could panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -954,6 +942,12 @@ impl Repository {
         if let Some(ids) = lock(&self.snapshot_listing).clone() {
             return Ok(ids);
         }
+        self.list_snapshot_ids()
+    }
+
+    /// Lists the snapshots, keeping the listing for
+    /// [`Repository::listed_snapshot_ids`].
+    fn list_snapshot_ids(&self) -> Result<HashSet<SnapshotId>> {
         let ids: HashSet<SnapshotId> = self
             .backend
             .list(FileKind::Snapshot)?
@@ -962,6 +956,28 @@ impl Repository {
             .collect();
         *lock(&self.snapshot_listing) = Some(ids.clone());
         Ok(ids)
+    }
+
+    /// Reads the snapshots `ids`, oldest first; one deleted since it was
+    /// listed (by a concurrent forget) is left out.
+    fn read_snapshots(&self, ids: HashSet<SnapshotId>) -> Vec<(SnapshotId, Result<Snapshot>)> {
+        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
+            .into_iter()
+            .map(|id| (id, self.read_snapshot(&id)))
+            .filter(|(id, s)| {
+                !matches!(s, Err(e) if e.is_not_found() && self.vanished(FileKind::Snapshot, &id.to_hex()))
+            })
+            .collect();
+        // Oldest first (damaged ones first of all), ties by id.
+        out.sort_by_key(|(id, s)| {
+            (
+                s.as_ref()
+                    .map(|s| (s.time, s.time_nsec))
+                    .unwrap_or((i64::MIN, 0)),
+                *id,
+            )
+        });
+        out
     }
 
     /// As [`Repository::snapshots`], from the listing this process took
@@ -974,16 +990,7 @@ impl Repository {
     pub(crate) fn snapshots_listed_under_lock(
         &self,
     ) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-        let Some(ids) = lock(&self.snapshot_listing).clone() else {
-            return self.snapshots();
-        };
-        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
-            .into_iter()
-            .map(|id| (id, self.read_snapshot(&id)))
-            .filter(|(_, s)| !matches!(s, Err(e) if e.is_not_found()))
-            .collect();
-        sort_by_time(&mut out);
-        Ok(out)
+        Ok(self.read_snapshots(self.listed_snapshot_ids()?))
     }
 
     /// Whether a file that was listed but could not be found has really
@@ -1010,19 +1017,7 @@ impl Repository {
     /// # Errors
     /// Fails when the snapshot directory cannot be listed.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-        let names = self.backend.list(FileKind::Snapshot)?;
-        *lock(&self.snapshot_listing) =
-            Some(names.iter().filter_map(|(n, _)| n.parse().ok()).collect());
-        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = names
-            .into_iter()
-            .filter_map(|(n, _)| n.parse::<SnapshotId>().ok())
-            .map(|id| (id, self.read_snapshot(&id)))
-            .filter(|(id, s)| {
-                !matches!(s, Err(e) if e.is_not_found() && self.vanished(FileKind::Snapshot, &id.to_hex()))
-            })
-            .collect();
-        sort_by_time(&mut out);
-        Ok(out)
+        Ok(self.read_snapshots(self.list_snapshot_ids()?))
     }
 
     /// Resolves `latest` or a unique id prefix.
