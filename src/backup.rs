@@ -1168,8 +1168,7 @@ fn backup_paths(
     // Held until the snapshot is written: prune must not remove blobs this
     // backup deduplicates against. The index is taken as it is under the
     // lock (a prune may have run since the repository was opened).
-    let held = repo.lock(false, "backup")?;
-    repo.refresh_index()?;
+    let held = repo.lock_to_add("backup")?;
     let (hostname, username) = host_and_user();
     let hostname = opts.host.clone().unwrap_or(hostname);
     let raw_paths: Vec<Vec<u8>> = paths
@@ -1473,8 +1472,7 @@ fn stream_backup_inner(
             "snapshot time {t} is in the future (now is {start_time})"
         )));
     }
-    let held = repo.lock(false, "backup")?;
-    repo.refresh_index()?;
+    let held = repo.lock_to_add("backup")?;
     let (hostname, username) = host_and_user();
     let hostname = opts.host.clone().unwrap_or(hostname);
     let mut path = b"/".to_vec();

@@ -168,6 +168,20 @@ impl CachedBackend {
             .collect()
     }
 
+    /// Reads a file from the repository even when a copy is cached, and
+    /// caches what was read: for a reader that must see whether the file
+    /// is still there.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub(crate) fn read_fresh(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self.inner.read(kind, name)?;
+        if cached_kind(kind) {
+            self.store(kind, name, &bytes);
+        }
+        Ok(bytes)
+    }
+
     /// The cached copy of key file `name`, if intact.
     pub(crate) fn cached_key(&self, name: &str) -> Option<Vec<u8>> {
         self.cached(FileKind::Key, name)
@@ -397,6 +411,13 @@ impl Backend for CachedBackend {
             self.note_audit(newest);
         }
         Ok(names)
+    }
+
+    fn list_locks_and_index(&self) -> Result<crate::backend::LocksAndIndex> {
+        let listed = self.inner.list_locks_and_index()?;
+        self.confirm_by_listing(FileKind::Index, &listed.index)?;
+        self.drop_missing(FileKind::Index, &listed.index);
+        Ok(listed)
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, FileKind};
+use crate::backend::{Backend, FileKind, LocksAndIndex};
 use crate::codec;
 use crate::crypto::{Crypto, Domain};
 use crate::id::LockId;
@@ -151,8 +151,23 @@ fn list_except(
     crypto: &Crypto,
     own: Option<&LockId>,
 ) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
+    Ok(read_locks(
+        backend,
+        crypto,
+        backend.list(FileKind::Lock)?,
+        own,
+    ))
+}
+
+/// The records of the listed locks other than `own`.
+fn read_locks(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    listed: Vec<(String, u64)>,
+    own: Option<&LockId>,
+) -> Vec<(LockId, Result<LockRecord, String>)> {
     let mut out = Vec::new();
-    for (name, _) in backend.list(FileKind::Lock)? {
+    for (name, _) in listed {
         let Ok(id) = name.parse::<LockId>() else {
             continue;
         };
@@ -168,7 +183,7 @@ fn list_except(
             Err(e) => out.push((id, Err(e.to_string()))),
         }
     }
-    Ok(out)
+    out
 }
 
 /// State shared with the refresher thread.
@@ -223,20 +238,21 @@ struct Conflicts {
 }
 
 /// The locks conflicting with `own` (a lock of kind `exclusive` that was
-/// just written as `own_record`).
+/// just written as `own_record`), among those listed after it was written.
 fn conflicts(
     backend: &dyn Backend,
     crypto: &Crypto,
+    listed: Vec<(String, u64)>,
     own: &LockId,
     own_record: &LockRecord,
-) -> Result<Conflicts> {
+) -> Conflicts {
     let now = Timestamp::now();
     let mut c = Conflicts {
         found: Vec::new(),
         yield_now: !own_record.exclusive,
     };
     let own_key = (own_record.time, own_record.time_nsec, *own);
-    for (id, record) in list_except(backend, crypto, Some(own))? {
+    for (id, record) in read_locks(backend, crypto, listed, Some(own)) {
         match record {
             Ok(r) if r.is_stale(now) => {}
             Ok(r) if r.exclusive || own_record.exclusive => {
@@ -256,7 +272,7 @@ fn conflicts(
                 .push(format!("an unreadable lock {} ({e})", id.short())),
         }
     }
-    Ok(c)
+    c
 }
 
 impl Lock {
@@ -273,6 +289,23 @@ impl Lock {
         operation: &str,
         wait: Duration,
     ) -> Result<Self> {
+        Self::acquire_listing(backend, crypto, exclusive, operation, wait, false).map(|(l, _)| l)
+    }
+
+    /// [`Lock::acquire`] that, with `with_index`, also lists `index/` with
+    /// the listing of `locks/` that found no conflict (one request fewer
+    /// on object storage; see [`Backend::list_locks_and_index`]).
+    ///
+    /// # Errors
+    /// As [`Lock::acquire`].
+    pub(crate) fn acquire_listing(
+        backend: Arc<dyn Backend>,
+        crypto: &Crypto,
+        exclusive: bool,
+        operation: &str,
+        wait: Duration,
+        with_index: bool,
+    ) -> Result<(Self, Option<LocksAndIndex>)> {
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
         // The lock file this process has in the repository while it waits
@@ -298,15 +331,31 @@ impl Lock {
                     (id, record)
                 }
             };
-            let c = match conflicts(backend.as_ref(), crypto, &id, &record) {
-                Ok(c) => c,
+            let listed = if with_index {
+                backend.list_locks_and_index()
+            } else {
+                backend.list(FileKind::Lock).map(|locks| LocksAndIndex {
+                    locks,
+                    ..LocksAndIndex::default()
+                })
+            };
+            let mut listed = match listed {
+                Ok(listed) => listed,
                 Err(e) => {
                     let _ = backend.delete(FileKind::Lock, &id.to_hex());
                     return Err(e);
                 }
             };
+            let c = conflicts(
+                backend.as_ref(),
+                crypto,
+                std::mem::take(&mut listed.locks),
+                &id,
+                &record,
+            );
             if c.found.is_empty() {
-                return Ok(Self::start(backend, crypto.clone(), record, id));
+                let index = with_index.then_some(listed);
+                return Ok((Self::start(backend, crypto.clone(), record, id), index));
             }
             let waited = started.elapsed();
             if waited >= wait {
@@ -545,10 +594,21 @@ mod tests {
         let older_id = write_lock(backend.as_ref(), &c, &older).expect("write");
         let younger = new_record(true, "forget");
         let younger_id = write_lock(backend.as_ref(), &c, &younger).expect("write");
-        let seen_by_younger =
-            conflicts(backend.as_ref(), &c, &younger_id, &younger).expect("conflicts");
+        let seen_by_younger = conflicts(
+            backend.as_ref(),
+            &c,
+            backend.list(FileKind::Lock).expect("list"),
+            &younger_id,
+            &younger,
+        );
         assert!(seen_by_younger.yield_now);
-        let seen_by_older = conflicts(backend.as_ref(), &c, &older_id, &older).expect("conflicts");
+        let seen_by_older = conflicts(
+            backend.as_ref(),
+            &c,
+            backend.list(FileKind::Lock).expect("list"),
+            &older_id,
+            &older,
+        );
         assert!(!seen_by_older.yield_now);
         assert_eq!(seen_by_older.found.len(), 1);
     }

@@ -541,14 +541,54 @@ impl Repository {
     /// # Errors
     /// When the index cannot be listed or read.
     pub fn refresh_index(&self) -> Result<bool> {
-        let listed = self.backend.list(FileKind::Index)?;
+        self.refresh_index_from(self.backend.list(FileKind::Index)?)
+    }
+
+    fn refresh_index_from(&self, listed: Vec<(String, u64)>) -> Result<bool> {
         let mut names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
         if self.index_loaded.load(Ordering::Acquire) && *lock(&self.index_names) == names {
             return Ok(false);
         }
-        self.load_index_from(listed)?;
+        self.load_index_from(listed, false)?;
         Ok(true)
+    }
+
+    /// Takes a shared lock for an operation that only adds data (backup)
+    /// and loads the index as it is under the lock, from the listing that
+    /// took the lock where the storage lists both at once.
+    ///
+    /// Such a listing may have read `index/` before `locks/`
+    /// ([`crate::backend::LocksAndIndex::index_read_first`]). It may then
+    /// miss index files written by a backup that finished meanwhile, which
+    /// costs at most a blob stored twice, and it may name files deleted by
+    /// a prune that finished meanwhile, which must not be trusted: so it is
+    /// used only when it names no file, or when every file it names is read
+    /// from the storage now (none cached, none loaded) and all are still
+    /// there. Otherwise `index/` is listed again, after the lock listing.
+    ///
+    /// # Errors
+    /// As [`Repository::lock`] and [`Repository::refresh_index`].
+    pub fn lock_to_add(&self, operation: &str) -> Result<crate::lock::Lock> {
+        let (held, listed) = self.lock_listing(false, operation, true)?;
+        let Some(listed) = listed else {
+            self.refresh_index()?;
+            return Ok(held);
+        };
+        if !listed.index_read_first || listed.index.is_empty() {
+            self.refresh_index_from(listed.index)?;
+            return Ok(held);
+        }
+        let cached = self
+            .cache()
+            .map(|c| c.cached_names(FileKind::Index))
+            .unwrap_or_default();
+        let unseen = !self.index_loaded.load(Ordering::Acquire)
+            && !listed.index.iter().any(|(n, _)| cached.contains(n));
+        if !unseen || self.load_index_from(listed.index, true)? > 0 {
+            self.refresh_index()?;
+        }
+        Ok(held)
     }
 
     /// Loads the index unless it was loaded already.
@@ -559,10 +599,14 @@ impl Repository {
         if self.index_loaded.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.load_index_from(self.backend.list(FileKind::Index)?)
+        self.load_index_from(self.backend.list(FileKind::Index)?, false)
+            .map(|_| ())
     }
 
-    fn load_index_from(&self, mut names: Vec<(String, u64)>) -> Result<()> {
+    /// Loads the index from the listed files, reading each from the
+    /// storage rather than the cache with `fresh`; returns how many were
+    /// listed but found gone.
+    fn load_index_from(&self, mut names: Vec<(String, u64)>, fresh: bool) -> Result<usize> {
         use rayon::prelude::*;
         names.sort();
         let loaded: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
@@ -571,10 +615,11 @@ impl Repository {
         // index plus a handful of decoded files, however many there are.
         let batch = rayon::current_num_threads().max(1);
         let mut errors = Vec::new();
+        let mut gone = 0usize;
         let files = names.chunks(batch).flat_map(|chunk| {
             let decoded: Vec<(String, Result<IndexFile>)> = chunk
                 .par_iter()
-                .map(|(name, _)| (name.clone(), self.read_index_file(name)))
+                .map(|(name, _)| (name.clone(), self.read_index_file_from(name, fresh)))
                 .collect();
             decoded
         });
@@ -583,7 +628,10 @@ impl Repository {
             // Deleted since it was listed (by a prune that finished just
             // before this process took its lock, on a store whose listings
             // lag behind deletions): it is simply not there.
-            Err(e) if e.is_not_found() && self.vanished(FileKind::Index, &name) => None,
+            Err(e) if e.is_not_found() && self.vanished(FileKind::Index, &name) => {
+                gone += 1;
+                None
+            }
             Err(e) => {
                 errors.push((name.parse().unwrap_or_default(), e.to_string()));
                 None
@@ -595,7 +643,7 @@ impl Repository {
         *lock(&self.index_names) = loaded;
         *lock(&self.unindexed) = None;
         self.index_loaded.store(true, Ordering::Release);
-        Ok(())
+        Ok(gone)
     }
 
     /// Reads and checks one index file.
@@ -603,7 +651,14 @@ impl Repository {
     /// # Errors
     /// Backend errors, or [`Error::Corrupt`] naming the file.
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
-        let bytes = self.backend.read(FileKind::Index, name)?;
+        self.read_index_file_from(name, false)
+    }
+
+    fn read_index_file_from(&self, name: &str, fresh: bool) -> Result<IndexFile> {
+        let bytes = match self.cache() {
+            Some(cache) if fresh => cache.read_fresh(FileKind::Index, name)?,
+            _ => self.backend.read(FileKind::Index, name)?,
+        };
         if IndexId::hash_of(&bytes).to_hex() != name {
             return Err(Error::corrupt(
                 format!("index {name}"),
@@ -690,6 +745,18 @@ impl Repository {
     /// [`Error::Locked`] when another process holds a conflicting lock
     /// beyond the wait; backend errors.
     pub fn lock(&self, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
+        self.lock_listing(exclusive, operation, false)
+            .map(|(held, _)| held)
+    }
+
+    /// [`Repository::lock`], also listing `index/` with `with_index`
+    /// (`None` when no lock was taken).
+    fn lock_listing(
+        &self,
+        exclusive: bool,
+        operation: &str,
+        with_index: bool,
+    ) -> Result<(crate::lock::Lock, Option<crate::backend::LocksAndIndex>)> {
         // A listing from before this lock may name snapshots a forget has
         // removed since: only listings made under the lock may be reused.
         *lock(&self.snapshot_listing) = None;
@@ -699,15 +766,16 @@ impl Repository {
                     "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
                 )));
             }
-            return Ok(crate::lock::Lock::none(Arc::clone(&self.backend)));
+            return Ok((crate::lock::Lock::none(Arc::clone(&self.backend)), None));
         }
         let wait = *lock(&self.lock_wait);
-        crate::lock::Lock::acquire(
+        crate::lock::Lock::acquire_listing(
             Arc::clone(&self.backend),
             &self.crypto,
             exclusive,
             operation,
             wait,
+            with_index,
         )
     }
 

@@ -75,6 +75,22 @@ pub trait StagedFile: std::io::Write + Send {
     fn commit(self: Box<Self>, name: &str) -> Result<()>;
 }
 
+/// What [`Backend::list_locks_and_index`] found.
+#[derive(Debug, Clone, Default)]
+pub struct LocksAndIndex {
+    /// Names and sizes under `locks/`.
+    pub locks: Vec<(String, u64)>,
+    /// Names and sizes under `index/`.
+    pub index: Vec<(String, u64)>,
+    /// True when both came from one listing in key order, where `index/`
+    /// sorts before `locks/`: a prune that ended while the listing ran may
+    /// then be missing from the lock part while its deletions are missing
+    /// from the index part. Such an index listing may name only files that
+    /// are gone, never hide a deletion from a reader that then reads every
+    /// file it names from the storage (store-format.md §21).
+    pub index_read_first: bool,
+}
+
 /// The name of the config file within [`FileKind::Config`].
 pub const CONFIG_NAME: &str = "config";
 
@@ -154,6 +170,24 @@ pub trait Backend: Send + Sync {
     /// reached over a network; `None` for local ones.
     fn requests(&self) -> Option<u64> {
         None
+    }
+
+    /// Lists `locks/` and `index/` for a process that has just written its
+    /// lock file (store-format.md §21). The default lists `locks/` first,
+    /// then `index/`, so the index listing is as new as the lock listing;
+    /// an object store may instead list both in one request (see
+    /// [`LocksAndIndex::index_read_first`]).
+    ///
+    /// # Errors
+    /// Fails when the storage cannot be listed.
+    fn list_locks_and_index(&self) -> Result<LocksAndIndex> {
+        let locks = self.list(FileKind::Lock)?;
+        let index = self.list(FileKind::Index)?;
+        Ok(LocksAndIndex {
+            locks,
+            index,
+            index_read_first: false,
+        })
     }
 
     /// Whether reading is slow or costly enough that the engine should keep

@@ -438,6 +438,53 @@ impl Backend for S3Backend {
             .collect())
     }
 
+    fn list_locks_and_index(&self) -> Result<super::LocksAndIndex> {
+        use futures_util::TryStreamExt;
+        // Keys sort as index/ < keys/ < locks/ < snapshots/, so one listing
+        // that starts just before `index/` and stops at the first key past
+        // `locks/` holds both (and the few key files between): one request
+        // where the repository is small, as many pages as the two listings
+        // would take where it is not.
+        let op = self.op.clone();
+        let listed = self
+            .run(async move {
+                let mut lister = op
+                    .lister_with("/")
+                    .recursive(true)
+                    .start_after(FileKind::Index.dir())
+                    .await?;
+                let mut out = Vec::new();
+                while let Some(entry) = lister.try_next().await? {
+                    if entry.path() > "locks0" {
+                        break;
+                    }
+                    out.push(entry);
+                }
+                Ok::<_, opendal::Error>(out)
+            })
+            .map_err(|e| s3_error("list", &self.shown("index/ to locks/"), &e))?;
+        let mut found = super::LocksAndIndex {
+            index_read_first: true,
+            ..super::LocksAndIndex::default()
+        };
+        for entry in listed.iter().filter(|e| e.metadata().is_file()) {
+            let (kind, list) = if entry.path().starts_with("index/") {
+                (FileKind::Index, &mut found.index)
+            } else if entry.path().starts_with("locks/") {
+                (FileKind::Lock, &mut found.locks)
+            } else {
+                continue;
+            };
+            let name = entry.name();
+            if check_name(kind, name).is_ok()
+                && entry.path().len() == kind.dir().len() + 1 + name.len()
+            {
+                list.push((name.to_owned(), entry.metadata().content_length()));
+            }
+        }
+        Ok(found)
+    }
+
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let key = Self::key(kind, name)?;
         let op = self.op.clone();

@@ -104,6 +104,10 @@ impl Backend for Throttled {
         self.inner.list(kind)
     }
 
+    fn list_locks_and_index(&self) -> Result<super::LocksAndIndex> {
+        self.inner.list_locks_and_index()
+    }
+
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let data = self.inner.read(kind, name)?;
         self.download(data.len() as u64);
