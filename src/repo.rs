@@ -564,13 +564,22 @@ impl Repository {
     /// costs at most a blob stored twice, and it may name files deleted by
     /// a prune that finished meanwhile, which must not be trusted: so it is
     /// used only when it names no file, or when every file it names is read
-    /// from the storage now (none cached, none loaded) and all are still
-    /// there. Otherwise `index/` is listed again, after the lock listing.
+    /// from the storage now and all are still there; otherwise `index/` is
+    /// listed again. Where index files are already cached or loaded, those
+    /// reads would be wasted: then `locks/` and `index/` are listed one
+    /// after the other, as for every other lock.
     ///
     /// # Errors
     /// As [`Repository::lock`] and [`Repository::refresh_index`].
     pub fn lock_to_add(&self, operation: &str) -> Result<crate::lock::Lock> {
-        let (held, listed) = self.lock_listing(false, operation, true)?;
+        // Where index files are cached or loaded, the index part of a
+        // combined listing would be listed again anyway: list locks/ alone
+        // then, so a large index/ is not listed twice.
+        let with_index = !self.index_loaded.load(Ordering::Acquire)
+            && self
+                .cache()
+                .is_none_or(|c| c.cached_names(FileKind::Index).is_empty());
+        let (held, listed) = self.lock_listing(false, operation, with_index)?;
         let Some(listed) = listed else {
             self.refresh_index()?;
             return Ok(held);
@@ -579,13 +588,10 @@ impl Repository {
             self.refresh_index_from(listed.index)?;
             return Ok(held);
         }
-        let cached = self
-            .cache()
-            .map(|c| c.cached_names(FileKind::Index))
-            .unwrap_or_default();
-        let unseen = !self.index_loaded.load(Ordering::Acquire)
-            && !listed.index.iter().any(|(n, _)| cached.contains(n));
-        if !unseen || self.load_index_from(listed.index, true)? > 0 {
+        // Every file is read from the store, past any copy another process
+        // of this host cached meanwhile: one found gone means a prune
+        // overtook the listing.
+        if self.load_index_from(listed.index, true)? > 0 {
             self.refresh_index()?;
         }
         Ok(held)
@@ -1825,7 +1831,7 @@ mod tests {
         *lock(&backend.stale) = None;
 
         // A host whose cache holds the files would not read them from the
-        // store, so it lists index/ again instead.
+        // store, so it lists locks/ and index/ one after the other.
         let cached = open(Some(cache.path()));
         cached
             .ensure_index()
