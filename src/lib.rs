@@ -59,6 +59,7 @@ mod stream;
 mod timespec;
 mod tree;
 mod verify;
+mod wal;
 
 pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{
@@ -134,6 +135,7 @@ pub mod decode {
     };
     pub use crate::snapshot::decode_file as snapshot_file;
     pub use crate::tree::Tree;
+    pub use crate::wal::{Cursor as WalCursor, WalHeader, checksum as wal_checksum};
 
     /// A sealer with a fixed key, for fuzzing decoders behind encryption.
     #[must_use]

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 /// Every fuzz target; `fuzz_<name>` is the cargo-fuzz target and the
 /// directory under `fuzz/corpus/` and `fuzz/artifacts/`.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "fuzz_config",
     "fuzz_key",
     "fuzz_pack_header",
@@ -37,6 +37,7 @@ pub const TARGETS: [&str; 11] = [
     "fuzz_chunk_list",
     "fuzz_profile",
     "fuzz_audit",
+    "fuzz_wal",
 ];
 
 /// Runs the harness of fuzz target `target` on `data`; `false` for an
@@ -54,6 +55,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "fuzz_chunk_list" => chunk_list(data),
         "fuzz_profile" => profile(data),
         "fuzz_audit" => audit(data),
+        "fuzz_wal" => wal(data),
         _ => return false,
     }
     true
@@ -871,5 +873,55 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             SAMPLE_PROFILE.as_bytes().to_vec(),
         ),
         ("fuzz_audit", "seed-event", encode(&sample_audit_event())),
+        ("fuzz_wal", "seed-two-transactions", sample_wal()),
     ]
+}
+
+/// A write-ahead log of 512-byte pages holding two transactions (pages 1
+/// and 2, then page 3) and the first frame of a third, unfinished one.
+#[must_use]
+#[allow(clippy::big_endian_bytes)]
+pub fn sample_wal() -> Vec<u8> {
+    let header = decode::WalHeader {
+        big_endian: false,
+        page_size: 512,
+        checkpoint_seq: 3,
+        salt: [0x0102_0304, 0x0506_0708],
+        checksum: [0, 0],
+    };
+    let mut out = header.encode().to_vec();
+    let mut chain = decode::WalHeader::parse(&out).map_or([0, 0], |h| h.checksum);
+    for (page, commit) in [(1u32, 0u32), (2, 2), (3, 3), (4, 0)] {
+        let mut frame = Vec::new();
+        for word in [page, commit, header.salt[0], header.salt[1]] {
+            frame.extend_from_slice(&word.to_be_bytes());
+        }
+        let image = vec![u8::try_from(page).unwrap_or(0); 512];
+        chain = decode::wal_checksum(false, chain, frame.get(..8).unwrap_or_default());
+        chain = decode::wal_checksum(false, chain, &image);
+        frame.extend_from_slice(&chain[0].to_be_bytes());
+        frame.extend_from_slice(&chain[1].to_be_bytes());
+        out.extend_from_slice(&frame);
+        out.extend_from_slice(&image);
+    }
+    out
+}
+
+/// `fuzz_wal`: `data` is an SQLite write-ahead log, read as `cairn watch`
+/// reads one: the header, then every frame, whole and in two pieces split
+/// at a point taken from the data; both readings must agree.
+pub fn wal(data: &[u8]) {
+    let Ok(header) = decode::WalHeader::parse(data) else {
+        return;
+    };
+    let body = data.get(32..).unwrap_or_default();
+    let mut whole = decode::WalCursor::new(header);
+    let all = whole.read(body).len();
+    let split = usize::from(data.get(33).copied().unwrap_or(0)) * 97 % (body.len() + 1);
+    let mut pieces = decode::WalCursor::new(header);
+    let mut found = pieces.read(&body[..split]).len();
+    let from = usize::try_from(pieces.offset()).unwrap_or(usize::MAX) - 32;
+    found += pieces.read(body.get(from..).unwrap_or_default()).len();
+    assert_eq!(found, all);
+    assert_eq!(pieces, whole);
 }

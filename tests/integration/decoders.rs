@@ -316,6 +316,17 @@ fn seeds_are_accepted() {
         Ok(index)
     );
 
+    let wal = harness::sample_wal();
+    let header = decode::WalHeader::parse(&wal).expect("log header");
+    let txns = decode::WalCursor::new(header).read(&wal[32..]);
+    assert_eq!(
+        txns.iter()
+            .map(|t| (t.pages.len(), t.db_pages))
+            .collect::<Vec<_>>(),
+        [(2, 2), (1, 3)],
+        "two transactions; the unfinished third is not one"
+    );
+
     let snap = harness::sample_snapshot();
     assert_eq!(
         decode::snapshot_file(&plain, &harness::snapshot_file(&snap)),
