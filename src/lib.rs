@@ -60,6 +60,7 @@ mod timespec;
 mod tree;
 mod verify;
 mod wal;
+mod watch;
 
 pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{
@@ -116,6 +117,10 @@ pub use status::{RepoStatus, Source, SourceStatus, prometheus, status};
 pub use timespec::parse_time;
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};
+pub use watch::{
+    Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
+    Follower,
+};
 
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.

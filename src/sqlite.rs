@@ -198,6 +198,21 @@ pub(crate) fn capture(path: &Path, opened: &File, page_size: Option<u32>) -> Res
         read
     })
     .map_err(|e| format!("reading the schema: {e}"))?;
+    let image = image_of(&src, wal, page_size)?;
+    if wal {
+        src.execute_batch("COMMIT")
+            .map_err(|e| format!("ending the read: {e}"))?;
+    }
+    Ok(image)
+}
+
+/// Copies the database `src` has open into a temporary file: in WAL mode
+/// as of the read transaction `src` holds.
+pub(crate) fn image_of(
+    src: &Connection,
+    wal: bool,
+    page_size: Option<u32>,
+) -> Result<Image, String> {
     let tmp = tempfile::Builder::new()
         .prefix(IMAGE_PREFIX)
         .tempfile()
@@ -211,12 +226,7 @@ pub(crate) fn capture(path: &Path, opened: &File, page_size: Option<u32>) -> Res
     // The image is written once and read back: no journal, no fsync.
     dst.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
         .map_err(|e| format!("creating the image: {e}"))?;
-    copy(&src, &mut dst, wal, page_size.unwrap_or(4096)).map_err(|e| format!("copying: {e}"))?;
-    if wal {
-        src.execute_batch("COMMIT")
-            .map_err(|e| format!("ending the read: {e}"))?;
-    }
-    drop(src);
+    copy(src, &mut dst, wal, page_size.unwrap_or(4096)).map_err(|e| format!("copying: {e}"))?;
     // Counted on the image, which nobody else writes: the counts are those
     // of the transaction captured.
     let tables = table_counts(&dst).map_err(|e| format!("counting rows: {e}"))?;

@@ -241,11 +241,41 @@ impl Cursor {
     /// transaction still being written, or the end of the generation.
     #[must_use]
     pub fn read(&mut self, bytes: &[u8]) -> Vec<Transaction> {
-        let frame_len = self.header.frame_len();
         let mut done = Vec::new();
         let mut pending = Vec::new();
-        let mut chain = self.chain;
         let mut frames = self.frames;
+        let mut committed = None;
+        let mut probe = *self;
+        probe.scan(bytes, |page, db_pages, image| {
+            pending.push((page, image));
+            frames += 1;
+            if db_pages != 0 {
+                done.push(Transaction {
+                    pages: std::mem::take(&mut pending),
+                    db_pages,
+                    end_frame: frames,
+                });
+                committed = Some(frames);
+            }
+        });
+        if let Some(frames) = committed {
+            // The chain as it stood after the last commit frame: scanned
+            // again up to it, so the state never includes frames after.
+            let mut upto = *self;
+            let len = usize::try_from(frames - self.frames)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(self.header.frame_len());
+            upto.scan(bytes.get(..len).unwrap_or_default(), |_, _, _| {});
+            *self = upto;
+        }
+        done
+    }
+
+    /// Calls `found(page, db_pages, image range)` for each valid frame of
+    /// `bytes` (the log from [`Cursor::offset`] on), advancing over every
+    /// one, committed or not.
+    fn scan(&mut self, bytes: &[u8], mut found: impl FnMut(u32, u32, Range<usize>)) {
+        let frame_len = self.header.frame_len();
         for (i, frame) in bytes.chunks_exact(frame_len).enumerate() {
             let salt = [be32(frame, 8), be32(frame, 12)];
             if salt != self.header.salt {
@@ -253,31 +283,32 @@ impl Cursor {
             }
             let (head, page) = frame.split_at(FRAME_HEADER_LEN);
             let (summed, _) = head.split_at(8);
-            chain = checksum(self.header.big_endian, chain, summed);
+            let mut chain = checksum(self.header.big_endian, self.chain, summed);
             chain = checksum(self.header.big_endian, chain, page);
-            if chain != [be32(head, 16), be32(head, 20)] {
+            let number = be32(head, 0);
+            if chain != [be32(head, 16), be32(head, 20)] || number == 0 {
                 break;
             }
-            let page = be32(frame, 0);
-            if page == 0 {
-                break;
-            }
+            self.chain = chain;
+            self.frames += 1;
             let start = i * frame_len + FRAME_HEADER_LEN;
-            pending.push((page, start..start + self.header.page_size as usize));
-            frames += 1;
-            let db_pages = be32(frame, 4);
-            if db_pages != 0 {
-                done.push(Transaction {
-                    pages: std::mem::take(&mut pending),
-                    db_pages,
-                    end_frame: frames,
-                });
-                self.chain = chain;
-                self.frames = frames;
-            }
+            found(
+                number,
+                be32(head, 4),
+                start..start + self.header.page_size as usize,
+            );
         }
-        done
     }
+}
+
+/// How many frames of `header`'s generation `body` (the log from its
+/// first frame on) holds, committed or not.
+#[must_use]
+pub fn valid_frames(header: &WalHeader, body: &[u8]) -> u64 {
+    let mut cursor = Cursor::new(*header);
+    let mut n = 0;
+    cursor.scan(body, |_, _, _| n += 1);
+    n
 }
 
 #[cfg(test)]

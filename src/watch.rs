@@ -1,0 +1,776 @@
+//! Following a live WAL-mode SQLite database commit by commit, for
+//! point-in-time recovery (`cairn watch`, issue 10).
+//!
+//! This module owns the capture side: which SQLite locks the watcher takes
+//! and when, how it reads committed transactions out of the `-wal` file
+//! before SQLite checkpoints them away, and how it knows that it missed
+//! none. Storing what it captures is the caller's business.
+//!
+//! # Method
+//!
+//! SQLite appends committed transactions to the `-wal` file; a checkpoint
+//! copies them into the database file, and once every frame is copied the
+//! next writer *restarts* the log from its start, overwriting it. The
+//! watcher must read every transaction before that. It does what
+//! Litestream does, without writing to the application's database:
+//!
+//! - **The pin.** The watcher keeps a read transaction open on a connection
+//!   of its own. While a reader uses the log, SQLite cannot restart it: the
+//!   log only grows, and checkpoints (the application's automatic ones
+//!   included) copy frames into the database file only up to the pinned
+//!   snapshot. Readers and writers are not held back: a WAL reader blocks
+//!   neither.
+//! - **Reading.** Every poll (a few milliseconds apart) the watcher reads
+//!   the log from where it stopped and keeps the transactions that end in a
+//!   commit frame whose salts and checksum chain validate ([`crate::wal`]).
+//!   A commit's time is the time the watcher read it: at most one poll
+//!   interval plus the read after the commit.
+//! - **Restarting the log.** When the log has grown past a limit the
+//!   watcher restarts it itself, in two steps so that the application's
+//!   writers wait only for the second, short one: it moves the pin to the
+//!   newest snapshot and checkpoints (PASSIVE: no locks held against
+//!   anyone) up to it; then it takes the write lock (`BEGIN IMMEDIATE`, so
+//!   nobody can commit), reads the rest of the log, drops the pin,
+//!   checkpoints the few frames since, and lets go. The log is then wholly
+//!   in the database file and the application's next commit restarts it.
+//!   The pin is taken again as soon as the new log holds a frame.
+//! - **Knowing nothing was missed.** A log restarted by somebody else
+//!   (possible only while the watcher holds no pin: at start and in the
+//!   moment after its own restart) is detected from its header: the salts
+//!   change and the checkpoint sequence goes up by one per restart. The
+//!   frames of the old log after the watcher's position are read first if
+//!   they are still there. If the sequence went up by more than one, or
+//!   the new log has already overwritten the place where the old one would
+//!   have continued, transactions may have been lost: the follower reports
+//!   [`Event::Lost`], and the caller takes a new base. The same holds when
+//!   the database file is replaced or its page size changes.
+//!
+//! A base (a whole image of the database at a known point of the log) is
+//! taken at [`Follower::start`]: under the write lock the watcher reads the
+//! log to its end and opens the pin, whose snapshot is then exactly that
+//! point; the image is copied from the pin's snapshot after the write lock
+//! is released, so writers wait only for the read of the log.
+//!
+//! Applications that run `wal_checkpoint(RESTART)` or `(TRUNCATE)`
+//! themselves get SQLite's documented "busy" result while the pin is held
+//! (their checkpoint still copies what it can); automatic checkpoints are
+//! unaffected.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+use crate::sqlite::Image;
+use crate::wal::{self, Cursor, WalHeader};
+
+/// How long the watcher waits for the write lock before trying again at a
+/// later poll; the application is never kept waiting by this wait (a
+/// connection waiting for a lock holds none).
+pub const LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// The pause between two attempts at a lock.
+const LOCK_RETRY: Duration = Duration::from_micros(100);
+
+/// Default size of the log at which the watcher restarts it: SQLite's own
+/// automatic checkpoint threshold (1,000 pages) for 4 KiB pages.
+pub const DEFAULT_RESTART_BYTES: u64 = 4 << 20;
+
+/// One committed transaction, as read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// When the watcher read it.
+    pub time: Timestamp,
+    /// The page size of the database.
+    pub page_size: u32,
+    /// The database's size in pages after it.
+    pub db_pages: u32,
+    /// The pages it wrote (number from 1, image), in log order.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+/// What a poll found.
+#[derive(Debug)]
+pub enum Event {
+    /// A committed transaction, in commit order.
+    Commit(Commit),
+    /// The follower cannot prove it saw every transaction since the last
+    /// one it reported: the caller must start again from a new base.
+    Lost(String),
+}
+
+/// The point of the log a base image stands for.
+pub struct Base {
+    /// The image: the database as of the transactions read so far.
+    image: Image,
+    /// When it was taken (the moment the write lock was held).
+    pub time: Timestamp,
+    /// The database's page size.
+    pub page_size: u32,
+}
+
+impl Base {
+    /// The image file, at its start.
+    #[must_use]
+    pub fn file(&self) -> &File {
+        &self.image.file
+    }
+
+    /// The image's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.image.len
+    }
+
+    /// Whether the image is empty (never, for a database).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.image.len == 0
+    }
+}
+
+impl std::fmt::Debug for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Base")
+            .field("time", &self.time)
+            .field("page_size", &self.page_size)
+            .field("len", &self.image.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Follows one database; see the module doc.
+pub struct Follower {
+    db: PathBuf,
+    wal: PathBuf,
+    /// Holds the pin: a read transaction, open while `pinned`.
+    pin: Connection,
+    pinned: bool,
+    /// Takes the write lock for a restart of the log.
+    writer: Connection,
+    /// Runs checkpoints.
+    checkpointer: Connection,
+    /// Where the follower is in the log; `None` while the log is empty.
+    cursor: Option<Cursor>,
+    page_size: u32,
+    /// Device and inode of the database file followed.
+    identity: (u64, u64),
+    restart_bytes: u64,
+    /// Where the log stood when the watcher restarted it itself, so that
+    /// the restart is known to have lost nothing.
+    own_restart: Option<Cursor>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("db", &self.db)
+            .field("pinned", &self.pinned)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql_error(db: &Path, what: &str, e: &rusqlite::Error) -> Error {
+    Error::invalid(format!("{}: {what}: {e}", db.display()))
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn identity(db: &Path) -> Result<(u64, u64)> {
+    let meta = std::fs::metadata(db).map_err(|e| Error::source_read(db, e))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn connect(db: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(db, flags).map_err(|e| sql_error(db, "opening", &e))?;
+    // Retries often and briefly: the write lock is wanted in the gap
+    // between two of the application's commits.
+    conn.busy_handler(Some(|attempt: i32| {
+        std::thread::sleep(LOCK_RETRY);
+        u128::try_from(attempt).unwrap_or(0) * LOCK_RETRY.as_micros() < LOCK_WAIT.as_micros()
+    }))
+    .map_err(|e| sql_error(db, "opening", &e))?;
+    // The watcher's connections never write, but a connection that
+    // checkpoints on its own would restart the log behind the pin's back.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+        .map_err(|e| sql_error(db, "opening", &e))?;
+    Ok(conn)
+}
+
+/// Reads `len` bytes at `offset`, fewer at the end of the file.
+fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let Some(rest) = buf.get_mut(got..) else {
+            break;
+        };
+        let n = file.read_at(rest, offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+impl Follower {
+    /// Starts following the WAL-mode database at `db`: takes the pin and a
+    /// base image (see the module doc). `restart_bytes` is the log size at
+    /// which the watcher restarts the log.
+    ///
+    /// # Errors
+    /// When the database cannot be opened, is not in WAL mode, or the
+    /// image cannot be written.
+    pub fn start(db: &Path, restart_bytes: u64) -> Result<(Self, Base)> {
+        let pin = connect(db)?;
+        let mode: String = pin
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| sql_error(db, "reading the journal mode", &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::invalid(format!(
+                "{} is in journal mode {mode}, not WAL: cairn watch follows WAL databases (the application sets PRAGMA journal_mode=WAL once; snapshots with cairn backup work in any mode)",
+                db.display()
+            )));
+        }
+        let mut follower = Self {
+            db: db.to_owned(),
+            wal: wal_path(db),
+            writer: connect(db)?,
+            checkpointer: connect(db)?,
+            pin,
+            pinned: false,
+            cursor: None,
+            page_size: 0,
+            identity: identity(db)?,
+            restart_bytes,
+            own_restart: None,
+        };
+        let page_size: u32 = follower
+            .pin
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| sql_error(db, "reading the page size", &e))?;
+        follower.page_size = page_size;
+        // Under the write lock nobody commits: the log read to its end and
+        // the pin's snapshot are the same point, the base's.
+        follower.lock_writes()?;
+        let mut scratch = Vec::new();
+        let pinned = follower
+            .read_whole_log()
+            .and_then(|()| follower.pin_under_lock(&mut scratch));
+        let time = Timestamp::now();
+        follower.release_writes();
+        pinned?;
+        if !follower.pinned {
+            return Err(Error::invalid(format!(
+                "{}: the application kept the write lock; try again",
+                db.display()
+            )));
+        }
+        let image = crate::sqlite::image_of(&follower.pin, true, Some(page_size))
+            .map_err(|e| Error::invalid(format!("{}: copying the base: {e}", db.display())))?;
+        Ok((
+            follower,
+            Base {
+                image,
+                time,
+                page_size,
+            },
+        ))
+    }
+
+    /// The database followed.
+    #[must_use]
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    fn lock_writes(&self) -> Result<()> {
+        self.writer
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| sql_error(&self.db, "taking the write lock", &e))
+    }
+
+    fn release_writes(&self) {
+        if !self.writer.is_autocommit() {
+            let _ = self.writer.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Whether the log holds frames not yet copied into the database file,
+    /// from the wal-index (`DB-shm`, walformat.html: `mxFrame` at offset 16
+    /// of the header, `nBackfill` at offset 96, native byte order).
+    fn unbackfilled(&self) -> Result<bool> {
+        let mut shm = self.db.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = PathBuf::from(shm);
+        let file = File::open(&shm).map_err(|e| Error::source_read(&shm, e))?;
+        let head = read_at(&file, 0, 100).map_err(|e| Error::source_read(&shm, e))?;
+        // The wal-index is in the host's byte order.
+        #[allow(clippy::big_endian_bytes)]
+        let word = |at: usize| {
+            let bytes = head
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .unwrap_or_default();
+            if cfg!(target_endian = "big") {
+                u32::from_be_bytes(bytes)
+            } else {
+                u32::from_le_bytes(bytes)
+            }
+        };
+        Ok(word(16) > word(96))
+    }
+
+    /// With the write lock held and the log read to its end: takes the pin
+    /// so that it holds the log. A read transaction holds the log only if
+    /// the log had frames not yet in the database file when it began (else
+    /// SQLite reads from the file alone and lets the next writer restart
+    /// the log). With the write lock held nobody adds frames, so that can
+    /// be checked after the fact. When there are none, the watcher makes
+    /// one: a commit that changes nothing (`user_version` set to itself,
+    /// in the write transaction that read it), which restarts the log as
+    /// the application's next commit would have. The write lock is then
+    /// released and taken again; the caller releases it.
+    fn pin_under_lock(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        self.take_pin()?;
+        if self.unbackfilled()? {
+            return Ok(());
+        }
+        self.drop_pin();
+        let version: i64 = self
+            .writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_error(&self.db, "reading user_version", &e))?;
+        self.writer
+            .execute_batch(&format!("PRAGMA user_version = {version}; COMMIT"))
+            .map_err(|e| sql_error(&self.db, "writing a frame for the pin", &e))?;
+        // The log restarts with this commit, and the old log ended where
+        // the cursor is: nothing can have been appended to it since.
+        self.own_restart = self.cursor;
+        if self.lock_writes().is_err() {
+            return Ok(());
+        }
+        self.read_new(events)?;
+        self.take_pin()?;
+        if !self.unbackfilled()? {
+            // Copied away already (an application's checkpoint between
+            // the commit and the pin): the next poll tries again.
+            self.drop_pin();
+        }
+        Ok(())
+    }
+
+    /// Opens the pin's read transaction on the newest snapshot.
+    fn take_pin(&mut self) -> Result<()> {
+        self.drop_pin();
+        self.pin
+            .execute_batch("BEGIN")
+            .and_then(|()| {
+                self.pin
+                    .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+            })
+            .map_err(|e| {
+                let _ = self.pin.execute_batch("ROLLBACK");
+                sql_error(&self.db, "opening the pin (a read transaction)", &e)
+            })?;
+        self.pinned = true;
+        Ok(())
+    }
+
+    fn drop_pin(&mut self) {
+        if self.pinned {
+            let _ = self.pin.execute_batch("COMMIT");
+            self.pinned = false;
+        }
+    }
+
+    /// Positions the cursor at the end of the log's committed frames,
+    /// discarding them (they are in the base).
+    fn read_whole_log(&mut self) -> Result<()> {
+        let Some(file) = self.open_log()? else {
+            self.cursor = None;
+            return Ok(());
+        };
+        let head =
+            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let Ok(header) = WalHeader::parse(&head) else {
+            self.cursor = None;
+            return Ok(());
+        };
+        let mut cursor = Cursor::new(header);
+        let len = file
+            .metadata()
+            .map_err(|e| Error::source_read(&self.wal, e))?
+            .len();
+        let body = read_at(&file, cursor.offset(), usize::try_from(len).unwrap_or(0))
+            .map_err(|e| Error::source_read(&self.wal, e))?;
+        let _ = cursor.read(&body);
+        self.cursor = Some(cursor);
+        Ok(())
+    }
+
+    fn open_log(&self) -> Result<Option<File>> {
+        match File::open(&self.wal) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::source_read(&self.wal, e)),
+        }
+    }
+
+    /// Reads what was committed since the last poll; restarts the log when
+    /// it has grown past the limit.
+    ///
+    /// # Errors
+    /// When the log or the database cannot be read.
+    pub fn poll(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        if identity(&self.db).ok() != Some(self.identity) {
+            events.push(Event::Lost(format!(
+                "{} was replaced by another file",
+                self.db.display()
+            )));
+            return Ok(events);
+        }
+        let len = self.read_new(&mut events)?;
+        if events.iter().any(|e| matches!(e, Event::Lost(_))) {
+            return Ok(events);
+        }
+        if !self.pinned {
+            self.repin(&mut events)?;
+        }
+        if len > self.restart_bytes {
+            self.restart_log(&mut events)?;
+        }
+        Ok(events)
+    }
+
+    /// Reads new transactions into `events`; returns the log's length.
+    fn read_new(&mut self, events: &mut Vec<Event>) -> Result<u64> {
+        let Some(file) = self.open_log()? else {
+            return Ok(0);
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::source_read(&self.wal, e))?
+            .len();
+        let head =
+            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let Ok(header) = WalHeader::parse(&head) else {
+            // Empty or truncated (a TRUNCATE checkpoint): nothing to read;
+            // the next header tells whether anything was missed.
+            return Ok(len);
+        };
+        let time = Timestamp::now();
+        let cursor = match self.cursor {
+            Some(c) if c.header() == &header => c,
+            Some(old) => {
+                // The log restarted. What the old one still holds past our
+                // position is read first.
+                let mut old_cursor = old;
+                self.read_frames(&file, &mut old_cursor, len, time, events)?;
+                // (SQLite's checkpoint sequence and salts are no count of
+                // restarts: each connection keeps its own.)
+                let ours = self.own_restart.take() == Some(old_cursor);
+                if !ours && let Some(reason) = self.missed(&file, &old_cursor, &header, len)? {
+                    events.push(Event::Lost(reason));
+                    return Ok(len);
+                }
+                Cursor::new(header)
+            }
+            None => {
+                if header.page_size != self.page_size {
+                    events.push(Event::Lost(format!(
+                        "the page size changed from {} to {}",
+                        self.page_size, header.page_size
+                    )));
+                    return Ok(len);
+                }
+                Cursor::new(header)
+            }
+        };
+        let mut cursor = cursor;
+        self.read_frames(&file, &mut cursor, len, time, events)?;
+        self.cursor = Some(cursor);
+        Ok(len)
+    }
+
+    fn read_frames(
+        &self,
+        file: &File,
+        cursor: &mut Cursor,
+        len: u64,
+        time: Timestamp,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let from = cursor.offset();
+        if len <= from {
+            return Ok(());
+        }
+        let body = read_at(file, from, usize::try_from(len - from).unwrap_or(0))
+            .map_err(|e| Error::source_read(&self.wal, e))?;
+        for txn in cursor.read(&body) {
+            let pages = txn
+                .pages
+                .iter()
+                .filter_map(|(page, range)| body.get(range.clone()).map(|b| (*page, b.to_vec())))
+                .collect();
+            events.push(Event::Commit(Commit {
+                time,
+                page_size: cursor.header().page_size,
+                db_pages: txn.db_pages,
+                pages,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Why transactions may have been lost when the log restarted from
+    /// `old` (read to its end) to `new`; `None` when none can have been.
+    fn missed(
+        &self,
+        file: &File,
+        old: &Cursor,
+        new: &WalHeader,
+        len: u64,
+    ) -> Result<Option<String>> {
+        if new.page_size != old.header().page_size {
+            return Ok(Some(format!(
+                "the page size changed from {} to {}",
+                old.header().page_size,
+                new.page_size
+            )));
+        }
+        // Where the old log would continue: if the new one has written
+        // there already, a frame of the old one may have been overwritten.
+        let first = new.frame_offset(0);
+        let upto = old.offset().saturating_add(new.frame_len() as u64).min(len);
+        let body = read_at(
+            file,
+            first,
+            usize::try_from(upto.saturating_sub(first)).unwrap_or(0),
+        )
+        .map_err(|e| Error::source_read(&self.wal, e))?;
+        let written = wal::valid_frames(new, &body);
+        if written > old.frames() {
+            return Ok(Some(
+                "the log restarted and was overwritten past the watcher's position before it was read"
+                    .to_owned(),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Restarts the log (see the module doc).
+    fn restart_log(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        // Step 1, no locks against anyone: the pin moves to the newest
+        // snapshot and the log is copied into the database up to it.
+        self.take_pin()?;
+        let _ = self.checkpoint();
+        // Step 2, under the write lock: the rest is read and copied.
+        if self.lock_writes().is_err() {
+            // The application holds it (a long transaction): next poll.
+            return Ok(());
+        }
+        let read = self.read_new(events);
+        self.drop_pin();
+        let done = read.and_then(|_| self.checkpoint());
+        self.release_writes();
+        done?;
+        // Step 3: the log is wholly in the database file; the next commit
+        // restarts it. The write lock is taken again (an application
+        // commit may come first, and is read as usual), and the pin too.
+        self.repin(events)
+    }
+
+    /// Takes the pin again under the write lock (see `pin_under_lock`).
+    fn repin(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        if self.lock_writes().is_err() {
+            return Ok(());
+        }
+        let pinned = self
+            .read_new(events)
+            .and_then(|_| self.pin_under_lock(events));
+        self.release_writes();
+        pinned
+    }
+
+    /// A PASSIVE checkpoint; returns whether it copied the whole log.
+    fn checkpoint(&self) -> Result<bool> {
+        let (busy, log, done): (i64, i64, i64) = self
+            .checkpointer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| sql_error(&self.db, "checkpointing", &e))?;
+        Ok(busy == 0 && log == done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use rusqlite::Connection;
+
+    use super::{Event, Follower};
+
+    fn state(conn: &Connection) -> String {
+        conn.query_row(
+            "SELECT count(*) || '/' || total(length(v)) || '/' || coalesce(group_concat(k || ':' || length(v) || substr(v, 1, 6), ','), '') FROM t",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("state: {e}"))
+    }
+
+    fn state_of_image(dir: &std::path::Path, image: &[u8]) -> String {
+        let path = dir.join("replay.db");
+        std::fs::write(&path, image).unwrap_or_else(|e| panic!("write: {e}"));
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("open: {e}"));
+        let s = state(&conn);
+        drop(conn);
+        let _ = std::fs::remove_file(dir.join("replay.db-wal"));
+        s
+    }
+
+    /// A writer commits transactions of every size while the follower,
+    /// started part-way through, restarts the log every 256 KiB and the
+    /// application checkpoints every 20 pages: the base plus the captured
+    /// transactions, replayed, pass through every state the writer
+    /// committed after the base, in order, with none missing.
+    #[test]
+    fn the_base_and_the_captured_transactions_replay_every_commit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let db = dir.path().join("app.db");
+        let setup = Connection::open(&db).unwrap_or_else(|e| panic!("open: {e}"));
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);",
+            )
+            .unwrap_or_else(|e| panic!("setup: {e}"));
+        drop(setup);
+        let states = Arc::new(Mutex::new(vec![String::new()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (db, states, stop) = (db.clone(), Arc::clone(&states), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let conn = Connection::open(&db).unwrap_or_else(|e| panic!("open: {e}"));
+                conn.execute_batch("PRAGMA wal_autocheckpoint=20")
+                    .unwrap_or_else(|e| panic!("pragma: {e}"));
+                *states.lock().unwrap_or_else(|e| e.into_inner()) = vec![state(&conn)];
+                let mut slowest = std::time::Duration::ZERO;
+                let mut x: u64 = 99;
+                for i in 0..600i64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let started = Instant::now();
+                    let size = usize::try_from(x % 9000).unwrap_or(0);
+                    match x % 5 {
+                        0 => conn.execute("DELETE FROM t WHERE k % 7 = ?1", [i % 7]),
+                        1 => conn.execute(
+                            "UPDATE t SET v = ?1 WHERE k % 3 = ?2",
+                            rusqlite::params!["u".repeat(size % 300), i % 3],
+                        ),
+                        _ => conn.execute(
+                            "INSERT OR REPLACE INTO t(k, v) VALUES (?1, ?2)",
+                            rusqlite::params![
+                                i64::try_from(x % 200).unwrap_or(0),
+                                format!("{i}{}", "v".repeat(size))
+                            ],
+                        ),
+                    }
+                    .unwrap_or_else(|e| panic!("write {i}: {e}"));
+                    slowest = slowest.max(started.elapsed());
+                    states
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(state(&conn));
+                    if i % 50 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+                stop.store(true, Ordering::Release);
+                slowest
+            })
+        };
+        // Start part-way.
+        while states.lock().unwrap_or_else(|e| e.into_inner()).len() < 40 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (mut follower, base) =
+            Follower::start(&db, 256 << 10).unwrap_or_else(|e| panic!("start: {e}"));
+        let mut image = Vec::new();
+        base.file()
+            .read_to_end(&mut image)
+            .unwrap_or_else(|e| panic!("read base: {e}"));
+        let page = base.page_size as usize;
+        let mut commits = Vec::new();
+        loop {
+            let done = stop.load(Ordering::Acquire);
+            for event in follower.poll().unwrap_or_else(|e| panic!("poll: {e}")) {
+                match event {
+                    Event::Commit(c) => commits.push(c),
+                    Event::Lost(why) => panic!("lost: {why}"),
+                }
+            }
+            if done {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let slowest = writer.join().unwrap_or_else(|_| panic!("writer panicked"));
+        eprintln!("writer's slowest commit with the watcher: {slowest:?}");
+        let states = states.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut replayed = vec![state_of_image(dir.path(), &image)];
+        for c in &commits {
+            for (number, bytes) in &c.pages {
+                let at = (*number as usize - 1) * page;
+                if image.len() < at + page {
+                    image.resize(at + page, 0);
+                }
+                image[at..at + page].copy_from_slice(bytes);
+            }
+            image.truncate(c.db_pages as usize * page);
+            replayed.push(state_of_image(dir.path(), &image));
+        }
+        // The watcher's own commits change nothing, and some of the
+        // writer's may not either: compared without repeats.
+        let mut states = states;
+        states.dedup();
+        replayed.dedup();
+        let first = states
+            .iter()
+            .position(|s| *s == replayed[0])
+            .unwrap_or_else(|| panic!("the base is no committed state"));
+        assert!(first > 0, "the base was taken part-way");
+        assert_eq!(
+            replayed.len(),
+            states.len() - first,
+            "{} distinct states after the base, {} replayed from {} captured commits",
+            states.len() - first - 1,
+            replayed.len() - 1,
+            commits.len()
+        );
+        for (i, (got, want)) in replayed.iter().zip(&states[first..]).enumerate() {
+            assert_eq!(got, want, "state {i} after the base");
+        }
+    }
+}
