@@ -244,10 +244,16 @@ impl Follower {
                 db.display()
             )));
         }
+        let writer = connect(db)?;
+        // The write lock is waited for in `lock_writes`, which reads the
+        // log between attempts.
+        writer
+            .busy_handler(None)
+            .map_err(|e| sql_error(db, "opening", &e))?;
         let mut follower = Self {
             db: db.to_owned(),
             wal: wal_path(db),
-            writer: connect(db)?,
+            writer,
             checkpointer: connect(db)?,
             pin,
             pinned: false,
@@ -264,7 +270,13 @@ impl Follower {
         follower.page_size = page_size;
         // Under the write lock nobody commits: the log read to its end and
         // the pin's snapshot are the same point, the base's.
-        follower.lock_writes()?;
+        if !follower.lock_writes(None)? {
+            return Err(Error::invalid(format!(
+                "{}: the application held the write lock for {} ms; try again",
+                db.display(),
+                LOCK_WAIT.as_millis()
+            )));
+        }
         let mut scratch = Vec::new();
         let pinned = follower
             .read_whole_log()
@@ -296,10 +308,35 @@ impl Follower {
         &self.db
     }
 
-    fn lock_writes(&self) -> Result<()> {
-        self.writer
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| sql_error(&self.db, "taking the write lock", &e))
+    /// Takes the write lock, trying for up to [`LOCK_WAIT`]; `false` when
+    /// the application held it throughout. With `events`, the log is read
+    /// between attempts, and pinned as soon as it changes while unpinned:
+    /// an application that commits again and again must not outrun the
+    /// watcher while it waits.
+    fn lock_writes(&mut self, mut events: Option<&mut Vec<Event>>) -> Result<bool> {
+        let started = std::time::Instant::now();
+        let before = self.cursor;
+        loop {
+            match self.writer.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(true),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < LOCK_WAIT => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+                {
+                    return Ok(false);
+                }
+                Err(e) => return Err(sql_error(&self.db, "taking the write lock", &e)),
+            }
+            if let Some(events) = events.as_deref_mut() {
+                self.read_new(events)?;
+                if !self.pinned && self.cursor != before {
+                    self.take_pin()?;
+                }
+            }
+            std::thread::sleep(LOCK_RETRY);
+        }
     }
 
     fn release_writes(&self) {
@@ -359,7 +396,11 @@ impl Follower {
         // The log restarts with this commit, and the old log ended where
         // the cursor is: nothing can have been appended to it since.
         self.own_restart = self.cursor;
-        if self.lock_writes().is_err() {
+        // Pinned at once (the new frame is not yet copied away, so this
+        // pin almost surely holds), then again under the write lock, where
+        // whether it holds can be checked.
+        self.take_pin()?;
+        if !self.lock_writes(Some(events))? {
             return Ok(());
         }
         self.read_new(events)?;
@@ -482,10 +523,8 @@ impl Follower {
                 // position is read first.
                 let mut old_cursor = old;
                 self.read_frames(&file, &mut old_cursor, len, time, events)?;
-                // (SQLite's checkpoint sequence and salts are no count of
-                // restarts: each connection keeps its own.)
                 let ours = self.own_restart.take() == Some(old_cursor);
-                if !ours && let Some(reason) = self.missed(&file, &old_cursor, &header, len)? {
+                if let Some(reason) = self.missed(&file, &old_cursor, &header, len, ours)? {
                     events.push(Event::Lost(reason));
                     return Ok(len);
                 }
@@ -539,13 +578,23 @@ impl Follower {
     }
 
     /// Why transactions may have been lost when the log restarted from
-    /// `old` (read to its end) to `new`; `None` when none can have been.
+    /// `old` (read as far as it goes) to `new`; `None` when none can have
+    /// been. `ours` says the watcher restarted it itself with `old`
+    /// complete.
+    ///
+    /// A writer that restarts the log keeps the first salt of the shared
+    /// header and adds one (SQLite's `walRestartHdr`); the checkpoint
+    /// sequence number is no help, being each connection's own count. So
+    /// a first salt one higher means exactly one restart; anything else (a
+    /// log restarted twice, or by a TRUNCATE checkpoint, whose next writer
+    /// may draw new salts) may hide a whole log.
     fn missed(
         &self,
         file: &File,
         old: &Cursor,
         new: &WalHeader,
         len: u64,
+        ours: bool,
     ) -> Result<Option<String>> {
         if new.page_size != old.header().page_size {
             return Ok(Some(format!(
@@ -553,6 +602,15 @@ impl Follower {
                 old.header().page_size,
                 new.page_size
             )));
+        }
+        if new.salt[0] != old.header().salt[0].wrapping_add(1) {
+            return Ok(Some(
+                "the log was restarted more than once, or by a checkpoint, between two reads"
+                    .to_owned(),
+            ));
+        }
+        if ours {
+            return Ok(None);
         }
         // Where the old log would continue: if the new one has written
         // there already, a frame of the old one may have been overwritten.
@@ -580,25 +638,27 @@ impl Follower {
         // snapshot and the log is copied into the database up to it.
         self.take_pin()?;
         let _ = self.checkpoint();
-        // Step 2, under the write lock: the rest is read and copied.
-        if self.lock_writes().is_err() {
-            // The application holds it (a long transaction): next poll.
+        // Step 2, under the write lock, where nobody commits: the rest is
+        // read and copied, so the whole log is in the database file (as
+        // far as the application's own readers allow).
+        if !self.lock_writes(Some(events))? {
+            // The application held it throughout (a long transaction).
             return Ok(());
         }
         let read = self.read_new(events);
         self.drop_pin();
-        let done = read.and_then(|_| self.checkpoint());
+        let copied = read.and_then(|_| self.checkpoint());
         self.release_writes();
-        done?;
-        // Step 3: the log is wholly in the database file; the next commit
-        // restarts it. The write lock is taken again (an application
-        // commit may come first, and is read as usual), and the pin too.
+        copied?;
+        // Step 3: the next commit restarts the log: the watcher's own if
+        // it gets the write lock first (`pin_under_lock`), else the
+        // application's, read and pinned as soon as it appears.
         self.repin(events)
     }
 
     /// Takes the pin again under the write lock (see `pin_under_lock`).
     fn repin(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        if self.lock_writes().is_err() {
+        if !self.lock_writes(Some(events))? {
             return Ok(());
         }
         let pinned = self
@@ -650,13 +710,45 @@ mod tests {
         s
     }
 
-    /// A writer commits transactions of every size while the follower,
-    /// started part-way through, restarts the log every 256 KiB and the
-    /// application checkpoints every 20 pages: the base plus the captured
-    /// transactions, replayed, pass through every state the writer
-    /// committed after the base, in order, with none missing.
-    #[test]
-    fn the_base_and_the_captured_transactions_replay_every_commit() {
+    /// Replays `commits` onto `image` and returns the state after each,
+    /// the base's first.
+    fn replay(
+        dir: &std::path::Path,
+        mut image: Vec<u8>,
+        page: usize,
+        commits: &[super::Commit],
+    ) -> Vec<String> {
+        let mut replayed = vec![state_of_image(dir, &image)];
+        for c in commits {
+            for (number, bytes) in &c.pages {
+                let at = (*number as usize - 1) * page;
+                if image.len() < at + page {
+                    image.resize(at + page, 0);
+                }
+                image[at..at + page].copy_from_slice(bytes);
+            }
+            image.truncate(c.db_pages as usize * page);
+            replayed.push(state_of_image(dir, &image));
+        }
+        replayed
+    }
+
+    /// What a scenario produced: the writer's states, the follower's
+    /// replayed states, and why it reported losses.
+    struct Run {
+        states: Vec<String>,
+        replayed: Vec<String>,
+        lost: Vec<String>,
+        writer_time: std::time::Duration,
+    }
+
+    /// Runs `write` (which records the state after each commit) in a
+    /// thread, starts a follower once 40 states are recorded, and polls it
+    /// until the writer is done.
+    fn scenario(
+        restart_bytes: u64,
+        write: impl FnOnce(&std::path::Path, &Mutex<Vec<String>>) + Send + 'static,
+    ) -> (tempfile::TempDir, Run) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let db = dir.path().join("app.db");
         let setup = Connection::open(&db).unwrap_or_else(|e| panic!("open: {e}"));
@@ -666,111 +758,203 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("setup: {e}"));
         drop(setup);
-        let states = Arc::new(Mutex::new(vec![String::new()]));
+        let states = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let (db, states, stop) = (db.clone(), Arc::clone(&states), Arc::clone(&stop));
             std::thread::spawn(move || {
-                let conn = Connection::open(&db).unwrap_or_else(|e| panic!("open: {e}"));
-                conn.execute_batch("PRAGMA wal_autocheckpoint=20")
-                    .unwrap_or_else(|e| panic!("pragma: {e}"));
-                *states.lock().unwrap_or_else(|e| e.into_inner()) = vec![state(&conn)];
-                let mut slowest = std::time::Duration::ZERO;
-                let mut x: u64 = 99;
-                for i in 0..600i64 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let started = Instant::now();
-                    let size = usize::try_from(x % 9000).unwrap_or(0);
-                    match x % 5 {
-                        0 => conn.execute("DELETE FROM t WHERE k % 7 = ?1", [i % 7]),
-                        1 => conn.execute(
-                            "UPDATE t SET v = ?1 WHERE k % 3 = ?2",
-                            rusqlite::params!["u".repeat(size % 300), i % 3],
-                        ),
-                        _ => conn.execute(
-                            "INSERT OR REPLACE INTO t(k, v) VALUES (?1, ?2)",
-                            rusqlite::params![
-                                i64::try_from(x % 200).unwrap_or(0),
-                                format!("{i}{}", "v".repeat(size))
-                            ],
-                        ),
-                    }
-                    .unwrap_or_else(|e| panic!("write {i}: {e}"));
-                    slowest = slowest.max(started.elapsed());
-                    states
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(state(&conn));
-                    if i % 50 == 0 {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                }
+                let started = Instant::now();
+                write(&db, &states);
                 stop.store(true, Ordering::Release);
-                slowest
+                started.elapsed()
             })
         };
-        // Start part-way.
         while states.lock().unwrap_or_else(|e| e.into_inner()).len() < 40 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let (mut follower, base) =
-            Follower::start(&db, 256 << 10).unwrap_or_else(|e| panic!("start: {e}"));
+            Follower::start(&db, restart_bytes).unwrap_or_else(|e| panic!("start: {e}"));
         let mut image = Vec::new();
         base.file()
             .read_to_end(&mut image)
             .unwrap_or_else(|e| panic!("read base: {e}"));
-        let page = base.page_size as usize;
         let mut commits = Vec::new();
+        let mut lost = Vec::new();
         loop {
             let done = stop.load(Ordering::Acquire);
             for event in follower.poll().unwrap_or_else(|e| panic!("poll: {e}")) {
                 match event {
                     Event::Commit(c) => commits.push(c),
-                    Event::Lost(why) => panic!("lost: {why}"),
+                    Event::Lost(why) => lost.push(why),
                 }
             }
-            if done {
+            if done || !lost.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let slowest = writer.join().unwrap_or_else(|_| panic!("writer panicked"));
-        eprintln!("writer's slowest commit with the watcher: {slowest:?}");
+        drop(follower);
+        let writer_time = writer.join().unwrap_or_else(|_| panic!("writer panicked"));
         let states = states.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut replayed = vec![state_of_image(dir.path(), &image)];
-        for c in &commits {
-            for (number, bytes) in &c.pages {
-                let at = (*number as usize - 1) * page;
-                if image.len() < at + page {
-                    image.resize(at + page, 0);
-                }
-                image[at..at + page].copy_from_slice(bytes);
-            }
-            image.truncate(c.db_pages as usize * page);
-            replayed.push(state_of_image(dir.path(), &image));
-        }
-        // The watcher's own commits change nothing, and some of the
-        // writer's may not either: compared without repeats.
-        let mut states = states;
+        let replayed = replay(dir.path(), image, base.page_size as usize, &commits);
+        (
+            dir,
+            Run {
+                states,
+                replayed,
+                lost,
+                writer_time,
+            },
+        )
+    }
+
+    /// Every state the writer committed after the base, and only those,
+    /// in order (repeats collapsed: the watcher's own commits, and some of
+    /// the writer's, change nothing).
+    fn assert_every_state(run: &Run) {
+        assert!(run.lost.is_empty(), "lost: {:?}", run.lost);
+        assert_states_in_order(run);
+    }
+
+    /// The replayed states are consecutive states of the writer's from
+    /// the base on; all of them unless a loss was reported.
+    fn assert_states_in_order(run: &Run) {
+        let mut states = run.states.clone();
         states.dedup();
+        let mut replayed = run.replayed.clone();
         replayed.dedup();
         let first = states
             .iter()
             .position(|s| *s == replayed[0])
             .unwrap_or_else(|| panic!("the base is no committed state"));
         assert!(first > 0, "the base was taken part-way");
+        assert!(
+            replayed.len() <= states.len() - first,
+            "more states than commits"
+        );
         assert_eq!(
-            replayed.len(),
+            replayed.len()
+                + usize::from(!run.lost.is_empty()) * (states.len() - first - replayed.len()),
             states.len() - first,
-            "{} distinct states after the base, {} replayed from {} captured commits",
+            "{} distinct states after the base, {} replayed",
             states.len() - first - 1,
             replayed.len() - 1,
-            commits.len()
         );
         for (i, (got, want)) in replayed.iter().zip(&states[first..]).enumerate() {
             assert_eq!(got, want, "state {i} after the base");
         }
+    }
+
+    /// Commits `n` transactions of every size, VACUUM every `vacuum`,
+    /// with SQLite's automatic checkpoints every `autocheckpoint` pages.
+    fn mixed_writes(
+        db: &std::path::Path,
+        states: &Mutex<Vec<String>>,
+        n: i64,
+        vacuum: i64,
+        autocheckpoint: u32,
+    ) {
+        let conn = Connection::open(db).unwrap_or_else(|e| panic!("open: {e}"));
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={autocheckpoint}"))
+            .unwrap_or_else(|e| panic!("pragma: {e}"));
+        let record = |conn: &Connection| {
+            states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(state(conn));
+        };
+        record(&conn);
+        let mut x: u64 = 99;
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let size = usize::try_from(x % 9000).unwrap_or(0);
+            match x % 5 {
+                0 => conn.execute("DELETE FROM t WHERE k % 7 = ?1", [i % 7]),
+                1 => conn.execute(
+                    "UPDATE t SET v = ?1 WHERE k % 3 = ?2",
+                    rusqlite::params!["u".repeat(size % 300), i % 3],
+                ),
+                _ => conn.execute(
+                    "INSERT OR REPLACE INTO t(k, v) VALUES (?1, ?2)",
+                    rusqlite::params![
+                        i64::try_from(x % 200).unwrap_or(0),
+                        format!("{i}{}", "v".repeat(size))
+                    ],
+                ),
+            }
+            .unwrap_or_else(|e| panic!("write {i}: {e}"));
+            record(&conn);
+            if vacuum > 0 && i % vacuum == vacuum - 1 {
+                conn.execute_batch("VACUUM")
+                    .unwrap_or_else(|e| panic!("vacuum: {e}"));
+                record(&conn);
+            }
+            if i % 50 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// A writer commits transactions of every size while the follower,
+    /// started part-way through, restarts the log every 1 MiB (SQLite's
+    /// own automatic checkpoints run at their default, 1,000 pages): the
+    /// base plus the captured transactions, replayed, pass through every
+    /// state the writer committed after the base, in order, with none
+    /// missing.
+    #[test]
+    fn the_base_and_the_captured_transactions_replay_every_commit() {
+        let (_dir, run) = scenario(1 << 20, |db, states| {
+            mixed_writes(db, states, 600, 0, 1000);
+        });
+        eprintln!("writer's run with the watcher: {:?}", run.writer_time);
+        assert_every_state(&run);
+    }
+
+    /// VACUUM rewrites the whole database through the log: still every
+    /// state.
+    #[test]
+    fn a_vacuum_is_followed() {
+        let (_dir, run) = scenario(1 << 20, |db, states| {
+            mixed_writes(db, states, 300, 60, 1000);
+        });
+        assert_every_state(&run);
+    }
+
+    /// An application that checkpoints every 20 pages, in the same
+    /// process, can now and then restart the log twice in the moment the
+    /// watcher restarts it (it has no pin then): that is reported, never
+    /// followed silently, and everything captured before it replays
+    /// exactly.
+    #[test]
+    fn losses_under_aggressive_checkpoints_are_reported() {
+        for _ in 0..3 {
+            let (_dir, run) = scenario(64 << 10, |db, states| {
+                mixed_writes(db, states, 400, 0, 20);
+            });
+            assert_states_in_order(&run);
+        }
+    }
+
+    /// A database replaced by another file (an application's own restore)
+    /// is reported, not followed into.
+    #[test]
+    fn a_replaced_database_is_reported_lost() {
+        let (_dir, run) = scenario(4 << 20, |db, states| {
+            mixed_writes(db, states, 60, 0, 1000);
+            let other = db.with_file_name("other.db");
+            let conn = Connection::open(&other).unwrap_or_else(|e| panic!("open: {e}"));
+            conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'new');")
+                .unwrap_or_else(|e| panic!("other: {e}"));
+            drop(conn);
+            std::fs::rename(&other, db).unwrap_or_else(|e| panic!("rename: {e}"));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        assert!(
+            run.lost.iter().any(|l| l.contains("replaced")),
+            "{:?}",
+            run.lost
+        );
     }
 }
