@@ -25,26 +25,39 @@
 //!   commit frame whose salts and checksum chain validate ([`crate::wal`]).
 //!   A commit's time is the time the watcher read it: at most one poll
 //!   interval plus the read after the commit.
-//! - **Restarting the log.** When the log has grown past a limit the
-//!   watcher restarts it itself, in two steps so that the application's
-//!   writers wait only for the second, short one: it moves the pin to the
-//!   newest snapshot and checkpoints (PASSIVE: no locks held against
-//!   anyone) up to it; then it takes the write lock (`BEGIN IMMEDIATE`, so
-//!   nobody can commit), reads the rest of the log, drops the pin,
-//!   checkpoints the few frames since, and lets go. The log is then wholly
-//!   in the database file and the application's next commit restarts it.
-//!   The pin is taken again as soon as the new log holds a frame.
-//! - **Knowing nothing was missed.** A log restarted by somebody else
-//!   (possible only while the watcher holds no pin: at start and in the
-//!   moment after its own restart) is detected from its header: the salts
-//!   change and the checkpoint sequence goes up by one per restart. The
-//!   frames of the old log after the watcher's position are read first if
-//!   they are still there. If the sequence went up by more than one, or
-//!   the new log has already overwritten the place where the old one would
-//!   have continued, transactions may have been lost: the follower reports
-//!   [`Event::Lost`], and the caller takes a new base. The same holds when
-//!   the database file is replaced or its page size changes.
-//!
+//! - **A pin that holds.** A read transaction holds the log only if the
+//!   log had frames not yet in the database file when it began; otherwise
+//!   SQLite reads the file alone and the next writer may restart the log.
+//!   So the watcher takes the pin with the write lock held (nobody adds
+//!   frames meanwhile) and checks in the wal-index (`DB-shm`) that frames
+//!   remain to be copied. When none do, it makes one: a commit that
+//!   changes nothing (`user_version` set to itself within the write
+//!   transaction that read it), which restarts the log as the
+//!   application's next commit would have, and pins at once.
+//! - **Restarting the log.** Past a size limit the watcher restarts the
+//!   log itself: it moves the pin to the newest snapshot and checkpoints
+//!   up to it (PASSIVE: no locks held against anyone); then, under the
+//!   write lock, it reads the rest of the log, drops the pin and copies
+//!   the few frames since, so that the log is wholly in the database file;
+//!   then it pins again as above (its own no-op commit restarts the log,
+//!   unless an application commit came first and did). While it waits for
+//!   the write lock it keeps reading the log and pins as soon as the log
+//!   changes, so a busy application cannot outrun it.
+//! - **Knowing nothing was missed.** A writer that restarts the log adds
+//!   one to the first salt of the shared header (SQLite's checkpoint
+//!   sequence number is each connection's own and counts nothing). When
+//!   the header changes, the watcher first reads what the old log still
+//!   holds past its position; then a first salt other than the old one
+//!   plus one (two restarts, or one by a TRUNCATE checkpoint), or a new log
+//!   that has already overwritten the place where the old one would have
+//!   continued (unless the restart was the watcher's own), means
+//!   transactions may have been lost: the follower reports
+//!   [`Event::Lost`] and the caller takes a new base. The same holds when
+//!   the database file is replaced or its page size changes. The only
+//!   moments without a pin are the microseconds between the watcher's own
+//!   commit and its pin, and the wait for the write lock after its restart
+//!   (during which it reads the log between attempts).
+
 //! A base (a whole image of the database at a known point of the log) is
 //! taken at [`Follower::start`]: under the write lock the watcher reads the
 //! log to its end and opens the pin, whose snapshot is then exactly that
