@@ -57,7 +57,7 @@
 //!   moments without a pin are the microseconds between the watcher's own
 //!   commit and its pin, and the wait for the write lock after its restart
 //!   (during which it reads the log between attempts).
-
+//!
 //! A base (a whole image of the database at a known point of the log) is
 //! taken at [`Follower::start`]: under the write lock the watcher reads the
 //! log to its end and opens the pin, whose snapshot is then exactly that
