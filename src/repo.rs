@@ -1784,6 +1784,12 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("backup: {e}"));
         };
+        let lock_and_release = |repo: &Repository| {
+            drop(
+                repo.lock_to_add("backup")
+                    .unwrap_or_else(|e| panic!("lock: {e}")),
+            );
+        };
         let loaded = |repo: &Repository| {
             let mut names = lock(&repo.index_names).clone();
             names.sort();
@@ -1794,10 +1800,7 @@ mod tests {
         // used as it is.
         let repo = open(None);
         backend.index_lists.store(0, Ordering::Relaxed);
-        let held = repo
-            .lock_to_add("backup")
-            .unwrap_or_else(|e| panic!("lock: {e}"));
-        drop(held);
+        lock_and_release(&repo);
         assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
         assert!(repo.has_no_index_files());
         backup(&repo, "one");
@@ -1809,11 +1812,7 @@ mod tests {
         // store: no second listing.
         backend.index_lists.store(0, Ordering::Relaxed);
         let fresh = open(None);
-        drop(
-            fresh
-                .lock_to_add("backup")
-                .unwrap_or_else(|e| panic!("lock: {e}")),
-        );
+        lock_and_release(&fresh);
         assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
         assert_eq!(loaded(&fresh), present);
 
@@ -1821,11 +1820,7 @@ mod tests {
         // finds that out, and index/ is listed again.
         *lock(&backend.stale) = Some("ab".repeat(32));
         let overtaken = open(None);
-        drop(
-            overtaken
-                .lock_to_add("backup")
-                .unwrap_or_else(|e| panic!("lock: {e}")),
-        );
+        lock_and_release(&overtaken);
         assert!(backend.index_lists.load(Ordering::Relaxed) >= 2);
         assert_eq!(loaded(&overtaken), present);
         *lock(&backend.stale) = None;
@@ -1838,11 +1833,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("index: {e}"));
         let again = open(Some(cache.path()));
         backend.index_lists.store(0, Ordering::Relaxed);
-        drop(
-            again
-                .lock_to_add("backup")
-                .unwrap_or_else(|e| panic!("lock: {e}")),
-        );
+        lock_and_release(&again);
         assert_eq!(backend.index_lists.load(Ordering::Relaxed), 1);
         assert_eq!(loaded(&again), present);
         let report = crate::verify(&again, &crate::VerifyOptions::default())
