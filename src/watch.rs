@@ -176,6 +176,9 @@ pub struct Follower {
     /// Where the log stood when the watcher restarted it itself, so that
     /// the restart is known to have lost nothing.
     own_restart: Option<Cursor>,
+    /// The wal-index, open for as long as the connections (declared
+    /// last, so dropped after them; see `unbackfilled`).
+    shm: Option<File>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -275,6 +278,7 @@ impl Follower {
             identity: identity(db)?,
             restart_bytes,
             own_restart: None,
+            shm: None,
         };
         let page_size: u32 = follower
             .pin
@@ -361,12 +365,21 @@ impl Follower {
     /// Whether the log holds frames not yet copied into the database file,
     /// from the wal-index (`DB-shm`, walformat.html: `mxFrame` at offset 16
     /// of the header, `nBackfill` at offset 96, native byte order).
-    fn unbackfilled(&self) -> Result<bool> {
-        let mut shm = self.db.as_os_str().to_owned();
-        shm.push("-shm");
-        let shm = PathBuf::from(shm);
-        let file = File::open(&shm).map_err(|e| Error::source_read(&shm, e))?;
-        let head = read_at(&file, 0, 100).map_err(|e| Error::source_read(&shm, e))?;
+    ///
+    /// The file is opened once and kept open: closing any descriptor of a
+    /// file drops every POSIX lock the process holds on it, SQLite's own
+    /// (the pin's read lock) included.
+    fn unbackfilled(&mut self) -> Result<bool> {
+        let mut path = self.db.as_os_str().to_owned();
+        path.push("-shm");
+        let path = PathBuf::from(path);
+        let file = match &self.shm {
+            Some(f) => f,
+            None => self
+                .shm
+                .insert(File::open(&path).map_err(|e| Error::source_read(&path, e))?),
+        };
+        let head = read_at(file, 0, 100).map_err(|e| Error::source_read(&path, e))?;
         // The wal-index is in the host's byte order.
         #[allow(clippy::big_endian_bytes)]
         let word = |at: usize| {
