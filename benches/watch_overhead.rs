@@ -2,12 +2,13 @@
 //! application (issue 10: writer throughput at most 5% lower, no commit
 //! held back more than 100 ms).
 //!
-//! `cargo bench --bench watch_overhead -- [SECONDS] [DIR]`
+//! `cargo bench --bench watch_overhead -- [SECONDS] [RATE] [DIR]`
 //!
 //! Runs the same writer twice in a child process, for SECONDS each (default
 //! 20): alone, then with a follower polling every 2 ms in this process and
 //! restarting the log every 4 MiB. The writer commits one row of 1 KiB of
-//! random text per transaction, as fast as it can, with the settings web
+//! random text per transaction, RATE commits a second (default 0: as fast
+//! as it can), with the settings web
 //! applications use (`journal_mode=WAL`, `synchronous=NORMAL`, automatic
 //! checkpoints at SQLite's default). It prints commits per second and the
 //! median, 99th percentile and longest commit. Only the capture is
@@ -30,15 +31,23 @@ use std::time::{Duration, Instant};
 use cairn::{Follower, WatchEvent};
 use rusqlite::Connection;
 
-/// The child: commits for `seconds` and prints "commits p50_us p99_us max_us".
-fn writer(db: &Path, seconds: u64) {
+/// The child: commits for `seconds`, `rate` a second (0: no pause), and
+/// prints "commits p50_us p99_us max_us".
+fn writer(db: &Path, seconds: u64, rate: u64) {
     let conn = Connection::open(db).expect("open");
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         .expect("pragmas");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut latencies = Vec::new();
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
     while Instant::now() < end {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(latencies.len() as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let row: String = (0..1024)
             .map(|_| {
                 x ^= x << 13;
@@ -77,11 +86,12 @@ fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     db
 }
 
-fn run(db: &Path, seconds: u64, watch: bool) -> (f64, u128, u128, u128, u64) {
+fn run(db: &Path, seconds: u64, rate: u64, watch: bool) -> (f64, u128, u128, u128, u64) {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .arg("--writer")
         .arg(db)
         .arg(seconds.to_string())
+        .arg(rate.to_string())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn writer");
@@ -119,21 +129,31 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     if args.first().map(String::as_str) == Some("--writer") {
-        writer(Path::new(&args[1]), args[2].parse().expect("seconds"));
+        writer(
+            Path::new(&args[1]),
+            args[2].parse().expect("seconds"),
+            args[3].parse().expect("rate"),
+        );
         return;
     }
     let seconds: u64 = args.first().map_or(20, |s| s.parse().expect("SECONDS"));
     let tmp;
-    let dir = match args.get(1) {
+    let rate: u64 = args.get(1).map_or(0, |s| s.parse().expect("RATE"));
+    let dir = match args.get(2) {
         Some(d) => PathBuf::from(d),
         None => {
             tmp = tempfile::tempdir().expect("tempdir");
             tmp.path().to_path_buf()
         }
     };
-    let alone = run(&fresh_db(&dir, "alone.db"), seconds, false);
-    let watched = run(&fresh_db(&dir, "watched.db"), seconds, true);
-    println!("writer for {seconds} s, one 1 KiB row per commit, synchronous=NORMAL");
+    let alone = run(&fresh_db(&dir, "alone.db"), seconds, rate, false);
+    let watched = run(&fresh_db(&dir, "watched.db"), seconds, rate, true);
+    let pace = if rate == 0 {
+        "as fast as it can".to_owned()
+    } else {
+        format!("{rate} a second")
+    };
+    println!("writer for {seconds} s, one 1 KiB row per commit, {pace}, synchronous=NORMAL");
     println!("| | commits/s | p50 | p99 | longest commit |");
     println!("|---|---:|---:|---:|---:|");
     for (name, r) in [("alone", alone), ("watched", watched)] {

@@ -86,6 +86,13 @@ use crate::wal::{self, Cursor, WalHeader};
 /// connection waiting for a lock holds none).
 pub const LOCK_WAIT: Duration = Duration::from_millis(200);
 
+/// How far (in frames) the log may grow past the pin before the pin
+/// moves forward: a quarter of SQLite's automatic checkpoint threshold.
+const ROLL_FRAMES: u64 = 250;
+
+/// The least time between two restarts of the log by the watcher.
+const MIN_RESTART_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The pause between two attempts at a lock.
 const LOCK_RETRY: Duration = Duration::from_micros(100);
 
@@ -162,7 +169,12 @@ pub struct Follower {
     wal: PathBuf,
     /// Holds the pin: a read transaction, open while `pinned`.
     pin: Connection,
+    /// The next pin, begun before the current one ends so that moving
+    /// the pin forward leaves no moment without one.
+    spare: Connection,
     pinned: bool,
+    /// Where the log stood when the pin was taken.
+    pinned_at: Option<Cursor>,
     /// Takes the write lock for a restart of the log.
     writer: Connection,
     /// Runs checkpoints.
@@ -176,6 +188,7 @@ pub struct Follower {
     /// Where the log stood when the watcher restarted it itself, so that
     /// the restart is known to have lost nothing.
     own_restart: Option<Cursor>,
+    last_restart: Option<std::time::Instant>,
     /// The wal-index, open for as long as the connections (declared
     /// last, so dropped after them; see `unbackfilled`).
     shm: Option<File>,
@@ -218,7 +231,8 @@ fn connect(db: &Path) -> Result<Connection> {
     .map_err(|e| sql_error(db, "opening", &e))?;
     // The watcher's connections never write, but a connection that
     // checkpoints on its own would restart the log behind the pin's back.
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+    // Its only commits change nothing: no need to wait for the disk.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL")
         .map_err(|e| sql_error(db, "opening", &e))?;
     Ok(conn)
 }
@@ -272,12 +286,15 @@ impl Follower {
             writer,
             checkpointer: connect(db)?,
             pin,
+            spare: connect(db)?,
             pinned: false,
+            pinned_at: None,
             cursor: None,
             page_size: 0,
             identity: identity(db)?,
             restart_bytes,
             own_restart: None,
+            last_restart: None,
             shm: None,
         };
         let page_size: u32 = follower
@@ -439,22 +456,42 @@ impl Follower {
         Ok(())
     }
 
-    /// Opens the pin's read transaction on the newest snapshot.
+    /// Opens the pin's read transaction on the newest snapshot: on the
+    /// spare connection, before the old pin ends.
     fn take_pin(&mut self) -> Result<()> {
-        self.drop_pin();
-        self.pin
+        self.spare
             .execute_batch("BEGIN")
             .and_then(|()| {
-                self.pin
+                self.spare
                     .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
                         r.get::<_, i64>(0)
                     })
             })
             .map_err(|e| {
-                let _ = self.pin.execute_batch("ROLLBACK");
+                let _ = self.spare.execute_batch("ROLLBACK");
                 sql_error(&self.db, "opening the pin (a read transaction)", &e)
             })?;
+        self.drop_pin();
+        std::mem::swap(&mut self.pin, &mut self.spare);
         self.pinned = true;
+        self.pinned_at = self.cursor;
+        Ok(())
+    }
+
+    /// Moves the pin forward when the log has grown well past it, so that
+    /// checkpoints (the application's automatic ones) keep copying the log
+    /// into the database a little at a time, as they would without a
+    /// watcher, instead of all at once after the next restart.
+    fn roll_pin(&mut self) -> Result<()> {
+        let grown = match (self.pinned_at, self.cursor) {
+            (Some(at), Some(now)) if at.header() == now.header() => {
+                now.frames().saturating_sub(at.frames())
+            }
+            _ => u64::MAX,
+        };
+        if self.pinned && grown >= ROLL_FRAMES {
+            self.take_pin()?;
+        }
         Ok(())
     }
 
@@ -516,10 +553,18 @@ impl Follower {
         if events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(events);
         }
-        if !self.pinned {
+        if self.pinned {
+            self.roll_pin()?;
+        } else {
             self.repin(&mut events)?;
         }
-        if len > self.restart_bytes {
+        // At most one restart a second (each costs checkpoints and a short
+        // hold of the write lock), unless the log is far past the limit.
+        let due = self
+            .last_restart
+            .is_none_or(|t| t.elapsed() >= MIN_RESTART_INTERVAL);
+        if len > self.restart_bytes && (due || len > self.restart_bytes.saturating_mul(16)) {
+            self.last_restart = Some(std::time::Instant::now());
             self.restart_log(&mut events)?;
         }
         Ok(events)
