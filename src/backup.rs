@@ -158,6 +158,11 @@ pub struct BackupOptions {
     /// name changes, containers that stand for one service); the parent is
     /// then looked for among that host's snapshots.
     pub host: Option<String>,
+    /// An image of a database captured beforehand, stored for that path
+    /// instead of a capture made when the backup reaches it (the base of
+    /// a `cairn watch` chain, which must be the image of one known point
+    /// of the log).
+    pub(crate) captured: sqlite::Captured,
 }
 
 impl BackupOptions {
@@ -297,6 +302,8 @@ struct Walker<'a> {
     sqlite: SqliteMode,
     /// `BackupOptions::sqlite_dbs`, absolute.
     sqlite_dbs: HashSet<PathBuf>,
+    /// `BackupOptions::captured`.
+    captured: sqlite::Captured,
     /// Databases that could not be captured and were stored as raw bytes:
     /// their companion files are stored too.
     raw_dbs: Mutex<HashSet<PathBuf>>,
@@ -831,7 +838,11 @@ impl Walker<'_> {
         }
         let mut content = Vec::new();
         let size = match self.database(path, Some(&file)) {
-            Some(page_size) => match sqlite::capture(path, &file, page_size) {
+            Some(page_size) => match self
+                .captured
+                .take(path)
+                .map_or_else(|| sqlite::capture(path, &file, page_size), Ok)
+            {
                 // Page-aware chunking: one chunk a page, so a change to a
                 // few pages stores about those pages.
                 Ok(image) => {
@@ -1213,6 +1224,7 @@ fn backup_paths(
         budget: BatchBudget::new(),
         sqlite: opts.sqlite,
         sqlite_dbs,
+        captured: opts.captured.clone(),
         raw_dbs: Mutex::new(HashSet::new()),
         databases: Mutex::new(Vec::new()),
     };
@@ -1495,6 +1507,7 @@ fn stream_backup_inner(
         cache: None,
         sqlite: SqliteMode::Off,
         sqlite_dbs: HashSet::new(),
+        captured: sqlite::Captured::default(),
         raw_dbs: Mutex::new(HashSet::new()),
         databases: Mutex::new(Vec::new()),
         counters: Counters::default(),

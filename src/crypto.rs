@@ -43,6 +43,8 @@ pub enum Domain {
     Lock = 7,
     /// An audit event file.
     Audit = 8,
+    /// A WAL segment file.
+    Wal = 9,
 }
 
 /// The secret material of a repository, identical for every key file.

@@ -548,6 +548,10 @@ pub struct ForgetOptions {
     /// The zone whose wall clock defines hours, days, weeks, months and
     /// years.
     pub tz: TimeZone,
+    /// Keep the WAL segments (`cairn watch`) of each database only as far
+    /// back as this span before its newest segment: whole chains that end
+    /// before that are removed. `None` leaves segments alone.
+    pub keep_pitr: Option<Span>,
 }
 
 impl Default for ForgetOptions {
@@ -559,6 +563,7 @@ impl Default for ForgetOptions {
             ids: Vec::new(),
             dry_run: false,
             tz: TimeZone::system(),
+            keep_pitr: None,
         }
     }
 }
@@ -598,6 +603,11 @@ pub struct ForgetOutcome {
     pub damaged: Vec<(SnapshotId, String)>,
     /// True when nothing was deleted because of `dry_run`.
     pub dry_run: bool,
+    /// Chains of WAL segments removed by `keep_pitr` (base snapshot, and
+    /// the end of the time the chain covered).
+    pub chains_removed: Vec<(SnapshotId, Timestamp)>,
+    /// WAL segment files removed.
+    pub segments_removed: usize,
 }
 
 /// Resolves the snapshots named in `refs` among the considered ones:
@@ -655,6 +665,68 @@ fn resolve(
     Ok(chosen)
 }
 
+/// Applies `opts.keep_pitr` to the WAL segments: removes the chains that
+/// end more than that span before their database's newest segment, the
+/// newest segment of a chain first, so a chain cut short by a crash still
+/// links from its base. Returns the chains and segment files removed and
+/// the base snapshots the remaining segments need.
+#[allow(clippy::type_complexity)]
+fn forget_segments(
+    repo: &Repository,
+    opts: &ForgetOptions,
+) -> Result<(Vec<(SnapshotId, Timestamp)>, usize, HashSet<SnapshotId>)> {
+    let (segments, _) = crate::pitr::read_segments(repo)?;
+    let mut bases: HashSet<SnapshotId> = segments.iter().map(|(_, s)| s.base).collect();
+    let Some(span) = opts.keep_pitr else {
+        return Ok((Vec::new(), 0, bases));
+    };
+    // Chains by database, each with its segments and the end it covers.
+    let mut chains: BTreeMap<
+        (String, Vec<u8>),
+        BTreeMap<SnapshotId, Vec<(crate::id::SegmentId, i64, u64)>>,
+    > = BTreeMap::new();
+    for (id, s) in &segments {
+        chains
+            .entry((s.host.clone(), s.db.clone()))
+            .or_default()
+            .entry(s.base)
+            .or_default()
+            .push((*id, s.until, s.seq));
+    }
+    let mut removed = Vec::new();
+    let mut files = 0;
+    for per_base in chains.values() {
+        let newest = per_base
+            .values()
+            .flatten()
+            .map(|(_, until, _)| *until)
+            .max()
+            .unwrap_or(0);
+        let newest = crate::segment::timestamp(newest).to_zoned(opts.tz.clone());
+        let Some(cut) = cutoff(&newest, span) else {
+            continue;
+        };
+        let cut = crate::segment::nanos(cut);
+        for (base, segs) in per_base {
+            let end = segs.iter().map(|(_, until, _)| *until).max().unwrap_or(0);
+            if end >= cut {
+                continue;
+            }
+            let mut segs = segs.clone();
+            segs.sort_by_key(|(id, _, seq)| std::cmp::Reverse((*seq, *id)));
+            if !opts.dry_run {
+                for (id, _, _) in &segs {
+                    repo.backend().delete(FileKind::Wal, &id.to_hex())?;
+                }
+            }
+            files += segs.len();
+            bases.remove(base);
+            removed.push((*base, crate::segment::timestamp(end)));
+        }
+    }
+    Ok((removed, files, bases))
+}
+
 /// Lists the snapshots, keeps those that pass the filter, groups them and
 /// decides per group with [`plan`] (or removes exactly the snapshots named
 /// in `opts.ids`), then deletes the snapshot files of the removed ones
@@ -693,7 +765,7 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
     }
     if !explicit {
         opts.policy.validate()?;
-        if opts.policy.is_empty() {
+        if opts.policy.is_empty() && opts.keep_pitr.is_none() {
             return Err(Error::invalid(EMPTY_POLICY));
         }
     }
@@ -702,6 +774,17 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
     // snapshots the deletes act on; a dry run changes nothing and only
     // needs the set to hold still.
     let _held = repo.lock(!opts.dry_run, "forget")?;
+    let (chains_removed, segments_removed, bases) = forget_segments(repo, opts)?;
+    if !explicit && opts.policy.is_empty() {
+        return Ok(ForgetOutcome {
+            groups: Vec::new(),
+            removed: Vec::new(),
+            damaged: Vec::new(),
+            dry_run: opts.dry_run,
+            chains_removed,
+            segments_removed,
+        });
+    }
     let mut considered = Vec::new();
     let mut damaged = Vec::new();
     for (id, snap) in repo.snapshots()? {
@@ -747,7 +830,13 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
         };
         let mut by_id: BTreeMap<SnapshotId, Snapshot> = members.into_iter().collect();
         let mut snapshots = Vec::with_capacity(decisions.len());
-        for d in decisions {
+        for mut d in decisions {
+            // A base stays as long as segments apply to it: without it
+            // they could not be replayed.
+            if !d.keep && bases.contains(&d.id) {
+                d.keep = true;
+                d.reasons.push("base of WAL segments".to_owned());
+            }
             if !d.keep {
                 removed.push(d.id);
             }
@@ -768,6 +857,8 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
         removed,
         damaged,
         dry_run: opts.dry_run,
+        chains_removed,
+        segments_removed,
     })
 }
 

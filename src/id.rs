@@ -116,6 +116,12 @@ define_id!(
 );
 
 define_id!(
+    /// A WAL segment file: 16 hex digits of its end time, then 48 of the
+    /// BLAKE3 of the file (see `segment`).
+    SegmentId
+);
+
+define_id!(
     /// An audit event: BLAKE3 of the event file.
     AuditId
 );

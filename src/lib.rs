@@ -45,11 +45,13 @@ mod keyfile;
 mod lock;
 pub mod notify;
 mod pack;
+mod pitr;
 mod profile;
 mod prune;
 mod repo;
 mod restore;
 mod schedule;
+mod segment;
 pub mod server;
 mod snapshot;
 mod sqlite;
@@ -91,7 +93,7 @@ pub use forget::{
     Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
     SnapshotFilter, UNLIMITED, forget, plan,
 };
-pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SnapshotId};
+pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
 pub use inspect::{
     Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
     diff, dump, find,
@@ -99,6 +101,10 @@ pub use inspect::{
 pub use keyfile::KeyFile;
 pub use lock::{Lock, LockRecord, Unlocked};
 pub use pack::{BlobKind, Compression, PackEntry};
+pub use pitr::{
+    BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
+    WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
+};
 pub use profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange,
@@ -108,6 +114,7 @@ pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
+pub use segment::{Segment, SegmentTxn, timestamp as segment_time};
 pub use snapshot::{
     AppInfo, ComponentInfo, DatabaseInfo, GitInfo, Snapshot, Summary, TableRows, newest_at,
 };
@@ -138,6 +145,7 @@ pub mod decode {
     pub use crate::pack::{
         decode_header as pack_header, parse_trailer as pack_trailer, read_header as pack,
     };
+    pub use crate::segment::{decode_file as segment_file, encode_file as encode_segment_file};
     pub use crate::snapshot::decode_file as snapshot_file;
     pub use crate::tree::Tree;
     pub use crate::wal::{Cursor as WalCursor, WalHeader, checksum as wal_checksum};

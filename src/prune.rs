@@ -54,6 +54,8 @@ impl Default for PruneOptions {
 pub struct PruneReport {
     /// Snapshots whose trees were walked.
     pub snapshots: usize,
+    /// WAL segments whose data was kept.
+    pub segments: usize,
     /// Blobs referenced by them.
     pub blobs_used: u64,
     /// Packs before.
@@ -190,7 +192,19 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         roots.push(snap.tree);
         report.snapshots += 1;
     }
-    let used = mark(repo, roots)?;
+    let mut used = mark(repo, roots)?;
+    // WAL segments (`cairn watch`) use data blobs too; one that cannot be
+    // read stops prune like a damaged snapshot does.
+    let (segments, problems) = crate::pitr::read_segments(repo)?;
+    if let Some(problem) = problems.first() {
+        return Err(Error::invalid(format!(
+            "{problem}: prune would not know what it references; run `cairn verify`"
+        )));
+    }
+    for (_, s) in &segments {
+        used.extend(s.data.iter().copied());
+    }
+    report.segments = segments.len();
     report.blobs_used = used.len() as u64;
     let index = repo.index();
     if let Some(missing) = used.iter().find(|id| !index.contains(id)) {

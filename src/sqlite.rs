@@ -61,7 +61,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -127,7 +127,14 @@ pub fn page_size(header: &[u8]) -> Option<u32> {
         1 => 65536,
         n => n,
     };
-    (size.is_power_of_two() && (512..=65536).contains(&size)).then_some(size)
+    valid_page_size(size).then_some(size)
+}
+
+/// Whether `size` is a page size SQLite allows: a power of two from 512
+/// to 65536.
+#[must_use]
+pub fn valid_page_size(size: u32) -> bool {
+    size.is_power_of_two() && (512..=65536).contains(&size)
 }
 
 /// Whether `file` starts with a SQLite header; its page size if so. Reads
@@ -167,6 +174,43 @@ pub(crate) struct Image {
     pub tables: Vec<TableRows>,
     /// Keeps the temporary file until the image is stored.
     _tmp: tempfile::TempPath,
+}
+
+/// An image captured before a backup, for one path (see
+/// `BackupOptions::captured`): taken by the backup when it reaches that
+/// path, at most once.
+#[derive(Clone, Default)]
+pub(crate) struct Captured(Option<std::sync::Arc<std::sync::Mutex<CapturedSlot>>>);
+
+/// The path and its image, until the backup takes it.
+type CapturedSlot = Option<(PathBuf, Image)>;
+
+impl Captured {
+    /// `image` for the database at the absolute path `path`.
+    pub(crate) fn new(path: PathBuf, image: Image) -> Self {
+        Self(Some(std::sync::Arc::new(std::sync::Mutex::new(Some((
+            path, image,
+        ))))))
+    }
+
+    /// The image for `path`, if it is the captured one and not taken yet.
+    pub(crate) fn take(&self, path: &Path) -> Option<Image> {
+        let mut slot = crate::repo::lock(self.0.as_ref()?);
+        if slot.as_ref().is_some_and(|(p, _)| p == path) {
+            return slot.take().map(|(_, image)| image);
+        }
+        None
+    }
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Captured(..)"
+        } else {
+            "Captured(none)"
+        })
+    }
 }
 
 /// Copies the database at `path` into a temporary file as of one

@@ -43,6 +43,8 @@ pub struct VerifyReport {
     pub warnings: Vec<String>,
     /// Snapshots checked.
     pub snapshots: u64,
+    /// WAL segments (`cairn watch`) checked.
+    pub segments: u64,
     /// Distinct trees checked.
     pub trees: u64,
     /// Packs whose data was read.
@@ -328,7 +330,50 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         );
     }
     report.trees = seen_trees.len() as u64;
+    check_segments(repo, &lost, &mut report)?;
     Ok(report)
+}
+
+/// Checks the WAL segments: each readable, each data blob indexed and
+/// not found damaged, each chain linked from its base snapshot.
+fn check_segments(
+    repo: &Repository,
+    lost: &HashMap<BlobId, String>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let (segments, problems) = crate::pitr::read_segments(repo)?;
+    report.errors.extend(problems);
+    report.segments = segments.len() as u64;
+    {
+        let index = repo.index();
+        for (id, s) in &segments {
+            for blob in &s.data {
+                if let Some(why) = lost.get(blob) {
+                    report.errors.push(format!(
+                        "WAL segment {id} (wal/{id}): data blob {blob}: {why}"
+                    ));
+                } else if !index.contains(blob) {
+                    report.errors.push(format!(
+                        "WAL segment {id} (wal/{id}): data blob {blob} is in no index"
+                    ));
+                }
+            }
+        }
+    }
+    let (timelines, _) = crate::pitr::timelines(repo, None, None)?;
+    for t in &timelines {
+        for c in &t.chains {
+            if let Some(p) = &c.problem {
+                report.errors.push(format!(
+                    "WAL chain of {} on {} (base {}): {p}",
+                    String::from_utf8_lossy(&t.db),
+                    t.host,
+                    c.base.short()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn walk(

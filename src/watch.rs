@@ -146,6 +146,11 @@ impl Base {
         self.image.len
     }
 
+    /// The image itself, for storing.
+    pub(crate) fn into_image(self) -> Image {
+        self.image
+    }
+
     /// Whether the image is empty (never, for a database).
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -567,6 +572,25 @@ impl Follower {
             self.last_restart = Some(std::time::Instant::now());
             self.restart_log(&mut events)?;
         }
+        Ok(events)
+    }
+
+    /// Reads what the log holds past the last poll and nothing more (no
+    /// moving of the pin, no restart): the last poll of a follower whose
+    /// successor already holds the log.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub fn poll_final(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        if identity(&self.db).ok() != Some(self.identity) {
+            events.push(Event::Lost(format!(
+                "{} was replaced by another file",
+                self.db.display()
+            )));
+            return Ok(events);
+        }
+        self.read_new(&mut events)?;
         Ok(events)
     }
 

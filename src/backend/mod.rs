@@ -35,6 +35,8 @@ pub enum FileKind {
     Lock,
     /// Audit event files under `audit/`.
     Audit,
+    /// WAL segment files under `wal/`.
+    Wal,
 }
 
 impl FileKind {
@@ -49,17 +51,19 @@ impl FileKind {
             Self::Snapshot => "snapshots",
             Self::Lock => "locks",
             Self::Audit => "audit",
+            Self::Wal => "wal",
         }
     }
 
     /// Every kind that lives in a directory.
-    pub const DIRS: [Self; 6] = [
+    pub const DIRS: [Self; 7] = [
         Self::Key,
         Self::Pack,
         Self::Index,
         Self::Snapshot,
         Self::Lock,
         Self::Audit,
+        Self::Wal,
     ];
 }
 

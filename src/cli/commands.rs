@@ -430,6 +430,70 @@ impl AtArgs {
     }
 }
 
+/// `restore --at TIME DB` / `--txn N DB`: point-in-time restore of a
+/// watched database.
+fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Result<u8> {
+    let Some(target) = &a.target else {
+        bail!("give --target FILE: the file to rebuild {db} into");
+    };
+    if a.component.is_some() || !a.includes.is_empty() || !a.at.paths.is_empty() {
+        bail!("--component, --include and --path do not apply to restoring a watched database");
+    }
+    let point = match (&a.at.at, a.txn) {
+        (_, Some(n)) => cairn::PitrPoint::Txn(n),
+        (Some(t), None) => cairn::PitrPoint::Time(parse_time(t)?),
+        (None, None) => cairn::PitrPoint::Latest,
+    };
+    let path = cairn::watched_db_path(std::path::Path::new(db))?;
+    let mut opts = cairn::PitrRestoreOptions::default();
+    opts.host.clone_from(&a.at.host);
+    opts.overwrite = a.overwrite;
+    let bar = out.progress(false, "rebuilding");
+    let done = cairn::restore_at(repo, path.as_os_str().as_bytes(), point, target, &opts);
+    bar.finish_and_clear();
+    super::log::report_audit_errors(out, repo);
+    let done = done?;
+    if let Some(gap) = &done.gap {
+        out.warn(format!(
+            "that moment lies in a gap of the timeline (from {}{}{}): restored the last transaction that reached the repository",
+            local_time(gap.from),
+            gap.to.map(|t| format!(" to {}", local_time(t))).unwrap_or_default(),
+            gap.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        ));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "db": path,
+            "target": target,
+            "host": done.host,
+            "base": done.base,
+            "txn": done.txn,
+            "time": done.time.to_string(),
+            "applied": done.applied,
+            "segments": done.segments,
+            "bytes": done.bytes,
+            "gap": done.gap.as_ref().map(|g| serde_json::json!({
+                "from": g.from.to_string(),
+                "to": g.to.map(|t| t.to_string()),
+                "reason": g.reason,
+            })),
+        }))?;
+    } else if !out.quiet {
+        outln!(
+            "rebuilt {} as of transaction {} (read at {}) into {}: base {} + {} transactions from {} segments, {}",
+            path.display(),
+            done.txn,
+            done.time,
+            target.display(),
+            done.base.short(),
+            done.applied,
+            done.segments,
+            size(done.bytes)
+        );
+    }
+    Ok(exit::OK)
+}
+
 pub(super) fn local_time(ts: jiff::Timestamp) -> String {
     ts.to_zoned(jiff::tz::TimeZone::system())
         .strftime("%Y-%m-%d %H:%M:%S")
@@ -775,9 +839,19 @@ pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix), or `latest`; left out with --at.
+    /// With --at or --txn, the path of a database `cairn watch` follows:
+    /// it is rebuilt as of that moment into the file --target names.
+    #[arg(value_name = "SNAPSHOT|DB")]
     snapshot: Option<String>,
     #[command(flatten)]
     at: AtArgs,
+    /// With DB: rebuild the database as of this transaction number (as
+    /// `cairn db timeline` shows them) instead of a time.
+    #[arg(long, value_name = "N", conflicts_with = "at", requires = "snapshot")]
+    txn: Option<u64>,
+    /// With DB: replace the --target file if it exists (atomically).
+    #[arg(long, requires = "snapshot")]
+    overwrite: bool,
     /// Directory to restore into; created if missing. Existing files of the
     /// same name are replaced atomically. Required unless --component
     /// restores in place.
@@ -807,6 +881,16 @@ pub struct RestoreArgs {
 
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
+    if let Some(db) = a.snapshot.as_deref()
+        && (a.at.at.is_some() || a.txn.is_some())
+    {
+        return restore_db_at(out, &repo, db, a);
+    }
+    if a.overwrite {
+        bail!(
+            "--overwrite is for restoring a watched database (with --at or --txn); a snapshot's files are always replaced atomically"
+        );
+    }
     let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
     let target = match (&a.target, &a.component) {
         (Some(t), _) => t,

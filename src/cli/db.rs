@@ -24,6 +24,9 @@ pub enum DbCommand {
     /// Restore tables of a snapshot's SQLite database, or of an export,
     /// into a database, in one transaction.
     Restore(RestoreArgs),
+    /// Show the moments a database followed by `cairn watch` can be
+    /// restored to, and the gaps.
+    Timeline(super::watch::TimelineArgs),
 }
 
 /// `--format` values.
@@ -139,6 +142,7 @@ pub fn db(g: &Global, out: &Out, c: &DbCommand) -> Result<u8> {
     match c {
         DbCommand::Export(a) => export(g, out, a),
         DbCommand::Restore(a) => restore(g, out, a),
+        DbCommand::Timeline(a) => super::watch::timeline(g, out, a),
     }
 }
 

@@ -63,6 +63,12 @@ pub struct ForgetArgs {
     /// Keep the newest snapshot of every year within DURATION.
     #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     keep_within_yearly: Option<Span>,
+    /// Keep the WAL segments of `cairn watch` (point-in-time recovery) of
+    /// each database for DURATION back from its newest: older chains go,
+    /// and their base snapshots then follow the other rules. Alone, it
+    /// leaves snapshots as they are.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_pitr: Option<Span>,
     /// Keep every snapshot that has this tag (repeatable: any of them).
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
@@ -196,6 +202,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     opts.ids.clone_from(&a.snapshots);
     opts.dry_run = a.dry_run;
     opts.tz = TimeZone::system();
+    opts.keep_pitr = a.keep_pitr;
     Ok(opts)
 }
 
@@ -262,6 +269,8 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
             "groups": groups,
             "removed": done.removed,
             "damaged": damaged,
+            "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
+            "pitr_segments_removed": done.segments_removed,
             "prune": pruned.as_ref().map(|r| super::commands::prune_json(r, a.dry_run)),
         }))?;
     } else if !out.quiet {
@@ -284,6 +293,29 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
                 outln!("{}", line.trim_end());
             }
             outln!();
+        }
+        if opts.keep_pitr.is_some() {
+            for (base, end) in &done.chains_removed {
+                outln!(
+                    "WAL chain of base {} (covering up to {}): {}",
+                    base.short(),
+                    local_time(*end, &opts.tz),
+                    if done.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    }
+                );
+            }
+            outln!(
+                "{} {} WAL segments",
+                if done.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                done.segments_removed
+            );
         }
         let n = done.removed.len();
         let noun = if n == 1 { "snapshot" } else { "snapshots" };

@@ -27,6 +27,7 @@ mod output;
 mod password;
 mod serve;
 mod status;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -178,6 +179,9 @@ enum Command {
     /// Run the scheduled jobs ([[jobs]]) of application profiles: snapshot,
     /// retention, prune and verify, until SIGTERM.
     Daemon(daemon::DaemonArgs),
+    /// Follow SQLite databases commit by commit for point-in-time restore
+    /// (`restore --at TIME DB`), until SIGTERM.
+    Watch(watch::WatchArgs),
     /// List snapshots.
     Snapshots(commands::SnapshotsArgs),
     /// List the files in a snapshot.
@@ -258,6 +262,7 @@ pub fn main() -> ExitCode {
         Command::Snap(a) => app::snap(&cli.global, &out, &a),
         Command::Run(a) => app::run(&cli.global, &out, &a),
         Command::Daemon(a) => daemon::daemon(&cli.global, &out, &a),
+        Command::Watch(a) => watch::watch(&cli.global, &out, &a),
         Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
         Command::Ls(a) => commands::ls(&cli.global, &out, &a),
         Command::Restore(a) => commands::restore(&cli.global, &out, &a),

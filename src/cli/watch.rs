@@ -1,0 +1,316 @@
+//! `cairn watch` (continuous capture of SQLite databases) and
+//! `cairn db timeline` (what can be restored to which moment).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use cairn::{WatchNote, WatchOptions};
+
+use super::commands::local_time;
+use super::password::open;
+use super::{Global, Out, exit};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+cairn watch follows each WAL-mode SQLite database while the application writes to it: it holds
+a read transaction so that no commit is checkpointed away before it is read, reads every committed
+transaction from the -wal file and stores it in the repository within --lag. A base (a page-aware
+snapshot of the whole database, tagged `watch`) starts each chain; restore replays the chain:
+
+  cairn restore --at '2026-11-24 14:03:07' /srv/app/data.db --target /tmp/data.db
+  cairn db timeline /srv/app/data.db
+
+It runs until SIGTERM or SIGINT, then stores what it has read. The application is never blocked
+for longer than the watcher's own checkpoint of the log (see store-format.md §25).")]
+pub struct WatchArgs {
+    /// The databases to follow (WAL mode).
+    #[arg(required = true, value_name = "DB")]
+    dbs: Vec<PathBuf>,
+    /// The longest a commit waits before it is stored in the repository.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    lag: Duration,
+    /// How often the log is read: the precision of commit times.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    poll: Duration,
+    /// While the database is idle, store a segment at least this often, so
+    /// the timeline shows the watcher was following it.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// Take a new base this often: a restore replays at most this much log.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    base_every: Duration,
+    /// Take a new base when the pages stored since the last one reach
+    /// SIZE.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    base_size: u64,
+    /// The host name to record instead of this machine's.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let span: jiff::Span = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("'{s}': expected a duration such as 1s, 500ms, 10m or 1h ({e})"))?;
+    let d = jiff::SignedDuration::try_from(span)
+        .map_err(|e| format!("'{s}': {e} (use hours or shorter units)"))?;
+    Duration::try_from(d).map_err(|_| format!("'{s}': must not be negative"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{s}': expected a size such as 64MiB or 1GiB ({e})"))
+}
+
+/// Sets `stop` on SIGTERM or SIGINT.
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(stop))
+            .context("cannot install the SIGTERM/SIGINT handlers")?;
+    }
+    Ok(())
+}
+
+pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let mut opts = WatchOptions::default();
+    opts.lag = a.lag;
+    opts.poll = a.poll.max(Duration::from_millis(1));
+    opts.heartbeat = a.heartbeat;
+    opts.base_every = a.base_every;
+    opts.base_bytes = a.base_size;
+    opts.host.clone_from(&a.host);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    let json = out.json;
+    let quiet = out.quiet;
+    let results: Vec<(PathBuf, cairn::Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = a
+            .dbs
+            .iter()
+            .map(|db| {
+                let (repo, opts, stop) = (&repo, &opts, &stop);
+                scope.spawn(move || {
+                    let shown = db.display().to_string();
+                    let mut notify = |n: WatchNote| report(&shown, &n, json, quiet);
+                    let done = cairn::watch(repo, db, opts, stop, &mut notify);
+                    // One database that cannot be followed stops the others:
+                    // a watcher half running is easy to miss.
+                    if done.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    (db.clone(), done)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    super::log::report_audit_errors(out, &repo);
+    let mut failed = None;
+    for (db, r) in results {
+        if let Err(e) = r {
+            out.warn(format!("{}: {e}", db.display()));
+            failed = Some(e);
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(exit::OK),
+    }
+}
+
+/// Prints one note: a JSON line with --json, else a line on stderr for
+/// bases, chain ends and problems (segments only with --verbose is not
+/// offered: they come every second).
+fn report(db: &str, n: &WatchNote, json: bool, quiet: bool) {
+    let now = jiff::Timestamp::now();
+    if json {
+        let v = match n {
+            WatchNote::Base {
+                id,
+                time,
+                bytes_added,
+            } => {
+                serde_json::json!({"db": db, "event": "base", "snapshot": id, "time": time.to_string(), "bytes_added": bytes_added})
+            }
+            WatchNote::Segment {
+                id,
+                txns,
+                pages,
+                lag,
+            } => {
+                serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis()})
+            }
+            WatchNote::ChainEnd(why) => {
+                serde_json::json!({"db": db, "event": "chain-end", "reason": why})
+            }
+            WatchNote::Problem(why) => {
+                serde_json::json!({"db": db, "event": "problem", "message": why})
+            }
+            _ => return,
+        };
+        outln!("{v}");
+        return;
+    }
+    match n {
+        WatchNote::Base {
+            id,
+            time,
+            bytes_added,
+        } if !quiet => eprintln!(
+            "{} {db}: base {} as of {} ({} added)",
+            local_time(now),
+            id.short(),
+            local_time(*time),
+            bytesize::ByteSize(*bytes_added).display().iec()
+        ),
+        WatchNote::ChainEnd(why) if !quiet => {
+            eprintln!("{} {db}: chain ends: {why}", local_time(now));
+        }
+        WatchNote::Problem(why) => eprintln!("cairn: warning: {db}: {why}"),
+        _ => {}
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// The database, by the path it was watched at; all watched databases
+    /// when left out.
+    #[arg(value_name = "DB")]
+    db: Option<PathBuf>,
+    /// Only what this host's watcher stored.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+}
+
+pub fn timeline(g: &Global, out: &Out, a: &TimelineArgs) -> Result<u8> {
+    let (repo, _) = open(g)?;
+    let db =
+        a.db.as_deref()
+            .map(cairn::watched_db_path)
+            .transpose()?
+            .map(|p| p.as_os_str().as_bytes().to_vec());
+    let (timelines, problems) = cairn::timelines(&repo, a.host.as_deref(), db.as_deref())?;
+    for p in &problems {
+        out.warn(p);
+    }
+    if let (Some(db), true) = (&db, timelines.is_empty()) {
+        anyhow::bail!(
+            "nothing was stored by cairn watch for {}{}",
+            String::from_utf8_lossy(db),
+            a.host
+                .as_deref()
+                .map(|h| format!(" on host {h}"))
+                .unwrap_or_default()
+        );
+    }
+    let ts = cairn::segment_time;
+    if out.json {
+        let v: Vec<_> = timelines
+            .iter()
+            .map(|t| {
+                let chains: Vec<_> = t
+                    .chains
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "base": c.base,
+                            "from": ts(c.base_time).to_string(),
+                            "until": ts(c.until()).to_string(),
+                            "first_txn": c.base_txn,
+                            "last_txn": c.last_txn(),
+                            "txns": c.txns(),
+                            "segments": c.segments.len(),
+                            "end": c.end(),
+                            "problem": c.problem,
+                        })
+                    })
+                    .collect();
+                let gaps: Vec<_> = t
+                    .gaps()
+                    .iter()
+                    .map(|g| {
+                        serde_json::json!({
+                            "from": g.from.to_string(),
+                            "to": g.to.map(|t| t.to_string()),
+                            "reason": g.reason,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "host": t.host,
+                    "db": String::from_utf8_lossy(&t.db),
+                    "chains": chains,
+                    "gaps": gaps,
+                })
+            })
+            .collect();
+        out.print_json(&v)?;
+    } else {
+        for t in &timelines {
+            outln!("{} on {}", String::from_utf8_lossy(&t.db), t.host);
+            outln!(
+                "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+                "base",
+                "from",
+                "until",
+                "transactions",
+                "segments"
+            );
+            let gaps = t.gaps();
+            for c in &t.chains {
+                outln!(
+                    "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+                    c.base.short(),
+                    precise(ts(c.base_time)),
+                    precise(ts(c.until())),
+                    format!("{}–{}", c.base_txn, c.last_txn()),
+                    c.segments.len()
+                );
+                if let Some(p) = &c.problem {
+                    outln!("            problem: {p}");
+                }
+                if let Some(g) = gaps.iter().find(|g| g.from == ts(c.until())) {
+                    outln!(
+                        "  gap       {:<23}  {:<23}  {}",
+                        precise(g.from),
+                        g.to.map(precise).unwrap_or_default(),
+                        g.reason
+                            .as_deref()
+                            .unwrap_or("the watcher stopped without a word (killed?)")
+                    );
+                }
+            }
+            if let Some(last) = t.chains.last() {
+                let age = jiff::Timestamp::now().duration_since(ts(last.until()));
+                let why = last.end().map(|e| format!(": {e}")).unwrap_or_default();
+                outln!(
+                    "  restorable up to {} ({} s ago){why}",
+                    precise(ts(last.until())),
+                    age.as_secs()
+                );
+            }
+            outln!();
+        }
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}
+
+/// A local time with milliseconds.
+fn precise(t: jiff::Timestamp) -> String {
+    let z = t.to_zoned(jiff::tz::TimeZone::system());
+    z.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}

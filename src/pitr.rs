@@ -1,0 +1,1090 @@
+//! Point-in-time recovery of SQLite databases: the watcher that stores
+//! what [`crate::watch::Follower`] captures, the timeline of what can be
+//! restored, and the restore to a moment or a transaction.
+//!
+//! # Chains
+//!
+//! The watcher starts a *chain*: it takes a base (a page-aware snapshot of
+//! the database, tagged `watch`, whose image is exactly one point of the
+//! log) and then writes a segment (`segment`) whenever a captured commit
+//! has waited [`WatchOptions::lag`], and a segment without transactions
+//! every [`WatchOptions::heartbeat`] while the database is idle, so the
+//! timeline can tell "nothing happened" from "nobody was watching". Each
+//! flush writes packs, then their index file, then the segment, under a
+//! shared lock: a crash at any point leaves a valid repository, and a
+//! segment never names data that is not stored.
+//!
+//! A new chain starts on schedule ([`WatchOptions::base_every`]), when the
+//! pages stored since the base pass [`WatchOptions::base_bytes`] (so a
+//! restore never replays an unbounded log), and whenever the follower
+//! cannot prove it saw every commit (the database was replaced, another
+//! process restarted the log twice, the watcher itself was restarted). A
+//! scheduled new chain begins before the old one ends, so the two overlap
+//! and no gap opens; the others leave a gap from the old chain's last
+//! proven moment to the new base, which [`timeline`] reports.
+//!
+//! # Restore
+//!
+//! [`restore_at`] picks the chain with the latest base at or before the
+//! moment asked for, writes the base image beside the target, applies
+//! every captured transaction committed at or before that moment (pages
+//! written in place, the file cut to the transaction's size), checks the
+//! result with SQLite's `quick_check`, and renames it onto the target. A
+//! commit's time is when the watcher read it: never before the commit, at
+//! most one poll after it, so a restore never includes a transaction
+//! committed after the time asked for.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rayon::prelude::*;
+
+use crate::backend::FileKind;
+use crate::backup::{BackupOptions, NoProgress};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SegmentId, SnapshotId};
+use crate::pack::BlobKind;
+use crate::repo::Repository;
+use crate::segment::{self, Segment, SegmentTxn, nanos, timestamp};
+use crate::watch::{Commit, Event, Follower};
+
+/// The tag of base snapshots.
+pub const BASE_TAG: &str = "watch";
+
+/// How `cairn watch` runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// The longest a captured commit waits before it is written to the
+    /// repository.
+    pub lag: Duration,
+    /// The pause between two reads of the log: the precision of commit
+    /// times.
+    pub poll: Duration,
+    /// A segment is written at least this often while the database is
+    /// idle, proving that the watcher was following it.
+    pub heartbeat: Duration,
+    /// A new base is taken when the chain's base is this old.
+    pub base_every: Duration,
+    /// A new base is taken when the chain's segments hold this many bytes
+    /// of pages.
+    pub base_bytes: u64,
+    /// The log size at which the watcher restarts the log itself.
+    pub restart_bytes: u64,
+    /// The host name to record instead of this machine's.
+    pub host: Option<String>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            lag: Duration::from_secs(1),
+            poll: Duration::from_millis(10),
+            heartbeat: Duration::from_secs(30),
+            base_every: Duration::from_secs(3600),
+            base_bytes: 256 << 20,
+            restart_bytes: crate::watch::DEFAULT_RESTART_BYTES,
+            host: None,
+        }
+    }
+}
+
+/// What the watcher reports as it goes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WatchNote {
+    /// A chain began with a base snapshot.
+    Base {
+        /// The snapshot.
+        id: SnapshotId,
+        /// The point of the log it stands for.
+        time: Timestamp,
+        /// Bytes the base added to the repository.
+        bytes_added: u64,
+    },
+    /// A segment was written.
+    Segment {
+        /// Its id.
+        id: SegmentId,
+        /// Transactions in it.
+        txns: usize,
+        /// Pages in it.
+        pages: u64,
+        /// The longest a commit in it waited to be stored.
+        lag: Duration,
+    },
+    /// The chain ended and a new one starts: the reason.
+    ChainEnd(String),
+    /// Something failed; the watcher keeps going (and keeps what it has
+    /// not stored yet).
+    Problem(String),
+}
+
+/// The absolute form of a database path as the watcher records it:
+/// symlinks resolved where the file exists.
+///
+/// # Errors
+/// When the current directory cannot be read for a relative path.
+pub fn db_path(db: &Path) -> Result<PathBuf> {
+    match std::fs::canonicalize(db) {
+        Ok(p) => Ok(p),
+        Err(_) => std::path::absolute(db).map_err(|e| Error::source_read(db, e)),
+    }
+}
+
+/// One chain as being written.
+struct Writing {
+    base: SnapshotId,
+    base_time: i64,
+    base_txn: u64,
+    seq: u64,
+    prev: Option<SegmentId>,
+    from: i64,
+    page_size: u32,
+    next_txn: u64,
+    pending: Vec<Commit>,
+    stored_bytes: u64,
+    started: Instant,
+    last_flush: Instant,
+}
+
+/// The watcher of one database.
+struct Watcher<'a> {
+    repo: &'a Repository,
+    db: PathBuf,
+    host: String,
+    opts: &'a WatchOptions,
+    notify: &'a mut dyn FnMut(WatchNote),
+}
+
+/// Follows the WAL-mode database `db` and stores its transactions until
+/// `stop` is set (see the module doc). Problems on the way (the
+/// repository unreachable, the database replaced) are reported through
+/// `notify` and do not end the watch.
+///
+/// # Errors
+/// When the database cannot be followed at all at the start (not WAL,
+/// unreadable), or its first base cannot be stored.
+pub fn watch(
+    repo: &Repository,
+    db: &Path,
+    opts: &WatchOptions,
+    stop: &AtomicBool,
+    notify: &mut dyn FnMut(WatchNote),
+) -> Result<()> {
+    let db = db_path(db)?;
+    let host = opts
+        .host
+        .clone()
+        .unwrap_or_else(|| crate::repo::host_and_user().0);
+    crate::audit::record_event(repo, "watch", &db.display().to_string(), true, "started");
+    let mut w = Watcher {
+        repo,
+        db,
+        host,
+        opts,
+        notify,
+    };
+    let done = w.run(stop);
+    let detail = match &done {
+        Ok(()) => "stopped".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    crate::audit::record_event(
+        repo,
+        "watch",
+        &w.db.display().to_string(),
+        done.is_ok(),
+        &detail,
+    );
+    done
+}
+
+impl Watcher<'_> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let next_txn = self.next_txn()?;
+        let (mut follower, mut chain) = self.start_chain(next_txn, None)?;
+        let mut backoff = Duration::ZERO;
+        let mut retry_at = Instant::now();
+        let mut next_base_try = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let until = nanos(Timestamp::now());
+                return self.flush(&mut chain, until, Some("the watcher was stopped".into()));
+            }
+            let t0 = nanos(Timestamp::now());
+            let mut lost = None;
+            match follower.poll() {
+                Ok(events) => {
+                    for e in events {
+                        match e {
+                            Event::Commit(c) => chain.pending.push(c),
+                            Event::Lost(why) => lost = Some(why),
+                        }
+                    }
+                }
+                Err(e) => lost = Some(e.to_string()),
+            }
+            if let Some(why) = lost {
+                // Everything up to the last commit read is known; what
+                // came after it may be missing.
+                let until = chain
+                    .pending
+                    .last()
+                    .map_or(chain.from, |c| nanos(c.time))
+                    .max(chain.from);
+                (self.notify)(WatchNote::ChainEnd(why.clone()));
+                self.flush_until_done(&mut chain, until, Some(why), stop);
+                drop(follower);
+                let next = chain.next_txn;
+                let Some(started) = self.restart_chain(next, stop) else {
+                    return Ok(());
+                };
+                (follower, chain) = started;
+                continue;
+            }
+            let base_due = chain.started.elapsed() >= self.opts.base_every
+                || chain.stored_bytes >= self.opts.base_bytes;
+            if base_due && Instant::now() >= next_base_try {
+                match self.start_chain(chain.next_txn, Some((&mut follower, &mut chain))) {
+                    Ok(next) => (follower, chain) = next,
+                    Err(e) => {
+                        next_base_try = Instant::now() + Duration::from_secs(60);
+                        (self.notify)(WatchNote::Problem(format!(
+                            "taking a new base of {}: {e}; trying again in 60 s",
+                            self.db.display()
+                        )));
+                    }
+                }
+                continue;
+            }
+            let waited = chain
+                .pending
+                .first()
+                .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs());
+            let due = match waited {
+                Some(w) => w + self.opts.poll >= self.opts.lag,
+                None => chain.last_flush.elapsed() >= self.opts.heartbeat,
+            };
+            if due && Instant::now() >= retry_at {
+                match self.flush(&mut chain, t0, None) {
+                    Ok(()) => backoff = Duration::ZERO,
+                    Err(e) => {
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                        retry_at = Instant::now() + backoff;
+                        (self.notify)(WatchNote::Problem(format!(
+                            "storing {} transactions of {}: {e}; kept in memory, trying again in {} s",
+                            chain.pending.len(),
+                            self.db.display(),
+                            backoff.as_secs()
+                        )));
+                    }
+                }
+            }
+            std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// The number the next chain's base gets: one past the last
+    /// transaction stored for this database by this host.
+    fn next_txn(&self) -> Result<u64> {
+        let (segments, _) = read_segments(self.repo)?;
+        let db = self.db.as_os_str().as_bytes();
+        Ok(segments
+            .iter()
+            .filter(|(_, s)| s.host == self.host && s.db == db)
+            .map(|(_, s)| s.last_txn() + 1)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Starts chains until one starts or `stop` is set, waiting longer
+    /// after each failure.
+    fn restart_chain(&mut self, next_txn: u64, stop: &AtomicBool) -> Option<(Follower, Writing)> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.start_chain(next_txn, None) {
+                Ok(started) => return Some(started),
+                Err(e) => (self.notify)(WatchNote::Problem(format!(
+                    "starting again on {}: {e}; trying again in {} s",
+                    self.db.display(),
+                    wait.as_secs_f32()
+                ))),
+            }
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Flushes a chain that ends, trying until it is stored or `stop` is
+    /// set (then what is pending is lost, and reported).
+    fn flush_until_done(
+        &mut self,
+        chain: &mut Writing,
+        until: i64,
+        end: Option<String>,
+        stop: &AtomicBool,
+    ) {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match self.flush(chain, until, end.clone()) {
+                Ok(()) => return,
+                Err(e) => (self.notify)(WatchNote::Problem(format!(
+                    "storing the end of the chain of {}: {e}",
+                    self.db.display()
+                ))),
+            }
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Takes a new base and writes the chain's first segment. With `old`
+    /// (a scheduled new base), the old chain is read up to the new base
+    /// and ended, so the chains overlap.
+    fn start_chain(
+        &mut self,
+        base_txn: u64,
+        old: Option<(&mut Follower, &mut Writing)>,
+    ) -> Result<(Follower, Writing)> {
+        let (follower, base) = Follower::start(&self.db, self.opts.restart_bytes)?;
+        if let Some((old_follower, old_chain)) = old {
+            // The new pin holds the log now: everything committed before
+            // the new base is still in it for the old follower to read.
+            let until = nanos(Timestamp::now());
+            for e in old_follower.poll_final()? {
+                if let Event::Commit(c) = e {
+                    old_chain.pending.push(c);
+                }
+            }
+            (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
+            self.flush(old_chain, until, Some("a new base was taken".into()))?;
+        }
+        let base_time = base.time;
+        let page_size = base.page_size;
+        let opts = BackupOptions {
+            paths: vec![self.db.clone()],
+            sqlite_dbs: vec![self.db.clone()],
+            tags: vec![BASE_TAG.to_owned()],
+            time: Some(base_time),
+            force: true,
+            host: Some(self.host.clone()),
+            captured: crate::sqlite::Captured::new(self.db.clone(), base.into_image()),
+            ..BackupOptions::default()
+        };
+        let done = crate::backup::backup(self.repo, &opts, &NoProgress)?;
+        if !done
+            .snapshot
+            .databases
+            .iter()
+            .any(|d| d.path == self.db.as_os_str().as_bytes())
+        {
+            return Err(Error::invalid(format!(
+                "the base of {} was not stored as a database image: {}",
+                self.db.display(),
+                done.warnings.join("; ")
+            )));
+        }
+        (self.notify)(WatchNote::Base {
+            id: done.id,
+            time: base_time,
+            bytes_added: done.snapshot.summary.bytes_stored,
+        });
+        let mut chain = Writing {
+            base: done.id,
+            base_time: nanos(base_time),
+            base_txn,
+            seq: 0,
+            prev: None,
+            from: nanos(base_time),
+            page_size,
+            next_txn: base_txn + 1,
+            pending: Vec::new(),
+            stored_bytes: 0,
+            started: Instant::now(),
+            last_flush: Instant::now(),
+        };
+        // Segment 0 makes the chain visible at once, with whatever was
+        // committed while the base was stored.
+        let mut follower = follower;
+        let t0 = nanos(Timestamp::now());
+        let mut lost = None;
+        for e in follower.poll()? {
+            match e {
+                Event::Commit(c) => chain.pending.push(c),
+                Event::Lost(why) => lost = Some(why),
+            }
+        }
+        if let Some(why) = lost {
+            return Err(Error::invalid(why));
+        }
+        self.flush(&mut chain, t0, None)?;
+        Ok((follower, chain))
+    }
+
+    /// Stores the pending commits as the chain's next segment, covering up
+    /// to `until` (see `Segment::until`); `end` closes the chain.
+    fn flush(&mut self, chain: &mut Writing, until: i64, end: Option<String>) -> Result<()> {
+        let repo = self.repo;
+        let until = until.max(chain.from);
+        let mut txns = Vec::with_capacity(chain.pending.len());
+        let mut data = Vec::new();
+        let mut time = chain.from;
+        for c in &chain.pending {
+            if c.page_size != chain.page_size {
+                return Err(Error::invalid(format!(
+                    "{} changed its page size from {} to {}",
+                    self.db.display(),
+                    chain.page_size,
+                    c.page_size
+                )));
+            }
+            // Commit times never go back, even if the clock does.
+            time = time.max(nanos(c.time));
+            txns.push(SegmentTxn {
+                time,
+                db_pages: c.db_pages,
+                pages: c.pages.iter().map(|(n, _)| *n).collect(),
+            });
+            for (_, page) in &c.pages {
+                data.extend_from_slice(page);
+            }
+        }
+        let waited = chain
+            .pending
+            .first()
+            .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs())
+            .unwrap_or_default();
+        let held = repo.lock_to_add("watch")?;
+        let writer = repo.blob_writer();
+        let stored = (|| -> Result<Vec<BlobId>> {
+            let mut ids = Vec::new();
+            for chunk in repo.config().chunker.chunks(&data[..], repo.chunker_seed()) {
+                let chunk = chunk.map_err(|e| Error::invalid(format!("chunking pages: {e}")))?;
+                ids.push(writer.save(BlobKind::Data, &chunk)?.0);
+            }
+            writer.finish()?;
+            Ok(ids)
+        })();
+        let ids = match stored {
+            Ok(ids) => ids,
+            Err(e) => {
+                writer.abandon();
+                return Err(e);
+            }
+        };
+        let seg = Segment {
+            host: self.host.clone(),
+            db: self.db.as_os_str().as_bytes().to_vec(),
+            base: chain.base,
+            base_time: chain.base_time,
+            base_txn: chain.base_txn,
+            seq: chain.seq,
+            prev: chain.prev,
+            from: chain.from,
+            until: until.max(time),
+            page_size: chain.page_size,
+            first_txn: chain.next_txn,
+            txns,
+            data: ids,
+            end,
+        };
+        let (id, bytes) = segment::encode_file(repo.crypto(), &seg)?;
+        repo.backend().write(FileKind::Wal, &id.to_hex(), &bytes)?;
+        drop(held);
+        chain.stored_bytes += data.len() as u64;
+        chain.seq += 1;
+        chain.prev = Some(id);
+        chain.from = seg.until;
+        chain.next_txn += seg.txns.len() as u64;
+        chain.pending.clear();
+        chain.last_flush = Instant::now();
+        (self.notify)(WatchNote::Segment {
+            id,
+            txns: seg.txns.len(),
+            pages: seg.pages(),
+            lag: waited,
+        });
+        Ok(())
+    }
+}
+
+/// Segments with their ids.
+pub type Segments = Vec<(SegmentId, Segment)>;
+
+/// Every segment in the repository, by `until`, and why others could not
+/// be read.
+///
+/// # Errors
+/// When `wal/` cannot be listed.
+pub fn read_segments(repo: &Repository) -> Result<(Segments, Vec<String>)> {
+    let names: Vec<String> = repo
+        .backend()
+        .list(FileKind::Wal)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.parse::<SegmentId>().is_ok())
+        .collect();
+    let read: Vec<std::result::Result<(SegmentId, Segment), String>> = crate::repo::in_pool(|| {
+        names
+            .par_iter()
+            .filter_map(|name| {
+                let id: SegmentId = name.parse().ok()?;
+                let got = repo
+                    .backend()
+                    .read(FileKind::Wal, name)
+                    .and_then(|b| segment::decode_file(repo.crypto(), &id, &b));
+                match got {
+                    Ok(s) => Some(Ok((id, s))),
+                    // Removed since the listing (forget): not there.
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => Some(Err(e.to_string())),
+                }
+            })
+            .collect()
+    });
+    let mut segments = Vec::new();
+    let mut problems = Vec::new();
+    for r in read {
+        match r {
+            Ok(s) => segments.push(s),
+            Err(e) => problems.push(e),
+        }
+    }
+    segments.sort_by(|(a, x), (b, y)| (x.until, a).cmp(&(y.until, b)));
+    Ok((segments, problems))
+}
+
+/// One chain as read back: its segments from 0 on, as far as they link.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The base snapshot.
+    pub base: SnapshotId,
+    /// The point of the log the base stands for.
+    pub base_time: i64,
+    /// The base state's number.
+    pub base_txn: u64,
+    /// The linked segments, from 0.
+    pub segments: Vec<(SegmentId, Segment)>,
+    /// Why the chain cannot be followed to its end (a segment missing or
+    /// damaged, the base snapshot forgotten).
+    pub problem: Option<String>,
+}
+
+impl Chain {
+    /// The end of the time the chain covers.
+    #[must_use]
+    pub fn until(&self) -> i64 {
+        self.segments
+            .last()
+            .map_or(self.base_time, |(_, s)| s.until)
+    }
+
+    /// The number of its last transaction.
+    #[must_use]
+    pub fn last_txn(&self) -> u64 {
+        self.segments
+            .last()
+            .map_or(self.base_txn, |(_, s)| s.last_txn())
+    }
+
+    /// Why it ended, if it did.
+    #[must_use]
+    pub fn end(&self) -> Option<&str> {
+        self.segments.last().and_then(|(_, s)| s.end.as_deref())
+    }
+
+    /// Transactions in it.
+    #[must_use]
+    pub fn txns(&self) -> u64 {
+        self.segments.iter().map(|(_, s)| s.txns.len() as u64).sum()
+    }
+}
+
+/// The chains of one database watched on one host, by base time.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// The host.
+    pub host: String,
+    /// The database's absolute path, raw bytes.
+    pub db: Vec<u8>,
+    /// Its chains, oldest first.
+    pub chains: Vec<Chain>,
+}
+
+/// A stretch of time no chain covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The last moment covered before it.
+    pub from: Timestamp,
+    /// The next base, or `None` after the last chain.
+    pub to: Option<Timestamp>,
+    /// Why the chain before it ended; `None` when it just stops (the
+    /// watcher was killed, or still runs and has not written since).
+    pub reason: Option<String>,
+}
+
+impl Timeline {
+    /// The stretches between chains that no chain covers.
+    #[must_use]
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.chains
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] if b.base_time > a.until() => Some(Gap {
+                    from: timestamp(a.until()),
+                    to: Some(timestamp(b.base_time)),
+                    reason: a.end().map(str::to_owned).or_else(|| a.problem.clone()),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The timelines of every database watched (of `host` and `db`, when
+/// given), and the segments that could not be read.
+///
+/// # Errors
+/// When `wal/` or `snapshots/` cannot be listed.
+pub fn timelines(
+    repo: &Repository,
+    host: Option<&str>,
+    db: Option<&[u8]>,
+) -> Result<(Vec<Timeline>, Vec<String>)> {
+    let (segments, problems) = read_segments(repo)?;
+    let snapshots = repo.listed_snapshot_ids()?;
+    let mut by_db: BTreeMap<(String, Vec<u8>), HashMap<SnapshotId, Segments>> = BTreeMap::new();
+    for (id, s) in segments {
+        if host.is_some_and(|h| h != s.host) || db.is_some_and(|d| d != s.db) {
+            continue;
+        }
+        by_db
+            .entry((s.host.clone(), s.db.clone()))
+            .or_default()
+            .entry(s.base)
+            .or_default()
+            .push((id, s));
+    }
+    let timelines = by_db
+        .into_iter()
+        .map(|((host, db), bases)| {
+            let mut chains: Vec<Chain> = bases
+                .into_values()
+                .map(|segs| link(segs, &snapshots))
+                .collect();
+            chains.sort_by_key(|c| (c.base_time, c.base));
+            Timeline { host, db, chains }
+        })
+        .collect();
+    Ok((timelines, problems))
+}
+
+/// Links one base's segments into a chain from segment 0, as far as each
+/// names the one before.
+fn link(mut segs: Vec<(SegmentId, Segment)>, snapshots: &HashSet<SnapshotId>) -> Chain {
+    segs.sort_by_key(|(id, s)| (s.seq, *id));
+    let (base, base_time, base_txn) = segs
+        .first()
+        .map(|(_, s)| (s.base, s.base_time, s.base_txn))
+        .unwrap_or_default();
+    let mut linked: Vec<(SegmentId, Segment)> = Vec::new();
+    let mut problem = None;
+    for (id, s) in segs {
+        let expected = linked.last().map(|(id, _)| *id);
+        if s.seq != linked.len() as u64 || s.prev != expected {
+            if s.seq >= linked.len() as u64 && problem.is_none() {
+                problem = Some(format!(
+                    "segment {} of the chain is missing or does not link (next is {id})",
+                    linked.len()
+                ));
+            }
+            continue;
+        }
+        if problem.is_none() {
+            linked.push((id, s));
+        }
+    }
+    if !snapshots.contains(&base) {
+        problem = Some(format!("its base snapshot {} is gone", base.short()));
+        linked.clear();
+    }
+    Chain {
+        base,
+        base_time,
+        base_txn,
+        segments: linked,
+        problem,
+    }
+}
+
+/// What to restore to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PitrPoint {
+    /// The state after the last transaction committed at or before this
+    /// moment.
+    Time(Timestamp),
+    /// The state after this transaction (a number from `db timeline`).
+    Txn(u64),
+    /// The newest state stored.
+    Latest,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PitrRestoreOptions {
+    /// The host whose watcher stored the database (default: the only one,
+    /// else this host).
+    pub host: Option<String>,
+    /// Replace an existing target file.
+    pub overwrite: bool,
+}
+
+/// What a point-in-time restore did.
+#[derive(Debug, Clone)]
+pub struct PitrRestored {
+    /// The host whose chain was used.
+    pub host: String,
+    /// The base snapshot.
+    pub base: SnapshotId,
+    /// The number of the state restored (the last transaction applied, or
+    /// the base's).
+    pub txn: u64,
+    /// When that transaction was read by the watcher (or the base's time).
+    pub time: Timestamp,
+    /// Transactions applied on top of the base.
+    pub applied: u64,
+    /// Segments read.
+    pub segments: usize,
+    /// When the moment asked for lies where no chain covers it: the gap.
+    pub gap: Option<Gap>,
+    /// The restored file's size.
+    pub bytes: u64,
+}
+
+/// The timeline of `db` to restore from: of `host` when given, else of
+/// the only host that watched it, else of this host.
+fn timeline_for(repo: &Repository, db: &[u8], host: Option<&str>) -> Result<Timeline> {
+    let (mut found, _) = timelines(repo, host, Some(db))?;
+    let shown = String::from_utf8_lossy(db).into_owned();
+    if found.len() > 1 {
+        let me = crate::repo::host_and_user().0;
+        if let Some(i) = found.iter().position(|t| t.host == me) {
+            return Ok(found.swap_remove(i));
+        }
+        let hosts: Vec<&str> = found.iter().map(|t| t.host.as_str()).collect();
+        return Err(Error::invalid(format!(
+            "{shown} was watched on several hosts ({}): choose one with --host",
+            hosts.join(", ")
+        )));
+    }
+    found.pop().ok_or_else(|| {
+        Error::invalid(format!(
+            "nothing was stored by cairn watch for {shown}{}: check the path with `cairn db timeline`",
+            host.map(|h| format!(" on host {h}")).unwrap_or_default()
+        ))
+    })
+}
+
+/// Restores database `db` (its absolute path, as watched) as of `point`
+/// into the file `target` (see the module doc).
+///
+/// # Errors
+/// [`Error::Invalid`] when nothing was stored for the database, the point
+/// lies before the first base or past the transactions stored, or the
+/// target exists without `overwrite` or has a `-wal` file beside it;
+/// damaged or missing data; [`Error::TargetWrite`].
+pub fn restore_at(
+    repo: &Repository,
+    db: &[u8],
+    point: PitrPoint,
+    target: &Path,
+    opts: &PitrRestoreOptions,
+) -> Result<PitrRestored> {
+    let done = restore_at_inner(repo, db, point, target, opts);
+    let detail = match &done {
+        Ok(r) => format!("transaction {} of {} ({})", r.txn, r.time, r.base.short()),
+        Err(_) => String::new(),
+    };
+    crate::audit::record(
+        repo,
+        "restore-at",
+        &format!("{} into {}", String::from_utf8_lossy(db), target.display()),
+        &done,
+        &detail,
+    );
+    done
+}
+
+fn restore_at_inner(
+    repo: &Repository,
+    db: &[u8],
+    point: PitrPoint,
+    target: &Path,
+    opts: &PitrRestoreOptions,
+) -> Result<PitrRestored> {
+    check_target(target, opts.overwrite)?;
+    let _held = repo.lock(false, "restore")?;
+    repo.ensure_index()?;
+    let timeline = timeline_for(repo, db, opts.host.as_deref())?;
+    let (chain, gap) = choose(&timeline, point)?;
+    let base = repo.read_snapshot(&chain.base)?;
+    let node = crate::find_node(repo, &base.tree, db)?.ok_or_else(|| {
+        Error::corrupt(
+            format!("snapshot {}", chain.base),
+            format!("it has no {}", String::from_utf8_lossy(db)),
+        )
+    })?;
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".cairn-restore-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::target_write(&dir, e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        crate::inspect::dump(repo, db, &node, &mut w).map_err(|e| match e {
+            Error::Output { source } => Error::target_write(tmp.path(), source),
+            other => other,
+        })?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::target_write(tmp.path(), e))?;
+    }
+    let mut out = PitrRestored {
+        host: timeline.host.clone(),
+        base: chain.base,
+        txn: chain.base_txn,
+        time: timestamp(chain.base_time),
+        applied: 0,
+        segments: 0,
+        gap,
+        bytes: 0,
+    };
+    let wanted = |t: &SegmentTxn, number: u64| match point {
+        PitrPoint::Time(at) => t.time <= nanos(at),
+        PitrPoint::Txn(n) => number <= n,
+        PitrPoint::Latest => true,
+    };
+    'segments: for (id, s) in &chain.segments {
+        if s.txns.first().is_none_or(|t| !wanted(t, s.first_txn)) {
+            if s.txns.is_empty() {
+                continue;
+            }
+            break;
+        }
+        out.segments += 1;
+        let mut pages = Pages::new(repo, id, s);
+        for (i, t) in s.txns.iter().enumerate() {
+            let number = s.first_txn + i as u64;
+            if !wanted(t, number) {
+                break 'segments;
+            }
+            apply(tmp.as_file(), tmp.path(), s.page_size, t, &mut pages)?;
+            out.txn = number;
+            out.time = timestamp(t.time);
+            out.applied += 1;
+        }
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::target_write(tmp.path(), e))?;
+    quick_check(tmp.path())?;
+    out.bytes = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| Error::target_write(tmp.path(), e))?
+        .len();
+    check_target(target, opts.overwrite)?;
+    tmp.persist(target)
+        .map_err(|e| Error::target_write(target, e.error))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::target_write(&dir, e))?;
+    Ok(out)
+}
+
+/// Refuses a target that exists (unless `overwrite`) or that a live
+/// database's log sits beside.
+fn check_target(target: &Path, overwrite: bool) -> Result<()> {
+    let mut wal = target.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return Err(Error::invalid(format!(
+            "{} has a -wal file beside it: a database in use. Stop the application and remove or checkpoint its log first, or restore to another file and move it into place",
+            target.display()
+        )));
+    }
+    match std::fs::symlink_metadata(target) {
+        Ok(_) if !overwrite => Err(Error::invalid(format!(
+            "{} exists: pass --overwrite to replace it (it is replaced atomically), or restore to another file",
+            target.display()
+        ))),
+        Ok(m) if !m.is_file() => Err(Error::invalid(format!(
+            "{} is not a regular file",
+            target.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The chain to restore `point` from, and the gap `point` lies in, if any.
+fn choose(timeline: &Timeline, point: PitrPoint) -> Result<(&Chain, Option<Gap>)> {
+    let shown = String::from_utf8_lossy(&timeline.db);
+    let usable: Vec<&Chain> = timeline
+        .chains
+        .iter()
+        .filter(|c| c.problem.as_deref().is_none_or(|_| !c.segments.is_empty()))
+        .collect();
+    let (first, last) = match (usable.first(), usable.last()) {
+        (Some(f), Some(l)) => (*f, *l),
+        _ => {
+            return Err(Error::invalid(format!(
+                "no chain of {shown} can be restored: {}",
+                timeline
+                    .chains
+                    .iter()
+                    .filter_map(|c| c.problem.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+    };
+    match point {
+        PitrPoint::Latest => Ok((last, None)),
+        PitrPoint::Txn(n) => usable
+            .iter()
+            .rev()
+            .find(|c| c.base_txn <= n && n <= c.last_txn())
+            .map(|c| (*c, None))
+            .ok_or_else(|| {
+                let ranges: Vec<String> = usable
+                    .iter()
+                    .map(|c| format!("{}–{}", c.base_txn, c.last_txn()))
+                    .collect();
+                Error::invalid(format!(
+                    "transaction {n} of {shown} is not stored; stored: {}",
+                    ranges.join(", ")
+                ))
+            }),
+        PitrPoint::Time(at) => {
+            let at = nanos(at);
+            let Some(i) = usable.iter().rposition(|c| c.base_time <= at) else {
+                return Err(Error::invalid(format!(
+                    "{shown} can be restored from {} on, not before",
+                    timestamp(first.base_time)
+                )));
+            };
+            let chain = usable.get(i).copied().unwrap_or(first);
+            let gap = (at > chain.until()).then(|| Gap {
+                from: timestamp(chain.until()),
+                to: usable.get(i + 1).map(|c| timestamp(c.base_time)),
+                reason: chain
+                    .end()
+                    .map(str::to_owned)
+                    .or_else(|| chain.problem.clone()),
+            });
+            Ok((chain, gap))
+        }
+    }
+}
+
+/// The pages of a segment, in order, read a blob at a time.
+struct Pages<'a> {
+    repo: &'a Repository,
+    what: String,
+    blobs: std::slice::Iter<'a, BlobId>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl<'a> Pages<'a> {
+    fn new(repo: &'a Repository, id: &SegmentId, s: &'a Segment) -> Self {
+        Self {
+            repo,
+            what: format!("WAL segment {id}"),
+            blobs: s.data.iter(),
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The next `len` bytes.
+    fn take(&mut self, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            if self.at >= self.buf.len() {
+                let Some(id) = self.blobs.next() else {
+                    return Err(Error::corrupt(
+                        self.what.clone(),
+                        "its data ends before its last page",
+                    ));
+                };
+                self.buf = self.repo.read_blob(id)?;
+                self.at = 0;
+            }
+            let n = (len - out.len()).min(self.buf.len() - self.at);
+            out.extend_from_slice(self.buf.get(self.at..self.at + n).unwrap_or_default());
+            self.at += n;
+        }
+        Ok(out)
+    }
+}
+
+/// Applies one transaction to the image `file`.
+fn apply(
+    file: &File,
+    path: &Path,
+    page_size: u32,
+    t: &SegmentTxn,
+    pages: &mut Pages<'_>,
+) -> Result<()> {
+    let size = u64::from(page_size);
+    let len = usize::try_from(page_size).unwrap_or(usize::MAX);
+    for &number in &t.pages {
+        let page = pages.take(len)?;
+        file.write_all_at(&page, u64::from(number - 1) * size)
+            .map_err(|e| Error::target_write(path, e))?;
+    }
+    // The database's size after the transaction: a shrink (VACUUM) cuts
+    // the file; growth came with the pages written.
+    file.set_len(u64::from(t.db_pages) * size)
+        .map_err(|e| Error::target_write(path, e))
+}
+
+/// SQLite's `quick_check` of the rebuilt file.
+fn quick_check(path: &Path) -> Result<()> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::invalid(format!("the rebuilt database cannot be opened: {e}")))?;
+    let result: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| Error::invalid(format!("checking the rebuilt database: {e}")))?;
+    conn.close()
+        .map_err(|(_, e)| Error::invalid(format!("checking the rebuilt database: {e}")))?;
+    if result != "ok" {
+        return Err(Error::invalid(format!(
+            "the rebuilt database fails SQLite's quick_check ({result}); nothing was written to the target. Run `cairn verify` on the repository"
+        )));
+    }
+    Ok(())
+}
