@@ -173,6 +173,15 @@ pub enum Event<'a> {
         /// What happened.
         record: &'a RunRecord,
     },
+    /// A watcher of the profile's `[watch]` reports (`cairn watch`).
+    Watch {
+        /// The profile.
+        profile: &'a Profile,
+        /// The database followed.
+        db: &'a Path,
+        /// What happened.
+        note: &'a crate::pitr::WatchNote,
+    },
     /// The profile's scheduler stopped on an error (its state cannot be
     /// written): its jobs no longer run; other profiles go on.
     Failed {
@@ -361,7 +370,7 @@ pub fn daemon(
     }
     let mut seen = BTreeSet::new();
     for p in profiles {
-        if p.jobs.is_empty() {
+        if p.jobs.is_empty() && (p.watch.is_none() || opts.once) {
             return Err(Error::invalid(format!(
                 "the profile {} has no [[jobs]] to run: add one, e.g.\n[[jobs]]\nname = \"nightly\"\ncron = \"0 2 * * *\"",
                 p.file.display()
@@ -386,8 +395,27 @@ pub fn daemon(
         })?;
     let started = Timestamp::now();
     let results: Vec<(PathBuf, ThreadOutcome)> = std::thread::scope(|s| {
+        // Watchers run beside the scheduled jobs until stopped (not for
+        // --once, which runs what is due and returns).
+        for p in profiles.iter().filter(|_| !opts.once) {
+            for db in p.watch.iter().flat_map(|w| &w.dbs) {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("cairn-watch {}", p.name))
+                    .spawn_scoped(s, move || run_watch(p, db, opts, host));
+                if let Err(e) = spawned {
+                    host.event(&Event::Failed {
+                        profile: p,
+                        error: &Error::invalid(format!(
+                            "cannot start a thread to watch {}: {e}",
+                            db.display()
+                        )),
+                    });
+                }
+            }
+        }
         let handles: Vec<_> = profiles
             .iter()
+            .filter(|p| !p.jobs.is_empty())
             .map(|p| {
                 let handle = std::thread::Builder::new()
                     .name(format!("cairn-daemon {}", p.name))
@@ -423,6 +451,40 @@ pub fn daemon(
         }
     }
     Ok(summary)
+}
+
+/// Follows `db` of `p`'s `[watch]` until `opts.stop` is set, starting
+/// again (after a pause that grows to five minutes) when the watcher cannot
+/// start or stops on an error.
+fn run_watch(p: &Profile, db: &Path, opts: &DaemonOptions, host: &dyn DaemonHost) {
+    let Some(plan) = &p.watch else { return };
+    let mut pause = Duration::from_secs(10);
+    while !opts.stop.load(Ordering::SeqCst) {
+        let done = host.open(p).and_then(|repo| {
+            repo.set_actor(format!("daemon:{}", p.name));
+            crate::pitr::watch(&repo, db, &plan.opts, &opts.stop, &|note| {
+                host.event(&Event::Watch {
+                    profile: p,
+                    db,
+                    note: &note,
+                });
+            })
+        });
+        let Err(e) = done else { return };
+        host.event(&Event::Watch {
+            profile: p,
+            db,
+            note: &crate::pitr::WatchNote::Problem(format!(
+                "{e}; starting again in {} s",
+                pause.as_secs()
+            )),
+        });
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until && !opts.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        pause = (pause * 2).min(Duration::from_secs(300));
+    }
 }
 
 /// What a profile's scheduler thread returned: (runs, failed runs), or its

@@ -107,7 +107,7 @@ pub use pitr::{
 };
 pub use profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
-    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange,
+    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
     component_paths, git_info, restore_component, snap,
 };
 pub use prune::{PruneOptions, PruneReport, prune};
@@ -121,7 +121,7 @@ pub use snapshot::{
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};
 pub use status::{RepoStatus, Source, SourceStatus, prometheus, status};
-pub use timespec::parse_time;
+pub use timespec::{parse_duration, parse_size, parse_time};
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};
 pub use watch::{

@@ -30,9 +30,10 @@
 //! every captured transaction committed at or before that moment (pages
 //! written in place, the file cut to the transaction's size), checks the
 //! result with SQLite's `quick_check`, and renames it onto the target. A
-//! commit's time is when the watcher read it: never before the commit, at
-//! most one poll after it, so a restore never includes a transaction
-//! committed after the time asked for.
+//! commit's time is never before the commit (see `watch`: the log's
+//! modification time plus a clock tick, or when the watcher read it), so a
+//! restore never includes a transaction committed after the time asked
+//! for; one committed less than a tick before may be left out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -58,7 +59,7 @@ use crate::watch::{Commit, Event, Follower};
 pub const BASE_TAG: &str = "watch";
 
 /// How `cairn watch` runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WatchOptions {
     /// The longest a captured commit waits before it is written to the
@@ -138,8 +139,8 @@ pub fn db_path(db: &Path) -> Result<PathBuf> {
     }
 }
 
-/// One chain as being written.
-struct Writing {
+/// What the storing thread of a chain needs to write its next segment.
+struct ChainState {
     base: SnapshotId,
     base_time: i64,
     base_txn: u64,
@@ -148,10 +149,29 @@ struct Writing {
     from: i64,
     page_size: u32,
     next_txn: u64,
+}
+
+/// Commits handed from the polling thread to the storing thread: the next
+/// segment's content.
+struct Batch {
+    commits: Vec<Commit>,
+    until: i64,
+    end: Option<String>,
+}
+
+/// A chain as the polling thread sees it: what it has read and not yet
+/// handed over, and the channel to the chain's storing thread.
+struct Following<'scope> {
     pending: Vec<Commit>,
-    stored_bytes: u64,
+    /// The start of the time the pending commits cover.
+    from: i64,
+    next_txn: u64,
     started: Instant,
-    last_flush: Instant,
+    last_sent: Instant,
+    /// Bytes of pages handed over since the base.
+    sent_bytes: u64,
+    tx: std::sync::mpsc::Sender<Batch>,
+    storer: std::thread::ScopedJoinHandle<'scope, ()>,
 }
 
 /// The watcher of one database.
@@ -160,7 +180,7 @@ struct Watcher<'a> {
     db: PathBuf,
     host: String,
     opts: &'a WatchOptions,
-    notify: &'a mut dyn FnMut(WatchNote),
+    notify: &'a (dyn Fn(WatchNote) + Sync),
 }
 
 /// Follows the WAL-mode database `db` and stores its transactions until
@@ -176,7 +196,7 @@ pub fn watch(
     db: &Path,
     opts: &WatchOptions,
     stop: &AtomicBool,
-    notify: &mut dyn FnMut(WatchNote),
+    notify: &(dyn Fn(WatchNote) + Sync),
 ) -> Result<()> {
     let db = db_path(db)?;
     let host = opts
@@ -184,14 +204,14 @@ pub fn watch(
         .clone()
         .unwrap_or_else(|| crate::repo::host_and_user().0);
     crate::audit::record_event(repo, "watch", &db.display().to_string(), true, "started");
-    let mut w = Watcher {
+    let w = Watcher {
         repo,
         db,
         host,
         opts,
         notify,
     };
-    let done = w.run(stop);
+    let done = std::thread::scope(|scope| w.run(scope, stop));
     let detail = match &done {
         Ok(()) => "stopped".to_owned(),
         Err(e) => e.to_string(),
@@ -206,17 +226,23 @@ pub fn watch(
     done
 }
 
-impl Watcher<'_> {
-    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+impl<'a> Watcher<'a> {
+    /// Polls the log in this thread, so that commit times do not depend on
+    /// how long storing takes; each chain's segments are written by a
+    /// thread of its own, in order.
+    fn run<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+    ) -> Result<()> {
         let next_txn = self.next_txn()?;
-        let (mut follower, mut chain) = self.start_chain(next_txn, None)?;
-        let mut backoff = Duration::ZERO;
-        let mut retry_at = Instant::now();
+        let (mut follower, mut chain) = self.start_chain(scope, stop, next_txn, None)?;
         let mut next_base_try = Instant::now();
         loop {
             if stop.load(Ordering::Relaxed) {
                 let until = nanos(Timestamp::now());
-                return self.flush(&mut chain, until, Some("the watcher was stopped".into()));
+                self.end_chain(chain, until, "the watcher was stopped".into());
+                return Ok(());
             }
             let t0 = nanos(Timestamp::now());
             let mut lost = None;
@@ -240,20 +266,25 @@ impl Watcher<'_> {
                     .map_or(chain.from, |c| nanos(c.time))
                     .max(chain.from);
                 (self.notify)(WatchNote::ChainEnd(why.clone()));
-                self.flush_until_done(&mut chain, until, Some(why), stop);
+                let next = chain.next_txn + chain.pending.len() as u64;
+                self.end_chain(chain, until, why);
                 drop(follower);
-                let next = chain.next_txn;
-                let Some(started) = self.restart_chain(next, stop) else {
+                let Some(started) = self.restart_chain(scope, stop, next) else {
                     return Ok(());
                 };
                 (follower, chain) = started;
                 continue;
             }
             let base_due = chain.started.elapsed() >= self.opts.base_every
-                || chain.stored_bytes >= self.opts.base_bytes;
+                || chain.sent_bytes >= self.opts.base_bytes;
             if base_due && Instant::now() >= next_base_try {
-                match self.start_chain(chain.next_txn, Some((&mut follower, &mut chain))) {
-                    Ok(next) => (follower, chain) = next,
+                match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
+                    Ok((new_follower, new_chain)) => {
+                        let old = std::mem::replace(&mut chain, new_chain);
+                        follower = new_follower;
+                        let until = old.from;
+                        self.end_chain(old, until, "a new base was taken".into());
+                    }
                     Err(e) => {
                         next_base_try = Instant::now() + Duration::from_secs(60);
                         (self.notify)(WatchNote::Problem(format!(
@@ -270,25 +301,49 @@ impl Watcher<'_> {
                 .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs());
             let due = match waited {
                 Some(w) => w + self.opts.poll >= self.opts.lag,
-                None => chain.last_flush.elapsed() >= self.opts.heartbeat,
+                None => chain.last_sent.elapsed() >= self.opts.heartbeat,
             };
-            if due && Instant::now() >= retry_at {
-                match self.flush(&mut chain, t0, None) {
-                    Ok(()) => backoff = Duration::ZERO,
-                    Err(e) => {
-                        backoff =
-                            (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
-                        retry_at = Instant::now() + backoff;
-                        (self.notify)(WatchNote::Problem(format!(
-                            "storing {} transactions of {}: {e}; kept in memory, trying again in {} s",
-                            chain.pending.len(),
-                            self.db.display(),
-                            backoff.as_secs()
-                        )));
-                    }
-                }
+            if due {
+                self.hand_over(&mut chain, t0, None);
             }
             std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// Hands the pending commits to the chain's storing thread as its next
+    /// segment, covering up to `until`.
+    fn hand_over(&self, chain: &mut Following<'_>, until: i64, end: Option<String>) {
+        let commits = std::mem::take(&mut chain.pending);
+        let until = commits
+            .iter()
+            .map(|c| nanos(c.time))
+            .fold(until.max(chain.from), i64::max);
+        chain.next_txn += commits.len() as u64;
+        chain.sent_bytes += commits
+            .iter()
+            .flat_map(|c| &c.pages)
+            .map(|(_, p)| p.len() as u64)
+            .sum::<u64>();
+        chain.from = until;
+        chain.last_sent = Instant::now();
+        // A send fails only when the storing thread is gone, which it
+        // reports itself.
+        let _ = chain.tx.send(Batch {
+            commits,
+            until,
+            end,
+        });
+    }
+
+    /// Hands over the rest with `end` and waits until the chain is stored.
+    fn end_chain(&self, mut chain: Following<'_>, until: i64, end: String) {
+        self.hand_over(&mut chain, until, Some(end));
+        drop(chain.tx);
+        if chain.storer.join().is_err() {
+            (self.notify)(WatchNote::Problem(format!(
+                "the thread storing {} stopped unexpectedly",
+                self.db.display()
+            )));
         }
     }
 
@@ -307,10 +362,15 @@ impl Watcher<'_> {
 
     /// Starts chains until one starts or `stop` is set, waiting longer
     /// after each failure.
-    fn restart_chain(&mut self, next_txn: u64, stop: &AtomicBool) -> Option<(Follower, Writing)> {
+    fn restart_chain<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        next_txn: u64,
+    ) -> Option<(Follower, Following<'scope>)> {
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.start_chain(next_txn, None) {
+            match self.start_chain(scope, stop, next_txn, None) {
                 Ok(started) => return Some(started),
                 Err(e) => (self.notify)(WatchNote::Problem(format!(
                     "starting again on {}: {e}; trying again in {} s",
@@ -329,41 +389,18 @@ impl Watcher<'_> {
         }
     }
 
-    /// Flushes a chain that ends, trying until it is stored or `stop` is
-    /// set (then what is pending is lost, and reported).
-    fn flush_until_done(
-        &mut self,
-        chain: &mut Writing,
-        until: i64,
-        end: Option<String>,
-        stop: &AtomicBool,
-    ) {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            match self.flush(chain, until, end.clone()) {
-                Ok(()) => return,
-                Err(e) => (self.notify)(WatchNote::Problem(format!(
-                    "storing the end of the chain of {}: {e}",
-                    self.db.display()
-                ))),
-            }
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_secs(30));
-        }
-    }
-
-    /// Takes a new base and writes the chain's first segment. With `old`
-    /// (a scheduled new base), the old chain is read up to the new base
-    /// and ended, so the chains overlap.
-    fn start_chain(
-        &mut self,
-        base_txn: u64,
-        old: Option<(&mut Follower, &mut Writing)>,
-    ) -> Result<(Follower, Writing)> {
-        let (follower, base) = Follower::start(&self.db, self.opts.restart_bytes)?;
+    /// Takes a new base, writes the chain's first segment and starts its
+    /// storing thread. With `old` (a scheduled new base), the old chain is
+    /// read up to the new base before the base is stored, so the chains
+    /// overlap; the caller then ends it.
+    fn start_chain<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        mut base_txn: u64,
+        old: Option<(&mut Follower, &mut Following<'scope>)>,
+    ) -> Result<(Follower, Following<'scope>)> {
+        let (mut follower, base) = Follower::start(&self.db, self.opts.restart_bytes)?;
         if let Some((old_follower, old_chain)) = old {
             // The new pin holds the log now: everything committed before
             // the new base is still in it for the old follower to read.
@@ -373,8 +410,10 @@ impl Watcher<'_> {
                     old_chain.pending.push(c);
                 }
             }
+            old_chain.from = old_chain.from.max(until);
             (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
-            self.flush(old_chain, until, Some("a new base was taken".into()))?;
+            // Numbered after every transaction the old chain will hold.
+            base_txn = old_chain.next_txn + old_chain.pending.len() as u64;
         }
         let base_time = base.time;
         let page_size = base.page_size;
@@ -406,7 +445,7 @@ impl Watcher<'_> {
             time: base_time,
             bytes_added: done.snapshot.summary.bytes_stored,
         });
-        let mut chain = Writing {
+        let mut state = ChainState {
             base: done.id,
             base_time: nanos(base_time),
             base_txn,
@@ -415,38 +454,96 @@ impl Watcher<'_> {
             from: nanos(base_time),
             page_size,
             next_txn: base_txn + 1,
-            pending: Vec::new(),
-            stored_bytes: 0,
-            started: Instant::now(),
-            last_flush: Instant::now(),
         };
         // Segment 0 makes the chain visible at once, with whatever was
         // committed while the base was stored.
-        let mut follower = follower;
         let t0 = nanos(Timestamp::now());
-        let mut lost = None;
+        let mut first = Vec::new();
         for e in follower.poll()? {
             match e {
-                Event::Commit(c) => chain.pending.push(c),
-                Event::Lost(why) => lost = Some(why),
+                Event::Commit(c) => first.push(c),
+                Event::Lost(why) => return Err(Error::invalid(why)),
             }
         }
-        if let Some(why) = lost {
-            return Err(Error::invalid(why));
-        }
-        self.flush(&mut chain, t0, None)?;
-        Ok((follower, chain))
+        let until = first
+            .iter()
+            .map(|c| nanos(c.time))
+            .fold(t0.max(state.from), i64::max);
+        let next_txn = state.next_txn + first.len() as u64;
+        self.store(
+            &mut state,
+            &Batch {
+                commits: first,
+                until,
+                end: None,
+            },
+        )?;
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        let storer = scope.spawn(move || self.store_all(state, &rx, stop));
+        Ok((
+            follower,
+            Following {
+                pending: Vec::new(),
+                from: until,
+                next_txn,
+                started: Instant::now(),
+                last_sent: Instant::now(),
+                sent_bytes: 0,
+                tx,
+                storer,
+            },
+        ))
     }
 
-    /// Stores the pending commits as the chain's next segment, covering up
-    /// to `until` (see `Segment::until`); `end` closes the chain.
-    fn flush(&mut self, chain: &mut Writing, until: i64, end: Option<String>) -> Result<()> {
+    /// The storing thread of a chain: writes each batch as a segment, in
+    /// order, trying a failed one again (after a pause growing to 30 s)
+    /// until it is stored, or until `stop` is set, when what is left is
+    /// reported lost.
+    fn store_all(
+        &self,
+        mut state: ChainState,
+        rx: &std::sync::mpsc::Receiver<Batch>,
+        stop: &AtomicBool,
+    ) {
+        while let Ok(batch) = rx.recv() {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                match self.store(&mut state, &batch) {
+                    Ok(()) => break,
+                    Err(e) if stop.load(Ordering::Relaxed) => {
+                        (self.notify)(WatchNote::Problem(format!(
+                            "stopping with {} transactions of {} not stored: {e}",
+                            batch.commits.len(),
+                            self.db.display()
+                        )));
+                        return;
+                    }
+                    Err(e) => {
+                        (self.notify)(WatchNote::Problem(format!(
+                            "storing {} transactions of {}: {e}; kept in memory, trying again in {} s",
+                            batch.commits.len(),
+                            self.db.display(),
+                            wait.as_secs()
+                        )));
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores `batch` as the chain's next segment: packs, index, then the
+    /// segment file, under a shared lock.
+    fn store(&self, chain: &mut ChainState, batch: &Batch) -> Result<()> {
         let repo = self.repo;
-        let until = until.max(chain.from);
-        let mut txns = Vec::with_capacity(chain.pending.len());
+        let mut txns = Vec::with_capacity(batch.commits.len());
         let mut data = Vec::new();
         let mut time = chain.from;
-        for c in &chain.pending {
+        for c in &batch.commits {
             if c.page_size != chain.page_size {
                 return Err(Error::invalid(format!(
                     "{} changed its page size from {} to {}",
@@ -466,8 +563,8 @@ impl Watcher<'_> {
                 data.extend_from_slice(page);
             }
         }
-        let waited = chain
-            .pending
+        let waited = batch
+            .commits
             .first()
             .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs())
             .unwrap_or_default();
@@ -498,23 +595,20 @@ impl Watcher<'_> {
             seq: chain.seq,
             prev: chain.prev,
             from: chain.from,
-            until: until.max(time),
+            until: batch.until.max(time).max(chain.from),
             page_size: chain.page_size,
             first_txn: chain.next_txn,
             txns,
             data: ids,
-            end,
+            end: batch.end.clone(),
         };
         let (id, bytes) = segment::encode_file(repo.crypto(), &seg)?;
         repo.backend().write(FileKind::Wal, &id.to_hex(), &bytes)?;
         drop(held);
-        chain.stored_bytes += data.len() as u64;
         chain.seq += 1;
         chain.prev = Some(id);
         chain.from = seg.until;
         chain.next_txn += seg.txns.len() as u64;
-        chain.pending.clear();
-        chain.last_flush = Instant::now();
         (self.notify)(WatchNote::Segment {
             id,
             txns: seg.txns.len(),

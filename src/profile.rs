@@ -78,6 +78,18 @@ pub struct Profile {
     pub retention: Option<KeepPolicy>,
     /// The scheduled jobs (`[[jobs]]`) that `cairn daemon` runs.
     pub jobs: Vec<crate::schedule::Job>,
+    /// The databases `cairn watch` (and `cairn daemon`) follow commit by
+    /// commit (`[watch]`), with how.
+    pub watch: Option<WatchPlan>,
+}
+
+/// `[watch]` of a profile: which databases to follow, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchPlan {
+    /// The databases, absolute (the `sqlite` components named, or all).
+    pub dbs: Vec<PathBuf>,
+    /// The options (`lag`, `heartbeat`, `base_every`, `base_size`).
+    pub opts: crate::pitr::WatchOptions,
 }
 
 /// One component of a profile.
@@ -154,6 +166,18 @@ struct ProfileFile {
     retention: Option<RetentionFile>,
     #[serde(default)]
     jobs: Vec<crate::schedule::JobFile>,
+    watch: Option<WatchFile>,
+}
+
+/// `[watch]`: continuous capture of the profile's SQLite components.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchFile {
+    components: Option<Vec<String>>,
+    lag: Option<String>,
+    heartbeat: Option<String>,
+    base_every: Option<String>,
+    base_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +364,10 @@ impl Profile {
             retention.is_some(),
             &bad_job,
         )?;
+        let watch = raw
+            .watch
+            .map(|w| watch_plan(w, &components, file))
+            .transpose()?;
         Ok(Self {
             name,
             // A URL (`s3:https://…`) is a location, not a path below the root.
@@ -357,6 +385,7 @@ impl Profile {
             components,
             retention,
             jobs,
+            watch,
         })
     }
 
@@ -380,6 +409,64 @@ impl Profile {
     fn component_names(&self) -> Vec<String> {
         self.components.iter().map(|c| c.name.clone()).collect()
     }
+}
+
+fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<WatchPlan> {
+    let bad = |what: String| {
+        Error::invalid(format!(
+            "profile {}: [watch] {what}; see `cairn watch --help`",
+            file.display()
+        ))
+    };
+    let sqlite: Vec<(&str, &PathBuf)> = components
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ComponentKind::Sqlite { path } => Some((c.name.as_str(), path)),
+            _ => None,
+        })
+        .collect();
+    let dbs = match w.components {
+        None => sqlite.iter().map(|(_, p)| (*p).clone()).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                sqlite
+                    .iter()
+                    .find(|(name, _)| name == n)
+                    .map(|(_, p)| (*p).clone())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "names '{n}', which is not a sqlite component (they are: {})",
+                            sqlite
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if dbs.is_empty() {
+        return Err(bad(
+            "has no database to follow: add a component with `sqlite = \"PATH\"`".to_owned(),
+        ));
+    }
+    let mut opts = crate::pitr::WatchOptions::default();
+    let duration = |key: &str, v: Option<String>, into: &mut std::time::Duration| -> Result<()> {
+        if let Some(v) = v {
+            *into = crate::timespec::parse_duration(&v).map_err(|e| bad(format!("{key}: {e}")))?;
+        }
+        Ok(())
+    };
+    duration("lag", w.lag, &mut opts.lag)?;
+    duration("heartbeat", w.heartbeat, &mut opts.heartbeat)?;
+    duration("base_every", w.base_every, &mut opts.base_every)?;
+    if let Some(size) = w.base_size {
+        opts.base_bytes =
+            crate::timespec::parse_size(&size).map_err(|e| bad(format!("base_size: {e}")))?;
+    }
+    Ok(WatchPlan { dbs, opts })
 }
 
 fn retention(r: RetentionFile, bad: &dyn Fn(String) -> Error) -> Result<KeepPolicy> {

@@ -1,6 +1,7 @@
 //! Times as users write them on the command line (`backup --time`,
 //! `--at`): an RFC 3339 instant, a local date and time, a local date, or a
-//! span before now.
+//! span before now; and the durations and sizes of options (`--lag 1s`,
+//! `--base-size 256MiB`, the same keys in `cairn.toml`).
 //!
 //! All parsing is jiff's; this module only decides the order in which the
 //! forms are tried and the zone that gives local times their meaning. A
@@ -53,6 +54,38 @@ pub fn parse_time(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp
         "cannot read '{text}' as a time: give an RFC 3339 time (2026-11-20T14:00:00Z), \
          a local time (2026-11-20 14:00), a date (2026-11-20), or a span before now (2h ago, 3 days ago)"
     )))
+}
+
+/// Reads `text` as a size in bytes (`64MiB`, `1GiB`, `500kB`, `4096`).
+///
+/// # Errors
+/// [`Error::Invalid`] naming the text.
+pub fn parse_size(text: &str) -> Result<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            Error::invalid(format!(
+                "cannot read '{text}' as a size ({e}): give one such as 64MiB or 1GiB"
+            ))
+        })
+}
+
+/// Reads `text` as a fixed duration (`1s`, `500ms`, `10m`, `1h`, `2h30m`,
+/// jiff's friendly format; no days or longer, whose length a calendar
+/// decides).
+///
+/// # Errors
+/// [`Error::Invalid`] naming the text.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let bad = |why: String| {
+        Error::invalid(format!(
+            "cannot read '{text}' as a duration ({why}): give one such as 1s, 500ms, 10m or 1h"
+        ))
+    };
+    let span: Span = text.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    let d = jiff::SignedDuration::try_from(span).map_err(|e| bad(format!("{e}")))?;
+    std::time::Duration::try_from(d).map_err(|_| bad("it is negative".to_owned()))
 }
 
 fn local(dt: DateTime, tz: &TimeZone, text: &str) -> Result<Timestamp> {

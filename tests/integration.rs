@@ -24,6 +24,7 @@ mod integration {
     mod notify;
     mod options;
     mod pipeline;
+    mod pitr;
     mod roundtrip;
     mod s3;
     mod serve;

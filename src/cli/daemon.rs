@@ -231,6 +231,11 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
         DaemonEvent::Failed { profile, error } => {
             ("failed", profile, json!({"error": error.to_string()}))
         }
+        DaemonEvent::Watch { profile, db, note } => (
+            "watch",
+            profile,
+            super::watch::note_json(&db.display().to_string(), note),
+        ),
     };
     let mut line = serde_json::Map::new();
     line.insert("time".into(), Timestamp::now().to_string().into());
@@ -245,6 +250,9 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
 
 fn text_line(event: &DaemonEvent<'_>, quiet: bool) -> Option<String> {
     match event {
+        DaemonEvent::Watch { profile, db, note } => {
+            super::watch::note_text(&format!("{}: {}", profile.name, db.display()), note, quiet)
+        }
         DaemonEvent::Next { profile, job, at } if !quiet => Some(format!(
             "{}: next run: {} at {} ({})",
             profile.name,

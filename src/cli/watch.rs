@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cairn::{WatchNote, WatchOptions};
+use cairn::WatchNote;
 
 use super::commands::local_time;
 use super::password::open;
@@ -29,46 +29,40 @@ snapshot of the whole database, tagged `watch`) starts each chain; restore repla
 It runs until SIGTERM or SIGINT, then stores what it has read. The application is never blocked
 for longer than the watcher's own checkpoint of the log (see store-format.md §25).")]
 pub struct WatchArgs {
-    /// The databases to follow (WAL mode).
-    #[arg(required = true, value_name = "DB")]
+    /// The databases to follow (WAL mode). Default: those of the profile's
+    /// [watch] (cairn.toml).
+    #[arg(value_name = "DB")]
     dbs: Vec<PathBuf>,
-    /// The longest a commit waits before it is stored in the repository.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    lag: Duration,
-    /// How often the log is read: the precision of commit times.
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
-    poll: Duration,
+    /// The longest a commit waits before it is stored in the repository
+    /// [default: 1s, or the profile's `lag`].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lag: Option<Duration>,
+    /// How often the log is read [default: 10ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    poll: Option<Duration>,
     /// While the database is idle, store a segment at least this often, so
-    /// the timeline shows the watcher was following it.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    heartbeat: Duration,
-    /// Take a new base this often: a restore replays at most this much log.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-    base_every: Duration,
+    /// the timeline shows the watcher was following it [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// Take a new base this often: a restore replays at most this much log
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    base_every: Option<Duration>,
     /// Take a new base when the pages stored since the last one reach
-    /// SIZE.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
-    base_size: u64,
+    /// SIZE [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    base_size: Option<u64>,
     /// The host name to record instead of this machine's.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let span: jiff::Span = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("'{s}': expected a duration such as 1s, 500ms, 10m or 1h ({e})"))?;
-    let d = jiff::SignedDuration::try_from(span)
-        .map_err(|e| format!("'{s}': {e} (use hours or shorter units)"))?;
-    Duration::try_from(d).map_err(|_| format!("'{s}': must not be negative"))
+    cairn::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("'{s}': expected a size such as 64MiB or 1GiB ({e})"))
+    cairn::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Sets `stop` on SIGTERM or SIGINT.
@@ -81,28 +75,49 @@ fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
 }
 
 pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
+    let plan = g.loaded.as_ref().and_then(|p| p.watch.clone());
+    let dbs = if a.dbs.is_empty() {
+        match &plan {
+            Some(plan) => plan.dbs.clone(),
+            None => anyhow::bail!(
+                "name the databases to follow (cairn watch DB...), or add a [watch] section to the application's {}",
+                cairn::PROFILE_FILE
+            ),
+        }
+    } else {
+        a.dbs.clone()
+    };
+    let mut opts = plan.map(|p| p.opts).unwrap_or_default();
+    let given = |v: Option<Duration>, into: &mut Duration| {
+        if let Some(v) = v {
+            *into = v;
+        }
+    };
+    given(a.lag, &mut opts.lag);
+    given(a.poll, &mut opts.poll);
+    given(a.heartbeat, &mut opts.heartbeat);
+    given(a.base_every, &mut opts.base_every);
+    opts.poll = opts.poll.max(Duration::from_millis(1));
+    if let Some(b) = a.base_size {
+        opts.base_bytes = b;
+    }
+    if a.host.is_some() {
+        opts.host.clone_from(&a.host);
+    }
     let (repo, _) = open(g)?;
-    let mut opts = WatchOptions::default();
-    opts.lag = a.lag;
-    opts.poll = a.poll.max(Duration::from_millis(1));
-    opts.heartbeat = a.heartbeat;
-    opts.base_every = a.base_every;
-    opts.base_bytes = a.base_size;
-    opts.host.clone_from(&a.host);
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
     let json = out.json;
     let quiet = out.quiet;
     let results: Vec<(PathBuf, cairn::Result<()>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = a
-            .dbs
+        let handles: Vec<_> = dbs
             .iter()
             .map(|db| {
                 let (repo, opts, stop) = (&repo, &opts, &stop);
                 scope.spawn(move || {
                     let shown = db.display().to_string();
-                    let mut notify = |n: WatchNote| report(&shown, &n, json, quiet);
-                    let done = cairn::watch(repo, db, opts, stop, &mut notify);
+                    let notify = |n: WatchNote| report(&shown, &n, json, quiet);
+                    let done = cairn::watch(repo, db, opts, stop, &notify);
                     // One database that cannot be followed stops the others:
                     // a watcher half running is easy to miss.
                     if done.is_err() {
@@ -128,56 +143,66 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
     }
 }
 
-/// Prints one note: a JSON line with --json, else a line on stderr for
-/// bases, chain ends and problems (segments only with --verbose is not
-/// offered: they come every second).
+/// Prints one note: a JSON line on stdout with --json, else a line on
+/// stderr for bases, chain ends and problems (segments, which come every
+/// second, only in JSON).
 fn report(db: &str, n: &WatchNote, json: bool, quiet: bool) {
-    let now = jiff::Timestamp::now();
     if json {
-        let v = match n {
-            WatchNote::Base {
-                id,
-                time,
-                bytes_added,
-            } => {
-                serde_json::json!({"db": db, "event": "base", "snapshot": id, "time": time.to_string(), "bytes_added": bytes_added})
-            }
-            WatchNote::Segment {
-                id,
-                txns,
-                pages,
-                lag,
-            } => {
-                serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis()})
-            }
-            WatchNote::ChainEnd(why) => {
-                serde_json::json!({"db": db, "event": "chain-end", "reason": why})
-            }
-            WatchNote::Problem(why) => {
-                serde_json::json!({"db": db, "event": "problem", "message": why})
-            }
-            _ => return,
-        };
+        let mut v = note_json(db, n);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("db".into(), db.into());
+        }
         outln!("{v}");
-        return;
+    } else if let Some(line) = note_text(db, n, quiet) {
+        let now = jiff::Timestamp::now();
+        eprintln!("{} {line}", local_time(now));
     }
+}
+
+/// A note's fields as JSON (`event` and what it says).
+pub(super) fn note_json(db: &str, n: &WatchNote) -> serde_json::Value {
     match n {
         WatchNote::Base {
             id,
             time,
             bytes_added,
-        } if !quiet => eprintln!(
-            "{} {db}: base {} as of {} ({} added)",
-            local_time(now),
+        } => {
+            serde_json::json!({"db": db, "event": "base", "snapshot": id, "time": time.to_string(), "bytes_added": bytes_added})
+        }
+        WatchNote::Segment {
+            id,
+            txns,
+            pages,
+            lag,
+        } => {
+            serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis()})
+        }
+        WatchNote::ChainEnd(why) => {
+            serde_json::json!({"db": db, "event": "chain-end", "reason": why})
+        }
+        WatchNote::Problem(why) => {
+            serde_json::json!({"db": db, "event": "problem", "message": why})
+        }
+        _ => serde_json::json!({"db": db}),
+    }
+}
+
+/// A note as a line for people, `None` for what is not shown.
+pub(super) fn note_text(db: &str, n: &WatchNote, quiet: bool) -> Option<String> {
+    match n {
+        WatchNote::Base {
+            id,
+            time,
+            bytes_added,
+        } if !quiet => Some(format!(
+            "{db}: base {} as of {} ({} added)",
             id.short(),
             local_time(*time),
             bytesize::ByteSize(*bytes_added).display().iec()
-        ),
-        WatchNote::ChainEnd(why) if !quiet => {
-            eprintln!("{} {db}: chain ends: {why}", local_time(now));
-        }
-        WatchNote::Problem(why) => eprintln!("cairn: warning: {db}: {why}"),
-        _ => {}
+        )),
+        WatchNote::ChainEnd(why) if !quiet => Some(format!("{db}: chain ends: {why}")),
+        WatchNote::Problem(why) => Some(format!("warning: {db}: {why}")),
+        _ => None,
     }
 }
 

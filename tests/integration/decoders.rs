@@ -327,6 +327,13 @@ fn seeds_are_accepted() {
         "two transactions; the unfinished third is not one"
     );
 
+    let seg = harness::sample_segment();
+    let (id, bytes) = decode::encode_segment_file(&plain, &seg).expect("segment encodes");
+    assert_eq!(
+        decode::segment_file(&plain, &id, &bytes).expect("segment decodes"),
+        seg
+    );
+
     let snap = harness::sample_snapshot();
     assert_eq!(
         decode::snapshot_file(&plain, &harness::snapshot_file(&snap)),

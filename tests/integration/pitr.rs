@@ -1,0 +1,578 @@
+//! Point-in-time recovery (`cairn watch`, `restore --at TIME DB`, `db
+//! timeline`) against a live writer: the reference test and the fault
+//! test of issue 10.
+//!
+//! The writer runs in this process, the watcher is the `cairn` binary. The
+//! writer records, for each commit, when COMMIT was issued, when it
+//! returned, and a hash of the database state it produced. A restore to
+//! time T must give the state of the last commit that returned at or
+//! before T. Two commits are "in flight" around T and may go either way:
+//! one issued before T that had not returned (its commit moment lies
+//! somewhere between), and one that returned less than [`PRECISION`]
+//! before T (the watcher dates a commit up to a clock tick after it). Samples in such a window accept either state and are
+//! counted apart; at least 50 samples must fall outside every window.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+
+use super::util::{Dir, Rng, assert_verifies, cairn, init_repo, json_of, open_repo, run};
+
+/// How long after a commit returned its recorded time may be: the
+/// watcher dates commits by the log's modification time plus a clock tick
+/// (10 ms), or when it read them if sooner (it polls every 2 ms here); the
+/// rest is slack for a loaded machine.
+const PRECISION: Duration = Duration::from_millis(40);
+
+/// One commit as the writer saw it.
+#[derive(Clone, Debug)]
+struct Commit {
+    issued: Timestamp,
+    returned: Timestamp,
+    state: String,
+}
+
+/// What the writer did.
+#[derive(Default)]
+struct Record {
+    /// The state before the first commit, then one entry per commit.
+    initial: String,
+    commits: Vec<Commit>,
+    /// The longest commit (VACUUM left out), before and after `watching`
+    /// was set.
+    longest_alone: Duration,
+    longest_watched: Duration,
+}
+
+fn state(conn: &Connection) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut stmt = conn
+        .prepare("SELECT k, v, n FROM t ORDER BY k")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(r) = rows.next().expect("row") {
+        let k: i64 = r.get(0).expect("k");
+        let v: Vec<u8> = r.get(1).expect("v");
+        let n: i64 = r.get(2).expect("n");
+        h.update(&k.to_le_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(&v);
+        h.update(&n.to_le_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn create_db(path: &Path) {
+    let conn = Connection::open(path).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB NOT NULL, n INTEGER NOT NULL);",
+    )
+    .expect("create");
+}
+
+/// Commits mixed transactions at random moments until `stop`: inserts,
+/// updates and deletes, now and then a large transaction (megabytes, so
+/// the log grows past the watcher's restart size) and once a VACUUM.
+fn write(db: &Path, seed: u64, stop: &AtomicBool, watching: &AtomicBool, rec: &Mutex<Record>) {
+    let conn = Connection::open(db).expect("open");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy");
+    lock(rec).initial = state(&conn);
+    let mut rng = Rng::seeded(seed);
+    let mut n = 0u64;
+    let mut vacuumed = false;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20 + rng.next() % 300));
+        n += 1;
+        let issued = Timestamp::now();
+        let started = Instant::now();
+        if n.is_multiple_of(150) && !vacuumed {
+            conn.execute_batch("DELETE FROM t WHERE k % 3 = 0; VACUUM;")
+                .expect("vacuum");
+            vacuumed = true;
+        } else {
+            conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+            let ops = if n.is_multiple_of(40) {
+                400
+            } else {
+                1 + rng.next() % 5
+            };
+            for _ in 0..ops {
+                let big = n.is_multiple_of(40);
+                match rng.next() % 4 {
+                    0 | 1 => {
+                        let len = if big {
+                            4000
+                        } else {
+                            10 + (rng.next() % 1500) as usize
+                        };
+                        conn.execute(
+                            "INSERT INTO t(v, n) VALUES (?1, ?2)",
+                            rusqlite::params![rng.bytes(len), n as i64],
+                        )
+                        .expect("insert");
+                    }
+                    2 => {
+                        let len = 20 + (rng.next() % 200) as usize;
+                        conn.execute(
+                            "UPDATE t SET n = n + 1, v = ?1 WHERE k = (SELECT k FROM t ORDER BY random() LIMIT 1)",
+                            rusqlite::params![rng.bytes(len)],
+                        )
+                        .expect("update");
+                    }
+                    _ => {
+                        conn.execute(
+                            "DELETE FROM t WHERE k = (SELECT k FROM t ORDER BY random() LIMIT 1)",
+                            [],
+                        )
+                        .expect("delete");
+                    }
+                }
+            }
+            conn.execute_batch("COMMIT").expect("commit");
+        }
+        let took = started.elapsed();
+        let returned = Timestamp::now();
+        let s = state(&conn);
+        let mut r = lock(rec);
+        // The VACUUM rewrites the whole database: not an ordinary commit.
+        if !n.is_multiple_of(150) {
+            let longest = if watching.load(Ordering::Relaxed) {
+                &mut r.longest_watched
+            } else {
+                &mut r.longest_alone
+            };
+            *longest = (*longest).max(took);
+        }
+        r.commits.push(Commit {
+            issued,
+            returned,
+            state: s,
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `cairn watch DB` as a child process.
+fn start_watcher(repo: &Path, home: &Path, db: &Path) -> Child {
+    cairn(repo, home)
+        .args(["watch", "--poll", "2ms", "--heartbeat", "1s"])
+        .arg(db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start cairn watch")
+}
+
+fn stop_watcher(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "cairn watch ended with {status}");
+}
+
+/// Waits until the watcher has stored a chain for `db` (its base and
+/// first segment).
+fn wait_for_chain(repo: &Path, home: &Path, db: &Path, chains: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cairn(repo, home)
+            .args(["--json", "db", "timeline"])
+            .arg(db)
+            .output()
+            .expect("timeline");
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            if v[0]["chains"].as_array().is_some_and(|c| c.len() >= chains) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the watcher stored no chain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a restore to `at` must give: the accepted states, and whether the
+/// moment is clear of commits in flight.
+fn expected(rec: &Record, at: Timestamp) -> (Vec<String>, bool) {
+    let done = rec.commits.iter().take_while(|c| c.returned <= at).count();
+    let state_after = |i: usize| match i {
+        0 => rec.initial.clone(),
+        i => rec.commits[i - 1].state.clone(),
+    };
+    let mut ok = vec![state_after(done)];
+    let mut clear = true;
+    // The next commit was issued but had not returned: in flight.
+    if rec.commits.get(done).is_some_and(|c| c.issued <= at) {
+        ok.push(state_after(done + 1));
+        clear = false;
+    }
+    // The last commit returned just before: the watcher may read it after.
+    if done > 0
+        && at
+            .duration_since(rec.commits[done - 1].returned)
+            .unsigned_abs()
+            < PRECISION
+    {
+        ok.push(state_after(done - 1));
+        clear = false;
+    }
+    (ok, clear)
+}
+
+/// The writer's commits around `at`, for failure messages.
+fn around(rec: &Record, at: Timestamp) -> String {
+    let done = rec.commits.iter().take_while(|c| c.returned <= at).count();
+    (done.saturating_sub(2)..(done + 2).min(rec.commits.len()))
+        .map(|i| {
+            let c = &rec.commits[i];
+            format!("#{}: issued {} returned {}", i + 1, c.issued, c.returned)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Restores `db` as of `at` and returns the state and the restore's JSON.
+fn restore_at(
+    repo: &Path,
+    home: &Path,
+    db: &Path,
+    at: Timestamp,
+    target: &Path,
+) -> (String, serde_json::Value) {
+    let _ = std::fs::remove_file(target);
+    let out = run(cairn(repo, home)
+        .args(["--json", "restore", "--at", &at.to_string()])
+        .arg(db)
+        .arg("--target")
+        .arg(target));
+    let v = json_of(&out);
+    let conn = Connection::open(target).expect("open restored");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok", "restore to {at}: integrity_check");
+    (state(&conn), v)
+}
+
+/// A time uniformly in `[from, to]`.
+fn between(rng: &mut Rng, from: Timestamp, to: Timestamp) -> Timestamp {
+    let span = to.duration_since(from).as_nanos().max(1);
+    let offset = i128::from(rng.next()) % span;
+    Timestamp::from_nanosecond(from.as_nanosecond() + offset).expect("time")
+}
+
+struct Setup {
+    dir: Dir,
+    repo: PathBuf,
+    home: PathBuf,
+    db: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = Dir::new();
+    let repo = dir.join("repo");
+    init_repo(&repo);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let db = dir.join("app.db");
+    create_db(&db);
+    Setup {
+        repo,
+        home,
+        db,
+        dir,
+    }
+}
+
+#[test]
+fn restore_at_gives_the_last_commit_at_or_before_each_moment() {
+    let s = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(false));
+    let rec = Arc::new(Mutex::new(Record::default()));
+    let writer = {
+        let (db, stop, watching, rec) = (s.db.clone(), stop.clone(), watching.clone(), rec.clone());
+        std::thread::spawn(move || write(&db, 10, &stop, &watching, &rec))
+    };
+    // The writer alone first, for its commit latency without a watcher
+    // (long enough for several of the large transactions).
+    std::thread::sleep(Duration::from_secs(25));
+    watching.store(true, Ordering::Relaxed);
+    let watcher = start_watcher(&s.repo, &s.home, &s.db);
+    wait_for_chain(&s.repo, &s.home, &s.db, 1);
+    let watched_from = Timestamp::now();
+    std::thread::sleep(Duration::from_secs(62));
+    let watched_to = Timestamp::now();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    std::thread::sleep(Duration::from_millis(500));
+    stop_watcher(watcher);
+    let rec = lock(&rec);
+    let during = rec
+        .commits
+        .iter()
+        .filter(|c| c.issued >= watched_from && c.returned <= watched_to)
+        .count();
+    assert!(during > 150, "the writer committed only {during} times");
+
+    let mut rng = Rng::seeded(99);
+    let target = s.dir.join("restored.db");
+    let (mut clear, mut in_flight) = (0, 0);
+    while clear < 50 {
+        assert!(
+            clear + in_flight < 300,
+            "too few samples clear of commits in flight"
+        );
+        let at = between(&mut rng, watched_from, watched_to);
+        let (got, v) = restore_at(&s.repo, &s.home, &s.db, at, &target);
+        let (ok, is_clear) = expected(&rec, at);
+        assert!(
+            ok.contains(&got),
+            "restore to {at} gave a state the writer did not have then ({v}); writer: {}",
+            around(&rec, at)
+        );
+        assert!(v["gap"].is_null(), "{at} is watched, not in a gap: {v}");
+        if is_clear {
+            clear += 1;
+        } else {
+            in_flight += 1;
+        }
+    }
+    // The newest state, and a transaction number.
+    let out = run(cairn(&s.repo, &s.home)
+        .args(["--json", "restore", "--txn", "5"])
+        .arg(&s.db)
+        .arg("--target")
+        .arg(s.dir.join("txn5.db")));
+    assert_eq!(json_of(&out)["txn"], 5);
+    eprintln!(
+        "pitr reference: {} commits watched, {clear} samples exact, {in_flight} in flight; longest commit {:?} alone, {:?} watched",
+        during, rec.longest_alone, rec.longest_watched
+    );
+    assert_verifies(&open_repo(&s.repo));
+}
+
+#[test]
+fn a_killed_watcher_leaves_gaps_that_restore_to_the_last_stored_commit() {
+    let s = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(true));
+    let rec = Arc::new(Mutex::new(Record::default()));
+    let writer = {
+        let (db, stop, watching, rec) = (s.db.clone(), stop.clone(), watching.clone(), rec.clone());
+        std::thread::spawn(move || write(&db, 20, &stop, &watching, &rec))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let mut watcher = start_watcher(&s.repo, &s.home, &s.db);
+    wait_for_chain(&s.repo, &s.home, &s.db, 1);
+    let from = Timestamp::now();
+    let mut kills = Vec::new();
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(8));
+        watcher.kill().expect("SIGKILL");
+        watcher.wait().expect("wait");
+        kills.push(Timestamp::now());
+        std::thread::sleep(Duration::from_millis(1500));
+        watcher = start_watcher(&s.repo, &s.home, &s.db);
+        wait_for_chain(&s.repo, &s.home, &s.db, round + 2);
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let to = Timestamp::now();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    std::thread::sleep(Duration::from_millis(500));
+    stop_watcher(watcher);
+    let rec = lock(&rec);
+
+    let out = run(cairn(&s.repo, &s.home)
+        .args(["--json", "db", "timeline"])
+        .arg(&s.db));
+    let timeline = json_of(&out);
+    let gaps: Vec<(Timestamp, Timestamp)> = timeline[0]["gaps"]
+        .as_array()
+        .expect("gaps")
+        .iter()
+        .map(|g| {
+            let t = |v: &serde_json::Value| {
+                v.as_str()
+                    .expect("time")
+                    .parse::<Timestamp>()
+                    .expect("time")
+            };
+            (t(&g["from"]), t(&g["to"]))
+        })
+        .collect();
+    assert_eq!(gaps.len(), 3, "one gap per kill: {timeline}");
+    for k in &kills {
+        assert!(
+            gaps.iter().any(|(a, b)| a <= k && k <= b),
+            "the kill at {k} is in no gap: {gaps:?}"
+        );
+    }
+
+    let mut rng = Rng::seeded(7);
+    let target = s.dir.join("restored.db");
+    let (mut clear, mut in_gap) = (0, 0);
+    let mut samples = 0usize;
+    while clear < 50 || in_gap < 6 {
+        samples += 1;
+        assert!(samples < 400, "too few clear samples");
+        // Every other sample inside a gap, so that each is tried.
+        let at = if samples.is_multiple_of(2) {
+            let (a, b) = gaps[(samples / 2) % gaps.len()];
+            between(&mut rng, a, b)
+        } else {
+            between(&mut rng, from, to)
+        };
+        let (got, v) = restore_at(&s.repo, &s.home, &s.db, at, &target);
+        match gaps.iter().find(|(a, b)| *a < at && at < *b) {
+            Some((a, _)) => {
+                // The last commit that reached the repository: the one at
+                // or before the gap's start.
+                let (ok, _) = expected(&rec, *a);
+                assert!(
+                    ok.contains(&got),
+                    "restore to {at} in the gap from {a}: {v}"
+                );
+                assert!(!v["gap"].is_null(), "{at} should be reported in a gap: {v}");
+                in_gap += 1;
+            }
+            None => {
+                let (ok, is_clear) = expected(&rec, at);
+                assert!(
+                    ok.contains(&got),
+                    "restore to {at} outside the gaps: {v}; writer: {}",
+                    around(&rec, at)
+                );
+                if is_clear {
+                    clear += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "pitr faults: {} gaps, {clear} clear samples, {in_gap} in gaps",
+        gaps.len()
+    );
+    assert_verifies(&open_repo(&s.repo));
+}
+
+/// Runs the library's watcher on `db` while `commits` small transactions
+/// are made, then stops it.
+fn watch_while_writing(repo: &cairn::Repository, db: &Path, commits: usize) {
+    let stop = AtomicBool::new(false);
+    let mut opts = cairn::WatchOptions::default();
+    opts.lag = Duration::from_millis(100);
+    opts.poll = Duration::from_millis(2);
+    let based = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            cairn::watch(repo, db, &opts, &stop, &|n| {
+                if matches!(n, cairn::WatchNote::Base { .. }) {
+                    based.store(true, Ordering::SeqCst);
+                }
+            })
+        });
+        // Commits from now on come after the base.
+        while !based.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let conn = Connection::open(db).expect("open");
+        for i in 0..commits {
+            std::thread::sleep(Duration::from_millis(30));
+            conn.execute(
+                "INSERT INTO t(v, n) VALUES (?1, ?2)",
+                rusqlite::params![vec![7u8; 300], i as i64],
+            )
+            .expect("insert");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().expect("join").expect("watch");
+    });
+}
+
+#[test]
+fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
+    let s = setup();
+    let repo = open_repo(&s.repo);
+    watch_while_writing(&repo, &s.db, 20);
+    std::thread::sleep(Duration::from_millis(50));
+    let between = Timestamp::now();
+    std::thread::sleep(Duration::from_millis(50));
+    watch_while_writing(&repo, &s.db, 20);
+    let db = cairn::watched_db_path(&s.db).expect("path");
+    let db = db.as_os_str().as_encoded_bytes().to_vec();
+    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(timelines[0].chains.len(), 2);
+    assert_eq!(
+        timelines[0].gaps().len(),
+        1,
+        "the watcher was stopped in between"
+    );
+
+    // Forget without --keep-pitr keeps both bases, prune keeps the data.
+    let mut last = cairn::KeepPolicy::default();
+    last.last = Some(1);
+    let opts = cairn::ForgetOptions::new(last.clone());
+    let done = cairn::forget(&repo, &opts).expect("forget");
+    assert!(
+        done.removed.is_empty(),
+        "bases are kept: {:?}",
+        done.removed
+    );
+    cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune");
+    assert_verifies(&repo);
+    let target = s.dir.join("first.db");
+    let early = cairn::restore_at(
+        &repo,
+        &db,
+        cairn::PitrPoint::Time(between),
+        &target,
+        &cairn::PitrRestoreOptions::default(),
+    )
+    .expect("restore in the first chain");
+    assert_eq!(early.txn, 20, "all 20 commits of the first run");
+    assert!(early.gap.is_some(), "{between} lies between the chains");
+
+    // --keep-pitr shorter than the second chain's age drops the first
+    // chain; its base then falls to the other rules.
+    let mut opts = cairn::ForgetOptions::new(last);
+    opts.keep_pitr = Some(jiff::Span::new().milliseconds(200));
+    let done = cairn::forget(&repo, &opts).expect("forget --keep-pitr");
+    assert_eq!(done.chains_removed.len(), 1);
+    assert_eq!(done.removed.len(), 1, "the first base goes too");
+    cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune");
+    assert_verifies(&repo);
+    let latest = cairn::restore_at(
+        &repo,
+        &db,
+        cairn::PitrPoint::Latest,
+        &s.dir.join("latest.db"),
+        &cairn::PitrRestoreOptions::default(),
+    )
+    .expect("restore latest");
+    let conn = Connection::open(s.dir.join("latest.db")).expect("open");
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 40);
+    assert_eq!(latest.applied, 20);
+    let gone = cairn::restore_at(
+        &repo,
+        &db,
+        cairn::PitrPoint::Time(between),
+        &s.dir.join("gone.db"),
+        &cairn::PitrRestoreOptions::default(),
+    );
+    assert!(gone.is_err(), "the first chain is forgotten");
+}
