@@ -30,10 +30,10 @@
 //! every captured transaction committed at or before that moment (pages
 //! written in place, the file cut to the transaction's size), checks the
 //! result with SQLite's `quick_check`, and renames it onto the target. A
-//! commit's time is never before the commit (see `watch`: the log's
-//! modification time plus a clock tick, or when the watcher read it), so a
+//! commit's time is never before the commit (see `watch`: when the
+//! watcher found it, at most a poll after it while polls keep time), so a
 //! restore never includes a transaction committed after the time asked
-//! for; one committed less than a tick before may be left out.
+//! for; one committed less than a poll before may be left out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -227,9 +227,9 @@ pub fn watch(
 }
 
 impl<'a> Watcher<'a> {
-    /// Polls the log in this thread, so that commit times do not depend on
-    /// how long storing takes; each chain's segments are written by a
-    /// thread of its own, in order.
+    /// Polls the log in this thread, so that commit times (when a poll
+    /// found them) do not depend on how long storing takes; each chain's
+    /// segments are written by a thread of its own, in order.
     fn run<'scope>(
         &'scope self,
         scope: &'scope std::thread::Scope<'scope, '_>,

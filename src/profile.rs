@@ -1462,4 +1462,47 @@ mod tests {
     fn profile_component_paths_are_escaped_for_gitignore() {
         assert_eq!(glob_escape(Path::new("/a/[b]*?.db")), "/a/\\[b\\]\\*\\?.db");
     }
+
+    #[test]
+    fn profile_watch_names_sqlite_components_and_reads_durations() {
+        let p = parse(
+            "[components.db]\nsqlite = \"data/app.db\"\n[components.jobs]\nsqlite = \"data/jobs.db\"\n[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"db\"]\nlag = \"250ms\"\nbase_every = \"2h\"\nbase_size = \"64MiB\"\n",
+        )
+        .expect("parse");
+        let w = p.watch.expect("[watch]");
+        assert_eq!(w.dbs, [PathBuf::from("/srv/shop/data/app.db")]);
+        assert_eq!(w.opts.lag, std::time::Duration::from_millis(250));
+        assert_eq!(w.opts.base_every, std::time::Duration::from_secs(7200));
+        assert_eq!(w.opts.base_bytes, 64 << 20);
+        let all = parse(
+            "[components.db]\nsqlite = \"a.db\"\n[components.b]\nsqlite = \"b.db\"\n[watch]\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            all.watch.map(|w| w.dbs.len()),
+            Some(2),
+            "every sqlite component"
+        );
+        for (bad, says) in [
+            (
+                "[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"code\"]\n",
+                "not a sqlite component",
+            ),
+            (
+                "[components.db]\nsqlite = \"a.db\"\n[watch]\nlag = \"soon\"\n",
+                "lag",
+            ),
+            (
+                "[components.db]\nsqlite = \"a.db\"\n[watch]\nlagg = \"1s\"\n",
+                "lagg",
+            ),
+            (
+                "[components.code]\npaths = [\".\"]\n[watch]\n",
+                "no database",
+            ),
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

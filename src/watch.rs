@@ -23,11 +23,12 @@
 //! - **Reading.** Every poll (a few milliseconds apart) the watcher reads
 //!   the log from where it stopped and keeps the transactions that end in a
 //!   commit frame whose salts and checksum chain validate ([`crate::wal`]).
-//!   A commit's time is a moment no earlier than the commit: the `-wal`
-//!   file's modification time from the stat taken before the read, plus
-//!   one clock tick (the kernel's file times advance a tick at a time), or
-//!   the time of that stat if earlier. So it stays within about a tick of
-//!   the commit even when the watcher polls late.
+//!   A commit's time is the moment of the stat before the read that found
+//!   it: never before the commit, at most a poll interval after it while
+//!   the watcher keeps to its polls. (The `-wal` file's modification time
+//!   would be tighter, but measured here it can lag the write that should
+//!   have set it by hundreds of milliseconds, which would date a commit
+//!   before it happened.)
 //! - **A pin that holds.** A read transaction holds the log only if the
 //!   log had frames not yet in the database file when it began; otherwise
 //!   SQLite reads the file alone and the next writer may restart the log.
@@ -106,9 +107,8 @@ pub const DEFAULT_RESTART_BYTES: u64 = 4 << 20;
 /// One committed transaction, as read from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
-    /// A moment no earlier than the commit: when the watcher read it, or
-    /// the log's modification time plus a tick if that is earlier (see
-    /// `commit_time`).
+    /// A moment no earlier than the commit: when the watcher found the
+    /// log holding it (the stat before the read).
     pub time: Timestamp,
     /// The page size of the database.
     pub page_size: u32,
@@ -263,30 +263,6 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
-}
-
-/// How far a file's modification time may lag behind the write that set
-/// it: the kernel stamps files from a clock that advances a tick at a time
-/// (1/HZ, at most 10 ms).
-const MTIME_TICK: Duration = Duration::from_millis(10);
-
-/// The time given to the commits found in the part of the log `meta` (a
-/// stat taken before reading it) covers: a moment no earlier than any of
-/// them. It is now, or the log's modification time plus a tick when that
-/// is earlier, so that a watcher that polls late (busy storing, or not
-/// scheduled) still dates commits within a tick of when they were written.
-/// A modification time without nanoseconds (a file system that keeps whole
-/// seconds) is not used.
-fn commit_time(meta: &std::fs::Metadata) -> Timestamp {
-    let now = Timestamp::now();
-    if meta.mtime_nsec() == 0 {
-        return now;
-    }
-    let written = i32::try_from(meta.mtime_nsec())
-        .ok()
-        .and_then(|ns| Timestamp::new(meta.mtime(), ns).ok())
-        .and_then(|t| t.checked_add(MTIME_TICK).ok());
-    written.map_or(now, |w| w.min(now))
 }
 
 impl Follower {
@@ -632,7 +608,8 @@ impl Follower {
             .metadata()
             .map_err(|e| Error::source_read(&self.wal, e))?;
         let len = meta.len();
-        let time = commit_time(&meta);
+        // Every commit found below `len` was written before this moment.
+        let time = Timestamp::now();
         let head =
             read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
         let Ok(header) = WalHeader::parse(&head) else {

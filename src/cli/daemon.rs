@@ -231,11 +231,17 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
         DaemonEvent::Failed { profile, error } => {
             ("failed", profile, json!({"error": error.to_string()}))
         }
-        DaemonEvent::Watch { profile, db, note } => (
-            "watch",
-            profile,
-            super::watch::note_json(&db.display().to_string(), note),
-        ),
+        DaemonEvent::Watch { profile, db, note } => {
+            // The note's own kind goes under "watch": "event" is the
+            // daemon's.
+            let mut fields = super::watch::note_json(&db.display().to_string(), note);
+            if let Some(m) = fields.as_object_mut()
+                && let Some(kind) = m.remove("event")
+            {
+                m.insert("watch".into(), kind);
+            }
+            ("watch", profile, fields)
+        }
     };
     let mut line = serde_json::Map::new();
     line.insert("time".into(), Timestamp::now().to_string().into());

@@ -451,3 +451,44 @@ fn daemon_runs_several_profiles_at_once_each_into_its_own_repository() {
     let earliest_end = runs.iter().map(|r| time(&r["end"])).min();
     assert!(latest_start < earliest_end, "{runs:?}");
 }
+
+#[test]
+fn daemon_runs_the_watchers_of_a_profile_without_jobs() {
+    let app = App::new("[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n");
+    fs::create_dir_all(app.root().join("db")).expect("mkdir");
+    let db = app.root().join("db/app.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT);")
+        .expect("create");
+    let d = app.daemon(&[]);
+    d.wait_for("the watcher's base", |d| {
+        d.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|v| v["event"] == "watch" && v["watch"] == "base")
+    });
+    for i in 0..5 {
+        conn.execute("INSERT INTO t VALUES (?1)", [i])
+            .expect("insert");
+    }
+    d.wait_for("a segment with the commits", |d| {
+        d.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|v| v["watch"] == "segment" && v["txns"].as_u64().is_some_and(|n| n > 0))
+    });
+    d.sigterm();
+    assert!(d.wait(), "exit code 0 after SIGTERM");
+    let timeline = json_of(&run(app.cairn().args([
+        "--json",
+        "db",
+        "timeline",
+        "db/app.db",
+    ])));
+    let chain = &timeline[0]["chains"][0];
+    assert_eq!(chain["last_txn"], 5, "{timeline}");
+    assert_eq!(chain["end"], "the watcher was stopped");
+    app.verify();
+}
