@@ -114,9 +114,23 @@ impl Identity {
     }
 }
 
+/// Whether `name` is the name of `bytes`: the hex BLAKE3 of the content,
+/// or for WAL segments (store-format.md §25) 16 hex digits of time followed
+/// by the first 48 of that hash.
+fn names_content(kind: FileKind, name: &str, bytes: &[u8]) -> bool {
+    let hash = blake3::hash(bytes).to_hex();
+    match kind {
+        FileKind::Wal => name.len() == 64 && name.get(16..) == hash.get(..48),
+        _ => hash.as_str() == name,
+    }
+}
+
 /// Whether files of `kind` are cached whole on first read.
 fn cached_kind(kind: FileKind) -> bool {
-    matches!(kind, FileKind::Key | FileKind::Index | FileKind::Snapshot)
+    matches!(
+        kind,
+        FileKind::Key | FileKind::Index | FileKind::Snapshot | FileKind::Wal
+    )
 }
 
 impl CachedBackend {
@@ -263,7 +277,7 @@ impl CachedBackend {
     fn cached(&self, kind: FileKind, name: &str) -> Option<Vec<u8>> {
         let path = self.path(kind, name);
         let bytes = fs::read(&path).ok()?;
-        if blake3::hash(&bytes).to_hex().as_str() == name {
+        if names_content(kind, name, &bytes) {
             Some(bytes)
         } else {
             let _ = fs::remove_file(&path);
@@ -275,7 +289,7 @@ impl CachedBackend {
     /// not stored). A failure only means a later read goes to the
     /// repository again.
     fn store(&self, kind: FileKind, name: &str, bytes: &[u8]) {
-        if blake3::hash(bytes).to_hex().as_str() != name {
+        if !names_content(kind, name, bytes) {
             return;
         }
         let _ = self.store_file(kind, name, |f| f.write_all(bytes));

@@ -235,7 +235,22 @@ struct Conflicts {
     /// Whether the new lock must step aside (delete its file while it
     /// waits) rather than wait in place; see [`Lock::acquire`].
     yield_now: bool,
+    /// Whether every conflicting holder is a `cairn watch` storing a
+    /// segment, which holds its lock for moments only (see
+    /// [`BRIEF_WAIT`]).
+    only_brief: bool,
 }
+
+/// The operation of `cairn watch`'s locks: taken for each segment it
+/// stores and released at once.
+pub(crate) const BRIEF_OPERATION: &str = "watch";
+
+/// How long any lock waits, whatever the caller's wait, for holders that
+/// are all [`BRIEF_OPERATION`]s: a prune or forget next to a running
+/// watcher would otherwise fail whenever it met one of its segments.
+/// Waiting in place, an exclusive lock makes the watcher step aside at its
+/// next segment.
+const BRIEF_WAIT: Duration = Duration::from_secs(15);
 
 /// The locks conflicting with `own` (a lock of kind `exclusive` that was
 /// just written as `own_record`), among those listed after it was written.
@@ -250,6 +265,7 @@ fn conflicts(
     let mut c = Conflicts {
         found: Vec::new(),
         yield_now: !own_record.exclusive,
+        only_brief: true,
     };
     let own_key = (own_record.time, own_record.time_nsec, *own);
     for (id, record) in read_locks(backend, crypto, listed, Some(own)) {
@@ -262,14 +278,17 @@ fn conflicts(
                 if r.exclusive && own_record.exclusive && (r.time, r.time_nsec, id) < own_key {
                     c.yield_now = true;
                 }
+                c.only_brief &= !r.exclusive && r.operation == BRIEF_OPERATION;
                 c.found.push(r.describe(now));
             }
             Ok(_) => {}
             // A lock nobody can read might be anybody's: it conflicts
             // until `cairn unlock --remove-all` removes it.
-            Err(e) => c
-                .found
-                .push(format!("an unreadable lock {} ({e})", id.short())),
+            Err(e) => {
+                c.only_brief = false;
+                c.found
+                    .push(format!("an unreadable lock {} ({e})", id.short()));
+            }
         }
     }
     c
@@ -358,6 +377,11 @@ impl Lock {
                 return Ok((Self::start(backend, crypto.clone(), record, id), index));
             }
             let waited = started.elapsed();
+            let wait = if c.only_brief {
+                wait.max(BRIEF_WAIT)
+            } else {
+                wait
+            };
             if waited >= wait {
                 backend.delete(FileKind::Lock, &id.to_hex())?;
                 return Err(Error::Locked {
@@ -552,6 +576,39 @@ mod tests {
             list(backend.as_ref(), &c).expect("list").is_empty(),
             "released locks are gone"
         );
+    }
+
+    #[test]
+    fn an_exclusive_lock_waits_out_a_watcher_storing_a_segment() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let c = crypto();
+        let segment = Lock::acquire(
+            Arc::clone(&backend),
+            &c,
+            false,
+            BRIEF_OPERATION,
+            Duration::ZERO,
+        )
+        .expect("watch");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(segment);
+        });
+        // No --retry-lock, yet the brief holder is waited for.
+        let prune = Lock::acquire(Arc::clone(&backend), &c, true, "prune", Duration::ZERO)
+            .expect("the watcher's lock goes within moments");
+        release.join().expect("release");
+        // While the prune holds its lock, the watcher steps aside.
+        let e = Lock::acquire(
+            Arc::clone(&backend),
+            &c,
+            false,
+            BRIEF_OPERATION,
+            Duration::ZERO,
+        )
+        .expect_err("prune holds the repository");
+        assert!(matches!(e, Error::Locked { .. }), "{e}");
+        drop(prune);
     }
 
     #[test]

@@ -568,7 +568,7 @@ impl<'a> Watcher<'a> {
             .first()
             .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs())
             .unwrap_or_default();
-        let held = repo.lock_to_add("watch")?;
+        let held = repo.lock_to_add(crate::lock::BRIEF_OPERATION)?;
         let writer = repo.blob_writer();
         let stored = (|| -> Result<Vec<BlobId>> {
             let mut ids = Vec::new();

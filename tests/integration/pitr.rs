@@ -585,3 +585,34 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     );
     assert!(gone.is_err(), "the first chain is forgotten");
 }
+
+#[test]
+fn a_database_is_watched_into_object_storage_and_restored() {
+    let Some(_shared) = super::util::s3_shared() else {
+        return;
+    };
+    let d = Dir::new();
+    let repo = super::util::repo_location(super::util::Store::S3, &d, "repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let db = d.join("app.db");
+    create_db(&db);
+    let watcher = start_watcher(&repo, d.path(), &db);
+    wait_for_chain(&repo, d.path(), &db, 1);
+    let conn = Connection::open(&db).expect("open");
+    for i in 0..10 {
+        conn.execute(
+            "INSERT INTO t(v, n) VALUES (?1, ?2)",
+            rusqlite::params![vec![1u8; 500], i],
+        )
+        .expect("insert");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after_all = Timestamp::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_watcher(watcher);
+    let (got, v) = restore_at(&repo, d.path(), &db, after_all, &d.join("restored.db"));
+    assert_eq!(got, state(&conn), "{v}");
+    assert_eq!(v["txn"], 10, "{v}");
+    let o = run(cairn(&repo, d.path()).args(["verify", "--read-data"]));
+    assert!(o.status.success(), "verify: {}", super::util::stderr(&o));
+}
