@@ -552,14 +552,9 @@ impl Follower {
     /// When the log or the database cannot be read.
     pub fn poll(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        if identity(&self.db).ok() != Some(self.identity) {
-            events.push(Event::Lost(format!(
-                "{} was replaced by another file",
-                self.db.display()
-            )));
+        let Some(len) = self.read_checked(&mut events)? else {
             return Ok(events);
-        }
-        let len = self.read_new(&mut events)?;
+        };
         if events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(events);
         }
@@ -588,15 +583,22 @@ impl Follower {
     /// When the log cannot be read.
     pub fn poll_final(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        self.read_checked(&mut events)?;
+        Ok(events)
+    }
+
+    /// Reads new transactions into `events` unless the database file was
+    /// replaced (then [`Event::Lost`]); the log's length, `None` when
+    /// replaced.
+    fn read_checked(&mut self, events: &mut Vec<Event>) -> Result<Option<u64>> {
         if identity(&self.db).ok() != Some(self.identity) {
             events.push(Event::Lost(format!(
                 "{} was replaced by another file",
                 self.db.display()
             )));
-            return Ok(events);
+            return Ok(None);
         }
-        self.read_new(&mut events)?;
-        Ok(events)
+        self.read_new(events).map(Some)
     }
 
     /// Reads new transactions into `events`; returns the log's length.
