@@ -783,14 +783,27 @@ impl<'a> Scheduler<'a> {
                     p.file.display()
                 ))
             })?;
-            let mut opts = ForgetOptions::new(policy);
+            let mut opts = ForgetOptions::new(policy.clone());
             opts.filter.apps.push(p.name.clone());
-            let done = crate::forget(repo, &opts)?;
-            record.forgotten = done.removed.len();
-            for (id, e) in done.damaged {
-                record
-                    .warnings
-                    .push(format!("snapshot {id}: {e} (left in place)"));
+            opts.keep_pitr = p.watch.as_ref().and_then(|w| w.keep);
+            let mut runs = vec![opts];
+            // The bases of the profile's watched databases are snapshots
+            // of their own (tag `watch`, the database's path): the same
+            // rules judge them once no segment needs them.
+            for db in p.watch.iter().flat_map(|w| &w.dbs) {
+                let mut opts = ForgetOptions::new(policy.clone());
+                opts.filter.tags = vec![vec![crate::pitr::BASE_TAG.to_owned()]];
+                opts.filter.paths = vec![db.as_os_str().as_encoded_bytes().to_vec()];
+                runs.push(opts);
+            }
+            for opts in &runs {
+                let done = crate::forget(repo, opts)?;
+                record.forgotten += done.removed.len();
+                for (id, e) in done.damaged {
+                    record
+                        .warnings
+                        .push(format!("snapshot {id}: {e} (left in place)"));
+                }
             }
         }
         if job.prune {

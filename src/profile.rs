@@ -84,12 +84,16 @@ pub struct Profile {
 }
 
 /// `[watch]` of a profile: which databases to follow, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WatchPlan {
     /// The databases, absolute (the `sqlite` components named, or all).
     pub dbs: Vec<PathBuf>,
     /// The options (`lag`, `heartbeat`, `base_every`, `base_size`).
     pub opts: crate::pitr::WatchOptions,
+    /// How far back the log is kept (`keep`, as `forget --keep-pitr`),
+    /// applied with the profile's `[retention]` by `forget --app` and by
+    /// `cairn daemon` jobs that forget.
+    pub keep: Option<jiff::Span>,
 }
 
 /// One component of a profile.
@@ -178,6 +182,7 @@ struct WatchFile {
     heartbeat: Option<String>,
     base_every: Option<String>,
     base_size: Option<String>,
+    keep: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,7 +471,17 @@ fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<Wat
         opts.base_bytes =
             crate::timespec::parse_size(&size).map_err(|e| bad(format!("base_size: {e}")))?;
     }
-    Ok(WatchPlan { dbs, opts })
+    let keep = w
+        .keep
+        .map(|k| {
+            k.parse::<jiff::Span>().map_err(|e| {
+                bad(format!(
+                    "keep '{k}': {e}; give a span such as \"7d\" or \"48h\""
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(WatchPlan { dbs, opts, keep })
 }
 
 fn retention(r: RetentionFile, bad: &dyn Fn(String) -> Error) -> Result<KeepPolicy> {
@@ -1466,7 +1481,7 @@ mod tests {
     #[test]
     fn profile_watch_names_sqlite_components_and_reads_durations() {
         let p = parse(
-            "[components.db]\nsqlite = \"data/app.db\"\n[components.jobs]\nsqlite = \"data/jobs.db\"\n[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"db\"]\nlag = \"250ms\"\nbase_every = \"2h\"\nbase_size = \"64MiB\"\n",
+            "[components.db]\nsqlite = \"data/app.db\"\n[components.jobs]\nsqlite = \"data/jobs.db\"\n[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"db\"]\nlag = \"250ms\"\nbase_every = \"2h\"\nbase_size = \"64MiB\"\nkeep = \"7d\"\n",
         )
         .expect("parse");
         let w = p.watch.expect("[watch]");
@@ -1474,6 +1489,7 @@ mod tests {
         assert_eq!(w.opts.lag, std::time::Duration::from_millis(250));
         assert_eq!(w.opts.base_every, std::time::Duration::from_secs(7200));
         assert_eq!(w.opts.base_bytes, 64 << 20);
+        assert_eq!(w.keep.map(|k| k.get_days()), Some(7));
         let all = parse(
             "[components.db]\nsqlite = \"a.db\"\n[components.b]\nsqlite = \"b.db\"\n[watch]\n",
         )

@@ -178,6 +178,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     policy.within_yearly = a.keep_within_yearly;
     policy.tags.clone_from(&a.keep_tags);
     let mut filter = SnapshotFilter::default();
+    let mut keep_pitr = a.keep_pitr;
     if a.app {
         let Some(profile) = &g.loaded else {
             anyhow::bail!(
@@ -186,6 +187,9 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
             );
         };
         filter.apps.push(profile.name.clone());
+        if a.keep_pitr.is_none() {
+            keep_pitr = profile.watch.as_ref().and_then(|w| w.keep);
+        }
         if policy.is_empty() && a.snapshots.is_empty() {
             policy = profile.retention.clone().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -202,7 +206,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     opts.ids.clone_from(&a.snapshots);
     opts.dry_run = a.dry_run;
     opts.tz = TimeZone::system();
-    opts.keep_pitr = a.keep_pitr;
+    opts.keep_pitr = keep_pitr;
     Ok(opts)
 }
 
