@@ -313,7 +313,11 @@ impl Follower {
             .map_err(|e| sql_error(db, "reading the page size", &e))?;
         follower.page_size = page_size;
         // Under the write lock nobody commits: the log read to its end and
-        // the pin's snapshot are the same point, the base's.
+        // the pin's snapshot are the same point, the base's. The log is read
+        // once before, so that under the lock only what was appended since
+        // is (a log of hundreds of MB would otherwise hold the application
+        // for seconds).
+        follower.read_whole_log()?;
         if !follower.lock_writes(None)? {
             return Err(Error::invalid(format!(
                 "{}: the application held the write lock for {} ms; try again",
@@ -323,7 +327,7 @@ impl Follower {
         }
         let mut scratch = Vec::new();
         let pinned = follower
-            .read_whole_log()
+            .catch_up()
             .and_then(|()| follower.pin_under_lock(&mut scratch));
         let time = Timestamp::now();
         follower.release_writes();
@@ -514,6 +518,37 @@ impl Follower {
 
     /// Positions the cursor at the end of the log's committed frames,
     /// discarding them (they are in the base).
+    /// Moves the cursor (placed by [`Follower::read_whole_log`]) to the
+    /// log's end, reading only what was appended since when the log is
+    /// still the same generation (same header: within a generation frames
+    /// are only appended), else the whole log.
+    fn catch_up(&mut self) -> Result<()> {
+        let Some(file) = self.open_log()? else {
+            self.cursor = None;
+            return Ok(());
+        };
+        let head =
+            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let (Ok(header), Some(mut cursor)) = (WalHeader::parse(&head), self.cursor) else {
+            return self.read_whole_log();
+        };
+        if cursor.header() != &header {
+            return self.read_whole_log();
+        }
+        let len = file
+            .metadata()
+            .map_err(|e| Error::source_read(&self.wal, e))?
+            .len();
+        let from = cursor.offset();
+        if len > from {
+            let body = read_at(&file, from, usize::try_from(len - from).unwrap_or(0))
+                .map_err(|e| Error::source_read(&self.wal, e))?;
+            let _ = cursor.read(&body);
+        }
+        self.cursor = Some(cursor);
+        Ok(())
+    }
+
     fn read_whole_log(&mut self) -> Result<()> {
         let Some(file) = self.open_log()? else {
             self.cursor = None;
@@ -530,8 +565,13 @@ impl Follower {
             .metadata()
             .map_err(|e| Error::source_read(&self.wal, e))?
             .len();
-        let body = read_at(&file, cursor.offset(), usize::try_from(len).unwrap_or(0))
-            .map_err(|e| Error::source_read(&self.wal, e))?;
+        let from = cursor.offset();
+        let body = read_at(
+            &file,
+            from,
+            usize::try_from(len.saturating_sub(from)).unwrap_or(0),
+        )
+        .map_err(|e| Error::source_read(&self.wal, e))?;
         let _ = cursor.read(&body);
         self.cursor = Some(cursor);
         Ok(())
