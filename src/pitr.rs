@@ -15,9 +15,11 @@
 //! segment never names data that is not stored.
 //!
 //! A new chain starts on schedule ([`WatchOptions::base_every`]), when the
-//! pages stored since the base pass [`WatchOptions::base_bytes`] (so a
-//! restore never replays an unbounded log), and whenever the follower
-//! cannot prove it saw every commit (the database was replaced, another
+//! pages stored since the base pass [`WatchOptions::base_bytes`] or the
+//! database's size, whichever is larger (so a restore never replays an
+//! unbounded log, and a base is not taken more often than replaying costs
+//! about as much), and whenever the follower cannot prove it saw every
+//! commit (the database was replaced, another
 //! process restarted the log twice, the watcher itself was restarted). A
 //! scheduled new chain begins before the old one ends, so the two overlap
 //! and no gap opens; the others leave a gap from the old chain's last
@@ -74,7 +76,8 @@ pub struct WatchOptions {
     /// A new base is taken when the chain's base is this old.
     pub base_every: Duration,
     /// A new base is taken when the chain's segments hold this many bytes
-    /// of pages.
+    /// of pages, or the size of the database if larger (so a base is
+    /// never taken more often than replaying its log costs).
     pub base_bytes: u64,
     /// The log size at which the watcher restarts the log itself.
     pub restart_bytes: u64,
@@ -170,6 +173,10 @@ struct Following<'scope> {
     last_sent: Instant,
     /// Bytes of pages handed over since the base.
     sent_bytes: u64,
+    /// The size of the base image: a new base is not due on size before
+    /// the chain's pages reach it (replaying them costs about what a
+    /// base does).
+    base_len: u64,
     tx: std::sync::mpsc::Sender<Batch>,
     storer: std::thread::ScopedJoinHandle<'scope, ()>,
 }
@@ -276,7 +283,7 @@ impl<'a> Watcher<'a> {
                 continue;
             }
             let base_due = chain.started.elapsed() >= self.opts.base_every
-                || chain.sent_bytes >= self.opts.base_bytes;
+                || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len);
             if base_due && Instant::now() >= next_base_try {
                 match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
                     Ok((new_follower, new_chain)) => {
@@ -417,6 +424,7 @@ impl<'a> Watcher<'a> {
         }
         let base_time = base.time;
         let page_size = base.page_size;
+        let base_len = base.len();
         let opts = BackupOptions {
             paths: vec![self.db.clone()],
             sqlite_dbs: vec![self.db.clone()],
@@ -489,6 +497,7 @@ impl<'a> Watcher<'a> {
                 started: Instant::now(),
                 last_sent: Instant::now(),
                 sent_bytes: 0,
+                base_len,
                 tx,
                 storer,
             },

@@ -49,7 +49,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     base_every: Option<Duration>,
     /// Take a new base when the pages stored since the last one reach
-    /// SIZE [default: 256MiB].
+    /// SIZE, or the database's size if larger [default: 256MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     base_size: Option<u64>,
     /// The host name to record instead of this machine's.
