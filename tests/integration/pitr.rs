@@ -576,6 +576,7 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
         .expect("count");
     assert_eq!(rows, 40);
     assert_eq!(latest.applied, 20);
+    drop(conn);
     let gone = cairn::restore_at(
         &repo,
         &db,
@@ -584,6 +585,26 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
         &cairn::PitrRestoreOptions::default(),
     );
     assert!(gone.is_err(), "the first chain is forgotten");
+
+    // An existing target is replaced only when asked; one with a log
+    // beside it (a database in use) never.
+    let again = |overwrite: bool| {
+        let mut opts = cairn::PitrRestoreOptions::default();
+        opts.overwrite = overwrite;
+        cairn::restore_at(
+            &repo,
+            &db,
+            cairn::PitrPoint::Latest,
+            &s.dir.join("latest.db"),
+            &opts,
+        )
+    };
+    let e = again(false).expect_err("the target exists");
+    assert!(e.to_string().contains("--overwrite"), "{e}");
+    again(true).expect("replaced when asked");
+    std::fs::write(s.dir.join("latest.db-wal"), b"").expect("a log beside it");
+    let e = again(true).expect_err("a database in use");
+    assert!(e.to_string().contains("-wal"), "{e}");
 }
 
 #[test]
