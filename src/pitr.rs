@@ -247,7 +247,28 @@ impl<'a> Watcher<'a> {
         let mut next_base_try = Instant::now();
         loop {
             if stop.load(Ordering::Relaxed) {
-                let until = nanos(Timestamp::now());
+                // A last read, so that the chain's end claims no moment
+                // whose commits it has not read.
+                let mut until = nanos(Timestamp::now());
+                let mut lost = false;
+                match follower.poll_final() {
+                    Ok(events) => {
+                        for e in events {
+                            match e {
+                                Event::Commit(c) => chain.pending.push(c),
+                                Event::Lost(_) => lost = true,
+                            }
+                        }
+                    }
+                    Err(_) => lost = true,
+                }
+                if lost {
+                    until = chain
+                        .pending
+                        .last()
+                        .map_or(chain.from, |c| nanos(c.time))
+                        .max(chain.from);
+                }
                 self.end_chain(chain, until, "the watcher was stopped".into());
                 return Ok(());
             }
