@@ -793,6 +793,20 @@ pub fn timelines(
     db: Option<&[u8]>,
 ) -> Result<(Vec<Timeline>, Vec<String>)> {
     let (segments, problems) = read_segments(repo)?;
+    let timelines = link_timelines(repo, segments, host, db)?;
+    Ok((timelines, problems))
+}
+
+/// The timelines `segments` (of `host` and `db`, when given) make.
+///
+/// # Errors
+/// When `snapshots/` cannot be listed.
+pub(crate) fn link_timelines(
+    repo: &Repository,
+    segments: Segments,
+    host: Option<&str>,
+    db: Option<&[u8]>,
+) -> Result<Vec<Timeline>> {
     let snapshots = repo.listed_snapshot_ids()?;
     let mut by_db: BTreeMap<(String, Vec<u8>), HashMap<SnapshotId, Segments>> = BTreeMap::new();
     for (id, s) in segments {
@@ -817,7 +831,7 @@ pub fn timelines(
             Timeline { host, db, chains }
         })
         .collect();
-    Ok((timelines, problems))
+    Ok(timelines)
 }
 
 /// Links one base's segments into a chain from segment 0, as far as each

@@ -360,7 +360,7 @@ fn check_segments(
             }
         }
     }
-    let (timelines, _) = crate::pitr::timelines(repo, None, None)?;
+    let timelines = crate::pitr::link_timelines(repo, segments, None, None)?;
     for t in &timelines {
         for c in &t.chains {
             if let Some(p) = &c.problem {
