@@ -181,6 +181,36 @@ struct Following<'scope> {
     storer: std::thread::ScopedJoinHandle<'scope, ()>,
 }
 
+impl Following<'_> {
+    /// Adds the commits a poll found to the pending ones; the reason the
+    /// follower lost its proof of continuity (or could not read), if so.
+    fn take(&mut self, polled: Result<Vec<Event>>) -> Option<String> {
+        let mut lost = None;
+        match polled {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        Event::Commit(c) => self.pending.push(c),
+                        Event::Lost(why) => lost = Some(why),
+                    }
+                }
+            }
+            Err(e) => lost = Some(e.to_string()),
+        }
+        lost
+    }
+
+    /// The last moment known complete after a loss: the last commit read
+    /// (what came after it may be missing), or the start of the time not
+    /// yet handed over.
+    fn last_read(&self) -> i64 {
+        self.pending
+            .last()
+            .map_or(self.from, |c| nanos(c.time))
+            .max(self.from)
+    }
+}
+
 /// The watcher of one database.
 struct Watcher<'a> {
     repo: &'a Repository,
@@ -249,50 +279,17 @@ impl<'a> Watcher<'a> {
             if stop.load(Ordering::Relaxed) {
                 // A last read, so that the chain's end claims no moment
                 // whose commits it has not read.
-                let mut until = nanos(Timestamp::now());
-                let mut lost = false;
-                match follower.poll_final() {
-                    Ok(events) => {
-                        for e in events {
-                            match e {
-                                Event::Commit(c) => chain.pending.push(c),
-                                Event::Lost(_) => lost = true,
-                            }
-                        }
-                    }
-                    Err(_) => lost = true,
-                }
-                if lost {
-                    until = chain
-                        .pending
-                        .last()
-                        .map_or(chain.from, |c| nanos(c.time))
-                        .max(chain.from);
-                }
+                let t0 = nanos(Timestamp::now());
+                let until = match chain.take(follower.poll_final()) {
+                    Some(_) => chain.last_read(),
+                    None => t0,
+                };
                 self.end_chain(chain, until, "the watcher was stopped".into());
                 return Ok(());
             }
             let t0 = nanos(Timestamp::now());
-            let mut lost = None;
-            match follower.poll() {
-                Ok(events) => {
-                    for e in events {
-                        match e {
-                            Event::Commit(c) => chain.pending.push(c),
-                            Event::Lost(why) => lost = Some(why),
-                        }
-                    }
-                }
-                Err(e) => lost = Some(e.to_string()),
-            }
-            if let Some(why) = lost {
-                // Everything up to the last commit read is known; what
-                // came after it may be missing.
-                let until = chain
-                    .pending
-                    .last()
-                    .map_or(chain.from, |c| nanos(c.time))
-                    .max(chain.from);
+            if let Some(why) = chain.take(follower.poll()) {
+                let until = chain.last_read();
                 (self.notify)(WatchNote::ChainEnd(why.clone()));
                 let next = chain.next_txn + chain.pending.len() as u64;
                 self.end_chain(chain, until, why);
@@ -433,11 +430,10 @@ impl<'a> Watcher<'a> {
             // The new pin holds the log now: everything committed before
             // the new base is still in it for the old follower to read.
             let until = nanos(Timestamp::now());
-            for e in old_follower.poll_final()? {
-                if let Event::Commit(c) = e {
-                    old_chain.pending.push(c);
-                }
-            }
+            // A loss here is the new chain's to report: the old one ends
+            // at the new base either way.
+            let polled = old_follower.poll_final()?;
+            let _ = old_chain.take(Ok(polled));
             old_chain.from = old_chain.from.max(until);
             (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
             // Numbered after every transaction the old chain will hold.
