@@ -29,9 +29,10 @@
 //!
 //! [`restore_at`] picks the chain with the latest base at or before the
 //! moment asked for, writes the base image beside the target, applies
-//! every captured transaction committed at or before that moment (pages
-//! written in place, the file cut to the transaction's size), checks the
-//! result with SQLite's `quick_check`, and renames it onto the target. A
+//! the captured transactions committed at or before that moment (only the
+//! last version of each page is read and written, and the file is cut and
+//! grown as they left it: see `Plan`), checks the result with SQLite's
+//! `quick_check`, and renames it onto the target. A
 //! commit's time is never before the commit (see `watch`: when the
 //! watcher found it, at most a poll after it while polls keep time), so a
 //! restore never includes a transaction committed after the time asked
@@ -905,8 +906,11 @@ pub struct PitrRestored {
     pub time: Timestamp,
     /// Transactions applied on top of the base.
     pub applied: u64,
-    /// Segments read.
+    /// Segments whose transactions were applied.
     pub segments: usize,
+    /// Page images written over the base: the last version of each page
+    /// the transactions applied wrote.
+    pub pages: u64,
     /// When the moment asked for lies where no chain covers it: the gap.
     pub gap: Option<Gap>,
     /// The restored file's size.
@@ -1009,6 +1013,7 @@ fn restore_at_inner(
         time: timestamp(chain.base_time),
         applied: 0,
         segments: 0,
+        pages: 0,
         gap,
         bytes: 0,
     };
@@ -1017,26 +1022,14 @@ fn restore_at_inner(
         PitrPoint::Txn(n) => number <= n,
         PitrPoint::Latest => true,
     };
-    'segments: for (id, s) in &chain.segments {
-        if s.txns.first().is_none_or(|t| !wanted(t, s.first_txn)) {
-            if s.txns.is_empty() {
-                continue;
-            }
-            break;
-        }
-        out.segments += 1;
-        let mut pages = Pages::new(repo, id, s);
-        for (i, t) in s.txns.iter().enumerate() {
-            let number = s.first_txn + i as u64;
-            if !wanted(t, number) {
-                break 'segments;
-            }
-            apply(tmp.as_file(), tmp.path(), s.page_size, t, &mut pages)?;
-            out.txn = number;
-            out.time = timestamp(t.time);
-            out.applied += 1;
-        }
+    let plan = Plan::of(&chain.segments, wanted)?;
+    if let Some((number, time)) = plan.last {
+        out.txn = number;
+        out.time = timestamp(time);
     }
+    out.applied = plan.applied;
+    out.segments = plan.segments;
+    out.pages = plan.write(repo, &chain.segments, tmp.as_file(), tmp.path())?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::target_write(tmp.path(), e))?;
@@ -1140,67 +1133,203 @@ fn choose(timeline: &Timeline, point: PitrPoint) -> Result<(&Chain, Option<Gap>)
     }
 }
 
-/// The pages of a segment, in order, read a blob at a time.
-struct Pages<'a> {
-    repo: &'a Repository,
-    what: String,
-    blobs: std::slice::Iter<'a, BlobId>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl<'a> Pages<'a> {
-    fn new(repo: &'a Repository, id: &SegmentId, s: &'a Segment) -> Self {
-        Self {
-            repo,
-            what: format!("WAL segment {id}"),
-            blobs: s.data.iter(),
-            buf: Vec::new(),
-            at: 0,
-        }
-    }
-
-    /// The next `len` bytes.
-    fn take(&mut self, len: usize) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            if self.at >= self.buf.len() {
-                let Some(id) = self.blobs.next() else {
-                    return Err(Error::corrupt(
-                        self.what.clone(),
-                        "its data ends before its last page",
-                    ));
-                };
-                self.buf = self.repo.read_blob(id)?;
-                self.at = 0;
-            }
-            let n = (len - out.len()).min(self.buf.len() - self.at);
-            out.extend_from_slice(self.buf.get(self.at..self.at + n).unwrap_or_default());
-            self.at += n;
-        }
-        Ok(out)
-    }
-}
-
-/// Applies one transaction to the image `file`.
-fn apply(
-    file: &File,
-    path: &Path,
+/// What a restore writes over the base image: the last version of each
+/// page as of the point, found before any page is read.
+///
+/// Applying every transaction in turn would give the same file, but
+/// writes every version of a page (an hour of a busy database rewrites
+/// its hot pages tens of thousands of times) and must read every segment
+/// in order. The file after transactions 1..n is the base with, for each
+/// page, its last version written, except where a later transaction cut
+/// the file below that page (a VACUUM), which leaves zeros. So: cut the base
+/// image to the least size any applied transaction left, extend it to the
+/// last one's size (zeros between), and write each page's last version
+/// still inside every size after it.
+struct Plan {
+    /// For each segment that holds a page version to write (by its place in
+    /// the chain): the pages (number, byte offset in the segment's data).
+    reads: BTreeMap<usize, Vec<(u32, u64)>>,
+    /// The least and the last database size (pages) of the transactions
+    /// applied; `None` when none is.
+    sizes: Option<(u32, u32)>,
+    /// The number and time of the last transaction applied.
+    last: Option<(u64, i64)>,
+    /// Transactions applied.
+    applied: u64,
+    /// Segments with transactions applied.
+    segments: usize,
+    /// The chain's page size.
     page_size: u32,
-    t: &SegmentTxn,
-    pages: &mut Pages<'_>,
-) -> Result<()> {
-    let size = u64::from(page_size);
-    let len = usize::try_from(page_size).unwrap_or(usize::MAX);
-    for &number in &t.pages {
-        let page = pages.take(len)?;
-        file.write_all_at(&page, u64::from(number - 1) * size)
-            .map_err(|e| Error::target_write(path, e))?;
+}
+
+impl Plan {
+    /// The plan for the transactions of `segments` that `wanted` takes: all
+    /// of them up to the first it does not.
+    fn of(segments: &Segments, wanted: impl Fn(&SegmentTxn, u64) -> bool) -> Result<Self> {
+        // (segment, transaction, index of its first page in the segment,
+        // its number).
+        let mut taken: Vec<(usize, &SegmentTxn, u64, u64)> = Vec::new();
+        let mut segments_used = 0;
+        let mut page_size = None;
+        'segments: for (i, (id, s)) in segments.iter().enumerate() {
+            if *page_size.get_or_insert(s.page_size) != s.page_size {
+                return Err(Error::corrupt(
+                    format!("WAL segment {id}"),
+                    "its page size differs from the rest of its chain",
+                ));
+            }
+            let mut first_page = 0u64;
+            let mut used = false;
+            for (k, t) in s.txns.iter().enumerate() {
+                let number = s.first_txn + k as u64;
+                if !wanted(t, number) {
+                    segments_used += usize::from(used);
+                    break 'segments;
+                }
+                taken.push((i, t, first_page, number));
+                used = true;
+                first_page += t.pages.len() as u64;
+            }
+            segments_used += usize::from(used);
+        }
+        let mut plan = Self {
+            reads: BTreeMap::new(),
+            sizes: None,
+            last: taken.last().map(|&(_, t, _, number)| (number, t.time)),
+            applied: taken.len() as u64,
+            segments: segments_used,
+            page_size: page_size.unwrap_or(4096),
+        };
+        // Backwards: the first version met of a page is its last; it
+        // survives if no transaction from its own on cut the file below it.
+        let mut least = u32::MAX;
+        let mut decided: HashSet<u32> = HashSet::new();
+        let size = u64::from(plan.page_size);
+        for &(i, t, first_page, _) in taken.iter().rev() {
+            least = least.min(t.db_pages);
+            for (j, &page) in t.pages.iter().enumerate().rev() {
+                if decided.insert(page) && page <= least {
+                    plan.reads
+                        .entry(i)
+                        .or_default()
+                        .push((page, (first_page + j as u64) * size));
+                }
+            }
+        }
+        plan.sizes = taken.last().map(|&(_, t, _, _)| (least, t.db_pages));
+        Ok(plan)
     }
-    // The database's size after the transaction: a shrink (VACUUM) cuts
-    // the file; growth came with the pages written.
-    file.set_len(u64::from(t.db_pages) * size)
-        .map_err(|e| Error::target_write(path, e))
+
+    /// Writes the plan over the base image in `file`; the page versions
+    /// written.
+    fn write(
+        &self,
+        repo: &Repository,
+        segments: &Segments,
+        file: &File,
+        path: &Path,
+    ) -> Result<u64> {
+        let size = u64::from(self.page_size);
+        let Some((least, last)) = self.sizes else {
+            return Ok(0);
+        };
+        file.set_len(u64::from(least) * size)
+            .and_then(|()| file.set_len(u64::from(last) * size))
+            .map_err(|e| Error::target_write(path, e))?;
+        let reads: Vec<(&usize, &Vec<(u32, u64)>)> = self.reads.iter().collect();
+        crate::repo::in_pool(|| {
+            reads.par_iter().try_for_each(|&(&i, pages)| {
+                let Some((id, s)) = segments.get(i) else {
+                    return Ok(());
+                };
+                SegmentData::new(repo, id, s)?.write_pages(pages, size, file, path)
+            })
+        })?;
+        Ok(self.reads.values().map(|v| v.len() as u64).sum())
+    }
+}
+
+/// The data of one segment: its blobs' places in the concatenated page
+/// images, read only where a page is wanted.
+struct SegmentData<'a> {
+    repo: &'a Repository,
+    id: &'a SegmentId,
+    blobs: &'a [BlobId],
+    /// The offset where each blob starts, and the end of the last.
+    starts: Vec<u64>,
+}
+
+impl<'a> SegmentData<'a> {
+    fn new(repo: &'a Repository, id: &'a SegmentId, s: &'a Segment) -> Result<Self> {
+        let mut starts = Vec::with_capacity(s.data.len() + 1);
+        let mut at = 0u64;
+        starts.push(at);
+        for blob in &s.data {
+            at += u64::from(repo.raw_length(blob)?);
+            starts.push(at);
+        }
+        Ok(Self {
+            repo,
+            id,
+            blobs: &s.data,
+            starts,
+        })
+    }
+
+    /// Writes `pages` (number, offset in the data) of `size` bytes each into
+    /// `file`, reading each blob they lie in once.
+    fn write_pages(&self, pages: &[(u32, u64)], size: u64, file: &File, path: &Path) -> Result<()> {
+        let mut sorted = pages.to_vec();
+        sorted.sort_unstable_by_key(|&(_, at)| at);
+        let end = self.starts.last().copied().unwrap_or(0);
+        // The blob read last, by its place; pages come in data order, so a
+        // blob is read once.
+        let mut held: Option<(usize, Vec<u8>)> = None;
+        let mut page = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for (number, at) in sorted {
+            if at + size > end {
+                return Err(Error::corrupt(
+                    format!("WAL segment {}", self.id),
+                    "its data ends before its last page",
+                ));
+            }
+            page.clear();
+            let mut pos = at;
+            while pos < at + size {
+                // The blob holding byte `pos`: the last start at or before it.
+                let b = self.starts.partition_point(|&s| s <= pos) - 1;
+                if held.as_ref().is_none_or(|(h, _)| *h != b) {
+                    let Some(id) = self.blobs.get(b) else {
+                        return Err(Error::corrupt(
+                            format!("WAL segment {}", self.id),
+                            "its data ends before its last page",
+                        ));
+                    };
+                    held = Some((b, self.repo.read_blob(id)?));
+                }
+                let (start, stop) = (
+                    self.starts.get(b).copied().unwrap_or(0),
+                    self.starts.get(b + 1).copied().unwrap_or(0),
+                );
+                let take = (at + size).min(stop) - pos;
+                let from = usize::try_from(pos - start).unwrap_or(usize::MAX);
+                let bytes = held
+                    .as_ref()
+                    .and_then(|(_, d)| d.get(from..from + usize::try_from(take).unwrap_or(0)))
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            format!("WAL segment {}", self.id),
+                            "a blob of its data is shorter than the index says",
+                        )
+                    })?;
+                page.extend_from_slice(bytes);
+                pos += take;
+            }
+            file.write_all_at(&page, u64::from(number - 1) * size)
+                .map_err(|e| Error::target_write(path, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// SQLite's `quick_check` of the rebuilt file.
@@ -1221,4 +1350,120 @@ fn quick_check(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a page of the rebuilt file holds, in the model.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Held {
+        Base(u32),
+        Zero,
+        /// A page image, by segment and offset in its data.
+        Version(usize, u64),
+    }
+
+    fn chain(shape: &[Vec<(u32, Vec<u32>)>]) -> Segments {
+        let mut first_txn = 1;
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, txns)| {
+                let s = Segment {
+                    host: "h".into(),
+                    db: b"/db".to_vec(),
+                    base: SnapshotId([1; 32]),
+                    base_time: 0,
+                    base_txn: 0,
+                    seq: i as u64,
+                    prev: (i > 0).then_some(SegmentId([2; 32])),
+                    from: 0,
+                    until: 0,
+                    page_size: 512,
+                    first_txn,
+                    txns: txns
+                        .iter()
+                        .map(|(db_pages, pages)| SegmentTxn {
+                            time: 0,
+                            db_pages: *db_pages,
+                            pages: pages.clone(),
+                        })
+                        .collect(),
+                    data: Vec::new(),
+                    end: None,
+                };
+                first_txn += txns.len() as u64;
+                (SegmentId([3; 32]), s)
+            })
+            .collect()
+    }
+
+    /// Every transaction up to `upto` applied in turn, as restore once did.
+    fn replayed(segments: &Segments, base: u32, upto: u64) -> Vec<Held> {
+        let mut image: Vec<Held> = (1..=base).map(Held::Base).collect();
+        for (i, (_, s)) in segments.iter().enumerate() {
+            let mut page_at = 0u64;
+            for (k, t) in s.txns.iter().enumerate() {
+                if s.first_txn + k as u64 > upto {
+                    return image;
+                }
+                for &p in &t.pages {
+                    let p = p as usize;
+                    if image.len() < p {
+                        image.resize(p, Held::Zero);
+                    }
+                    image[p - 1] = Held::Version(i, page_at * 512);
+                    page_at += 1;
+                }
+                image.resize(t.db_pages as usize, Held::Zero);
+            }
+        }
+        image
+    }
+
+    /// The plan's file: the base cut and grown, then the pages it reads.
+    fn planned(plan: &Plan, base: u32) -> Vec<Held> {
+        let mut image: Vec<Held> = (1..=base).map(Held::Base).collect();
+        if let Some((least, last)) = plan.sizes {
+            image.resize(least as usize, Held::Zero);
+            image.resize(last as usize, Held::Zero);
+        }
+        for (&i, pages) in &plan.reads {
+            for &(p, at) in pages {
+                image[p as usize - 1] = Held::Version(i, at);
+            }
+        }
+        image
+    }
+
+    proptest! {
+        #[test]
+        fn the_plan_gives_what_replaying_every_transaction_gives(
+            shape in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u32..16, proptest::collection::vec(1u32..16, 0..8)),
+                    0..5,
+                ),
+                1..5,
+            ),
+            base in 1u32..16,
+            upto in 0u64..20,
+        ) {
+            let segments = chain(&shape);
+            let plan = Plan::of(&segments, |_, n| n <= upto).expect("plan");
+            prop_assert_eq!(planned(&plan, base), replayed(&segments, base, upto));
+            let total: u64 = shape.iter().map(|s| s.len() as u64).sum();
+            prop_assert_eq!(plan.applied, total.min(upto));
+            // Each page is read at most once.
+            let mut seen = HashSet::new();
+            for pages in plan.reads.values() {
+                for (p, _) in pages {
+                    prop_assert!(seen.insert(*p));
+                }
+            }
+        }
+    }
 }

@@ -816,6 +816,14 @@ impl Repository {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The plaintext length of a stored blob, from the index.
+    ///
+    /// # Errors
+    /// [`Error::BlobNotIndexed`].
+    pub(crate) fn raw_length(&self, id: &BlobId) -> Result<u32> {
+        self.locate(id).map(|(_, loc)| loc.raw_length)
+    }
+
     fn locate(&self, id: &BlobId) -> Result<(PackId, Location)> {
         self.ensure_index()?;
         {

@@ -471,6 +471,7 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
             "time": done.time.to_string(),
             "applied": done.applied,
             "segments": done.segments,
+            "pages": done.pages,
             "bytes": done.bytes,
             "gap": done.gap.as_ref().map(|g| serde_json::json!({
                 "from": g.from.to_string(),
@@ -480,7 +481,7 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
         }))?;
     } else if !out.quiet {
         outln!(
-            "rebuilt {} as of transaction {} (read at {}) into {}: base {} + {} transactions from {} segments, {}",
+            "rebuilt {} as of transaction {} (read at {}) into {}: base {} + {} transactions from {} segments ({} pages written), {}",
             path.display(),
             done.txn,
             done.time,
@@ -488,6 +489,7 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
             done.base.short(),
             done.applied,
             done.segments,
+            done.pages,
             size(done.bytes)
         );
     }
