@@ -40,9 +40,11 @@
 //!   application's next commit would have, and pins at once.
 //! - **Restarting the log.** Past a size limit the watcher restarts the
 //!   log itself: it moves the pin to the newest snapshot and checkpoints
-//!   up to it (PASSIVE: no locks held against anyone); then, under the
-//!   write lock, it reads the rest of the log, drops the pin and copies
-//!   the few frames since, so that the log is wholly in the database file;
+//!   up to it (PASSIVE: no locks held against anyone), again while more
+//!   than a few hundred frames came meanwhile (at most four passes); then,
+//!   under the write lock, it reads the rest of the log, drops the pin and
+//!   copies the few frames since, so that the log is wholly in the
+//!   database file;
 //!   then it pins again as above (its own no-op commit restarts the log,
 //!   unless an application commit came first and did). While it waits for
 //!   the write lock it keeps reading the log and pins as soon as the log
@@ -63,8 +65,9 @@
 //!   (during which it reads the log between attempts).
 //!
 //! A base (a whole image of the database at a known point of the log) is
-//! taken at [`Follower::start`]: under the write lock the watcher reads the
-//! log to its end and opens the pin, whose snapshot is then exactly that
+//! taken at [`Follower::start`]: the watcher reads the log (in passes while
+//! the application appends), then under the write lock it reads the rest
+//! to the end and opens the pin, whose snapshot is then exactly that
 //! point; the image is copied from the pin's snapshot after the write lock
 //! is released, so writers wait only for the read of the log.
 //!
@@ -93,6 +96,11 @@ pub const LOCK_WAIT: Duration = Duration::from_millis(200);
 /// How far (in frames) the log may grow past the pin before the pin
 /// moves forward: a quarter of SQLite's automatic checkpoint threshold.
 const ROLL_FRAMES: u64 = 250;
+
+/// The most passes of copying the log into the database before the write
+/// lock is taken to copy the rest (see `restart_log`), and of reading it
+/// before a base is pinned (see `start`).
+const COPY_PASSES: usize = 4;
 
 /// The least time between two restarts of the log by the watcher.
 const MIN_RESTART_INTERVAL: Duration = Duration::from_secs(1);
@@ -290,6 +298,16 @@ impl Follower {
         writer
             .busy_handler(None)
             .map_err(|e| sql_error(db, "opening", &e))?;
+        // Its only commit changes nothing and comes right after the log was
+        // wholly copied into the database file and synced (by a checkpoint
+        // or at the last restart): lost in a power failure, the database
+        // is the same. Under NORMAL, the commit that restarts the log syncs
+        // the log's header, and while a busy application's writes wait to
+        // reach the disk that sync took hundreds of milliseconds, all of
+        // them under the write lock.
+        writer
+            .execute_batch("PRAGMA synchronous = OFF")
+            .map_err(|e| sql_error(db, "opening", &e))?;
         let mut follower = Self {
             db: db.to_owned(),
             wal: wal_path(db),
@@ -318,6 +336,17 @@ impl Follower {
         // is (a log of hundreds of MB would otherwise hold the application
         // for seconds).
         follower.read_whole_log()?;
+        // Again while the application keeps appending: each pass reads what
+        // came during the last, so what is left for the lock is small.
+        for _ in 1..COPY_PASSES {
+            let before = follower.cursor.map(|c| c.offset());
+            follower.catch_up()?;
+            let after = follower.cursor.map(|c| c.offset());
+            let read = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
+            if before.is_none() || read <= ROLL_FRAMES * u64::from(page_size) {
+                break;
+            }
+        }
         if !follower.lock_writes(None)? {
             return Err(Error::invalid(format!(
                 "{}: the application held the write lock for {} ms; try again",
@@ -778,9 +807,17 @@ impl Follower {
     /// Restarts the log (see the module doc).
     fn restart_log(&mut self, events: &mut Vec<Event>) -> Result<()> {
         // Step 1, no locks against anyone: the pin moves to the newest
-        // snapshot and the log is copied into the database up to it.
-        self.take_pin()?;
-        let _ = self.checkpoint();
+        // snapshot and the log is copied into the database up to it, in
+        // passes: each leaves only what was committed while it ran, so a
+        // busy application is not held in step 2 while a long log is
+        // copied.
+        for _ in 0..COPY_PASSES {
+            self.take_pin()?;
+            match self.checkpoint() {
+                Ok((log, done)) if log.saturating_sub(done) > ROLL_FRAMES => {}
+                _ => break,
+            }
+        }
         // Step 2, under the write lock, where nobody commits: the rest is
         // read and copied, so the whole log is in the database file (as
         // far as the application's own readers allow).
@@ -790,7 +827,7 @@ impl Follower {
         }
         let read = self.read_new(events);
         self.drop_pin();
-        let copied = read.and_then(|_| self.checkpoint());
+        let copied = read.and_then(|_| self.checkpoint().map(|_| ()));
         self.release_writes();
         copied?;
         // Step 3: the next commit restarts the log: the watcher's own if
@@ -811,15 +848,20 @@ impl Follower {
         pinned
     }
 
-    /// A PASSIVE checkpoint; returns whether it copied the whole log.
-    fn checkpoint(&self) -> Result<bool> {
-        let (busy, log, done): (i64, i64, i64) = self
+    /// A PASSIVE checkpoint; the frames in the log and those copied into
+    /// the database file.
+    fn checkpoint(&self) -> Result<(u64, u64)> {
+        let (log, done): (i64, i64) = self
             .checkpointer
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(1)?, r.get(2)?))
             })
             .map_err(|e| sql_error(&self.db, "checkpointing", &e))?;
-        Ok(busy == 0 && log == done)
+        // -1 when the connection is not in WAL mode: nothing copied.
+        Ok((
+            u64::try_from(log).unwrap_or(0),
+            u64::try_from(done).unwrap_or(0),
+        ))
     }
 }
 
