@@ -120,7 +120,7 @@ pub use snapshot::{
 };
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};
-pub use status::{RepoStatus, Source, SourceStatus, prometheus, status};
+pub use status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
 pub use timespec::{parse_duration, parse_size, parse_time};
 pub use tree::{Node, NodeKind, Tree, Xattr};
 pub use verify::{VerifyOptions, VerifyReport, verify};

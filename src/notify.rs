@@ -254,8 +254,13 @@ impl Alert {
         let message = match s.age_secs(now) {
             Some(age) if age <= max_age_secs => return None,
             Some(age) => format!(
-                "{}: newest snapshot is {} old (limit {})",
+                "{}: newest {} is {} old (limit {})",
                 describe(&s.source),
+                if s.watch.is_some() {
+                    "moment its watcher stored"
+                } else {
+                    "snapshot"
+                },
                 human_age(age),
                 human_age(max_age_secs)
             ),
@@ -702,6 +707,7 @@ mod tests {
             snapshots: 1,
             failure: None,
             failures_total: 0,
+            watch: None,
         };
         assert!(Alert::stale(&s, 4 * 86_400, now, "/r").is_none());
         assert!(Alert::failure(&s, now, "/r").is_none());

@@ -655,12 +655,27 @@ pub type Segments = Vec<(SegmentId, Segment)>;
 /// # Errors
 /// When `wal/` cannot be listed.
 pub fn read_segments(repo: &Repository) -> Result<(Segments, Vec<String>)> {
+    read_segments_since(repo, i64::MIN)
+}
+
+/// [`read_segments`] of the segments that end at or after `since`
+/// (nanoseconds), known from their names.
+///
+/// # Errors
+/// When `wal/` cannot be listed.
+pub(crate) fn read_segments_since(
+    repo: &Repository,
+    since: i64,
+) -> Result<(Segments, Vec<String>)> {
     let names: Vec<String> = repo
         .backend()
         .list(FileKind::Wal)?
         .into_iter()
         .map(|(n, _)| n)
-        .filter(|n| n.parse::<SegmentId>().is_ok())
+        .filter(|n| {
+            n.parse::<SegmentId>()
+                .is_ok_and(|id| segment::until_of(&id) >= since)
+        })
         .collect();
     let read: Vec<std::result::Result<(SegmentId, Segment), String>> = crate::repo::in_pool(|| {
         names

@@ -118,6 +118,18 @@ pub fn timestamp(nanos: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
+/// The end time a segment's name carries (its first 8 bytes, big-endian):
+/// known from a listing, before the file is read.
+#[must_use]
+pub fn until_of(id: &SegmentId) -> i64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(id.0.get(..8).unwrap_or(&[0; 8]));
+    // The name is the hex of the time, most significant digit first.
+    #[allow(clippy::big_endian_bytes)]
+    let until = u64::from_be_bytes(head);
+    i64::try_from(until).unwrap_or(i64::MAX)
+}
+
 /// The name of the segment file `bytes` holding `segment`.
 fn name_of(segment: &Segment, bytes: &[u8]) -> Option<SegmentId> {
     let until = u64::try_from(segment.until).ok()?;
@@ -237,6 +249,7 @@ mod tests {
             let (id, bytes) = encode_file(&c, &s).expect("encode");
             let prefix = format!("{:016x}", s.until);
             prop_assert!(id.to_hex().starts_with(&prefix));
+            prop_assert_eq!(until_of(&id), s.until);
             prop_assert_eq!(decode_file(&c, &id, &bytes).expect("decode"), s);
         }
     }

@@ -4,12 +4,18 @@
 //! cost, and whether a later attempt failed; rendered for `cairn status`,
 //! for Prometheus (`/metrics`) and for the status page.
 //!
+//! A database that `cairn watch` follows is a source too (its bases are
+//! snapshots of the one path): its freshness is the newest moment its
+//! watcher stored, the end of its newest WAL segment, not its newest base,
+//! which comes only every hour or so. Only the segments since each such
+//! source's newest base are read.
+//!
 //! Failures come from the audit log (§22 of store-format.md): a `snap` or
 //! `backup` event that failed, newer than the source's newest snapshot,
 //! makes the source failing. Application events name their target
 //! `app NAME [COMPONENT, ...]`; plain backups name their paths.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::audit::{AuditLog, read_log};
@@ -48,6 +54,19 @@ pub struct SourceStatus {
     pub failure: Option<(jiff::Timestamp, String)>,
     /// Failed attempts in the audit log, ever.
     pub failures_total: u64,
+    /// For a database `cairn watch` follows: what its watcher stored.
+    pub watch: Option<WatchFreshness>,
+}
+
+/// What the watcher of a database has stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchFreshness {
+    /// The newest moment `restore --at` can give: the end of the newest
+    /// segment, or the newest base's time if no segment came after it.
+    pub until: jiff::Timestamp,
+    /// Why the newest chain ended, when it has (the watcher was stopped or
+    /// lost its place) and no newer base began.
+    pub ended: Option<String>,
 }
 
 impl SourceStatus {
@@ -61,6 +80,7 @@ impl SourceStatus {
             snapshots: 0,
             failure: None,
             failures_total: 0,
+            watch: None,
         }
     }
 
@@ -80,14 +100,28 @@ impl SourceStatus {
             "snapshots": self.snapshots,
             "failure": self.failure.as_ref().map(|(t, e)| serde_json::json!({"time": t.to_string(), "error": e})),
             "failures_total": self.failures_total,
+            "watch": self.watch.as_ref().map(|w| serde_json::json!({
+                "until": w.until.to_string(),
+                "ended": w.ended,
+            })),
         })
     }
 
-    /// Seconds since the newest snapshot, at `now`.
+    /// The newest moment stored of the source: its newest snapshot's time,
+    /// or for a watched database the newest moment its watcher stored.
+    #[must_use]
+    pub fn newest(&self) -> Option<jiff::Timestamp> {
+        self.watch
+            .as_ref()
+            .map(|w| w.until)
+            .or(self.last.map(|(_, t)| t))
+    }
+
+    /// Seconds since [`SourceStatus::newest`], at `now`.
     #[must_use]
     pub fn age_secs(&self, now: jiff::Timestamp) -> Option<i64> {
-        self.last
-            .map(|(_, t)| now.as_second().saturating_sub(t.as_second()))
+        self.newest()
+            .map(|t| now.as_second().saturating_sub(t.as_second()))
     }
 }
 
@@ -162,7 +196,71 @@ fn failed_sources(action: &str, target: &str, host: &str) -> Vec<Source> {
 pub fn status(repo: &Repository) -> Result<RepoStatus> {
     let log = read_log(repo, None)?;
     let snapshots = repo.snapshots()?;
-    Ok(compute(repo, &snapshots, &log))
+    let mut out = compute(repo, &snapshots, &log);
+    watch_freshness(repo, &snapshots, &mut out);
+    Ok(out)
+}
+
+/// Fills in [`SourceStatus::watch`] for the sources with watch bases.
+fn watch_freshness(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Result<Snapshot>)],
+    out: &mut RepoStatus,
+) {
+    let mut source_of: HashMap<SnapshotId, Source> = HashMap::new();
+    let mut newest_base: BTreeMap<Source, jiff::Timestamp> = BTreeMap::new();
+    for (id, s) in snapshots {
+        let Ok(s) = s else { continue };
+        if !s.tags.iter().any(|t| t == crate::pitr::BASE_TAG) {
+            continue;
+        }
+        for source in sources_of(s) {
+            let t = newest_base.entry(source.clone()).or_insert(s.timestamp());
+            *t = (*t).max(s.timestamp());
+            source_of.insert(*id, source);
+        }
+    }
+    let Some(since) = newest_base.values().min() else {
+        return;
+    };
+    // A source's newest segment ends after its newest base (segments of
+    // older chains ending before it do not tell its freshness).
+    let since = crate::segment::nanos(*since);
+    let segments = match crate::pitr::read_segments_since(repo, since) {
+        Ok((segments, problems)) => {
+            out.problems.extend(problems);
+            segments
+        }
+        Err(e) => {
+            out.problems.push(format!("listing WAL segments: {e}"));
+            return;
+        }
+    };
+    let mut newest: BTreeMap<&Source, (i64, Option<String>)> = BTreeMap::new();
+    for (_, seg) in &segments {
+        let Some(source) = source_of.get(&seg.base) else {
+            continue;
+        };
+        let e = newest.entry(source).or_insert((i64::MIN, None));
+        if seg.until >= e.0 {
+            *e = (seg.until, seg.end.clone());
+        }
+    }
+    for st in &mut out.sources {
+        let Some(base) = newest_base.get(&st.source) else {
+            continue;
+        };
+        st.watch = Some(match newest.get(&st.source) {
+            Some((until, ended)) if crate::segment::timestamp(*until) >= *base => WatchFreshness {
+                until: crate::segment::timestamp(*until),
+                ended: ended.clone(),
+            },
+            _ => WatchFreshness {
+                until: *base,
+                ended: None,
+            },
+        });
+    }
 }
 
 fn compute(
@@ -264,6 +362,12 @@ pub fn prometheus(status: &RepoStatus, now: jiff::Timestamp) -> String {
         "gauge",
         "Seconds since the newest snapshot of the source.",
         per(&|s| s.age_secs(now).map(|a| a.to_string())),
+    );
+    family(
+        "cairn_watch_until_timestamp_seconds",
+        "gauge",
+        "For a database cairn watch follows: the newest moment its watcher stored.",
+        per(&|s| s.watch.as_ref().map(|w| w.until.as_second().to_string())),
     );
     family(
         "cairn_last_duration_seconds",

@@ -16,7 +16,8 @@ use super::{Global, Out, exit};
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Sources are the components of applications (per host) and, for plain backups, each host
-and set of paths. A source is stale when its newest snapshot is older than --max-age, and
+and set of paths; a database `cairn watch` follows is one, whose newest moment is the newest
+its watcher stored. A source is stale when its newest snapshot is older than --max-age, and
 failing when a snapshot attempt after it failed (from the audit log). With --min-free,
 free space on the repository's file system (as an unprivileged user may use it) below the
 limit is low space. The exit code is 14 when any source considered is stale or failing or
@@ -136,10 +137,13 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
             "age"
         );
         for s in &sources {
-            let state = match (&s.failure, stale(s)) {
-                (Some((t, e)), _) => format!("FAILING since {}: {e}", local_time(*t)),
-                (None, true) => "STALE".to_owned(),
-                (None, false) => "ok".to_owned(),
+            let ended = s.watch.as_ref().and_then(|w| w.ended.as_deref());
+            let state = match (&s.failure, stale(s), ended) {
+                (Some((t, e)), _, _) => format!("FAILING since {}: {e}", local_time(*t)),
+                (None, true, _) => "STALE".to_owned(),
+                (None, false, Some(why)) => format!("ok; watch ended: {why}"),
+                (None, false, None) if s.watch.is_some() => "ok, watched".to_owned(),
+                (None, false, None) => "ok".to_owned(),
             };
             outln!(
                 "{:<14}  {:<28}  {:<12}  {:<19}  {:>9}  {state}",
@@ -150,8 +154,7 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
                 },
                 s.source.component,
                 s.source.host,
-                s.last
-                    .map_or_else(|| "never".to_owned(), |(_, t)| local_time(t)),
+                s.newest().map_or_else(|| "never".to_owned(), local_time),
                 s.age_secs(now)
                     .map_or_else(|| "-".to_owned(), cairn::notify::human_age)
             );

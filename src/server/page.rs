@@ -400,7 +400,7 @@ pub(crate) async fn index(
     for p in &status.problems {
         let _ = write!(b, "<p class=\"bad\">{}</p>", text(p));
     }
-    b.push_str("<h2>Freshness</h2><table id=\"freshness\"><tr><th>application</th><th>component / paths</th><th>host</th><th>newest snapshot</th><th class=\"num\">age</th><th class=\"num\">snapshots</th><th>state</th></tr>");
+    b.push_str("<h2>Freshness</h2><table id=\"freshness\"><tr><th>application</th><th>component / paths</th><th>host</th><th>newest snapshot (watched: moment stored)</th><th class=\"num\">age</th><th class=\"num\">snapshots</th><th>state</th></tr>");
     for s in &status.sources {
         let state = match &s.failure {
             Some((t, e)) => format!(
@@ -408,6 +408,16 @@ pub(crate) async fn index(
                 text(&when(*t)),
                 text(e)
             ),
+            None if s.watch.as_ref().is_some_and(|w| w.ended.is_some()) => format!(
+                "<span class=\"bad\">watch ended: {}</span>",
+                text(
+                    s.watch
+                        .as_ref()
+                        .and_then(|w| w.ended.as_deref())
+                        .unwrap_or_default()
+                )
+            ),
+            None if s.watch.is_some() => "<span class=\"ok\">ok, watched</span>".to_owned(),
             None if s.last.is_some() => "<span class=\"ok\">ok</span>".to_owned(),
             None => "<span class=\"bad\">no snapshot</span>".to_owned(),
         };
@@ -421,7 +431,7 @@ pub(crate) async fn index(
             }),
             text(&s.source.component),
             text(&s.source.host),
-            text(&s.last.map_or_else(|| "-".to_owned(), |(_, t)| when(t))),
+            text(&s.newest().map_or_else(|| "-".to_owned(), when)),
             text(&s.age_secs(now).map_or_else(|| "-".to_owned(), age)),
             s.snapshots,
         );

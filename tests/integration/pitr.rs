@@ -637,3 +637,68 @@ fn a_database_is_watched_into_object_storage_and_restored() {
     let o = run(cairn(&repo, d.path()).args(["verify", "--read-data"]));
     assert!(o.status.success(), "verify: {}", super::util::stderr(&o));
 }
+
+#[test]
+fn status_judges_a_watched_database_by_what_its_watcher_stored() {
+    let s = setup();
+    let repo = open_repo(&s.repo);
+    watch_while_writing(&repo, &s.db, 10);
+    let path = cairn::watched_db_path(&s.db).expect("path");
+    let shown = path.display().to_string();
+
+    let st = cairn::status(&repo).expect("status");
+    assert!(st.problems.is_empty(), "{:?}", st.problems);
+    let src = st
+        .sources
+        .iter()
+        .find(|x| x.source.component == shown)
+        .expect("the database is a source");
+    let watch = src.watch.as_ref().expect("it is watched");
+    let (_, base_time) = src.last.expect("a base");
+    assert!(
+        watch.until > base_time,
+        "segments after the base: {} vs {base_time}",
+        watch.until
+    );
+    assert_eq!(src.newest(), Some(watch.until));
+    assert_eq!(watch.ended.as_deref(), Some("the watcher was stopped"));
+
+    // Fresh within an hour; stale once the limit is shorter than its age.
+    let out = run(cairn(&s.repo, &s.home).args(["--json", "status", "--max-age", "1h"]));
+    let v = json_of(&out);
+    let item = v["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|x| x["component"] == shown.as_str())
+        .expect("source in json")
+        .clone();
+    assert_eq!(item["watch"]["until"], watch.until.to_string());
+    assert_eq!(item["watch"]["ended"], "the watcher was stopped");
+    assert_eq!(item["stale"], false);
+    std::thread::sleep(Duration::from_millis(2_100));
+    let out = run(cairn(&s.repo, &s.home).args(["--json", "status", "--max-age", "1s"]));
+    assert_eq!(out.status.code(), Some(14), "stale: exit 14");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let alert = v["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .find(|a| a["kind"] == "stale")
+        .expect("a stale alert")
+        .clone();
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("moment its watcher stored")),
+        "{alert}"
+    );
+
+    // Text output says how the watch ended.
+    let out = run(cairn(&s.repo, &s.home).args(["status"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("watch ended: the watcher was stopped"),
+        "{text}"
+    );
+}
