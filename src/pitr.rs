@@ -375,15 +375,29 @@ impl<'a> Watcher<'a> {
 
     /// The number the next chain's base gets: one past the last
     /// transaction stored for this database by this host.
+    ///
+    /// Numbers grow with time, so the newest segments hold the last: those
+    /// of the last few hours are read first, and all only when none of
+    /// them is of this database.
     fn next_txn(&self) -> Result<u64> {
-        let (segments, _) = read_segments(self.repo)?;
         let db = self.db.as_os_str().as_bytes();
-        Ok(segments
-            .iter()
-            .filter(|(_, s)| s.host == self.host && s.db == db)
-            .map(|(_, s)| s.last_txn() + 1)
-            .max()
-            .unwrap_or(0))
+        let next = |segments: &Segments| {
+            segments
+                .iter()
+                .filter(|(_, s)| s.host == self.host && s.db == db)
+                .map(|(_, s)| s.last_txn() + 1)
+                .max()
+        };
+        let now = nanos(Timestamp::now());
+        for window in WINDOWS {
+            let span = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
+            let (segments, _) = read_segments_since(self.repo, now.saturating_sub(span))?;
+            if let Some(n) = next(&segments) {
+                return Ok(n);
+            }
+        }
+        let (segments, _) = read_segments(self.repo)?;
+        Ok(next(&segments).unwrap_or(0))
     }
 
     /// Starts chains until one starts or `stop` is set, waiting longer
@@ -934,8 +948,13 @@ pub struct PitrRestored {
 
 /// The timeline of `db` to restore from: of `host` when given, else of
 /// the only host that watched it, else of this host.
-fn timeline_for(repo: &Repository, db: &[u8], host: Option<&str>) -> Result<Timeline> {
-    let (mut found, _) = timelines(repo, host, Some(db))?;
+fn timeline_for(
+    repo: &Repository,
+    db: &[u8],
+    host: Option<&str>,
+    segments: Segments,
+) -> Result<Timeline> {
+    let mut found = link_timelines(repo, segments, host, Some(db))?;
     let shown = String::from_utf8_lossy(db).into_owned();
     if found.len() > 1 {
         let me = crate::repo::host_and_user().0;
@@ -954,6 +973,47 @@ fn timeline_for(repo: &Repository, db: &[u8], host: Option<&str>) -> Result<Time
             host.map(|h| format!(" on host {h}")).unwrap_or_default()
         ))
     })
+}
+
+/// How far before the moment asked for segments are read, in turn, before
+/// all are: a chain whose base lies within the window has every segment
+/// in it (a segment ends after its base), so a restore reads about one
+/// base interval of segments however long the log is kept.
+const WINDOWS: [Duration; 3] = [
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(12 * 3600),
+    Duration::from_secs(3 * 86_400),
+];
+
+/// The timeline to restore `point` from, read from the segments that end
+/// in a window before it when the chain it picks lies wholly within that
+/// window, else from every segment.
+fn timeline_near(
+    repo: &Repository,
+    db: &[u8],
+    host: Option<&str>,
+    point: PitrPoint,
+) -> Result<Timeline> {
+    let near = match point {
+        PitrPoint::Time(at) => Some(nanos(at)),
+        PitrPoint::Latest => Some(nanos(Timestamp::now())),
+        PitrPoint::Txn(_) => None,
+    };
+    if let Some(near) = near {
+        for window in WINDOWS {
+            let span = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
+            let since = near.saturating_sub(span);
+            let (segments, _) = read_segments_since(repo, since)?;
+            let Ok(timeline) = timeline_for(repo, db, host, segments) else {
+                continue;
+            };
+            if choose(&timeline, point).is_ok_and(|(chain, _)| chain.base_time >= since) {
+                return Ok(timeline);
+            }
+        }
+    }
+    let (segments, _) = read_segments(repo)?;
+    timeline_for(repo, db, host, segments)
 }
 
 /// Restores database `db` (its absolute path, as watched) as of `point`
@@ -996,7 +1056,7 @@ fn restore_at_inner(
     check_target(target, opts.overwrite)?;
     let _held = repo.lock(false, "restore")?;
     repo.ensure_index()?;
-    let timeline = timeline_for(repo, db, opts.host.as_deref())?;
+    let timeline = timeline_near(repo, db, opts.host.as_deref(), point)?;
     let (chain, gap) = choose(&timeline, point)?;
     let base = repo.read_snapshot(&chain.base)?;
     let node = crate::find_node(repo, &base.tree, db)?.ok_or_else(|| {
