@@ -389,9 +389,8 @@ impl<'a> Watcher<'a> {
                 .max()
         };
         let now = nanos(Timestamp::now());
-        for window in WINDOWS {
-            let span = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
-            let (segments, _) = read_segments_since(self.repo, now.saturating_sub(span))?;
+        for since in window_starts(now) {
+            let (segments, _) = read_segments_since(self.repo, since)?;
             if let Some(n) = next(&segments) {
                 return Ok(n);
             }
@@ -985,6 +984,14 @@ const WINDOWS: [Duration; 3] = [
     Duration::from_secs(3 * 86_400),
 ];
 
+/// The starts of the [`WINDOWS`] before `near` (nanoseconds), shortest
+/// window first.
+fn window_starts(near: i64) -> impl Iterator<Item = i64> {
+    WINDOWS
+        .iter()
+        .map(move |w| near.saturating_sub(i64::try_from(w.as_nanos()).unwrap_or(i64::MAX)))
+}
+
 /// The timeline to restore `point` from, read from the segments that end
 /// in a window before it when the chain it picks lies wholly within that
 /// window, else from every segment.
@@ -1000,9 +1007,7 @@ fn timeline_near(
         PitrPoint::Txn(_) => None,
     };
     if let Some(near) = near {
-        for window in WINDOWS {
-            let span = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
-            let since = near.saturating_sub(span);
+        for since in window_starts(near) {
             let (segments, _) = read_segments_since(repo, since)?;
             let Ok(timeline) = timeline_for(repo, db, host, segments) else {
                 continue;
