@@ -649,6 +649,10 @@ impl Walker<'_> {
     /// The stat of the `-wal` file of the database `path` (a backup path
     /// itself, not found through its directory), if both exist.
     fn wal_beside(&self, path: &Path) -> Option<Metadata> {
+        if self.captured.holds(path) {
+            // Not to be opened (see `save_file`).
+            return None;
+        }
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let meta = fs::symlink_metadata(wal).ok()?;
@@ -795,6 +799,26 @@ impl Walker<'_> {
         wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         self.progress.file();
+        if let Some(image) = self.captured.take(path) {
+            // Captured beforehand through the caller's own SQLite
+            // connection (cairn watch's base), which stays open: the file
+            // is not opened here at all, nor judged unchanged by its stat
+            // (its changes may be in the -wal). Closing any descriptor of a
+            // file drops every POSIX lock the process holds on it, SQLite's
+            // shared lock included; without it, the application's last
+            // connection to close deletes the -wal and -shm files from
+            // under the watcher's connections.
+            self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+            let page_size = sqlite::sniff(&image.file).unwrap_or(4096);
+            let mut content = Vec::new();
+            let size = self.save_image(path, image, page_size, &mut content)?;
+            self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+            self.counters.total_size.fetch_add(size, Ordering::Relaxed);
+            let kind = self.file_kind(content)?;
+            let mut node = base_node(name, kind, meta, path);
+            node.size = size;
+            return Ok(Some(node));
+        }
         if let Some(content) = self.unchanged(meta, prev, wal) {
             self.counters
                 .files_unchanged
@@ -845,17 +869,10 @@ impl Walker<'_> {
             {
                 // Page-aware chunking: one chunk a page, so a change to a
                 // few pages stores about those pages.
+                // A database named with --sqlite-db whose header could not
+                // be read at first: SQLite's default page size.
                 Ok(image) => {
-                    // A database named with --sqlite-db whose header could
-                    // not be read at first: SQLite's default page size.
-                    let page_size = page_size.unwrap_or(4096);
-                    let pages = usize::try_from(page_size).ok();
-                    lock(&self.databases).push(DatabaseInfo {
-                        path: path.as_os_str().as_bytes().to_vec(),
-                        page_size,
-                        tables: image.tables.clone(),
-                    });
-                    self.save_content(image.file, image.len, path, pages, &mut content)?
+                    self.save_image(path, image, page_size.unwrap_or(4096), &mut content)?
                 }
                 Err(why) => {
                     self.warn(format!(
@@ -877,6 +894,23 @@ impl Walker<'_> {
         let mut node = base_node(name, kind, meta, path);
         node.size = size;
         Ok(Some(node))
+    }
+
+    /// Stores the image of the database `path`, recording it as captured.
+    fn save_image(
+        &self,
+        path: &Path,
+        image: sqlite::Image,
+        page_size: u32,
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64> {
+        let pages = usize::try_from(page_size).ok();
+        lock(&self.databases).push(DatabaseInfo {
+            path: path.as_os_str().as_bytes().to_vec(),
+            page_size,
+            tables: image.tables.clone(),
+        });
+        self.save_content(image.file, image.len, path, pages, content)
     }
 
     /// Stores the content of `file` (expected to be `len` bytes long),

@@ -226,10 +226,19 @@ fn sql_error(db: &Path, what: &str, e: &rusqlite::Error) -> Error {
     Error::invalid(format!("{}: {what}: {e}", db.display()))
 }
 
-fn wal_path(db: &Path) -> PathBuf {
+/// `db` with `suffix` appended: its `-wal` or `-shm` file.
+fn companion(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    companion(db, "-wal")
+}
+
+fn shm_path(db: &Path) -> PathBuf {
+    companion(db, "-shm")
 }
 
 fn identity(db: &Path) -> Result<(u64, u64)> {
@@ -430,9 +439,7 @@ impl Follower {
     /// file drops every POSIX lock the process holds on it, SQLite's own
     /// (the pin's read lock) included.
     fn unbackfilled(&mut self) -> Result<bool> {
-        let mut path = self.db.as_os_str().to_owned();
-        path.push("-shm");
-        let path = PathBuf::from(path);
+        let path = shm_path(&self.db);
         let file = match &self.shm {
             Some(f) => f,
             None => self
@@ -666,6 +673,23 @@ impl Follower {
                 self.db.display()
             )));
             return Ok(None);
+        }
+        // The wal-index the watcher's connections use must be the one at
+        // the path: if the application's last connection closed and
+        // deleted it (which SQLite does only when no other process holds a
+        // shared lock on the database, so this should not happen while the
+        // watcher is connected), those connections see a log nobody else
+        // does and must not lock, commit or checkpoint through it.
+        if let Some(file) = &self.shm {
+            let ours = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+            let there = identity(&shm_path(&self.db)).ok();
+            if ours != there {
+                events.push(Event::Lost(format!(
+                    "{}-shm was deleted or replaced (the application's last connection closed)",
+                    self.db.display()
+                )));
+                return Ok(None);
+            }
         }
         self.read_new(events).map(Some)
     }

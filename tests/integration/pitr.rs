@@ -702,3 +702,38 @@ fn status_judges_a_watched_database_by_what_its_watcher_stored() {
         "{text}"
     );
 }
+
+/// The POSIX locks process `pid` holds on the file with inode `ino`, from
+/// /proc/locks.
+fn posix_locks(pid: u32, ino: u64) -> usize {
+    let table = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+    table
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"POSIX")
+                && f.get(4) == Some(&pid.to_string().as_str())
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(&ino.to_string().as_str())
+        })
+        .count()
+}
+
+#[test]
+fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
+    // SQLite's connections hold a shared lock on a WAL database for as
+    // long as they are open, so that the application's last connection to
+    // close does not delete the -wal and -shm files from under them. The
+    // base backup must not open and close the file itself: closing any
+    // descriptor drops every POSIX lock the process holds on it.
+    use std::os::unix::fs::MetadataExt;
+    let s = setup();
+    let child = start_watcher(&s.repo, &s.home, &s.db);
+    wait_for_chain(&s.repo, &s.home, &s.db, 1);
+    let ino = std::fs::metadata(&s.db).expect("stat").ino();
+    let held = posix_locks(child.id(), ino);
+    stop_watcher(child);
+    assert!(
+        held > 0,
+        "after its base the watcher holds no lock on the database"
+    );
+}
