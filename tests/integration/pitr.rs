@@ -713,7 +713,7 @@ fn posix_locks(pid: u32, ino: u64) -> usize {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.get(1) == Some(&"POSIX")
                 && f.get(4) == Some(&pid.to_string().as_str())
-                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(&ino.to_string().as_str())
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
         })
         .count()
 }
