@@ -127,6 +127,27 @@ pub trait DaemonHost: Sync {
     /// Any: the run fails with it.
     fn open(&self, profile: &Profile) -> Result<Repository>;
 
+    /// Follows `db` of `profile`'s `[watch]` ([`crate::pitr::watch`]) until
+    /// `stop` is set, passing its notes to `notify`.
+    ///
+    /// The watcher must run in a process of its own, not in the daemon's.
+    /// SQLite's locks are POSIX locks, which belong to a process: a
+    /// snapshot job that opens and closes the database file in the same
+    /// process drops every lock the watcher's connections hold on it.
+    /// Without its shared lock, the application's last connection to
+    /// close may delete `-wal` and `-shm` from under the watcher.
+    ///
+    /// # Errors
+    /// Why the watcher could not start or stopped; the daemon starts it
+    /// again after a pause.
+    fn watch(
+        &self,
+        profile: &Profile,
+        db: &Path,
+        stop: &AtomicBool,
+        notify: &(dyn Fn(crate::pitr::WatchNote) + Sync),
+    ) -> Result<()>;
+
     /// Reports what the daemon does, for the log.
     fn event(&self, event: &Event<'_>);
 }
@@ -457,18 +478,14 @@ pub fn daemon(
 /// again (after a pause that grows to five minutes) when the watcher cannot
 /// start or stops on an error.
 fn run_watch(p: &Profile, db: &Path, opts: &DaemonOptions, host: &dyn DaemonHost) {
-    let Some(plan) = &p.watch else { return };
     let mut pause = Duration::from_secs(10);
     while !opts.stop.load(Ordering::SeqCst) {
-        let done = host.open(p).and_then(|repo| {
-            repo.set_actor(format!("daemon:{}", p.name));
-            crate::pitr::watch(&repo, db, &plan.opts, &opts.stop, &|note| {
-                host.event(&Event::Watch {
-                    profile: p,
-                    db,
-                    note: &note,
-                });
-            })
+        let done = host.watch(p, db, &opts.stop, &|note| {
+            host.event(&Event::Watch {
+                profile: p,
+                db,
+                note: &note,
+            });
         });
         let Err(e) = done else { return };
         host.event(&Event::Watch {

@@ -167,15 +167,136 @@ impl Host {
     }
 }
 
-impl cairn::DaemonHost for Host {
-    fn open(&self, profile: &Profile) -> cairn::Result<Repository> {
-        let g = self
-            .globals
+impl Host {
+    /// The options for running `profile`.
+    fn global(&self, profile: &Profile) -> cairn::Result<&Global> {
+        self.globals
             .iter()
             .find(|g| g.loaded.as_ref().is_some_and(|p| p.file == profile.file))
             .ok_or_else(|| {
                 cairn::Error::invalid(format!("no options for {}", profile.file.display()))
-            })?;
+            })
+    }
+}
+
+/// How long the watcher process may take to store what it read and exit
+/// after SIGTERM before it is killed.
+const WATCHER_STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `cairn watch` for `db` of `profile` as a child process (see
+/// [`cairn::DaemonHost::watch`] for why) with the options `g`, until
+/// `stop` is set or it exits. Its JSON notes go to `notify`, its warnings
+/// as problems; its error is returned.
+fn watch_in_child(
+    g: &Global,
+    profile: &Profile,
+    db: &std::path::Path,
+    stop: &AtomicBool,
+    notify: &(dyn Fn(cairn::WatchNote) + Sync),
+) -> cairn::Result<()> {
+    let failed = |what: &str, e: std::io::Error| {
+        cairn::Error::invalid(format!(
+            "cannot {what} the watcher process for {}: {e}",
+            db.display()
+        ))
+    };
+    let exe = std::env::current_exe().map_err(|e| failed("find the program of", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(g.to_args());
+    if g.retry_lock.is_none() {
+        cmd.arg("--retry-lock")
+            .arg(format!("{}s", DEFAULT_LOCK_WAIT.as_secs()));
+    }
+    cmd.arg("--json")
+        .arg("watch")
+        .arg("--for-daemon")
+        .arg(&profile.name)
+        .arg("--")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| failed("start", e))?;
+    // Standard input stays open while this function runs: the watcher
+    // stops when it closes, also when this process dies.
+    let _alive = child.stdin.take();
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(cairn::Error::invalid("the watcher process has no pipes"));
+    };
+    let error = std::sync::Mutex::new(None::<String>);
+    let status = std::thread::scope(|s| {
+        s.spawn(|| {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                let note = serde_json::from_str(&line)
+                    .ok()
+                    .and_then(|v| super::watch::note_of_json(&v));
+                notify(note.unwrap_or(cairn::WatchNote::Problem(line)));
+            }
+        });
+        s.spawn(|| {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                if let Some(e) = line.strip_prefix("cairn: error: ") {
+                    *error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_owned());
+                } else {
+                    let said = line.strip_prefix("cairn: warning: ").unwrap_or(&line);
+                    notify(cairn::WatchNote::Problem(said.to_owned()));
+                }
+            }
+        });
+        let mut asked = None;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {}
+                Err(e) => return Err(failed("wait for", e)),
+            }
+            if stop.load(Ordering::SeqCst) && asked.is_none() {
+                asked = Some(std::time::Instant::now());
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+            if asked.is_some_and(|t| t.elapsed() > WATCHER_STOP_WAIT) {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    let why = error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(|| format!("the watcher process ended with {status}"));
+    Err(cairn::Error::invalid(why))
+}
+
+impl cairn::DaemonHost for Host {
+    fn watch(
+        &self,
+        profile: &Profile,
+        db: &std::path::Path,
+        stop: &AtomicBool,
+        notify: &(dyn Fn(cairn::WatchNote) + Sync),
+    ) -> cairn::Result<()> {
+        // Opened here first: a default repository is created, and a wrong
+        // password is reported, as for a run.
+        drop(self.open(profile)?);
+        watch_in_child(self.global(profile)?, profile, db, stop, notify)
+    }
+
+    fn open(&self, profile: &Profile) -> cairn::Result<Repository> {
+        let g = self.global(profile)?;
         // The repository's own messages (a default repository created)
         // are logged, not printed as command output.
         let quiet = Out::new(false, true);

@@ -164,6 +164,47 @@ pub struct Global {
     loaded: Option<cairn::Profile>,
 }
 
+impl Global {
+    /// These options as a command line for another cairn process (the
+    /// daemon's watchers): where the repository is and how to open it, not
+    /// how to print.
+    fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut pair = |name: &str, value: Option<std::ffi::OsString>| {
+            if let Some(v) = value {
+                args.push(name.into());
+                args.push(v);
+            }
+        };
+        pair("--repo", self.repo.clone().map(Into::into));
+        pair(
+            "--limit-upload",
+            self.limit_upload.map(|v| v.to_string().into()),
+        );
+        pair(
+            "--limit-download",
+            self.limit_download.map(|v| v.to_string().into()),
+        );
+        pair(
+            "--password-file",
+            self.password_file.clone().map(Into::into),
+        );
+        pair(
+            "--password-command",
+            self.password_command.clone().map(Into::into),
+        );
+        pair("--cache-dir", self.cache_dir.clone().map(Into::into));
+        pair("--retry-lock", self.retry_lock.clone().map(Into::into));
+        pair("--profile", self.profile.clone().map(Into::into));
+        for (set, flag) in [(self.no_lock, "--no-lock"), (self.no_cache, "--no-cache")] {
+            if set {
+                args.push(flag.into());
+            }
+        }
+        args
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a new repository.

@@ -55,6 +55,11 @@ pub struct WatchArgs {
     /// The host name to record instead of this machine's.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
+    /// Run as the watcher `cairn daemon` started for the profile NAME:
+    /// stop when standard input closes (also when the daemon is killed),
+    /// and name the daemon in the audit log.
+    #[arg(long, value_name = "NAME", hide = true)]
+    for_daemon: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -107,6 +112,20 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
+    if let Some(profile) = &a.for_daemon {
+        repo.set_actor(format!("daemon:{profile}"));
+        // The daemon holds the other end of standard input open for as
+        // long as it wants this watcher: its end closes when it is gone,
+        // whatever way it went.
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("cairn-watch stdin".into())
+            .spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                stop.store(true, Ordering::SeqCst);
+            })
+            .context("cannot start the thread that follows standard input")?;
+    }
     let json = out.json;
     let quiet = out.quiet;
     let results: Vec<(PathBuf, cairn::Result<()>)> = std::thread::scope(|scope| {
@@ -184,6 +203,27 @@ pub(super) fn note_json(db: &str, n: &WatchNote) -> serde_json::Value {
             serde_json::json!({"db": db, "event": "problem", "message": why})
         }
         _ => serde_json::json!({"db": db}),
+    }
+}
+
+/// The note [`note_json`] wrote, `None` for a line that is not one.
+pub(super) fn note_of_json(v: &serde_json::Value) -> Option<WatchNote> {
+    let text = |k: &str| v[k].as_str().map(str::to_owned);
+    match v["event"].as_str()? {
+        "base" => Some(WatchNote::Base {
+            id: v["snapshot"].as_str()?.parse().ok()?,
+            time: v["time"].as_str()?.parse().ok()?,
+            bytes_added: v["bytes_added"].as_u64()?,
+        }),
+        "segment" => Some(WatchNote::Segment {
+            id: v["segment"].as_str()?.parse().ok()?,
+            txns: usize::try_from(v["txns"].as_u64()?).ok()?,
+            pages: v["pages"].as_u64()?,
+            lag: Duration::from_millis(v["lag_ms"].as_u64()?),
+        }),
+        "chain-end" => Some(WatchNote::ChainEnd(text("reason")?)),
+        "problem" => Some(WatchNote::Problem(text("message")?)),
+        _ => None,
     }
 }
 
@@ -338,4 +378,35 @@ pub fn timeline(g: &Global, out: &Out, a: &TimelineArgs) -> Result<u8> {
 fn precise(t: jiff::Timestamp) -> String {
     let z = t.to_zoned(jiff::tz::TimeZone::system());
     z.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_reads_back_every_note_a_watcher_prints() {
+        let notes = [
+            WatchNote::Base {
+                id: "11".repeat(32).parse().expect("id"),
+                time: "2026-11-24T10:00:00.5Z".parse().expect("time"),
+                bytes_added: 123,
+            },
+            WatchNote::Segment {
+                id: "22".repeat(32).parse().expect("id"),
+                txns: 7,
+                pages: 9,
+                lag: Duration::from_millis(250),
+            },
+            WatchNote::ChainEnd("the database was replaced".into()),
+            WatchNote::Problem("cannot read".into()),
+        ];
+        for n in notes {
+            let line = note_json("/srv/app.db", &n).to_string();
+            let back = serde_json::from_str(&line)
+                .ok()
+                .and_then(|v| note_of_json(&v));
+            assert_eq!(format!("{back:?}"), format!("{:?}", Some(n)), "{line}");
+        }
+    }
 }

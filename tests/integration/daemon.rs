@@ -492,3 +492,132 @@ fn daemon_runs_the_watchers_of_a_profile_without_jobs() {
     assert_eq!(chain["end"], "the watcher was stopped");
     app.verify();
 }
+
+/// The processes `pid` and its descendants, from /proc.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = all.get(i) {
+        i += 1;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.map_while(Result::ok) {
+            let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            all.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    all
+}
+
+/// How many POSIX locks the processes `pids` hold on the file with inode
+/// `ino`, from /proc/locks.
+fn posix_locks(pids: &[u32], ino: u64) -> usize {
+    let table = fs::read_to_string("/proc/locks").expect("/proc/locks");
+    table
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"POSIX")
+                && f.get(4)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
+        })
+        .count()
+}
+
+#[test]
+fn a_snapshot_job_of_a_watched_database_leaves_the_watcher_its_lock() {
+    // The watcher's SQLite connections hold a shared POSIX lock on the
+    // database so that the application's last connection to close does not
+    // delete -wal and -shm from under them. A snapshot job that opened and
+    // closed the file in the watcher's process would drop that lock.
+    use std::os::unix::fs::MetadataExt;
+    let app = App::new(
+        "[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n\n\
+         [[jobs]]\nname = \"db\"\nevery = \"1s\"\ncomponents = [\"db\"]\n",
+    );
+    fs::create_dir_all(app.root().join("db")).expect("mkdir");
+    let db = app.root().join("db/app.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('a');",
+    )
+    .expect("create");
+    let ino = fs::metadata(&db).expect("stat").ino();
+    let d = app.daemon(&[]);
+    d.wait_for("the watcher's base and two snapshot runs", |d| {
+        let lines = d.lines.lock().expect("lines");
+        lines.iter().any(|v| v["watch"] == "base")
+            && lines.iter().filter(|v| v["event"] == "end").count() >= 2
+    });
+    let held = posix_locks(&process_tree(d.child.id()), ino);
+    d.sigterm();
+    assert!(d.wait(), "exit code 0 after SIGTERM");
+    assert!(
+        held > 0,
+        "after a snapshot job the watcher holds no lock on the database"
+    );
+    app.verify();
+}
+
+/// True while process `pid` runs (not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+#[test]
+fn the_watcher_of_a_killed_daemon_stores_what_it_read_and_stops() {
+    let app = App::new("[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n");
+    fs::create_dir_all(app.root().join("db")).expect("mkdir");
+    let db = app.root().join("db/app.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT);")
+        .expect("create");
+    let mut d = app.daemon(&[]);
+    d.wait_for("the watcher's base", |d| {
+        d.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|v| v["watch"] == "base")
+    });
+    conn.execute("INSERT INTO t VALUES ('a')", [])
+        .expect("insert");
+    let watchers: Vec<u32> = process_tree(d.child.id())
+        .into_iter()
+        .filter(|&p| p != d.child.id())
+        .collect();
+    assert!(
+        !watchers.is_empty(),
+        "the watcher runs in a process of its own"
+    );
+    d.child.kill().expect("SIGKILL the daemon");
+    let _ = d.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while watchers.iter().any(|&p| running(p)) {
+        assert!(Instant::now() < deadline, "the watcher outlived its daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let timeline = json_of(&run(app.cairn().args([
+        "--json",
+        "db",
+        "timeline",
+        "db/app.db",
+    ])));
+    let chain = &timeline[0]["chains"][0];
+    assert_eq!(
+        chain["last_txn"], 1,
+        "the commit read was stored: {timeline}"
+    );
+    assert_eq!(chain["end"], "the watcher was stopped");
+    app.verify();
+}
