@@ -799,27 +799,18 @@ impl Walker<'_> {
         wal: Option<&Metadata>,
     ) -> Result<Option<Node>> {
         self.progress.file();
-        if let Some(image) = self.captured.take(path) {
-            // Captured beforehand through the caller's own SQLite
-            // connection (cairn watch's base), which stays open: the file
-            // is not opened here at all, nor judged unchanged by its stat
-            // (its changes may be in the -wal). Closing any descriptor of a
-            // file drops every POSIX lock the process holds on it, SQLite's
-            // shared lock included; without it, the application's last
-            // connection to close deletes the -wal and -shm files from
-            // under the watcher's connections.
-            self.counters.files_new.fetch_add(1, Ordering::Relaxed);
-            let page_size = sqlite::sniff(&image.file).unwrap_or(4096);
-            let mut content = Vec::new();
-            let size = self.save_image(path, image, page_size, &mut content)?;
-            self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
-            self.counters.total_size.fetch_add(size, Ordering::Relaxed);
-            let kind = self.file_kind(content)?;
-            let mut node = base_node(name, kind, meta, path);
-            node.size = size;
-            return Ok(Some(node));
-        }
-        if let Some(content) = self.unchanged(meta, prev, wal) {
+        // A database captured beforehand through the caller's own SQLite
+        // connection (cairn watch's base), which stays open: the file is
+        // not opened here at all, nor judged unchanged by its stat (its
+        // changes may be in the -wal). Closing any descriptor of a file
+        // drops every POSIX lock the process holds on it, SQLite's shared
+        // lock included; without it, the application's last connection to
+        // close deletes the -wal and -shm files from under the watcher's
+        // connections.
+        let captured = self.captured.take(path);
+        if captured.is_none()
+            && let Some(content) = self.unchanged(meta, prev, wal)
+        {
             self.counters
                 .files_unchanged
                 .fetch_add(1, Ordering::Relaxed);
@@ -835,6 +826,38 @@ impl Walker<'_> {
             node.size = meta.len();
             return Ok(Some(node));
         }
+        let mut content = Vec::new();
+        let size = match captured {
+            Some(image) => {
+                self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+                let page_size = sqlite::sniff(&image.file).unwrap_or(4096);
+                self.save_image(path, image, page_size, &mut content)?
+            }
+            None => match self.read_file(path, meta, prev.is_some(), &mut content)? {
+                Some(size) => size,
+                None => return Ok(None),
+            },
+        };
+        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
+        // The size recorded is what was read, so a file that grew or shrank
+        // while being read restores to exactly the bytes stored.
+        let kind = self.file_kind(content)?;
+        let mut node = base_node(name, kind, meta, path);
+        node.size = size;
+        Ok(Some(node))
+    }
+
+    /// Opens and stores the file `path` (a database through a consistent
+    /// capture), appending its chunks' ids to `content`; returns the bytes
+    /// read, or `None` when it vanished.
+    fn read_file(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        changed: bool,
+        content: &mut Vec<BlobId>,
+    ) -> Result<Option<u64>> {
         // Opened without following a symlink and without blocking on a FIFO,
         // then checked to still be a regular file: the entry may have been
         // replaced since it was examined.
@@ -855,25 +878,18 @@ impl Walker<'_> {
             }
             Err(e) => return Err(Error::source_read(path, e)),
         };
-        if prev.is_some() {
+        if changed {
             self.counters.files_changed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
-        let mut content = Vec::new();
         let size = match self.database(path, Some(&file)) {
-            Some(page_size) => match self
-                .captured
-                .take(path)
-                .map_or_else(|| sqlite::capture(path, &file, page_size), Ok)
-            {
-                // Page-aware chunking: one chunk a page, so a change to a
-                // few pages stores about those pages.
-                // A database named with --sqlite-db whose header could not
-                // be read at first: SQLite's default page size.
-                Ok(image) => {
-                    self.save_image(path, image, page_size.unwrap_or(4096), &mut content)?
-                }
+            // Page-aware chunking: one chunk a page, so a change to a few
+            // pages stores about those pages. A database named with
+            // --sqlite-db whose header could not be read at first:
+            // SQLite's default page size.
+            Some(page_size) => match sqlite::capture(path, &file, page_size) {
+                Ok(image) => self.save_image(path, image, page_size.unwrap_or(4096), content)?,
                 Err(why) => {
                     self.warn(format!(
                         "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
@@ -881,19 +897,12 @@ impl Walker<'_> {
                         path.display()
                     ));
                     lock(&self.raw_dbs).insert(path.to_path_buf());
-                    self.save_content(file, meta.len(), path, None, &mut content)?
+                    self.save_content(file, meta.len(), path, None, content)?
                 }
             },
-            None => self.save_content(file, meta.len(), path, None, &mut content)?,
+            None => self.save_content(file, meta.len(), path, None, content)?,
         };
-        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
-        self.counters.total_size.fetch_add(size, Ordering::Relaxed);
-        // The size recorded is what was read, so a file that grew or shrank
-        // while being read restores to exactly the bytes stored.
-        let kind = self.file_kind(content)?;
-        let mut node = base_node(name, kind, meta, path);
-        node.size = size;
-        Ok(Some(node))
+        Ok(Some(size))
     }
 
     /// Stores the image of the database `path`, recording it as captured.
