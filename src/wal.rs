@@ -241,9 +241,18 @@ impl Cursor {
     /// transaction still being written, or the end of the generation.
     #[must_use]
     pub fn read(&mut self, bytes: &[u8]) -> Vec<Transaction> {
+        self.read_more(bytes).0
+    }
+
+    /// As [`Cursor::read`], and whether every whole frame of `bytes` was
+    /// valid: then the log may go on past them, and a caller reading it in
+    /// pieces reads on from [`Cursor::offset`].
+    #[must_use]
+    pub fn read_more(&mut self, bytes: &[u8]) -> (Vec<Transaction>, bool) {
         let mut done = Vec::new();
         let mut pending = Vec::new();
-        let mut frames = self.frames;
+        let start = self.frames;
+        let mut frames = start;
         let mut committed = None;
         let mut probe = *self;
         probe.scan(bytes, |page, db_pages, image| {
@@ -268,7 +277,9 @@ impl Cursor {
             upto.scan(bytes.get(..len).unwrap_or_default(), |_, _, _| {});
             *self = upto;
         }
-        done
+        let whole = bytes.len() / self.header.frame_len();
+        let all_valid = usize::try_from(frames - start).is_ok_and(|n| n == whole);
+        (done, all_valid)
     }
 
     /// Calls `found(page, db_pages, image range)` for each valid frame of
@@ -425,6 +436,25 @@ mod tests {
             }
             prop_assert_eq!(count, all.len());
             prop_assert_eq!(piecewise, whole);
+        }
+
+        #[test]
+        fn read_more_says_whether_the_log_may_go_on(
+            txns in txn_strategy(),
+            stale in 0usize..4,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            // SQLite leaves an older generation's frames past the current
+            // one's end: those end the log.
+            let h = header(false, [1, 2]);
+            let mut log = build(&h, &txns);
+            let valid = (log.len() - HEADER_LEN) / h.frame_len();
+            let old = build(&header(false, [0, 7]), &[vec![(1, 1); stale]]);
+            log.extend_from_slice(&old[HEADER_LEN..]);
+            let end = HEADER_LEN + cut.index(log.len() - HEADER_LEN + 1);
+            let bytes = &log[HEADER_LEN..end];
+            let (_, more) = Cursor::new(h).read_more(bytes);
+            prop_assert_eq!(more, bytes.len() / h.frame_len() <= valid);
         }
 
         #[test]

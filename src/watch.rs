@@ -42,13 +42,15 @@
 //!   log itself: it moves the pin to the newest snapshot and checkpoints
 //!   up to it (PASSIVE: no locks held against anyone), again while more
 //!   than a few hundred frames came meanwhile (at most four passes); then,
-//!   under the write lock, it reads the rest of the log, drops the pin and
-//!   copies the few frames since, so that the log is wholly in the
-//!   database file;
+//!   it reads what came meanwhile, in passes, outside any lock; under the
+//!   write lock it reads the rest of the log, drops the pin and copies the
+//!   few frames since, so that the log is wholly in the database file;
 //!   then it pins again as above (its own no-op commit restarts the log,
 //!   unless an application commit came first and did). While it waits for
 //!   the write lock it keeps reading the log and pins as soon as the log
-//!   changes, so a busy application cannot outrun it.
+//!   changes, so a busy application cannot outrun it. The log is read a
+//!   few megabytes at a time, up to the first frame of another
+//!   generation: SQLite does not shrink the file when the log restarts.
 //! - **Knowing nothing was missed.** A writer that restarts the log adds
 //!   one to the first salt of the shared header (SQLite's checkpoint
 //!   sequence number is each connection's own and counts nothing). When
@@ -76,9 +78,11 @@
 //! (their checkpoint still copies what it can); automatic checkpoints are
 //! unaffected.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -209,7 +213,7 @@ pub struct Follower {
     last_restart: Option<std::time::Instant>,
     /// The wal-index, open for as long as the connections (declared
     /// last, so dropped after them; see `unbackfilled`).
-    shm: Option<File>,
+    shm: Option<Arc<File>>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -239,6 +243,32 @@ fn wal_path(db: &Path) -> PathBuf {
 
 fn shm_path(db: &Path) -> PathBuf {
     companion(db, "-shm")
+}
+
+/// The wal-index files this process has open, by device and inode.
+static SHM_FILES: Mutex<BTreeMap<(u64, u64), Weak<File>>> = Mutex::new(BTreeMap::new());
+
+/// The wal-index file at `path`, opened once per process and shared by
+/// every follower of it. Closing any descriptor of a file drops every
+/// POSIX lock the process holds on it, and SQLite's read locks (the pin's)
+/// are POSIX locks on this file: a follower that opened its own and was
+/// dropped (the old chain's, after a new base) silently unpinned the new
+/// follower's log, which the application then restarted under it. Shared,
+/// the file is closed only with the last follower, after its connections.
+fn open_shared(path: &Path) -> Result<Arc<File>> {
+    let (dev, ino) = identity(path)?;
+    let mut files = SHM_FILES.lock().unwrap_or_else(PoisonError::into_inner);
+    files.retain(|_, f| f.strong_count() > 0);
+    if let Some(file) = files.get(&(dev, ino)).and_then(Weak::upgrade) {
+        return Ok(file);
+    }
+    let file = Arc::new(File::open(path).map_err(|e| Error::source_read(path, e))?);
+    let opened = file
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| Error::source_read(path, e))?;
+    files.insert(opened, Arc::downgrade(&file));
+    Ok(file)
 }
 
 fn identity(db: &Path) -> Result<(u64, u64)> {
@@ -280,6 +310,51 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
+}
+
+/// How much of the log is read at once. SQLite does not shrink the log when
+/// it restarts it: past the current generation's frames the file still
+/// holds older generations' (whose salts end a scan), up to the largest the
+/// log ever grew. Read to the file's end at every poll, that tail cost tens
+/// of megabytes a poll after a restart at full speed, and the reads under
+/// the write lock held the application for most of a second.
+const READ_PIECE: u64 = 4 << 20;
+
+/// Reads the log `file` (at `path`, `len` bytes long) from `cursor` on, a
+/// piece at a time, until the first frame that is not of the cursor's
+/// generation or the end; calls `each` with every complete transaction and
+/// the bytes its page ranges index.
+fn read_log(
+    file: &File,
+    path: &Path,
+    cursor: &mut Cursor,
+    len: u64,
+    mut each: impl FnMut(&[u8], wal::Transaction),
+) -> Result<()> {
+    let frame_len = cursor.header().frame_len() as u64;
+    let mut piece = (READ_PIECE / frame_len).max(1) * frame_len;
+    loop {
+        let from = cursor.offset();
+        let left = len.saturating_sub(from);
+        if left == 0 {
+            return Ok(());
+        }
+        let n = left.min(piece);
+        let body = read_at(file, from, usize::try_from(n).unwrap_or(usize::MAX))
+            .map_err(|e| Error::source_read(path, e))?;
+        let before = cursor.frames();
+        let (txns, more) = cursor.read_more(&body);
+        for txn in txns {
+            each(&body, txn);
+        }
+        if !more || n == left {
+            return Ok(());
+        }
+        if cursor.frames() == before {
+            // A transaction longer than the piece: read it whole.
+            piece = piece.saturating_mul(2);
+        }
+    }
 }
 
 impl Follower {
@@ -442,9 +517,7 @@ impl Follower {
         let path = shm_path(&self.db);
         let file = match &self.shm {
             Some(f) => f,
-            None => self
-                .shm
-                .insert(File::open(&path).map_err(|e| Error::source_read(&path, e))?),
+            None => self.shm.insert(open_shared(&path)?),
         };
         let head = read_at(file, 0, 100).map_err(|e| Error::source_read(&path, e))?;
         // The wal-index is in the host's byte order.
@@ -575,12 +648,7 @@ impl Follower {
             .metadata()
             .map_err(|e| Error::source_read(&self.wal, e))?
             .len();
-        let from = cursor.offset();
-        if len > from {
-            let body = read_at(&file, from, usize::try_from(len - from).unwrap_or(0))
-                .map_err(|e| Error::source_read(&self.wal, e))?;
-            let _ = cursor.read(&body);
-        }
+        read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -601,14 +669,7 @@ impl Follower {
             .metadata()
             .map_err(|e| Error::source_read(&self.wal, e))?
             .len();
-        let from = cursor.offset();
-        let body = read_at(
-            &file,
-            from,
-            usize::try_from(len.saturating_sub(from)).unwrap_or(0),
-        )
-        .map_err(|e| Error::source_read(&self.wal, e))?;
-        let _ = cursor.read(&body);
+        read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -628,9 +689,13 @@ impl Follower {
     /// When the log or the database cannot be read.
     pub fn poll(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        let Some(len) = self.read_checked(&mut events)? else {
+        if self.read_checked(&mut events)?.is_none() {
             return Ok(events);
-        };
+        }
+        // The generation's length, not the file's: SQLite does not shrink
+        // the file when the log restarts, so a log that once grew large
+        // would seem far past the limit after every restart.
+        let len = self.cursor.map_or(0, |c| c.offset());
         if events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(events);
         }
@@ -751,13 +816,8 @@ impl Follower {
         time: Timestamp,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let from = cursor.offset();
-        if len <= from {
-            return Ok(());
-        }
-        let body = read_at(file, from, usize::try_from(len - from).unwrap_or(0))
-            .map_err(|e| Error::source_read(&self.wal, e))?;
-        for txn in cursor.read(&body) {
+        let page_size = cursor.header().page_size;
+        read_log(file, &self.wal, cursor, len, |body, txn| {
             let pages = txn
                 .pages
                 .iter()
@@ -765,12 +825,11 @@ impl Follower {
                 .collect();
             events.push(Event::Commit(Commit {
                 time,
-                page_size: cursor.header().page_size,
+                page_size,
                 db_pages: txn.db_pages,
                 pages,
             }));
-        }
-        Ok(())
+        })
     }
 
     /// Why transactions may have been lost when the log restarted from
@@ -837,10 +896,28 @@ impl Follower {
         // copied.
         for _ in 0..COPY_PASSES {
             self.take_pin()?;
-            match self.checkpoint() {
+            let copied = self.checkpoint();
+            self.read_new(events)?;
+            match copied {
                 Ok((log, done)) if log.saturating_sub(done) > ROLL_FRAMES => {}
                 _ => break,
             }
+        }
+        // What the application committed meanwhile is read now, in passes
+        // while it keeps appending, not under the write lock: at full speed
+        // a second of log is tens of megabytes, whose reading held the
+        // application for most of a second.
+        for _ in 0..COPY_PASSES {
+            let before = self.cursor.map(|c| c.offset());
+            self.read_new(events)?;
+            let after = self.cursor.map(|c| c.offset());
+            let read = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
+            if before.is_none() || read <= ROLL_FRAMES * u64::from(self.page_size) {
+                break;
+            }
+        }
+        if events.iter().any(|e| matches!(e, Event::Lost(_))) {
+            return Ok(());
         }
         // Step 2, under the write lock, where nobody commits: the rest is
         // read and copied, so the whole log is in the database file (as
@@ -856,7 +933,10 @@ impl Follower {
         copied?;
         // Step 3: the next commit restarts the log: the watcher's own if
         // it gets the write lock first (`pin_under_lock`), else the
-        // application's, read and pinned as soon as it appears.
+        // application's, read and pinned as soon as it appears. A separate
+        // hold: only a write transaction that begins once the whole log is
+        // in the database file restarts the log (SQLite's walRestartLog
+        // needs the writer's snapshot to be read from the file alone).
         self.repin(events)
     }
 
@@ -1144,6 +1224,74 @@ mod tests {
             });
             assert_states_in_order(&run);
         }
+    }
+
+    /// A transaction longer than the piece the log is read in is read
+    /// whole, and the commits around it too.
+    #[test]
+    fn a_transaction_longer_than_a_read_piece_is_followed() {
+        let (_dir, run) = scenario(1 << 30, |db, states| {
+            mixed_writes(db, states, 60, 0, 1000);
+            let conn = Connection::open(db).unwrap_or_else(|e| panic!("open: {e}"));
+            let big = usize::try_from(super::READ_PIECE).unwrap_or(0) * 3 / 2;
+            conn.execute(
+                "INSERT INTO t(k, v) VALUES (1000000, ?1)",
+                ["b".repeat(big)],
+            )
+            .unwrap_or_else(|e| panic!("big: {e}"));
+            states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(state(&conn));
+            drop(conn);
+            mixed_writes(db, states, 20, 0, 1000);
+        });
+        assert_every_state(&run);
+    }
+
+    /// SQLite's read locks are POSIX locks on the wal-index, which any
+    /// descriptor of it closed in the process drops. A follower dropped
+    /// while another follows the same database (the old chain's, after a
+    /// new base) must leave the other's locks in place. (Another process's
+    /// checkpoint would then restart the log under the pin; in this process
+    /// SQLite tracks its own connections' locks itself, so /proc/locks is
+    /// the witness.)
+    #[test]
+    fn a_follower_dropped_beside_another_leaves_its_locks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).unwrap_or_else(|e| panic!("open: {e}"));
+        app.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('a');",
+        )
+        .unwrap_or_else(|e| panic!("setup: {e}"));
+        let (old, _) = Follower::start(&db, 1 << 30).unwrap_or_else(|e| panic!("start: {e}"));
+        let (mut new, _) = Follower::start(&db, 1 << 30).unwrap_or_else(|e| panic!("start: {e}"));
+        drop(old);
+        let shm = std::fs::metadata(dir.path().join("app.db-shm"))
+            .unwrap_or_else(|e| panic!("stat: {e}"))
+            .ino()
+            .to_string();
+        let me = std::process::id().to_string();
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_else(|e| panic!("{e}"));
+        let held = locks
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| {
+                f.get(1) == Some(&"POSIX")
+                    && f.get(4) == Some(&me.as_str())
+                    && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(shm.as_str())
+            })
+            .count();
+        assert!(held > 0, "no lock left on the wal-index");
+        app.execute("INSERT INTO t VALUES ('b')", [])
+            .unwrap_or_else(|e| panic!("insert: {e}"));
+        let events = new.poll().unwrap_or_else(|e| panic!("poll: {e}"));
+        assert!(
+            events.iter().all(|e| matches!(e, Event::Commit(_))),
+            "{events:?}"
+        );
     }
 
     /// A database replaced by another file (an application's own restore)
