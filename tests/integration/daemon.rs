@@ -122,6 +122,16 @@ impl App {
             .len()
     }
 
+    /// `cairn db timeline --json` of the application's database.
+    fn timeline(&self) -> Value {
+        json_of(&run(self.cairn().args([
+            "--json",
+            "db",
+            "timeline",
+            "db/app.db",
+        ])))
+    }
+
     fn verify(&self) {
         let o = run(self.cairn().args(["verify", "--read-data"]));
         assert!(o.status.success(), "verify: {}", stderr(&o));
@@ -452,14 +462,23 @@ fn daemon_runs_several_profiles_at_once_each_into_its_own_repository() {
     assert!(latest_start < earliest_end, "{runs:?}");
 }
 
-#[test]
-fn daemon_runs_the_watchers_of_a_profile_without_jobs() {
-    let app = App::new("[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n");
+/// An application whose `db` component, a WAL-mode database with a table
+/// `t(v)`, is watched (`[watch]`), with `jobs` besides; and the
+/// application's connection to it.
+fn watched_app(jobs: &str) -> (App, rusqlite::Connection) {
+    let app = App::new(&format!(
+        "[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n\n{jobs}"
+    ));
     fs::create_dir_all(app.root().join("db")).expect("mkdir");
-    let db = app.root().join("db/app.db");
-    let conn = rusqlite::Connection::open(&db).expect("open");
+    let conn = rusqlite::Connection::open(app.root().join("db/app.db")).expect("open");
     conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT);")
         .expect("create");
+    (app, conn)
+}
+
+#[test]
+fn daemon_runs_the_watchers_of_a_profile_without_jobs() {
+    let (app, conn) = watched_app("");
     let d = app.daemon(&[]);
     d.wait_for("the watcher's base", |d| {
         d.lines
@@ -481,12 +500,7 @@ fn daemon_runs_the_watchers_of_a_profile_without_jobs() {
     });
     d.sigterm();
     assert!(d.wait(), "exit code 0 after SIGTERM");
-    let timeline = json_of(&run(app.cairn().args([
-        "--json",
-        "db",
-        "timeline",
-        "db/app.db",
-    ])));
+    let timeline = app.timeline();
     let chain = &timeline[0]["chains"][0];
     assert_eq!(chain["last_txn"], 5, "{timeline}");
     assert_eq!(chain["end"], "the watcher was stopped");
@@ -538,17 +552,11 @@ fn a_snapshot_job_of_a_watched_database_leaves_the_watcher_its_lock() {
     // delete -wal and -shm from under them. A snapshot job that opened and
     // closed the file in the watcher's process would drop that lock.
     use std::os::unix::fs::MetadataExt;
-    let app = App::new(
-        "[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n\n\
-         [[jobs]]\nname = \"db\"\nevery = \"1s\"\ncomponents = [\"db\"]\n",
-    );
-    fs::create_dir_all(app.root().join("db")).expect("mkdir");
+    let (app, conn) =
+        watched_app("[[jobs]]\nname = \"db\"\nevery = \"1s\"\ncomponents = [\"db\"]\n");
+    conn.execute("INSERT INTO t VALUES ('a')", [])
+        .expect("insert");
     let db = app.root().join("db/app.db");
-    let conn = rusqlite::Connection::open(&db).expect("open");
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('a');",
-    )
-    .expect("create");
     let ino = fs::metadata(&db).expect("stat").ino();
     let d = app.daemon(&[]);
     d.wait_for("the watcher's base and two snapshot runs", |d| {
@@ -576,12 +584,7 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn the_watcher_of_a_killed_daemon_stores_what_it_read_and_stops() {
-    let app = App::new("[components.db]\nsqlite = \"db/app.db\"\n\n[watch]\nlag = \"200ms\"\n");
-    fs::create_dir_all(app.root().join("db")).expect("mkdir");
-    let db = app.root().join("db/app.db");
-    let conn = rusqlite::Connection::open(&db).expect("open");
-    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT);")
-        .expect("create");
+    let (app, conn) = watched_app("");
     let mut d = app.daemon(&[]);
     d.wait_for("the watcher's base", |d| {
         d.lines
@@ -607,12 +610,7 @@ fn the_watcher_of_a_killed_daemon_stores_what_it_read_and_stops() {
         assert!(Instant::now() < deadline, "the watcher outlived its daemon");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let timeline = json_of(&run(app.cairn().args([
-        "--json",
-        "db",
-        "timeline",
-        "db/app.db",
-    ])));
+    let timeline = app.timeline();
     let chain = &timeline[0]["chains"][0];
     assert_eq!(
         chain["last_txn"], 1,
