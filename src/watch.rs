@@ -231,6 +231,15 @@ fn sql_error(db: &Path, what: &str, e: &rusqlite::Error) -> Error {
 }
 
 /// `db` with `suffix` appended: its `-wal` or `-shm` file.
+/// A file of the followed database that cannot be read. (Not
+/// [`Error::source_read`], whose advice is a backup's: `--exclude`.)
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    Error::invalid(format!(
+        "cannot read {}: {e}; the watcher reads the database, its -wal and its -shm: run it as a user that may read and write them (the application's)",
+        path.display()
+    ))
+}
+
 fn companion(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(suffix);
@@ -262,17 +271,17 @@ fn open_shared(path: &Path) -> Result<Arc<File>> {
     if let Some(file) = files.get(&(dev, ino)).and_then(Weak::upgrade) {
         return Ok(file);
     }
-    let file = Arc::new(File::open(path).map_err(|e| Error::source_read(path, e))?);
+    let file = Arc::new(File::open(path).map_err(|e| read_error(path, e))?);
     let opened = file
         .metadata()
         .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| Error::source_read(path, e))?;
+        .map_err(|e| read_error(path, e))?;
     files.insert(opened, Arc::downgrade(&file));
     Ok(file)
 }
 
 fn identity(db: &Path) -> Result<(u64, u64)> {
-    let meta = std::fs::metadata(db).map_err(|e| Error::source_read(db, e))?;
+    let meta = std::fs::metadata(db).map_err(|e| read_error(db, e))?;
     Ok((meta.dev(), meta.ino()))
 }
 
@@ -341,7 +350,7 @@ fn read_log(
         }
         let n = left.min(piece);
         let body = read_at(file, from, usize::try_from(n).unwrap_or(usize::MAX))
-            .map_err(|e| Error::source_read(path, e))?;
+            .map_err(|e| read_error(path, e))?;
         let before = cursor.frames();
         let (txns, more) = cursor.read_more(&body);
         for txn in txns {
@@ -519,7 +528,7 @@ impl Follower {
             Some(f) => f,
             None => self.shm.insert(open_shared(&path)?),
         };
-        let head = read_at(file, 0, 100).map_err(|e| Error::source_read(&path, e))?;
+        let head = read_at(file, 0, 100).map_err(|e| read_error(&path, e))?;
         // The wal-index is in the host's byte order.
         #[allow(clippy::big_endian_bytes)]
         let word = |at: usize| {
@@ -636,18 +645,14 @@ impl Follower {
             self.cursor = None;
             return Ok(());
         };
-        let head =
-            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let head = read_at(&file, 0, wal::HEADER_LEN).map_err(|e| read_error(&self.wal, e))?;
         let (Ok(header), Some(mut cursor)) = (WalHeader::parse(&head), self.cursor) else {
             return self.read_whole_log();
         };
         if cursor.header() != &header {
             return self.read_whole_log();
         }
-        let len = file
-            .metadata()
-            .map_err(|e| Error::source_read(&self.wal, e))?
-            .len();
+        let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
         read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
@@ -658,17 +663,13 @@ impl Follower {
             self.cursor = None;
             return Ok(());
         };
-        let head =
-            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let head = read_at(&file, 0, wal::HEADER_LEN).map_err(|e| read_error(&self.wal, e))?;
         let Ok(header) = WalHeader::parse(&head) else {
             self.cursor = None;
             return Ok(());
         };
         let mut cursor = Cursor::new(header);
-        let len = file
-            .metadata()
-            .map_err(|e| Error::source_read(&self.wal, e))?
-            .len();
+        let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
         read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
@@ -678,7 +679,7 @@ impl Follower {
         match File::open(&self.wal) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::source_read(&self.wal, e)),
+            Err(e) => Err(read_error(&self.wal, e)),
         }
     }
 
@@ -764,14 +765,11 @@ impl Follower {
         let Some(file) = self.open_log()? else {
             return Ok(0);
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::source_read(&self.wal, e))?;
+        let meta = file.metadata().map_err(|e| read_error(&self.wal, e))?;
         let len = meta.len();
         // Every commit found below `len` was written before this moment.
         let time = Timestamp::now();
-        let head =
-            read_at(&file, 0, wal::HEADER_LEN).map_err(|e| Error::source_read(&self.wal, e))?;
+        let head = read_at(&file, 0, wal::HEADER_LEN).map_err(|e| read_error(&self.wal, e))?;
         let Ok(header) = WalHeader::parse(&head) else {
             // Empty or truncated (a TRUNCATE checkpoint): nothing to read;
             // the next header tells whether anything was missed.
@@ -876,7 +874,7 @@ impl Follower {
             first,
             usize::try_from(upto.saturating_sub(first)).unwrap_or(0),
         )
-        .map_err(|e| Error::source_read(&self.wal, e))?;
+        .map_err(|e| read_error(&self.wal, e))?;
         let written = wal::valid_frames(new, &body);
         if written > old.frames() {
             return Ok(Some(
