@@ -466,7 +466,39 @@ impl<'a> Watcher<'a> {
             captured: crate::sqlite::Captured::new(self.db.clone(), base.into_image()),
             ..BackupOptions::default()
         };
-        let done = crate::backup::backup(self.repo, &opts, &NoProgress)?;
+        // The new follower keeps polling while the base is stored (a
+        // scoped thread stores it), so the commits made meanwhile are
+        // dated when they were read, a poll after they were made, not when
+        // the storing ended; and its pin keeps moving on, so the
+        // application's checkpoints go on copying the log a little at a
+        // time. They go into segment 0.
+        let mut first = Vec::new();
+        let mut lost = None;
+        let done = std::thread::scope(|s| {
+            let storing = s.spawn(|| crate::backup::backup(self.repo, &opts, &NoProgress));
+            while !storing.is_finished() {
+                if lost.is_none() {
+                    match follower.poll() {
+                        Ok(events) => {
+                            for e in events {
+                                match e {
+                                    Event::Commit(c) => first.push(c),
+                                    Event::Lost(why) => lost = Some(Error::invalid(why)),
+                                }
+                            }
+                        }
+                        Err(e) => lost = Some(e),
+                    }
+                }
+                std::thread::sleep(self.opts.poll);
+            }
+            storing
+                .join()
+                .unwrap_or_else(|_| Err(Error::invalid("storing the base panicked")))
+        })?;
+        if let Some(e) = lost {
+            return Err(e);
+        }
         if !done
             .snapshot
             .databases
@@ -495,9 +527,8 @@ impl<'a> Watcher<'a> {
             next_txn: base_txn + 1,
         };
         // Segment 0 makes the chain visible at once, with whatever was
-        // committed while the base was stored.
+        // committed while the base was stored and since.
         let t0 = nanos(Timestamp::now());
-        let mut first = Vec::new();
         for e in follower.poll()? {
             match e {
                 Event::Commit(c) => first.push(c),
