@@ -186,19 +186,9 @@ impl Following<'_> {
     /// Adds the commits a poll found to the pending ones; the reason the
     /// follower lost its proof of continuity (or could not read), if so.
     fn take(&mut self, polled: Result<Vec<Event>>) -> Option<String> {
-        let mut lost = None;
-        match polled {
-            Ok(events) => {
-                for e in events {
-                    match e {
-                        Event::Commit(c) => self.pending.push(c),
-                        Event::Lost(why) => lost = Some(why),
-                    }
-                }
-            }
-            Err(e) => lost = Some(e.to_string()),
-        }
-        lost
+        collect(polled, &mut self.pending)
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// The last moment known complete after a loss: the last commit read
@@ -210,6 +200,19 @@ impl Following<'_> {
             .map_or(self.from, |c| nanos(c.time))
             .max(self.from)
     }
+}
+
+/// Adds the commits a poll found to `into`, even when it then lost its
+/// proof of continuity; that loss, or the poll's failure, is the error.
+fn collect(polled: Result<Vec<Event>>, into: &mut Vec<Commit>) -> Result<()> {
+    let mut lost = None;
+    for e in polled? {
+        match e {
+            Event::Commit(c) => into.push(c),
+            Event::Lost(why) => lost = Some(why),
+        }
+    }
+    lost.map_or(Ok(()), |why| Err(Error::invalid(why)))
 }
 
 /// The watcher of one database.
@@ -478,17 +481,7 @@ impl<'a> Watcher<'a> {
             let storing = s.spawn(|| crate::backup::backup(self.repo, &opts, &NoProgress));
             while !storing.is_finished() {
                 if lost.is_none() {
-                    match follower.poll() {
-                        Ok(events) => {
-                            for e in events {
-                                match e {
-                                    Event::Commit(c) => first.push(c),
-                                    Event::Lost(why) => lost = Some(Error::invalid(why)),
-                                }
-                            }
-                        }
-                        Err(e) => lost = Some(e),
-                    }
+                    lost = collect(follower.poll(), &mut first).err();
                 }
                 std::thread::sleep(self.opts.poll);
             }
@@ -529,12 +522,7 @@ impl<'a> Watcher<'a> {
         // Segment 0 makes the chain visible at once, with whatever was
         // committed while the base was stored and since.
         let t0 = nanos(Timestamp::now());
-        for e in follower.poll()? {
-            match e {
-                Event::Commit(c) => first.push(c),
-                Event::Lost(why) => return Err(Error::invalid(why)),
-            }
-        }
+        collect(follower.poll(), &mut first)?;
         let until = first
             .iter()
             .map(|c| nanos(c.time))

@@ -425,21 +425,11 @@ impl Follower {
         follower.page_size = page_size;
         // Under the write lock nobody commits: the log read to its end and
         // the pin's snapshot are the same point, the base's. The log is read
-        // once before, so that under the lock only what was appended since
-        // is (a log of hundreds of MB would otherwise hold the application
-        // for seconds).
+        // before, whole and then in passes, so that under the lock only
+        // what was appended since is (a log of hundreds of MB would
+        // otherwise hold the application for seconds).
         follower.read_whole_log()?;
-        // Again while the application keeps appending: each pass reads what
-        // came during the last, so what is left for the lock is small.
-        for _ in 1..COPY_PASSES {
-            let before = follower.cursor.map(|c| c.offset());
-            follower.catch_up()?;
-            let after = follower.cursor.map(|c| c.offset());
-            let read = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
-            if before.is_none() || read <= ROLL_FRAMES * u64::from(page_size) {
-                break;
-            }
-        }
+        follower.read_in_passes(Self::catch_up)?;
         if !follower.lock_writes(None)? {
             return Err(Error::invalid(format!(
                 "{}: the application held the write lock for {} ms; try again",
@@ -885,6 +875,23 @@ impl Follower {
         Ok(None)
     }
 
+    /// Reads the log with `read` in passes while the application keeps
+    /// appending: each pass reads what came during the last, until one
+    /// reads at most `ROLL_FRAMES` pages, so what is left for the write
+    /// lock is small.
+    fn read_in_passes(&mut self, mut read: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        for _ in 0..COPY_PASSES {
+            let before = self.cursor.map(|c| c.offset());
+            read(self)?;
+            let after = self.cursor.map(|c| c.offset());
+            let read = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
+            if before.is_none() || read <= ROLL_FRAMES * u64::from(self.page_size) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Restarts the log (see the module doc).
     fn restart_log(&mut self, events: &mut Vec<Event>) -> Result<()> {
         // Step 1, no locks against anyone: the pin moves to the newest
@@ -901,19 +908,11 @@ impl Follower {
                 _ => break,
             }
         }
-        // What the application committed meanwhile is read now, in passes
-        // while it keeps appending, not under the write lock: at full speed
-        // a second of log is tens of megabytes, whose reading held the
-        // application for most of a second.
-        for _ in 0..COPY_PASSES {
-            let before = self.cursor.map(|c| c.offset());
-            self.read_new(events)?;
-            let after = self.cursor.map(|c| c.offset());
-            let read = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
-            if before.is_none() || read <= ROLL_FRAMES * u64::from(self.page_size) {
-                break;
-            }
-        }
+        // What the application committed meanwhile is read now, not under
+        // the write lock: at full speed a second of log is tens of
+        // megabytes, whose reading held the application for most of a
+        // second.
+        self.read_in_passes(|f| f.read_new(events).map(|_| ()))?;
         if events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(());
         }

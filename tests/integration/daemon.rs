@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::util::{Dir, json_of, run, stderr};
+use super::util::{Dir, json_of, posix_locks, run, stderr};
 
 /// A small application: `data/` (a files component) and `slow` (a dump
 /// command that takes two seconds), with the jobs given.
@@ -526,23 +526,6 @@ fn process_tree(pid: u32) -> Vec<u32> {
         }
     }
     all
-}
-
-/// How many POSIX locks the processes `pids` hold on the file with inode
-/// `ino`, from /proc/locks.
-fn posix_locks(pids: &[u32], ino: u64) -> usize {
-    let table = fs::read_to_string("/proc/locks").expect("/proc/locks");
-    table
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"POSIX")
-                && f.get(4)
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|p| pids.contains(&p))
-                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
-        })
-        .count()
 }
 
 #[test]

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use rusqlite::Connection;
 
-use super::util::{Dir, Rng, assert_verifies, cairn, init_repo, json_of, open_repo, run};
+use super::util::{
+    Dir, Rng, assert_verifies, cairn, init_repo, json_of, open_repo, posix_locks, run,
+};
 
 /// How long after a commit returned the watcher may date it: it polls
 /// every 2 ms here; the rest is room for a loaded 2-core machine running
@@ -703,21 +705,6 @@ fn status_judges_a_watched_database_by_what_its_watcher_stored() {
     );
 }
 
-/// The POSIX locks process `pid` holds on the file with inode `ino`, from
-/// /proc/locks.
-fn posix_locks(pid: u32, ino: u64) -> usize {
-    let table = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
-    table
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"POSIX")
-                && f.get(4) == Some(&pid.to_string().as_str())
-                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
-        })
-        .count()
-}
-
 #[test]
 fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
     // SQLite's connections hold a shared lock on a WAL database for as
@@ -730,7 +717,7 @@ fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
     let child = start_watcher(&s.repo, &s.home, &s.db);
     wait_for_chain(&s.repo, &s.home, &s.db, 1);
     let ino = std::fs::metadata(&s.db).expect("stat").ino();
-    let held = posix_locks(child.id(), ino);
+    let held = posix_locks(&[child.id()], ino);
     stop_watcher(child);
     assert!(
         held > 0,

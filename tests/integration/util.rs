@@ -268,3 +268,20 @@ pub fn json_of(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "failed: {}", stderr(o));
     serde_json::from_str(&stdout(o)).expect("json output")
 }
+
+/// How many POSIX locks the processes `pids` hold on the file with inode
+/// `ino`, from /proc/locks.
+pub fn posix_locks(pids: &[u32], ino: u64) -> usize {
+    let table = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+    table
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"POSIX")
+                && f.get(4)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
+        })
+        .count()
+}
