@@ -279,7 +279,14 @@ impl<'a> Watcher<'a> {
         let next_txn = self.next_txn()?;
         let (mut follower, mut chain) = self.start_chain(scope, stop, next_txn, None)?;
         let mut next_base_try = Instant::now();
+        // The storing threads of chains ended by a new base, still storing
+        // what they were handed: waited for here, a backlog of seconds at
+        // full speed kept this thread from polling, so the pin stood still
+        // and the application's checkpoints copied nothing, until its next
+        // one synced the whole log written meanwhile inside a commit.
+        let mut retiring = Vec::new();
         loop {
+            retiring = self.join_finished(retiring);
             if stop.load(Ordering::Relaxed) {
                 // A last read, so that the chain's end claims no moment
                 // whose commits it has not read.
@@ -289,6 +296,7 @@ impl<'a> Watcher<'a> {
                     None => t0,
                 };
                 self.end_chain(chain, until, "the watcher was stopped".into());
+                retiring.into_iter().for_each(|r| self.join_storer(r));
                 return Ok(());
             }
             let t0 = nanos(Timestamp::now());
@@ -296,23 +304,28 @@ impl<'a> Watcher<'a> {
                 let until = chain.last_read();
                 (self.notify)(WatchNote::ChainEnd(why.clone()));
                 let next = chain.next_txn + chain.pending.len() as u64;
-                self.end_chain(chain, until, why);
                 drop(follower);
+                self.end_chain(chain, until, why);
                 let Some(started) = self.restart_chain(scope, stop, next) else {
+                    retiring.into_iter().for_each(|r| self.join_storer(r));
                     return Ok(());
                 };
                 (follower, chain) = started;
                 continue;
             }
-            let base_due = chain.started.elapsed() >= self.opts.base_every
-                || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len);
+            // Not while two ended chains are still being stored: the
+            // storing has fallen behind the log, and another base would
+            // only add to it.
+            let base_due = (chain.started.elapsed() >= self.opts.base_every
+                || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len))
+                && retiring.len() < 2;
             if base_due && Instant::now() >= next_base_try {
                 match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
                     Ok((new_follower, new_chain)) => {
                         let old = std::mem::replace(&mut chain, new_chain);
                         follower = new_follower;
                         let until = old.from;
-                        self.end_chain(old, until, "a new base was taken".into());
+                        retiring.push(self.retire(old, until, "a new base was taken".into()));
                     }
                     Err(e) => {
                         next_base_try = Instant::now() + Duration::from_secs(60);
@@ -365,10 +378,35 @@ impl<'a> Watcher<'a> {
     }
 
     /// Hands over the rest with `end` and waits until the chain is stored.
-    fn end_chain(&self, mut chain: Following<'_>, until: i64, end: String) {
+    fn end_chain(&self, chain: Following<'_>, until: i64, end: String) {
+        self.join_storer(self.retire(chain, until, end));
+    }
+
+    /// Hands over the rest with `end`; the chain's storing thread, which
+    /// ends once it has stored it.
+    fn retire<'scope>(
+        &self,
+        mut chain: Following<'scope>,
+        until: i64,
+        end: String,
+    ) -> std::thread::ScopedJoinHandle<'scope, ()> {
         self.hand_over(&mut chain, until, Some(end));
         drop(chain.tx);
-        if chain.storer.join().is_err() {
+        chain.storer
+    }
+
+    /// Joins those of `storers` that have ended; the others.
+    fn join_finished<'scope>(
+        &self,
+        storers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, ()>> {
+        let (ended, busy): (Vec<_>, Vec<_>) = storers.into_iter().partition(|s| s.is_finished());
+        ended.into_iter().for_each(|s| self.join_storer(s));
+        busy
+    }
+
+    fn join_storer(&self, storer: std::thread::ScopedJoinHandle<'_, ()>) {
+        if storer.join().is_err() {
             (self.notify)(WatchNote::Problem(format!(
                 "the thread storing {} stopped unexpectedly",
                 self.db.display()
@@ -509,7 +547,7 @@ impl<'a> Watcher<'a> {
             time: base_time,
             bytes_added: done.snapshot.summary.bytes_stored,
         });
-        let mut state = ChainState {
+        let state = ChainState {
             base: done.id,
             base_time: nanos(base_time),
             base_txn,
@@ -520,7 +558,12 @@ impl<'a> Watcher<'a> {
             next_txn: base_txn + 1,
         };
         // Segment 0 makes the chain visible at once, with whatever was
-        // committed while the base was stored and since.
+        // committed while the base was stored and since. It is the storing
+        // thread's first: stored here, it kept this thread from polling,
+        // so the pin stood still and the application's checkpoints copied
+        // nothing, for as long as storing a second of log at full speed
+        // takes, and then its next checkpoint synced all the log written
+        // meanwhile inside one of its commits.
         let t0 = nanos(Timestamp::now());
         collect(follower.poll(), &mut first)?;
         let until = first
@@ -528,15 +571,13 @@ impl<'a> Watcher<'a> {
             .map(|c| nanos(c.time))
             .fold(t0.max(state.from), i64::max);
         let next_txn = state.next_txn + first.len() as u64;
-        self.store(
-            &mut state,
-            &Batch {
-                commits: first,
-                until,
-                end: None,
-            },
-        )?;
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        // Cannot fail: the receiver is alive until the thread starts.
+        let _ = tx.send(Batch {
+            commits: first,
+            until,
+            end: None,
+        });
         let storer = scope.spawn(move || self.store_all(state, &rx, stop));
         Ok((
             follower,
