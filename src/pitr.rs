@@ -202,6 +202,24 @@ impl Following<'_> {
     }
 }
 
+/// Lowers the calling thread's priority (and that of the threads it
+/// starts): storing what was read may wait for the application, which
+/// should not wait for it. On a busy machine the application's commits
+/// then keep their pace and the storing uses what CPU is left (see the
+/// full-speed figures of issue 10 in BENCHMARKS.md).
+fn background() {
+    // On Linux the nice value is a thread's own; elsewhere it would slow
+    // the polling thread too, whose holds of the write lock must be short.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::nice(10);
+}
+
+fn thread_error(e: std::io::Error) -> Error {
+    Error::invalid(format!(
+        "cannot start a thread: {e}; the system may be out of memory or of threads"
+    ))
+}
+
 /// Adds the commits a poll found to `into`, even when it then lost its
 /// proof of continuity; that loss, or the poll's failure, is the error.
 fn collect(polled: Result<Vec<Event>>, into: &mut Vec<Commit>) -> Result<()> {
@@ -516,7 +534,13 @@ impl<'a> Watcher<'a> {
         let mut first = Vec::new();
         let mut lost = None;
         let done = std::thread::scope(|s| {
-            let storing = s.spawn(|| crate::backup::backup(self.repo, &opts, &NoProgress));
+            let storing = std::thread::Builder::new()
+                .name("cairn-base".into())
+                .spawn_scoped(s, || {
+                    background();
+                    crate::backup::backup(self.repo, &opts, &NoProgress)
+                })
+                .map_err(thread_error)?;
             while !storing.is_finished() {
                 if lost.is_none() {
                     lost = collect(follower.poll(), &mut first).err();
@@ -578,7 +602,10 @@ impl<'a> Watcher<'a> {
             until,
             end: None,
         });
-        let storer = scope.spawn(move || self.store_all(state, &rx, stop));
+        let storer = std::thread::Builder::new()
+            .name("cairn-store".into())
+            .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
+            .map_err(thread_error)?;
         Ok((
             follower,
             Following {
@@ -605,6 +632,7 @@ impl<'a> Watcher<'a> {
         rx: &std::sync::mpsc::Receiver<Batch>,
         stop: &AtomicBool,
     ) {
+        background();
         while let Ok(batch) = rx.recv() {
             let mut wait = Duration::from_secs(1);
             loop {

@@ -705,6 +705,58 @@ fn status_judges_a_watched_database_by_what_its_watcher_stored() {
     );
 }
 
+/// The name and nice value of each thread of process `pid`.
+fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the name in parentheses, from the state (field
+            // 3) on: the nice value is field 19.
+            let nice = stat
+                .rsplit_once(") ")?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            Some((name.trim_end().to_owned(), nice))
+        })
+        .collect()
+}
+
+#[test]
+fn the_watcher_stores_at_a_lower_priority_than_it_follows() {
+    // The application's writer should not wait for the compressing and
+    // writing of what the watcher read; the thread that polls the log
+    // (and briefly holds the application's write lock) keeps its priority.
+    let s = setup();
+    let child = start_watcher(&s.repo, &s.home, &s.db);
+    wait_for_chain(&s.repo, &s.home, &s.db, 1);
+    let threads = thread_priorities(child.id());
+    stop_watcher(child);
+    let storers: Vec<i32> = threads
+        .iter()
+        .filter(|(name, _)| name == "cairn-store")
+        .map(|t| t.1)
+        .collect();
+    // Relative to the test's own priority, which a run under `nice` has
+    // raised.
+    let normal = threads
+        .iter()
+        .filter(|(name, _)| name == "cairn")
+        .map(|t| t.1)
+        .min()
+        .expect("the watcher's own threads");
+    assert!(!storers.is_empty(), "no storing thread: {threads:?}");
+    assert!(
+        storers.iter().all(|n| *n == (normal + 10).min(19)),
+        "{threads:?}"
+    );
+}
+
 #[test]
 fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
     // SQLite's connections hold a shared lock on a WAL database for as
