@@ -43,7 +43,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -84,6 +84,10 @@ pub struct WatchOptions {
     pub restart_bytes: u64,
     /// The host name to record instead of this machine's.
     pub host: Option<String>,
+    /// The most bytes of pages read and not yet stored: past it the
+    /// watcher reads no more until the storing catches up (the log then
+    /// grows in the application's `-wal` file instead of in memory).
+    pub max_in_flight: u64,
 }
 
 impl Default for WatchOptions {
@@ -96,6 +100,7 @@ impl Default for WatchOptions {
             base_bytes: 256 << 20,
             restart_bytes: crate::watch::DEFAULT_RESTART_BYTES,
             host: None,
+            max_in_flight: 1 << 30,
         }
     }
 }
@@ -161,6 +166,21 @@ struct Batch {
     commits: Vec<Commit>,
     until: i64,
     end: Option<String>,
+}
+
+impl Batch {
+    /// The bytes of pages it holds.
+    fn bytes(&self) -> u64 {
+        page_bytes(&self.commits)
+    }
+}
+
+fn page_bytes(commits: &[Commit]) -> u64 {
+    commits
+        .iter()
+        .flat_map(|c| &c.pages)
+        .map(|(_, p)| p.len() as u64)
+        .sum()
 }
 
 /// A chain as the polling thread sees it: what it has read and not yet
@@ -240,6 +260,9 @@ struct Watcher<'a> {
     host: String,
     opts: &'a WatchOptions,
     notify: &'a (dyn Fn(WatchNote) + Sync),
+    /// Bytes of pages handed to storing threads and not yet stored (see
+    /// [`WatchOptions::max_in_flight`]).
+    in_flight: AtomicU64,
 }
 
 /// Follows the WAL-mode database `db` and stores its transactions until
@@ -269,6 +292,7 @@ pub fn watch(
         host,
         opts,
         notify,
+        in_flight: AtomicU64::new(0),
     };
     let done = std::thread::scope(|scope| w.run(scope, stop));
     let detail = match &done {
@@ -318,6 +342,12 @@ impl<'a> Watcher<'a> {
                 return Ok(());
             }
             let t0 = nanos(Timestamp::now());
+            if self.in_flight.load(Ordering::Relaxed) > self.opts.max_in_flight {
+                // The storing has fallen behind: what is still unread waits
+                // in the log, under the pin.
+                std::thread::sleep(self.opts.poll);
+                continue;
+            }
             if let Some(why) = chain.take(follower.poll()) {
                 let until = chain.last_read();
                 (self.notify)(WatchNote::ChainEnd(why.clone()));
@@ -379,20 +409,28 @@ impl<'a> Watcher<'a> {
             .map(|c| nanos(c.time))
             .fold(until.max(chain.from), i64::max);
         chain.next_txn += commits.len() as u64;
-        chain.sent_bytes += commits
-            .iter()
-            .flat_map(|c| &c.pages)
-            .map(|(_, p)| p.len() as u64)
-            .sum::<u64>();
+        chain.sent_bytes += page_bytes(&commits);
         chain.from = until;
         chain.last_sent = Instant::now();
-        // A send fails only when the storing thread is gone, which it
-        // reports itself.
-        let _ = chain.tx.send(Batch {
-            commits,
-            until,
-            end,
-        });
+        self.send(
+            &chain.tx,
+            Batch {
+                commits,
+                until,
+                end,
+            },
+        );
+    }
+
+    /// Hands `batch` to a chain's storing thread, counted in flight until
+    /// that thread is done with it.
+    fn send(&self, tx: &std::sync::mpsc::Sender<Batch>, batch: Batch) {
+        let bytes = batch.bytes();
+        self.in_flight.fetch_add(bytes, Ordering::Relaxed);
+        if tx.send(batch).is_err() {
+            // The storing thread is gone (it reported why itself).
+            self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Hands over the rest with `end` and waits until the chain is stored.
@@ -596,12 +634,14 @@ impl<'a> Watcher<'a> {
             .fold(t0.max(state.from), i64::max);
         let next_txn = state.next_txn + first.len() as u64;
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
-        // Cannot fail: the receiver is alive until the thread starts.
-        let _ = tx.send(Batch {
-            commits: first,
-            until,
-            end: None,
-        });
+        self.send(
+            &tx,
+            Batch {
+                commits: first,
+                until,
+                end: None,
+            },
+        );
         let storer = std::thread::Builder::new()
             .name("cairn-store".into())
             .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
@@ -635,6 +675,7 @@ impl<'a> Watcher<'a> {
         background();
         while let Ok(batch) = rx.recv() {
             let mut wait = Duration::from_secs(1);
+            let bytes = batch.bytes();
             loop {
                 match self.store(&mut state, &batch) {
                     Ok(()) => break,
@@ -661,6 +702,7 @@ impl<'a> Watcher<'a> {
                     }
                 }
             }
+            self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
         }
     }
 

@@ -479,10 +479,21 @@ fn a_killed_watcher_leaves_gaps_that_restore_to_the_last_stored_commit() {
 /// Runs the library's watcher on `db` while `commits` small transactions
 /// are made, then stops it.
 fn watch_while_writing(repo: &cairn::Repository, db: &Path, commits: usize) {
+    watch_while_writing_with(repo, db, commits, |_| {});
+}
+
+/// [`watch_while_writing`] with `tweak` applied to the watcher's options.
+fn watch_while_writing_with(
+    repo: &cairn::Repository,
+    db: &Path,
+    commits: usize,
+    tweak: impl FnOnce(&mut cairn::WatchOptions),
+) -> Vec<Timestamp> {
     let stop = AtomicBool::new(false);
     let mut opts = cairn::WatchOptions::default();
     opts.lag = Duration::from_millis(100);
     opts.poll = Duration::from_millis(2);
+    tweak(&mut opts);
     let based = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
@@ -497,6 +508,7 @@ fn watch_while_writing(repo: &cairn::Repository, db: &Path, commits: usize) {
             std::thread::sleep(Duration::from_millis(10));
         }
         let conn = Connection::open(db).expect("open");
+        let mut times = Vec::with_capacity(commits);
         for i in 0..commits {
             std::thread::sleep(Duration::from_millis(30));
             conn.execute(
@@ -504,11 +516,53 @@ fn watch_while_writing(repo: &cairn::Repository, db: &Path, commits: usize) {
                 rusqlite::params![vec![7u8; 300], i as i64],
             )
             .expect("insert");
+            times.push(Timestamp::now());
         }
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
         watcher.join().expect("join").expect("watch");
-    });
+        times
+    })
+}
+
+#[test]
+fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
+    // With no room for pages in flight, the watcher reads no further until
+    // each batch is stored: the commits wait in the log, under the pin,
+    // and every one still reaches the repository in order.
+    let s = setup();
+    let repo = open_repo(&s.repo);
+    let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_in_flight = 0);
+    // Read while the writer went on, not all at the stop: commit 15 is
+    // dated within the tests' precision of when it was made.
+    let (_, v) = restore_at(
+        &s.repo,
+        &s.home,
+        &s.db,
+        times
+            .get(14)
+            .expect("15 commits")
+            .checked_add(PRECISION)
+            .expect("time"),
+        &s.dir.join("middle.db"),
+    );
+    assert!(v["txn"].as_u64().is_some_and(|t| t >= 15), "{v}");
+    let conn = Connection::open(&s.db).expect("open");
+    let (got, v) = restore_at(
+        &s.repo,
+        &s.home,
+        &s.db,
+        Timestamp::now(),
+        &s.dir.join("restored.db"),
+    );
+    assert_eq!(got, state(&conn), "{v}");
+    assert_eq!(v["txn"], 30, "{v}");
+    let db = cairn::watched_db_path(&s.db).expect("path");
+    let db = db.as_os_str().as_encoded_bytes().to_vec();
+    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(timelines[0].gaps().is_empty(), "{:?}", timelines[0].gaps());
+    assert_verifies(&repo);
 }
 
 #[test]
