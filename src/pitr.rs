@@ -333,7 +333,7 @@ impl<'a> Watcher<'a> {
                 // A last read, so that the chain's end claims no moment
                 // whose commits it has not read.
                 let t0 = nanos(Timestamp::now());
-                let until = match chain.take(follower.poll_final()) {
+                let until = match chain.take(follower.poll_final(None)) {
                     Some(_) => chain.last_read(),
                     None => t0,
                 };
@@ -539,13 +539,13 @@ impl<'a> Watcher<'a> {
         let (mut follower, base) = Follower::start(&self.db, self.opts.restart_bytes)?;
         if let Some((old_follower, old_chain)) = old {
             // The new pin holds the log now: everything committed before
-            // the new base is still in it for the old follower to read.
-            let until = nanos(Timestamp::now());
+            // the new base is still in it for the old follower to read, and
+            // the old chain ends exactly where the new one begins.
             // A loss here is the new chain's to report: the old one ends
             // at the new base either way.
-            let polled = old_follower.poll_final()?;
+            let polled = old_follower.poll_final(Some(&base))?;
             let _ = old_chain.take(Ok(polled));
-            old_chain.from = old_chain.from.max(until);
+            old_chain.from = old_chain.from.max(nanos(base.time));
             (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
             // Numbered after every transaction the old chain will hold.
             base_txn = old_chain.next_txn + old_chain.pending.len() as u64;
@@ -621,11 +621,11 @@ impl<'a> Watcher<'a> {
         };
         // Segment 0 makes the chain visible at once, with whatever was
         // committed while the base was stored and since. It is the storing
-        // thread's first: stored here, it kept this thread from polling,
-        // so the pin stood still and the application's checkpoints copied
-        // nothing, for as long as storing a second of log at full speed
-        // takes, and then its next checkpoint synced all the log written
-        // meanwhile inside one of its commits.
+        // thread's first batch, not stored here: while this thread stores
+        // it does not poll, so the pin stands still and the application's
+        // checkpoints copy nothing, for as long as storing a second of log
+        // at full speed takes; its next checkpoint then syncs all the log
+        // written meanwhile inside one of its commits.
         let t0 = nanos(Timestamp::now());
         collect(follower.poll(), &mut first)?;
         let until = first
@@ -634,6 +634,10 @@ impl<'a> Watcher<'a> {
             .fold(t0.max(state.from), i64::max);
         let next_txn = state.next_txn + first.len() as u64;
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        let storer = std::thread::Builder::new()
+            .name("cairn-store".into())
+            .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
+            .map_err(thread_error)?;
         self.send(
             &tx,
             Batch {
@@ -642,10 +646,6 @@ impl<'a> Watcher<'a> {
                 end: None,
             },
         );
-        let storer = std::thread::Builder::new()
-            .name("cairn-store".into())
-            .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
-            .map_err(thread_error)?;
         Ok((
             follower,
             Following {

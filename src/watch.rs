@@ -148,6 +148,9 @@ pub struct Base {
     pub time: Timestamp,
     /// The database's page size.
     pub page_size: u32,
+    /// The end of the log's committed frames when it was taken, if the log
+    /// held any.
+    at: Option<Cursor>,
 }
 
 impl Base {
@@ -321,6 +324,10 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// How far [`Follower::read_upto`] reads: the end of a log's committed
+/// frames (none: the log was empty), and a time its commits were made by.
+type Limit = (Option<Cursor>, Timestamp);
+
 /// How much of the log is read at once. SQLite does not shrink the log when
 /// it restarts it: past the current generation's frames the file still
 /// holds older generations' (whose salts end a scan), up to the largest the
@@ -450,6 +457,7 @@ impl Follower {
                 db.display()
             )));
         }
+        let at = follower.cursor;
         let image = crate::sqlite::image_of(&follower.pin, true, Some(page_size))
             .map_err(|e| Error::invalid(format!("{}: copying the base: {e}", db.display())))?;
         Ok((
@@ -458,6 +466,7 @@ impl Follower {
                 image,
                 time,
                 page_size,
+                at,
             },
         ))
     }
@@ -678,7 +687,7 @@ impl Follower {
     /// When the log or the database cannot be read.
     pub fn poll(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        if self.read_checked(&mut events)?.is_none() {
+        if self.read_checked(&mut events, None)?.is_none() {
             return Ok(events);
         }
         // The generation's length, not the file's: SQLite does not shrink
@@ -718,9 +727,16 @@ impl Follower {
     ///
     /// # Errors
     /// When the log cannot be read.
-    pub fn poll_final(&mut self) -> Result<Vec<Event>> {
+    ///
+    /// With `successor`, the base of the follower that takes over, it reads
+    /// only up to that base's point of the log and dates what it finds no
+    /// later than the base: the transactions after it are the successor's,
+    /// and were stored twice, numbered twice, when this read went on to the
+    /// log's end.
+    pub fn poll_final(&mut self, successor: Option<&Base>) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        let read = self.read_checked(&mut events);
+        let limit = successor.map(|b| (b.at, b.time));
+        let read = self.read_checked(&mut events, limit);
         self.drop_pin();
         read?;
         Ok(events)
@@ -729,7 +745,11 @@ impl Follower {
     /// Reads new transactions into `events` unless the database file was
     /// replaced (then [`Event::Lost`]); the log's length, `None` when
     /// replaced.
-    fn read_checked(&mut self, events: &mut Vec<Event>) -> Result<Option<u64>> {
+    fn read_checked(
+        &mut self,
+        events: &mut Vec<Event>,
+        limit: Option<Limit>,
+    ) -> Result<Option<u64>> {
         if identity(&self.db).ok() != Some(self.identity) {
             events.push(Event::Lost(format!(
                 "{} was replaced by another file",
@@ -754,18 +774,28 @@ impl Follower {
                 return Ok(None);
             }
         }
-        self.read_new(events).map(Some)
+        self.read_upto(events, limit).map(Some)
     }
 
     /// Reads new transactions into `events`; returns the log's length.
     fn read_new(&mut self, events: &mut Vec<Event>) -> Result<u64> {
+        self.read_upto(events, None)
+    }
+
+    /// [`Follower::read_new`], with a `limit`: no further than a point of
+    /// the log (none: the log was empty then), and commits dated no later
+    /// than a time (when they are known committed before it).
+    fn read_upto(&mut self, events: &mut Vec<Event>, limit: Option<Limit>) -> Result<u64> {
         let Some(file) = self.open_log()? else {
             return Ok(0);
         };
         let meta = file.metadata().map_err(|e| read_error(&self.wal, e))?;
         let len = meta.len();
         // Every commit found below `len` was written before this moment.
-        let time = Timestamp::now();
+        let mut time = Timestamp::now();
+        if let Some((_, before)) = limit {
+            time = time.min(before);
+        }
         let head = read_at(&file, 0, wal::HEADER_LEN).map_err(|e| read_error(&self.wal, e))?;
         let Ok(header) = WalHeader::parse(&head) else {
             // Empty or truncated (a TRUNCATE checkpoint): nothing to read;
@@ -798,7 +828,16 @@ impl Follower {
             }
         };
         let mut cursor = cursor;
-        self.read_frames(&file, &mut cursor, len, time, events)?;
+        let end = match limit {
+            // Within one generation frames are only appended: the limit is
+            // an offset of it. (Another generation cannot follow it while
+            // the successor's pin holds the log.)
+            Some((Some(at), _)) if at.header() == cursor.header() => len.min(at.offset()),
+            // The log was empty at the limit: nothing of this generation.
+            Some((None, _)) => 0,
+            _ => len,
+        };
+        self.read_frames(&file, &mut cursor, end, time, events)?;
         self.cursor = Some(cursor);
         Ok(len)
     }

@@ -566,6 +566,108 @@ fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
 }
 
 #[test]
+fn new_bases_under_load_take_each_transaction_once() {
+    // Transactions committed while a new base's image is copied are the new
+    // chain's alone: each is stored once and numbered once, and a base is
+    // the state after the last transaction of the chain before it.
+    let s = setup();
+    {
+        let conn = Connection::open(&s.db).expect("open");
+        // Some megabytes, so that copying a base's image takes a while.
+        conn.execute_batch("BEGIN").expect("begin");
+        for i in 0..3000 {
+            conn.execute(
+                "INSERT INTO t(v, n) VALUES (?1, ?2)",
+                rusqlite::params![vec![3u8; 2000], -i],
+            )
+            .expect("insert");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    let repo = open_repo(&s.repo);
+    let stop = AtomicBool::new(false);
+    let mut opts = cairn::WatchOptions::default();
+    opts.lag = Duration::from_millis(100);
+    opts.poll = Duration::from_millis(2);
+    opts.base_every = Duration::from_millis(200);
+    let bases = std::sync::atomic::AtomicUsize::new(0);
+    let mut commits = 0usize;
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            cairn::watch(&repo, &s.db, &opts, &stop, &|n| {
+                if matches!(n, cairn::WatchNote::Base { .. }) {
+                    bases.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        });
+        while bases.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // As fast as it goes, through several bases.
+        let conn = Connection::open(&s.db).expect("open");
+        while bases.load(Ordering::SeqCst) < 4 {
+            conn.execute(
+                "UPDATE t SET n = n + 1 WHERE k = ?1",
+                [1 + (commits % 3000) as i64],
+            )
+            .expect("update");
+            commits += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().expect("join").expect("watch");
+    });
+    let db = cairn::watched_db_path(&s.db).expect("path");
+    let db = db.as_os_str().as_encoded_bytes().to_vec();
+    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
+    assert!(problems.is_empty(), "{problems:?}");
+    let chains = &timelines[0].chains;
+    assert!(chains.len() >= 4, "{} chains", chains.len());
+    // Besides the application's, the log holds the watcher's own commits
+    // that restart it, which rewrite page 1 alone (the user_version).
+    let stored: usize = chains
+        .iter()
+        .flat_map(|c| &c.segments)
+        .flat_map(|(_, seg)| &seg.txns)
+        .filter(|t| t.pages != [1])
+        .count();
+    assert_eq!(stored, commits, "transactions stored vs committed");
+    let restore = |point, name: &str| {
+        let target = s.dir.join(name);
+        let done = cairn::restore_at(
+            &repo,
+            &db,
+            point,
+            &target,
+            &cairn::PitrRestoreOptions::default(),
+        )
+        .expect("restore");
+        let conn = Connection::open(&target).expect("open restored");
+        (done.txn, state(&conn))
+    };
+    for (i, pair) in chains.windows(2).enumerate() {
+        let [before, after] = pair else { continue };
+        assert_eq!(after.base_txn, before.last_txn() + 1, "numbers run on");
+        let (_, last) = restore(
+            cairn::PitrPoint::Txn(before.last_txn()),
+            &format!("last{i}.db"),
+        );
+        let (_, base) = restore(
+            cairn::PitrPoint::Txn(after.base_txn),
+            &format!("base{i}.db"),
+        );
+        assert_eq!(
+            base, last,
+            "the base after chain {i} is the state it ended with"
+        );
+    }
+    let (txn, latest) = restore(cairn::PitrPoint::Latest, "latest.db");
+    let conn = Connection::open(&s.db).expect("open");
+    assert_eq!(latest, state(&conn), "txn {txn}");
+    assert_verifies(&repo);
+}
+
+#[test]
 fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     let s = setup();
     let repo = open_repo(&s.repo);
