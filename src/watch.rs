@@ -725,14 +725,13 @@ impl Follower {
     /// the application's automatic checkpoints copy, until the first one
     /// after it copies it all inside one of the application's commits.
     ///
-    /// # Errors
-    /// When the log cannot be read.
-    ///
     /// With `successor`, the base of the follower that takes over, it reads
     /// only up to that base's point of the log and dates what it finds no
-    /// later than the base: the transactions after it are the successor's,
-    /// and were stored twice, numbered twice, when this read went on to the
-    /// log's end.
+    /// later than the base: the transactions after that point are the
+    /// successor's alone, so none is stored or numbered twice.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
     pub fn poll_final(&mut self, successor: Option<&Base>) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         let limit = successor.map(|b| (b.at, b.time));
