@@ -233,7 +233,6 @@ fn sql_error(db: &Path, what: &str, e: &rusqlite::Error) -> Error {
     Error::invalid(format!("{}: {what}: {e}", db.display()))
 }
 
-/// `db` with `suffix` appended: its `-wal` or `-shm` file.
 /// A file of the followed database that cannot be read. (Not
 /// [`Error::source_read`], whose advice is a backup's: `--exclude`.)
 fn read_error(path: &Path, e: std::io::Error) -> Error {
@@ -243,6 +242,7 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
     ))
 }
 
+/// `db` with `suffix` appended: its `-wal` or `-shm` file.
 fn companion(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(suffix);
