@@ -476,6 +476,22 @@ fn a_killed_watcher_leaves_gaps_that_restore_to_the_last_stored_commit() {
     assert_verifies(&open_repo(&s.repo));
 }
 
+/// The watched path of `db` as segments record it, and its one timeline,
+/// read without problems.
+fn timeline_of(repo: &cairn::Repository, db: &Path) -> (Vec<u8>, cairn::Timeline) {
+    let db = cairn::watched_db_path(db).expect("path");
+    let db = db.as_os_str().as_encoded_bytes().to_vec();
+    let (mut timelines, problems) = cairn::timelines(repo, None, Some(&db)).expect("timeline");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        timelines.len(),
+        1,
+        "one host watched {}",
+        String::from_utf8_lossy(&db)
+    );
+    (db, timelines.remove(0))
+}
+
 /// Runs the library's watcher on `db` while `commits` small transactions
 /// are made, then stops it.
 fn watch_while_writing(repo: &cairn::Repository, db: &Path, commits: usize) {
@@ -557,11 +573,8 @@ fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
     );
     assert_eq!(got, state(&conn), "{v}");
     assert_eq!(v["txn"], 30, "{v}");
-    let db = cairn::watched_db_path(&s.db).expect("path");
-    let db = db.as_os_str().as_encoded_bytes().to_vec();
-    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
-    assert!(problems.is_empty(), "{problems:?}");
-    assert!(timelines[0].gaps().is_empty(), "{:?}", timelines[0].gaps());
+    let (_, timeline) = timeline_of(&repo, &s.db);
+    assert!(timeline.gaps().is_empty(), "{:?}", timeline.gaps());
     assert_verifies(&repo);
 }
 
@@ -617,11 +630,8 @@ fn new_bases_under_load_take_each_transaction_once() {
         stop.store(true, Ordering::Relaxed);
         watcher.join().expect("join").expect("watch");
     });
-    let db = cairn::watched_db_path(&s.db).expect("path");
-    let db = db.as_os_str().as_encoded_bytes().to_vec();
-    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
-    assert!(problems.is_empty(), "{problems:?}");
-    let chains = &timelines[0].chains;
+    let (db, timeline) = timeline_of(&repo, &s.db);
+    let chains = &timeline.chains;
     assert!(chains.len() >= 4, "{} chains", chains.len());
     // Besides the application's, the log holds the watcher's own commits
     // that restart it, which rewrite page 1 alone (the user_version).
@@ -676,13 +686,10 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     let between = Timestamp::now();
     std::thread::sleep(Duration::from_millis(50));
     watch_while_writing(&repo, &s.db, 20);
-    let db = cairn::watched_db_path(&s.db).expect("path");
-    let db = db.as_os_str().as_encoded_bytes().to_vec();
-    let (timelines, problems) = cairn::timelines(&repo, None, Some(&db)).expect("timeline");
-    assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(timelines[0].chains.len(), 2);
+    let (db, timeline) = timeline_of(&repo, &s.db);
+    assert_eq!(timeline.chains.len(), 2);
     assert_eq!(
-        timelines[0].gaps().len(),
+        timeline.gaps().len(),
         1,
         "the watcher was stopped in between"
     );
