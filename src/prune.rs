@@ -4,8 +4,10 @@
 //! see `lock`), prune marks every blob reachable from a snapshot, then
 //! looks at each pack through the index files: a pack with nothing used is
 //! deleted; a pack whose unused share exceeds `max_unused` has its used
-//! blobs copied into new packs and is deleted; other packs stay as they
-//! are, their few unused blobs with them. Index files that describe no
+//! blobs copied into new packs and is deleted; small packs (the tail of
+//! each backup, each second of `cairn watch`) are copied together into
+//! full ones when there are two or more; other packs stay as they are,
+//! their few unused blobs with them. Index files that describe no
 //! changed pack stay untouched, so the work grows with the garbage, apart
 //! from the marking, which reads every distinct tree once.
 //!
@@ -23,7 +25,7 @@ use rayon::prelude::*;
 use crate::backend::FileKind;
 use crate::id::{BlobId, PackId};
 use crate::index::{self, IndexFile, IndexPack};
-use crate::pack::PackEntry;
+use crate::pack::{BlobKind, PackEntry};
 use crate::repo::Repository;
 use crate::tree::NodeKind;
 use crate::{Error, Result};
@@ -36,6 +38,10 @@ pub struct PruneOptions {
     /// (0.0 repacks every pack with any garbage, 1.0 only deletes packs
     /// with nothing used).
     pub max_unused: f64,
+    /// Repack small packs together (see [`SMALL_SHARE`]) when there are at
+    /// least two: each frequent backup and each second of `cairn watch`
+    /// ends in a small pack and an index file of its own.
+    pub repack_small: bool,
     /// Work out what would be done, change nothing.
     pub dry_run: bool,
 }
@@ -44,10 +50,17 @@ impl Default for PruneOptions {
     fn default() -> Self {
         Self {
             max_unused: 0.05,
+            repack_small: true,
             dry_run: false,
         }
     }
 }
+
+/// A pack stored in fewer bytes than this share of the repository's pack
+/// target is small. Repacking them yields full packs and one small
+/// remainder, which the next prune takes again with the packs written
+/// since, so what is rewritten stays bounded by what was added.
+pub const SMALL_SHARE: f64 = 0.5;
 
 /// What prune did (or, dry, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -62,8 +75,11 @@ pub struct PruneReport {
     pub packs_before: usize,
     /// Packs deleted because nothing in them is used.
     pub packs_deleted: usize,
-    /// Packs whose used blobs were copied out before deletion.
+    /// Packs whose used blobs were copied out before deletion (small ones
+    /// included).
     pub packs_repacked: usize,
+    /// Of those, packs repacked only for being small.
+    pub packs_small: usize,
     /// Packs no index file named (left by an interrupted backup), deleted.
     pub packs_unindexed: usize,
     /// Used blobs copied into new packs.
@@ -246,10 +262,15 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 .is_some_and(|loc| index.pack_id(loc.pack) == Some(p.id) && loc.offset == e.offset)
     };
     let mut fate: HashMap<PackId, Fate> = HashMap::new();
+    // Writers keep data and trees in packs of their own; a repack does too.
+    let mut kind: HashMap<PackId, BlobKind> = HashMap::new();
     for (_, file) in &files {
         for p in &file.packs {
             if fate.contains_key(&p.id) {
                 continue;
+            }
+            if let Some(e) = p.entries.first() {
+                kind.insert(p.id, e.kind);
             }
             let (used_bytes, all_bytes) = p.entries.iter().fold((0u64, 0u64), |(u, a), e| {
                 let len = u64::from(e.length);
@@ -270,6 +291,32 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 Fate::Keep
             };
             fate.insert(p.id, f);
+        }
+    }
+    // Small packs kept as they are make fewer, full ones together, per
+    // kind. A kind with packs repacked anyway takes even a single small one
+    // along, so that a prune leaves at most one small pack of each kind
+    // (the repack's last) and the next prune has nothing to do.
+    if opts.repack_small {
+        let below = SMALL_SHARE * f64::from(repo.config().pack_target_size);
+        for k in [BlobKind::Data, BlobKind::Tree] {
+            let of_kind = |id: &PackId| kind.get(id) == Some(&k);
+            let small: Vec<PackId> = fate
+                .iter()
+                .filter(|(id, f)| {
+                    **f == Fate::Keep
+                        && of_kind(id)
+                        && stored.get(id).is_some_and(|&size| (size as f64) < below)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let repacking = fate.iter().any(|(id, f)| *f == Fate::Repack && of_kind(id));
+            if small.len() + usize::from(repacking) >= 2 {
+                report.packs_small += small.len();
+                for id in small {
+                    fate.insert(id, Fate::Repack);
+                }
+            }
         }
     }
     let unindexed: Vec<PackId> = stored

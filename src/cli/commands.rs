@@ -1382,6 +1382,10 @@ pub struct PruneOpts {
     /// 0% to reclaim everything, 100% to only delete wholly unused packs).
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
     pub max_unused: f64,
+    /// Leave small packs (under half the pack size) as they are, instead of
+    /// repacking them together when there are two or more.
+    #[arg(long)]
+    pub no_repack_small: bool,
     /// Show what would be deleted and repacked; change nothing.
     #[arg(long = "dry-run", id = "prune_dry_run")]
     pub dry_run: bool,
@@ -1405,6 +1409,7 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 pub fn prune_with(repo: &Repository, a: &PruneOpts) -> Result<cairn::PruneReport> {
     let mut opts = cairn::PruneOptions::default();
     opts.max_unused = a.max_unused;
+    opts.repack_small = !a.no_repack_small;
     opts.dry_run = a.dry_run;
     Ok(cairn::prune(repo, &opts)?)
 }
@@ -1423,12 +1428,13 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
     if !out.quiet {
         let verb = if dry_run { "would free" } else { "freed" };
         outln!(
-            "{} snapshots use {} blobs; {} of {} packs deleted, {} repacked ({} blobs copied), {} left by interrupted backups",
+            "{} snapshots use {} blobs; {} of {} packs deleted, {} repacked ({} small; {} blobs copied), {} left by interrupted backups",
             r.snapshots,
             r.blobs_used,
             r.packs_deleted,
             r.packs_before,
             r.packs_repacked,
+            r.packs_small,
             r.blobs_repacked,
             r.packs_unindexed
         );

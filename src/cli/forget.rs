@@ -94,6 +94,9 @@ pub struct ForgetArgs {
     /// unused.
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = super::commands::parse_percent, requires = "prune")]
     max_unused: f64,
+    /// With --prune: leave small packs as they are.
+    #[arg(long, requires = "prune")]
+    no_repack_small: bool,
 }
 
 fn parse_count(s: &str) -> Result<i64, String> {
@@ -225,6 +228,7 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
     // Prune runs after forget released its lock, under its own.
     let pruning = super::commands::PruneOpts {
         max_unused: a.max_unused,
+        no_repack_small: a.no_repack_small,
         dry_run: a.dry_run,
     };
     let pruned = if a.prune {

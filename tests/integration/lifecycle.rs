@@ -273,3 +273,116 @@ fn locks_make_conflicting_commands_wait_or_fail_clearly() {
     assert_eq!(pruned["report"]["snapshots"], 1);
     super::util::assert_verifies(&repo);
 }
+
+/// Number of files under `dir`, recursively.
+fn files_in(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            if e.file_type().expect("type").is_dir() {
+                files_in(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// Every regular file a restore of each snapshot gives, by snapshot and path.
+fn restored_contents(
+    repo: &cairn::Repository,
+    into: &Path,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut all = std::collections::BTreeMap::new();
+    for (id, snap) in repo.snapshots().expect("list") {
+        let snap = snap.expect("snapshot");
+        let out = into.join(id.to_string());
+        let r = cairn::restore(
+            repo,
+            &snap,
+            &cairn::RestoreOptions::new(&out),
+            &cairn::NoProgress,
+        )
+        .expect("restore");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let mut stack = vec![out.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).expect("read dir") {
+                let path = e.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.strip_prefix(&out).expect("under out");
+                    all.insert(
+                        format!("{id}/{}", name.display()),
+                        fs::read(&path).expect("read"),
+                    );
+                }
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn prune_gathers_small_packs_into_full_ones_and_then_has_nothing_to_do() {
+    let d = Dir::new();
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let repo_dir = d.join("repo");
+    let repo = super::util::init_repo(&repo_dir);
+    let mut rng = super::util::Rng::seeded(11);
+    // Each backup ends in a small data pack, a small tree pack and an
+    // index file of its own, as frequent snapshots and `cairn watch` do.
+    for round in 0..12 {
+        evolve(&src, &mut rng, round);
+        super::util::backup_path(&repo, &src);
+    }
+    let (packs, indexes) = (
+        files_in(&repo_dir.join("data")),
+        files_in(&repo_dir.join("index")),
+    );
+    assert!(packs >= 24, "{packs} packs");
+    let before = restored_contents(&repo, &d.join("before"));
+    let home = d.join("home");
+
+    // Asked to leave them, prune has nothing to do: no snapshot was forgotten.
+    let left = json(&run(cairn(&repo_dir, &home).args([
+        "prune",
+        "--no-repack-small",
+        "--json",
+    ])));
+    assert_eq!(left["report"]["packs_repacked"], 0, "{left}");
+    assert_eq!(files_in(&repo_dir.join("data")), packs);
+
+    let done = json(&run(cairn(&repo_dir, &home).args(["prune", "--json"])));
+    let report = &done["report"];
+    assert_eq!(
+        report["packs_small"].as_u64(),
+        Some(packs as u64),
+        "{report}"
+    );
+    assert_eq!(report["packs_repacked"], report["packs_small"]);
+    assert_eq!(report["blobs_removed"], 0, "nothing was garbage");
+    let (packs_after, indexes_after) = (
+        files_in(&repo_dir.join("data")),
+        files_in(&repo_dir.join("index")),
+    );
+    eprintln!(
+        "{packs} packs and {indexes} index files before, {packs_after} and {indexes_after} after"
+    );
+    assert!(
+        packs_after <= 2,
+        "one data and one tree pack: {packs_after}"
+    );
+    assert!(indexes_after < indexes, "{indexes_after} index files");
+
+    // The same data, verified, and every snapshot restores as before.
+    let repo = open_repo(&repo_dir);
+    super::util::assert_verifies(&repo);
+    assert_eq!(restored_contents(&repo, &d.join("after")), before);
+    let again = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune again");
+    assert_eq!(again.packs_repacked, 0, "{again:?}");
+    assert_eq!(files_in(&repo_dir.join("data")), packs_after);
+}
