@@ -29,6 +29,7 @@ mod cache;
 mod chunker;
 mod chunklist;
 mod codec;
+mod compact;
 mod compress;
 mod config;
 mod copy;

@@ -861,6 +861,9 @@ pub struct Chain {
     pub base_txn: u64,
     /// The linked segments, from 0.
     pub segments: Vec<(SegmentId, Segment)>,
+    /// Segments of the same base off that path whose time it covers: what
+    /// an interrupted compaction left (see `link`), which prune removes.
+    pub superseded: Vec<SegmentId>,
     /// Why the chain cannot be followed to its end (a segment missing or
     /// damaged, the base snapshot forgotten).
     pub problem: Option<String>,
@@ -989,30 +992,83 @@ pub(crate) fn link_timelines(
     Ok(timelines)
 }
 
-/// Links one base's segments into a chain from segment 0, as far as each
-/// names the one before.
+/// Links one base's segments into a chain from segment 0, each naming the
+/// one before.
+///
+/// Prune's compaction (`compact`) writes a chain again as fewer segments
+/// before deleting the old ones, so a crash can leave two linked sets for
+/// one base. Both are exact; the one reaching the latest `until` is taken,
+/// the one with fewer segments on a tie (the compacted one, once whole).
+/// Segments off that path that end within it are *superseded* (leftovers
+/// of the other set); one that ends after it means a segment is missing or
+/// does not link, and is the chain's problem.
 fn link(mut segs: Vec<(SegmentId, Segment)>, snapshots: &HashSet<SnapshotId>) -> Chain {
     segs.sort_by_key(|(id, s)| (s.seq, *id));
     let (base, base_time, base_txn) = segs
         .first()
         .map(|(_, s)| (s.base, s.base_time, s.base_txn))
         .unwrap_or_default();
-    let mut linked: Vec<(SegmentId, Segment)> = Vec::new();
+    // Each segment's place on the path from a segment 0 that leads to it:
+    // (its depth, the index of the one before). Sorted by `seq`, a
+    // segment's predecessor comes first.
+    let index: HashMap<SegmentId, usize> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut reached: Vec<Option<(u64, Option<usize>)>> = Vec::with_capacity(segs.len());
+    for (_, s) in &segs {
+        let r = match s.prev {
+            None => (s.seq == 0).then_some((0, None)),
+            Some(prev) => index.get(&prev).and_then(|&j| {
+                let (depth, _) = reached.get(j).copied().flatten()?;
+                (segs.get(j)?.1.seq + 1 == s.seq).then_some((depth + 1, Some(j)))
+            }),
+        };
+        reached.push(r);
+    }
+    let best = segs
+        .iter()
+        .zip(&reached)
+        .enumerate()
+        .filter_map(|(i, ((id, s), r))| {
+            let (depth, _) = (*r)?;
+            Some((
+                i,
+                (s.until, std::cmp::Reverse(depth), std::cmp::Reverse(*id)),
+            ))
+        })
+        .max_by(|a, b| a.1.cmp(&b.1))
+        .map(|(i, _)| i);
+    let mut on_path = vec![false; segs.len()];
+    let mut at = best;
+    while let Some(i) = at {
+        if let Some(on) = on_path.get_mut(i) {
+            *on = true;
+        }
+        at = reached.get(i).copied().flatten().and_then(|(_, prev)| prev);
+    }
+    let reach = best
+        .and_then(|i| segs.get(i))
+        .map_or(base_time, |(_, s)| s.until);
+    let mut linked = Vec::new();
+    let mut superseded = Vec::new();
     let mut problem = None;
-    for (id, s) in segs {
-        let expected = linked.last().map(|(id, _)| *id);
-        if s.seq != linked.len() as u64 || s.prev != expected {
-            if s.seq >= linked.len() as u64 && problem.is_none() {
-                problem = Some(format!(
-                    "segment {} of the chain is missing or does not link (next is {id})",
-                    linked.len()
-                ));
-            }
-            continue;
-        }
-        if problem.is_none() {
+    let mut off_path = Vec::new();
+    for ((id, s), on) in segs.into_iter().zip(on_path) {
+        if on {
             linked.push((id, s));
+        } else if s.until <= reach {
+            superseded.push(id);
+        } else {
+            off_path.push(id);
         }
+    }
+    if let Some(next) = off_path.first() {
+        problem = Some(format!(
+            "segment {} of the chain is missing or does not link (next is {next})",
+            linked.len()
+        ));
     }
     if !snapshots.contains(&base) {
         problem = Some(format!("its base snapshot {} is gone", base.short()));
@@ -1023,6 +1079,7 @@ fn link(mut segs: Vec<(SegmentId, Segment)>, snapshots: &HashSet<SnapshotId>) ->
         base_time,
         base_txn,
         segments: linked,
+        superseded,
         problem,
     }
 }
@@ -1675,5 +1732,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A linked set of segments of one base ending at `untils`, their ids
+    /// starting with `tag`.
+    fn linked_set(tag: u8, untils: &[i64]) -> Segments {
+        let mut out: Segments = Vec::new();
+        for (i, &until) in untils.iter().enumerate() {
+            let s = Segment {
+                host: "h".into(),
+                db: b"/db".to_vec(),
+                base: SnapshotId([1; 32]),
+                base_time: 0,
+                base_txn: 0,
+                seq: i as u64,
+                prev: out.last().map(|(id, _)| *id),
+                from: out.last().map_or(0, |(_, s)| s.until),
+                until,
+                page_size: 512,
+                first_txn: 1,
+                txns: Vec::new(),
+                data: Vec::new(),
+                end: None,
+            };
+            let mut id = [u8::try_from(i).unwrap_or(0); 32];
+            id[0] = tag;
+            out.push((SegmentId(id), s));
+        }
+        out
+    }
+
+    fn linked(segs: Segments) -> (Vec<u8>, Vec<u8>, Option<String>) {
+        let base = HashSet::from([SnapshotId([1; 32])]);
+        let c = link(segs, &base);
+        (
+            c.segments.iter().map(|(id, _)| id.0[0]).collect(),
+            c.superseded.iter().map(|id| id.0[0]).collect(),
+            c.problem,
+        )
+    }
+
+    #[test]
+    fn link_takes_the_set_reaching_furthest_then_the_shorter() {
+        let old = linked_set(b'o', &[10, 20, 30, 40]);
+        let new = linked_set(b'n', &[20, 40]);
+        let both = |kept: &[usize], new_count: usize| {
+            let mut segs: Segments = kept.iter().filter_map(|&i| old.get(i).cloned()).collect();
+            segs.extend(new.iter().take(new_count).cloned());
+            segs
+        };
+        // Compaction writing its new set: the old one still reaches further.
+        let (path, superseded, problem) = linked(both(&[0, 1, 2, 3], 1));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'o'; 4], vec![b'n'], None)
+        );
+        // Both whole: the compacted one.
+        let (path, superseded, problem) = linked(both(&[0, 1, 2, 3], 2));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'n'; 2], vec![b'o'; 4], None)
+        );
+        // The old set deleted newest first, part way.
+        let (path, superseded, problem) = linked(both(&[0, 1], 2));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'n'; 2], vec![b'o'; 2], None)
+        );
+        assert_eq!(linked(new.clone()).0, vec![b'n'; 2]);
+        // A segment missing in the middle is a problem, not superseded.
+        let (path, superseded, problem) = linked(both(&[0, 1, 3], 0));
+        assert_eq!((path, superseded), (vec![b'o'; 2], vec![]));
+        assert!(problem.is_some_and(|p| p.contains("segment 2")));
     }
 }

@@ -7,7 +7,8 @@
 //! blobs copied into new packs and is deleted; small packs (the tail of
 //! each backup, each second of `cairn watch`) are copied together into
 //! full ones when there are two or more; other packs stay as they are,
-//! their few unused blobs with them. Index files that describe no
+//! their few unused blobs with them. The WAL segments of chains that ended
+//! are written again as a few large ones (`compact`). Index files that describe no
 //! changed pack stay untouched, so the work grows with the garbage, apart
 //! from the marking, which reads every distinct tree once.
 //!
@@ -67,8 +68,14 @@ pub const SMALL_SHARE: f64 = 0.5;
 pub struct PruneReport {
     /// Snapshots whose trees were walked.
     pub snapshots: usize,
-    /// WAL segments whose data was kept.
+    /// WAL segments whose data was kept (after compaction).
     pub segments: usize,
+    /// Segments of ended chains written again as fewer: those replaced...
+    pub segments_replaced: usize,
+    /// ...and those written in their place.
+    pub segments_written: usize,
+    /// Leftovers of an interrupted compaction deleted.
+    pub segments_superseded: usize,
     /// Blobs referenced by them.
     pub blobs_used: u64,
     /// Packs before.
@@ -220,7 +227,16 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     for (_, s) in &segments {
         used.extend(s.data.iter().copied());
     }
-    report.segments = segments.len();
+    // Ended chains' segments, written again as few (the same data blobs, so
+    // the marking above holds for them).
+    let before = segments.len();
+    let timelines = crate::pitr::link_timelines(repo, segments, None, None)?;
+    let chains: Vec<&crate::pitr::Chain> = timelines.iter().flat_map(|t| &t.chains).collect();
+    let compacted = crate::compact::compact(repo, &chains, &held, opts.dry_run)?;
+    report.segments = before + compacted.written - compacted.replaced - compacted.superseded;
+    report.segments_replaced = compacted.replaced;
+    report.segments_written = compacted.written;
+    report.segments_superseded = compacted.superseded;
     report.blobs_used = used.len() as u64;
     let index = repo.index();
     if let Some(missing) = used.iter().find(|id| !index.contains(id)) {

@@ -1447,6 +1447,22 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
             r.index_files_rewritten,
             r.duration_ms as f64 / 1000.0
         );
+        if r.segments_replaced + r.segments_superseded > 0 {
+            outln!(
+                "WAL segments of ended chains: {} written as {}{}; {} kept",
+                r.segments_replaced,
+                r.segments_written,
+                if r.segments_superseded > 0 {
+                    format!(
+                        ", {} left by an interrupted compaction deleted",
+                        r.segments_superseded
+                    )
+                } else {
+                    String::new()
+                },
+                r.segments
+            );
+        }
     }
 }
 

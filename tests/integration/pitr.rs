@@ -939,3 +939,125 @@ fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
         "after its base the watcher holds no lock on the database"
     );
 }
+
+/// The state `restore_at` gives for each of `times`, with the number of
+/// the transaction restored.
+fn states_at(
+    repo: &cairn::Repository,
+    db: &[u8],
+    times: &[Timestamp],
+    dir: &Path,
+) -> Vec<(u64, String)> {
+    times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let target = dir.join(format!("at{i}.db"));
+            let done = cairn::restore_at(
+                repo,
+                db,
+                cairn::PitrPoint::Time(*at),
+                &target,
+                &cairn::PitrRestoreOptions::default(),
+            )
+            .expect("restore --at");
+            let conn = Connection::open(&target).expect("open restored");
+            (done.txn, state(&conn))
+        })
+        .collect()
+}
+
+/// The segment files, by name.
+fn wal_files(repo: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(repo.join("wal"))
+        .expect("wal/")
+        .map(|e| {
+            let e = e.expect("entry");
+            let bytes = std::fs::read(e.path()).expect("read segment");
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn prune_compacts_an_ended_chain_into_one_segment_that_restores_every_moment_alike() {
+    let s = setup();
+    let repo = open_repo(&s.repo);
+    let times = watch_while_writing_with(&repo, &s.db, 30, |_| {});
+    let (db, before) = timeline_of(&repo, &s.db);
+    let old = &before.chains[0];
+    let n = old.segments.len();
+    assert!(n >= 5, "{n} segments: the watcher stores every 100 ms");
+    std::fs::create_dir_all(s.dir.join("before")).expect("mkdir");
+    let expected = states_at(&repo, &db, &times, &s.dir.join("before"));
+    let old_files = wal_files(&s.repo);
+
+    let done = json_of(&run(cairn(&s.repo, &s.home).args(["prune", "--json"])));
+    let report = &done["report"];
+    assert_eq!(
+        report["segments_replaced"].as_u64(),
+        Some(n as u64),
+        "{report}"
+    );
+    assert_eq!(report["segments_written"], 1, "{report}");
+    assert_eq!(report["segments"], 1, "{report}");
+    let repo = open_repo(&s.repo);
+    let (_, after) = timeline_of(&repo, &s.db);
+    let new = &after.chains[0];
+    assert_eq!(new.segments.len(), 1);
+    assert_eq!(
+        (
+            new.base,
+            new.base_time,
+            new.base_txn,
+            new.until(),
+            new.last_txn(),
+            new.txns()
+        ),
+        (
+            old.base,
+            old.base_time,
+            old.base_txn,
+            old.until(),
+            old.last_txn(),
+            old.txns()
+        )
+    );
+    assert_eq!(new.end(), old.end());
+    std::fs::create_dir_all(s.dir.join("after")).expect("mkdir");
+    assert_eq!(
+        states_at(&repo, &db, &times, &s.dir.join("after")),
+        expected
+    );
+    assert_verifies(&repo);
+
+    // A prune stopped before it deleted the old segments leaves both sets:
+    // the chain reads as the compacted one, and the next prune deletes the
+    // others.
+    for (name, bytes) in &old_files {
+        std::fs::write(s.repo.join("wal").join(name), bytes).expect("put back");
+    }
+    let (_, both) = timeline_of(&repo, &s.db);
+    assert_eq!(both.chains.len(), 1);
+    assert_eq!(both.chains[0].segments.len(), 1);
+    assert_eq!(both.chains[0].superseded.len(), n);
+    assert_eq!(both.chains[0].problem, None);
+    std::fs::create_dir_all(s.dir.join("both")).expect("mkdir");
+    assert_eq!(states_at(&repo, &db, &times, &s.dir.join("both")), expected);
+    assert_verifies(&repo);
+    let again = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune again");
+    assert_eq!(
+        (
+            again.segments_superseded,
+            again.segments_replaced,
+            again.segments
+        ),
+        (n, 0, 1)
+    );
+    assert_eq!(wal_files(&s.repo).len(), 1);
+    let third = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("third prune");
+    assert_eq!((third.segments_superseded, third.segments_replaced), (0, 0));
+    assert_verifies(&repo);
+}
