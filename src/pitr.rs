@@ -536,7 +536,8 @@ impl<'a> Watcher<'a> {
         mut base_txn: u64,
         old: Option<(&mut Follower, &mut Following<'scope>)>,
     ) -> Result<(Follower, Following<'scope>)> {
-        let (mut follower, base) = Follower::start(&self.db, self.opts.restart_bytes)?;
+        let known = old.as_ref().and_then(|(f, _)| f.position());
+        let (mut follower, base) = Follower::start_after(&self.db, self.opts.restart_bytes, known)?;
         if let Some((old_follower, old_chain)) = old {
             // The new pin holds the log now: everything committed before
             // the new base is still in it for the old follower to read, and

@@ -382,6 +382,21 @@ impl Follower {
     /// When the database cannot be opened, is not in WAL mode, or the
     /// image cannot be written.
     pub fn start(db: &Path, restart_bytes: u64) -> Result<(Self, Base)> {
+        Self::start_after(db, restart_bytes, None)
+    }
+
+    /// [`Follower::start`] beside a follower of the same database that has
+    /// read the log up to `known` ([`Follower::position`]): the new one
+    /// reads on from there instead of from the log's start. At a new base
+    /// the old follower's pin still holds the log, which may have grown
+    /// long; read whole at every base, it cost a base more the longer it
+    /// grew, and under a fast writer a base came due again before the read
+    /// ended, the log never restarted and grew without end.
+    pub(crate) fn start_after(
+        db: &Path,
+        restart_bytes: u64,
+        known: Option<Cursor>,
+    ) -> Result<(Self, Base)> {
         let pin = connect(db)?;
         let mode: String = pin
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -435,7 +450,15 @@ impl Follower {
         // before, whole and then in passes, so that under the lock only
         // what was appended since is (a log of hundreds of MB would
         // otherwise hold the application for seconds).
-        follower.read_whole_log()?;
+        match known {
+            // Another generation, or another file: `catch_up` reads the log
+            // whole after all.
+            Some(cursor) => {
+                follower.cursor = Some(cursor);
+                follower.catch_up()?;
+            }
+            None => follower.read_whole_log()?,
+        }
         follower.read_in_passes(Self::catch_up)?;
         if !follower.lock_writes(None)? {
             return Err(Error::invalid(format!(
@@ -637,6 +660,13 @@ impl Follower {
     /// log's end, reading only what was appended since when the log is
     /// still the same generation (same header: within a generation frames
     /// are only appended), else the whole log.
+    /// How far this follower has read the log: after the last complete
+    /// transaction of the current generation (none before the first read,
+    /// or while there is no log).
+    pub(crate) fn position(&self) -> Option<Cursor> {
+        self.cursor
+    }
+
     fn catch_up(&mut self) -> Result<()> {
         let Some(file) = self.open_log()? else {
             self.cursor = None;
