@@ -55,7 +55,7 @@ fn weight(s: &Segment) -> u64 {
 fn continues(prev: &Segment, s: &Segment) -> bool {
     s.page_size == prev.page_size
         && s.from == prev.until
-        && s.first_txn == prev.first_txn + prev.txns.len() as u64
+        && prev.first_txn.checked_add(prev.txns.len() as u64) == Some(s.first_txn)
 }
 
 /// The runs of consecutive segments of `chain` that make one merged
@@ -90,17 +90,16 @@ fn runs(chain: &Segments) -> Vec<std::ops::Range<usize>> {
 /// the index tells, so that concatenating data lists keeps each page where
 /// the transactions say it is. A chain where it is not is left as it is
 /// (`verify` and restore report it).
-fn data_is_exact(repo: &Repository, chain: &Segments) -> Result<bool> {
-    for (_, s) in chain {
-        let mut bytes = 0u64;
-        for blob in &s.data {
-            bytes += u64::from(repo.raw_length(blob)?);
-        }
-        if bytes != s.pages() * u64::from(s.page_size) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+fn data_is_exact(repo: &Repository, chain: &Segments) -> bool {
+    let index = repo.index();
+    chain.iter().all(|(_, s)| {
+        let bytes = s.data.iter().try_fold(0u64, |sum, blob| {
+            index
+                .get(blob)
+                .and_then(|loc| sum.checked_add(u64::from(loc.raw_length)))
+        });
+        bytes.is_some() && bytes == s.pages().checked_mul(u64::from(s.page_size))
+    })
 }
 
 /// The merged segments for `chain` (its runs), linked from 0.
@@ -130,8 +129,7 @@ fn merged(chain: &Segments, runs: &[std::ops::Range<usize>]) -> Vec<Segment> {
 /// `held` before each deletion; changes nothing when `dry_run`.
 ///
 /// # Errors
-/// Backend errors, a lock lost ([`Lock::check`]), a data blob in no
-/// index. A failure leaves each chain readable as its old segments or its
+/// Backend errors, a lock lost ([`Lock::check`]). A failure leaves each chain readable as its old segments or its
 /// new ones.
 pub(crate) fn compact(
     repo: &Repository,
@@ -152,7 +150,7 @@ pub(crate) fn compact(
         }
         done.superseded += chain.superseded.len();
         let runs = runs(&chain.segments);
-        if runs.len() >= chain.segments.len() || !data_is_exact(repo, &chain.segments)? {
+        if runs.len() >= chain.segments.len() || !data_is_exact(repo, &chain.segments) {
             continue;
         }
         done.chains += 1;

@@ -227,8 +227,18 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     for (_, s) in &segments {
         used.extend(s.data.iter().copied());
     }
+    report.blobs_used = used.len() as u64;
+    {
+        let index = repo.index();
+        if let Some(missing) = used.iter().find(|id| !index.contains(id)) {
+            return Err(Error::invalid(format!(
+                "blob {missing}, used by a snapshot, is in no index: prune stops so as not to delete data that may still be needed; run `cairn verify`"
+            )));
+        }
+    }
     // Ended chains' segments, written again as few (the same data blobs, so
-    // the marking above holds for them).
+    // the marking above holds for them). Only once every used blob is known
+    // to be indexed: compaction writes and deletes.
     let before = segments.len();
     let timelines = crate::pitr::link_timelines(repo, segments, None, None)?;
     let chains: Vec<&crate::pitr::Chain> = timelines.iter().flat_map(|t| &t.chains).collect();
@@ -237,13 +247,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.segments_replaced = compacted.replaced;
     report.segments_written = compacted.written;
     report.segments_superseded = compacted.superseded;
-    report.blobs_used = used.len() as u64;
     let index = repo.index();
-    if let Some(missing) = used.iter().find(|id| !index.contains(id)) {
-        return Err(Error::invalid(format!(
-            "blob {missing}, used by a snapshot, is in no index: prune stops so as not to delete data that may still be needed; run `cairn verify`"
-        )));
-    }
 
     // The packs as the index files describe them, and as they are stored.
     let mut index_names: Vec<String> = repo
@@ -421,7 +425,15 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         return Err(e);
     }
     writer.finish().inspect_err(|_| writer.abandon())?;
+    // A repacked pack identical to one already stored (unencrypted sealing
+    // is deterministic: a small pack copied alone, or a pack an interrupted
+    // prune wrote) is that very file, now named by the new index.
+    let indexed = writer.indexed_packs();
     drop(writer);
+    let to_delete: Vec<PackId> = to_delete
+        .into_iter()
+        .filter(|id| !indexed.contains(id))
+        .collect();
 
     // 2. The index files that named changed packs, without those packs.
     for (_, file) in &rewrite {

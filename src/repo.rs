@@ -1282,6 +1282,7 @@ impl Repository {
             data_pack: Mutex::new(None),
             tree_pack: Mutex::new(None),
             written,
+            indexed: Mutex::new(Vec::new()),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
             bytes_stored,
@@ -1333,6 +1334,9 @@ pub struct BlobWriter<'r> {
     /// Packs written in this session, not yet in any index, each with
     /// whether this session created the file (and may delete it).
     written: Arc<Mutex<Vec<(IndexPack, bool)>>>,
+    /// Packs this writer has put in index files, created or found already
+    /// there (an unencrypted pack with the same bytes).
+    indexed: Mutex<Vec<PackId>>,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
     bytes_stored: Arc<AtomicU64>,
@@ -1648,6 +1652,7 @@ impl BlobWriter<'_> {
                     index.add_pack(p)?;
                 }
             }
+            lock(&self.indexed).extend(file.packs.iter().map(|p| p.id));
             // Only now that the index has them may `seen` forget them.
             let mut seen = lock(&self.seen);
             for p in &file.packs {
@@ -1668,6 +1673,14 @@ impl BlobWriter<'_> {
         {
             let _ = self.repo.backend.delete(FileKind::Pack, &p.id.to_hex());
         }
+    }
+
+    /// The packs this writer has put in index files. An unencrypted
+    /// repository seals deterministically, so one may be a file that was
+    /// already there (say a pack an interrupted prune wrote): whoever
+    /// deletes packs must keep these.
+    pub(crate) fn indexed_packs(&self) -> HashSet<PackId> {
+        lock(&self.indexed).iter().copied().collect()
     }
 
     /// Counts so far.
