@@ -811,42 +811,64 @@ pub(crate) fn read_segments_since(
     repo: &Repository,
     since: i64,
 ) -> Result<(Segments, Vec<String>)> {
-    let names: Vec<String> = repo
-        .backend()
-        .list(FileKind::Wal)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| {
-            n.parse::<SegmentId>()
-                .is_ok_and(|id| segment::until_of(&id) >= since)
-        })
-        .collect();
-    let read: Vec<std::result::Result<(SegmentId, Segment), String>> = crate::repo::in_pool(|| {
-        names
-            .par_iter()
-            .filter_map(|name| {
-                let id: SegmentId = name.parse().ok()?;
-                let got = repo
-                    .backend()
-                    .read(FileKind::Wal, name)
-                    .and_then(|b| segment::decode_file(repo.crypto(), &id, &b));
-                match got {
-                    Ok(s) => Some(Ok((id, s))),
-                    // Removed since the listing (forget): not there.
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => Some(Err(e.to_string())),
-                }
+    type Read = std::result::Result<(SegmentId, Segment), String>;
+    let mut read: HashMap<String, Read> = HashMap::new();
+    // A segment listed but gone when read was deleted meanwhile: by forget
+    // (its whole chain), or by prune's compaction, which writes a chain's
+    // new segments before it deletes the old. Listing again then finds the
+    // new set, so a chain never reads as cut short by a concurrent prune.
+    for _ in 0..4 {
+        let names: HashSet<String> = repo
+            .backend()
+            .list(FileKind::Wal)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                n.parse::<SegmentId>()
+                    .is_ok_and(|id| segment::until_of(&id) >= since)
             })
-            .collect()
-    });
+            .collect();
+        let fresh: Vec<&String> = names.iter().filter(|n| !read.contains_key(*n)).collect();
+        let got: Vec<(String, Option<Read>)> = crate::repo::in_pool(|| {
+            fresh
+                .par_iter()
+                .filter_map(|name| {
+                    let id: SegmentId = name.parse().ok()?;
+                    let got = repo
+                        .backend()
+                        .read(FileKind::Wal, name)
+                        .and_then(|b| segment::decode_file(repo.crypto(), &id, &b));
+                    Some(match got {
+                        Ok(s) => ((*name).clone(), Some(Ok((id, s)))),
+                        Err(e) if e.is_not_found() => ((*name).clone(), None),
+                        Err(e) => ((*name).clone(), Some(Err(e.to_string()))),
+                    })
+                })
+                .collect()
+        });
+        read.retain(|n, _| names.contains(n));
+        let mut vanished = false;
+        for (name, r) in got {
+            match r {
+                Some(r) => {
+                    read.insert(name, r);
+                }
+                None => vanished = true,
+            }
+        }
+        if !vanished {
+            break;
+        }
+    }
     let mut segments = Vec::new();
     let mut problems = Vec::new();
-    for r in read {
+    for r in read.into_values() {
         match r {
             Ok(s) => segments.push(s),
             Err(e) => problems.push(e),
         }
     }
+    problems.sort();
     segments.sort_by(|(a, x), (b, y)| (x.until, a).cmp(&(y.until, b)));
     Ok((segments, problems))
 }
