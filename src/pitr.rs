@@ -1045,17 +1045,27 @@ fn link(mut segs: Vec<(SegmentId, Segment)>, snapshots: &HashSet<SnapshotId>) ->
             None => (s.seq == 0).then_some((0, None)),
             Some(prev) => index.get(&prev).and_then(|&j| {
                 let (depth, _) = reached.get(j).copied().flatten()?;
-                (segs.get(j)?.1.seq + 1 == s.seq).then_some((depth + 1, Some(j)))
+                (segs.get(j)?.1.seq.checked_add(1) == Some(s.seq)).then_some((depth + 1, Some(j)))
             }),
         };
         reached.push(r);
     }
+    // Only a path's last segment may be chosen: one that ends no later
+    // than the segment before it (a final segment with nothing new, or a
+    // clock stepped back) would otherwise lose to it and drop its path's tail.
+    let mut continued = vec![false; segs.len()];
+    for (_, prev) in reached.iter().flatten() {
+        if let Some(c) = prev.and_then(|j| continued.get_mut(j)) {
+            *c = true;
+        }
+    }
     let best = segs
         .iter()
         .zip(&reached)
+        .zip(&continued)
         .enumerate()
-        .filter_map(|(i, ((id, s), r))| {
-            let (depth, _) = (*r)?;
+        .filter_map(|(i, (((id, s), r), continued))| {
+            let (depth, _) = (*r).filter(|_| !continued)?;
             Some((
                 i,
                 (s.until, std::cmp::Reverse(depth), std::cmp::Reverse(*id)),
@@ -1827,5 +1837,15 @@ mod tests {
         let (path, superseded, problem) = linked(both(&[0, 1, 3], 0));
         assert_eq!((path, superseded), (vec![b'o'; 2], vec![]));
         assert!(problem.is_some_and(|p| p.contains("segment 2")));
+    }
+
+    #[test]
+    fn link_keeps_a_last_segment_that_ends_no_later_than_the_one_before() {
+        // A final segment with nothing new (its `until` is its `from`), and
+        // one written while the clock stood behind: both stay on the path.
+        for untils in [[10, 20, 20], [10, 20, 15]] {
+            let (path, superseded, problem) = linked(linked_set(b'o', &untils));
+            assert_eq!((path.len(), superseded, problem), (3, vec![], None));
+        }
     }
 }
