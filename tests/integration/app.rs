@@ -22,7 +22,7 @@ impl App {
     fn new() -> Self {
         let dir = Dir::new();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-app");
-        copy_tree(&fixture, &dir.join("app"));
+        super::util::copy_tree(&fixture, &dir.join("app"));
         let app = Self { dir };
         let db = Connection::open(app.db()).expect("db");
         db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
@@ -94,19 +94,6 @@ impl App {
     fn verify(&self) {
         let o = self.ok(&["verify", "--read-data"]);
         assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read fixture") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).expect("copy");
-        }
     }
 }
 

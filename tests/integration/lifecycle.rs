@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use super::util::{Dir, cairn, json_of as json, open_repo, run, stderr, stdout};
+use super::util::{
+    Dir, cairn, copy_tree, files_under, json_of as json, open_repo, run, stderr, stdout,
+};
 
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "failed: {}", stderr(o));
@@ -274,21 +276,6 @@ fn locks_make_conflicting_commands_wait_or_fail_clearly() {
     super::util::assert_verifies(&repo);
 }
 
-/// Number of files under `dir`, recursively.
-fn files_in(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            if e.file_type().expect("type").is_dir() {
-                files_in(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 /// Every regular file a restore of each snapshot gives, by snapshot and path.
 fn restored_contents(
     repo: &cairn::Repository,
@@ -306,20 +293,11 @@ fn restored_contents(
         )
         .expect("restore");
         assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let mut stack = vec![out.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(&dir).expect("read dir") {
-                let path = e.expect("entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let name = path.strip_prefix(&out).expect("under out");
-                    all.insert(
-                        format!("{id}/{}", name.display()),
-                        fs::read(&path).expect("read"),
-                    );
-                }
-            }
+        for name in files_under(&out) {
+            all.insert(
+                format!("{id}/{}", name.display()),
+                fs::read(out.join(&name)).expect("read"),
+            );
         }
     }
     all
@@ -340,8 +318,8 @@ fn prune_gathers_small_packs_into_full_ones_and_then_has_nothing_to_do() {
         super::util::backup_path(&repo, &src);
     }
     let (packs, indexes) = (
-        files_in(&repo_dir.join("data")),
-        files_in(&repo_dir.join("index")),
+        files_under(&repo_dir.join("data")).len(),
+        files_under(&repo_dir.join("index")).len(),
     );
     assert!(packs >= 24, "{packs} packs");
     let before = restored_contents(&repo, &d.join("before"));
@@ -354,7 +332,7 @@ fn prune_gathers_small_packs_into_full_ones_and_then_has_nothing_to_do() {
         "--json",
     ])));
     assert_eq!(left["report"]["packs_repacked"], 0, "{left}");
-    assert_eq!(files_in(&repo_dir.join("data")), packs);
+    assert_eq!(files_under(&repo_dir.join("data")).len(), packs);
 
     let done = json(&run(cairn(&repo_dir, &home).args(["prune", "--json"])));
     let report = &done["report"];
@@ -366,8 +344,8 @@ fn prune_gathers_small_packs_into_full_ones_and_then_has_nothing_to_do() {
     assert_eq!(report["packs_repacked"], report["packs_small"]);
     assert_eq!(report["blobs_removed"], 0, "nothing was garbage");
     let (packs_after, indexes_after) = (
-        files_in(&repo_dir.join("data")),
-        files_in(&repo_dir.join("index")),
+        files_under(&repo_dir.join("data")).len(),
+        files_under(&repo_dir.join("index")).len(),
     );
     eprintln!(
         "{packs} packs and {indexes} index files before, {packs_after} and {indexes_after} after"
@@ -384,38 +362,7 @@ fn prune_gathers_small_packs_into_full_ones_and_then_has_nothing_to_do() {
     assert_eq!(restored_contents(&repo, &d.join("after")), before);
     let again = cairn::prune(&repo, &cairn::PruneOptions::default()).expect("prune again");
     assert_eq!(again.packs_repacked, 0, "{again:?}");
-    assert_eq!(files_in(&repo_dir.join("data")), packs_after);
-}
-
-/// Copies the tree at `from` to `to`, files and directories.
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
-/// The files under `dir`, as paths relative to it.
-fn files_under(dir: &Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("read dir") {
-            let path = e.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(path.strip_prefix(dir).expect("under dir").to_path_buf());
-            }
-        }
-    }
-    out
+    assert_eq!(files_under(&repo_dir.join("data")).len(), packs_after);
 }
 
 #[test]

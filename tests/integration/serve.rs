@@ -34,19 +34,6 @@ impl Drop for Server {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read fixture") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
-}
-
 /// `cairn` run in the application's directory under `dir` (repository and
 /// profile from its cairn.toml, tokens in `dir/config/tokens.json`).
 fn cairn_in(dir: &Path) -> Command {
@@ -105,7 +92,7 @@ impl Server {
         let dir = Dir::new();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-app");
         let root = dir.join("app");
-        copy_tree(&fixture, &root);
+        super::util::copy_tree(&fixture, &root);
         let db = Connection::open(root.join("prisma/dev.db")).expect("db");
         let seed = fs::read_to_string(root.join("prisma/seed.sql")).expect("seed");
         db.execute_batch(&seed).expect("seed");
