@@ -1061,3 +1061,76 @@ fn prune_compacts_an_ended_chain_into_one_segment_that_restores_every_moment_ali
     assert_eq!((third.segments_superseded, third.segments_replaced), (0, 0));
     assert_verifies(&repo);
 }
+
+#[test]
+fn a_page_size_change_between_watchers_restores_on_both_sides() {
+    // SQLite changes a WAL database's page size only outside WAL mode,
+    // which it refuses while another connection (the watcher's) reads:
+    // the application stops the watcher, changes it, starts it again.
+    let s = setup();
+    let repo = open_repo(&s.repo);
+    let page_size = |conn: &Connection| -> u32 {
+        conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page_size")
+    };
+    watch_while_writing(&repo, &s.db, 10);
+    let conn = Connection::open(&s.db).expect("open");
+    let (small, small_state) = (page_size(&conn), state(&conn));
+    for (pragma, want) in [
+        ("PRAGMA journal_mode=DELETE", "delete"),
+        ("PRAGMA page_size=8192", ""),
+        ("VACUUM", ""),
+        ("PRAGMA journal_mode=WAL", "wal"),
+    ] {
+        let got: Option<String> = conn
+            .query_row(pragma, [], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .expect(pragma);
+        assert_eq!(got.unwrap_or_default(), want, "{pragma}");
+    }
+    assert_eq!(page_size(&conn), 8192);
+    drop(conn);
+    watch_while_writing(&repo, &s.db, 10);
+    let conn = Connection::open(&s.db).expect("open");
+    let large_state = state(&conn);
+    assert_ne!(small, 8192);
+
+    let (db, timeline) = timeline_of(&repo, &s.db);
+    let sizes: Vec<u32> = timeline
+        .chains
+        .iter()
+        .filter_map(|c| c.segments.first().map(|(_, seg)| seg.page_size))
+        .collect();
+    assert_eq!(sizes, vec![small, 8192], "one chain on each side");
+    let restore = |point, name: &str| {
+        let target = s.dir.join(name);
+        cairn::restore_at(
+            &repo,
+            &db,
+            point,
+            &target,
+            &cairn::PitrRestoreOptions::default(),
+        )
+        .expect("restore --at");
+        let conn = Connection::open(&target).expect("open restored");
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok", "{name}");
+        (page_size(&conn), state(&conn))
+    };
+    let last_small = timeline.chains[0].last_txn();
+    assert_eq!(
+        restore(cairn::PitrPoint::Txn(last_small), "small.db"),
+        (small, small_state)
+    );
+    assert_eq!(
+        restore(cairn::PitrPoint::Latest, "large.db"),
+        (8192, large_state)
+    );
+    assert_verifies(&repo);
+}
