@@ -129,8 +129,8 @@ fn merged(chain: &Segments, runs: &[std::ops::Range<usize>]) -> Vec<Segment> {
 /// `held` before each deletion; changes nothing when `dry_run`.
 ///
 /// # Errors
-/// Backend errors, a lock lost ([`Lock::check`]). A failure leaves each chain readable as its old segments or its
-/// new ones.
+/// Backend errors, a lock lost ([`Lock::check`]). A failure leaves each
+/// chain readable as its old segments or its new ones.
 pub(crate) fn compact(
     repo: &Repository,
     chains: &[&Chain],

@@ -450,15 +450,10 @@ impl Follower {
         // before, whole and then in passes, so that under the lock only
         // what was appended since is (a log of hundreds of MB would
         // otherwise hold the application for seconds).
-        match known {
-            // Another generation, or another file: `catch_up` reads the log
-            // whole after all.
-            Some(cursor) => {
-                follower.cursor = Some(cursor);
-                follower.catch_up()?;
-            }
-            None => follower.read_whole_log()?,
-        }
+        // With no cursor, or one of another generation or file,
+        // `catch_up` reads the log whole.
+        follower.cursor = known;
+        follower.catch_up()?;
         follower.read_in_passes(Self::catch_up)?;
         if !follower.lock_writes(None)? {
             return Err(Error::invalid(format!(
@@ -656,10 +651,6 @@ impl Follower {
         }
     }
 
-    /// Moves the cursor (placed by [`Follower::read_whole_log`]) to the
-    /// log's end, reading only what was appended since when the log is
-    /// still the same generation (same header: within a generation frames
-    /// are only appended), else the whole log.
     /// How far this follower has read the log: after the last complete
     /// transaction of the current generation (none before the first read,
     /// or while there is no log).
@@ -667,6 +658,10 @@ impl Follower {
         self.cursor
     }
 
+    /// Moves the cursor (placed by [`Follower::read_whole_log`]) to the
+    /// log's end, reading only what was appended since when the log is
+    /// still the same generation (same header: within a generation frames
+    /// are only appended), else the whole log.
     fn catch_up(&mut self) -> Result<()> {
         let Some(file) = self.open_log()? else {
             self.cursor = None;
