@@ -92,14 +92,9 @@ fn runs(chain: &Segments) -> Vec<std::ops::Range<usize>> {
 /// (`verify` and restore report it).
 fn data_is_exact(repo: &Repository, chain: &Segments) -> bool {
     let index = repo.index();
-    chain.iter().all(|(_, s)| {
-        let bytes = s.data.iter().try_fold(0u64, |sum, blob| {
-            index
-                .get(blob)
-                .and_then(|loc| sum.checked_add(u64::from(loc.raw_length)))
-        });
-        bytes.is_some() && bytes == s.pages().checked_mul(u64::from(s.page_size))
-    })
+    chain
+        .iter()
+        .all(|(_, s)| s.data.iter().all(|b| index.contains(b)) && s.data_fits(&index).is_ok())
 }
 
 /// The merged segments for `chain` (its runs), linked from 0.

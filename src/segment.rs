@@ -100,6 +100,22 @@ impl Segment {
     pub fn pages(&self) -> u64 {
         self.txns.iter().map(|t| t.pages.len() as u64).sum()
     }
+
+    /// Whether its data, as `index` gives each blob's length, is exactly
+    /// its pages (§25.2): restore finds a transaction's pages by their
+    /// place in it. The bytes the data holds when it is not; `Ok` also
+    /// when a blob is in no index (that is reported on its own).
+    pub(crate) fn data_fits(&self, index: &crate::index::Index) -> std::result::Result<(), u64> {
+        let bytes = self.data.iter().try_fold(0u64, |sum, blob| {
+            index
+                .get(blob)
+                .and_then(|loc| sum.checked_add(u64::from(loc.raw_length)))
+        });
+        match bytes {
+            Some(b) if Some(b) != self.pages().checked_mul(u64::from(self.page_size)) => Err(b),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Nanoseconds since the epoch of `t` (saturating outside ±292 years).

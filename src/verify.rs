@@ -347,27 +347,22 @@ fn check_segments(
     {
         let index = repo.index();
         for (id, s) in &segments {
-            // Restore finds a transaction's pages by their place in the
-            // data, so the data must be exactly the pages (§25.2).
-            let mut bytes = Some(0u64);
             for blob in &s.data {
-                let raw = index.get(blob).map(|loc| u64::from(loc.raw_length));
-                bytes = bytes.zip(raw).map(|(b, r)| b + r);
                 if let Some(why) = lost.get(blob) {
                     report.errors.push(format!(
                         "WAL segment {id} (wal/{id}): data blob {blob}: {why}"
                     ));
-                } else if raw.is_none() {
+                } else if !index.contains(blob) {
                     report.errors.push(format!(
                         "WAL segment {id} (wal/{id}): data blob {blob} is in no index"
                     ));
                 }
             }
-            let pages = s.pages() * u64::from(s.page_size);
-            if let Some(bytes) = bytes.filter(|b| *b != pages) {
+            if let Err(bytes) = s.data_fits(&index) {
                 report.errors.push(format!(
-                    "WAL segment {id} (wal/{id}): its data holds {bytes} bytes, its {} pages {pages}",
-                    s.pages()
+                    "WAL segment {id} (wal/{id}): its data holds {bytes} bytes, its {} pages {}",
+                    s.pages(),
+                    s.pages().saturating_mul(u64::from(s.page_size))
                 ));
             }
         }
