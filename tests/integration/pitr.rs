@@ -643,17 +643,8 @@ fn new_bases_under_load_take_each_transaction_once() {
         .count();
     assert_eq!(stored, commits, "transactions stored vs committed");
     let restore = |point, name: &str| {
-        let target = s.dir.join(name);
-        let done = cairn::restore_at(
-            &repo,
-            &db,
-            point,
-            &target,
-            &cairn::PitrRestoreOptions::default(),
-        )
-        .expect("restore");
-        let conn = Connection::open(&target).expect("open restored");
-        (done.txn, state(&conn))
+        let (txn, conn) = restored(&repo, &db, point, &s.dir.join(name));
+        (txn, state(&conn))
     };
     for (i, pair) in chains.windows(2).enumerate() {
         let [before, after] = pair else { continue };
@@ -940,6 +931,25 @@ fn the_watcher_keeps_sqlites_lock_on_the_database_through_a_base() {
     );
 }
 
+/// `restore_at` of `db` as of `point` into `target` with the default
+/// options: the transaction restored and the restored database, open.
+fn restored(
+    repo: &cairn::Repository,
+    db: &[u8],
+    point: cairn::PitrPoint,
+    target: &Path,
+) -> (u64, Connection) {
+    let done = cairn::restore_at(
+        repo,
+        db,
+        point,
+        target,
+        &cairn::PitrRestoreOptions::default(),
+    )
+    .expect("restore --at");
+    (done.txn, Connection::open(target).expect("open restored"))
+}
+
 /// The state `restore_at` gives for each of `times`, with the number of
 /// the transaction restored.
 fn states_at(
@@ -953,16 +963,8 @@ fn states_at(
         .enumerate()
         .map(|(i, at)| {
             let target = dir.join(format!("at{i}.db"));
-            let done = cairn::restore_at(
-                repo,
-                db,
-                cairn::PitrPoint::Time(*at),
-                &target,
-                &cairn::PitrRestoreOptions::default(),
-            )
-            .expect("restore --at");
-            let conn = Connection::open(&target).expect("open restored");
-            (done.txn, state(&conn))
+            let (txn, conn) = restored(repo, db, cairn::PitrPoint::Time(*at), &target);
+            (txn, state(&conn))
         })
         .collect()
 }
@@ -1107,16 +1109,7 @@ fn a_page_size_change_between_watchers_restores_on_both_sides() {
         .collect();
     assert_eq!(sizes, vec![small, 8192], "one chain on each side");
     let restore = |point, name: &str| {
-        let target = s.dir.join(name);
-        cairn::restore_at(
-            &repo,
-            &db,
-            point,
-            &target,
-            &cairn::PitrRestoreOptions::default(),
-        )
-        .expect("restore --at");
-        let conn = Connection::open(&target).expect("open restored");
+        let (_, conn) = restored(&repo, &db, point, &s.dir.join(name));
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity_check");
