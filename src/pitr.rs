@@ -838,11 +838,13 @@ pub(crate) fn read_segments_since(
                         .backend()
                         .read(FileKind::Wal, name)
                         .and_then(|b| segment::decode_file(repo.crypto(), &id, &b));
-                    Some(match got {
-                        Ok(s) => ((*name).clone(), Some(Ok((id, s)))),
-                        Err(e) if e.is_not_found() => ((*name).clone(), None),
-                        Err(e) => ((*name).clone(), Some(Err(e.to_string()))),
-                    })
+                    let read = match got {
+                        Ok(s) => Some(Ok((id, s))),
+                        // Gone since the listing.
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => Some(Err(e.to_string())),
+                    };
+                    Some(((*name).clone(), read))
                 })
                 .collect()
         });
