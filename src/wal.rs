@@ -91,11 +91,25 @@ fn word(bytes: Option<&[u8]>, big_endian: bool) -> u32 {
 /// multiple of 8, two 32-bit words at a time.
 #[must_use]
 pub fn checksum(big_endian: bool, chain: [u32; 2], data: &[u8]) -> [u32; 2] {
+    // One loop per byte order, so the order is not decided per word: the
+    // watcher sums every page the application writes.
+    if big_endian {
+        sum_words(chain, data, u32::from_be_bytes)
+    } else {
+        sum_words(chain, data, u32::from_le_bytes)
+    }
+}
+
+#[inline(always)]
+fn sum_words(chain: [u32; 2], data: &[u8], word: impl Fn([u8; 4]) -> u32) -> [u32; 2] {
     let [mut s0, mut s1] = chain;
     for pair in data.chunks_exact(8) {
         let (x0, x1) = pair.split_at(4);
-        s0 = s0.wrapping_add(word(Some(x0), big_endian)).wrapping_add(s1);
-        s1 = s1.wrapping_add(word(Some(x1), big_endian)).wrapping_add(s0);
+        let (Ok(x0), Ok(x1)) = (<[u8; 4]>::try_from(x0), <[u8; 4]>::try_from(x1)) else {
+            continue;
+        };
+        s0 = s0.wrapping_add(word(x0)).wrapping_add(s1);
+        s1 = s1.wrapping_add(word(x1)).wrapping_add(s0);
     }
     [s0, s1]
 }

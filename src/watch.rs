@@ -126,8 +126,19 @@ pub struct Commit {
     pub page_size: u32,
     /// The database's size in pages after it.
     pub db_pages: u32,
-    /// The pages it wrote (number from 1, image), in log order.
-    pub pages: Vec<(u32, Vec<u8>)>,
+    /// The numbers (from 1) of the pages it wrote, in log order.
+    pub pages: Vec<u32>,
+    /// Their images, `page_size` bytes each, in the same order: one
+    /// buffer, not one per page, at the log's full rate.
+    pub data: Vec<u8>,
+}
+
+impl Commit {
+    /// Each page it wrote: number and image, in log order.
+    pub fn images(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let size = usize::try_from(self.page_size).unwrap_or(usize::MAX).max(1);
+        self.pages.iter().copied().zip(self.data.chunks_exact(size))
+    }
 }
 
 /// What a poll found.
@@ -214,6 +225,8 @@ pub struct Follower {
     /// the restart is known to have lost nothing.
     own_restart: Option<Cursor>,
     last_restart: Option<std::time::Instant>,
+    /// The buffer the log is read through.
+    buf: Vec<u8>,
     /// The wal-index, open for as long as the connections (declared
     /// last, so dropped after them; see `unbackfilled`).
     shm: Option<Arc<File>>,
@@ -308,10 +321,22 @@ fn connect(db: &Path) -> Result<Connection> {
 
 /// Reads `len` bytes at `offset`, fewer at the end of the file.
 fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
+    let mut buf = Vec::new();
+    let got = read_into(file, offset, len, &mut buf)?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Reads `len` bytes at `offset` into the start of `buf` (grown to hold
+/// them, never shrunk: the log is read through one buffer, not a fresh
+/// zeroed one each poll); how many it read, fewer at the end of the file.
+fn read_into(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
     let mut got = 0;
     while got < len {
-        let Some(rest) = buf.get_mut(got..) else {
+        let Some(rest) = buf.get_mut(got..len) else {
             break;
         };
         let n = file.read_at(rest, offset + got as u64)?;
@@ -320,8 +345,7 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         }
         got += n;
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }
 
 /// How far [`Follower::read_upto`] reads: the end of a log's committed
@@ -345,6 +369,7 @@ fn read_log(
     path: &Path,
     cursor: &mut Cursor,
     len: u64,
+    buf: &mut Vec<u8>,
     mut each: impl FnMut(&[u8], wal::Transaction),
 ) -> Result<()> {
     let frame_len = cursor.header().frame_len() as u64;
@@ -356,12 +381,13 @@ fn read_log(
             return Ok(());
         }
         let n = left.min(piece);
-        let body = read_at(file, from, usize::try_from(n).unwrap_or(usize::MAX))
+        let got = read_into(file, from, usize::try_from(n).unwrap_or(usize::MAX), buf)
             .map_err(|e| read_error(path, e))?;
+        let body = buf.get(..got).unwrap_or_default();
         let before = cursor.frames();
-        let (txns, more) = cursor.read_more(&body);
+        let (txns, more) = cursor.read_more(body);
         for txn in txns {
-            each(&body, txn);
+            each(body, txn);
         }
         if !more || n == left {
             return Ok(());
@@ -438,6 +464,7 @@ impl Follower {
             restart_bytes,
             own_restart: None,
             last_restart: None,
+            buf: Vec::new(),
             shm: None,
         };
         let page_size: u32 = follower
@@ -675,7 +702,7 @@ impl Follower {
             return self.read_whole_log();
         }
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
+        read_log(&file, &self.wal, &mut cursor, len, &mut self.buf, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -692,7 +719,7 @@ impl Follower {
         };
         let mut cursor = Cursor::new(header);
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, |_, _| {})?;
+        read_log(&file, &self.wal, &mut cursor, len, &mut self.buf, |_, _| {})?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -867,7 +894,7 @@ impl Follower {
     }
 
     fn read_frames(
-        &self,
+        &mut self,
         file: &File,
         cursor: &mut Cursor,
         len: u64,
@@ -875,17 +902,21 @@ impl Follower {
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let page_size = cursor.header().page_size;
-        read_log(file, &self.wal, cursor, len, |body, txn| {
-            let pages = txn
-                .pages
-                .iter()
-                .filter_map(|(page, range)| body.get(range.clone()).map(|b| (*page, b.to_vec())))
-                .collect();
+        read_log(file, &self.wal, cursor, len, &mut self.buf, |body, txn| {
+            let mut pages = Vec::with_capacity(txn.pages.len());
+            let mut data = Vec::with_capacity(txn.pages.len() * page_size as usize);
+            for (page, range) in &txn.pages {
+                if let Some(image) = body.get(range.clone()) {
+                    pages.push(*page);
+                    data.extend_from_slice(image);
+                }
+            }
             events.push(Event::Commit(Commit {
                 time,
                 page_size,
                 db_pages: txn.db_pages,
                 pages,
+                data,
             }));
         })
     }
@@ -1076,8 +1107,8 @@ mod tests {
     ) -> Vec<String> {
         let mut replayed = vec![state_of_image(dir, &image)];
         for c in commits {
-            for (number, bytes) in &c.pages {
-                let at = (*number as usize - 1) * page;
+            for (number, bytes) in c.images() {
+                let at = (number as usize - 1) * page;
                 if image.len() < at + page {
                     image.resize(at + page, 0);
                 }

@@ -906,7 +906,7 @@ fn the_watcher_stores_at_a_lower_priority_than_it_follows() {
         .expect("the watcher's own threads");
     assert!(!storers.is_empty(), "no storing thread: {threads:?}");
     assert!(
-        storers.iter().all(|n| *n == (normal + 10).min(19)),
+        storers.iter().all(|n| *n == (normal + 19).min(19)),
         "{threads:?}"
     );
 }
