@@ -49,7 +49,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     base_every: Option<Duration>,
     /// Take a new base when the pages stored since the last one reach
-    /// SIZE, or the database's size if larger [default: 256MiB].
+    /// SIZE, or the database's size if larger: a restore reads at most
+    /// about this much log past its base [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     base_size: Option<u64>,
     /// The host name to record instead of this machine's.
