@@ -430,8 +430,14 @@ impl AtArgs {
     }
 }
 
-/// `restore --at TIME DB` / `--txn N DB`: point-in-time restore of a
-/// watched database.
+/// Whether `name` can only mean a snapshot: `latest` or an id's prefix.
+/// Anything else given to `restore` is a watched database's path.
+fn names_a_snapshot(name: &str) -> bool {
+    name == "latest" || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `restore --at TIME DB` / `--txn N DB` / `DB`: point-in-time restore
+/// of a watched database (without a point, its newest state).
 fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Result<u8> {
     let Some(target) = &a.target else {
         bail!("give --target FILE: the file to rebuild {db} into");
@@ -841,8 +847,10 @@ pub fn ls(g: &Global, out: &Out, a: &LsArgs) -> Result<u8> {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix), or `latest`; left out with --at.
-    /// With --at or --txn, the path of a database `cairn watch` follows:
-    /// it is rebuilt as of that moment into the file --target names.
+    /// Or the path of a database `cairn watch` follows (anything but
+    /// `latest` or hexadecimal digits; write `./cafe` for a file named
+    /// like an id): it is rebuilt into the file --target names, as of
+    /// --at or --txn, else as of its last stored transaction.
     #[arg(value_name = "SNAPSHOT|DB")]
     snapshot: Option<String>,
     #[command(flatten)]
@@ -883,10 +891,15 @@ pub struct RestoreArgs {
 
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    if let Some(db) = a.snapshot.as_deref()
-        && (a.at.at.is_some() || a.txn.is_some())
-    {
-        return restore_db_at(out, &repo, db, a);
+    if let Some(db) = a.snapshot.as_deref() {
+        if a.at.at.is_some() || a.txn.is_some() {
+            return restore_db_at(out, &repo, db, a);
+        }
+        if !names_a_snapshot(db) {
+            return restore_db_at(out, &repo, db, a).with_context(|| {
+                format!("'{db}' is not a snapshot id, so it was taken for a database `cairn watch` follows")
+            });
+        }
     }
     if a.overwrite {
         bail!(

@@ -359,7 +359,21 @@ fn restore_at_gives_the_last_commit_at_or_before_each_moment() {
             ),
         }
     }
-    // The newest state, and a transaction number.
+    // The newest state (the database named alone), and a transaction
+    // number.
+    let newest = s.dir.join("newest.db");
+    let out = run(cairn(&s.repo, &s.home)
+        .args(["--json", "restore"])
+        .arg(&s.db)
+        .arg("--target")
+        .arg(&newest));
+    let last = rec.commits.last().expect("commits");
+    assert_eq!(
+        state(&Connection::open(&newest).expect("open newest")),
+        last.state,
+        "restore of the newest state: {}",
+        json_of(&out)
+    );
     let out = run(cairn(&s.repo, &s.home)
         .args(["--json", "restore", "--txn", "5"])
         .arg(&s.db)
