@@ -136,7 +136,7 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
                 let (repo, opts, stop) = (&repo, &opts, &stop);
                 scope.spawn(move || {
                     let shown = db.display().to_string();
-                    let notify = |n: WatchNote| report(&shown, &n, json, quiet);
+                    let notify = |n: WatchNote| report(&shown, &n, json, quiet, stop);
                     let done = cairn::watch(repo, db, opts, stop, &notify);
                     // One database that cannot be followed stops the others:
                     // a watcher half running is easy to miss.
@@ -166,16 +166,28 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
 /// Prints one note: a JSON line on stdout with --json, else a line on
 /// stderr for bases, chain ends and problems (segments, which come every
 /// second, only in JSON).
-fn report(db: &str, n: &WatchNote, json: bool, quiet: bool) {
-    if json {
+///
+/// When nobody reads the notes any more (the daemon that started this
+/// watcher was killed, or a pipe was closed), the watcher stops as on
+/// SIGTERM: it stores what it has read first. Exiting at the failed write,
+/// as other commands do on a closed pipe, lost the commits read and not
+/// yet stored.
+fn report(db: &str, n: &WatchNote, json: bool, quiet: bool, stop: &AtomicBool) {
+    use std::io::Write as _;
+    let written = if json {
         let mut v = note_json(db, n);
         if let Some(m) = v.as_object_mut() {
             m.insert("db".into(), db.into());
         }
-        outln!("{v}");
+        writeln!(std::io::stdout().lock(), "{v}")
     } else if let Some(line) = note_text(db, n, quiet) {
         let now = jiff::Timestamp::now();
-        eprintln!("{} {line}", local_time(now));
+        writeln!(std::io::stderr().lock(), "{} {line}", local_time(now))
+    } else {
+        Ok(())
+    };
+    if written.is_err() {
+        stop.store(true, Ordering::SeqCst);
     }
 }
 

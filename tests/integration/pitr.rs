@@ -181,6 +181,62 @@ fn stop_watcher(mut child: Child) {
     assert!(status.success(), "cairn watch ended with {status}");
 }
 
+#[test]
+fn a_watcher_whose_notes_nobody_reads_stores_what_it_read_and_stops() {
+    // The daemon reads its watchers' notes through a pipe; when it is
+    // killed, the next note fails. The watcher must then store what it
+    // has read, not exit at the failed write. A long lag keeps the commit
+    // unstored, and a base every second makes notes come meanwhile.
+    use std::io::BufRead as _;
+    let s = setup();
+    let mut child = cairn(&s.repo, &s.home)
+        .args(["--json", "watch", "--poll", "2ms", "--lag", "60s"])
+        .args(["--heartbeat", "60s", "--base-every", "1s"])
+        .arg(&s.db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start cairn watch");
+    let mut notes = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("\"event\":\"base\"") {
+        line.clear();
+        assert!(
+            notes.read_line(&mut line).expect("read a note") > 0,
+            "the watcher ended before its base"
+        );
+    }
+    let conn = Connection::open(&s.db).expect("open");
+    conn.execute(
+        "INSERT INTO t(v, n) VALUES (?1, 1)",
+        rusqlite::params![vec![1u8; 100]],
+    )
+    .expect("insert");
+    let want = state(&conn);
+    drop(notes);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher went on without readers"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "cairn watch ended with {status}");
+    let path = cairn::watched_db_path(&s.db).expect("path");
+    let (_, restored) = restored(
+        &open_repo(&s.repo),
+        path.as_os_str().as_encoded_bytes(),
+        cairn::PitrPoint::Latest,
+        &s.dir.join("restored.db"),
+    );
+    assert_eq!(state(&restored), want, "the commit read was stored");
+    assert_verifies(&open_repo(&s.repo));
+}
+
 /// Waits until the watcher has stored a chain for `db` (its base and
 /// first segment).
 fn wait_for_chain(repo: &Path, home: &Path, db: &Path, chains: usize) {
