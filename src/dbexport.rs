@@ -1048,6 +1048,75 @@ pub struct DbRestoreOptions {
     /// Row counts the restored tables must end up with besides the
     /// source's own (a snapshot's stored counts).
     pub expected: Option<Vec<TableRows>>,
+    /// Restore into a database another process has open.
+    pub force: bool,
+    /// For the safety snapshot, as [`crate::BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// The application profile: when the database restored into is one
+    /// of its `sqlite` components, the safety snapshot is a snapshot of
+    /// that component and the undo command restores it in place.
+    pub profile: Option<crate::profile::Profile>,
+}
+
+/// What a table-level restore did.
+#[derive(Debug, Clone)]
+pub struct DbRestored {
+    /// The source: the snapshot's database path, or the export.
+    pub database: String,
+    /// Rows restored per table, in the order restored.
+    pub tables: Vec<TableRows>,
+    /// When `into` existed: its safety snapshot and how to put it back.
+    pub undo: Option<crate::protect::Undo>,
+}
+
+/// The protections of a restore into a live database (see
+/// [`crate::protect`]), before anything is written: an existing `into`
+/// may not be open in another process (unless forced) and is saved in a
+/// safety snapshot first.
+fn protect_into(
+    repo: Option<&Repository>,
+    into: &Path,
+    opts: &DbRestoreOptions,
+) -> Result<Option<crate::protect::Undo>> {
+    if std::fs::symlink_metadata(into).is_err() {
+        return Ok(None);
+    }
+    let path = crate::backup::absolute(into)?;
+    let Some(repo) = repo else {
+        return Err(Error::invalid(format!(
+            "{} exists: restoring tables into it first saves it in a safety snapshot, which needs a repository; name one (or restore into a new file)",
+            into.display()
+        )));
+    };
+    let component = opts.profile.as_ref().and_then(|p| {
+        p.components.iter().find_map(|c| match &c.kind {
+            crate::profile::ComponentKind::Sqlite { path: db } if *db == path => {
+                Some((p, c.name.clone()))
+            }
+            _ => None,
+        })
+    });
+    let app = component.as_ref().map(|(p, name)| {
+        let app = crate::snapshot::AppInfo {
+            name: p.name.clone(),
+            root: p.root.as_os_str().as_encoded_bytes().to_vec(),
+            components: Vec::new(),
+            git: None,
+        };
+        crate::protect::component_app(&app, name, "sqlite", std::slice::from_ref(&path))
+    });
+    let what = crate::protect::Replacing {
+        files: vec![path.clone()],
+        databases: vec![path],
+        app,
+        profile: component.as_ref().map(|(p, _)| p.file.clone()),
+        undo_component: component.map(|(_, n)| n),
+        force: opts.force,
+        cache_dir: opts.cache_dir.clone(),
+        whole_files: false,
+    };
+    let (undo, _) = crate::protect::guard(repo, &what, &crate::backup::NoProgress)?;
+    Ok(undo)
 }
 
 /// Restores tables of the database at `source` (described as
@@ -1063,7 +1132,7 @@ pub struct DbRestoreOptions {
 /// when a count differs from the expected one (the snapshot's record).
 /// Nothing is changed then, and a target file that did not exist is
 /// removed.
-pub fn restore_db(
+fn restore_db(
     source: &Path,
     source_name: &str,
     into: &Path,
@@ -1509,11 +1578,19 @@ pub fn restore_from_snapshot(
     db: Option<&[u8]>,
     into: &Path,
     opts: &DbRestoreOptions,
-) -> Result<(String, Vec<TableRows>)> {
+) -> Result<DbRestored> {
     let done = restore_from_snapshot_inner(repo, snap, db, into, opts);
-    let detail = done
-        .as_ref()
-        .map_or_else(|_| String::new(), |(_, tables)| describe_tables(tables));
+    let detail = done.as_ref().map_or_else(
+        |_| String::new(),
+        |d| match &d.undo {
+            Some(u) => format!(
+                "{}; safety snapshot {}",
+                describe_tables(&d.tables),
+                u.snapshot
+            ),
+            None => describe_tables(&d.tables),
+        },
+    );
     crate::audit::record(
         repo,
         "db-restore",
@@ -1538,18 +1615,23 @@ fn restore_from_snapshot_inner(
     db: Option<&[u8]>,
     into: &Path,
     opts: &DbRestoreOptions,
-) -> Result<(String, Vec<TableRows>)> {
+) -> Result<DbRestored> {
     let image = materialize(repo, snap, db)?;
     let mut opts = opts.clone();
     opts.expected = Some(image.info.tables.clone());
     let name = image.name();
-    let done = restore_db(
+    let undo = protect_into(Some(repo), into, &opts)?;
+    let tables = restore_db(
         &image.path(),
         &format!("the snapshot's database {name}"),
         into,
         &opts,
     )?;
-    Ok((name, done))
+    Ok(DbRestored {
+        database: name,
+        tables,
+        undo,
+    })
 }
 
 /// One line for a database's stored row counts, for listings:
@@ -1583,7 +1665,8 @@ pub fn restore_from_export(
     format: DbFormat,
     into: &Path,
     opts: &DbRestoreOptions,
-) -> Result<Vec<TableRows>> {
+    repo: Option<&Repository>,
+) -> Result<DbRestored> {
     let scratch_dir = tempfile::Builder::new()
         .prefix(".cairn-import-")
         .tempdir()
@@ -1606,12 +1689,18 @@ pub fn restore_from_export(
         conn.close()
             .map_err(|(_, e)| db_err("cannot write the scratch database".to_owned())(e))?;
     }
-    restore_db(
+    let undo = protect_into(repo, into, opts)?;
+    let tables = restore_db(
         &scratch,
         &format!("the export {}", export.display()),
         into,
         opts,
-    )
+    )?;
+    Ok(DbRestored {
+        database: export.display().to_string(),
+        tables,
+        undo,
+    })
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {

@@ -19,6 +19,18 @@
 //! * `within-hourly D` (and daily, weekly, monthly, yearly) keeps the newest
 //!   snapshot of every period among the snapshots `within D` keeps.
 //! * `tag T` keeps every snapshot that has tag T.
+//! * `rollback D` keeps every rollback point (tag `pre`, the state before
+//!   `cairn run`'s command, whose restore command it printed) and every
+//!   safety snapshot (tag `safety`, the state an in-place restore replaced)
+//!   taken at or after the group's newest snapshot's time minus D. It is
+//!   always in force: [`DEFAULT_ROLLBACK_DAYS`] unless the policy sets it, and
+//!   a span of zero turns it off.
+//!
+//! Safety snapshots hold the state a restore threw away, usually a broken
+//! one: they never take a place in the other rules. `last` counts, and the
+//! hourly to yearly and `within-<period>` rules bucket, only the other
+//! snapshots, so a safety snapshot never displaces the good snapshot of
+//! its day; and "newest in group" is never a safety snapshot.
 //!
 //! A count of [`UNLIMITED`] (-1) has no limit; 0 turns a rule off. A
 //! snapshot is kept when any rule keeps it, and its [`Decision`] lists every
@@ -66,6 +78,11 @@ use crate::{Error, Result};
 /// A count meaning "no limit", as restic's `-1`.
 pub const UNLIMITED: i64 = -1;
 
+/// How many days rollback points and safety snapshots are kept when a
+/// policy does not say ([`KeepPolicy::rollback`]): the window in which the
+/// restore command `cairn run` or an in-place restore printed still works.
+pub const DEFAULT_ROLLBACK_DAYS: i64 = 7;
+
 /// The message for a policy without rules: forgetting with it would remove
 /// every snapshot but the newest of each group, which is never what was
 /// meant.
@@ -101,6 +118,10 @@ pub struct KeepPolicy {
     pub within_yearly: Option<Span>,
     /// Keep every snapshot that has any of these tags.
     pub tags: Vec<String>,
+    /// Keep rollback points (tag `pre`) and safety snapshots (tag
+    /// `safety`) within this span of the group's newest snapshot; `None`
+    /// is [`DEFAULT_ROLLBACK_DAYS`], a zero span keeps none by this rule.
+    pub rollback: Option<Span>,
 }
 
 /// A calendar period that snapshots are bucketed by.
@@ -195,7 +216,12 @@ impl KeepPolicy {
                 )));
             }
         }
-        let spans = std::iter::once(("within".to_owned(), self.within)).chain(
+        let spans = [
+            ("within".to_owned(), self.within),
+            ("rollback".to_owned(), self.rollback),
+        ]
+        .into_iter()
+        .chain(
             self.withins()
                 .into_iter()
                 .map(|(p, s)| (format!("within-{}", p.name()), s)),
@@ -310,17 +336,52 @@ pub fn plan(
             tags.push(t);
         }
     }
+    let rollback_span = policy
+        .rollback
+        .unwrap_or_else(|| Span::new().days(DEFAULT_ROLLBACK_DAYS));
+    let rollback = (!rollback_span.is_zero()).then(|| {
+        (
+            format!("rollback {rollback_span:#}"),
+            cutoff(newest, rollback_span),
+        )
+    });
 
     let mut out = Vec::with_capacity(items.len());
-    for (nr, (id, snap, time)) in items.iter().enumerate() {
+    // Ordinary snapshots seen so far: `last` counts only those.
+    let mut nr = 0u64;
+    for (id, snap, time) in &items {
         let mut reasons = Vec::new();
+        let ts = time.timestamp();
+        for t in &tags {
+            if snap.tags.contains(t) {
+                reasons.push(format!("tag {t}"));
+            }
+        }
+        if let Some((reason, cutoff)) = &rollback
+            && (snap.is_safety() || snap.tags.iter().any(|t| t == crate::snapshot::PRE_TAG))
+            && cutoff.is_none_or(|c| ts >= c)
+        {
+            reasons.push(reason.clone());
+        }
+        if snap.is_safety() {
+            // Kept by its tag or the rollback window only (see the module
+            // doc): it takes no place from the snapshots the rules count.
+            out.push(Decision {
+                id: *id,
+                keep: !reasons.is_empty(),
+                reasons,
+            });
+            continue;
+        }
+        let mut counts = Vec::new();
         // Ok(n): keep the n newest; Err: a negative count, i.e. unlimited
         // (validation allows only -1).
         match last {
-            Some(Ok(n)) if (nr as u64) < n => reasons.push("last".to_owned()),
-            Some(Err(_)) => reasons.push("last".to_owned()),
+            Some(Ok(n)) if nr < n => counts.push("last".to_owned()),
+            Some(Err(_)) => counts.push("last".to_owned()),
             _ => {}
         }
+        nr += 1;
         for rule in &mut counted {
             if rule.left == Some(0) {
                 continue;
@@ -331,29 +392,26 @@ pub fn plan(
                 if let Some(left) = &mut rule.left {
                     *left -= 1;
                 }
-                reasons.push(rule.period.name().to_owned());
+                counts.push(rule.period.name().to_owned());
             }
         }
-        let ts = time.timestamp();
         if let Some((reason, cutoff)) = &within
             && cutoff.is_none_or(|c| ts >= c)
         {
-            reasons.push(reason.clone());
+            counts.push(reason.clone());
         }
         for rule in &mut withins {
             if rule.cutoff.is_none_or(|c| ts >= c) {
                 let bucket = rule.period.bucket(time);
                 if rule.last != Some(bucket) {
                     rule.last = Some(bucket);
-                    reasons.push(rule.reason.clone());
+                    counts.push(rule.reason.clone());
                 }
             }
         }
-        for t in &tags {
-            if snap.tags.contains(t) {
-                reasons.push(format!("tag {t}"));
-            }
-        }
+        // The rules' reasons first, then tags and the rollback window.
+        counts.append(&mut reasons);
+        let reasons = counts;
         out.push(Decision {
             id: *id,
             keep: !reasons.is_empty(),
@@ -361,8 +419,13 @@ pub fn plan(
         });
     }
     // The newest snapshot is the one a restore most likely needs; no rule
-    // set that names anything may leave a group without it.
-    if let Some(first) = out.first_mut()
+    // set that names anything may leave a group without it. A safety
+    // snapshot is not that one (it holds the state a restore replaced).
+    if let Some(first) = out
+        .iter_mut()
+        .zip(&items)
+        .find(|(_, (_, s, _))| !s.is_safety())
+        .map(|(d, _)| d)
         && !first.keep
     {
         first.keep = true;
@@ -623,6 +686,7 @@ fn resolve(
         if r == "latest" {
             let newest = considered
                 .iter()
+                .filter(|(_, s)| !s.is_safety())
                 .max_by_key(|(id, s)| (s.timestamp(), *id))
                 .ok_or_else(|| Error::SnapshotRef("there are no snapshots to forget".into()))?;
             chosen.insert(newest.0);

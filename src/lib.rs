@@ -48,10 +48,12 @@ pub mod notify;
 mod pack;
 mod pitr;
 mod profile;
+mod protect;
 mod prune;
 mod repo;
 mod restore;
 mod schedule;
+mod secrets;
 mod segment;
 pub mod server;
 mod snapshot;
@@ -84,15 +86,15 @@ pub use daemon::{
     JobState, RunRecord, daemon, load_state, save_state, state_file,
 };
 pub use dbexport::{
-    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, ExportOptions, JSON_FORMAT,
-    JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export, export_to_path,
-    json_cell, json_value, materialize, restore_db, restore_from_export, restore_from_snapshot,
+    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, DbRestored, ExportOptions,
+    JSON_FORMAT, JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export,
+    export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
     sql_literal,
 };
 pub use error::{Error, Result};
 pub use forget::{
-    Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan, KeepPolicy,
-    SnapshotFilter, UNLIMITED, forget, plan,
+    DEFAULT_ROLLBACK_DAYS, Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan,
+    KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan,
 };
 pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
 pub use inspect::{
@@ -111,13 +113,15 @@ pub use profile::{
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
     component_paths, git_info, restore_component, snap,
 };
+pub use protect::Undo;
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repo::{InitOptions, Repository, needs_password};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
+pub use secrets::command as child_command;
 pub use segment::{Segment, SegmentTxn, timestamp as segment_time};
 pub use snapshot::{
-    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, Snapshot, Summary, TableRows, newest_at,
+    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, PRE_TAG, Snapshot, Summary, TableRows, newest_at,
 };
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};

@@ -30,7 +30,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -464,10 +464,9 @@ fn run_command(
         .try_clone_to_owned()
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null());
-    let mut child = Command::new("sh")
+    let mut child = crate::secrets::command("sh")
         .arg("-c")
         .arg(cmd)
-        .env_remove("CAIRN_PASSWORD")
         .env("CAIRN_ALERT_KIND", alert.kind.as_str())
         .env("CAIRN_ALERT_MESSAGE", &alert.message)
         .env("CAIRN_ALERT_JSON", json)

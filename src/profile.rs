@@ -34,7 +34,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component as PathComponent, Path, PathBuf};
-use std::process::Command;
 
 use serde::Deserialize;
 
@@ -54,8 +53,7 @@ pub const PROFILE_FILE: &str = "cairn.toml";
 /// repository (its state is recorded as [`GitInfo`]) and logs.
 pub const DEFAULT_EXCLUDES: [&str; 5] = ["node_modules/", ".next/", "target/", ".git/", "*.log"];
 
-/// The tag of the snapshot taken before an in-place restore.
-pub const SAFETY_TAG: &str = "safety";
+pub use crate::snapshot::SAFETY_TAG;
 
 /// A parsed `cairn.toml`.
 #[derive(Debug, Clone)]
@@ -210,6 +208,7 @@ struct RetentionFile {
     keep_within: Option<String>,
     #[serde(default)]
     keep_tags: Vec<String>,
+    keep_rollback: Option<String>,
 }
 
 impl Profile {
@@ -485,17 +484,19 @@ fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<Wat
 }
 
 fn retention(r: RetentionFile, bad: &dyn Fn(String) -> Error) -> Result<KeepPolicy> {
-    let within = r
-        .keep_within
-        .map(|w| {
+    let span = |key: &str, w: Option<String>| {
+        w.map(|w| {
             w.parse::<jiff::Span>().map_err(|e| {
                 bad(format!(
-                    "retention keep_within '{w}': {e}; give a span such as \"7d\" or \"2w\""
+                    "retention {key} '{w}': {e}; give a span such as \"7d\" or \"2w\""
                 ))
             })
         })
-        .transpose()?;
-    Ok(KeepPolicy {
+        .transpose()
+    };
+    let within = span("keep_within", r.keep_within)?;
+    let rollback = span("keep_rollback", r.keep_rollback)?;
+    let policy = KeepPolicy {
         last: r.keep_last,
         hourly: r.keep_hourly,
         daily: r.keep_daily,
@@ -504,8 +505,15 @@ fn retention(r: RetentionFile, bad: &dyn Fn(String) -> Error) -> Result<KeepPoli
         yearly: r.keep_yearly,
         within,
         tags: r.keep_tags,
+        rollback,
         ..KeepPolicy::default()
-    })
+    };
+    // Checked here, once, so that every door that applies it (forget
+    // --app, a daemon job, the API) refuses the same profile the same way.
+    policy
+        .validate()
+        .map_err(|e| bad(format!("[retention]: {e}")))?;
+    Ok(policy)
 }
 
 /// `path` without `.` and with `..` applied, lexically.
@@ -528,7 +536,7 @@ fn normalize(path: &Path) -> PathBuf {
 #[must_use]
 pub fn git_info(root: &Path) -> Option<GitInfo> {
     let git = |args: &[&str]| -> Option<(bool, String)> {
-        let out = Command::new("git")
+        let out = crate::secrets::command("git")
             .arg("-C")
             .arg(root)
             .args(args)
@@ -659,6 +667,15 @@ pub fn snap(
         // back, so one component's excludes never drop another's files.
         backup.excludes.sort();
         backup.excludes.dedup();
+        // A component left out of this snap keeps its paths out of the
+        // components that are in it: `snap --component code` with code at
+        // "." must not store the database (a raw, possibly torn copy of
+        // it, and its -wal) or the secrets of `config`. A full snap stores
+        // them under their own components, so the same rule holds
+        // whichever subset is snapped.
+        backup
+            .excludes
+            .extend(left_out_paths(profile, &chosen, &keep));
         for p in &keep {
             backup.excludes.push(format!("!{}", glob_escape(p)));
         }
@@ -681,6 +698,29 @@ pub fn snap(
         }
     }
     Ok(done)
+}
+
+/// Exclude patterns for the paths of the profile's components that are
+/// not `chosen` and lie strictly below a path being snapped (`kept`): a
+/// database with its `-wal`, `-shm` and `-journal` files, and each path of
+/// a files component.
+fn left_out_paths(profile: &Profile, chosen: &[&Component], kept: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &profile.components {
+        if chosen.iter().any(|k| k.name == c.name) {
+            continue;
+        }
+        let mut paths = c.paths();
+        if let ComponentKind::Sqlite { path } = &c.kind {
+            paths.extend(crate::protect::companions(path));
+        }
+        for p in paths {
+            if kept.iter().any(|k| p != *k && p.starts_with(k)) {
+                out.push(glob_escape(&p));
+            }
+        }
+    }
+    out
 }
 
 /// Stores the output of a component's dump command, run in the
@@ -773,6 +813,8 @@ pub struct ComponentRestore {
     pub files: Vec<FileChange>,
     /// Things the user should know (metadata not applied).
     pub warnings: Vec<String>,
+    /// How to undo the restore, when anything was replaced.
+    pub undo: Option<crate::protect::Undo>,
 }
 
 /// Puts one component of the application snapshot `snap` back in place
@@ -903,18 +945,6 @@ fn restore_component_inner(
     if opts.dry_run || changing.is_empty() {
         return Ok(done);
     }
-    if is_db && !opts.force {
-        for f in &changing {
-            let users = open_by(&f.path);
-            if !users.is_empty() {
-                return Err(Error::invalid(format!(
-                    "{} is open in {}: stop the application first (it would go on using the old database), or pass --force",
-                    f.path.display(),
-                    users.join(", ")
-                )));
-            }
-        }
-    }
     // The safety snapshot covers the files as they are now (those that
     // exist), with the component's kind so it restores the same way.
     let existing: Vec<PathBuf> = done
@@ -923,32 +953,28 @@ fn restore_component_inner(
         .filter(|f| f.action != FileAction::Create)
         .map(|f| f.path.clone())
         .collect();
-    if !existing.is_empty() {
-        let mut backup = BackupOptions::new(existing.clone());
-        backup.tags = vec![SAFETY_TAG.to_owned()];
-        backup.cache_dir.clone_from(&opts.cache_dir);
-        if is_db {
-            backup.sqlite_dbs.clone_from(&existing);
-        }
-        let mut raw: Vec<Vec<u8>> = existing
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect();
-        raw.sort();
-        backup.app = Some(AppInfo {
-            name: app.name.clone(),
-            root: app.root.clone(),
-            components: vec![ComponentInfo {
-                name: comp.name.clone(),
-                kind: comp.kind.clone(),
-                paths: raw,
-            }],
-            git: git_info(Path::new(std::ffi::OsStr::from_bytes(&app.root))),
-        });
-        let safety = crate::backup(repo, &backup, progress)?;
-        done.warnings.extend(safety.warnings);
-        done.safety = Some(safety.id);
-    }
+    let replacing = crate::protect::Replacing {
+        databases: if is_db {
+            changing.iter().map(|f| f.path.clone()).collect()
+        } else {
+            Vec::new()
+        },
+        app: Some(crate::protect::component_app(
+            app, &comp.name, &comp.kind, &existing,
+        )),
+        files: existing,
+        profile: opts.profile.as_ref().map(|p| p.file.clone()),
+        undo_component: Some(comp.name.clone()),
+        force: opts.force,
+        cache_dir: opts.cache_dir.clone(),
+        // replace_file checks each restored copy before it removes a
+        // database's companions.
+        whole_files: false,
+    };
+    let (undo, warnings) = crate::protect::guard(repo, &replacing, progress)?;
+    done.warnings.extend(warnings);
+    done.safety = undo.as_ref().map(|u| u.snapshot);
+    done.undo = undo;
     for f in &changing {
         let w = replace_file(repo, snap, &f.path, is_db)?;
         done.warnings.extend(w);
@@ -1027,6 +1053,12 @@ fn restore_dump(
     let saved = crate::backup_command(repo, &safety, name.as_bytes(), &argv, progress)?;
     done.warnings.extend(saved.warnings);
     done.safety = Some(saved.id);
+    done.undo = Some(crate::protect::Undo {
+        snapshot: saved.id,
+        component: Some(comp.name.clone()),
+        files: Vec::new(),
+        profile: Some(profile.file.clone()),
+    });
     let (program, args) = load
         .split_first()
         .ok_or_else(|| Error::invalid("the restore command is empty"))?;
@@ -1038,10 +1070,13 @@ fn restore_dump(
             saved.id.short()
         ))
     };
-    let mut child = Command::new(program)
+    let mut child = crate::secrets::command(program)
         .args(args)
         .current_dir(&profile.root)
         .stdin(std::process::Stdio::piped())
+        // What the restore command prints on success (psql echoes every
+        // statement's result) is noise; its errors go to stderr.
+        .stdout(std::process::Stdio::null())
         .spawn()
         .map_err(|e| failed(format!("it could not be started: {e}")))?;
     let written = match child.stdin.take() {
@@ -1110,7 +1145,7 @@ fn same_content(
     is_db: bool,
 ) -> Result<bool> {
     use std::io::Read;
-    if is_db && companions(path).iter().any(|c| c.exists()) {
+    if is_db && crate::protect::companions(path).iter().any(|c| c.exists()) {
         // Committed data may live in the -wal file: not the same bytes.
         return Ok(false);
     }
@@ -1163,52 +1198,6 @@ fn table_changes(now: Option<Vec<TableRows>>, then: Option<Vec<TableRows>>) -> V
     all.into_values().collect()
 }
 
-/// The `-wal`, `-shm` and `-journal` files of the database at `path`.
-fn companions(path: &Path) -> Vec<PathBuf> {
-    crate::sqlite::COMPANION_SUFFIXES
-        .iter()
-        .map(|s| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(std::ffi::OsStr::from_bytes(s));
-            PathBuf::from(name)
-        })
-        .collect()
-}
-
-/// The processes (`pid (name)`) that have `path` or its companions open,
-/// from `/proc`; empty where `/proc` cannot be read.
-fn open_by(path: &Path) -> Vec<String> {
-    let mut targets = vec![path.to_path_buf()];
-    targets.extend(companions(path));
-    let targets: Vec<PathBuf> = targets
-        .into_iter()
-        .filter_map(|p| fs::canonicalize(&p).ok())
-        .collect();
-    let me = std::process::id().to_string();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut users = Vec::new();
-    for p in procs.flatten() {
-        let pid = p.file_name().to_string_lossy().into_owned();
-        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let uses = fds
-            .flatten()
-            .filter_map(|fd| fs::read_link(fd.path()).ok())
-            .any(|t| targets.contains(&t));
-        if uses {
-            let name = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            users.push(format!("process {pid} ({})", name.trim()));
-        }
-    }
-    users
-}
-
 /// Restores `path` from `snap` into a temporary directory beside it and
 /// renames it over `path` (see the module doc). Returns warnings.
 fn replace_file(
@@ -1238,8 +1227,8 @@ fn replace_file(
     let restored = tmp.path().join(relative);
     if is_db {
         check_database(&restored, path)?;
-        settle_database(path);
-        for c in companions(path) {
+        crate::protect::settle_database(path);
+        for c in crate::protect::companions(path) {
             match fs::remove_file(&c) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1269,16 +1258,6 @@ fn check_database(restored: &Path, path: &Path) -> Result<()> {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| fail(e.to_string()))?;
     if ok == "ok" { Ok(()) } else { Err(fail(ok)) }
-}
-
-/// Checkpoints a WAL database into its main file, so that what is removed
-/// with its `-wal` file is already in the file the safety snapshot holds.
-/// Best effort: the safety snapshot captured the committed state anyway.
-fn settle_database(path: &Path) {
-    if let Ok(conn) = rusqlite::Connection::open(path) {
-        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-    }
 }
 
 #[cfg(test)]

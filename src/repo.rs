@@ -1102,7 +1102,8 @@ impl Repository {
         Ok(self.read_snapshots(self.list_snapshot_ids()?))
     }
 
-    /// Resolves `latest` or a unique id prefix.
+    /// Resolves `latest` (the newest snapshot that is not a safety
+    /// snapshot, see [`Snapshot::is_safety`]) or a unique id prefix.
     ///
     /// # Errors
     /// [`Error::SnapshotRef`] when nothing or more than one snapshot matches.
@@ -1112,7 +1113,7 @@ impl Repository {
             return all
                 .into_iter()
                 .rev()
-                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .find_map(|(id, s)| s.ok().filter(|s| !s.is_safety()).map(|s| (id, s)))
                 .ok_or_else(|| Error::SnapshotRef("the repository has no snapshots yet".into()));
         }
         let r = reference.to_ascii_lowercase();

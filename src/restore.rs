@@ -45,6 +45,14 @@ pub struct RestoreOptions {
     /// Leave out these paths of the snapshot and what is below them (the
     /// other components of an application snapshot, for example).
     pub excludes: Vec<PathBuf>,
+    /// When the target puts files back where they were (`/`): replace
+    /// databases even though another process has them open.
+    pub force: bool,
+    /// For the safety snapshot of a restore into `/`, as
+    /// [`crate::BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// The profile of the snapshot's application, for the undo command.
+    pub profile: Option<PathBuf>,
 }
 
 impl RestoreOptions {
@@ -55,6 +63,9 @@ impl RestoreOptions {
             target: target.into(),
             includes: Vec::new(),
             excludes: Vec::new(),
+            force: false,
+            cache_dir: None,
+            profile: None,
         }
     }
 }
@@ -79,6 +90,9 @@ pub struct RestoreOutcome {
     /// Some data was found only by scanning packs that no index lists: the
     /// files are complete, but the repository's index is damaged.
     pub index_damaged: bool,
+    /// A restore into `/` that replaced existing files: the safety
+    /// snapshot of what they were, and how to put it back.
+    pub undo: Option<crate::protect::Undo>,
 }
 
 struct Item {
@@ -811,6 +825,52 @@ pub fn restore(
     done
 }
 
+/// When `opts.target` is the root directory, so that every file goes back
+/// where it was backed up from: the existing files the restore replaces,
+/// and which of them are databases (recorded in the snapshot, or with
+/// SQLite's header). `None` for any other target.
+fn live_files(
+    snapshot: &Snapshot,
+    items: &[Item],
+    opts: &RestoreOptions,
+) -> Option<crate::protect::Replacing> {
+    if !fs::canonicalize(&opts.target).is_ok_and(|t| t == Path::new("/")) {
+        return None;
+    }
+    let mut what = crate::protect::Replacing {
+        profile: opts.profile.clone(),
+        force: opts.force,
+        cache_dir: opts.cache_dir.clone(),
+        whole_files: true,
+        ..crate::protect::Replacing::default()
+    };
+    for item in items {
+        if matches!(item.node.kind, NodeKind::Dir { .. }) {
+            continue;
+        }
+        let dest = Path::new("/").join(&item.rel);
+        let Ok(meta) = fs::symlink_metadata(&dest) else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        let recorded = snapshot
+            .databases
+            .iter()
+            .any(|d| d.path == dest.as_os_str().as_bytes());
+        if recorded || (meta.is_file() && crate::protect::is_sqlite(&dest)) {
+            what.databases.push(dest.clone());
+        }
+        what.files.push(dest);
+    }
+    what.app = snapshot
+        .app
+        .as_ref()
+        .map(|a| crate::protect::component_app(a, "restored", "files", &what.files));
+    Some(what)
+}
+
 fn restore_inner(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -846,6 +906,13 @@ fn restore_inner(
         )));
     }
     let mut out = RestoreOutcome::default();
+    if let Some(replacing) = live_files(snapshot, &items, opts) {
+        // Files go back where they were: live data, protected as every
+        // in-place restore is (crate::protect).
+        let (undo, warnings) = crate::protect::guard(repo, &replacing, &crate::backup::NoProgress)?;
+        out.undo = undo;
+        lock(&r.warnings).extend(warnings);
+    }
 
     // Directories first, in tree order (parents before children).
     let mut failed_dirs: Vec<PathBuf> = Vec::new();

@@ -156,11 +156,28 @@ impl Snapshot {
         jiff::Timestamp::new(self.time, i32::try_from(self.time_nsec).unwrap_or(0))
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
+
+    /// Whether this is a safety snapshot: the state an in-place restore
+    /// was about to throw away (tag [`SAFETY_TAG`]). It is kept to undo
+    /// that restore, but it is not a backup anyone chose to take: `latest`,
+    /// `--at`, freshness and the retention rules' buckets pass over it.
+    #[must_use]
+    pub fn is_safety(&self) -> bool {
+        self.tags.iter().any(|t| t == SAFETY_TAG)
+    }
 }
+
+/// The tag of the snapshot taken before a restore replaces live data.
+pub const SAFETY_TAG: &str = "safety";
+
+/// The tag `cairn run` gives the snapshot it takes before the command:
+/// the point a failed migration rolls back to.
+pub const PRE_TAG: &str = "pre";
 
 /// For each group of snapshots with the same host and paths, the newest
 /// one taken at or before `at` (groups with none are left out), oldest
-/// first: what the repository held for each source at that time.
+/// first: what the repository held for each source at that time. Safety
+/// snapshots ([`Snapshot::is_safety`]) are passed over.
 #[must_use]
 pub fn newest_at(
     snapshots: &[(SnapshotId, Snapshot)],
@@ -171,7 +188,7 @@ pub fn newest_at(
     let mut best: std::collections::BTreeMap<Source<'_>, (SnapshotId, &Snapshot)> =
         std::collections::BTreeMap::new();
     for (id, s) in snapshots {
-        if s.timestamp() > at {
+        if s.timestamp() > at || s.is_safety() {
             continue;
         }
         let mut paths: Vec<&[u8]> = s.paths.iter().map(Vec::as_slice).collect();

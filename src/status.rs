@@ -282,6 +282,11 @@ fn compute(
             }
         };
         out.snapshots += 1;
+        // A safety snapshot holds the state a restore threw away: not a
+        // fresh backup of anything.
+        if s.is_safety() {
+            continue;
+        }
         for source in sources_of(s) {
             let st = by
                 .entry(source.clone())

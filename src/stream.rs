@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Stdio};
 use std::thread::JoinHandle;
 
 use crate::{Error, Result};
@@ -141,7 +141,7 @@ impl Source for CommandSource {
         let Some((program, args)) = self.argv.split_first() else {
             return Err(self.failed("is empty".to_owned()));
         };
-        let mut command = Command::new(program);
+        let mut command = crate::secrets::command(program);
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }

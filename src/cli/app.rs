@@ -4,7 +4,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::process::Command;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
@@ -150,7 +149,7 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
     let repo = open_or_create_default(g, out)?;
     let mut opts = SnapOptions {
         components: a.components.clone(),
-        tags: vec!["pre".to_owned()],
+        tags: vec![cairn::PRE_TAG.to_owned()],
         cache_dir: password::cache_dir(g),
         force: false,
     };
@@ -174,7 +173,7 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         .map(|s| s.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let status = Command::new(program)
+    let status = cairn::child_command(program)
         .args(args)
         .status()
         .with_context(|| format!("cannot run `{shown}`"))?;
@@ -236,35 +235,35 @@ fn undo_commands(g: &Global, id: SnapshotId, snap: &cairn::Snapshot) -> Vec<Stri
                 && c.paths.iter().any(|p| {
                     std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir())
                 });
+            let undo = cairn::Undo {
+                snapshot: id,
+                component: Some(c.name.clone()),
+                files: Vec::new(),
+                profile: g.loaded.as_ref().map(|p| p.file.clone()),
+            };
             let target = if dirs { " --target DIR" } else { "" };
-            format!(
-                "cairn{} restore {} --component {}{target}",
-                repo_flag(g),
-                id.short(),
-                shell_quote(&c.name)
-            )
+            format!("{}{target}", undo_command(g, &undo))
         })
         .collect()
 }
 
-/// ` --repo PATH` when the repository is not the default one.
-fn repo_flag(g: &Global) -> String {
-    g.repo
+/// The command that undoes a restore, as it runs from any directory: the
+/// repository named unless the profile names it (a relative location made
+/// absolute), the profile named so that its password source applies.
+pub fn undo_command(g: &Global, undo: &cairn::Undo) -> String {
+    let from_profile = g
+        .loaded
         .as_ref()
-        .map(|r| format!(" --repo {}", shell_quote(&r.to_string_lossy())))
-        .unwrap_or_default()
-}
-
-/// `s` quoted for a POSIX shell when it needs to be.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+        .is_some_and(|p| p.repo.is_some() && p.repo == g.repo && undo.profile.is_some());
+    let repo = g.repo.as_ref().filter(|_| !from_profile).map(|r| {
+        let s = r.to_string_lossy().into_owned();
+        if cairn::is_url(r) {
+            s
+        } else {
+            cairn::absolute_path(r).map_or(s, |a| a.to_string_lossy().into_owned())
+        }
+    });
+    undo.command(repo.as_deref())
 }
 
 /// `cairn restore ID --component NAME` without `--target`: in place.
@@ -286,14 +285,7 @@ pub fn restore_in_place(
     for w in &done.warnings {
         out.warn(w);
     }
-    let undo = done.safety.map(|s| {
-        format!(
-            "cairn{} restore {} --component {}",
-            repo_flag(g),
-            s.short(),
-            shell_quote(component)
-        )
-    });
+    let undo = done.undo.as_ref().map(|u| undo_command(g, u));
     if out.json {
         let files: Vec<_> = done
             .files

@@ -883,9 +883,11 @@ pub struct RestoreArgs {
     /// row counts) and change nothing.
     #[arg(long, requires = "component", conflicts_with = "target")]
     dry_run: bool,
-    /// With --component in place: replace a database even though another
-    /// process has it open (that process would go on using the old file).
-    #[arg(long, requires = "component", conflicts_with = "target")]
+    /// Replace a database even though another process has it open (that
+    /// process would go on using the old file): with --component in
+    /// place, or --target / (every file back where it was, after a
+    /// safety snapshot of the files it replaces, as in place).
+    #[arg(long)]
     force: bool,
 }
 
@@ -923,6 +925,9 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     };
     let mut opts = RestoreOptions::new(target);
     opts.includes.clone_from(&a.includes);
+    opts.force = a.force;
+    opts.cache_dir = password::cache_dir(g);
+    opts.profile = g.loaded.as_ref().map(|p| p.file.clone());
     if let Some(c) = &a.component {
         (opts.includes, opts.excludes) = cairn::component_paths(id, &snap, c)?;
     }
@@ -937,10 +942,13 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     for e in &done.errors {
         eprintln!("cairn: not restored: {e}");
     }
+    let undo = done.undo.as_ref().map(|u| super::app::undo_command(g, u));
     if out.json {
         out.print_json(&serde_json::json!({
             "snapshot": id,
             "target": target,
+            "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
+            "undo": undo,
             "files": done.files,
             "dirs": done.dirs,
             "others": done.others,
@@ -959,6 +967,12 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
             done.others,
             size(done.bytes)
         );
+        if let (Some(u), Some(cmd)) = (&done.undo, &undo) {
+            outln!(
+                "safety snapshot {} saved: the replaced files as they were; to undo, run:\n  {cmd}",
+                u.snapshot.short()
+            );
+        }
     }
     if done.index_damaged {
         eprintln!(

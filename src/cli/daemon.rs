@@ -201,7 +201,9 @@ fn watch_in_child(
         ))
     };
     let exe = std::env::current_exe().map_err(|e| failed("find the program of", e))?;
-    let mut cmd = std::process::Command::new(exe);
+    // cairn's own watcher process: it opens the repository, so it keeps
+    // the password variables the other children are made without.
+    let mut cmd = std::process::Command::new(exe); // cairn's own watcher
     cmd.args(g.to_args());
     if g.retry_lock.is_none() {
         cmd.arg("--retry-lock")

@@ -113,7 +113,8 @@ pub struct RestoreArgs {
     #[command(flatten)]
     at: AtArgs,
     /// Restore from an export file (or CSV directory) instead of a
-    /// snapshot; no repository is opened.
+    /// snapshot; the repository is opened only for the safety snapshot of
+    /// an existing --into database.
     #[arg(long, value_name = "FILE|DIR", conflicts_with_all = ["at", "db"])]
     from_export: Option<PathBuf>,
     /// The export's format. Default: by its extension (.sql, .json, .csv;
@@ -136,6 +137,9 @@ pub struct RestoreArgs {
     /// Commit even if restored rows refer to rows that are not there.
     #[arg(long)]
     ignore_foreign_keys: bool,
+    /// Restore into a database another process has open.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn db(g: &Global, out: &Out, c: &DbCommand) -> Result<u8> {
@@ -159,6 +163,12 @@ struct Summary<'a> {
     into: Option<String>,
     tables: &'a [TableRows],
     rows: u64,
+    /// A restore into an existing database: its safety snapshot and the
+    /// command that undoes the restore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    safety_snapshot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undo: Option<String>,
 }
 
 fn total(tables: &[TableRows]) -> u64 {
@@ -201,6 +211,8 @@ fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
         into: None,
         tables: &done,
         rows: total(&done),
+        safety_snapshot: None,
+        undo: None,
     };
     // With the export on stdout, only a text summary on stderr.
     if out.json && a.output.is_some() {
@@ -227,7 +239,10 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     opts.tables.clone_from(&a.tables);
     opts.drop_existing = a.drop_existing;
     opts.ignore_foreign_keys = a.ignore_foreign_keys;
-    let (snapshot, database, done) = match &a.from_export {
+    opts.force = a.force;
+    opts.cache_dir = super::password::cache_dir(g);
+    opts.profile.clone_from(&g.loaded);
+    let (snapshot, restored) = match &a.from_export {
         Some(export) => {
             if !export.exists() {
                 return Err(anyhow!("cannot read {}: no such file", export.display()));
@@ -241,25 +256,39 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
                     )
                 })?,
             };
-            let done = cairn::restore_from_export(export, format, &a.into, &opts)?;
-            (None, export.display().to_string(), done)
+            // An existing database is saved in a safety snapshot first.
+            let repo = if std::fs::symlink_metadata(&a.into).is_ok() {
+                Some(open(g)?.0)
+            } else {
+                None
+            };
+            let done = cairn::restore_from_export(export, format, &a.into, &opts, repo.as_ref())?;
+            (None, done)
         }
         None => {
             let (repo, _) = open(g)?;
             let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
             let db = a.db.as_ref().map(|p| p.as_os_str().as_bytes());
-            let (name, done) = cairn::restore_from_snapshot(&repo, &snap, db, &a.into, &opts)?;
-            (Some(id.to_string()), name, done)
+            let done = cairn::restore_from_snapshot(&repo, &snap, db, &a.into, &opts)?;
+            (Some(id.to_string()), done)
         }
     };
+    let done = &restored.tables;
+    let database = restored.database.clone();
+    let undo = restored
+        .undo
+        .as_ref()
+        .map(|u| super::app::undo_command(g, u));
     let summary = Summary {
         snapshot,
         database,
         format: None,
         output: None,
         into: Some(a.into.display().to_string()),
-        tables: &done,
-        rows: total(&done),
+        tables: done,
+        rows: total(done),
+        safety_snapshot: restored.undo.as_ref().map(|u| u.snapshot.to_string()),
+        undo: undo.clone(),
     };
     if out.json {
         out.print_json(&summary)?;
@@ -278,8 +307,15 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
             summary.rows,
             a.into.display()
         );
-        for t in &done {
+        for t in done {
             text.push_str(&format!("  {:<24} {:>10} rows\n", t.name, t.rows));
+        }
+        if let (Some(u), Some(cmd)) = (&restored.undo, &undo) {
+            text.push_str(&format!(
+                "safety snapshot {} saved: {} as it was before; to undo, run:\n  {cmd}\n",
+                u.snapshot.short(),
+                a.into.display()
+            ));
         }
         let mut stdout = std::io::stdout().lock();
         match stdout.write_all(text.as_bytes()) {

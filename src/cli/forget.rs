@@ -72,6 +72,13 @@ pub struct ForgetArgs {
     /// Keep every snapshot that has this tag (repeatable: any of them).
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
+    /// Keep rollback points (tag pre: the state before `cairn run`'s
+    /// command) and safety snapshots (tag safety: the state an in-place
+    /// restore replaced) taken within DURATION of the group's newest.
+    /// Always in force, 7d unless given; 0s turns it off. Safety snapshots
+    /// never take a place in the other rules' counts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    keep_rollback: Option<Span>,
     /// Judge snapshots per group of these fields: a comma-separated list of
     /// host, paths and tags; '' puts all snapshots in one group.
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
@@ -180,6 +187,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
     policy.within_monthly = a.keep_within_monthly;
     policy.within_yearly = a.keep_within_yearly;
     policy.tags.clone_from(&a.keep_tags);
+    policy.rollback = a.keep_rollback;
     let mut filter = SnapshotFilter::default();
     let mut keep_pitr = a.keep_pitr;
     if a.app {
@@ -200,6 +208,9 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
                     profile.file.display()
                 )
             })?;
+            if a.keep_rollback.is_some() {
+                policy.rollback = a.keep_rollback;
+            }
         }
     }
     a.select.apply(&mut filter)?;

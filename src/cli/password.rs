@@ -8,7 +8,6 @@ use std::fs;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -70,7 +69,7 @@ pub fn from_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 /// The first line a password command prints (run by `sh -c`, its stderr
 /// shown); `option` names it in the error.
 pub fn from_command(cmd: &str, option: &str) -> Result<Vec<u8>> {
-    let out = Command::new("sh")
+    let out = cairn::child_command("sh")
         .arg("-c")
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())

@@ -40,7 +40,8 @@ GET /api/openapi.json, which needs no token):
   GET    /api/snapshots/{id}           reader    one snapshot (id, unique prefix or latest)
   POST   /api/snapshots                operator  {\"profile\": APP, \"components\"?: [..]}
   POST   /api/restore                  admin     {\"profile\", \"component\", \"snapshot\"? | \"at\"?,
-                                                  \"target\"?: DIR, \"dry_run\"?: bool}
+                                                  \"target\"?: DIR, \"dry_run\"?: bool, \"force\"?: bool}
+                                                 (a target only below --allow-restore-target)
   DELETE /api/snapshots/{id}           admin     forget one snapshot
   POST   /api/verify, GET /api/verify  operator, reader
   GET    /api/stats, /api/status, /api/log[?last=N]   reader
@@ -66,6 +67,13 @@ pub struct ServeArgs {
     /// trusted network).
     #[arg(long)]
     metrics_public: bool,
+    /// A directory POST /api/restore may restore into with a "target"
+    /// (repeatable; the target must be it or below it). Without any, the
+    /// API only puts components back in place, into their own paths. A
+    /// restore into / replaces live files and, like an in-place restore,
+    /// takes a safety snapshot first.
+    #[arg(long = "allow-restore-target", value_name = "DIR")]
+    restore_targets: Vec<PathBuf>,
     #[command(flatten)]
     tokens: TokensFile,
 }
@@ -105,6 +113,18 @@ pub fn serve(g: &Global, out: &Out, a: &ServeArgs) -> Result<u8> {
         profiles,
         metrics_public: a.metrics_public,
         cache_dir: cache_dir(g),
+        restore_targets: a
+            .restore_targets
+            .iter()
+            .map(|d| {
+                std::fs::canonicalize(d).with_context(|| {
+                    format!(
+                        "--allow-restore-target {}: not an existing directory",
+                        d.display()
+                    )
+                })
+            })
+            .collect::<Result<_>>()?,
     };
     let apps: Vec<String> = opts.profiles.iter().map(|p| p.name.clone()).collect();
     cairn::server::serve(repo, opts, |addr| {

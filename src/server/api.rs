@@ -259,6 +259,7 @@ fn restore_source(
         .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
         .find(|(_, s)| {
             s.timestamp() <= at
+                && !s.is_safety()
                 && s.app.as_ref().is_some_and(|a| {
                     a.name == b.profile && a.components.iter().any(|c| c.name == b.component)
                 })
@@ -269,6 +270,73 @@ fn restore_source(
                 b.component, b.profile
             ))
         })
+}
+
+/// Checks a restore request's `target` before anything is done: an
+/// absolute path without NUL bytes, at or below one of the directories the
+/// server was started to allow (`--allow-restore-target`), symlinks in its
+/// existing part resolved so that none leads out of them.
+fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<(), ApiError> {
+    let shown = t.display();
+    if t.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(ApiError::bad_request(format!(
+            "target '{}' contains a NUL byte",
+            shown.to_string().escape_debug()
+        )));
+    }
+    if !t.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "target '{shown}' must be an absolute path on the server"
+        )));
+    }
+    if t.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(ApiError::bad_request(format!(
+            "target '{shown}' must not contain '..'"
+        )));
+    }
+    // The longest existing ancestor, with its symlinks resolved, and the
+    // rest as given (it is created by the restore, below that ancestor).
+    let mut existing = t.to_path_buf();
+    let mut rest = Vec::new();
+    let real = loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(r) => break r,
+            Err(_) => match (existing.file_name(), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name.to_owned());
+                    existing = parent.to_path_buf();
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "target '{shown}' cannot be resolved"
+                    )));
+                }
+            },
+        }
+    };
+    let real = rest.iter().rev().fold(real, |p, n| p.join(n));
+    if allowed.iter().any(|a| real.starts_with(a)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        if allowed.is_empty() {
+            format!(
+                "target '{shown}': this server restores components only in place (no target); start it with --allow-restore-target DIR to allow restores into DIR"
+            )
+        } else {
+            format!(
+                "target '{shown}' is not below a directory this server may restore into ({})",
+                allowed
+                    .iter()
+                    .map(|a| a.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    ))
 }
 
 /// `POST /api/restore`.
@@ -293,13 +361,8 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
         )?),
         None => None,
     };
-    if let Some(t) = &b.target
-        && !t.is_absolute()
-    {
-        return Err(ApiError::bad_request(format!(
-            "target '{}' must be an absolute path on the server",
-            t.display()
-        )));
+    if let Some(t) = &b.target {
+        allowed_target(t, &st.restore_targets)?;
     }
     let cache_dir = st.cache_dir.clone();
     let v = st
@@ -339,6 +402,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         "in_place": true,
                         "dry_run": b.dry_run,
                         "safety_snapshot": done.safety,
+                        "undo": done.undo.as_ref().map(|u| u.command(None)),
                         "files": files,
                         "warnings": done.warnings,
                     }))
@@ -359,6 +423,9 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     let mut opts = crate::RestoreOptions::new(target);
                     opts.includes = includes;
                     opts.excludes = excludes;
+                    opts.force = b.force;
+                    opts.cache_dir = cache_dir;
+                    opts.profile = Some(p.file.clone());
                     let done = crate::restore(repo, &snap, &opts, &crate::NoProgress)?;
                     Ok(json!({
                         "snapshot": id,
@@ -371,6 +438,8 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         "others": done.others,
                         "bytes": done.bytes,
                         "complete": done.errors.is_empty() && !done.index_damaged,
+                        "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
+                        "undo": done.undo.as_ref().map(|u| u.command(None)),
                         "errors": done.errors,
                         "warnings": done.warnings,
                     }))

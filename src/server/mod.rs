@@ -48,6 +48,9 @@ pub struct ServeOptions {
     pub metrics_public: bool,
     /// Cache directory for snapshots taken through the API.
     pub cache_dir: Option<PathBuf>,
+    /// Directories `POST /api/restore` may restore into with a `target`,
+    /// besides putting a component back in place (no target).
+    pub restore_targets: Vec<PathBuf>,
 }
 
 /// A caller who presented a valid token.
@@ -64,6 +67,8 @@ pub(crate) struct AppState {
     profiles: BTreeMap<String, Profile>,
     metrics_public: bool,
     cache_dir: Option<PathBuf>,
+    /// `ServeOptions::restore_targets`.
+    restore_targets: Vec<PathBuf>,
     /// Held by each changing operation for its whole run: they are
     /// serialized, so the audit actor set for one is not replaced by
     /// another's before it records its event. The guard moves into the
@@ -348,6 +353,7 @@ pub fn serve(repo: Repository, opts: ServeOptions, ready: impl FnOnce(SocketAddr
         profiles,
         metrics_public: opts.metrics_public,
         cache_dir: opts.cache_dir,
+        restore_targets: opts.restore_targets,
         write: Arc::new(tokio::sync::Mutex::new(())),
         last_verify: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
@@ -410,6 +416,7 @@ mod tests {
             profiles: BTreeMap::new(),
             metrics_public: false,
             cache_dir: None,
+            restore_targets: Vec::new(),
             write: Arc::new(tokio::sync::Mutex::new(())),
             last_verify: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),

@@ -538,3 +538,320 @@ fn app_profile_errors_name_the_file_and_the_fix() {
         stderr(&o)
     );
 }
+
+/// The paths stored in snapshot `id`, relative to the application's root.
+fn stored_paths(app: &App, id: &str) -> Vec<PathBuf> {
+    let root = app.root().canonicalize().expect("root");
+    json_of(&app.ok(&["ls", id, "--json"]))
+        .as_array()
+        .expect("ls")
+        .iter()
+        .filter_map(|n| {
+            let p = Path::new(n["path"].as_str().unwrap_or_default());
+            p.strip_prefix(&root).ok().map(Path::to_path_buf)
+        })
+        .collect()
+}
+
+#[test]
+fn app_snap_of_some_components_leaves_the_other_components_paths_out() {
+    let app = App::new();
+    app.ok(&["init"]);
+    // The database has a -wal beside it while the application runs.
+    let live = Connection::open(app.db()).expect("db");
+    live.execute_batch("INSERT INTO users (email, name) VALUES ('w@example.com', 'w')")
+        .expect("write");
+    let leaks = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        paths
+            .iter()
+            .filter(|p| {
+                let s = p.to_string_lossy();
+                s.starts_with("prisma/dev.db") || s == ".env" || s == "package.json"
+            })
+            .cloned()
+            .collect()
+    };
+
+    // The CLI: code alone stores the code, not the database or config.
+    let code = json_of(&app.ok(&["snap", "--component", "code", "--json"]));
+    let paths = stored_paths(&app, code["id"].as_str().expect("id"));
+    assert!(
+        paths.iter().any(|p| p == Path::new("src/index.js")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        leaks(&paths),
+        Vec::<PathBuf>::new(),
+        "code snapshot holds other components"
+    );
+
+    // code and config together: config's files, still no database.
+    let two = json_of(&app.ok(&["snap", "-c", "code", "-c", "config", "--json"]));
+    let paths = stored_paths(&app, two["id"].as_str().expect("id"));
+    assert!(paths.iter().any(|p| p == Path::new(".env")), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("prisma/dev.db")),
+        "{paths:?}"
+    );
+
+    // A daemon job that snapshots code only follows the same rule.
+    let toml = app.root().join("cairn.toml");
+    let mut profile = fs::read_to_string(&toml).expect("profile");
+    profile.push_str("\n[[jobs]]\nname = \"code\"\nevery = \"1h\"\ncomponents = [\"code\"]\n");
+    fs::write(&toml, profile).expect("profile");
+    let o = run(app.cairn().args(["daemon", "--once", "--json"]));
+    assert!(o.status.success(), "daemon: {}", stderr(&o));
+    let list = json_of(&app.ok(&["snapshots", "--json"]));
+    let newest = list
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|s| s["id"].as_str())
+        .expect("newest")
+        .to_owned();
+    let paths = stored_paths(&app, &newest);
+    assert!(
+        paths.iter().any(|p| p == Path::new("src/index.js")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        leaks(&paths),
+        Vec::<PathBuf>::new(),
+        "daemon job's code snapshot"
+    );
+    drop(live);
+    app.verify();
+}
+
+#[test]
+fn app_latest_and_freshness_pass_over_the_safety_snapshot_of_a_restore() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let good = json_of(&app.ok(&["snap", "--json"]));
+    let good = good["id"].as_str().expect("id").to_owned();
+    // The database goes wrong; restoring the good snapshot in place takes
+    // a safety snapshot of the broken state, now the newest snapshot.
+    let db = Connection::open(app.db()).expect("db");
+    db.execute_batch(
+        "DELETE FROM appointments; INSERT INTO users (email) VALUES ('x@example.com')",
+    )
+    .expect("break");
+    drop(db);
+    let restored = json_of(&app.ok(&["restore", &good, "--component", "db", "--json"]));
+    let safety = restored["safety_snapshot"]
+        .as_str()
+        .expect("safety")
+        .to_owned();
+    let list = json_of(&app.ok(&["snapshots", "--json"]));
+    assert_eq!(
+        list.as_array().and_then(|l| l.last()).map(|s| &s["id"]),
+        Some(&Value::from(safety.clone()))
+    );
+
+    // `latest` is the newest ordinary snapshot: the good one.
+    let out = app.dir.join("latest.json");
+    app.ok(&[
+        "db",
+        "export",
+        "latest",
+        "--format",
+        "json",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    let export: Value = serde_json::from_slice(&fs::read(&out).expect("export")).expect("json");
+    let text = export.to_string();
+    assert!(
+        text.contains("booking 1 ") && !text.contains("x@example.com"),
+        "exported the safety snapshot"
+    );
+    let ls = json_of(&app.ok(&["ls", "latest", "--json"]));
+    assert!(
+        ls.to_string().contains("\"rows\":3003"),
+        "ls latest is not the good snapshot"
+    );
+
+    // Freshness: the database's newest backup is the good snapshot.
+    let status = json_of(&app.ok(&["status", "--json"]));
+    let sources = status["sources"].as_array().expect("sources");
+    let db_source = sources
+        .iter()
+        .find(|s| s["component"] == "db")
+        .expect("db source");
+    assert_eq!(db_source["last_snapshot"], good.as_str(), "{status}");
+    // The safety snapshot is still there, to undo the restore by id.
+    app.ok(&["ls", &safety]);
+    app.verify();
+}
+
+/// Runs a printed undo command (`cairn ... restore ...`) from `dir`.
+fn run_undo(app: &App, cmd: &str, dir: &Path) -> Output {
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"cairn"), "{cmd}");
+    run(app.cairn().current_dir(dir).args(&args[1..]))
+}
+
+#[test]
+fn app_db_restore_into_a_live_database_is_protected_like_restore_component() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let snap = json_of(&app.ok(&["snap", "--json"]));
+    let id = snap["id"].as_str().expect("id").to_owned();
+    let db = app.db();
+    let c = Connection::open(&db).expect("db");
+    c.execute_batch("UPDATE users SET name = 'changed since'")
+        .expect("change");
+    drop(c);
+    let before = rows(&db);
+    let count = |app: &App| {
+        json_of(&app.ok(&["snapshots", "--json"]))
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let snapshots = count(&app);
+
+    // Open in another process (this test): refused, nothing changed.
+    let holder = Connection::open(&db).expect("open");
+    let args = [
+        "db",
+        "restore",
+        &id,
+        "--into",
+        "prisma/dev.db",
+        "--table",
+        "users",
+        "--drop-existing",
+    ];
+    let o = run(app.cairn().args(args));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is open in"), "{}", stderr(&o));
+    assert_eq!(rows(&db), before);
+    assert_eq!(count(&app), snapshots, "a refused restore took a snapshot");
+
+    // --force goes ahead, after a safety snapshot, and says how to undo.
+    let o = app.ok(&[&args[..], &["--force", "--json"]].concat());
+    drop(holder);
+    let done = json_of(&o);
+    let safety = done["safety_snapshot"].as_str().expect("safety").to_owned();
+    let undo = done["undo"].as_str().expect("undo").to_owned();
+    assert!(
+        undo.contains(&safety[..8])
+            && undo.contains("--component db")
+            && undo.contains("--profile"),
+        "{undo}"
+    );
+    assert_ne!(rows(&db), before, "the users table was restored");
+    let listed = json_of(&app.ok(&["snapshots", "--json"]));
+    let s = snapshot(&listed, &safety);
+    assert!(s["tags"].to_string().contains("safety"), "{s}");
+
+    // The undo command works from any directory: the password and the
+    // repository come from the profile it names.
+    let elsewhere = app.dir.join("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("mkdir");
+    let o = run_undo(&app, &undo, &elsewhere);
+    assert!(o.status.success(), "{undo}: {}", stderr(&o));
+    assert_eq!(rows(&db), before, "undo brought the changed state back");
+
+    // Text output names the safety snapshot and the command too.
+    let o = app.ok(&args);
+    assert!(
+        stdout(&o).contains("safety snapshot") && stdout(&o).contains("to undo, run:"),
+        "{}",
+        stdout(&o)
+    );
+    app.verify();
+}
+
+#[test]
+fn app_restore_to_the_root_replaces_live_files_only_after_a_safety_snapshot() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let snap = json_of(&app.ok(&["snap", "--json"]));
+    let id = snap["id"].as_str().expect("id").to_owned();
+    let index = app.root().join("src/index.js");
+    let original = fs::read(&index).expect("index.js");
+    fs::write(&index, b"edited\n").expect("edit");
+
+    let o = app.ok(&[
+        "restore",
+        &id,
+        "--component",
+        "code",
+        "--target",
+        "/",
+        "--json",
+    ]);
+    let done = json_of(&o);
+    assert_eq!(fs::read(&index).expect("index.js"), original);
+    let undo = done["undo"].as_str().expect("undo").to_owned();
+    assert!(undo.contains("--target /"), "{undo}");
+    let o = run_undo(&app, &undo, &app.dir.join("repo"));
+    assert!(o.status.success(), "{undo}: {}", stderr(&o));
+    assert_eq!(fs::read(&index).expect("index.js"), b"edited\n");
+
+    // A database put back by a restore into / is protected as in place.
+    let db = app.db().canonicalize().expect("db");
+    let holder = Connection::open(&db).expect("open");
+    let o = run(app.cairn().args([
+        "restore",
+        &id,
+        "--target",
+        "/",
+        "--include",
+        db.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is open in"), "{}", stderr(&o));
+    drop(holder);
+    let c = Connection::open(&db).expect("db");
+    c.execute_batch("DELETE FROM appointments").expect("change");
+    drop(c);
+    app.ok(&[
+        "restore",
+        &id,
+        "--target",
+        "/",
+        "--include",
+        db.to_str().expect("utf-8"),
+    ]);
+    let mut companions = fs::read_dir(db.parent().expect("dir"))
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dev.db-"));
+    assert_eq!(
+        companions.next(),
+        None,
+        "an old -wal was left beside the new database"
+    );
+    let n: i64 = Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT count(*) FROM appointments", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 3003);
+    app.verify();
+}
+
+#[test]
+fn app_children_never_see_the_repository_password() {
+    let app = App::new();
+    app.ok(&["init"]);
+    // backup --stdin-from-command: the command's output is stored.
+    app.ok(&["backup", "--stdin-from-command", "env.txt", "--", "env"]);
+    let o = app.ok(&["dump", "latest", "/env.txt"]);
+    let env = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(env.contains("HOME="), "{env}");
+    assert!(
+        !env.contains("CAIRN_PASSWORD") && !env.contains(PASSWORD),
+        "{env}"
+    );
+    // cairn run: the wrapped command.
+    let out = app.dir.join("run-env.txt");
+    let script = format!("env > {}", out.display());
+    app.ok(&["run", "--component", "config", "--", "sh", "-c", &script]);
+    let env = fs::read_to_string(&out).expect("env");
+    assert!(env.contains("HOME="), "{env}");
+    assert!(
+        !env.contains("CAIRN_PASSWORD") && !env.contains(PASSWORD),
+        "{env}"
+    );
+}

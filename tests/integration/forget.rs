@@ -656,6 +656,97 @@ fn forget_lists_every_reason_and_keeps_the_newest_of_a_tag_only_policy() {
     assert!(cairn::plan(&KeepPolicy::default(), &[(sid(0), &snaps[0])], &utc).is_err());
 }
 
+#[test]
+fn forget_keeps_rollback_points_for_the_window_and_safety_takes_no_bucket() {
+    let utc = TimeZone::UTC;
+    let t = |d, h, m| {
+        date(2024, 5, d)
+            .at(h, m, 0, 0)
+            .to_zoned(utc.clone())
+            .expect("t")
+            .timestamp()
+    };
+    // `cairn run` on 20 May: pre at 10:00, post at 10:05, then hourly
+    // snapshots. keep_hourly 28 keeps post (the newest of its hour), and
+    // used to drop pre, whose restore command `run` printed.
+    let mut snaps = vec![
+        snap_at(t(20, 10, 0), &["pre"]),
+        snap_at(t(20, 10, 5), &["post"]),
+    ];
+    for h in 11..14 {
+        snaps.push(snap_at(t(20, h, 0), &[]));
+    }
+    let mut p = KeepPolicy::default();
+    p.hourly = Some(28);
+    let got = kept(&p, &snaps, &utc);
+    assert!(
+        got.iter()
+            .any(|(id, why)| *id == sid(0) && why == &vec!["rollback 7d".to_owned()]),
+        "{got:?}"
+    );
+    // Past the window (here 8 days later) only the rules decide.
+    snaps.push(snap_at(t(28, 12, 0), &[]));
+    assert!(!kept(&p, &snaps, &utc).iter().any(|(id, _)| *id == sid(0)));
+    // The window is the user's to set; zero turns it off.
+    p.rollback = Some("30d".parse().expect("span"));
+    assert!(kept(&p, &snaps, &utc).iter().any(|(id, _)| *id == sid(0)));
+    p.rollback = Some(Span::new());
+    assert!(
+        !kept(&p, &snaps[..5], &utc)
+            .iter()
+            .any(|(id, _)| *id == sid(0))
+    );
+
+    // keep_daily 30: the good dump of 3 May and the safety snapshot an
+    // in-place restore took that afternoon (the broken state). The safety
+    // snapshot took the day's bucket and the good one was removed.
+    let snaps = [
+        snap_at(t(3, 9, 0), &[]),
+        snap_at(t(3, 15, 0), &["safety"]),
+        snap_at(t(20, 9, 0), &[]),
+    ];
+    let mut p = KeepPolicy::default();
+    p.daily = Some(30);
+    let got = kept(&p, &snaps, &utc);
+    assert_eq!(
+        got,
+        [
+            (sid(2), vec!["daily".into()]),
+            (sid(0), vec!["daily".into()])
+        ],
+        "the safety snapshot is past the window, the good one keeps its day"
+    );
+    // Within the window it is kept by that rule alone, the day's bucket
+    // still going to the good snapshot; `last` does not count it either.
+    let snaps = [
+        snap_at(t(19, 9, 0), &[]),
+        snap_at(t(19, 15, 0), &["safety"]),
+        snap_at(t(20, 9, 0), &[]),
+    ];
+    p.last = Some(2);
+    let got = kept(&p, &snaps, &utc);
+    assert_eq!(
+        got,
+        [
+            (sid(2), vec!["last".into(), "daily".into()]),
+            (sid(1), vec!["rollback 7d".into()]),
+            (sid(0), vec!["last".into(), "daily".into()]),
+        ]
+    );
+    // A safety snapshot is never the "newest in group" a policy keeps.
+    let mut tags_only = KeepPolicy::default();
+    tags_only.tags = vec!["release".into()];
+    tags_only.rollback = Some(Span::new());
+    let got = kept(&tags_only, &snaps, &utc);
+    assert_eq!(got, [(sid(2), vec!["newest in group".into()])]);
+    let newest_is_safety = [
+        snap_at(t(19, 9, 0), &[]),
+        snap_at(t(20, 15, 0), &["safety"]),
+    ];
+    let got = kept(&tags_only, &newest_is_safety, &utc);
+    assert_eq!(got, [(sid(0), vec!["newest in group".into()])]);
+}
+
 // ---------------------------------------------------------------------------
 // Real repositories.
 

@@ -130,8 +130,13 @@ impl Server {
             add_token("ops", "operator"),
             add_token("boss", "admin"),
         );
+        // The one directory restores with a target may go into.
+        let restored = dir.join("restored");
+        fs::create_dir_all(&restored).expect("mkdir");
         let mut child = cairn_in(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--allow-restore-target")
+            .arg(&restored)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -937,4 +942,130 @@ fn status_page_in_headless_chromium() {
         png.len()
     );
     eprintln!("screenshot of the status page: {}", shot.display());
+}
+
+#[test]
+fn api_restores_only_into_allowed_targets_and_protects_live_files() {
+    let s = Server::start_with(&["--allow-restore-target", "/"]);
+    let id = s.snapshot_ids().pop().expect("a snapshot");
+    let restore = |target: &str| {
+        let body = json!({
+            "profile": "sample-shop", "component": "code", "snapshot": id, "target": target,
+        });
+        s.request(
+            "POST",
+            "/api/restore",
+            Some(&s.admin),
+            Some(&body.to_string()),
+        )
+    };
+    // Checked before anything is done: nothing changes, nothing is logged.
+    let before = s.state();
+    let elsewhere = s.dir.join("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("mkdir");
+    let escape = format!("{}/../elsewhere", s.dir.join("restored").display());
+    for (target, status) in [
+        (format!("{}/a\0b", s.dir.join("restored").display()), 400),
+        (escape, 400),
+        ("relative".to_owned(), 400),
+    ] {
+        let r = restore(&target);
+        assert_eq!(r.status, status, "{target:?}: {}", r.text());
+    }
+    assert_eq!(s.state(), before, "a refused restore changed something");
+    drop(s);
+
+    // A server allowed only its own directory refuses / and others.
+    let s = Server::start();
+    let id = s.snapshot_ids().pop().expect("a snapshot");
+    let before = s.state();
+    for target in [
+        "/".to_owned(),
+        s.dir.join("elsewhere").display().to_string(),
+    ] {
+        let body = json!({
+            "profile": "sample-shop", "component": "code", "snapshot": id, "target": target,
+        });
+        let r = s.request(
+            "POST",
+            "/api/restore",
+            Some(&s.admin),
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 403, "{target}: {}", r.text());
+        assert!(r.text().contains("--allow-restore-target") || r.text().contains("not below"));
+    }
+    assert_eq!(s.state(), before, "a refused restore changed something");
+}
+
+#[test]
+fn api_restore_onto_live_files_takes_a_safety_snapshot_and_refuses_an_open_database() {
+    let s = Server::start_with(&["--allow-restore-target", "/"]);
+    let id = s.snapshot_ids().pop().expect("a snapshot");
+    let index = s.root().join("src/index.js");
+    let original = fs::read(&index).expect("index.js");
+    fs::write(&index, b"console.log('edited live');\n").expect("edit");
+
+    // The code component back where it was: a restore of live files.
+    let body = json!({
+        "profile": "sample-shop", "component": "code", "snapshot": id, "target": "/",
+    });
+    let r = s.request(
+        "POST",
+        "/api/restore",
+        Some(&s.admin),
+        Some(&body.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let done = r.json();
+    assert_eq!(fs::read(&index).expect("index.js"), original);
+    let safety = done["safety_snapshot"]
+        .as_str()
+        .expect("safety snapshot")
+        .to_owned();
+    let undo = done["undo"].as_str().expect("undo command");
+    assert!(
+        undo.contains(&safety[..8]) && undo.contains("--target /"),
+        "{undo}"
+    );
+    let snap = s.get(&format!("/api/snapshots/{safety}"), &s.reader);
+    assert!(snap["tags"].to_string().contains("safety"), "{snap}");
+    // The safety snapshot holds the edited file.
+    let o = s.ok(&["dump", &safety, index.to_str().expect("utf-8")]);
+    assert_eq!(o.stdout, b"console.log('edited live');\n");
+
+    // The database, open in another process, is not replaced unless forced.
+    let db = s.root().join("prisma/dev.db");
+    let holder = Connection::open(&db).expect("open");
+    holder
+        .execute_batch("DELETE FROM appointments")
+        .expect("change");
+    let body = json!({
+        "profile": "sample-shop", "component": "db", "snapshot": id,
+    });
+    let before = s.state();
+    let r = s.request(
+        "POST",
+        "/api/restore",
+        Some(&s.admin),
+        Some(&body.to_string()),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("is open in"), "{}", r.text());
+    assert_eq!(s.state().0, before.0, "a refused restore took a snapshot");
+    drop(holder);
+    let r = s.request(
+        "POST",
+        "/api/restore",
+        Some(&s.admin),
+        Some(&body.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let undo = r.json()["undo"].as_str().expect("undo").to_owned();
+    assert!(
+        undo.contains("--component db") && undo.contains("--profile"),
+        "{undo}"
+    );
+    let o = s.ok(&["verify"]);
+    assert!(stdout(&o).contains("no problems found"));
 }
