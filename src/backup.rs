@@ -1149,6 +1149,7 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    crate::snapshot::check_tags(&opts.tags)?;
     let done = backup_paths(repo, opts, progress);
     let what = opts
         .paths
@@ -1445,6 +1446,7 @@ pub fn backup_stream(
     reader: impl Read + Send,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    crate::snapshot::check_tags(&opts.tags)?;
     let mut source = ReaderSource {
         reader,
         what: format!("the stream for {}", String::from_utf8_lossy(name)),
@@ -1472,6 +1474,7 @@ pub fn backup_command(
     argv: &[OsString],
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    crate::snapshot::check_tags(&opts.tags)?;
     let mut source = CommandSource::new(argv.to_vec())?.in_dir(opts.command_dir.clone());
     stream_backup(repo, opts, name, &mut source, progress)
 }

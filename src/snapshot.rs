@@ -167,6 +167,24 @@ impl Snapshot {
     }
 }
 
+/// Checks tags as every door that sets them must: not empty, no comma
+/// (lists of tags are written `a,b`), no control characters (they would
+/// reach terminals that list snapshots).
+///
+/// # Errors
+/// [`crate::Error::Invalid`] naming the first bad tag.
+pub fn check_tags(tags: &[String]) -> crate::Result<()> {
+    for t in tags {
+        if t.is_empty() || t.contains(',') || t.chars().any(char::is_control) {
+            return Err(crate::Error::invalid(format!(
+                "tag '{}': a tag is not empty and has no comma or control character",
+                t.escape_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The tag of the snapshot taken before a restore replaces live data.
 pub const SAFETY_TAG: &str = "safety";
 

@@ -797,11 +797,12 @@ fn print_node(
             local_time(jiff::Timestamp::new(n.mtime, 0).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
         );
     }
-    // Names are raw bytes: print them as they are.
-    let _ = stdout.write_all(path);
+    // Names are raw bytes: printed as they are but for control characters,
+    // which are escaped rather than sent to the terminal.
+    let _ = stdout.write_all(&super::terminal_safe_bytes(path));
     if let (true, NodeKind::Symlink { target }) = (long, &n.kind) {
         let _ = stdout.write_all(b" -> ");
-        let _ = stdout.write_all(target);
+        let _ = stdout.write_all(&super::terminal_safe_bytes(target));
     }
     if let Some(d) = db {
         let _ = write!(stdout, "  [{}]", database_line(d));

@@ -181,7 +181,7 @@ pub fn diff(g: &Global, out: &Out, a: &DiffArgs) -> Result<u8> {
     ));
     to_stdout(|w| {
         for c in &changes {
-            writeln!(w, "{}", change_line(c))?;
+            writeln!(w, "{}", super::terminal_safe(&change_line(c)))?;
         }
         if out.quiet {
             Ok(())
@@ -324,7 +324,7 @@ pub fn find(g: &Global, out: &Out, a: &FindArgs) -> Result<u8> {
                     f.entry.entry_type.name(),
                     size_col(Some(f.entry.entry_type), f.entry.size),
                     mtime,
-                    String::from_utf8_lossy(&f.path)
+                    super::terminal_safe(&String::from_utf8_lossy(&f.path))
                 )?;
             }
             Ok(())

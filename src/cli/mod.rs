@@ -4,7 +4,24 @@
 /// `println!` for command output: when the reader of standard output has
 /// gone (`cairn snapshots | head`), the command ends quietly instead of
 /// panicking; any other write error ends it with exit code 1.
+/// A line of human output on stdout. Control characters other than
+/// newlines and tabs (a tag or a file name holding a terminal escape
+/// sequence) are shown escaped, never sent to the terminal.
 macro_rules! outln {
+    () => {
+        outln_raw!()
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!($($arg)*);
+        if let Err(e) = writeln!(std::io::stdout().lock(), "{}", $crate::cli::terminal_safe(&line)) {
+            $crate::cli::stdout_failed(&e);
+        }
+    }};
+}
+
+/// A line on stdout as it is: for JSON, whose strings are escaped already.
+macro_rules! outln_raw {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
@@ -294,7 +311,7 @@ pub fn main() -> ExitCode {
     };
     let out = Out::new(cli.global.json, cli.global.quiet);
     if let Err(e) = app::apply_profile(&mut cli.global) {
-        eprintln!("cairn: error: {}", one_line(&e));
+        eprintln!("cairn: error: {}", terminal_safe(&one_line(&e)));
         return ExitCode::from(exit::ERROR);
     }
     let result = match cli.command {
@@ -335,10 +352,47 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit_code(&e);
-            eprintln!("cairn: error: {}", one_line(&e));
+            eprintln!("cairn: error: {}", terminal_safe(&one_line(&e)));
             ExitCode::from(code)
         }
     }
+}
+
+/// `s` with every control character but newline and tab escaped
+/// (`\u{1b}`), for a terminal.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Raw bytes (a file name, which need not be UTF-8) with each ASCII
+/// control character but tab escaped as [`terminal_safe`] does; other
+/// bytes as they are.
+pub fn terminal_safe_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let unsafe_byte = |c: &u8| c.is_ascii_control() && *c != b'\t';
+    if !b.iter().any(unsafe_byte) {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len() + 8);
+    for c in b {
+        if unsafe_byte(c) {
+            out.extend(char::from(*c).escape_default().to_string().bytes());
+        } else {
+            out.push(*c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Ends the process after standard output failed: quietly with success

@@ -24,13 +24,13 @@ impl Out {
     /// An informational message on stderr (suppressed by --quiet).
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", super::terminal_safe(msg.as_ref()));
         }
     }
 
     /// A warning on stderr (always shown).
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("cairn: warning: {}", msg.as_ref());
+        eprintln!("cairn: warning: {}", super::terminal_safe(msg.as_ref()));
     }
 
     /// Prints a value as pretty JSON on stdout. For a repository on object
@@ -41,9 +41,9 @@ impl Out {
             if let Some(map) = value.as_object_mut() {
                 map.insert("requests".to_owned(), n.into());
             }
-            outln!("{}", serde_json::to_string_pretty(&value)?);
+            outln_raw!("{}", serde_json::to_string_pretty(&value)?);
         } else {
-            outln!("{}", serde_json::to_string_pretty(value)?);
+            outln_raw!("{}", serde_json::to_string_pretty(value)?);
         }
         Ok(())
     }

@@ -186,11 +186,7 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
     for c in &b.components {
         p.component(c)?;
     }
-    if let Some(t) = b.tags.iter().find(|t| t.is_empty() || t.contains(',')) {
-        return Err(ApiError::bad_request(format!(
-            "tag '{t}': tags must be non-empty and contain no comma"
-        )));
-    }
+    crate::snapshot::check_tags(&b.tags)?;
     let cache_dir = st.cache_dir.clone();
     let done = st
         .change(&caller, move |repo| {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::util::{Dir, cairn, run, stderr, stdout};
+use super::util::{Dir, backup_path, cairn, init_repo, run, stderr, stdout};
 
 fn one_line(s: &str) -> bool {
     s.trim_end().lines().count() == 1
@@ -354,4 +354,42 @@ fn kdf_memory_is_chosen_per_key_within_bounds() {
             .status
             .success()
     );
+}
+
+#[test]
+fn cli_escapes_terminal_control_characters_and_refuses_them_in_new_tags() {
+    let dir = Dir::new();
+    let repo_path = dir.join("repo");
+    let repo = init_repo(&repo_path);
+    // A directory whose name holds an escape sequence (file names are
+    // anyone's to choose), backed up: the audit log records its path.
+    let src = dir.join("src\u{1b}]0;owned\u{7}");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"x").expect("write");
+    let done = backup_path(&repo, &src);
+    // A tag with one, as an older cairn or another tool could have stored.
+    let mut snap = done.snapshot.clone();
+    snap.tags = vec!["\u{1b}[2Jcleared".to_owned()];
+    repo.save_snapshot(&snap).expect("save");
+    for args in [&["snapshots"][..], &["log"], &["ls", "latest"]] {
+        let o = run(cairn(&repo_path, dir.path()).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(
+            !o.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{args:?} printed a raw control character: {}",
+            stdout(&o)
+        );
+        assert!(stdout(&o).contains("\\u{1b}"), "{args:?}: {}", stdout(&o));
+    }
+    // JSON keeps them, escaped as JSON does.
+    let o = run(cairn(&repo_path, dir.path()).args(["snapshots", "--json"]));
+    assert!(stdout(&o).contains("\\u001b[2Jcleared"), "{}", stdout(&o));
+    // New tags with control characters or commas are refused by every door.
+    for tag in ["a\u{1b}[31m", "a,b", ""] {
+        let o = run(cairn(&repo_path, dir.path())
+            .args(["backup", "--tag", tag])
+            .arg(&src));
+        assert_eq!(o.status.code(), Some(1), "{tag:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("tag '"), "{}", stderr(&o));
+    }
 }

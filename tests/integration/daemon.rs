@@ -433,6 +433,30 @@ fn daemon_refuses_a_profile_without_jobs_or_with_bad_ones() {
         e.contains("cairn.toml") && e.contains("job n: cron '0 25 * * *'"),
         "{e}"
     );
+    // The profile is checked once, when read, the same way for every
+    // command: a tag the API refuses, a negative count.
+    for (extra, what) in [
+        (
+            "[[jobs]]\nname = \"t\"\nevery = \"1h\"\ntags = [\"a,b\"]\n",
+            "tag 'a,b'",
+        ),
+        ("", "keep last -3"),
+    ] {
+        let text = text.replace(
+            "keep_last = 1000",
+            if extra.is_empty() {
+                "keep_last = -3"
+            } else {
+                "keep_last = 1000"
+            },
+        );
+        fs::write(bad, format!("{text}{extra}")).expect("write");
+        for args in [&["daemon"][..], &["snap"]] {
+            let o = run(app.cairn().args(args));
+            assert_eq!(o.status.code(), Some(1), "{args:?} with {what}");
+            assert!(stderr(&o).contains(what), "{args:?}: {}", stderr(&o));
+        }
+    }
 }
 
 #[test]
