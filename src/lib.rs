@@ -112,7 +112,7 @@ pub use profile::{
     component_paths, git_info, restore_component, snap,
 };
 pub use prune::{PruneOptions, PruneReport, prune};
-pub use repo::{InitOptions, Repository, needs_password};
+pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use segment::{Segment, SegmentTxn, timestamp as segment_time};

@@ -301,13 +301,18 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
 
     // The audit log: damaged events and events removed from its middle.
-    report
-        .errors
-        .extend(crate::audit::read_log(repo, None)?.problems);
+    let log = crate::audit::read_log(repo, None)?;
+    report.errors.extend(log.problems.iter().cloned());
 
     // Walk every snapshot; name the files that lost data.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let snapshots = repo.snapshots()?;
+    // Snapshots the audit log says were saved and not forgotten must be
+    // there (a deleted snapshot file leaves no other trace).
+    let listed: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
+    let (missing, maybe_missing) = crate::audit::missing_snapshots(&log, &listed);
+    report.errors.extend(missing);
+    report.warnings.extend(maybe_missing);
     for (sid, snap) in snapshots {
         let snap = match snap {
             Ok(s) => s,
