@@ -67,8 +67,8 @@ mod watch;
 
 pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{
-    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Throttled,
-    is_url, open_location,
+    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
+    Throttled, is_url, open_location,
 };
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
@@ -111,7 +111,7 @@ pub use profile::{
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
     component_paths, git_info, restore_component, snap,
 };
-pub use prune::{PruneOptions, PruneReport, prune};
+pub use prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
 pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};

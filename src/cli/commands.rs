@@ -1059,6 +1059,9 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
             "packs_read": report.packs_read,
             "blobs_read": report.blobs_read,
             "bytes_read": report.bytes_read,
+            "temporary_files": report.temporary_files,
+            "temporary_bytes": report.temporary_bytes,
+            "without_lock": report.without_lock,
         }))?;
     } else if !out.quiet {
         outln!(
@@ -1118,6 +1121,15 @@ pub fn stats(g: &Global, out: &Out, _a: &StatsArgs) -> Result<u8> {
             "space saving:           {:.1}x (deduplication and compression)",
             s.space_saving_ratio
         );
+        if s.temporary_files > 0 {
+            outln!(
+                "temporary files:        {} ({}; {} idle {} min or more, which `cairn prune` removes)",
+                s.temporary_files,
+                size(s.temporary_bytes),
+                s.stale_temporary_files,
+                cairn::TEMPORARY_STALE_AFTER.as_secs() / 60
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -1489,6 +1501,14 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
             r.index_files_rewritten,
             r.duration_ms as f64 / 1000.0
         );
+        if r.temporaries_removed > 0 {
+            outln!(
+                "{} {} temporary files left by killed writers ({})",
+                if dry_run { "would remove" } else { "removed" },
+                r.temporaries_removed,
+                size(r.temporary_bytes_removed)
+            );
+        }
         if r.segments_replaced + r.segments_superseded > 0 {
             outln!(
                 "WAL segments of ended chains: {} written as {}{}; {} kept",
