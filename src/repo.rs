@@ -214,7 +214,7 @@ pub fn readable_snapshots(
             files.join(", ")
         ),
         format!(
-            "{why}; its time cannot be read, so it may be newer than every readable snapshot and the newest cannot be told: name a snapshot by its id (`cairn snapshots` lists them), or move the damaged file out of the repository"
+            "{why}; its time cannot be read, so it may be newer than every readable snapshot and the newest cannot be told: name a snapshot by its id instead (`cairn snapshots` lists them)"
         ),
     ))
 }
