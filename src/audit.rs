@@ -205,6 +205,69 @@ pub fn read_log(repo: &Repository, last: Option<usize>) -> Result<AuditLog> {
     Ok(log)
 }
 
+/// Snapshots the log says were saved and never forgotten but that
+/// `present` (a listing of `snapshots/`) lacks: as errors naming each id
+/// and the event that recorded it, or as warnings when a forget that failed
+/// after the save (and so names no snapshot it removed) may have removed it.
+/// Saved snapshots are read from successful `backup` and `snap` events
+/// (detail `snapshot ID…`), forgotten ones from every `forget` event's
+/// target (the ids it removed).
+pub(crate) fn missing_snapshots(
+    log: &AuditLog,
+    present: &std::collections::HashSet<crate::SnapshotId>,
+) -> (Vec<String>, Vec<String>) {
+    let mut saved: Vec<(crate::SnapshotId, &AuditId, &AuditEvent)> = Vec::new();
+    let mut forgotten = std::collections::HashSet::new();
+    let mut failed_forgets: Vec<jiff::Timestamp> = Vec::new();
+    for (id, e) in &log.events {
+        match e.action.as_str() {
+            "backup" | "snap" if e.ok => {
+                if let Some(sid) = e
+                    .detail
+                    .strip_prefix("snapshot ")
+                    .and_then(|rest| rest.get(..64))
+                    .and_then(|hex| hex.parse().ok())
+                {
+                    saved.push((sid, id, e));
+                }
+            }
+            "forget" => {
+                forgotten.extend(
+                    e.target
+                        .split_whitespace()
+                        .filter_map(|t| t.parse::<crate::SnapshotId>().ok()),
+                );
+                if !e.ok {
+                    failed_forgets.push(e.timestamp());
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    for (sid, event, e) in saved {
+        if present.contains(&sid) || forgotten.contains(&sid) {
+            continue;
+        }
+        let what = format!(
+            "snapshot {sid} (snapshots/{sid}) is missing: audit event {event} records it saved by {} `{}` at {}",
+            e.actor,
+            e.action,
+            e.timestamp()
+        );
+        if failed_forgets.iter().any(|t| *t >= e.timestamp()) {
+            warnings.push(format!(
+                "{what}, and a forget that failed later may have removed it before failing"
+            ));
+        } else {
+            errors.push(format!(
+                "{what}, and no forget removed it: its file was deleted or lost outside cairn"
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
 /// The newest event in `audit/`, to chain the next one to: for a cached
 /// remote repository the newest this host knows of (which saves a listing),
 /// else the newest listed.

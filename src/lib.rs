@@ -69,8 +69,8 @@ mod watch;
 
 pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
 pub use backend::{
-    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Throttled,
-    is_url, open_location,
+    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
+    Throttled, is_url, open_location,
 };
 pub use backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
@@ -114,8 +114,8 @@ pub use profile::{
     component_paths, git_info, restore_component, snap,
 };
 pub use protect::Undo;
-pub use prune::{PruneOptions, PruneReport, prune};
-pub use repo::{InitOptions, Repository, needs_password};
+pub use prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
+pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
 pub use restore::{RestoreOptions, RestoreOutcome, restore};
 pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use secrets::command as child_command;

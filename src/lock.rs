@@ -75,6 +75,14 @@ impl LockRecord {
         if age.as_secs() >= i64::try_from(STALE_AFTER.as_secs()).unwrap_or(i64::MAX) {
             return true;
         }
+        self.holder_gone()
+    }
+
+    /// Whether this lock is provably stale, whatever its age: its holder
+    /// was a process of this host that no longer exists. (A lock of another
+    /// host is never judged by its process id.)
+    #[must_use]
+    pub fn holder_gone(&self) -> bool {
         let (host, _) = host_and_user();
         if self.hostname != host {
             return false;
@@ -270,6 +278,13 @@ fn conflicts(
     let own_key = (own_record.time, own_record.time_nsec, *own);
     for (id, record) in read_locks(backend, crypto, listed, Some(own)) {
         match record {
+            // A lock whose holder is gone from this host protects nothing
+            // and never will: removed, so that killed processes' locks do
+            // not pile up until `cairn unlock`. One stale only by age is
+            // left (and ignored): its host may just be asleep.
+            Ok(r) if r.holder_gone() => {
+                let _ = backend.delete(FileKind::Lock, &id.to_hex());
+            }
             Ok(r) if r.is_stale(now) => {}
             Ok(r) if r.exclusive || own_record.exclusive => {
                 // Of two exclusive locks the older (by time, then id) waits
@@ -456,6 +471,12 @@ impl Lock {
             stop: None,
             refresher: None,
         }
+    }
+
+    /// Whether a lock file is held (false for [`Lock::none`]).
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
     }
 
     /// Fails when the lock may have been treated as stale by others: its
@@ -689,8 +710,17 @@ mod tests {
         let held = Lock::acquire(Arc::clone(&backend), &c, false, "backup", Duration::ZERO)
             .expect("stale exclusive locks do not block");
         drop(held);
+        // Taking the lock removed the dead process's lock, which is stale
+        // for sure, and left the other host's old one (maybe only asleep).
+        let left = list(backend.as_ref(), &c).expect("list");
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.iter()
+                .all(|(_, r)| r.as_ref().is_ok_and(|r| r.hostname == "elsewhere")),
+            "{left:?}"
+        );
         let done = unlock(backend.as_ref(), &c, false).expect("unlock");
-        assert_eq!(done.removed.len(), 2);
+        assert_eq!(done.removed.len(), 1);
         assert_eq!(done.kept.len(), 1);
         let all = unlock(backend.as_ref(), &c, true).expect("unlock all");
         assert_eq!(all.removed.len(), 1);

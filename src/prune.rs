@@ -63,6 +63,12 @@ impl Default for PruneOptions {
 /// since, so what is rewritten stays bounded by what was added.
 pub const SMALL_SHARE: f64 = 0.5;
 
+/// A temporary file in the repository not written for this long is a
+/// leftover of a writer that was killed, and prune removes it (under its
+/// exclusive lock, so no backup that holds a live lock is writing; see
+/// store-format.md §2).
+pub const TEMPORARY_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 /// What prune did (or, dry, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PruneReport {
@@ -100,6 +106,11 @@ pub struct PruneReport {
     /// Bytes after (estimated for a dry run: the repacked blobs counted at
     /// their old size).
     pub bytes_after: u64,
+    /// Temporary files left by killed writers (staged packs of killed
+    /// backups, say), idle for [`TEMPORARY_STALE_AFTER`], removed.
+    pub temporaries_removed: usize,
+    /// Their bytes.
+    pub temporary_bytes_removed: u64,
     /// Wall time, milliseconds.
     pub duration_ms: u64,
 }
@@ -392,6 +403,17 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .sum();
     // The writer below adds to the index: no read guard may be held.
     drop(index);
+    // Temporary files nobody has written for a long while: no process
+    // holding a live lock can be writing them, since this one holds the
+    // exclusive lock.
+    let stale: Vec<crate::Temporary> = repo
+        .backend()
+        .temporaries()?
+        .into_iter()
+        .filter(|t| t.idle >= TEMPORARY_STALE_AFTER)
+        .collect();
+    report.temporaries_removed = stale.len();
+    report.temporary_bytes_removed = stale.iter().map(|t| t.size).sum();
 
     if opts.dry_run {
         report.bytes_after = report.bytes_before - freed_packs + kept_again;
@@ -464,6 +486,10 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+    }
+    held.check()?;
+    for t in &stale {
+        repo.backend().remove_temporary(&t.path)?;
     }
     repo.refresh_index()?;
     report.bytes_after = repo

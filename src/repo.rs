@@ -140,6 +140,85 @@ impl Default for InitOptions {
     }
 }
 
+/// Why key file `name` with content `bytes` is damaged, if it is: key
+/// files are named by the BLAKE3 hash of their bytes (store-format.md §2)
+/// and must decode, with KDF parameters that are in range.
+fn key_damage(name: &str, bytes: &[u8]) -> Option<String> {
+    let Ok(id) = name.parse::<KeyId>() else {
+        return Some("its name is not a key id".into());
+    };
+    if KeyId::hash_of(bytes) != id {
+        return Some(format!(
+            "its content ({} bytes) does not match its name: changed or truncated",
+            bytes.len()
+        ));
+    }
+    match KeyFile::decode(bytes) {
+        Ok(_) => None,
+        Err(why) => Some(format!("it does not decode: {why}")),
+    }
+}
+
+/// What choosing the newest snapshot (`latest`, a snapshot at a time) does
+/// with snapshot files that cannot be read. Their time is unknown, so any of
+/// them may be the snapshot asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DamagedSnapshots {
+    /// Fail, naming the damaged files: an older snapshot is never quietly
+    /// taken for the newest.
+    #[default]
+    Refuse,
+    /// Choose among the readable snapshots only (asked for explicitly).
+    Skip,
+}
+
+/// The readable snapshots of `candidates` (as [`Repository::snapshots`]
+/// lists them, oldest first), for choosing the newest or the one at a time.
+/// The one place where damaged snapshot files are judged when choosing: any
+/// other rule (filters, tags) applies to what this returns.
+///
+/// # Errors
+/// With [`DamagedSnapshots::Refuse`], [`Error::Corrupt`] naming every
+/// candidate that cannot be read (`snapshots/ID`) and why.
+pub fn readable_snapshots(
+    candidates: Vec<(SnapshotId, Result<Snapshot>)>,
+    damaged: DamagedSnapshots,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut readable = Vec::with_capacity(candidates.len());
+    let mut bad: Vec<(SnapshotId, Error)> = Vec::new();
+    for (id, s) in candidates {
+        match s {
+            Ok(s) => readable.push((id, s)),
+            Err(e) => bad.push((id, e)),
+        }
+    }
+    if damaged == DamagedSnapshots::Skip || bad.is_empty() {
+        return Ok(readable);
+    }
+    let files: Vec<String> = bad
+        .iter()
+        .map(|(id, _)| format!("snapshots/{}", id.to_hex()))
+        .collect();
+    let why = bad
+        .iter()
+        .map(|(id, e)| match e {
+            Error::Corrupt { reason, .. } => format!("{}: {reason}", id.short()),
+            other => format!("{}: {other}", id.short()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::corrupt(
+        format!(
+            "snapshot file{} {}",
+            if files.len() == 1 { "" } else { "s" },
+            files.join(", ")
+        ),
+        format!(
+            "{why}; its time cannot be read, so it may be newer than every readable snapshot and the newest cannot be told: name a snapshot by its id instead (`cairn snapshots` lists them)"
+        ),
+    ))
+}
+
 /// Locks a mutex, ignoring poisoning: every critical section in cairn leaves
 /// its data consistent before anything that could panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -407,6 +486,8 @@ impl Repository {
             None => Vec::new(),
         };
         let mut keys = backend.list(FileKind::Key)?;
+        // Names that are not a key id are not key files (store-format.md §2).
+        keys.retain(|(name, _)| name.parse::<KeyId>().is_ok());
         keys.sort();
         // Each key file is tried on its own: a damaged or foreign key file
         // must not lock out the others. A key that opens but whose master
@@ -414,10 +495,24 @@ impl Repository {
         // (for example left by an interrupted `init`).
         let mut opened = None;
         let mut mismatched = 0;
+        // Key files that are damaged (content not matching the name, not
+        // decodable) or cannot be read, with why: when no key opens, the
+        // password may be that of one of them.
+        let mut damaged: Vec<(String, String)> = Vec::new();
         for (name, _) in &keys {
-            let Ok(bytes) = backend.read(FileKind::Key, name) else {
-                continue;
+            let bytes = match backend.read(FileKind::Key, name) {
+                Ok(bytes) => bytes,
+                // Removed since it was listed (`key remove`).
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    damaged.push((name.clone(), format!("it cannot be read: {e}")));
+                    continue;
+                }
             };
+            if let Some(why) = key_damage(name, &bytes) {
+                damaged.push((name.clone(), why));
+                continue;
+            }
             match Self::try_key(name, &bytes, &raw, &pw) {
                 Ok(Some(found)) => {
                     opened = Some(found);
@@ -434,6 +529,33 @@ impl Repository {
                     "a key opened with this password, but its MAC over the config does not match: the config was changed or damaged",
                 ));
             }
+            if keys.is_empty() {
+                return Err(Error::corrupt(
+                    format!("keys/ of {location}"),
+                    "it holds no key file, so nothing can open the repository (its key files were deleted): put them back from a copy of the repository",
+                ));
+            }
+            if !damaged.is_empty() {
+                let names: Vec<String> = damaged
+                    .iter()
+                    .map(|(n, why)| format!("keys/{n} ({why})"))
+                    .collect();
+                return Err(Error::corrupt(
+                    format!(
+                        "key file{} {}",
+                        if damaged.len() == 1 { "" } else { "s" },
+                        names.join(", ")
+                    ),
+                    match keys.len() - damaged.len() {
+                        0 => format!(
+                            "no intact key file is left to open {location}: put the damaged one back from a copy of the repository"
+                        ),
+                        n => format!(
+                            "none of the {n} intact key file(s) of {location} opens with this password: if the password is right, its key file is the damaged one; put it back from a copy of the repository"
+                        ),
+                    },
+                ));
+            }
             return Err(Error::WrongPassword {
                 location,
                 keys: keys.len(),
@@ -448,7 +570,8 @@ impl Repository {
         Ok(Self::assemble(backend, cache, raw.config, opened))
     }
 
-    /// Tries key file `name` (content `bytes`) with `password`: `Ok(None)`
+    /// Tries key file `name` (content `bytes`, not damaged by
+    /// [`key_damage`]) with `password`: `Ok(None)`
     /// when it is not a key for it (damaged, foreign, another password),
     /// `Err(())` when it opens but its master key does not authenticate the
     /// config (a key of another repository, or a changed config).
@@ -1103,17 +1226,34 @@ impl Repository {
     }
 
     /// Resolves `latest` (the newest snapshot that is not a safety
-    /// snapshot, see [`Snapshot::is_safety`]) or a unique id prefix.
+    /// snapshot, see [`Snapshot::is_safety`]) or a unique id prefix. A
+    /// damaged snapshot file makes `latest` fail (see
+    /// [`readable_snapshots`]); use [`Repository::find_snapshot_with`] to
+    /// skip damaged files instead.
     ///
     /// # Errors
-    /// [`Error::SnapshotRef`] when nothing or more than one snapshot matches.
+    /// [`Error::SnapshotRef`] when nothing or more than one snapshot matches;
+    /// [`Error::Corrupt`] naming the damaged snapshot files for `latest`.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.find_snapshot_with(reference, DamagedSnapshots::Refuse)
+    }
+
+    /// [`Repository::find_snapshot`], saying what `latest` does with
+    /// snapshot files that cannot be read.
+    ///
+    /// # Errors
+    /// As [`Repository::find_snapshot`].
+    pub fn find_snapshot_with(
+        &self,
+        reference: &str,
+        damaged: DamagedSnapshots,
+    ) -> Result<(SnapshotId, Snapshot)> {
         let all = self.snapshots()?;
         if reference == "latest" {
-            return all
+            return readable_snapshots(all, damaged)?
                 .into_iter()
                 .rev()
-                .find_map(|(id, s)| s.ok().filter(|s| !s.is_safety()).map(|s| (id, s)))
+                .find(|(_, s)| !s.is_safety())
                 .ok_or_else(|| Error::SnapshotRef("the repository has no snapshots yet".into()));
         }
         let r = reference.to_ascii_lowercase();

@@ -200,6 +200,105 @@ struct Restorer<'a> {
     excludes: Vec<Vec<Vec<u8>>>,
 }
 
+/// Temporary files a killed restore left behind: found and removed by the
+/// next restore into the same directories.
+mod stale {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// The start of every temporary file's name.
+    const BASE: &str = ".cairn-restore-";
+
+    /// A temporary file whose name does not say which process wrote it
+    /// (one of an older cairn, or of another host) is removed once its
+    /// inode has not changed for this long: no restore leaves a file it
+    /// writes untouched for a day.
+    pub(super) const UNNAMED_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+    fn host_tag() -> String {
+        let (host, _) = crate::repo::host_and_user();
+        let mut tag = blake3::hash(host.as_bytes()).to_hex().to_string();
+        tag.truncate(8);
+        tag
+    }
+
+    /// The prefix of this process's temporary files: `.cairn-restore-`,
+    /// a tag of the host and the process id, so that a later restore can
+    /// tell a killed restore's leftover from a file a running one writes.
+    pub(super) fn prefix() -> &'static str {
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        PREFIX.get_or_init(|| format!("{BASE}{}-{}-", host_tag(), std::process::id()))
+    }
+
+    /// Whether the temporary file `name` with metadata `meta` is stale:
+    /// written by a process of this host that no longer exists, or (when
+    /// its name does not say whose it is) unchanged for [`UNNAMED_AFTER`].
+    fn is_stale(name: &str, meta: &std::fs::Metadata, host: &str) -> bool {
+        let Some(rest) = name.strip_prefix(BASE) else {
+            return false;
+        };
+        let mut parts = rest.splitn(3, '-');
+        if let (Some(tag), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next())
+            && tag == host
+            && let Ok(pid) = pid.parse::<i32>()
+        {
+            if u32::try_from(pid).is_ok_and(|p| p == std::process::id()) {
+                return false;
+            }
+            // Signal 0 only asks whether the process exists.
+            return matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        }
+        // The change time, which restoring a file's times does not set.
+        let changed =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0));
+        std::time::SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|idle| idle >= UNNAMED_AFTER)
+    }
+
+    /// Removes the stale temporary files (see [`is_stale`]) directly in
+    /// each of `dirs`; returns how many and their bytes, and the files
+    /// that could not be removed.
+    pub(super) fn remove<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+    ) -> (usize, u64, Vec<String>) {
+        let host = host_tag();
+        let (mut removed, mut bytes, mut failed) = (0, 0, Vec::new());
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str().filter(|n| n.starts_with(BASE)) else {
+                    continue;
+                };
+                // Regular files only, never followed.
+                let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                    continue;
+                };
+                if !meta.is_file() || !is_stale(name, &meta, &host) {
+                    continue;
+                }
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        removed += 1;
+                        bytes += meta.len();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => failed.push(format!("{}: {e}", entry.path().display())),
+                }
+            }
+        }
+        (removed, bytes, failed)
+    }
+}
+
 /// A short random name in `dir` (short, so that it fits wherever the final
 /// name fits).
 fn tmp_name(dir: &Path) -> PathBuf {
@@ -352,7 +451,7 @@ impl Restorer<'_> {
         let dest = self.target.join(&item.rel);
         let dir = dest.parent().unwrap_or(&self.target);
         let mut tmp = tempfile::Builder::new()
-            .prefix(".cairn-restore-")
+            .prefix(stale::prefix())
             .tempfile_in(dir)
             .map_err(|e| Error::target_write(&dest, e))?;
         self.write_content(tmp.as_file_mut(), &dest, content, item.node.size)?;
@@ -387,7 +486,7 @@ impl Restorer<'_> {
         }
         let dir = f.dest.parent().unwrap_or(&self.target);
         let named = tempfile::Builder::new()
-            .prefix(".cairn-restore-")
+            .prefix(stale::prefix())
             .tempfile_in(dir)
             .map_err(io_err)?;
         let (file, path) = named.into_parts();
@@ -958,6 +1057,30 @@ fn restore_inner(
         out.dirs += 1;
     }
     let under_failed = |rel: &Path| failed_dirs.iter().any(|d| rel.starts_with(d) && rel != d);
+    // Temporary files of killed restores in the directories this one
+    // writes go first (they may be what fills the disk).
+    {
+        let dirs: Vec<PathBuf> = std::iter::once(r.target.clone())
+            .chain(
+                items
+                    .iter()
+                    .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
+                    .filter(|i| !failed_dirs.contains(&i.rel))
+                    .map(|i| r.target.join(&i.rel)),
+            )
+            .collect();
+        let (removed, bytes, failed) = stale::remove(dirs.iter().map(PathBuf::as_path));
+        if removed > 0 {
+            r.warn(format!(
+                "removed {removed} temporary files ({bytes} bytes) left by an interrupted restore"
+            ));
+        }
+        for f in failed {
+            r.warn(format!(
+                "cannot remove a temporary file left by an interrupted restore: {f}"
+            ));
+        }
+    }
 
     // Hard links: the first path of each inode is restored, the rest link to it.
     let mut primaries: HashMap<(u64, u64), PathBuf> = HashMap::new();

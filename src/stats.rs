@@ -29,6 +29,14 @@ pub struct RepoStats {
     /// `total_snapshot_bytes / pack_bytes`: what deduplication and
     /// compression save together.
     pub space_saving_ratio: f64,
+    /// Temporary files in the repository (staged packs of running or
+    /// killed backups; prune removes those idle for
+    /// [`crate::TEMPORARY_STALE_AFTER`]).
+    pub temporary_files: u64,
+    /// Their bytes.
+    pub temporary_bytes: u64,
+    /// Of them, those idle long enough for prune to remove.
+    pub stale_temporary_files: u64,
 }
 
 /// Computes [`RepoStats`].
@@ -54,6 +62,13 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
                 s.unique_data_bytes += u64::from(loc.raw_length);
             }
             BlobKind::Tree => s.tree_blobs += 1,
+        }
+    }
+    for t in repo.backend().temporaries()? {
+        s.temporary_files += 1;
+        s.temporary_bytes += t.size;
+        if t.idle >= crate::TEMPORARY_STALE_AFTER {
+            s.stale_temporary_files += 1;
         }
     }
     for (_, snap) in repo.snapshots()? {

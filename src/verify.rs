@@ -53,6 +53,21 @@ pub struct VerifyReport {
     pub blobs_read: u64,
     /// Bytes read with `read_data`.
     pub bytes_read: u64,
+    /// Temporary files in the repository (staged packs of running or
+    /// killed backups), and their bytes.
+    pub temporary_files: u64,
+    /// See `temporary_files`.
+    pub temporary_bytes: u64,
+    /// Checked without a repository lock: none could be written (a full
+    /// or read-only disk) or none was asked for (`--no-lock`). A prune
+    /// running meanwhile would then show as missing data.
+    pub without_lock: bool,
+}
+
+/// Whether `e`, from taking a lock, means the repository cannot be written
+/// (full, read-only, not permitted), which verify can work without.
+fn cannot_write(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Backend { op, .. } if matches!(*op, "write" | "fsync" | "rename" | "mkdir"))
 }
 
 fn pack_file(id: &PackId) -> String {
@@ -186,10 +201,41 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, indexed: &[PackEntry]) -
 /// Fails only when the repository cannot be listed at all; every problem
 /// with its contents goes into the report.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
-    // Shared: packs a prune deletes meanwhile would look like damage.
-    let _held = repo.lock(false, "verify")?;
-    repo.refresh_index()?;
+    // Shared: packs a prune deletes meanwhile would look like damage. A
+    // repository that cannot be written (a full disk) is still checked,
+    // read-only, saying so.
     let mut report = VerifyReport::default();
+    let _held = match repo.lock(false, "verify") {
+        Ok(held) => {
+            report.without_lock = !held.is_held();
+            Some(held)
+        }
+        Err(e) if cannot_write(&e) => {
+            report.without_lock = true;
+            report.warnings.push(format!(
+                "checked without a lock, read-only, since none could be written ({e}): a prune running meanwhile would show as missing data"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    repo.refresh_index()?;
+    let temporaries = repo.backend().temporaries()?;
+    if let Some(first) = temporaries.first() {
+        report.temporary_files = temporaries.len() as u64;
+        report.temporary_bytes = temporaries.iter().map(|t| t.size).sum();
+        let stale = temporaries
+            .iter()
+            .filter(|t| t.idle >= crate::TEMPORARY_STALE_AFTER)
+            .count();
+        report.warnings.push(format!(
+            "{} temporary files ({} bytes, for example {}) are in the repository: staged by running backups or left by killed ones; {stale} not written for {} min or more, which prune removes",
+            report.temporary_files,
+            report.temporary_bytes,
+            first.path,
+            crate::TEMPORARY_STALE_AFTER.as_secs() / 60
+        ));
+    }
     for (id, e) in repo.index_errors() {
         report.errors.push(format!("index {id} (index/{id}): {e}"));
     }
@@ -301,13 +347,18 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
 
     // The audit log: damaged events and events removed from its middle.
-    report
-        .errors
-        .extend(crate::audit::read_log(repo, None)?.problems);
+    let log = crate::audit::read_log(repo, None)?;
+    report.errors.extend(log.problems.iter().cloned());
 
     // Walk every snapshot; name the files that lost data.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let snapshots = repo.snapshots()?;
+    // Snapshots the audit log says were saved and not forgotten must be
+    // there (a deleted snapshot file leaves no other trace).
+    let listed: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
+    let (missing, maybe_missing) = crate::audit::missing_snapshots(&log, &listed);
+    report.errors.extend(missing);
+    report.warnings.extend(maybe_missing);
     for (sid, snap) in snapshots {
         let snap = match snap {
             Ok(s) => s,
@@ -472,5 +523,103 @@ fn walk(
     drop(index);
     for (child, sub) in subdirs {
         walk(repo, sid, &sub, &child, seen, lost, report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, FileKind, MemoryBackend, StagedFile};
+    use crate::{BackupOptions, Error, InitOptions, NoProgress, Repository, Result};
+
+    /// A store whose disk is full: nothing new can be written to it.
+    struct Full {
+        inner: Arc<MemoryBackend>,
+    }
+
+    fn full(path: &str) -> Error {
+        Error::Backend {
+            op: "write",
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        }
+    }
+
+    impl Backend for Full {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+            self.inner.list(kind)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(kind, name, offset, len)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.inner.size(kind, name)
+        }
+        fn write(&self, kind: FileKind, name: &str, _: &[u8]) -> Result<()> {
+            Err(full(&format!("{}/{name}", kind.dir())))
+        }
+        fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
+            Err(full(kind.dir()))
+        }
+        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+    }
+
+    #[test]
+    fn verify_checks_a_repository_on_a_full_disk_without_a_lock_and_says_so() {
+        let src = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::fs::write(src.path().join("f"), b"data").unwrap_or_else(|e| panic!("write: {e}"));
+        let inner = Arc::new(MemoryBackend::new());
+        let repo = Repository::init(
+            Arc::clone(&inner) as Arc<dyn Backend>,
+            Some(b"pw"),
+            &InitOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("init: {e}"));
+        crate::backup(
+            &repo,
+            &BackupOptions::new(vec![src.path().to_path_buf()]),
+            &NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("backup: {e}"));
+        let good = super::verify(&repo, &super::VerifyOptions::default())
+            .unwrap_or_else(|e| panic!("verify: {e}"));
+        assert!(!good.without_lock);
+
+        let on_full_disk = Repository::open(Arc::new(Full { inner }), &mut || Ok(b"pw".to_vec()))
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        let opts = super::VerifyOptions {
+            read_data: true,
+            ..super::VerifyOptions::default()
+        };
+        let report = super::verify(&on_full_disk, &opts).unwrap_or_else(|e| panic!("verify: {e}"));
+        assert!(report.without_lock);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.snapshots, 1);
+        assert!(report.blobs_read > 0);
+        assert!(
+            report.warnings.iter().any(|w| w.contains("without a lock")),
+            "{:?}",
+            report.warnings
+        );
+        // Other failures to take the lock still stop it.
+        let busy = repo
+            .lock(true, "prune")
+            .unwrap_or_else(|e| panic!("lock: {e}"));
+        let e =
+            super::verify(&repo, &super::VerifyOptions::default()).expect_err("locked by a prune");
+        assert!(matches!(e, Error::Locked { .. }), "{e}");
+        drop(busy);
     }
 }

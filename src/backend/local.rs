@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, CONFIG_NAME, FileKind, StagedFile, check_name};
+use super::{Backend, CONFIG_NAME, FileKind, StagedFile, Temporary, check_name};
 use crate::{Error, Result};
 
 /// A repository rooted at a local directory.
@@ -69,6 +69,33 @@ impl LocalBackend {
         File::open(path)
             .and_then(|d| d.sync_all())
             .map_err(|e| err("fsync", path, e))
+    }
+
+    /// The directories writers put temporary files in, relative to the
+    /// root: the root (the config), each kind's directory and each
+    /// `data/XX/`.
+    fn temporary_dirs(&self) -> Result<Vec<String>> {
+        let mut dirs = vec![String::new()];
+        for kind in FileKind::DIRS {
+            dirs.push(kind.dir().to_owned());
+        }
+        let data = self.root.join(FileKind::Pack.dir());
+        match fs::read_dir(&data) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|e| err("list", &data, e))?;
+                    if let Some(name) = entry.file_name().to_str()
+                        && is_fan_out(name)
+                        && entry.file_type().is_ok_and(|t| t.is_dir())
+                    {
+                        dirs.push(format!("{}/{name}", FileKind::Pack.dir()));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("list", &data, e)),
+        }
+        Ok(dirs)
     }
 
     fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
@@ -240,6 +267,89 @@ impl Backend for LocalBackend {
             Err(e) => Err(err("delete", &path, e)),
         }
     }
+
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for rel in self.temporary_dirs()? {
+            let dir = self.root.join(&rel);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| err("list", &dir, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str().filter(|n| is_temporary(n)) else {
+                    continue;
+                };
+                // Not followed: only regular files are a writer's.
+                let meta = match fs::symlink_metadata(entry.path()) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(err("stat", &entry.path(), e)),
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let idle = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                out.push(Temporary {
+                    path: if rel.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    },
+                    size: meta.len(),
+                    idle,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn remove_temporary(&self, path: &str) -> Result<()> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let known_dir = dir.is_empty()
+            || FileKind::DIRS.iter().any(|k| k.dir() == dir)
+            || dir.strip_prefix("data/").is_some_and(is_fan_out);
+        if !known_dir || !is_temporary(name) {
+            return Err(Error::invalid(format!(
+                "{path} is not a temporary file of the repository at {}",
+                self.location()
+            )));
+        }
+        let dir = self.root.join(dir);
+        let file = dir.join(name);
+        if fs::symlink_metadata(&file).is_ok_and(|m| !m.is_file()) {
+            return Err(Error::invalid(format!(
+                "{} is not a regular file: not removed",
+                file.display()
+            )));
+        }
+        match fs::remove_file(&file) {
+            Ok(()) => Self::sync_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("delete", &file, e)),
+        }
+    }
+}
+
+/// Whether `name` is a temporary file's: writers name them `.tmp-` and six
+/// random characters.
+fn is_temporary(name: &str) -> bool {
+    name.strip_prefix(".tmp-")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether `name` is one of the 256 `data/XX` directories.
+fn is_fan_out(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A file staged in the repository directory.

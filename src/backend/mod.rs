@@ -95,6 +95,20 @@ pub struct LocksAndIndex {
     pub index_read_first: bool,
 }
 
+/// A temporary file a writer left in the storage: a local repository's
+/// `.tmp-*` file of a write or a staged pack that never completed
+/// (store-format.md §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Temporary {
+    /// Its path below the repository, for example `data/.tmp-Ab12Cd`.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How long ago it was last written (by its modification time; a
+    /// file dated in the future counts as written now).
+    pub idle: std::time::Duration,
+}
+
 /// The name of the config file within [`FileKind::Config`].
 pub const CONFIG_NAME: &str = "config";
 
@@ -169,6 +183,28 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// Fails when the file cannot be removed (a missing file is not an error).
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// The temporary files writers left in the storage (see
+    /// [`Temporary`]). The default, for storage whose writes are single
+    /// uploads that leave nothing behind, finds none.
+    ///
+    /// # Errors
+    /// Fails when the storage cannot be listed.
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes one of [`Backend::temporaries`] by its `path` (a missing
+    /// file is not an error).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a path that does not name a temporary file;
+    /// fails when the file cannot be removed.
+    fn remove_temporary(&self, path: &str) -> Result<()> {
+        Err(Error::invalid(format!(
+            "{path} is not a temporary file of this storage"
+        )))
+    }
 
     /// The network requests made so far (retries included), for stores
     /// reached over a network; `None` for local ones.

@@ -139,6 +139,14 @@ impl Backend for Throttled {
         self.inner.delete(kind, name)
     }
 
+    fn temporaries(&self) -> Result<Vec<super::Temporary>> {
+        self.inner.temporaries()
+    }
+
+    fn remove_temporary(&self, path: &str) -> Result<()> {
+        self.inner.remove_temporary(path)
+    }
+
     fn requests(&self) -> Option<u64> {
         self.inner.requests()
     }

@@ -342,9 +342,33 @@ pub struct AtArgs {
     /// (repeatable).
     #[arg(long = "path", value_name = "PATH", requires = "at")]
     paths: Vec<PathBuf>,
+    /// Choose `latest` (or the snapshot at --at) among the readable
+    /// snapshots only. Without it a damaged snapshot file stops the
+    /// command: its time cannot be read, so it may be the newest.
+    #[arg(long)]
+    skip_damaged: bool,
+}
+
+/// Adds, to a failure to choose the newest snapshot because a snapshot file
+/// is damaged, how to choose among the readable ones.
+pub(super) fn damaged_hint<T>(r: cairn::Result<T>, hint: bool) -> Result<T> {
+    match r {
+        Err(e) if e.is_damage() && hint => Err(anyhow::Error::new(e).context(
+            "cannot choose the newest snapshot (pass --skip-damaged to choose among the readable ones)",
+        )),
+        r => Ok(r?),
+    }
 }
 
 impl AtArgs {
+    fn damaged(&self) -> cairn::DamagedSnapshots {
+        if self.skip_damaged {
+            cairn::DamagedSnapshots::Skip
+        } else {
+            cairn::DamagedSnapshots::Refuse
+        }
+    }
+
     fn keeps(&self, s: &cairn::Snapshot, want: &[PathBuf]) -> bool {
         let host_ok = self.host.as_ref().is_none_or(|h| *h == s.hostname);
         let paths_ok = want.is_empty() || {
@@ -366,12 +390,13 @@ impl AtArgs {
             .iter()
             .map(|p| cairn::absolute_path(p))
             .collect::<cairn::Result<Vec<_>>>()?;
-        let all: Vec<(SnapshotId, cairn::Snapshot)> = repo
-            .snapshots()?
-            .into_iter()
-            .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
-            .filter(|(_, s)| self.keeps(s, &want))
-            .collect();
+        let all: Vec<(SnapshotId, cairn::Snapshot)> = damaged_hint(
+            cairn::readable_snapshots(repo.snapshots()?, self.damaged()),
+            !self.skip_damaged,
+        )?
+        .into_iter()
+        .filter(|(_, s)| self.keeps(s, &want))
+        .collect();
         let chosen: Vec<_> = cairn::newest_at(&all, when)
             .into_iter()
             .map(|(id, s)| (id, s.clone()))
@@ -397,6 +422,10 @@ impl AtArgs {
         snapshot: Option<&str>,
     ) -> Result<(SnapshotId, cairn::Snapshot)> {
         match (snapshot, &self.at) {
+            (Some("latest"), None) => damaged_hint(
+                repo.find_snapshot_with("latest", self.damaged()),
+                !self.skip_damaged,
+            ),
             (Some(s), None) => Ok(repo.find_snapshot(s)?),
             (None, Some(at)) => {
                 let mut chosen = self.chosen(repo, at)?;
@@ -1045,6 +1074,9 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
             "packs_read": report.packs_read,
             "blobs_read": report.blobs_read,
             "bytes_read": report.bytes_read,
+            "temporary_files": report.temporary_files,
+            "temporary_bytes": report.temporary_bytes,
+            "without_lock": report.without_lock,
         }))?;
     } else if !out.quiet {
         outln!(
@@ -1104,6 +1136,15 @@ pub fn stats(g: &Global, out: &Out, _a: &StatsArgs) -> Result<u8> {
             "space saving:           {:.1}x (deduplication and compression)",
             s.space_saving_ratio
         );
+        if s.temporary_files > 0 {
+            outln!(
+                "temporary files:        {} ({}; {} idle {} min or more, which `cairn prune` removes)",
+                s.temporary_files,
+                size(s.temporary_bytes),
+                s.stale_temporary_files,
+                cairn::TEMPORARY_STALE_AFTER.as_secs() / 60
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -1475,6 +1516,14 @@ pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
             r.index_files_rewritten,
             r.duration_ms as f64 / 1000.0
         );
+        if r.temporaries_removed > 0 {
+            outln!(
+                "{} {} temporary files left by killed writers ({})",
+                if dry_run { "would remove" } else { "removed" },
+                r.temporaries_removed,
+                size(r.temporary_bytes_removed)
+            );
+        }
         if r.segments_replaced + r.segments_superseded > 0 {
             outln!(
                 "WAL segments of ended chains: {} written as {}{}; {} kept",

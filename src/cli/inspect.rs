@@ -360,11 +360,23 @@ pub struct DumpArgs {
     /// Path of a regular file in the snapshot, as `cairn ls` shows it (a
     /// stream's NAME, with or without its leading `/`).
     path: PathBuf,
+    /// Choose `latest` among the readable snapshots only. Without it a
+    /// damaged snapshot file stops the command: it may be the newest.
+    #[arg(long)]
+    skip_damaged: bool,
 }
 
 pub fn dump(g: &Global, _out: &Out, a: &DumpArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let damaged = if a.skip_damaged {
+        cairn::DamagedSnapshots::Skip
+    } else {
+        cairn::DamagedSnapshots::Refuse
+    };
+    let (_, snap) = super::commands::damaged_hint(
+        repo.find_snapshot_with(&a.snapshot, damaged),
+        !a.skip_damaged && a.snapshot == "latest",
+    )?;
     let path = a.path.as_os_str().as_bytes();
     let node = cairn::find_node(&repo, &snap.tree, path)?.ok_or_else(|| {
         anyhow!(

@@ -249,10 +249,11 @@ fn restore_source(
         return Ok((id, s));
     }
     let at = at.unwrap_or_else(jiff::Timestamp::now);
-    repo.snapshots()?
+    // A damaged snapshot file might be the newest: refuse rather than
+    // quietly restore an older one.
+    crate::readable_snapshots(repo.snapshots()?, crate::DamagedSnapshots::Refuse)?
         .into_iter()
         .rev()
-        .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
         .find(|(_, s)| {
             s.timestamp() <= at
                 && !s.is_safety()

@@ -16,8 +16,8 @@ use cairn::{
 };
 
 use super::util::{
-    Dir, PASSWORD, Rng, Store, backend_at, cairn, init_at, on_each_store, repo_location, run,
-    stderr,
+    Dir, PASSWORD, Rng, Store, backend_at, cairn, cairn_with_password, init_at, on_each_store,
+    repo_location, run, stderr,
 };
 
 struct Fixture {
@@ -246,4 +246,162 @@ fn deleted_index_file(store: Store) {
     let (code, err) = f.restore_checking(&[]);
     assert_eq!(code, Some(3));
     assert!(err.contains("index is damaged"));
+}
+
+/// A repository (made through the CLI) with `backups` snapshots of
+/// `src/f`, whose content is `v0`, `v1`, ... in turn; returns the snapshot
+/// ids oldest first.
+fn cli_repo_with_snapshots(d: &Dir, backups: usize) -> Vec<String> {
+    let repo = d.join("repo");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let mut ids = Vec::new();
+    for i in 0..backups {
+        fs::write(src.join("f"), format!("v{i}")).expect("write");
+        let o = run(cairn(&repo, d.path()).args(["backup", "--json"]).arg(&src));
+        assert!(o.status.success());
+        let done: serde_json::Value = serde_json::from_slice(&o.stdout).expect("backup --json");
+        ids.push(done["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+#[test]
+fn latest_refuses_a_damaged_newest_snapshot_unless_asked_to_skip_damaged_ones() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let ids = cli_repo_with_snapshots(&d, 2);
+    let newest = d.join(&format!("repo/snapshots/{}", ids[1]));
+    let mut bytes = fs::read(&newest).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&newest, &bytes).expect("flip");
+    let named = format!("snapshots/{}", ids[1]);
+    let in_target = |t: &std::path::Path| {
+        t.join(d.join("src").strip_prefix("/").expect("abs"))
+            .join("f")
+    };
+
+    // `latest` (restore, ls, dump) and a time fail loudly, naming the
+    // file, and restore nothing: the damaged one may be the newest.
+    let t1 = d.join("t1");
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&t1));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains(&named), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--skip-damaged"), "{}", stderr(&o));
+    assert!(!in_target(&t1).exists(), "an older snapshot was restored");
+    let o = run(cairn(&repo, d.path()).args(["ls", "latest"]));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains(&named), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "ls listed an older snapshot");
+    let f = d.join("src/f");
+    let o = run(cairn(&repo, d.path()).arg("dump").arg("latest").arg(&f));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains(&named), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "dump wrote an older snapshot's file");
+    let now = jiff::Timestamp::now().to_string();
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "--at", &now, "--target"])
+        .arg(&t1));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains(&named), "{}", stderr(&o));
+    assert!(!in_target(&t1).exists());
+
+    // Asked for explicitly, the newest readable snapshot is used.
+    let t2 = d.join("t2");
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--skip-damaged", "--target"])
+        .arg(&t2));
+    assert!(o.status.success());
+    assert_eq!(fs::read(in_target(&t2)).expect("restored"), b"v0");
+    let o = run(cairn(&repo, d.path())
+        .args(["dump", "latest", "--skip-damaged"])
+        .arg(&f));
+    assert!(o.status.success());
+    assert_eq!(o.stdout, b"v0");
+    // A readable snapshot named by id is not affected.
+    let o = run(cairn(&repo, d.path()).args(["ls", &ids[0]]));
+    assert!(o.status.success());
+}
+
+#[test]
+fn a_damaged_or_missing_key_file_is_named_rather_than_taken_for_a_wrong_password() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    cli_repo_with_snapshots(&d, 1);
+    let keys = d.join("repo/keys");
+    let mut names: Vec<String> = fs::read_dir(&keys)
+        .expect("keys")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1);
+    let name = names.remove(0);
+    let key = keys.join(&name);
+    let good = fs::read(&key).expect("read key");
+    let named = format!("keys/{name}");
+
+    let mut flipped = good.clone();
+    let at = flipped.len() - 20;
+    flipped[at] ^= 0x10;
+    for (what, bytes) in [
+        ("flipped", flipped),
+        ("truncated", good[..good.len() / 2].to_vec()),
+    ] {
+        fs::write(&key, &bytes).expect("damage");
+        let o = run(cairn(&repo, d.path()).arg("snapshots"));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{what}: {err}");
+        assert!(
+            err.contains(&named) && err.contains("damaged"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("wrong password"), "{what}: {err}");
+    }
+
+    // Intact again: a wrong password is still a wrong password.
+    fs::write(&key, &good).expect("repair");
+    let o = run(cairn_with_password(&repo, "not the password", d.path()).arg("snapshots"));
+    assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
+    assert!(
+        run(cairn(&repo, d.path()).arg("snapshots"))
+            .status
+            .success()
+    );
+
+    fs::remove_file(&key).expect("rm");
+    let o = run(cairn(&repo, d.path()).arg("snapshots"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("keys/") && err.contains("no key file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_reports_a_snapshot_the_audit_log_saved_and_nobody_forgot() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let ids = cli_repo_with_snapshots(&d, 3);
+    // One forgotten the proper way, one deleted behind cairn's back.
+    assert!(
+        run(cairn(&repo, d.path()).args(["forget", &ids[0]]))
+            .status
+            .success()
+    );
+    assert!(run(cairn(&repo, d.path()).arg("verify")).status.success());
+    fs::remove_file(d.join(&format!("repo/snapshots/{}", ids[1]))).expect("rm");
+
+    let o = run(cairn(&repo, d.path()).arg("verify"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains(&ids[1]) && err.contains("missing"), "{err}");
+    assert!(
+        !err.contains(&ids[0]),
+        "a forgotten snapshot is not missing: {err}"
+    );
+    assert!(!err.contains(&ids[2]), "{err}");
 }

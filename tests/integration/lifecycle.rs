@@ -421,3 +421,157 @@ fn prune_keeps_a_pack_that_its_repack_writes_again_byte_for_byte() {
         .expect("restored keep");
     assert_eq!(got, keep);
 }
+
+#[test]
+fn prune_removes_staged_packs_left_by_killed_backups_and_stats_and_verify_count_them() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"data").expect("write");
+    ok(&run(cairn(&repo, d.path()).arg("init")));
+    ok(&run(cairn(&repo, d.path())
+        .args(["backup", "-q"])
+        .arg(&src)));
+    // What a backup killed while staging a pack leaves, two days ago, and
+    // one being staged right now.
+    let old = repo.join("data/.tmp-Ab12Cd");
+    fs::write(&old, vec![7u8; 3000]).expect("write");
+    let two_days_ago =
+        filetime::FileTime::from_unix_time(jiff::Timestamp::now().as_second() - 2 * 24 * 3600, 0);
+    filetime::set_file_mtime(&old, two_days_ago).expect("mtime");
+    let fresh = repo.join("data/.tmp-Ef34Gh");
+    fs::write(&fresh, vec![7u8; 1000]).expect("write");
+
+    let stats = json(&run(cairn(&repo, d.path()).args(["stats", "--json"])));
+    assert_eq!(stats["temporary_files"], 2, "{stats}");
+    assert_eq!(stats["temporary_bytes"], 4000, "{stats}");
+    let verified = json(&run(cairn(&repo, d.path()).args(["verify", "--json"])));
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["temporary_files"], 2, "{verified}");
+    assert_eq!(verified["temporary_bytes"], 4000, "{verified}");
+    assert!(
+        verified["warnings"].to_string().contains("temporary files"),
+        "{verified}"
+    );
+
+    let dry = json(&run(cairn(&repo, d.path()).args([
+        "prune",
+        "--dry-run",
+        "--json",
+    ])));
+    assert_eq!(dry["report"]["temporaries_removed"], 1, "{dry}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let pruned = json(&run(cairn(&repo, d.path()).args(["prune", "--json"])));
+    assert_eq!(pruned["report"]["temporaries_removed"], 1, "{pruned}");
+    assert_eq!(
+        pruned["report"]["temporary_bytes_removed"], 3000,
+        "{pruned}"
+    );
+    assert!(!old.exists(), "the stale staged pack is gone");
+    assert!(fresh.exists(), "a pack being staged now is left alone");
+    super::util::assert_verifies(&open_repo(&repo));
+}
+
+/// A process id that was in use a moment ago and is not any more.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
+}
+
+#[test]
+fn a_restore_removes_the_temporaries_a_killed_restore_left_in_its_directories() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    let src = d.join("src");
+    fs::create_dir_all(src.join("dir")).expect("mkdir");
+    fs::write(src.join("dir/f"), b"content").expect("write");
+    ok(&run(cairn(&repo, d.path()).arg("init")));
+    ok(&run(cairn(&repo, d.path())
+        .args(["backup", "-q"])
+        .arg(&src)));
+    let target = d.join("target");
+    ok(&run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&target)));
+    let dir = target.join(src.strip_prefix("/").expect("abs")).join("dir");
+    // Temporary files as restores name them: `.cairn-restore-`, a tag of
+    // the host, the process id and random characters.
+    let host = nix::unistd::gethostname().expect("hostname");
+    let tag = blake3::hash(host.as_encoded_bytes()).to_hex()[..8].to_owned();
+    let killed = dir.join(format!(".cairn-restore-{tag}-{}-Ab12Cd", dead_pid()));
+    fs::write(&killed, vec![1u8; 5000]).expect("write");
+    let running = dir.join(format!(
+        ".cairn-restore-{tag}-{}-Ef34Gh",
+        std::process::id()
+    ));
+    fs::write(&running, b"being written").expect("write");
+    // Whose this one is its name does not say; it changed just now.
+    let unknown = dir.join(".cairn-restore-Ij56Kl");
+    fs::write(&unknown, b"of an older cairn").expect("write");
+
+    let o = run(cairn(&repo, d.path())
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
+    ok(&o);
+    assert!(
+        !killed.exists(),
+        "the killed restore's temporary is removed"
+    );
+    assert!(
+        stderr(&o).contains("left by an interrupted restore"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(running.exists(), "a running restore's temporary stays");
+    assert!(
+        unknown.exists(),
+        "a recent temporary of unknown origin stays"
+    );
+    assert_eq!(fs::read(dir.join("f")).expect("restored"), b"content");
+}
+
+#[test]
+fn a_lock_taker_removes_the_locks_of_killed_processes_of_its_host() {
+    use std::process::Stdio;
+    let d = Dir::new();
+    let repo = d.join("repo");
+    ok(&run(cairn(&repo, d.path()).arg("init")));
+    let locks = repo.join("locks");
+    let count = || {
+        fs::read_dir(&locks).map_or(0, |entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                })
+                .count()
+        })
+    };
+    // A backup of standard input holds its lock while it waits for input;
+    // killed there, it leaves its lock file behind.
+    let mut child = cairn(&repo, d.path())
+        .args(["backup", "--stdin", "--stdin-name", "x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert_eq!(count(), 1, "the killed backup's lock is left");
+    // The next command that takes a lock removes them: their processes are
+    // gone from this host.
+    ok(&run(cairn(&repo, d.path()).arg("verify")));
+    assert_eq!(count(), 0, "the stale lock is removed");
+}
