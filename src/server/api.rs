@@ -168,7 +168,7 @@ fn profile<'a>(st: &'a AppState, name: &str) -> Result<&'a crate::Profile, ApiEr
     st.profiles.get(name).ok_or_else(|| {
         let known: Vec<&str> = st.profiles.keys().map(String::as_str).collect();
         ApiError::not_found(format!(
-            "unknown profile '{name}': this server has {}; start it with --profile FILE for more",
+            "unknown profile '{name}': this server has {}; start it with --app-profile FILE for more",
             if known.is_empty() {
                 "none".to_owned()
             } else {
@@ -293,6 +293,13 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
         )?),
         None => None,
     };
+    if let Some(t) = &b.target
+        && std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).contains(&0)
+    {
+        return Err(ApiError::bad_request(
+            "target must not contain a NUL byte: give an absolute directory path",
+        ));
+    }
     if let Some(t) = &b.target
         && !t.is_absolute()
     {
