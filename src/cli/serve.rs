@@ -50,7 +50,10 @@ GET /api/openapi.json, which needs no token):
   GET    /browse/{id}/{path}, /download/{id}/{path}   reader
 
 Authenticate with 'Authorization: Bearer TOKEN'; create tokens with `cairn token add`.
-No token or a bad one: 401; a role too small: 403. Snapshots, restores and deletes run one
+No token or a bad one: 401; a role too small: 403; a body without 'Content-Type:
+application/json': 415. Writes through the status page's session cookie need the same
+origin and the session's X-CSRF-Token; sessions end 30 min unused or 12 h after login.
+Headers must arrive within 10 s, each part of a body within 10 s of the last. Snapshots, restores and deletes run one
 at a time and are recorded in the audit log as token:NAME. The bound address is printed on
 standard output when the server is ready. Stop it with Ctrl-C or SIGTERM.")]
 pub struct ServeArgs {

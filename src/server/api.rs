@@ -168,7 +168,7 @@ fn profile<'a>(st: &'a AppState, name: &str) -> Result<&'a crate::Profile, ApiEr
     st.profiles.get(name).ok_or_else(|| {
         let known: Vec<&str> = st.profiles.keys().map(String::as_str).collect();
         ApiError::not_found(format!(
-            "unknown profile '{name}': this server has {}; start it with --profile FILE for more",
+            "unknown profile '{name}': this server has {}; start it with --app-profile FILE for more",
             if known.is_empty() {
                 "none".to_owned()
             } else {

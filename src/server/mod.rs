@@ -14,6 +14,21 @@
 //!   a token's secret never appears in a response or a message.
 //! - The token file is read on each request, so `cairn token remove`
 //!   revokes a token (and the browser sessions opened with it) at once.
+//!   A tokens file that cannot be read or parsed while serving gives 503;
+//!   its path and the reason go to the server's log, never to a client.
+//! - A browser session (cookie) is forgotten after [`SESSION_IDLE`]
+//!   unused or [`SESSION_LIFETIME`] after login. A write it authenticates
+//!   must come from the server's own origin (`Origin` / `Sec-Fetch-Site`)
+//!   and carry the session's CSRF token (`X-CSRF-Token`, or the `csrf`
+//!   field of the page's forms); a bearer token needs neither.
+//! - Every write under `/api/` with a body must say `Content-Type:
+//!   application/json` (415 otherwise), so that no HTML form or
+//!   "simple" cross-site request can reach a JSON route.
+//! - Slow clients cannot hold the server: request headers must arrive
+//!   within [`HEADER_READ_TIMEOUT`], each part of a body within
+//!   [`BODY_READ_TIMEOUT`] of the last, and at most
+//!   [`max_connections`] connections are served at once (more wait in
+//!   the listen queue until one ends).
 
 mod api;
 mod openapi;
@@ -24,10 +39,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
@@ -77,9 +96,30 @@ pub(crate) struct AppState {
     write: Arc<tokio::sync::Mutex<()>>,
     /// The last verify run through the API, as returned then.
     last_verify: Mutex<Option<serde_json::Value>>,
-    /// Browser sessions: random session id → hash of the token that
-    /// opened it. The token itself is never kept.
-    sessions: Mutex<HashMap<String, String>>,
+    /// Browser sessions by their random id. The token itself is never
+    /// kept.
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// A browser session, opened by logging in with a token.
+#[derive(Debug, Clone)]
+struct Session {
+    /// The hash of the token that opened it: removing the token ends it.
+    token_hash: String,
+    /// The session's CSRF token, which a write it authenticates must
+    /// carry. Random, so another site cannot know it.
+    csrf: String,
+    /// When it was opened.
+    created: Instant,
+    /// When it was last used.
+    used: Instant,
+}
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) < SESSION_LIFETIME
+            && now.saturating_duration_since(self.used) < SESSION_IDLE
+    }
 }
 
 /// An error answer: JSON `{"error": message, "status": code}`.
@@ -145,14 +185,105 @@ impl IntoResponse for ApiError {
 /// The name of the browser session cookie.
 const SESSION_COOKIE: &str = "cairn_session";
 
+/// A browser session unused this long is forgotten: log in again.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// A browser session is forgotten this long after login, used or not.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The header carrying a session's CSRF token on writes.
+const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
+
+/// A client must send a request's headers within this time of opening
+/// the connection or of the previous response; else it is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client must send each part of a request body within this time of
+/// the previous one; else the request fails and the connection closes.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections are served at once: half the open-file limit
+/// (the repository needs files too), between 16 and 1024. Connections
+/// past it wait in the listen queue until a served one ends.
+#[must_use]
+pub fn max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1024)
+}
+
 /// At most this many browser sessions are kept; past it the oldest are
 /// not tracked, so all are dropped and browsers log in again. Bounds the
 /// memory an attacker holding a token could make the server use.
 const MAX_SESSIONS: usize = 10_000;
 
 impl AppState {
+    /// The tokens file. When it cannot be read, the reason (naming the
+    /// file) goes to the server's log and the client gets a 503 that
+    /// names nothing on the server.
     fn tokens(&self) -> std::result::Result<Tokens, ApiError> {
-        Tokens::load(&self.tokens_path).map_err(|e| ApiError::internal(e.to_string()))
+        Tokens::load(&self.tokens_path).map_err(|e| {
+            eprintln!("cairn serve: error: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server cannot read its tokens file, so no request can be authorized; the server's log says why",
+            )
+        })
+    }
+
+    /// The live session `id`, marked used at `now`; an expired one is
+    /// forgotten.
+    fn session_at(&self, id: &str, now: Instant) -> Option<Session> {
+        let mut sessions = lock(&self.sessions);
+        let s = sessions.get_mut(id)?;
+        if s.live(now) {
+            s.used = now;
+            Some(s.clone())
+        } else {
+            sessions.remove(id);
+            None
+        }
+    }
+
+    /// The CSRF token of the live session `id`, for the status page.
+    pub(crate) fn session_csrf(&self, id: &str) -> Option<String> {
+        self.session_at(id, Instant::now()).map(|s| s.csrf)
+    }
+
+    /// Checks that a write authenticated by the session cookie in
+    /// `headers` is no cross-site request forgery: it comes from this
+    /// server's own origin and carries the session's CSRF token
+    /// (`presented`: the form field, else the `X-CSRF-Token` header). A
+    /// request without a live session passes: it is authorized (or
+    /// refused) by its token as any other.
+    ///
+    /// # Errors
+    /// 403 when it comes from another origin or lacks the token.
+    pub(crate) fn check_csrf(
+        &self,
+        headers: &HeaderMap,
+        presented: Option<&str>,
+    ) -> std::result::Result<(), ApiError> {
+        if headers.contains_key(header::AUTHORIZATION) {
+            return Ok(());
+        }
+        let Some(session) = session_id(headers).and_then(|id| self.session_at(&id, Instant::now()))
+        else {
+            return Ok(());
+        };
+        same_origin(headers, false)?;
+        let presented =
+            presented.or_else(|| headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()));
+        match presented {
+            Some(p) if bool::from(p.as_bytes().ct_eq(session.csrf.as_bytes())) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a change authorized by the browser session needs the session's CSRF token in the X-CSRF-Token header (the status page has it); scripts should send 'Authorization: Bearer TOKEN' instead",
+            )),
+        }
     }
 
     /// The caller of a request: a bearer token, else the browser session
@@ -183,8 +314,8 @@ impl AppState {
             };
             tokens.check(presented).cloned()
         } else if let Some(session) = session_id(headers) {
-            let hash = lock(&self.sessions).get(&session).cloned();
-            hash.and_then(|h| tokens.by_hash(&h).cloned())
+            self.session_at(&session, Instant::now())
+                .and_then(|s| tokens.by_hash(&s.token_hash).cloned())
         } else if let Some(t) = query_token {
             tokens.check(t).cloned()
         } else {
@@ -227,11 +358,25 @@ impl AppState {
         let mut raw = [0u8; 32];
         crate::random_bytes(&mut raw)?;
         let id = hex::encode(raw);
+        crate::random_bytes(&mut raw)?;
+        let csrf = hex::encode(raw);
+        let now = Instant::now();
         let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.live(now));
+        }
         if sessions.len() >= MAX_SESSIONS {
             sessions.clear();
         }
-        sessions.insert(id.clone(), entry.hash.clone());
+        sessions.insert(
+            id.clone(),
+            Session {
+                token_hash: entry.hash.clone(),
+                csrf,
+                created: now,
+                used: now,
+            },
+        );
         Ok(Some(id))
     }
 
@@ -275,6 +420,116 @@ impl AppState {
         })
         .await
     }
+}
+
+/// Checks that a request comes from this server's own origin, as far as
+/// the browser says: `Sec-Fetch-Site`, when sent, must be `same-origin`
+/// (or `none`, a navigation the user started, when `user_started` is
+/// allowed), and `Origin`, when sent, must name the host and port the
+/// request was sent to (its `Host`; the scheme is not compared, so that a
+/// TLS proxy in front changes nothing). Another port on the same host is
+/// another origin. Clients that are not browsers send neither and pass.
+///
+/// # Errors
+/// 403 naming the origin that was refused.
+pub(crate) fn same_origin(
+    headers: &HeaderMap,
+    user_started: bool,
+) -> std::result::Result<(), ApiError> {
+    let refuse = |what: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "cross-site request refused ({what}): a change through the browser session must come from this server's own pages"
+            ),
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let ok = site == "same-origin" || (user_started && site == "none");
+        if !ok {
+            return Err(refuse(&format!(
+                "Sec-Fetch-Site: {}",
+                site.to_str().unwrap_or("?")
+            )));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or("?");
+        let authority = text
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.as_str().to_ascii_lowercase()));
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if authority.is_none() || authority != host {
+            let shown: String = text.chars().take(100).collect();
+            return Err(refuse(&format!("Origin: {shown}")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a request has a body (or may have one: a chunked one).
+fn has_body(req: &Request) -> bool {
+    http_body::Body::size_hint(req.body()).exact() != Some(0)
+}
+
+/// The guard in front of every route: a write under `/api/` authorized
+/// by the browser session must pass [`AppState::check_csrf`] (403, and
+/// logged without secrets), and one with a body must be JSON (415).
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if write && req.uri().path().starts_with("/api/") {
+        // The forgery check first: a cross-site request is refused as
+        // such (and logged), whatever its body.
+        if let Err(e) = st.check_csrf(req.headers(), None) {
+            eprintln!(
+                "cairn serve: refused {} {}: {}",
+                req.method(),
+                req.uri().path(),
+                e.message
+            );
+            return e.into_response();
+        }
+        if has_body(&req) {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+            if !json {
+                return ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the request body must be JSON sent with 'Content-Type: application/json'",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Headers on every answer: no framing (clickjacking), no type sniffing,
+/// no caching of private pages and data, no referrer, and a content
+/// security policy that lets the pages load nothing from elsewhere.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
 }
 
 /// The session id in the request's cookies.
@@ -321,11 +576,21 @@ routes! {
     "/download/{id}/{*path}" => get(page::download);
 }
 
-/// The server's router.
+/// The server's router, with the guard, the security headers and the
+/// body read timeout around every route.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     routes(Router::new())
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::no_method)
+        // Innermost, so that the guard sees the body's own size hint.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_READ_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard,
+        ))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
@@ -375,11 +640,57 @@ pub fn serve(repo: Repository, opts: ServeOptions, ready: impl FnOnce(SocketAddr
             .local_addr()
             .map_err(|e| Error::invalid(format!("cannot read the bound address: {e}")))?;
         ready(addr);
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|e| Error::invalid(format!("the server failed: {e}")))
+        accept_loop(listener, router(state), max_connections()).await;
+        Ok(())
     })
+}
+
+/// Serves connections from `listener` until SIGINT or SIGTERM: at most
+/// `limit` at once, each with [`HEADER_READ_TIMEOUT`], then waits for
+/// the requests being answered (up to a minute) before returning.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limit: usize) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                // Never closed; if it were, stop serving.
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for
+                    // some to be closed rather than spin.
+                    eprintln!("cairn serve: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A failed connection (a timeout, a client gone) concerns
+            // only that client.
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(60), graceful.shutdown()).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -464,6 +775,83 @@ mod tests {
         assert_eq!(code(st.authorize(&cookie, None, Role::Reader)), Some(401));
         st.close_session(&cookie);
         assert!(lock(&st.sessions).is_empty());
+    }
+
+    #[test]
+    fn sessions_end_when_idle_and_at_their_lifetime() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let st = state(dir.path());
+        let mut t = Tokens::default();
+        let reader = t.add("r", Role::Reader).expect("add");
+        t.save(&st.tokens_path).expect("save");
+        let start = Instant::now();
+        let kept = st.open_session(&reader).expect("session").expect("valid");
+        let minute = Duration::from_secs(60);
+        // Used every 20 minutes, it lasts until its lifetime is over.
+        let mut now = start;
+        while now + 21 * minute < start + SESSION_LIFETIME {
+            now += 20 * minute;
+            assert!(st.session_at(&kept, now).is_some(), "{:?}", now - start);
+        }
+        assert!(
+            st.session_at(&kept, start + SESSION_LIFETIME + minute)
+                .is_none()
+        );
+        assert!(!lock(&st.sessions).contains_key(&kept), "kept after expiry");
+        // Unused, it ends after SESSION_IDLE.
+        let idle = st.open_session(&reader).expect("session").expect("valid");
+        let later = Instant::now() + SESSION_IDLE + minute;
+        assert!(st.session_at(&idle, later).is_none());
+        assert!(
+            st.session_csrf(&idle).is_none(),
+            "the expired session was kept"
+        );
+        // Two sessions have different CSRF tokens.
+        let a = st.open_session(&reader).expect("session").expect("valid");
+        let b = st.open_session(&reader).expect("session").expect("valid");
+        let (ca, cb) = (st.session_csrf(&a), st.session_csrf(&b));
+        assert!(ca.is_some() && cb.is_some() && ca != cb);
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            m
+        };
+        let host = ("host", "127.0.0.1:8080");
+        let ok = |m: &HeaderMap, user: bool| same_origin(m, user).is_ok();
+        assert!(ok(&h(&[host]), false), "not a browser");
+        assert!(ok(&h(&[host, ("origin", "http://127.0.0.1:8080")]), false));
+        assert!(ok(&h(&[host, ("origin", "https://127.0.0.1:8080")]), false));
+        assert!(!ok(&h(&[host, ("origin", "http://127.0.0.1:8081")]), false));
+        assert!(!ok(&h(&[host, ("origin", "http://localhost:8080")]), false));
+        assert!(!ok(&h(&[host, ("origin", "null")]), false));
+        assert!(!ok(&h(&[("origin", "http://127.0.0.1:8080")]), false));
+        assert!(ok(&h(&[host, ("sec-fetch-site", "same-origin")]), false));
+        assert!(!ok(&h(&[host, ("sec-fetch-site", "same-site")]), false));
+        assert!(!ok(&h(&[host, ("sec-fetch-site", "cross-site")]), false));
+        assert!(!ok(&h(&[host, ("sec-fetch-site", "none")]), false));
+        assert!(ok(&h(&[host, ("sec-fetch-site", "none")]), true));
+    }
+
+    #[test]
+    fn a_damaged_tokens_file_is_a_503_that_names_no_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let st = state(dir.path());
+        std::fs::write(&st.tokens_path, "not json").expect("write");
+        let e = st
+            .authorize(&HeaderMap::new(), None, Role::Reader)
+            .expect_err("refused");
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message.contains("tokens.json"), "{}", e.message);
+        assert!(!e.message.contains(&dir.path().display().to_string()));
     }
 
     #[test]

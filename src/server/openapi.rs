@@ -30,10 +30,27 @@ fn guarded(role: &str, mut responses: Value) -> Value {
         r.insert("401".into(), err("No token, or not a valid one."));
         r.insert(
             "403".into(),
-            err(&format!("The token's role is below {role}.")),
+            err(&format!("The token's role is below {role}; or, for a change authorized by the browser session, the request came from another origin or lacked the session's X-CSRF-Token.")),
+        );
+        r.insert(
+            "503".into(),
+            err("The server cannot read its tokens file (the reason is in the server's log)."),
         );
     }
     responses
+}
+
+/// [`guarded`] for a route that takes a JSON body: 415 without
+/// `Content-Type: application/json`.
+fn guarded_json(role: &str, responses: Value) -> Value {
+    let mut r = guarded(role, responses);
+    if let Some(o) = r.as_object_mut() {
+        o.insert(
+            "415".into(),
+            err("A body sent without 'Content-Type: application/json'."),
+        );
+    }
+    r
 }
 
 /// The document.
@@ -43,7 +60,11 @@ pub(crate) fn spec() -> Value {
         "info": {
             "title": "cairn serve",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The HTTP API of a cairn repository. Authenticate with `Authorization: Bearer TOKEN` (tokens from `cairn token add NAME --role reader|operator|admin`). Roles: reader lists and reads; operator also creates snapshots and runs verify; admin also restores and deletes. Every error is a JSON object {\"error\", \"status\"}. Changing calls are recorded in the repository's audit log as token:NAME; no route changes or deletes audit events."
+            "description": format!("The HTTP API of a cairn repository. Authenticate with `Authorization: Bearer TOKEN` (tokens from `cairn token add NAME --role reader|operator|admin`). Roles: reader lists and reads; operator also creates snapshots and runs verify; admin also restores and deletes. Every error is a JSON object {{\"error\", \"status\"}}. Changing calls are recorded in the repository's audit log as token:NAME; no route changes or deletes audit events. A request body must be sent with `Content-Type: application/json` (else 415). The status page's session cookie also authorizes the API; a change authorized by it must come from the server's own origin (`Origin`, `Sec-Fetch-Site`) and carry the session's CSRF token in `X-CSRF-Token` (else 403). Sessions end {idle} minutes unused or {life} hours after login. Request headers must arrive within {hdr} s and each part of a body within {body} s of the last. Every answer says `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and a `Content-Security-Policy` with `frame-ancestors 'none'`.",
+                idle = super::SESSION_IDLE.as_secs() / 60,
+                life = super::SESSION_LIFETIME.as_secs() / 3600,
+                hdr = super::HEADER_READ_TIMEOUT.as_secs(),
+                body = super::BODY_READ_TIMEOUT.as_secs())
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -78,7 +99,7 @@ pub(crate) fn spec() -> Value {
                     "responses": guarded("reader", json!({"200": ok_json("{snapshots: [...], damaged: [...]}"), "400": err("Bad query.")}))},
                 "post": {"summary": "Take a snapshot of a profile's components (operator).",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateSnapshot"}}}},
-                    "responses": guarded("operator", json!({"201": ok_json("{snapshots: [...]}: the snapshots taken."),
+                    "responses": guarded_json("operator", json!({"201": ok_json("{snapshots: [...]}: the snapshots taken."),
                         "400": err("Malformed JSON or unknown component."), "404": err("Unknown profile."), "409": err("The repository is locked.")}))}
             },
             "/api/snapshots/{id}": {
@@ -89,14 +110,14 @@ pub(crate) fn spec() -> Value {
             },
             "/api/restore": {"post": {"summary": "Restore a component, in place or into a target directory (admin).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Restore"}}}},
-                "responses": guarded("admin", json!({"200": ok_json("What was (or, in a dry run, would be) restored."),
-                    "400": err("Malformed JSON, id or time; unknown component."), "404": err("Unknown profile or snapshot.")}))}},
+                "responses": guarded_json("admin", json!({"200": ok_json("What was (or, in a dry run, would be) restored."),
+                    "400": err("Malformed JSON, id or time; unknown component; a target that is not absolute or holds a NUL byte."), "404": err("Unknown profile or snapshot.")}))}},
             "/api/verify": {
                 "get": {"summary": "The last verify run through this server, or null (reader).",
                     "responses": guarded("reader", json!({"200": ok_json("{last: report or null}")}))},
                 "post": {"summary": "Run verify (operator).",
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Verify"}}}},
-                    "responses": guarded("operator", json!({"200": ok_json("The report; ok is false when damage was found."), "400": err("Malformed JSON or subset.")}))}
+                    "responses": guarded_json("operator", json!({"200": ok_json("The report; ok is false when damage was found."), "400": err("Malformed JSON or subset.")}))}
             },
             "/api/stats": {"get": {"summary": "Repository sizes and deduplication (reader).",
                 "responses": guarded("reader", json!({"200": ok_json("As `cairn stats --json`.")}))}},
@@ -111,10 +132,11 @@ pub(crate) fn spec() -> Value {
                 "responses": {"200": {"description": "HTML."}, "303": {"description": "Not logged in: to /login."}}}},
             "/login": {
                 "get": {"summary": "The login form (HTML).", "security": [], "responses": {"200": {"description": "HTML."}}},
-                "post": {"summary": "Log in with a token (form field `token`); sets an HttpOnly SameSite=Strict session cookie.", "security": [],
-                    "responses": {"303": {"description": "Logged in: to /."}, "401": {"description": "Not a valid token (HTML form again)."}}}
+                "post": {"summary": "Log in with a token (form field `token`); sets an HttpOnly SameSite=Strict session cookie (Max-Age: 12 hours).", "security": [],
+                    "responses": {"303": {"description": "Logged in: to /."}, "401": {"description": "Not a valid token (HTML form again)."}, "403": {"description": "Sent from another origin."}}}
             },
-            "/logout": {"post": {"summary": "End the browser session.", "security": [], "responses": {"303": {"description": "To /login."}}}},
+            "/logout": {"post": {"summary": "End the browser session (form field `csrf`: the session's CSRF token, which the status page's button sends).", "security": [],
+                "responses": {"303": {"description": "To /login."}, "403": {"description": "From another origin, or without the session's CSRF token."}}}},
             "/browse/{id}": {"get": {"summary": "A snapshot's root directory (HTML; reader).", "parameters": [id_param()],
                 "responses": {"200": {"description": "HTML."}, "303": {"description": "Not logged in."}, "404": {"description": "No such snapshot."}}}},
             "/browse/{id}/{path}": {"get": {"summary": "A directory of a snapshot (HTML; reader).", "parameters": [id_param(), path_param()],

@@ -109,30 +109,39 @@ pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
+/// The session cookie: HttpOnly, SameSite=Strict, and gone from the
+/// browser when the server forgets the session at the latest.
 fn session_cookie(id: &str) -> String {
-    format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/")
+    format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        super::SESSION_LIFETIME.as_secs()
+    )
 }
 
 /// The page's caller: session cookie, else a `?token=` (which then opens
-/// a session, so the links on the page work without it). `Err` is the
-/// answer to give instead: to the login form when not logged in.
+/// a session, so the links on the page work without it); with the new
+/// cookie to set, if any, and the session's CSRF token, for the page's
+/// forms. `Err` is the answer to give instead: to the login form when
+/// not logged in.
 fn page_caller(
     st: &AppState,
     headers: &HeaderMap,
     token: Option<&str>,
-) -> Result<(Caller, Option<String>), Box<Response>> {
+) -> Result<(Caller, Option<String>, Option<String>), Box<Response>> {
     match st.authorize(headers, token, Role::Reader) {
         Ok(c) => {
-            let has_session = super::session_id(headers).is_some();
-            let cookie = match (token, has_session) {
-                (Some(t), false) => st
-                    .open_session(t)
-                    .ok()
-                    .flatten()
-                    .map(|s| session_cookie(&s)),
-                _ => None,
+            let live = super::session_id(headers).filter(|s| st.session_csrf(s).is_some());
+            let (session, cookie) = match (token, live) {
+                (_, Some(s)) => (Some(s), None),
+                (Some(t), None) => {
+                    let opened = st.open_session(t).ok().flatten();
+                    let cookie = opened.as_deref().map(session_cookie);
+                    (opened, cookie)
+                }
+                (None, None) => (None, None),
             };
-            Ok((c, cookie))
+            let csrf = session.and_then(|s| st.session_csrf(&s));
+            Ok((c, cookie, csrf))
         }
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             Err(Box::new(Redirect::to("/login").into_response()))
@@ -168,10 +177,20 @@ pub(crate) struct LoginForm {
 
 /// `POST /login`: a valid token opens a session (HttpOnly, SameSite=Strict
 /// cookie holding a random id; the server maps it to the token's hash).
+/// Refused from another origin, so that no other site can log a browser
+/// in with a token of its choosing.
 pub(crate) async fn login(
     State(st): St,
+    headers: HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if let Err(e) = super::same_origin(&headers, true) {
+        return html(
+            StatusCode::FORBIDDEN,
+            "cairn: log in",
+            &login_body(Some(&e.message)),
+        );
+    }
     let Ok(axum::Form(form)) = form else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -190,8 +209,27 @@ pub(crate) async fn login(
     }
 }
 
-/// `POST /logout`.
-pub(crate) async fn logout(State(st): St, headers: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogoutForm {
+    csrf: Option<String>,
+}
+
+/// `POST /logout`: ends the session; like every write the session
+/// authorizes, only from the server's own page (its form sends the CSRF
+/// token in the `csrf` field).
+pub(crate) async fn logout(
+    State(st): St,
+    headers: HeaderMap,
+    form: Result<axum::Form<LogoutForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let presented = form.as_ref().ok().and_then(|f| f.csrf.as_deref());
+    if let Err(e) = st.check_csrf(&headers, presented) {
+        return html(
+            StatusCode::FORBIDDEN,
+            "cairn",
+            &format!("<p class=\"bad\">{}</p>", text(&e.message)),
+        );
+    }
     st.close_session(&headers);
     with_cookie(
         Redirect::to("/login").into_response(),
@@ -365,7 +403,7 @@ pub(crate) async fn index(
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    let (caller, cookie) = match page_caller(&st, &headers, q.token.as_deref()) {
+    let (caller, cookie, csrf) = match page_caller(&st, &headers, q.token.as_deref()) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -387,10 +425,13 @@ pub(crate) async fn index(
         .collect();
     let now = jiff::Timestamp::now();
     let mut b = String::new();
+    // The session's CSRF token: the page's forms send it, and a script
+    // of the page would send it as X-CSRF-Token.
+    let csrf = attr(&csrf.unwrap_or_default()).into_owned();
     let _ = write!(
         b,
-        "<header><h1>cairn</h1><p>Repository <code>{}</code>: {} snapshots, {} on disk. Logged in as <b>{}</b> ({}). \
-<form method=\"post\" action=\"/logout\"><button>Log out</button></form></p></header>",
+        "<meta name=\"cairn-csrf\" content=\"{csrf}\"><header><h1>cairn</h1><p>Repository <code>{}</code>: {} snapshots, {} on disk. Logged in as <b>{}</b> ({}). \
+<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Log out</button></form></p></header>",
         text(&location),
         status.snapshots,
         text(&size(status.repo_bytes)),
@@ -526,7 +567,7 @@ async fn browse_at(
     path: String,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    let (_, cookie) = match page_caller(&st, &headers, q.token.as_deref()) {
+    let (_, cookie, _) = match page_caller(&st, &headers, q.token.as_deref()) {
         Ok(c) => c,
         Err(r) => return *r,
     };

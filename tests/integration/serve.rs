@@ -31,6 +31,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("the server's log:\n{}", self.log());
+        }
     }
 }
 
@@ -133,13 +136,14 @@ impl Server {
         // The one directory restores with a target may go into.
         let restored = dir.join("restored");
         fs::create_dir_all(&restored).expect("mkdir");
+        let log = fs::File::create(dir.join("serve.log")).expect("server log");
         let mut child = cairn_in(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--allow-restore-target")
             .arg(&restored)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start cairn serve");
         let mut line = String::new();
@@ -175,6 +179,89 @@ impl Server {
 
     fn root(&self) -> PathBuf {
         self.dir.join("app")
+    }
+
+    /// What the server wrote to standard error.
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// `host:port` of the server.
+    fn authority(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Logs in with `token` through the form and returns the session
+    /// cookie (`cairn_session=…`) and the session's CSRF token, read from
+    /// the status page.
+    fn login(&self, token: &str) -> (String, String) {
+        let r = self
+            .agent
+            .post(format!("{}/login", self.base))
+            .content_type("application/x-www-form-urlencoded")
+            .send(format!("token={token}"))
+            .expect("login");
+        assert_eq!(r.status().as_u16(), 303);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned();
+        let mut r = self
+            .agent
+            .get(format!("{}/", self.base))
+            .header("Cookie", &cookie)
+            .call()
+            .expect("status page");
+        let html = r.body_mut().read_to_string().expect("page");
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no CSRF token in the status page:\n{html}"))
+            .to_owned();
+        assert_eq!(csrf.len(), 64, "{csrf}");
+        (cookie, csrf)
+    }
+
+    /// A request with the session `cookie` and these extra headers.
+    fn with_session(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Cookie", cookie);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let result = match body {
+            Some(text) => self.agent.run(b.body(text.to_owned()).expect("request")),
+            None => self.agent.run(b.body(()).expect("request")),
+        };
+        let mut r = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = r.body_mut().read_to_vec().expect("body");
+        Reply {
+            status: r.status().as_u16(),
+            content_type,
+            www_authenticate: None,
+            body,
+        }
     }
 
     fn tokens(&self) -> PathBuf {
@@ -462,6 +549,17 @@ fn invalid_input_is_a_json_4xx_and_changes_nothing() {
             404,
         ),
         ("POST", "/api/restore", &admin, Some("[1, 2]"), 400),
+        // A NUL byte cannot be in a path: refused before anything runs,
+        // so no failed restore is recorded.
+        (
+            "POST",
+            "/api/restore",
+            &admin,
+            Some(
+                "{\"profile\": \"sample-shop\", \"component\": \"config\", \"target\": \"/tmp/a\\u0000b\"}",
+            ),
+            400,
+        ),
         (
             "POST",
             "/api/verify",
@@ -479,6 +577,16 @@ fn invalid_input_is_a_json_4xx_and_changes_nothing() {
         let msg = r.assert_error(status);
         eprintln!("{method} {path} -> {status}: {msg}");
     }
+    // The hint names the option `serve` has.
+    let msg = s
+        .request(
+            "POST",
+            "/api/snapshots",
+            Some(&op),
+            Some("{\"profile\": \"no-such-app\"}"),
+        )
+        .assert_error(404);
+    assert!(msg.contains("--app-profile FILE"), "{msg}");
     assert_eq!(s.state(), before, "invalid input changed something");
 }
 
@@ -846,13 +954,31 @@ fn status_page_browse_and_download() {
         None,
     );
     r.assert_error(404);
-    // Logging out ends the session.
-    let _ = s
+    // The page's Log out button sends the session's CSRF token; without
+    // it a logout is refused (it is a write of the session like any).
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the logout form's CSRF token")
+        .to_owned();
+    let r = s
         .agent
         .post(format!("{}/logout", s.base))
         .header("Cookie", &session)
         .send_empty()
         .expect("logout");
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(page("/").0, 200, "logged out without the CSRF token");
+    let r = s
+        .agent
+        .post(format!("{}/logout", s.base))
+        .header("Cookie", &session)
+        .header("Origin", &s.base)
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("csrf={csrf}"))
+        .expect("logout");
+    assert_eq!(r.status().as_u16(), 303);
     let (status, _) = page("/");
     assert_eq!(status, 303, "still logged in");
 }
@@ -1068,4 +1194,451 @@ fn api_restore_onto_live_files_takes_a_safety_snapshot_and_refuses_an_open_datab
     );
     let o = s.ok(&["verify"]);
     assert!(stdout(&o).contains("no problems found"));
+}
+
+/// The headers every answer must have: no framing, no sniffing, no
+/// caching, no referrer.
+fn assert_security_headers(r: &ureq::http::Response<ureq::Body>, what: &str) {
+    let h = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        h("content-security-policy").contains("frame-ancestors 'none'"),
+        "{what}: {:?}",
+        r.headers()
+    );
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("cache-control"), "no-store", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+}
+
+/// A write authorized by the browser session cookie must come from the
+/// server's own origin and carry the session's CSRF token; every body
+/// must be sent as JSON. Refused writes change nothing; the page and the
+/// API send the security headers.
+#[test]
+fn session_writes_need_same_origin_csrf_token_and_json() {
+    let s = Server::start();
+    let (cookie, csrf) = s.login(&s.operator);
+    let (admin_cookie, admin_csrf) = s.login(&s.admin);
+    let before = s.state();
+    let body = "{\"profile\": \"sample-shop\", \"tags\": [\"forged\"]}";
+    let json = ("Content-Type", "application/json");
+    let own = ("Origin", s.base.as_str());
+    let other_port = format!(
+        "http://{}:1",
+        s.authority().split(':').next().expect("host")
+    );
+    let wrong = "0".repeat(64);
+    // (method, path, cookie, headers, body, status)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a str>,
+        u16,
+    );
+    let refused: Vec<Case> = vec![
+        // The issue's forgery: a text/plain POST with the cookie.
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![("Content-Type", "text/plain"), ("X-CSRF-Token", &csrf), own],
+            Some(body),
+            415,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![json],
+            Some(body),
+            403,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![json, own],
+            Some(body),
+            403,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![json, ("X-CSRF-Token", &wrong), own],
+            Some(body),
+            403,
+        ),
+        // Another port on the same host is another origin.
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![json, ("X-CSRF-Token", &csrf), ("Origin", &other_port)],
+            Some(body),
+            403,
+        ),
+        (
+            "POST",
+            "/api/snapshots",
+            &cookie,
+            vec![
+                json,
+                ("X-CSRF-Token", &csrf),
+                ("Sec-Fetch-Site", "same-site"),
+            ],
+            Some(body),
+            403,
+        ),
+        // One session's token is not another's.
+        (
+            "POST",
+            "/api/snapshots",
+            &admin_cookie,
+            vec![json, ("X-CSRF-Token", &csrf), own],
+            Some(body),
+            403,
+        ),
+        (
+            "POST",
+            "/api/restore",
+            &admin_cookie,
+            vec![json, own],
+            Some("{\"profile\": \"sample-shop\", \"component\": \"db\", \"dry_run\": true}"),
+            403,
+        ),
+        (
+            "DELETE",
+            "/api/snapshots/latest",
+            &admin_cookie,
+            vec![own],
+            None,
+            403,
+        ),
+        (
+            "DELETE",
+            "/api/snapshots/latest",
+            &admin_cookie,
+            vec![("X-CSRF-Token", &admin_csrf), ("Origin", &other_port)],
+            None,
+            403,
+        ),
+    ];
+    for (method, path, cookie, headers, body, status) in &refused {
+        let r = s.with_session(method, path, cookie, headers, *body);
+        let msg = r.assert_error(*status);
+        eprintln!("{method} {path} {headers:?} -> {status}: {msg}");
+    }
+    // A bearer token needs no CSRF token, but a JSON body all the same.
+    let r = s.agent.run(
+        ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/api/snapshots", s.base))
+            .header("Authorization", format!("Bearer {}", s.operator))
+            .header("Content-Type", "text/plain")
+            .body(body.to_owned())
+            .expect("request"),
+    );
+    let r = r.expect("POST");
+    assert_eq!(r.status().as_u16(), 415);
+    assert_eq!(s.state(), before, "a refused write changed something");
+    // From the server's own page, with the token: done.
+    let r = s.with_session(
+        "POST",
+        "/api/snapshots",
+        &cookie,
+        &[
+            json,
+            ("X-CSRF-Token", &csrf),
+            own,
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        Some(body),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(s.snapshot_ids().len(), before.0.len() + 1);
+    // Without an Origin (not a browser), the token suffices.
+    let r = s.with_session(
+        "POST",
+        "/api/verify",
+        &cookie,
+        &[json, ("X-CSRF-Token", &csrf)],
+        Some("{}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The security headers, on the pages and the API.
+    for path in ["/", "/login", "/api/stats"] {
+        let r = s
+            .agent
+            .get(format!("{}{path}", s.base))
+            .header("Cookie", &cookie)
+            .call()
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_security_headers(&r, path);
+    }
+    let r = s
+        .agent
+        .get(format!("{}/api/nothing", s.base))
+        .call()
+        .expect("get");
+    assert_security_headers(&r, "a 404");
+    // The session cookie ends with the session.
+    let r = s
+        .agent
+        .post(format!("{}/login", s.base))
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("token={}", s.reader))
+        .expect("login");
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(set.contains("Max-Age=43200"), "{set}");
+    // Logging in from another origin is refused.
+    let r = s
+        .agent
+        .post(format!("{}/login", s.base))
+        .header("Origin", &other_port)
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("token={}", s.reader))
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+}
+
+/// Headless Chromium with its own profile under the server's directory.
+fn headless(browser: &Path, s: &Server) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        s.dir.join("chromium-profile").display()
+    ))
+    .env("HOME", s.dir.path());
+    c
+}
+
+/// Serves `html` to every request on a free loopback port (another
+/// origin than the server's): an attacker's page. Returns its address.
+fn serve_page(html: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // The request is not looked at: read what the browser sent
+            // (up to the blank line ending a GET) and answer the page.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The issue's forgery in a real browser: a page on another port of
+/// 127.0.0.1 (the same site, another origin) posts to the API while the
+/// browser holds an operator's and an admin's session cookie. The server
+/// sees the cookie (it logs the refusal, which it only does for a live
+/// session) and refuses: no snapshot, no audit event.
+#[test]
+fn cross_origin_page_in_headless_chromium_cannot_write() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "chromium is not installed, but CI needs this test: .ci/run installs it with apt-get"
+        );
+        eprintln!("SKIPPED: chromium is not on PATH; install it with `apt-get install chromium`");
+        return;
+    };
+    let s = Server::start();
+    let before = s.state();
+    let target = &s.base;
+    let admin = &s.admin;
+    let attack = format!(
+        r#"<!doctype html><html><body><pre id="out">started</pre><script>
+const T = "{target}";
+const out = document.getElementById("out");
+const post = (path, body) => fetch(T + path, {{method: "POST", mode: "no-cors", credentials: "include",
+  headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify(body)}});
+(async () => {{
+  // The victim is logged in: the status page opened with a token sets
+  // the session cookie in this browser.
+  await fetch(T + "/?token={admin}", {{mode: "no-cors", credentials: "include"}});
+  out.textContent = "logged in";
+  await post("/api/snapshots", {{profile: "sample-shop", tags: ["forged"]}});
+  await post("/api/restore", {{profile: "sample-shop", component: "db", dry_run: true}});
+  // A JSON request needs a CORS preflight, which the server never grants.
+  try {{
+    await fetch(T + "/api/snapshots", {{method: "POST", credentials: "include",
+      headers: {{"Content-Type": "application/json"}}, body: JSON.stringify({{profile: "sample-shop"}})}});
+  }} catch (e) {{}}
+  try {{
+    await fetch(T + "/api/snapshots/latest", {{method: "DELETE", credentials: "include"}});
+  }} catch (e) {{}}
+  out.textContent = "attack done";
+}})().catch(e => {{ out.textContent = "attack failed: " + e; }});
+</script></body></html>"#
+    );
+    let page = serve_page(attack);
+    assert_ne!(page, s.base);
+    let o = run(headless(&browser, &s).args([
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        &format!("{page}/"),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dom = stdout(&o);
+    assert!(
+        dom.contains("attack done"),
+        "the attacker's page did not run to its end:\n{dom}"
+    );
+    let log = s.log();
+    for route in ["POST /api/snapshots", "POST /api/restore"] {
+        assert!(
+            log.contains(&format!("refused {route}: cross-site request refused")),
+            "the forged {route} did not reach the server with the session cookie, or was not refused as cross-site:\n{log}"
+        );
+    }
+    assert_eq!(s.state(), before, "a forged request changed something");
+    assert!(!log.contains(admin.as_str()), "the token is in the log");
+}
+
+/// Connections that send half a request, or half a body, are closed after
+/// the read timeouts, and do not keep a normal request from being
+/// answered meanwhile.
+#[test]
+fn idle_and_slow_connections_time_out_without_blocking_others() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let s = Server::start();
+    let addr = s.authority().to_owned();
+    let mut idle = Vec::new();
+    for i in 0..100 {
+        let mut c = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        // Headers never finished.
+        c.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\n")
+            .expect("half a request");
+        idle.push(c);
+    }
+    // One sends its headers and only the start of its body.
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    write!(
+        slow,
+        "POST /api/verify HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        s.operator
+    )
+    .expect("half a body");
+    // Meanwhile a normal request is answered at once (the issue's figure:
+    // within a second).
+    let started = Instant::now();
+    let r = s.request("GET", "/api/stats", Some(&s.reader), None);
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        took < Duration::from_secs(1),
+        "a normal request beside 100 idle connections took {took:?}"
+    );
+    // Every one of them is closed by the server after the timeouts
+    // (10 s; allowed 60 s here, for a loaded machine).
+    let closed = |c: &mut TcpStream, what: &str| {
+        c.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(_) => rest,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => rest,
+            Err(e) => panic!("{what} was not closed by the server: {e}"),
+        }
+    };
+    for (i, c) in idle.iter_mut().enumerate() {
+        closed(c, &format!("idle connection {i}"));
+    }
+    let answer = String::from_utf8_lossy(&closed(&mut slow, "the slow body")).into_owned();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "a request whose body never came was answered: {answer}"
+    );
+    // The server still serves, and verify never ran.
+    assert_eq!(s.get("/api/verify", &s.reader)["last"], Value::Null);
+}
+
+/// A tokens file that is not one stops `serve` at the start, naming it;
+/// one damaged while serving makes requests fail with 503, naming the
+/// file only in the server's log.
+#[test]
+fn damaged_tokens_file_is_named_at_start_and_hidden_from_clients() {
+    let s = Server::start();
+    let tokens = s.tokens();
+    fs::write(&tokens, "{\"tokens\": [oops").expect("damage the tokens file");
+    let shown = tokens.display().to_string();
+    for token in [None, Some(s.reader.as_str()), Some("cairn_00")] {
+        let r = s.request("GET", "/api/stats", token, None);
+        let msg = r.assert_error(503);
+        assert!(
+            !r.text().contains(&shown) && !r.text().contains("tokens.json"),
+            "the answer names the file: {msg}"
+        );
+    }
+    let r = s.request("GET", "/", None, None);
+    assert_eq!(r.status, 503);
+    assert!(!r.text().contains("tokens.json"), "{}", r.text());
+    assert!(
+        s.log().contains(&shown),
+        "the server's log does not name the file:\n{}",
+        s.log()
+    );
+    // A new server refuses to start with it.
+    let mut child = s
+        .cairn()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cairn serve started with a damaged tokens file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(err.contains(&shown), "{err}");
 }
