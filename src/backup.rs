@@ -890,6 +890,15 @@ impl Walker<'_> {
             // SQLite's default page size.
             Some(page_size) => match sqlite::capture(path, &file, page_size) {
                 Ok(image) => self.save_image(path, image, page_size.unwrap_or(4096), content)?,
+                // Named as a database (a `sqlite` component, --sqlite-db)
+                // but without SQLite's header: the profile names the wrong
+                // file; storing it as a database backup would hide that.
+                Err(why) if page_size.is_none() && meta.len() > 0 => {
+                    return Err(Error::invalid(format!(
+                        "{} is named as a SQLite database but is not one (its header is not SQLite's: {why}); fix the path in the profile or --sqlite-db",
+                        path.display()
+                    )));
+                }
                 Err(why) => {
                     self.warn(format!(
                         "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",

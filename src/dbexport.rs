@@ -672,6 +672,9 @@ pub struct ExportOptions {
     /// Row counts the exported tables must have (a snapshot's stored
     /// counts); a table whose rows differ fails the export.
     pub expected: Option<Vec<TableRows>>,
+    /// With `schema_only`: still write the AUTOINCREMENT counters (the
+    /// schema file of a CSV directory, whose rows are in the CSV files).
+    pub(crate) sequences_too: bool,
 }
 
 impl ExportOptions {
@@ -815,6 +818,7 @@ pub fn export_to_path(
     let tables = export_tables(&conn, db, opts)?;
     std::fs::create_dir_all(path).map_err(|e| Error::target_write(path, e))?;
     let mut schema_opts = opts.clone();
+    schema_opts.sequences_too = !opts.schema_only;
     schema_opts.schema_only = true;
     write_atomic(&path.join(CSV_SCHEMA_FILE), &mut |w| {
         export_sql(&conn, &tables, &schema_opts, w)
@@ -918,9 +922,11 @@ fn export_sql(
             })?;
             opts.checked(&t.name, n)?
         };
-        // Also in a schema-only export (the schema of a CSV directory):
-        // rows inserted later only ever raise the counter.
-        if let Some(seq) = sequence(conn, "main", &t.name)? {
+        // Not in a schema-only export (a counter is data), but in the
+        // schema of a CSV directory: rows inserted later only ever raise
+        // the counter.
+        let counters = !opts.schema_only || opts.sequences_too;
+        if counters && let Some(seq) = sequence(conn, "main", &t.name)? {
             let name = sql_literal(&Cell::Text(t.name.clone().into_bytes()));
             writeln!(
                 out,

@@ -57,6 +57,10 @@ pub enum Error {
         /// Where the repository is.
         location: String,
     },
+    /// The password source named (a password file, a password command)
+    /// gave no password: it is missing, unreadable or failed.
+    #[error("{0}")]
+    PasswordSource(String),
     /// A stored object failed a check (hash, authentication tag, decoding).
     #[error("{object} is damaged: {reason}")]
     Corrupt {

@@ -419,12 +419,17 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<password::PasswordUnavailable>().is_some() {
+        return exit::PASSWORD;
+    }
     match e.downcast_ref::<cairn::Error>() {
         Some(cairn::Error::RepoNotFound { .. }) => exit::NO_REPO,
         Some(cairn::Error::UnsupportedVersion { .. }) => exit::VERSION,
-        Some(cairn::Error::WrongPassword { .. } | cairn::Error::NoPassword { .. }) => {
-            exit::PASSWORD
-        }
+        Some(
+            cairn::Error::WrongPassword { .. }
+            | cairn::Error::NoPassword { .. }
+            | cairn::Error::PasswordSource(_),
+        ) => exit::PASSWORD,
         Some(cairn::Error::Locked { .. }) => exit::LOCKED,
         Some(e) if e.is_damage() => exit::INCOMPLETE,
         _ => exit::ERROR,

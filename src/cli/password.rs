@@ -62,9 +62,23 @@ pub fn first_line(bytes: &[u8]) -> Vec<u8> {
 /// The password from options or environment, without prompting.
 /// The first line of a password file; `what` names it in the error.
 pub fn from_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let bytes = fs::read(path)
+        .map_err(|e| PasswordUnavailable(format!("cannot read {what} {}: {e}", path.display())))?;
     Ok(first_line(&bytes))
 }
+
+/// The password source the user named cannot give a password (a missing
+/// file, a failing command): exit code 12, as for a wrong password.
+#[derive(Debug)]
+pub struct PasswordUnavailable(pub String);
+
+impl std::fmt::Display for PasswordUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PasswordUnavailable {}
 
 /// The first line a password command prints (run by `sh -c`, its stderr
 /// shown); `option` names it in the error.
@@ -74,9 +88,9 @@ pub fn from_command(cmd: &str, option: &str) -> Result<Vec<u8>> {
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("cannot run the {option}"))?;
+        .map_err(|e| PasswordUnavailable(format!("cannot run the {option}: {e}")))?;
     if !out.status.success() {
-        bail!("the {option} failed ({})", out.status);
+        return Err(PasswordUnavailable(format!("the {option} failed ({})", out.status)).into());
     }
     Ok(first_line(&out.stdout))
 }
@@ -127,6 +141,9 @@ pub fn password(g: &Global, loc: &Location) -> cairn::Result<Vec<u8>> {
     match given(g, loc) {
         Ok(Some(pw)) => return Ok(pw),
         Ok(None) => {}
+        Err(e) if e.downcast_ref::<PasswordUnavailable>().is_some() => {
+            return Err(cairn::Error::PasswordSource(format!("{e:#}")));
+        }
         Err(e) => return Err(cairn::Error::invalid(format!("{e:#}"))),
     }
     if std::io::stdin().is_terminal() {

@@ -525,6 +525,28 @@ fn app_profile_errors_name_the_file_and_the_fix() {
         "{}",
         stderr(&o)
     );
+    // A sqlite component that names a text file: an error, not a snapshot
+    // with a warning that it "looks like a SQLite database".
+    fs::write(app.root().join("notes.txt"), "not a database\n").expect("write");
+    fs::write(
+        &toml,
+        "app = \"x\"\n[components.db]\nsqlite = \"notes.txt\"\n",
+    )
+    .expect("write");
+    let before = fs::read_dir(app.repo().join("snapshots")).map_or(0, Iterator::count);
+    let o = run(app
+        .cairn()
+        .args(["--repo", app.repo().to_str().expect("utf-8"), "snap"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("notes.txt is named as a SQLite database but is not one"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read_dir(app.repo().join("snapshots")).map_or(0, Iterator::count),
+        before
+    );
     // Without a profile, snap says how to make one.
     let o = run(app.cairn().current_dir(app.dir.path()).args([
         "--repo",

@@ -393,3 +393,21 @@ fn cli_escapes_terminal_control_characters_and_refuses_them_in_new_tags() {
         assert!(stderr(&o).contains("tag '"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn cli_a_password_source_that_gives_nothing_exits_12() {
+    let dir = Dir::new();
+    let repo = dir.join("repo");
+    init_repo(&repo);
+    let missing = dir.join("no-such-password-file");
+    for extra in [
+        vec!["--password-file".to_owned(), missing.display().to_string()],
+        vec!["--password-command".to_owned(), "exit 3".to_owned()],
+    ] {
+        let o = run(cairn(&repo, dir.path())
+            .env_remove("CAIRN_PASSWORD")
+            .args(&extra)
+            .arg("snapshots"));
+        assert_eq!(o.status.code(), Some(12), "{extra:?}: {}", stderr(&o));
+    }
+}
