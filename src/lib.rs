@@ -99,7 +99,7 @@ pub use forget::{
 pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
 pub use inspect::{
     Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
-    diff, dump, find,
+    TableDiff, diff, dump, find, table_diff,
 };
 pub use keyfile::KeyFile;
 pub use lock::{Lock, LockRecord, Unlocked};

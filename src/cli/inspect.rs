@@ -77,6 +77,22 @@ struct ChangeView {
     type_after: Option<EntryType>,
     size_before: u64,
     size_after: u64,
+    /// For a captured database: the tables whose recorded row counts
+    /// differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tables: Option<Vec<cairn::TableDiff>>,
+}
+
+/// `  table NAME: 3000 → 0 rows` (`-` for a table that is not there).
+fn table_line(t: &cairn::TableDiff) -> String {
+    let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    format!(
+        "   {:>10}    table {}: {} → {} rows",
+        "",
+        t.name,
+        n(t.before),
+        n(t.after)
+    )
 }
 
 /// Paths of directories end in `/`, as in `restic diff`, so that an added
@@ -152,6 +168,8 @@ pub fn diff(g: &Global, out: &Out, a: &DiffArgs) -> Result<u8> {
     bar.finish_and_clear();
     let changes = changes?;
     let totals = DiffTotals::of(&changes);
+    let mut tables: HashMap<Vec<u8>, Vec<cairn::TableDiff>> =
+        cairn::table_diff(&snap_a, &snap_b).into_iter().collect();
     if out.json {
         let views: Vec<ChangeView> = changes
             .iter()
@@ -162,6 +180,7 @@ pub fn diff(g: &Global, out: &Out, a: &DiffArgs) -> Result<u8> {
                 type_after: c.type_after,
                 size_before: c.size_before,
                 size_after: c.size_after,
+                tables: tables.remove(&c.path),
             })
             .collect();
         json_to_stdout(&serde_json::json!({
@@ -182,6 +201,9 @@ pub fn diff(g: &Global, out: &Out, a: &DiffArgs) -> Result<u8> {
     to_stdout(|w| {
         for c in &changes {
             writeln!(w, "{}", super::terminal_safe(&change_line(c)))?;
+            for t in tables.remove(&c.path).unwrap_or_default() {
+                writeln!(w, "{}", super::terminal_safe(&table_line(&t)))?;
+            }
         }
         if out.quiet {
             Ok(())

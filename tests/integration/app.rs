@@ -877,3 +877,36 @@ fn app_children_never_see_the_repository_password() {
         "{env}"
     );
 }
+
+#[test]
+fn app_diff_shows_what_changed_in_a_captured_databases_tables() {
+    let app = App::new();
+    app.ok(&["init"]);
+    let a = json_of(&app.ok(&["snap", "--component", "db", "--json"]));
+    let c = Connection::open(app.db()).expect("db");
+    c.execute_batch(
+        "DELETE FROM appointments; CREATE TABLE audit (x); INSERT INTO audit VALUES (1)",
+    )
+    .expect("change");
+    drop(c);
+    let b = json_of(&app.ok(&["snap", "--component", "db", "--json"]));
+    let (a, b) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    let text = stdout(&app.ok(&["diff", a, b]));
+    assert!(text.contains("dev.db"), "{text}");
+    assert!(text.contains("table appointments: 3003 → 0 rows"), "{text}");
+    assert!(text.contains("table audit: - → 1 rows"), "{text}");
+    assert!(
+        !text.contains("table users"),
+        "unchanged tables are not listed: {text}"
+    );
+    let json = json_of(&app.ok(&["diff", a, b, "--json"]));
+    let db = json["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["path"].as_str().is_some_and(|p| p.ends_with("dev.db")))
+        .expect("the database changed");
+    assert_eq!(db["tables"][0]["name"], "appointments");
+    assert_eq!(db["tables"][0]["before"], 3003);
+    assert_eq!(db["tables"][0]["after"], 0);
+}
