@@ -680,6 +680,7 @@ fn resolve(
     refs: &[String],
     considered: &[(SnapshotId, Snapshot)],
     damaged: &[(SnapshotId, String)],
+    listed: &HashSet<SnapshotId>,
 ) -> Result<HashSet<SnapshotId>> {
     let mut chosen = HashSet::new();
     for r in refs {
@@ -705,14 +706,34 @@ fn resolve(
         let broken = damaged
             .iter()
             .find(|(id, _)| id.to_hex().starts_with(&prefix));
+        let full = prefix.len() == 64;
         match (matches.next(), matches.next(), broken) {
             (Some(id), None, None) => {
                 chosen.insert(id);
             }
+            // Named in full: the user means this very file, whatever it
+            // holds. A damaged snapshot cannot be judged by rules, but it
+            // can be removed on purpose (and the audit log says so).
+            (None, _, Some((id, _))) if full => {
+                chosen.insert(*id);
+            }
             (None, _, Some((id, why))) => {
                 return Err(Error::SnapshotRef(format!(
-                    "snapshot {id} is damaged ({why}); forget does not remove damaged snapshots"
+                    "snapshot {id} is damaged ({why}); no rule removes a damaged snapshot: to remove it on purpose, give its full id"
                 )));
+            }
+            // A full id with no file at all: a snapshot verify reports
+            // missing (the audit log saved it, no forget removed it).
+            // Forgetting it records that it is gone for good.
+            (None, _, None)
+                if full
+                    && prefix
+                        .parse::<SnapshotId>()
+                        .is_ok_and(|id| !listed.contains(&id)) =>
+            {
+                if let Ok(id) = prefix.parse::<SnapshotId>() {
+                    chosen.insert(id);
+                }
             }
             (None, _, None) => {
                 return Err(Error::SnapshotRef(format!(
@@ -851,7 +872,9 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
     }
     let mut considered = Vec::new();
     let mut damaged = Vec::new();
+    let mut listed = HashSet::new();
     for (id, snap) in repo.snapshots()? {
+        listed.insert(id);
         match snap {
             Ok(s) if opts.filter.matches(&s) => considered.push((id, s)),
             Ok(_) => {}
@@ -859,7 +882,7 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
         }
     }
     let chosen = if explicit {
-        Some(resolve(&opts.ids, &considered, &damaged)?)
+        Some(resolve(&opts.ids, &considered, &damaged, &listed)?)
     } else {
         None
     };
@@ -876,6 +899,15 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
 
     let mut plans = Vec::with_capacity(groups.len());
     let mut removed = Vec::new();
+    // Named in full but damaged, or with no file: removed (or recorded as
+    // forgotten) outside any group.
+    let mut unread: Vec<SnapshotId> = chosen
+        .iter()
+        .flatten()
+        .filter(|id| !groups.values().flatten().any(|(g, _)| g == *id))
+        .copied()
+        .collect();
+    unread.sort();
     for (key, mut members) in groups {
         let decisions = if explicit {
             members.sort_by_key(|(id, s)| std::cmp::Reverse((s.timestamp(), *id)));
@@ -915,7 +947,15 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
         for id in &removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }
+        for id in &unread {
+            if damaged.iter().any(|(d, _)| d == id) {
+                repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
+            }
+        }
     }
+    // Removed on purpose: no longer left in place.
+    damaged.retain(|(id, _)| !unread.contains(id));
+    removed.extend(unread);
     Ok(ForgetOutcome {
         groups: plans,
         removed,

@@ -313,6 +313,22 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
             }
             outln!();
         }
+        for id in &done.removed {
+            let grouped = done
+                .groups
+                .iter()
+                .any(|g| g.snapshots.iter().any(|(d, _)| d.id == *id));
+            if !grouped {
+                outln!(
+                    "snapshot {id}: {} (its file was damaged or already gone)",
+                    if done.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    }
+                );
+            }
+        }
         if opts.keep_pitr.is_some() {
             for (base, end) in &done.chains_removed {
                 outln!(

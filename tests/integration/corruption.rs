@@ -404,4 +404,26 @@ fn verify_reports_a_snapshot_the_audit_log_saved_and_nobody_forgot() {
         "a forgotten snapshot is not missing: {err}"
     );
     assert!(!err.contains(&ids[2]), "{err}");
+
+    // Forgetting it by its full id records that it is gone for good.
+    let o = run(cairn(&repo, d.path()).args(["forget", &ids[1]]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cairn(&repo, d.path()).arg("verify"));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A damaged snapshot file: no rule and no prefix removes it, its full
+    // id does, on purpose; then the repository verifies again.
+    let file = d.join(&format!("repo/snapshots/{}", ids[2]));
+    let mut bytes = fs::read(&file).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    fs::write(&file, bytes).expect("damage");
+    let o = run(cairn(&repo, d.path()).args(["forget", &ids[2][..12]]));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("full id"), "{}", stderr(&o));
+    let o = run(cairn(&repo, d.path()).args(["forget", &ids[2]]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!file.exists(), "the damaged file was not removed");
+    let o = run(cairn(&repo, d.path()).arg("verify"));
+    assert!(o.status.success(), "{}", stderr(&o));
 }
