@@ -335,13 +335,17 @@ pub struct AtArgs {
     /// naming one.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// With --at: only snapshots of this host.
-    #[arg(long, value_name = "HOST", requires = "at")]
+    /// With `latest` or --at: only snapshots of this host.
+    #[arg(long, value_name = "HOST")]
     host: Option<String>,
-    /// With --at: only snapshots of exactly these backup paths
+    /// With `latest` or --at: only snapshots of exactly these backup paths
     /// (repeatable).
-    #[arg(long = "path", value_name = "PATH", requires = "at")]
+    #[arg(long = "path", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// With `latest` or --at: only snapshots that have this tag
+    /// (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
     /// Choose `latest` (or the snapshot at --at) among the readable
     /// snapshots only. Without it a damaged snapshot file stops the
     /// command: its time cannot be read, so it may be the newest.
@@ -378,25 +382,37 @@ impl AtArgs {
             have.sort_unstable();
             want == have
         };
-        host_ok && paths_ok
+        let tags_ok = self.tags.iter().all(|t| s.tags.contains(t));
+        host_ok && paths_ok && tags_ok
     }
 
-    /// The snapshots `--at` chooses, one per host and paths, oldest first.
-    fn chosen(&self, repo: &Repository, at: &str) -> Result<Vec<(SnapshotId, cairn::Snapshot)>> {
-        let when = parse_time(at)?;
+    /// Whether --host, --path or --tag narrow the choice.
+    fn filtered(&self) -> bool {
+        self.host.is_some() || !self.paths.is_empty() || !self.tags.is_empty()
+    }
+
+    /// The readable snapshots the filters keep, oldest first (a damaged
+    /// file stops this unless --skip-damaged).
+    fn candidates(&self, repo: &Repository) -> Result<Vec<(SnapshotId, cairn::Snapshot)>> {
         // Paths as backups record them, so that `--path .` works.
         let want = self
             .paths
             .iter()
             .map(|p| cairn::absolute_path(p))
             .collect::<cairn::Result<Vec<_>>>()?;
-        let all: Vec<(SnapshotId, cairn::Snapshot)> = damaged_hint(
+        Ok(damaged_hint(
             cairn::readable_snapshots(repo.snapshots()?, self.damaged()),
             !self.skip_damaged,
         )?
         .into_iter()
         .filter(|(_, s)| self.keeps(s, &want))
-        .collect();
+        .collect())
+    }
+
+    /// The snapshots `--at` chooses, one per host and paths, oldest first.
+    fn chosen(&self, repo: &Repository, at: &str) -> Result<Vec<(SnapshotId, cairn::Snapshot)>> {
+        let when = parse_time(at)?;
+        let all = self.candidates(repo)?;
         let chosen: Vec<_> = cairn::newest_at(&all, when)
             .into_iter()
             .map(|(id, s)| (id, s.clone()))
@@ -408,7 +424,7 @@ impl AtArgs {
                     local_time(when),
                     local_time(first)
                 ),
-                None => bail!("no snapshot matches --host/--path"),
+                None => bail!("no snapshot matches --host/--path/--tag"),
             }
         }
         Ok(chosen)
@@ -422,6 +438,14 @@ impl AtArgs {
         snapshot: Option<&str>,
     ) -> Result<(SnapshotId, cairn::Snapshot)> {
         match (snapshot, &self.at) {
+            // restic's `latest --host h`: the newest of that host (and
+            // paths, tags); a safety snapshot is never `latest`.
+            (Some("latest"), None) if self.filtered() => self
+                .candidates(repo)?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| !s.is_safety())
+                .ok_or_else(|| anyhow::anyhow!("no snapshot matches --host/--path/--tag")),
             (Some("latest"), None) => damaged_hint(
                 repo.find_snapshot_with("latest", self.damaged()),
                 !self.skip_damaged,
@@ -663,6 +687,12 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
                 .map(|(id, s)| (id, Ok(s)))
                 .collect()
         }
+        None if a.at.filtered() => {
+            a.at.candidates(&repo)?
+                .into_iter()
+                .map(|(id, s)| (id, Ok(s)))
+                .collect()
+        }
         None => repo.snapshots()?,
     };
     let mut code = exit::OK;
@@ -709,7 +739,10 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
                 }
             }
         }
-        out.info(format!("{} snapshots", all.len()));
+        out.info(match all.len() {
+            1 => "1 snapshot".to_owned(),
+            n => format!("{n} snapshots"),
+        });
     }
     Ok(code)
 }

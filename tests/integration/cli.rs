@@ -411,3 +411,48 @@ fn cli_a_password_source_that_gives_nothing_exits_12() {
         assert_eq!(o.status.code(), Some(12), "{extra:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn cli_latest_honours_host_path_and_tag_as_restic_users_type_it() {
+    let dir = Dir::new();
+    let repo = dir.join("repo");
+    init_repo(&repo);
+    let src = dir.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let backup = |host: &str, content: &str, tag: &str| {
+        fs::write(src.join("f"), content).expect("write");
+        let o = run(cairn(&repo, dir.path())
+            .args(["backup", "--host", host, "--tag", tag])
+            .arg(&src));
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    backup("h1", "from h1", "a");
+    let o = run(cairn(&repo, dir.path()).arg("snapshots"));
+    assert!(stderr(&o).contains("1 snapshot") && !stderr(&o).contains("1 snapshots"));
+    backup("h2", "from h2", "b");
+    let file = src.join("f");
+    let file = file.to_str().expect("utf-8");
+    for (host, want) in [("h1", "from h1"), ("h2", "from h2")] {
+        let target = dir.join(&format!("t-{host}"));
+        let o = run(cairn(&repo, dir.path())
+            .args(["restore", "latest", "--host", host, "--target"])
+            .arg(&target));
+        assert!(o.status.success(), "{host}: {}", stderr(&o));
+        let restored = target.join(file.trim_start_matches('/'));
+        assert_eq!(fs::read_to_string(restored).expect("restored"), want);
+    }
+    let target = dir.join("t-tag");
+    let o = run(cairn(&repo, dir.path())
+        .args(["restore", "latest", "--tag", "a", "--target"])
+        .arg(&target));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = target.join(file.trim_start_matches('/'));
+    assert_eq!(fs::read_to_string(restored).expect("restored"), "from h1");
+    let o = run(cairn(&repo, dir.path()).args(["snapshots", "--tag", "b", "--json"]));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["hostname"], "h2");
+    let o = run(cairn(&repo, dir.path()).args(["ls", "latest", "--host", "nobody"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no snapshot matches"), "{}", stderr(&o));
+}
