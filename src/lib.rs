@@ -67,7 +67,7 @@ mod verify;
 mod wal;
 mod watch;
 
-pub use audit::{AuditEvent, AuditLog, read_log as audit_log};
+pub use audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use backend::{
     AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
     Throttled, is_url, open_location,

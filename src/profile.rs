@@ -880,15 +880,7 @@ fn restore_component_inner(
         .components
         .iter()
         .find(|c| c.name == opts.component)
-        .ok_or_else(|| {
-            let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-            Error::invalid(format!(
-                "snapshot {} has no component '{}'; it has: {}",
-                id.short(),
-                opts.component,
-                have.join(", ")
-            ))
-        })?;
+        .ok_or_else(|| no_component(repo, id, snap, app, &opts.component))?;
     if comp.kind == "command" {
         return restore_dump(repo, id, snap, app, comp, opts, progress);
     }
@@ -1102,6 +1094,7 @@ fn restore_dump(
 /// [`Error::Invalid`] when `snap` is not an application snapshot or has
 /// no such component, listing those it has.
 pub fn component_paths(
+    repo: &Repository,
     id: SnapshotId,
     snap: &Snapshot,
     name: &str,
@@ -1116,14 +1109,7 @@ pub fn component_paths(
         .components
         .iter()
         .find(|c| c.name == name)
-        .ok_or_else(|| {
-            let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-            Error::invalid(format!(
-                "snapshot {} has no component '{name}'; it has: {}",
-                id.short(),
-                have.join(", ")
-            ))
-        })?;
+        .ok_or_else(|| no_component(repo, id, snap, app, name))?;
     let path = |p: &Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(p));
     let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
     let others = app
@@ -1134,6 +1120,46 @@ pub fn component_paths(
         .filter(|p| mine.iter().any(|m| p.starts_with(m)))
         .collect();
     Ok((mine, others))
+}
+
+/// The error for a component `snap` does not have, naming those it has
+/// and, when the same `cairn snap` stored the component in a snapshot of
+/// its own (a dump command's stream), that snapshot.
+fn no_component(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    app: &AppInfo,
+    name: &str,
+) -> Error {
+    let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+    let mut msg = format!(
+        "snapshot {} has no component '{name}'; it has: {}",
+        id.short(),
+        have.join(", ")
+    );
+    // Taken by the same snap: the same application, within a minute or
+    // so (a dump runs right after the files).
+    let t = snap.timestamp().as_second();
+    let sibling = repo.snapshots().ok().and_then(|all| {
+        all.into_iter()
+            .filter_map(|(sid, s)| s.ok().map(|s| (sid, s)))
+            .filter(|(_, s)| {
+                (s.timestamp().as_second() - t).abs() <= 600
+                    && s.app.as_ref().is_some_and(|a| {
+                        a.name == app.name && a.components.iter().any(|c| c.name == name)
+                    })
+            })
+            .min_by_key(|(_, s)| (s.timestamp().as_second() - t).abs())
+    });
+    if let Some((sid, _)) = sibling {
+        msg.push_str(&format!(
+            "; snapshot {} of the same application, taken with it, has it: restore {} --component {name}",
+            sid.short(),
+            sid.short()
+        ));
+    }
+    Error::invalid(msg)
 }
 
 /// Whether the file at `path` already holds `node`'s content (a

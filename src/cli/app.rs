@@ -177,6 +177,18 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         .args(args)
         .status()
         .with_context(|| format!("cannot run `{shown}`"))?;
+    // The audit log records what ran between the two snapshots.
+    let pre_ids: Vec<String> = pre.iter().map(|p| p.id.short()).collect();
+    cairn::audit_record(
+        &repo,
+        "run",
+        &redacted(&a.command),
+        status.success(),
+        &format!(
+            "{status}; snapshot {} taken before it (tag pre)",
+            pre_ids.join(", ")
+        ),
+    );
     opts.tags = vec!["post".to_owned()];
     if !status.success() {
         opts.tags.push("failed".to_owned());
@@ -220,6 +232,35 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
         .and_then(|c| u8::try_from(c).ok())
         .filter(|&c| c != 0)
         .unwrap_or(exit::ERROR))
+}
+
+/// The command line for the audit log, without what looks like a secret:
+/// a URL's password (`postgres://u:PASS@h`) and the value of an argument
+/// named like one (`--password=…`, `TOKEN=…`).
+fn redacted(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|arg| {
+            let arg = arg.to_string_lossy();
+            if let Some((scheme, rest)) = arg.split_once("://")
+                && let Some((userinfo, host)) = rest.split_once('@')
+                && let Some((user, _)) = userinfo.split_once(':')
+            {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+            if let Some((name, _)) = arg.split_once('=') {
+                let lower = name.to_ascii_lowercase();
+                if ["pass", "token", "secret", "key"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    return format!("{name}=***");
+                }
+            }
+            arg.into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The commands that put back each component of `snap` that can be

@@ -205,6 +205,26 @@ pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository
             ));
             Ok(repo)
         }
+        // The repository the application's cairn.toml names, with the
+        // password source it (or the environment) gives: created on the
+        // first snapshot, as the default repository is.
+        Err(cairn::Error::RepoNotFound { .. })
+            if g.loaded
+                .as_ref()
+                .is_some_and(|p| p.repo.is_some() && p.repo == g.repo)
+                && password::password_given(g) =>
+        {
+            let pw = password::password(g, &loc)?;
+            let repo = Repository::init(backend(g, &loc)?, Some(&pw), &InitOptions::default())?;
+            out.info(format!(
+                "created the repository {} that {} names",
+                loc.path.display(),
+                g.loaded
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.file.display().to_string())
+            ));
+            Ok(repo)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -992,7 +1012,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     opts.cache_dir = password::cache_dir(g);
     opts.profile = g.loaded.as_ref().map(|p| p.file.clone());
     if let Some(c) = &a.component {
-        (opts.includes, opts.excludes) = cairn::component_paths(id, &snap, c)?;
+        (opts.includes, opts.excludes) = cairn::component_paths(&repo, id, &snap, c)?;
     }
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));

@@ -405,7 +405,8 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     }))
                 }
                 Some(target) => {
-                    let (includes, excludes) = crate::component_paths(id, &snap, &b.component)?;
+                    let (includes, excludes) =
+                        crate::component_paths(repo, id, &snap, &b.component)?;
                     if b.dry_run {
                         return Ok(json!({
                             "snapshot": id,

@@ -462,6 +462,72 @@ fn app_run_wraps_a_command_with_pre_and_post_snapshots_and_prints_the_restore_co
     // Retention from the profile, for this application's snapshots.
     let plan = json_of(&app.ok(&["forget", "--app", "--dry-run", "--json"]));
     assert_eq!(plan["dry_run"], true, "{plan}");
+
+    // The audit log records the command each run wrapped, and how it ended.
+    let log = json_of(&app.ok(&["log", "--json"]));
+    let runs: Vec<&Value> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "run")
+        .collect();
+    assert_eq!(runs.len(), 2, "{log}");
+    assert_eq!(runs[0]["target"], "true");
+    assert_eq!(runs[0]["ok"], true);
+    assert!(
+        runs[1]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("DROP TABLE appointments"))
+    );
+    assert_eq!(runs[1]["ok"], false);
+    app.verify();
+}
+
+#[test]
+fn app_retention_keeps_the_rollback_point_run_printed_in_forget_and_daemon_jobs() {
+    let app = App::new();
+    let toml = app.root().join("cairn.toml");
+    let profile = fs::read_to_string(&toml)
+        .expect("profile")
+        .replace("keep_last = 5\nkeep_daily = 7", "keep_hourly = 28");
+    assert!(profile.contains("keep_hourly = 28"), "{profile}");
+    fs::write(
+        &toml,
+        format!("{profile}\n[[jobs]]\nname = \"tidy\"\nevery = \"1h\"\ncomponents = [\"db\"]\nforget = true\n"),
+    )
+    .expect("profile");
+    app.ok(&["init"]);
+    let run_once = json_of(&app.ok(&["run", "--json", "--component", "db", "--", "true"]));
+    let pre = run_once["pre"][0].as_str().expect("pre").to_owned();
+    // keep_hourly keeps the newest of the hour: the post snapshot. The
+    // pre snapshot, whose restore command run printed, stays for the
+    // rollback window.
+    let plan = json_of(&app.ok(&["forget", "--app", "--dry-run", "--json"]));
+    let decision = plan["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["snapshots"].as_array().expect("snapshots").iter())
+        .find(|s| s["id"] == pre.as_str())
+        .expect("the pre snapshot is judged");
+    assert_eq!(decision["keep"], true, "{plan}");
+    assert!(
+        decision["reasons"].to_string().contains("rollback 7d"),
+        "{plan}"
+    );
+    // The daemon's job with forget = true applies the same rules.
+    let o = run(app.cairn().args(["daemon", "--once", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids: Vec<String> = json_of(&app.ok(&["snapshots", "--json"]))
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(
+        ids.contains(&pre),
+        "the daemon's forget removed the rollback point"
+    );
     app.verify();
 }
 
@@ -909,4 +975,46 @@ fn app_diff_shows_what_changed_in_a_captured_databases_tables() {
     assert_eq!(db["tables"][0]["name"], "appointments");
     assert_eq!(db["tables"][0]["before"], 3003);
     assert_eq!(db["tables"][0]["after"], 0);
+}
+
+#[test]
+fn app_first_snap_creates_the_repository_its_profile_names() {
+    let app = App::new();
+    assert!(!app.repo().exists());
+    let o = app.ok(&["snap"]);
+    assert!(
+        stderr(&o).contains("created the repository") && stderr(&o).contains("cairn.toml"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(app.repo().join("config").exists());
+    // With the password the profile's source gives: it opens again.
+    app.ok(&["snapshots"]);
+    app.verify();
+}
+
+#[test]
+fn app_a_component_in_the_other_snapshot_of_a_snap_is_named() {
+    let app = App::new();
+    let toml = app.root().join("cairn.toml");
+    let mut profile = fs::read_to_string(&toml).expect("profile");
+    profile.push_str(
+        "\n[components.notes]\ndump = [\"sh\", \"-c\", \"echo notes\"]\nrestore = [\"sh\", \"-c\", \"cat > /dev/null\"]\nname = \"notes.txt\"\n",
+    );
+    fs::write(&toml, profile).expect("profile");
+    app.ok(&["init"]);
+    let done = json_of(&app.ok(&["snap", "--json"]));
+    let list = done.as_array().expect("two snapshots");
+    assert_eq!(list.len(), 2, "{done}");
+    let files = list[0]["id"].as_str().expect("id");
+    let dump = list[1]["id"].as_str().expect("id");
+    let o = run(app
+        .cairn()
+        .args(["restore", files, "--component", "notes", "--dry-run"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no component 'notes'") && stderr(&o).contains(&dump[..8]),
+        "{}",
+        stderr(&o)
+    );
 }
