@@ -301,7 +301,11 @@ pub(super) fn print_backup(out: &Out, done: &cairn::BackupOutcome) -> Result<()>
     } else if !out.quiet {
         outln!("snapshot {} saved", done.id.short());
         outln!(
-            "  files: {} new, {} changed, {} unchanged; {} directories, {} other",
+            // Files of the parent whose content was read again: changed,
+            // or too new to trust their stat (store-format.md §snapshot
+            // summary); "changed" would overstate a fresh copy's second
+            // backup.
+            "  files: {} new, {} re-read, {} unchanged; {} directories, {} other",
             s.files_new,
             s.files_changed,
             s.files_unchanged,
