@@ -44,7 +44,8 @@ Jobs are [[jobs]] tables in cairn.toml, for example:
   components = [\"db\"]
 
 The runs of one profile never overlap (also across processes); a job missed while the daemon was
-down runs once when it starts again. SIGTERM or SIGINT lets the current run finish, then exits 0;
+down runs once when it starts again. An interval job that has never run runs at once on the first
+start (so a new job is tried right away); a cron job waits for its first time. SIGTERM or SIGINT lets the current run finish, then exits 0;
 a second one exits at once (safe: an interrupted run leaves no partial snapshot). State (last runs)
 is kept in the cache directory's daemon/ folder. With --once, the jobs due or missed now run once
 and cairn exits (1 if a run failed): for cron.")]
