@@ -91,6 +91,12 @@ impl App {
         o
     }
 
+    /// `cairn snap` with `args`: the new snapshot's id.
+    fn snap(&self, args: &[&str]) -> String {
+        let o = self.ok(&[&["snap", "--json"][..], args].concat());
+        json_of(&o)["id"].as_str().expect("id").to_owned()
+    }
+
     fn verify(&self) {
         let o = self.ok(&["verify", "--read-data"]);
         assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
@@ -144,8 +150,7 @@ fn app_snap_lists_components_git_and_row_counts_and_excludes_dependencies() {
     let head = app.git(&["rev-parse", "HEAD"]);
     let o = app.ok(&["init"]);
     assert!(app.repo().join("config").exists(), "{}", stdout(&o));
-    let snap = json_of(&app.ok(&["snap", "--json"]));
-    let id = snap["id"].as_str().expect("id").to_owned();
+    let id = app.snap(&[]);
 
     let list = json_of(&app.ok(&["snapshots", "--json"]));
     let s = snapshot(&list, &id);
@@ -240,8 +245,7 @@ fn app_restore_component_db_takes_a_safety_snapshot_replaces_atomically_and_undo
     let app = App::new();
     app.ok(&["init"]);
     let before = rows(&app.db());
-    let snap = json_of(&app.ok(&["snap", "--json"]));
-    let id = snap["id"].as_str().expect("id").to_owned();
+    let id = app.snap(&[]);
 
     // The application goes on: rows deleted, a table added, and a config
     // change that a database restore must not touch.
@@ -782,8 +786,7 @@ fn run_undo(app: &App, cmd: &str, dir: &Path) -> Output {
 fn app_db_restore_into_a_live_database_is_protected_like_restore_component() {
     let app = App::new();
     app.ok(&["init"]);
-    let snap = json_of(&app.ok(&["snap", "--json"]));
-    let id = snap["id"].as_str().expect("id").to_owned();
+    let id = app.snap(&[]);
     let db = app.db();
     let c = Connection::open(&db).expect("db");
     c.execute_batch("UPDATE users SET name = 'changed since'")
@@ -854,8 +857,7 @@ fn app_db_restore_into_a_live_database_is_protected_like_restore_component() {
 fn app_restore_to_the_root_replaces_live_files_only_after_a_safety_snapshot() {
     let app = App::new();
     app.ok(&["init"]);
-    let snap = json_of(&app.ok(&["snap", "--json"]));
-    let id = snap["id"].as_str().expect("id").to_owned();
+    let id = app.snap(&[]);
     let index = app.root().join("src/index.js");
     let original = fs::read(&index).expect("index.js");
     fs::write(&index, b"edited\n").expect("edit");

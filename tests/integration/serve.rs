@@ -983,6 +983,20 @@ fn status_page_browse_and_download() {
     assert_eq!(status, 303, "still logged in");
 }
 
+/// Chromium, or `None` after saying the test is skipped (a failure in CI,
+/// which installs it).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "chromium is not installed, but CI needs this test: .ci/run installs it with apt-get"
+        );
+        eprintln!("SKIPPED: chromium is not on PATH; install it with `apt-get install chromium`");
+    }
+    found
+}
+
 fn chromium() -> Option<PathBuf> {
     for name in ["chromium", "chromium-browser"] {
         if let Some(p) = std::env::var_os("PATH")
@@ -1002,12 +1016,7 @@ fn chromium() -> Option<PathBuf> {
 /// directory.
 #[test]
 fn status_page_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "chromium is not installed, but CI needs this test: .ci/run installs it with apt-get"
-        );
-        eprintln!("SKIPPED: chromium is not on PATH; install it with `apt-get install chromium`");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let s = Server::start();
@@ -1470,12 +1479,7 @@ fn serve_page(html: String) -> String {
 /// session) and refuses: no snapshot, no audit event.
 #[test]
 fn cross_origin_page_in_headless_chromium_cannot_write() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "chromium is not installed, but CI needs this test: .ci/run installs it with apt-get"
-        );
-        eprintln!("SKIPPED: chromium is not on PATH; install it with `apt-get install chromium`");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let s = Server::start();
