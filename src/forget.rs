@@ -824,12 +824,15 @@ fn forget_segments(
 /// snapshots deleted before it stay deleted: running `forget` again
 /// finishes the job.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> {
-    let done = forget_inner(repo, opts);
+    let recorded = std::cell::Cell::new(false);
+    let done = forget_inner(repo, opts, &recorded);
     let removed: Vec<String> = done
         .as_ref()
         .map(|d| d.removed.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
-    if !opts.dry_run {
+    // Once the event naming the snapshots is written (before the first
+    // delete), only a failure is added to it.
+    if !opts.dry_run && (!recorded.get() || done.is_err()) {
         crate::audit::record(
             repo,
             "forget",
@@ -841,7 +844,11 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> 
     done
 }
 
-fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> {
+fn forget_inner(
+    repo: &Repository,
+    opts: &ForgetOptions,
+    recorded: &std::cell::Cell<bool>,
+) -> Result<ForgetOutcome> {
     let explicit = !opts.ids.is_empty();
     if explicit && !opts.policy.is_empty() {
         return Err(Error::invalid(
@@ -943,7 +950,23 @@ fn forget_inner(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome
         plans.push(GroupPlan { key, snapshots });
     }
 
-    if !opts.dry_run {
+    if !opts.dry_run && (!removed.is_empty() || !unread.is_empty()) {
+        // The audit log names the snapshots before any is deleted: a
+        // forget killed midway leaves snapshots the log says were
+        // forgotten, never ones verify would report as lost.
+        let all: Vec<String> = removed
+            .iter()
+            .chain(&unread)
+            .map(ToString::to_string)
+            .collect();
+        crate::audit::record_event(
+            repo,
+            "forget",
+            &all.join(" "),
+            true,
+            &format!("removed {} snapshots", all.len()),
+        );
+        recorded.set(true);
         for id in &removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }
