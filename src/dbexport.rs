@@ -1087,7 +1087,9 @@ fn protect_into(
     if std::fs::symlink_metadata(into).is_err() {
         return Ok(None);
     }
-    let path = crate::backup::absolute(into)?;
+    // The file itself, not a symlink to it: the safety snapshot must hold
+    // the database SQLite writes into, and the profile names real paths.
+    let path = std::fs::canonicalize(into).map_err(|e| Error::target_write(into, e))?;
     let Some(repo) = repo else {
         return Err(Error::invalid(format!(
             "{} exists: restoring tables into it first saves it in a safety snapshot, which needs a repository; name one (or restore into a new file)",
@@ -1096,7 +1098,9 @@ fn protect_into(
     };
     let component = opts.profile.as_ref().and_then(|p| {
         p.components.iter().find_map(|c| match &c.kind {
-            crate::profile::ComponentKind::Sqlite { path: db } if *db == path => {
+            crate::profile::ComponentKind::Sqlite { path: db }
+                if *db == path || std::fs::canonicalize(db).is_ok_and(|d| d == path) =>
+            {
                 Some((p, c.name.clone()))
             }
             _ => None,

@@ -1098,6 +1098,7 @@ pub fn component_paths(
     id: SnapshotId,
     snap: &Snapshot,
     name: &str,
+    profile: Option<&Profile>,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let app = snap.app.as_ref().ok_or_else(|| {
         Error::invalid(format!(
@@ -1112,13 +1113,26 @@ pub fn component_paths(
         .ok_or_else(|| no_component(repo, id, snap, app, name))?;
     let path = |p: &Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(p));
     let mine: Vec<PathBuf> = c.paths.iter().map(path).collect();
-    let others = app
+    let mut others: Vec<PathBuf> = app
         .components
         .iter()
         .filter(|o| o.name != name)
         .flat_map(|o| o.paths.iter().map(path))
-        .filter(|p| mine.iter().any(|m| p.starts_with(m)))
         .collect();
+    // The application's other components as its profile names them now:
+    // a snapshot of some components taken before cairn left the others'
+    // paths out of them holds the database and the secrets too.
+    if let Some(p) = profile.filter(|p| p.name == app.name) {
+        for c in p.components.iter().filter(|c| c.name != name) {
+            others.extend(c.paths());
+            if let ComponentKind::Sqlite { path } = &c.kind {
+                others.extend(crate::protect::companions(path));
+            }
+        }
+    }
+    others.retain(|p| mine.iter().any(|m| p.starts_with(m)));
+    others.sort();
+    others.dedup();
     Ok((mine, others))
 }
 

@@ -152,7 +152,7 @@ pub fn guard(
     let saved = crate::backup(repo, &backup, progress)?;
     if what.whole_files {
         for db in &what.databases {
-            settle_database(db);
+            checkpoint_fully(db)?;
             for c in companions(db) {
                 match fs::remove_file(&c) {
                     Ok(()) => {}
@@ -251,6 +251,40 @@ pub fn open_by(path: &Path) -> Vec<String> {
         }
     }
     users
+}
+
+/// Checkpoints the database at `path` completely into its main file (and
+/// rolls back a hot journal), so that its `-wal`/`-shm`/`-journal` hold
+/// nothing the main file lacks and can be removed. Nothing to do when it
+/// has none.
+///
+/// # Errors
+/// [`Error::Invalid`] when the database cannot be opened or the
+/// checkpoint stays incomplete (a reader or writer holds the log).
+pub fn checkpoint_fully(path: &Path) -> Result<()> {
+    if companions(path).iter().all(|c| !c.exists()) {
+        return Ok(());
+    }
+    let fail = |why: String| {
+        Error::invalid(format!(
+            "{} could not be checkpointed ({why}): its -wal would be lost with the old file; stop the application and restore again",
+            path.display()
+        ))
+    };
+    let conn = rusqlite::Connection::open(path).map_err(|e| fail(e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| fail(e.to_string()))?;
+    let (busy, log, done): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    if busy != 0 || log != done {
+        return Err(fail(format!(
+            "{done} of {log} log frames copied, busy {busy}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checkpoints a WAL database into its main file, so that what is removed

@@ -1016,7 +1016,8 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     opts.cache_dir = password::cache_dir(g);
     opts.profile = g.loaded.as_ref().map(|p| p.file.clone());
     if let Some(c) = &a.component {
-        (opts.includes, opts.excludes) = cairn::component_paths(&repo, id, &snap, c)?;
+        (opts.includes, opts.excludes) =
+            cairn::component_paths(&repo, id, &snap, c, g.loaded.as_ref())?;
     }
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));

@@ -406,7 +406,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                 }
                 Some(target) => {
                     let (includes, excludes) =
-                        crate::component_paths(repo, id, &snap, &b.component)?;
+                        crate::component_paths(repo, id, &snap, &b.component, Some(&p))?;
                     if b.dry_run {
                         return Ok(json!({
                             "snapshot": id,

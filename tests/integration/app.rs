@@ -711,6 +711,43 @@ fn app_snap_of_some_components_leaves_the_other_components_paths_out() {
         "daemon job's code snapshot"
     );
     drop(live);
+
+    // A code snapshot as older versions took it, holding the database
+    // and .env (here: taken while the profile had code alone): restoring
+    // its code still leaves out what the profile now says is another
+    // component's.
+    let full = fs::read_to_string(&toml).expect("profile");
+    fs::write(
+        &toml,
+        "app = \"sample-shop\"\nrepo = \"../repo\"\n[components.code]\npaths = [\".\"]\n",
+    )
+    .expect("profile");
+    let old = app.snap(&["--component", "code"]);
+    assert!(
+        !leaks(&stored_paths(&app, &old)).is_empty(),
+        "the old-style snapshot holds them"
+    );
+    fs::write(&toml, full).expect("profile");
+    let target = app.dir.join("code-only");
+    app.ok(&[
+        "restore",
+        &old,
+        "--component",
+        "code",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let restored = super::util::files_under(&target);
+    assert!(
+        restored.iter().any(|p| p.ends_with("src/index.js")),
+        "{restored:?}"
+    );
+    assert!(
+        !restored
+            .iter()
+            .any(|p| p.ends_with(".env") || p.to_string_lossy().contains("dev.db")),
+        "{restored:?}"
+    );
     app.verify();
 }
 
