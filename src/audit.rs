@@ -205,6 +205,25 @@ pub fn read_log(repo: &Repository, last: Option<usize>) -> Result<AuditLog> {
     Ok(log)
 }
 
+/// The snapshot a successful `backup` or `snap` event says it saved
+/// (detail `snapshot ID…`).
+fn saved_id(e: &AuditEvent) -> Option<crate::SnapshotId> {
+    if !e.ok || !matches!(e.action.as_str(), "backup" | "snap") {
+        return None;
+    }
+    e.detail
+        .strip_prefix("snapshot ")
+        .and_then(|rest| rest.get(..64))
+        .and_then(|hex| hex.parse().ok())
+}
+
+/// Whether the log records snapshot `id` as saved.
+pub(crate) fn records_saved(log: &AuditLog, id: &crate::SnapshotId) -> bool {
+    log.events
+        .iter()
+        .any(|(_, e)| saved_id(e).as_ref() == Some(id))
+}
+
 /// Snapshots the log says were saved and never forgotten but that
 /// `present` (a listing of `snapshots/`) lacks: as errors naming each id
 /// and the event that recorded it, or as warnings when a forget that failed
@@ -222,12 +241,7 @@ pub(crate) fn missing_snapshots(
     for (id, e) in &log.events {
         match e.action.as_str() {
             "backup" | "snap" if e.ok => {
-                if let Some(sid) = e
-                    .detail
-                    .strip_prefix("snapshot ")
-                    .and_then(|rest| rest.get(..64))
-                    .and_then(|hex| hex.parse().ok())
-                {
+                if let Some(sid) = saved_id(e) {
                     saved.push((sid, id, e));
                 }
             }

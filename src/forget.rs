@@ -22,7 +22,8 @@
 //! * `rollback D` keeps every rollback point (tag `pre`, the state before
 //!   `cairn run`'s command, whose restore command it printed) and every
 //!   safety snapshot (tag `safety`, the state an in-place restore replaced)
-//!   taken at or after the group's newest snapshot's time minus D. It is
+//!   taken at or after now minus D (not the group's newest: a group of
+//!   safety snapshots alone would keep its newest forever). It is
 //!   always in force: [`DEFAULT_ROLLBACK_DAYS`] unless the policy sets it, and
 //!   a span of zero turns it off.
 //!
@@ -119,7 +120,7 @@ pub struct KeepPolicy {
     /// Keep every snapshot that has any of these tags.
     pub tags: Vec<String>,
     /// Keep rollback points (tag `pre`) and safety snapshots (tag
-    /// `safety`) within this span of the group's newest snapshot; `None`
+    /// `safety`) taken within this span before now; `None`
     /// is [`DEFAULT_ROLLBACK_DAYS`], a zero span keeps none by this rule.
     pub rollback: Option<Span>,
 }
@@ -288,6 +289,20 @@ pub fn plan(
     group: &[(SnapshotId, &Snapshot)],
     tz: &TimeZone,
 ) -> Result<Vec<Decision>> {
+    plan_at(policy, group, tz, Timestamp::now())
+}
+
+/// [`plan`] as of `now`, from which the rollback window is measured (the
+/// other rules measure from the group's newest ordinary snapshot).
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_at(
+    policy: &KeepPolicy,
+    group: &[(SnapshotId, &Snapshot)],
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<Vec<Decision>> {
     policy.validate()?;
     if policy.is_empty() {
         return Err(Error::invalid(EMPTY_POLICY));
@@ -297,7 +312,16 @@ pub fn plan(
         .map(|(id, s)| (*id, *s, s.timestamp().to_zoned(tz.clone())))
         .collect();
     items.sort_by_key(|(id, _, t)| std::cmp::Reverse((t.timestamp(), *id)));
-    let Some((_, _, newest)) = items.first() else {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `within` rules count back from the newest snapshot that is not a
+    // safety snapshot: a restore's safety snapshot must not move them.
+    let Some((_, _, newest)) = items
+        .iter()
+        .find(|(_, s, _)| !s.is_safety())
+        .or_else(|| items.first())
+    else {
         return Ok(Vec::new());
     };
 
@@ -342,7 +366,10 @@ pub fn plan(
     let rollback = (!rollback_span.is_zero()).then(|| {
         (
             format!("rollback {rollback_span:#}"),
-            cutoff(newest, rollback_span),
+            // From now: a rollback point survives the window whatever
+            // comes after it, and a group of safety snapshots alone does
+            // not keep its newest forever.
+            cutoff(&now.to_zoned(tz.clone()), rollback_span),
         )
     });
 
@@ -615,6 +642,8 @@ pub struct ForgetOptions {
     /// back as this span before its newest segment: whole chains that end
     /// before that are removed. `None` leaves segments alone.
     pub keep_pitr: Option<Span>,
+    /// The time the rollback window is measured from (`None`: now).
+    pub now: Option<Timestamp>,
 }
 
 impl Default for ForgetOptions {
@@ -627,6 +656,7 @@ impl Default for ForgetOptions {
             dry_run: false,
             tz: TimeZone::system(),
             keep_pitr: None,
+            now: None,
         }
     }
 }
@@ -681,6 +711,7 @@ fn resolve(
     considered: &[(SnapshotId, Snapshot)],
     damaged: &[(SnapshotId, String)],
     listed: &HashSet<SnapshotId>,
+    lost: &dyn Fn(&SnapshotId) -> bool,
 ) -> Result<HashSet<SnapshotId>> {
     let mut chosen = HashSet::new();
     for r in refs {
@@ -722,14 +753,14 @@ fn resolve(
                     "snapshot {id} is damaged ({why}); no rule removes a damaged snapshot: to remove it on purpose, give its full id"
                 )));
             }
-            // A full id with no file at all: a snapshot verify reports
-            // missing (the audit log saved it, no forget removed it).
+            // A full id with no file at all that the audit log saved: a
+            // snapshot verify reports missing.
             // Forgetting it records that it is gone for good.
             (None, _, None)
                 if full
                     && prefix
                         .parse::<SnapshotId>()
-                        .is_ok_and(|id| !listed.contains(&id)) =>
+                        .is_ok_and(|id| !listed.contains(&id) && lost(&id)) =>
             {
                 if let Ok(id) = prefix.parse::<SnapshotId>() {
                     chosen.insert(id);
@@ -889,7 +920,17 @@ fn forget_inner(
         }
     }
     let chosen = if explicit {
-        Some(resolve(&opts.ids, &considered, &damaged, &listed)?)
+        {
+            // A full id with no file is forgotten only if the audit log
+            // saved it (a typo or another repository's id is an error).
+            let log = std::cell::OnceCell::new();
+            let lost = |id: &SnapshotId| {
+                log.get_or_init(|| crate::audit::read_log(repo, None).ok())
+                    .as_ref()
+                    .is_some_and(|l| crate::audit::records_saved(l, id))
+            };
+            Some(resolve(&opts.ids, &considered, &damaged, &listed, &lost)?)
+        }
     } else {
         None
     };
@@ -929,7 +970,12 @@ fn forget_inner(
         } else {
             let refs: Vec<(SnapshotId, &Snapshot)> =
                 members.iter().map(|(id, s)| (*id, s)).collect();
-            plan(&opts.policy, &refs, &opts.tz)?
+            plan_at(
+                &opts.policy,
+                &refs,
+                &opts.tz,
+                opts.now.unwrap_or_else(Timestamp::now),
+            )?
         };
         let mut by_id: BTreeMap<SnapshotId, Snapshot> = members.into_iter().collect();
         let mut snapshots = Vec::with_capacity(decisions.len());

@@ -94,7 +94,7 @@ pub use dbexport::{
 pub use error::{Error, Result};
 pub use forget::{
     DEFAULT_ROLLBACK_DAYS, Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan,
-    KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan,
+    KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan, plan_at,
 };
 pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
 pub use inspect::{
@@ -121,7 +121,8 @@ pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use secrets::command as child_command;
 pub use segment::{Segment, SegmentTxn, timestamp as segment_time};
 pub use snapshot::{
-    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, PRE_TAG, Snapshot, Summary, TableRows, newest_at,
+    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, PRE_TAG, Snapshot, Summary, TableRows,
+    check_user_tags, newest_at,
 };
 pub use sqlite::SqliteMode;
 pub use stats::{RepoStats, stats};

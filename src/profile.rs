@@ -967,8 +967,16 @@ fn restore_component_inner(
     done.warnings.extend(warnings);
     done.safety = undo.as_ref().map(|u| u.snapshot);
     done.undo = undo;
-    for f in &changing {
-        let w = replace_file(repo, snap, &f.path, is_db)?;
+    for (i, f) in changing.iter().enumerate() {
+        let w = replace_file(repo, snap, &f.path, is_db).map_err(|e| match &done.undo {
+            // Files replaced before this one stay replaced: say how to
+            // go back.
+            Some(u) if i > 0 => Error::invalid(format!(
+                "{e}; {i} file(s) were replaced before it; safety snapshot {} holds the component as it was",
+                u.snapshot.short()
+            )),
+            _ => e,
+        })?;
         done.warnings.extend(w);
     }
     Ok(done)

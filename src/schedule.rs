@@ -399,7 +399,7 @@ pub(crate) fn jobs(
             .map(VerifyPlan::parse)
             .transpose()
             .map_err(job_err)?;
-        crate::snapshot::check_tags(&j.tags).map_err(job_err)?;
+        crate::snapshot::check_user_tags(&j.tags).map_err(job_err)?;
         out.push(Job {
             name,
             schedule,

@@ -185,6 +185,22 @@ pub fn check_tags(tags: &[String]) -> crate::Result<()> {
     Ok(())
 }
 
+/// [`check_tags`] for tags a user gives (options, the API, profile jobs):
+/// [`SAFETY_TAG`] is cairn's own, since `latest`, freshness and retention
+/// treat its snapshots apart.
+///
+/// # Errors
+/// As [`check_tags`]; [`crate::Error::Invalid`] for the safety tag.
+pub fn check_user_tags(tags: &[String]) -> crate::Result<()> {
+    check_tags(tags)?;
+    if tags.iter().any(|t| t == SAFETY_TAG) {
+        return Err(crate::Error::invalid(format!(
+            "tag '{SAFETY_TAG}' is cairn's own, for the state a restore replaced: choose another"
+        )));
+    }
+    Ok(())
+}
+
 /// The tag of the snapshot taken before a restore replaces live data.
 pub const SAFETY_TAG: &str = "safety";
 

@@ -94,6 +94,7 @@ pub struct SnapArgs {
 /// `cairn snap`.
 pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
     let profile = profile(g)?;
+    cairn::check_user_tags(&a.tags)?;
     let repo = open_or_create_default(g, out)?;
     let opts = SnapOptions {
         components: a.components.clone(),
@@ -238,29 +239,36 @@ pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
 /// a URL's password (`postgres://u:PASS@h`) and the value of an argument
 /// named like one (`--password=…`, `TOKEN=…`).
 fn redacted(command: &[OsString]) -> String {
-    command
-        .iter()
-        .map(|arg| {
-            let arg = arg.to_string_lossy();
-            if let Some((scheme, rest)) = arg.split_once("://")
-                && let Some((userinfo, host)) = rest.split_once('@')
-                && let Some((user, _)) = userinfo.split_once(':')
-            {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-            if let Some((name, _)) = arg.split_once('=') {
-                let lower = name.to_ascii_lowercase();
-                if ["pass", "token", "secret", "key"]
-                    .iter()
-                    .any(|w| lower.contains(w))
-                {
-                    return format!("{name}=***");
-                }
-            }
-            arg.into_owned()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let secretish = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        ["pass", "token", "secret", "key"]
+            .iter()
+            .any(|w| lower.contains(w))
+    };
+    let mut out = Vec::with_capacity(command.len());
+    let mut next_is_secret = false;
+    for arg in command {
+        let arg = arg.to_string_lossy();
+        if std::mem::take(&mut next_is_secret) {
+            out.push("***".to_owned());
+            continue;
+        }
+        if let Some((scheme, rest)) = arg.split_once("://")
+            && let Some((userinfo, host)) = rest.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            out.push(format!("{scheme}://{user}:***@{host}"));
+        } else if let Some((name, _)) = arg.split_once('=')
+            && secretish(name)
+        {
+            out.push(format!("{name}=***"));
+        } else {
+            // `--password VALUE`: the value is the next argument.
+            next_is_secret = arg.starts_with('-') && secretish(&arg);
+            out.push(arg.into_owned());
+        }
+    }
+    out.join(" ")
 }
 
 /// The commands that put back each component of `snap` that can be

@@ -181,6 +181,14 @@ enum SqliteArg {
 }
 
 pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
+    open_or_create(g, out, true)
+}
+
+/// As [`open_or_create_default`]; `create_named` also creates the
+/// repository a profile names (a command a person runs; not the daemon,
+/// which at boot could find a backup disk not mounted yet and create a
+/// new repository in its empty mount point).
+pub(super) fn open_or_create(g: &Global, out: &Out, create_named: bool) -> Result<Repository> {
     let loc = location(g)?;
     match Repository::open_cached(
         backend(g, &loc)?,
@@ -209,9 +217,10 @@ pub(super) fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository
         // password source it (or the environment) gives: created on the
         // first snapshot, as the default repository is.
         Err(cairn::Error::RepoNotFound { .. })
-            if g.loaded
-                .as_ref()
-                .is_some_and(|p| p.repo.is_some() && p.repo == g.repo)
+            if create_named
+                && g.loaded
+                    .as_ref()
+                    .is_some_and(|p| p.repo.is_some() && p.repo == g.repo)
                 && password::password_given(g) =>
         {
             let pw = password::password(g, &loc)?;
@@ -236,6 +245,7 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     } else {
         a.paths.clone()
     });
+    cairn::check_user_tags(&a.tags)?;
     opts.tags.clone_from(&a.tags);
     opts.host.clone_from(&a.host);
     opts.excludes.clone_from(&a.excludes);
@@ -473,6 +483,9 @@ impl AtArgs {
             (Some("latest"), None) => damaged_hint(
                 repo.find_snapshot_with("latest", self.damaged()),
                 !self.skip_damaged,
+            ),
+            (Some(s), None) if self.filtered() => bail!(
+                "--host, --path and --tag choose among snapshots for `latest` or --at; '{s}' names one snapshot already"
             ),
             (Some(s), None) => Ok(repo.find_snapshot(s)?),
             (None, Some(at)) => {
@@ -891,7 +904,7 @@ fn print_node(
         let _ = stdout.write_all(&super::terminal_safe_bytes(target));
     }
     if let Some(d) = db {
-        let _ = write!(stdout, "  [{}]", database_line(d));
+        let _ = write!(stdout, "  [{}]", super::terminal_safe(&database_line(d)));
     }
     let _ = stdout.write_all(b"\n");
 }
@@ -1028,7 +1041,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
         out.warn(w);
     }
     for e in &done.errors {
-        eprintln!("cairn: not restored: {e}");
+        eprintln!("cairn: not restored: {}", super::terminal_safe(e));
     }
     let undo = done.undo.as_ref().map(|u| super::app::undo_command(g, u));
     if out.json {

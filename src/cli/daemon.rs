@@ -14,7 +14,7 @@ use jiff::tz::TimeZone;
 
 use cairn::{DaemonEvent, Profile, Repository};
 
-use super::commands::open_or_create_default;
+use super::commands::open_or_create;
 use super::output::size;
 use super::password;
 use super::{Global, Out, exit};
@@ -303,7 +303,7 @@ impl cairn::DaemonHost for Host {
         // The repository's own messages (a default repository created)
         // are logged, not printed as command output.
         let quiet = Out::new(false, true);
-        let repo = open_or_create_default(g, &quiet).map_err(|e| match e.downcast() {
+        let repo = open_or_create(g, &quiet, false).map_err(|e| match e.downcast() {
             Ok(e) => e,
             Err(e) => cairn::Error::invalid(format!("{e:#}")),
         })?;

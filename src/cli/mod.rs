@@ -380,6 +380,13 @@ pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
 /// control character but tab escaped as [`terminal_safe`] does; other
 /// bytes as they are.
 pub fn terminal_safe_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    // UTF-8 text: every control character, C1 ones included.
+    if let Ok(text) = std::str::from_utf8(b) {
+        return match terminal_safe(text) {
+            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(b),
+            std::borrow::Cow::Owned(t) => std::borrow::Cow::Owned(t.into_bytes()),
+        };
+    }
     let unsafe_byte = |c: &u8| c.is_ascii_control() && *c != b'\t';
     if !b.iter().any(unsafe_byte) {
         return std::borrow::Cow::Borrowed(b);

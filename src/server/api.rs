@@ -186,7 +186,7 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
     for c in &b.components {
         p.component(c)?;
     }
-    crate::snapshot::check_tags(&b.tags)?;
+    crate::snapshot::check_user_tags(&b.tags)?;
     let cache_dir = st.cache_dir.clone();
     let done = st
         .change(&caller, move |repo| {
@@ -273,7 +273,7 @@ fn restore_source(
 /// absolute path without NUL bytes, at or below one of the directories the
 /// server was started to allow (`--allow-restore-target`), symlinks in its
 /// existing part resolved so that none leads out of them.
-fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<(), ApiError> {
+fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<PathBuf, ApiError> {
     let shown = t.display();
     if t.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(ApiError::bad_request(format!(
@@ -315,7 +315,7 @@ fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<(), ApiErr
     };
     let real = rest.iter().rev().fold(real, |p, n| p.join(n));
     if allowed.iter().any(|a| real.starts_with(a)) {
-        return Ok(());
+        return Ok(real);
     }
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
@@ -358,8 +358,10 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
         )?),
         None => None,
     };
+    // Restored into the resolved path that was checked, not the one given.
+    let mut b = b;
     if let Some(t) = &b.target {
-        allowed_target(t, &st.restore_targets)?;
+        b.target = Some(allowed_target(t, &st.restore_targets)?);
     }
     let cache_dir = st.cache_dir.clone();
     let v = st
@@ -399,7 +401,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         "in_place": true,
                         "dry_run": b.dry_run,
                         "safety_snapshot": done.safety,
-                        "undo": done.undo.as_ref().map(|u| u.command(None)),
+                        "undo": done.undo.as_ref().map(|u| u.command(Some(&repo.backend().location()))),
                         "files": files,
                         "warnings": done.warnings,
                     }))
@@ -437,7 +439,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         "bytes": done.bytes,
                         "complete": done.errors.is_empty() && !done.index_damaged,
                         "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
-                        "undo": done.undo.as_ref().map(|u| u.command(None)),
+                        "undo": done.undo.as_ref().map(|u| u.command(Some(&repo.backend().location()))),
                         "errors": done.errors,
                         "warnings": done.warnings,
                     }))

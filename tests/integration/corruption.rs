@@ -405,6 +405,10 @@ fn verify_reports_a_snapshot_the_audit_log_saved_and_nobody_forgot() {
     );
     assert!(!err.contains(&ids[2]), "{err}");
 
+    // A full id the audit log never saved (a typo) is an error.
+    let o = run(cairn(&repo, d.path()).args(["forget", &"ab".repeat(32)]));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("no snapshot matches"), "{}", stderr(&o));
     // Forgetting it by its full id records that it is gone for good.
     let o = run(cairn(&repo, d.path()).args(["forget", &ids[1]]));
     assert!(o.status.success(), "{}", stderr(&o));

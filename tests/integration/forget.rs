@@ -76,6 +76,23 @@ fn kept(
         .collect()
 }
 
+/// As [`kept`], with the rollback window measured from `now`.
+fn kept_at(
+    policy: &KeepPolicy,
+    snaps: &[Snapshot],
+    zone: &TimeZone,
+    now: Timestamp,
+) -> Vec<(SnapshotId, Vec<String>)> {
+    let group: Vec<(SnapshotId, &Snapshot)> =
+        snaps.iter().enumerate().map(|(i, s)| (sid(i), s)).collect();
+    cairn::plan_at(policy, &group, zone, now)
+        .expect("plan")
+        .into_iter()
+        .filter(|d| d.keep)
+        .map(|d| (d.id, d.reasons))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // The reference model.
 //
@@ -678,24 +695,24 @@ fn forget_keeps_rollback_points_for_the_window_and_safety_takes_no_bucket() {
     }
     let mut p = KeepPolicy::default();
     p.hourly = Some(28);
-    let got = kept(&p, &snaps, &utc);
+    let got = kept_at(&p, &snaps, &utc, t(20, 13, 0));
     assert!(
         got.iter()
             .any(|(id, why)| *id == sid(0) && why == &vec!["rollback 7d".to_owned()]),
         "{got:?}"
     );
-    // Past the window (here 8 days later) only the rules decide.
-    snaps.push(snap_at(t(28, 12, 0), &[]));
-    assert!(!kept(&p, &snaps, &utc).iter().any(|(id, _)| *id == sid(0)));
+    // Past the window (here 8 days later) only the rules decide, even
+    // when no snapshot came after it.
+    let later = t(28, 12, 0);
+    let has_pre = |got: Vec<(SnapshotId, Vec<String>)>| got.iter().any(|(id, _)| *id == sid(0));
+    assert!(!has_pre(kept_at(&p, &snaps, &utc, later)));
+    snaps.push(snap_at(later, &[]));
+    assert!(!has_pre(kept_at(&p, &snaps, &utc, later)));
     // The window is the user's to set; zero turns it off.
     p.rollback = Some("30d".parse().expect("span"));
-    assert!(kept(&p, &snaps, &utc).iter().any(|(id, _)| *id == sid(0)));
+    assert!(has_pre(kept_at(&p, &snaps, &utc, later)));
     p.rollback = Some(Span::new());
-    assert!(
-        !kept(&p, &snaps[..5], &utc)
-            .iter()
-            .any(|(id, _)| *id == sid(0))
-    );
+    assert!(!has_pre(kept_at(&p, &snaps[..5], &utc, t(20, 13, 0))));
 
     // keep_daily 30: the good dump of 3 May and the safety snapshot an
     // in-place restore took that afternoon (the broken state). The safety
@@ -707,7 +724,7 @@ fn forget_keeps_rollback_points_for_the_window_and_safety_takes_no_bucket() {
     ];
     let mut p = KeepPolicy::default();
     p.daily = Some(30);
-    let got = kept(&p, &snaps, &utc);
+    let got = kept_at(&p, &snaps, &utc, t(20, 9, 0));
     assert_eq!(
         got,
         [
@@ -724,7 +741,7 @@ fn forget_keeps_rollback_points_for_the_window_and_safety_takes_no_bucket() {
         snap_at(t(20, 9, 0), &[]),
     ];
     p.last = Some(2);
-    let got = kept(&p, &snaps, &utc);
+    let got = kept_at(&p, &snaps, &utc, t(20, 9, 0));
     assert_eq!(
         got,
         [
@@ -745,6 +762,15 @@ fn forget_keeps_rollback_points_for_the_window_and_safety_takes_no_bucket() {
     ];
     let got = kept(&tags_only, &newest_is_safety, &utc);
     assert_eq!(got, [(sid(0), vec!["newest in group".into()])]);
+    // A group of safety snapshots alone keeps none past the window.
+    let alone = [
+        snap_at(t(1, 9, 0), &["safety"]),
+        snap_at(t(2, 9, 0), &["safety"]),
+    ];
+    p = KeepPolicy::default();
+    p.daily = Some(30);
+    assert!(kept_at(&p, &alone, &utc, t(20, 9, 0)).is_empty());
+    assert_eq!(kept_at(&p, &alone, &utc, t(3, 9, 0)).len(), 2);
 }
 
 // ---------------------------------------------------------------------------
