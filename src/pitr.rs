@@ -1214,8 +1214,12 @@ pub struct PitrRestoreOptions {
     /// The host whose watcher stored the database (default: the only one,
     /// else this host).
     pub host: Option<String>,
-    /// Replace an existing target file.
+    /// Replace an existing target file (after a safety snapshot of it).
     pub overwrite: bool,
+    /// Replace it even though another process has it open.
+    pub force: bool,
+    /// For the safety snapshot, as [`crate::BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What a point-in-time restore did.
@@ -1241,6 +1245,9 @@ pub struct PitrRestored {
     pub gap: Option<Gap>,
     /// The restored file's size.
     pub bytes: u64,
+    /// When an existing file was replaced: its safety snapshot and how
+    /// to put it back.
+    pub undo: Option<crate::protect::Undo>,
 }
 
 /// The timeline of `db` to restore from: of `host` when given, else of
@@ -1394,6 +1401,7 @@ fn restore_at_inner(
         pages: 0,
         gap,
         bytes: 0,
+        undo: None,
     };
     let wanted = |t: &SegmentTxn, number: u64| match point {
         PitrPoint::Time(at) => t.time <= nanos(at),
@@ -1418,6 +1426,20 @@ fn restore_at_inner(
         .map_err(|e| Error::target_write(tmp.path(), e))?
         .len();
     check_target(target, opts.overwrite)?;
+    // Replacing a database is a live restore: the rules of every other
+    // door (crate::protect), once the new file is ready.
+    if let Ok(real) = std::fs::canonicalize(target) {
+        let what = crate::protect::Replacing {
+            files: vec![real.clone()],
+            databases: vec![real],
+            force: opts.force,
+            cache_dir: opts.cache_dir.clone(),
+            whole_files: true,
+            ..crate::protect::Replacing::default()
+        };
+        let (undo, _) = crate::protect::guard(repo, &what, &crate::backup::NoProgress)?;
+        out.undo = undo;
+    }
     tmp.persist(target)
         .map_err(|e| Error::target_write(target, e.error))?;
     File::open(&dir)

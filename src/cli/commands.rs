@@ -528,7 +528,13 @@ fn names_a_snapshot(name: &str) -> bool {
 
 /// `restore --at TIME DB` / `--txn N DB` / `DB`: point-in-time restore
 /// of a watched database (without a point, its newest state).
-fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Result<u8> {
+fn restore_db_at(
+    g: &Global,
+    out: &Out,
+    repo: &Repository,
+    db: &str,
+    a: &RestoreArgs,
+) -> Result<u8> {
     let Some(target) = &a.target else {
         bail!("give --target FILE: the file to rebuild {db} into");
     };
@@ -544,6 +550,8 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
     let mut opts = cairn::PitrRestoreOptions::default();
     opts.host.clone_from(&a.at.host);
     opts.overwrite = a.overwrite;
+    opts.force = a.force;
+    opts.cache_dir = password::cache_dir(g);
     let bar = out.progress(false, "rebuilding");
     let done = cairn::restore_at(repo, path.as_os_str().as_bytes(), point, target, &opts);
     bar.finish_and_clear();
@@ -569,6 +577,8 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
             "segments": done.segments,
             "pages": done.pages,
             "bytes": done.bytes,
+            "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
+            "undo": done.undo.as_ref().map(|u| super::app::undo_command(g, u)),
             "gap": done.gap.as_ref().map(|g| serde_json::json!({
                 "from": g.from.to_string(),
                 "to": g.to.map(|t| t.to_string()),
@@ -588,6 +598,14 @@ fn restore_db_at(out: &Out, repo: &Repository, db: &str, a: &RestoreArgs) -> Res
             done.pages,
             size(done.bytes)
         );
+        if let Some(u) = &done.undo {
+            outln!(
+                "safety snapshot {} saved: {} as it was; to undo, run:\n  {}",
+                u.snapshot.short(),
+                target.display(),
+                super::app::undo_command(g, u)
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -995,10 +1013,10 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     if let Some(db) = a.snapshot.as_deref() {
         if a.at.at.is_some() || a.txn.is_some() {
-            return restore_db_at(out, &repo, db, a);
+            return restore_db_at(g, out, &repo, db, a);
         }
         if !names_a_snapshot(db) {
-            return restore_db_at(out, &repo, db, a).with_context(|| {
+            return restore_db_at(g, out, &repo, db, a).with_context(|| {
                 format!("'{db}' is not a snapshot id, so it was taken for a database `cairn watch` follows")
             });
         }

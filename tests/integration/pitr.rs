@@ -827,7 +827,42 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     };
     let e = again(false).expect_err("the target exists");
     assert!(e.to_string().contains("--overwrite"), "{e}");
-    again(true).expect("replaced when asked");
+    // Replacing it is a live restore like any other: a safety snapshot of
+    // the file first, and the undo; refused while another process has it
+    // open (this test, here) unless forced.
+    let replaced = again(true).expect("replaced when asked");
+    let undo = replaced
+        .undo
+        .expect("a safety snapshot of the replaced file");
+    let (_, safety) = repo
+        .find_snapshot(&undo.snapshot.to_hex())
+        .expect("the safety snapshot");
+    assert!(safety.is_safety(), "{:?}", safety.tags);
+    // In rollback-journal mode, so that no -wal beside it refuses first;
+    // held open by another process (the sqlite3 shell, after a query).
+    let conn = Connection::open(s.dir.join("latest.db")).expect("open");
+    let _: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .expect("journal mode");
+    drop(conn);
+    let mut holder = std::process::Command::new("sqlite3")
+        .arg(s.dir.join("latest.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 shell");
+    let mut stdin = holder.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"SELECT count(*) FROM t;\n").expect("query");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("answer");
+    let e = again(true).expect_err("open in another process");
+    assert!(e.to_string().contains("is open in"), "{e}");
+    drop(stdin);
+    holder.wait().expect("sqlite3 ends");
     std::fs::write(s.dir.join("latest.db-wal"), b"").expect("a log beside it");
     let e = again(true).expect_err("a database in use");
     assert!(e.to_string().contains("-wal"), "{e}");
