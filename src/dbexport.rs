@@ -1113,7 +1113,13 @@ fn protect_into(
             components: Vec::new(),
             git: None,
         };
-        crate::protect::component_app(&app, name, "sqlite", std::slice::from_ref(&path))
+        crate::protect::component_app(
+            &app,
+            name,
+            "sqlite",
+            std::slice::from_ref(&path),
+            crate::profile::git_info(&p.root),
+        )
     });
     let what = crate::protect::Replacing {
         files: vec![path.clone()],

@@ -952,7 +952,11 @@ fn restore_component_inner(
             Vec::new()
         },
         app: Some(crate::protect::component_app(
-            app, &comp.name, &comp.kind, &existing,
+            app,
+            &comp.name,
+            &comp.kind,
+            &existing,
+            git_info(Path::new(std::ffi::OsStr::from_bytes(&app.root))),
         )),
         files: existing,
         profile: opts.profile.as_ref().map(|p| p.file.clone()),

@@ -175,9 +175,17 @@ pub fn guard(
     Ok((Some(undo), saved.warnings))
 }
 
-/// A one-component application record for a safety snapshot of `files`.
+/// A one-component application record for a safety snapshot of `files`,
+/// with the application's git state now (`git`, when the caller knows
+/// it: protect is below the application layer that reads it).
 #[must_use]
-pub fn component_app(app: &AppInfo, component: &str, kind: &str, files: &[PathBuf]) -> AppInfo {
+pub fn component_app(
+    app: &AppInfo,
+    component: &str,
+    kind: &str,
+    files: &[PathBuf],
+    git: Option<crate::snapshot::GitInfo>,
+) -> AppInfo {
     let mut paths: Vec<Vec<u8>> = files
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -191,7 +199,7 @@ pub fn component_app(app: &AppInfo, component: &str, kind: &str, files: &[PathBu
             kind: kind.to_owned(),
             paths,
         }],
-        git: crate::profile::git_info(Path::new(std::ffi::OsStr::from_bytes(&app.root))),
+        git,
     }
 }
 

@@ -966,7 +966,7 @@ fn live_files(
     what.app = snapshot
         .app
         .as_ref()
-        .map(|a| crate::protect::component_app(a, "restored", "files", &what.files));
+        .map(|a| crate::protect::component_app(a, "restored", "files", &what.files, None));
     Some(what)
 }
 
