@@ -481,15 +481,8 @@ impl<'a> Watcher<'a> {
                 continue;
             }
             if stop.load(Ordering::Relaxed) {
-                // A last read, so that the chain's end claims no moment
-                // whose commits it has not read.
-                let t0 = nanos(Timestamp::now());
-                follower.set_read_limit(self.room());
-                let until = match chain.take(follower.poll_final(None), self) {
-                    Some(_) => chain.last_read(),
-                    None if !follower.caught_up() => chain.last_read(),
-                    None => t0,
-                };
+                let until = self.read_rest(&mut follower, &mut chain);
+                follower.let_go();
                 self.end_chain(chain, until, "the watcher was stopped".into());
                 retiring.into_iter().for_each(|r| self.join_storer(r));
                 return Ok(());
@@ -572,6 +565,37 @@ impl<'a> Watcher<'a> {
                 // A read cut short claims no moment past its commits.
                 let upto = if follower.caught_up() { t0 } else { chain.from };
                 self.hand_over(&mut chain, upto, None);
+            }
+            std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// The last reads of a stopping watcher: the rest of the log, as much
+    /// at a time as memory allows, so that the chain's end claims no moment
+    /// whose commits it has not read; then the log is let go. Where the
+    /// chain ends: now, or the last commit read when the storing cannot
+    /// keep up with the application (its log past `max_wal`) or the
+    /// follower lost its proof of continuity.
+    fn read_rest(&self, follower: &mut Follower, chain: &mut Following<'_>) -> i64 {
+        loop {
+            let t0 = nanos(Timestamp::now());
+            let room = self.room();
+            if room > 0 {
+                follower.set_read_limit(room);
+                if chain.take(follower.poll_rest(), self).is_some() {
+                    break chain.last_read();
+                }
+                if follower.caught_up() {
+                    break t0;
+                }
+            }
+            if self.too_far_behind(follower).is_some() || chain.storer.is_finished() {
+                break chain.last_read();
+            }
+            // Sealed, so the storing thread can free what it holds.
+            if chain.pending > 0 {
+                let from = chain.from;
+                self.hand_over(chain, from, None);
             }
             std::thread::sleep(self.opts.poll);
         }

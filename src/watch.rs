@@ -880,6 +880,18 @@ impl Follower {
         Ok(events)
     }
 
+    /// Reads what the log holds past the last poll, within the read limit,
+    /// and nothing more (no moving of the pin, no restart): the reads of a
+    /// stopping watcher, which then lets the log go.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub(crate) fn poll_rest(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.read_checked(&mut events, None)?;
+        Ok(events)
+    }
+
     /// Reads new transactions into `events` unless the database file was
     /// replaced (then [`Event::Lost`]); the log's length, `None` when
     /// replaced.
