@@ -25,6 +25,30 @@
 //! and no gap opens; the others leave a gap from the old chain's last
 //! proven moment to the new base, which [`timeline`] reports.
 //!
+//! # Memory, and a storing that cannot keep up
+//!
+//! Every page image read from the log and not yet stored counts against
+//! [`WatchOptions::max_memory`] (default 128 MiB), whichever chain it
+//! belongs to (a chain ended by a new base is stored in the background)
+//! and also while a new base is stored (the commits read meanwhile wait
+//! for its segment 0). Each poll reads only as much of the log as fits
+//! ([`Follower::set_read_limit`]; at least one transaction, and whole the
+//! few frames committed during one of the watcher's own restarts of the
+//! log), a segment is sealed at a quarter of the limit, and the storing
+//! thread releases a segment's pages once it is stored. When the limit is
+//! reached the watcher reads no further: the commits wait in the `-wal`
+//! file, which cannot restart under the pin. A short stall costs nothing
+//! more. But when the log grows past [`WatchOptions::max_wal`] (default
+//! 256 MiB) while the watcher is behind it, the watcher lets the log go
+//! (the application's checkpoints copy and restart it as without a
+//! watcher), ends the chain at the last commit it read, with the reason,
+//! waits until what it read is stored, and starts a new chain from a new
+//! base: the time between is a gap, which `db timeline` shows and a
+//! restore to a moment in it reports. A scheduled new base is not taken
+//! while the watcher is behind or its memory half full. The rest of the
+//! process (packs being written, a base being stored: the backup's own
+//! buffers) is bounded by the repository's pack size, not by the log.
+//!
 //! # Restore
 //!
 //! [`restore_at`] picks the chain with the latest base at or before the

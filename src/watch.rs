@@ -66,6 +66,14 @@
 //!   commit and its pin, and the wait for the write lock after its restart
 //!   (during which it reads the log between attempts).
 //!
+//! - **Memory.** A poll reads at most [`Follower::set_read_limit`] bytes of
+//!   the log (at least one transaction), so the caller can bound the pages
+//!   it holds; the rest waits in the log under the pin, and the watcher's
+//!   own restart of the log waits until it has read it all.
+//!   [`Follower::log_len`] tells how long the pin lets the log grow; a
+//!   caller that cannot keep up lets the pin go and reports a gap (see
+//!   [`crate::pitr`]).
+//!
 //! A base (a whole image of the database at a known point of the log) is
 //! taken at [`Follower::start`]: the watcher reads the log (in passes while
 //! the application appends), then under the write lock it reads the rest
@@ -1235,6 +1243,8 @@ mod tests {
         replayed: Vec<String>,
         lost: Vec<String>,
         writer_time: std::time::Duration,
+        /// Polls that stopped at the read limit, short of the log's end.
+        cut_short: usize,
     }
 
     /// Runs `write` (which records the state after each commit) in a
@@ -1242,6 +1252,16 @@ mod tests {
     /// until the writer is done.
     fn scenario(
         restart_bytes: u64,
+        write: impl FnOnce(&std::path::Path, &Mutex<Vec<String>>) + Send + 'static,
+    ) -> (tempfile::TempDir, Run) {
+        scenario_limited(restart_bytes, u64::MAX, write)
+    }
+
+    /// [`scenario`] with the follower reading at most `read_limit` bytes of
+    /// log a poll.
+    fn scenario_limited(
+        restart_bytes: u64,
+        read_limit: u64,
         write: impl FnOnce(&std::path::Path, &Mutex<Vec<String>>) + Send + 'static,
     ) -> (tempfile::TempDir, Run) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -1269,21 +1289,26 @@ mod tests {
         }
         let (mut follower, base) =
             Follower::start(&db, restart_bytes).unwrap_or_else(|e| panic!("start: {e}"));
+        follower.set_read_limit(read_limit);
         let mut image = Vec::new();
         base.file()
             .read_to_end(&mut image)
             .unwrap_or_else(|e| panic!("read base: {e}"));
         let mut commits = Vec::new();
         let mut lost = Vec::new();
+        let mut cut_short = 0;
         loop {
-            let done = stop.load(Ordering::Acquire);
+            let stopped = stop.load(Ordering::Acquire);
+            cut_short += usize::from(!follower.caught_up());
             for event in follower.poll().unwrap_or_else(|e| panic!("poll: {e}")) {
                 match event {
                     Event::Commit(c) => commits.push(c),
                     Event::Lost(why) => lost.push(why),
                 }
             }
-            if done || !lost.is_empty() {
+            // Done once a poll after the writer's end has read to the
+            // log's end.
+            if (stopped && follower.caught_up()) || !lost.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -1299,6 +1324,7 @@ mod tests {
                 replayed,
                 lost,
                 writer_time,
+                cut_short,
             },
         )
     }
@@ -1404,6 +1430,18 @@ mod tests {
             mixed_writes(db, states, 600, 0, 1000);
         });
         eprintln!("writer's run with the watcher: {:?}", run.writer_time);
+        assert_every_state(&run);
+    }
+
+    /// A follower that may read one transaction a poll (a watcher whose
+    /// memory is full) reads the rest at later polls, and the log does not
+    /// restart under it before it has: still every state, in order.
+    #[test]
+    fn a_follower_reading_a_little_at_a_time_misses_nothing() {
+        let (_dir, run) = scenario_limited(256 << 10, 1, |db, states| {
+            mixed_writes(db, states, 400, 0, 1000);
+        });
+        assert!(run.cut_short > 0, "no poll stopped at the limit");
         assert_every_state(&run);
     }
 
