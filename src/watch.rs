@@ -678,7 +678,6 @@ fn shm_word(head: &[u8], at: usize) -> u32 {
 }
 
 impl Follower {
-
     /// With the write lock held and the log read to its end: takes the pin
     /// so that it holds the log. A read transaction holds the log only if
     /// the log had frames not yet in the database file when it began (else
@@ -792,7 +791,15 @@ impl Follower {
             return self.read_whole_log();
         }
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, u64::MAX, &mut self.buf, |_, _| {})?;
+        read_log(
+            &file,
+            &self.wal,
+            &mut cursor,
+            len,
+            u64::MAX,
+            &mut self.buf,
+            |_, _| {},
+        )?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -809,7 +816,15 @@ impl Follower {
         };
         let mut cursor = Cursor::new(header);
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, u64::MAX, &mut self.buf, |_, _| {})?;
+        read_log(
+            &file,
+            &self.wal,
+            &mut cursor,
+            len,
+            u64::MAX,
+            &mut self.buf,
+            |_, _| {},
+        )?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -1018,23 +1033,31 @@ impl Follower {
         events: &mut Vec<Event>,
     ) -> Result<bool> {
         let page_size = cursor.header().page_size;
-        read_log(file, &self.wal, cursor, len, limit, &mut self.buf, |body, txn| {
-            let mut pages = Vec::with_capacity(txn.pages.len());
-            let mut data = Vec::with_capacity(txn.pages.len() * page_size as usize);
-            for (page, range) in &txn.pages {
-                if let Some(image) = body.get(range.clone()) {
-                    pages.push(*page);
-                    data.extend_from_slice(image);
+        read_log(
+            file,
+            &self.wal,
+            cursor,
+            len,
+            limit,
+            &mut self.buf,
+            |body, txn| {
+                let mut pages = Vec::with_capacity(txn.pages.len());
+                let mut data = Vec::with_capacity(txn.pages.len() * page_size as usize);
+                for (page, range) in &txn.pages {
+                    if let Some(image) = body.get(range.clone()) {
+                        pages.push(*page);
+                        data.extend_from_slice(image);
+                    }
                 }
-            }
-            events.push(Event::Commit(Commit {
-                time,
-                page_size,
-                db_pages: txn.db_pages,
-                pages,
-                data,
-            }));
-        })
+                events.push(Event::Commit(Commit {
+                    time,
+                    page_size,
+                    db_pages: txn.db_pages,
+                    pages,
+                    data,
+                }));
+            },
+        )
     }
 
     /// Why transactions may have been lost when the log restarted from

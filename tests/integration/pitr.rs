@@ -45,10 +45,8 @@ fn kill_unless(pid: u32, done: Arc<AtomicBool>) {
             std::thread::sleep(Duration::from_millis(100));
         }
         if let Ok(pid) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::SIGKILL,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
     });
 }
@@ -1319,7 +1317,14 @@ fn a_watcher_whose_storing_cannot_keep_up_lets_the_log_go_and_records_a_gap() {
     conn.execute_batch("COMMIT").expect("commit");
     let mut child = cairn(&s.repo, &s.home)
         .args(["--json", "--limit-upload", "1024", "watch", "--poll", "2ms"])
-        .args(["--lag", "100ms", "--max-memory", "4MiB", "--max-wal", "8MiB"])
+        .args([
+            "--lag",
+            "100ms",
+            "--max-memory",
+            "4MiB",
+            "--max-wal",
+            "8MiB",
+        ])
         .arg(&s.db)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1414,18 +1419,19 @@ fn a_watcher_whose_storing_cannot_keep_up_lets_the_log_go_and_records_a_gap() {
         .as_array()
         .expect("gaps")
         .iter()
-        .find(|g| g["reason"].as_str().is_some_and(|r| r.contains("fell behind")))
+        .find(|g| {
+            g["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fell behind"))
+        })
         .unwrap_or_else(|| panic!("no gap for the watcher falling behind: {timeline}"))
         .clone();
-    let time = |v: &serde_json::Value| -> Timestamp {
-        v.as_str().expect("time").parse().expect("time")
-    };
+    let time =
+        |v: &serde_json::Value| -> Timestamp { v.as_str().expect("time").parse().expect("time") };
     let (from, to) = (time(&gap["from"]), time(&gap["to"]));
     assert!(from <= let_go, "the gap starts before the watcher let go");
-    let middle = Timestamp::from_nanosecond(
-        (from.as_nanosecond() + to.as_nanosecond()) / 2,
-    )
-    .expect("time");
+    let middle =
+        Timestamp::from_nanosecond((from.as_nanosecond() + to.as_nanosecond()) / 2).expect("time");
     let (_, v) = restore_at(&s.repo, &s.home, &s.db, middle, &s.dir.join("gap.db"));
     assert!(!v["gap"].is_null(), "{middle} lies in the gap: {v}");
     let (got, v) = restore_at(
