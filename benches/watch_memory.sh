@@ -58,9 +58,23 @@ while time.time() < end:
         peak = max(peak, os.path.getsize(db + "-wal"))
 print(f"writer: {n} transactions in {dur:.0f} s ({n / dur:.0f}/s); largest -wal {peak / 2**20:.1f} MiB")
 PY
-kill -TERM "$(pgrep -P "$timer")"
+watcher=$(pgrep -P "$timer")
+kill -TERM "$watcher"
+# A watcher that has not stored what it read within 3 minutes is killed.
+for _ in $(seq 900); do kill -0 "$watcher" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$watcher" 2>/dev/null; then
+    echo "the watcher had not stopped 3 minutes after SIGTERM: killed"
+    kill -KILL "$watcher"
+fi
 wait "$timer" || true
-grep -E "Maximum resident" "$W/time"
+grep -E "Maximum resident|Elapsed|Exit status" "$W/time" || tail -5 "$W/time"
+python3 - "$W/notes" <<'PY'
+import collections, json, sys
+notes = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peak = max((n.get("peak_memory", 0) for n in notes if n.get("event") == "segment"), default=None)
+ends = collections.Counter(n["reason"][:40] for n in notes if n.get("event") == "chain-end")
+print("notes:", len(notes), "bases:", sum(n.get("event") == "base" for n in notes), "peak_memory:", peak, "chain ends:", dict(ends))
+PY
 "$BIN" --json db timeline "$W/app.db" | python3 -c '
 import json, sys
 t = json.load(sys.stdin)[0]

@@ -28,7 +28,7 @@
 //! # Memory, and a storing that cannot keep up
 //!
 //! Every page image read from the log and not yet stored counts against
-//! [`WatchOptions::max_memory`] (default 128 MiB), whichever chain it
+//! [`WatchOptions::max_memory`] (default 64 MiB), whichever chain it
 //! belongs to (a chain ended by a new base is stored in the background)
 //! and also while a new base is stored (the commits read meanwhile wait
 //! for its segment 0). Each poll reads only as much of the log as fits
@@ -85,8 +85,8 @@ use crate::watch::{Commit, Event, Follower};
 /// The tag of base snapshots.
 pub const BASE_TAG: &str = "watch";
 
-/// Default [`WatchOptions::max_memory`]: 128 MiB.
-pub const DEFAULT_MAX_MEMORY: u64 = 128 << 20;
+/// Default [`WatchOptions::max_memory`]: 64 MiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 64 << 20;
 
 /// Default [`WatchOptions::max_wal`]: 256 MiB.
 pub const DEFAULT_MAX_WAL: u64 = 256 << 20;
@@ -254,6 +254,9 @@ struct Filling {
 
 impl Filling {
     fn add(&mut self, commits: Vec<Commit>) {
+        // Exactly: doubling would take up to twice the pages held.
+        self.data
+            .reserve_exact(usize::try_from(page_bytes(&commits)).unwrap_or(0));
         for mut c in commits {
             self.data.extend_from_slice(&c.data);
             c.data = Vec::new();
@@ -959,7 +962,7 @@ impl<'a> Watcher<'a> {
                 }
             }
             self.held.fetch_sub(bytes, Ordering::Relaxed);
-            filling.clear(usize::try_from(self.opts.max_memory / 2).unwrap_or(usize::MAX));
+            filling.clear(usize::try_from(self.opts.max_memory / 4).unwrap_or(usize::MAX));
         }
     }
 

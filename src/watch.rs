@@ -580,7 +580,7 @@ impl Follower {
                 Err(e) => return Err(sql_error(&self.db, "taking the write lock", &e)),
             }
             if let Some(events) = events.as_deref_mut() {
-                self.read_new(events)?;
+                self.read_budgeted(events)?;
                 if !self.pinned && self.cursor != before {
                     self.take_pin()?;
                 }
@@ -1139,10 +1139,17 @@ impl Follower {
         // passes: each leaves only what was committed while it ran, so a
         // busy application is not held in step 2 while a long log is
         // copied.
+        // Every read here keeps to the read limit, counting what the poll
+        // read already: a restart that would read past it is given up for
+        // now (the pin holds the log; the next polls read on). Unbounded,
+        // a restart on a starved CPU beside a fast writer read gigabytes
+        // into memory while its checkpoints crawled.
         for _ in 0..COPY_PASSES {
             self.take_pin()?;
             let copied = self.checkpoint();
-            self.read_new(events)?;
+            if self.read_budgeted(events)? {
+                return Ok(());
+            }
             match copied {
                 Ok((log, done)) if log.saturating_sub(done) > ROLL_FRAMES => {}
                 _ => break,
@@ -1152,8 +1159,12 @@ impl Follower {
         // the write lock: at full speed a second of log is tens of
         // megabytes, whose reading held the application for most of a
         // second.
-        self.read_in_passes(|f| f.read_new(events).map(|_| ()))?;
-        if events.iter().any(|e| matches!(e, Event::Lost(_))) {
+        let mut cut = false;
+        self.read_in_passes(|f| {
+            cut = cut || f.read_budgeted(events)?;
+            Ok(())
+        })?;
+        if cut || events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(());
         }
         // Step 2, under the write lock, where nobody commits: the rest is
@@ -1163,7 +1174,13 @@ impl Follower {
             // The application held it throughout (a long transaction).
             return Ok(());
         }
-        let read = self.read_new(events);
+        let read = match self.read_budgeted(events) {
+            Ok(true) => {
+                self.release_writes();
+                return Ok(());
+            }
+            other => other,
+        };
         self.drop_pin();
         let copied = read.and_then(|_| self.checkpoint().map(|_| ()));
         self.release_writes();
@@ -1182,11 +1199,30 @@ impl Follower {
         if !self.lock_writes(Some(events))? {
             return Ok(());
         }
-        let pinned = self
-            .read_new(events)
-            .and_then(|_| self.pin_under_lock(events));
+        let pinned = match self.read_budgeted(events) {
+            // The pin must hold, and the watcher's own commit (which
+            // restarts the log) must wait until the log is read.
+            Ok(true) => self.take_pin(),
+            Ok(false) => self.pin_under_lock(events),
+            Err(e) => Err(e),
+        };
         self.release_writes();
         pinned
+    }
+
+    /// Reads new transactions into `events` within what is left of the
+    /// read limit once the pages already in `events` are counted; whether
+    /// it stopped short of the log's end.
+    fn read_budgeted(&mut self, events: &mut Vec<Event>) -> Result<bool> {
+        let held: u64 = events
+            .iter()
+            .map(|e| match e {
+                Event::Commit(c) => c.data.len() as u64,
+                Event::Lost(_) => 0,
+            })
+            .sum();
+        self.read_upto(events, None, self.read_limit.saturating_sub(held))?;
+        Ok(self.cut_short)
     }
 
     /// A PASSIVE checkpoint; the frames in the log and those copied into

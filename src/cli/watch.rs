@@ -29,7 +29,7 @@ snapshot of the whole database, tagged `watch`) starts each chain; restore repla
 It runs until SIGTERM or SIGINT, then stores what it has read. The application is never blocked
 for longer than the watcher's own checkpoint of the log (see store-format.md §25).
 
-Memory: the pages read and not yet stored take at most --max-memory (128 MiB); the rest of the
+Memory: the pages read and not yet stored take at most --max-memory (64 MiB); the rest of the
 process (the packs being written, a base being stored) adds a few tens of MiB. When the storing
 cannot keep up (a slow repository, a busy machine), the commits wait in the -wal file until it
 is --max-wal (256 MiB) long; past that the watcher lets the application checkpoint the log,
@@ -62,7 +62,7 @@ pub struct WatchArgs {
     base_size: Option<u64>,
     /// The most memory the pages read and not yet stored may take; when it
     /// is full the watcher reads no further until the storing catches up
-    /// (the commits wait in the application's -wal file) [default: 128MiB].
+    /// (the commits wait in the application's -wal file) [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
     /// How long the application's -wal may grow while the watcher is
