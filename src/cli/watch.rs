@@ -30,7 +30,8 @@ It runs until SIGTERM or SIGINT, then stores what it has read. The application i
 for longer than the watcher's own checkpoint of the log (see store-format.md §25).
 
 Memory: the pages read and not yet stored take at most --max-memory (64 MiB); the rest of the
-process (the packs being written, a base being stored) adds a few tens of MiB. When the storing
+process (packs being written, a base being stored) does not grow with the log: 180 MiB resident
+in all at the defaults beside a writer at full speed (BENCHMARKS.md). When the storing
 cannot keep up (a slow repository, a busy machine), the commits wait in the -wal file until it
 is --max-wal (256 MiB) long; past that the watcher lets the application checkpoint the log,
 ends the chain where it stopped reading (a gap in `cairn db timeline`; a restore to a moment in

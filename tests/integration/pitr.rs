@@ -642,12 +642,12 @@ fn watch_while_writing_with(
 
 #[test]
 fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
-    // With no room for pages in flight, the watcher reads no further until
+    // With room for a few pages only, the watcher reads no further until
     // each batch is stored: the commits wait in the log, under the pin,
     // and every one still reaches the repository in order.
     let s = setup();
     let repo = open_repo(&s.repo);
-    let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_memory = 0);
+    let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_memory = 16 << 10);
     // Read while the writer went on, not all at the stop: commit 15 is
     // dated within the tests' precision of when it was made.
     let (_, v) = restore_at(
