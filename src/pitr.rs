@@ -25,6 +25,30 @@
 //! and no gap opens; the others leave a gap from the old chain's last
 //! proven moment to the new base, which [`timeline`] reports.
 //!
+//! # Memory, and a storing that cannot keep up
+//!
+//! Every page image read from the log and not yet stored counts against
+//! [`WatchOptions::max_memory`] (default 64 MiB), whichever chain it
+//! belongs to (a chain ended by a new base is stored in the background)
+//! and also while a new base is stored (the commits read meanwhile wait
+//! for its segment 0). Each poll reads only as much of the log as fits
+//! ([`Follower::set_read_limit`]; at least one transaction, and whole the
+//! few frames committed during one of the watcher's own restarts of the
+//! log), a segment is sealed at a quarter of the limit, and the storing
+//! thread releases a segment's pages once it is stored. When the limit is
+//! reached the watcher reads no further: the commits wait in the `-wal`
+//! file, which cannot restart under the pin. A short stall costs nothing
+//! more. But when the log grows past [`WatchOptions::max_wal`] (default
+//! 256 MiB) while the watcher is behind it, the watcher lets the log go
+//! (the application's checkpoints copy and restart it as without a
+//! watcher), ends the chain at the last commit it read, with the reason,
+//! waits until what it read is stored, and starts a new chain from a new
+//! base: the time between is a gap, which `db timeline` shows and a
+//! restore to a moment in it reports. A scheduled new base is not taken
+//! while the watcher is behind or its memory half full. The rest of the
+//! process (packs being written, a base being stored: the backup's own
+//! buffers) is bounded by the repository's pack size, not by the log.
+//!
 //! # Restore
 //!
 //! [`restore_at`] picks the chain with the latest base at or before the
@@ -61,6 +85,12 @@ use crate::watch::{Commit, Event, Follower};
 /// The tag of base snapshots.
 pub const BASE_TAG: &str = "watch";
 
+/// Default [`WatchOptions::max_memory`]: 64 MiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 64 << 20;
+
+/// Default [`WatchOptions::max_wal`]: 256 MiB.
+pub const DEFAULT_MAX_WAL: u64 = 256 << 20;
+
 /// How `cairn watch` runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,10 +115,22 @@ pub struct WatchOptions {
     pub restart_bytes: u64,
     /// The host name to record instead of this machine's.
     pub host: Option<String>,
-    /// The most bytes of pages read and not yet stored: past it the
-    /// watcher reads no more until the storing catches up (the log then
-    /// grows in the application's `-wal` file instead of in memory).
-    pub max_in_flight: u64,
+    /// The most bytes of page images the watcher holds in memory: read
+    /// from the log and not yet stored, by every chain of the database
+    /// together (the transactions read while a new base is stored
+    /// included). At it the watcher reads no further until the storing
+    /// catches up: the commits wait in the application's `-wal` file, up
+    /// to [`WatchOptions::max_wal`]. A segment is sealed at a quarter of
+    /// it, so the storing can free memory before the lag is up.
+    pub max_memory: u64,
+    /// How long the application's log may grow while the watcher is behind
+    /// it (its memory full, or its last read stopped short of the end): the
+    /// watcher's pin keeps the log from restarting until the watcher has
+    /// read it. Past it the watcher lets the log go (the application's
+    /// checkpoints then copy and restart it as without a watcher), ends
+    /// the chain with the transactions it read (a gap in the timeline
+    /// follows), and takes a new base once everything read is stored.
+    pub max_wal: u64,
 }
 
 impl Default for WatchOptions {
@@ -107,7 +149,8 @@ impl Default for WatchOptions {
             base_bytes: 1 << 30,
             restart_bytes: crate::watch::DEFAULT_RESTART_BYTES,
             host: None,
-            max_in_flight: 1 << 30,
+            max_memory: DEFAULT_MAX_MEMORY,
+            max_wal: DEFAULT_MAX_WAL,
         }
     }
 }
@@ -135,6 +178,9 @@ pub enum WatchNote {
         pages: u64,
         /// The longest a commit in it waited to be stored.
         lag: Duration,
+        /// The most bytes of pages the watcher has held in memory at once
+        /// since it started (see [`WatchOptions::max_memory`]).
+        peak_memory: u64,
     },
     /// The chain ended and a new one starts: the reason.
     ChainEnd(String),
@@ -187,13 +233,13 @@ fn page_bytes(commits: &[Commit]) -> u64 {
     commits.iter().map(|c| c.data.len() as u64).sum()
 }
 
-/// Hands `what` to a chain's storing thread, its `bytes` of pages counted
-/// in flight until that thread has stored them.
-fn send(tx: &std::sync::mpsc::Sender<Handed>, what: Handed, bytes: u64, in_flight: &AtomicU64) {
-    in_flight.fetch_add(bytes, Ordering::Relaxed);
+/// Hands `what` to a chain's storing thread, which releases its `bytes`
+/// of pages (counted in `held` when they were read) once it has stored
+/// them.
+fn send(tx: &std::sync::mpsc::Sender<Handed>, what: Handed, bytes: u64, held: &AtomicU64) {
     if tx.send(what).is_err() {
         // The storing thread is gone (it reported why itself).
-        in_flight.fetch_sub(bytes, Ordering::Relaxed);
+        held.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -208,6 +254,9 @@ struct Filling {
 
 impl Filling {
     fn add(&mut self, commits: Vec<Commit>) {
+        // Exactly: doubling would take up to twice the pages held.
+        self.data
+            .reserve_exact(usize::try_from(page_bytes(&commits)).unwrap_or(0));
         for mut c in commits {
             self.data.extend_from_slice(&c.data);
             c.data = Vec::new();
@@ -216,15 +265,13 @@ impl Filling {
     }
 
     /// Empties it for the next segment. The buffer is kept (a segment at
-    /// full speed is a hundred megabytes or more, and fresh memory costs
-    /// a page fault per page), unless it is far larger than the last
-    /// segment needed.
-    fn clear(&mut self) {
-        let used = self.data.len();
+    /// full speed is tens of megabytes, and fresh memory costs a page
+    /// fault per page) up to `keep` bytes.
+    fn clear(&mut self, keep: usize) {
         self.commits.clear();
         self.data.clear();
-        if self.data.capacity() > (64 << 20).max(used.saturating_mul(4)) {
-            self.data.shrink_to(used);
+        if self.data.capacity() > keep {
+            self.data.shrink_to(keep);
         }
     }
 }
@@ -251,22 +298,27 @@ struct Following<'scope> {
     /// the chain's pages reach it (replaying them costs about what a
     /// base does).
     base_len: u64,
+    /// Set when the storing fell so far behind that the follower let the
+    /// log go: the chain ends with the commits read, for this reason.
+    behind: Option<String>,
     tx: std::sync::mpsc::Sender<Handed>,
     storer: std::thread::ScopedJoinHandle<'scope, ()>,
 }
 
 impl Following<'_> {
-    /// Hands the commits a poll found to the storing thread (counted in
-    /// `in_flight`) for the segment being filled; the reason the follower
-    /// lost its proof of continuity (or could not read), if so.
-    fn take(&mut self, polled: Result<Vec<Event>>, in_flight: &AtomicU64) -> Option<String> {
+    /// Hands the commits a poll found to the storing thread (counted as
+    /// held in memory) for the segment being filled; the reason the
+    /// follower lost its proof of continuity (or could not read), if so.
+    fn take(&mut self, polled: Result<Vec<Event>>, w: &Watcher<'_>) -> Option<String> {
         let mut commits = Vec::new();
         let lost = collect(polled, &mut commits).err().map(|e| e.to_string());
-        self.hand(commits, in_flight);
+        w.hold(page_bytes(&commits));
+        self.hand(commits, &w.held);
         lost
     }
 
-    fn hand(&mut self, commits: Vec<Commit>, in_flight: &AtomicU64) {
+    /// Hands `commits`, already counted in `held`, to the storing thread.
+    fn hand(&mut self, commits: Vec<Commit>, held: &AtomicU64) {
         let Some(first) = commits.first() else {
             return;
         };
@@ -276,7 +328,7 @@ impl Following<'_> {
         self.pending += commits.len() as u64;
         let bytes = page_bytes(&commits);
         self.pending_bytes += bytes;
-        send(&self.tx, Handed::Commits(commits), bytes, in_flight);
+        send(&self.tx, Handed::Commits(commits), bytes, held);
     }
 
     /// The number the next commit read will get.
@@ -302,6 +354,11 @@ fn background() {
     // the polling thread too, whose holds of the write lock must be short.
     #[cfg(target_os = "linux")]
     let _ = rustix::process::nice(19);
+}
+
+/// `bytes` for people: `12.5 MiB`.
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 fn thread_error(e: std::io::Error) -> Error {
@@ -330,9 +387,11 @@ struct Watcher<'a> {
     host: String,
     opts: &'a WatchOptions,
     notify: &'a (dyn Fn(WatchNote) + Sync),
-    /// Bytes of pages handed to storing threads and not yet stored (see
-    /// [`WatchOptions::max_in_flight`]).
-    in_flight: AtomicU64,
+    /// Bytes of pages read and not yet stored (see
+    /// [`WatchOptions::max_memory`]).
+    held: AtomicU64,
+    /// The most `held` has been.
+    peak: AtomicU64,
 }
 
 /// Follows the WAL-mode database `db` and stores its transactions until
@@ -362,7 +421,8 @@ pub fn watch(
         host,
         opts,
         notify,
-        in_flight: AtomicU64::new(0),
+        held: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
     };
     let done = std::thread::scope(|scope| w.run(scope, stop));
     let detail = match &done {
@@ -380,6 +440,38 @@ pub fn watch(
 }
 
 impl<'a> Watcher<'a> {
+    /// Counts `bytes` of pages just read as held in memory.
+    fn hold(&self, bytes: u64) {
+        let now = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Bytes of pages that may still be read before the watcher holds
+    /// [`WatchOptions::max_memory`]; with nothing held, at least one
+    /// transaction (a poll reads one whatever its limit).
+    fn room(&self) -> u64 {
+        match self.held.load(Ordering::Relaxed) {
+            0 => self.opts.max_memory.max(1),
+            held => self.opts.max_memory.saturating_sub(held),
+        }
+    }
+
+    /// Why the watcher must let the log go, if it must: `follower`, which
+    /// is behind, keeps a log longer than [`WatchOptions::max_wal`].
+    fn too_far_behind(&self, follower: &mut Follower) -> Option<String> {
+        let (len, unread) = follower.log_len().unwrap_or((0, 0));
+        (len > self.opts.max_wal).then(|| {
+            format!(
+                "the storing fell behind: the log grew to {} ({} unread; limit {}, --max-wal) with {} of pages in memory (limit {}, --max-memory); the watcher let the log go so that the application's checkpoints proceed, and takes a new base once what it read is stored",
+                size(len),
+                size(unread),
+                size(self.opts.max_wal),
+                size(self.held.load(Ordering::Relaxed)),
+                size(self.opts.max_memory),
+            )
+        })
+    }
+
     /// Polls the log in this thread, so that commit times (when a poll
     /// found them) do not depend on how long storing takes; each chain's
     /// segments are written by a thread of its own, in order.
@@ -399,33 +491,47 @@ impl<'a> Watcher<'a> {
         let mut retiring = Vec::new();
         loop {
             retiring = self.join_finished(retiring);
-            if stop.load(Ordering::Relaxed) {
-                // A last read, so that the chain's end claims no moment
-                // whose commits it has not read.
-                let t0 = nanos(Timestamp::now());
-                let until = match chain.take(follower.poll_final(None), &self.in_flight) {
-                    Some(_) => chain.last_read(),
-                    None => t0,
+            if let Some(why) = chain.behind.take() {
+                // Let go of the log at once (the application checkpoints
+                // again), store what was read, then start again.
+                follower.let_go();
+                drop(follower);
+                (self.notify)(WatchNote::ChainEnd(why.clone()));
+                let until = chain.last_read();
+                let next = chain.next_number();
+                self.end_chain(chain, until, why);
+                retiring.drain(..).for_each(|r| self.join_storer(r));
+                let Some(started) = self.restart_chain(scope, stop, next) else {
+                    return Ok(());
                 };
+                (follower, chain) = started;
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                let until = self.read_rest(&mut follower, &mut chain);
+                follower.let_go();
                 self.end_chain(chain, until, "the watcher was stopped".into());
                 retiring.into_iter().for_each(|r| self.join_storer(r));
                 return Ok(());
             }
             let t0 = nanos(Timestamp::now());
-            if self.in_flight.load(Ordering::Relaxed) > self.opts.max_in_flight {
+            let room = self.room();
+            if room == 0 {
                 // The storing has fallen behind: what is still unread waits
-                // in the log, under the pin. What was handed over is sealed
-                // now, as far as the last poll read (the storing thread
-                // frees nothing before a segment is sealed, so waiting for
-                // the lag here would wait forever).
+                // in the log, under the pin, up to `max_wal`. What was
+                // handed over is sealed now, as far as the last poll read
+                // (the storing thread frees nothing before a segment is
+                // sealed, so waiting for the lag here would wait forever).
                 if chain.pending > 0 {
                     let from = chain.from;
                     self.hand_over(&mut chain, from, None);
                 }
+                chain.behind = self.too_far_behind(&mut follower);
                 std::thread::sleep(self.opts.poll);
                 continue;
             }
-            if let Some(why) = chain.take(follower.poll(), &self.in_flight) {
+            follower.set_read_limit(room);
+            if let Some(why) = chain.take(follower.poll(), self) {
                 let until = chain.last_read();
                 (self.notify)(WatchNote::ChainEnd(why.clone()));
                 let next = chain.next_number();
@@ -438,12 +544,22 @@ impl<'a> Watcher<'a> {
                 (follower, chain) = started;
                 continue;
             }
-            // Not while two ended chains are still being stored: the
-            // storing has fallen behind the log, and another base would
-            // only add to it.
+            if !follower.caught_up() {
+                // Reading slower than the application writes.
+                chain.behind = self.too_far_behind(&mut follower);
+                if chain.behind.is_some() {
+                    continue;
+                }
+            }
+            // Not while two ended chains are still being stored, nor while
+            // the follower is behind the log or memory is half full: the
+            // storing has fallen behind, and another base would only add
+            // to it.
             let base_due = (chain.started.elapsed() >= self.opts.base_every
                 || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len))
-                && retiring.len() < 2;
+                && retiring.len() < 2
+                && follower.caught_up()
+                && self.room() >= self.opts.max_memory / 2;
             if base_due && Instant::now() >= next_base_try {
                 match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
                     Ok((new_follower, new_chain)) => {
@@ -466,11 +582,47 @@ impl<'a> Watcher<'a> {
                 .pending_since
                 .map(|t| Timestamp::now().duration_since(t).unsigned_abs());
             let due = match waited {
-                Some(w) => w + self.opts.poll >= self.opts.lag,
+                Some(w) => {
+                    w + self.opts.poll >= self.opts.lag
+                        || chain.pending_bytes >= self.opts.max_memory / 4
+                }
                 None => chain.last_sent.elapsed() >= self.opts.heartbeat,
             };
             if due {
-                self.hand_over(&mut chain, t0, None);
+                // A read cut short claims no moment past its commits.
+                let upto = if follower.caught_up() { t0 } else { chain.from };
+                self.hand_over(&mut chain, upto, None);
+            }
+            std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// The last reads of a stopping watcher: the rest of the log, as much
+    /// at a time as memory allows, so that the chain's end claims no moment
+    /// whose commits it has not read; then the log is let go. Where the
+    /// chain ends: now, or the last commit read when the storing cannot
+    /// keep up with the application (its log past `max_wal`) or the
+    /// follower lost its proof of continuity.
+    fn read_rest(&self, follower: &mut Follower, chain: &mut Following<'_>) -> i64 {
+        loop {
+            let t0 = nanos(Timestamp::now());
+            let room = self.room();
+            if room > 0 {
+                follower.set_read_limit(room);
+                if chain.take(follower.poll_rest(), self).is_some() {
+                    break chain.last_read();
+                }
+                if follower.caught_up() {
+                    break t0;
+                }
+            }
+            if self.too_far_behind(follower).is_some() || chain.storer.is_finished() {
+                break chain.last_read();
+            }
+            // Sealed, so the storing thread can free what it holds.
+            if chain.pending > 0 {
+                let from = chain.from;
+                self.hand_over(chain, from, None);
             }
             std::thread::sleep(self.opts.poll);
         }
@@ -491,7 +643,7 @@ impl<'a> Watcher<'a> {
         chain.pending_last = None;
         chain.from = until;
         chain.last_sent = Instant::now();
-        send(&chain.tx, Handed::Seal { until, end }, 0, &self.in_flight);
+        send(&chain.tx, Handed::Seal { until, end }, 0, &self.held);
     }
 
     /// Hands over the rest with `end` and waits until the chain is stored.
@@ -605,8 +757,10 @@ impl<'a> Watcher<'a> {
             // the old chain ends exactly where the new one begins.
             // A loss here is the new chain's to report: the old one ends
             // at the new base either way.
+            // (Whole: a base is due only while the old follower keeps up.)
+            old_follower.set_read_limit(u64::MAX);
             let polled = old_follower.poll_final(Some(&base))?;
-            let _ = old_chain.take(Ok(polled), &self.in_flight);
+            let _ = old_chain.take(Ok(polled), self);
             old_chain.from = old_chain.from.max(nanos(base.time));
             (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
             // Numbered after every transaction the old chain will hold.
@@ -630,9 +784,12 @@ impl<'a> Watcher<'a> {
         // dated when they were read, a poll after they were made, not when
         // the storing ended; and its pin keeps moving on, so the
         // application's checkpoints go on copying the log a little at a
-        // time. They go into segment 0.
+        // time. They go into segment 0, and count as held in memory: past
+        // `max_memory` the follower reads no further, and past
+        // `max_wal` it lets the log go and the chain ends with them.
         let mut first = Vec::new();
         let mut lost = None;
+        let mut behind = None;
         let done = std::thread::scope(|s| {
             let storing = std::thread::Builder::new()
                 .name("cairn-base".into())
@@ -642,8 +799,21 @@ impl<'a> Watcher<'a> {
                 })
                 .map_err(thread_error)?;
             while !storing.is_finished() {
-                if lost.is_none() {
-                    lost = collect(follower.poll(), &mut first).err();
+                if lost.is_none() && behind.is_none() {
+                    let room = self.room();
+                    if room > 0 {
+                        follower.set_read_limit(room);
+                        let mut got = Vec::new();
+                        lost = collect(follower.poll(), &mut got).err();
+                        self.hold(page_bytes(&got));
+                        first.append(&mut got);
+                    }
+                    if room == 0 || !follower.caught_up() {
+                        behind = self.too_far_behind(&mut follower);
+                        if behind.is_some() {
+                            follower.let_go();
+                        }
+                    }
                 }
                 std::thread::sleep(self.opts.poll);
             }
@@ -652,6 +822,7 @@ impl<'a> Watcher<'a> {
                 .unwrap_or_else(|_| Err(Error::invalid("storing the base panicked")))
         })?;
         if let Some(e) = lost {
+            self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
             return Err(e);
         }
         if !done
@@ -689,37 +860,50 @@ impl<'a> Watcher<'a> {
         // at full speed takes; its next checkpoint then syncs all the log
         // written meanwhile inside one of its commits.
         let t0 = nanos(Timestamp::now());
-        collect(follower.poll(), &mut first)?;
-        let until = first
-            .iter()
-            .map(|c| nanos(c.time))
-            .fold(t0.max(state.from), i64::max);
-        let next_txn = state.next_txn + first.len() as u64;
+        let mut read_to_end = false;
+        if behind.is_none() {
+            let room = self.room();
+            if room > 0 {
+                follower.set_read_limit(room);
+                let mut got = Vec::new();
+                let polled = collect(follower.poll(), &mut got);
+                self.hold(page_bytes(&got));
+                first.append(&mut got);
+                if let Err(e) = polled {
+                    self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
+                    return Err(e);
+                }
+                read_to_end = follower.caught_up();
+            }
+        }
+        let from = state.from;
+        let next_txn = state.next_txn;
         let (tx, rx) = std::sync::mpsc::channel::<Handed>();
         let storer = std::thread::Builder::new()
             .name("cairn-store".into())
             .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
             .map_err(thread_error)?;
-        let bytes = page_bytes(&first);
-        send(&tx, Handed::Commits(first), bytes, &self.in_flight);
-        send(&tx, Handed::Seal { until, end: None }, 0, &self.in_flight);
-        Ok((
-            follower,
-            Following {
-                pending: 0,
-                pending_since: None,
-                pending_last: None,
-                pending_bytes: 0,
-                from: until,
-                next_txn,
-                started: Instant::now(),
-                last_sent: Instant::now(),
-                sent_bytes: 0,
-                base_len,
-                tx,
-                storer,
-            },
-        ))
+        let mut chain = Following {
+            pending: 0,
+            pending_since: None,
+            pending_last: None,
+            pending_bytes: 0,
+            from,
+            next_txn,
+            started: Instant::now(),
+            last_sent: Instant::now(),
+            sent_bytes: 0,
+            base_len,
+            behind,
+            tx,
+            storer,
+        };
+        chain.hand(first, &self.held);
+        if chain.behind.is_none() {
+            // A read cut short claims no moment past its commits.
+            self.hand_over(&mut chain, if read_to_end { t0 } else { from }, None);
+        }
+        Ok((follower, chain))
     }
 
     /// The storing thread of a chain: writes each batch as a segment, in
@@ -753,6 +937,13 @@ impl<'a> Watcher<'a> {
                             filling.commits.len(),
                             self.db.display()
                         )));
+                        let mut left = bytes;
+                        while let Ok(h) = rx.try_recv() {
+                            if let Handed::Commits(c) = h {
+                                left += page_bytes(&c);
+                            }
+                        }
+                        self.held.fetch_sub(left, Ordering::Relaxed);
                         return;
                     }
                     Err(e) => {
@@ -770,8 +961,8 @@ impl<'a> Watcher<'a> {
                     }
                 }
             }
-            self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
-            filling.clear();
+            self.held.fetch_sub(bytes, Ordering::Relaxed);
+            filling.clear(usize::try_from(self.opts.max_memory / 4).unwrap_or(usize::MAX));
         }
     }
 
@@ -861,6 +1052,7 @@ impl<'a> Watcher<'a> {
             txns: seg.txns.len(),
             pages: seg.pages(),
             lag: waited,
+            peak_memory: self.peak.load(Ordering::Relaxed),
         });
         Ok(())
     }

@@ -66,6 +66,14 @@
 //!   commit and its pin, and the wait for the write lock after its restart
 //!   (during which it reads the log between attempts).
 //!
+//! - **Memory.** A poll reads at most [`Follower::set_read_limit`] bytes of
+//!   the log (at least one transaction), so the caller can bound the pages
+//!   it holds; the rest waits in the log under the pin, and the watcher's
+//!   own restart of the log waits until it has read it all.
+//!   [`Follower::log_len`] tells how long the pin lets the log grow; a
+//!   caller that cannot keep up lets the pin go and reports a gap (see
+//!   [`crate::pitr`]).
+//!
 //! A base (a whole image of the database at a known point of the log) is
 //! taken at [`Follower::start`]: the watcher reads the log (in passes while
 //! the application appends), then under the write lock it reads the rest
@@ -227,6 +235,12 @@ pub struct Follower {
     last_restart: Option<std::time::Instant>,
     /// The buffer the log is read through.
     buf: Vec<u8>,
+    /// How many bytes of log a poll reads at most (one transaction at
+    /// least): the watcher's room for pages in memory.
+    read_limit: u64,
+    /// Whether the last read stopped at `read_limit`, short of the log's
+    /// end.
+    cut_short: bool,
     /// The wal-index, open for as long as the connections (declared
     /// last, so dropped after them; see `unbackfilled`).
     shm: Option<Arc<File>>,
@@ -363,24 +377,39 @@ const READ_PIECE: u64 = 4 << 20;
 /// Reads the log `file` (at `path`, `len` bytes long) from `cursor` on, a
 /// piece at a time, until the first frame that is not of the cursor's
 /// generation or the end; calls `each` with every complete transaction and
-/// the bytes its page ranges index.
+/// the bytes its page ranges index. Past `limit` bytes of log it reads no
+/// further piece once it has read a transaction (a longer one is read
+/// whole); whether it stopped there, short of the end.
 fn read_log(
     file: &File,
     path: &Path,
     cursor: &mut Cursor,
     len: u64,
+    limit: u64,
     buf: &mut Vec<u8>,
     mut each: impl FnMut(&[u8], wal::Transaction),
-) -> Result<()> {
+) -> Result<bool> {
     let frame_len = cursor.header().frame_len() as u64;
-    let mut piece = (READ_PIECE / frame_len).max(1) * frame_len;
+    // Within the limit from the first piece on: a piece that holds no
+    // whole transaction is doubled until one does.
+    let mut piece = (READ_PIECE.min(limit) / frame_len).max(1) * frame_len;
+    let start = cursor.offset();
+    let stop = start.saturating_add(limit);
     loop {
         let from = cursor.offset();
         let left = len.saturating_sub(from);
         if left == 0 {
-            return Ok(());
+            return Ok(false);
         }
-        let n = left.min(piece);
+        // Past the limit only while no transaction was read yet.
+        let capped = from > start;
+        if capped && from >= stop {
+            return Ok(true);
+        }
+        let mut n = left.min(piece);
+        if capped {
+            n = n.min((stop - from).div_ceil(frame_len) * frame_len);
+        }
         let got = read_into(file, from, usize::try_from(n).unwrap_or(usize::MAX), buf)
             .map_err(|e| read_error(path, e))?;
         let body = buf.get(..got).unwrap_or_default();
@@ -390,9 +419,14 @@ fn read_log(
             each(body, txn);
         }
         if !more || n == left {
-            return Ok(());
+            return Ok(false);
         }
         if cursor.frames() == before {
+            if capped {
+                // The rest of a transaction lies past the limit: the next
+                // read takes it whole.
+                return Ok(true);
+            }
             // A transaction longer than the piece: read it whole.
             piece = piece.saturating_mul(2);
         }
@@ -465,6 +499,8 @@ impl Follower {
             own_restart: None,
             last_restart: None,
             buf: Vec::new(),
+            read_limit: u64::MAX,
+            cut_short: false,
             shm: None,
         };
         let page_size: u32 = follower
@@ -544,7 +580,7 @@ impl Follower {
                 Err(e) => return Err(sql_error(&self.db, "taking the write lock", &e)),
             }
             if let Some(events) = events.as_deref_mut() {
-                self.read_new(events)?;
+                self.read_budgeted(events)?;
                 if !self.pinned && self.cursor != before {
                     self.take_pin()?;
                 }
@@ -573,22 +609,75 @@ impl Follower {
             None => self.shm.insert(open_shared(&path)?),
         };
         let head = read_at(file, 0, 100).map_err(|e| read_error(&path, e))?;
-        // The wal-index is in the host's byte order.
-        #[allow(clippy::big_endian_bytes)]
-        let word = |at: usize| {
-            let bytes = head
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .unwrap_or_default();
-            if cfg!(target_endian = "big") {
-                u32::from_be_bytes(bytes)
-            } else {
-                u32::from_le_bytes(bytes)
-            }
-        };
-        Ok(word(16) > word(96))
+        Ok(shm_word(&head, 16) > shm_word(&head, 96))
     }
 
+    /// Sets how many bytes of log [`Follower::poll`] reads at most, so
+    /// that the pages it returns fit in the memory the caller has left;
+    /// it always reads one transaction, and reads whole the log it must
+    /// restart (the watcher's own restarts wait until it has read the
+    /// rest). Unlimited at the start.
+    pub fn set_read_limit(&mut self, bytes: u64) {
+        self.read_limit = bytes;
+    }
+
+    /// Whether the last poll read the log to its end (not stopped by the
+    /// read limit).
+    #[must_use]
+    pub fn caught_up(&self) -> bool {
+        !self.cut_short
+    }
+
+    /// The length of the committed log, and how much of it this follower
+    /// has not read yet, in bytes: what its pin keeps the log from
+    /// restarting over. From the wal-index's count of valid frames
+    /// (`mxFrame`), read without SQLite's locks, so an estimate.
+    ///
+    /// # Errors
+    /// When the wal-index cannot be read.
+    pub fn log_len(&mut self) -> Result<(u64, u64)> {
+        let path = shm_path(&self.db);
+        let file = match &self.shm {
+            Some(f) => f,
+            None => self.shm.insert(open_shared(&path)?),
+        };
+        let head = read_at(file, 0, 48).map_err(|e| read_error(&path, e))?;
+        let frames = u64::from(shm_word(&head, 16));
+        let read = self.cursor.map_or(0, |c| c.frames());
+        let frame_len = u64::from(self.page_size) + wal::FRAME_HEADER_LEN as u64;
+        Ok((
+            frames.saturating_mul(frame_len),
+            frames.saturating_sub(read).saturating_mul(frame_len),
+        ))
+    }
+
+    /// Lets the log go: drops the pin, so that the application's
+    /// checkpoints copy and restart the log as they would without a
+    /// watcher. What the follower had not read may then be overwritten:
+    /// it is not polled again.
+    pub(crate) fn let_go(&mut self) {
+        self.drop_pin();
+    }
+}
+
+/// The 32-bit word at `at` of the wal-index header `head` (walformat.html:
+/// `mxFrame` at 16, `nBackfill` at 96), in the host's byte order; 0 past
+/// its end.
+// The wal-index is in the host's byte order.
+#[allow(clippy::big_endian_bytes)]
+fn shm_word(head: &[u8], at: usize) -> u32 {
+    let bytes = head
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .unwrap_or_default();
+    if cfg!(target_endian = "big") {
+        u32::from_be_bytes(bytes)
+    } else {
+        u32::from_le_bytes(bytes)
+    }
+}
+
+impl Follower {
     /// With the write lock held and the log read to its end: takes the pin
     /// so that it holds the log. A read transaction holds the log only if
     /// the log had frames not yet in the database file when it began (else
@@ -702,7 +791,15 @@ impl Follower {
             return self.read_whole_log();
         }
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, &mut self.buf, |_, _| {})?;
+        read_log(
+            &file,
+            &self.wal,
+            &mut cursor,
+            len,
+            u64::MAX,
+            &mut self.buf,
+            |_, _| {},
+        )?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -719,7 +816,15 @@ impl Follower {
         };
         let mut cursor = Cursor::new(header);
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(&file, &self.wal, &mut cursor, len, &mut self.buf, |_, _| {})?;
+        read_log(
+            &file,
+            &self.wal,
+            &mut cursor,
+            len,
+            u64::MAX,
+            &mut self.buf,
+            |_, _| {},
+        )?;
         self.cursor = Some(cursor);
         Ok(())
     }
@@ -759,7 +864,12 @@ impl Follower {
         let due = self
             .last_restart
             .is_none_or(|t| t.elapsed() >= MIN_RESTART_INTERVAL);
-        if len > self.restart_bytes && (due || len > self.restart_bytes.saturating_mul(16)) {
+        // Not while the read stopped short of the log's end (the watcher's
+        // memory was full): a restart reads the whole log first.
+        if len > self.restart_bytes
+            && !self.cut_short
+            && (due || len > self.restart_bytes.saturating_mul(16))
+        {
             self.last_restart = Some(std::time::Instant::now());
             self.restart_log(&mut events)?;
         }
@@ -790,6 +900,18 @@ impl Follower {
         let read = self.read_checked(&mut events, limit);
         self.drop_pin();
         read?;
+        Ok(events)
+    }
+
+    /// Reads what the log holds past the last poll, within the read limit,
+    /// and nothing more (no moving of the pin, no restart): the reads of a
+    /// stopping watcher, which then lets the log go.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub(crate) fn poll_rest(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.read_checked(&mut events, None)?;
         Ok(events)
     }
 
@@ -825,18 +947,25 @@ impl Follower {
                 return Ok(None);
             }
         }
-        self.read_upto(events, limit).map(Some)
+        self.read_upto(events, limit, self.read_limit).map(Some)
     }
 
     /// Reads new transactions into `events`; returns the log's length.
     fn read_new(&mut self, events: &mut Vec<Event>) -> Result<u64> {
-        self.read_upto(events, None)
+        self.read_upto(events, None, u64::MAX)
     }
 
     /// [`Follower::read_new`], with a `limit`: no further than a point of
     /// the log (none: the log was empty then), and commits dated no later
-    /// than a time (when they are known committed before it).
-    fn read_upto(&mut self, events: &mut Vec<Event>, limit: Option<Limit>) -> Result<u64> {
+    /// than a time (when they are known committed before it); and about
+    /// `budget` bytes of log at most (see `read_log`).
+    fn read_upto(
+        &mut self,
+        events: &mut Vec<Event>,
+        limit: Option<Limit>,
+        budget: u64,
+    ) -> Result<u64> {
+        self.cut_short = false;
         let Some(file) = self.open_log()? else {
             return Ok(0);
         };
@@ -858,8 +987,9 @@ impl Follower {
             Some(old) => {
                 // The log restarted. What the old one still holds past our
                 // position is read first.
+                // (Whole: under the pin the log restarts only once read.)
                 let mut old_cursor = old;
-                self.read_frames(&file, &mut old_cursor, len, time, events)?;
+                self.read_frames(&file, &mut old_cursor, len, u64::MAX, time, events)?;
                 let ours = self.own_restart.take() == Some(old_cursor);
                 if let Some(reason) = self.missed(&file, &old_cursor, &header, len, ours)? {
                     events.push(Event::Lost(reason));
@@ -888,7 +1018,7 @@ impl Follower {
             Some((None, _)) => 0,
             _ => len,
         };
-        self.read_frames(&file, &mut cursor, end, time, events)?;
+        self.cut_short = self.read_frames(&file, &mut cursor, end, budget, time, events)?;
         self.cursor = Some(cursor);
         Ok(len)
     }
@@ -898,27 +1028,36 @@ impl Follower {
         file: &File,
         cursor: &mut Cursor,
         len: u64,
+        limit: u64,
         time: Timestamp,
         events: &mut Vec<Event>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let page_size = cursor.header().page_size;
-        read_log(file, &self.wal, cursor, len, &mut self.buf, |body, txn| {
-            let mut pages = Vec::with_capacity(txn.pages.len());
-            let mut data = Vec::with_capacity(txn.pages.len() * page_size as usize);
-            for (page, range) in &txn.pages {
-                if let Some(image) = body.get(range.clone()) {
-                    pages.push(*page);
-                    data.extend_from_slice(image);
+        read_log(
+            file,
+            &self.wal,
+            cursor,
+            len,
+            limit,
+            &mut self.buf,
+            |body, txn| {
+                let mut pages = Vec::with_capacity(txn.pages.len());
+                let mut data = Vec::with_capacity(txn.pages.len() * page_size as usize);
+                for (page, range) in &txn.pages {
+                    if let Some(image) = body.get(range.clone()) {
+                        pages.push(*page);
+                        data.extend_from_slice(image);
+                    }
                 }
-            }
-            events.push(Event::Commit(Commit {
-                time,
-                page_size,
-                db_pages: txn.db_pages,
-                pages,
-                data,
-            }));
-        })
+                events.push(Event::Commit(Commit {
+                    time,
+                    page_size,
+                    db_pages: txn.db_pages,
+                    pages,
+                    data,
+                }));
+            },
+        )
     }
 
     /// Why transactions may have been lost when the log restarted from
@@ -1000,10 +1139,17 @@ impl Follower {
         // passes: each leaves only what was committed while it ran, so a
         // busy application is not held in step 2 while a long log is
         // copied.
+        // Every read here keeps to the read limit, counting what the poll
+        // read already: a restart that would read past it is given up for
+        // now (the pin holds the log; the next polls read on). Unbounded,
+        // a restart on a starved CPU beside a fast writer read gigabytes
+        // into memory while its checkpoints crawled.
         for _ in 0..COPY_PASSES {
             self.take_pin()?;
             let copied = self.checkpoint();
-            self.read_new(events)?;
+            if self.read_budgeted(events)? {
+                return Ok(());
+            }
             match copied {
                 Ok((log, done)) if log.saturating_sub(done) > ROLL_FRAMES => {}
                 _ => break,
@@ -1013,8 +1159,12 @@ impl Follower {
         // the write lock: at full speed a second of log is tens of
         // megabytes, whose reading held the application for most of a
         // second.
-        self.read_in_passes(|f| f.read_new(events).map(|_| ()))?;
-        if events.iter().any(|e| matches!(e, Event::Lost(_))) {
+        let mut cut = false;
+        self.read_in_passes(|f| {
+            cut = cut || f.read_budgeted(events)?;
+            Ok(())
+        })?;
+        if cut || events.iter().any(|e| matches!(e, Event::Lost(_))) {
             return Ok(());
         }
         // Step 2, under the write lock, where nobody commits: the rest is
@@ -1024,7 +1174,13 @@ impl Follower {
             // The application held it throughout (a long transaction).
             return Ok(());
         }
-        let read = self.read_new(events);
+        let read = match self.read_budgeted(events) {
+            Ok(true) => {
+                self.release_writes();
+                return Ok(());
+            }
+            other => other,
+        };
         self.drop_pin();
         let copied = read.and_then(|_| self.checkpoint().map(|_| ()));
         self.release_writes();
@@ -1043,11 +1199,30 @@ impl Follower {
         if !self.lock_writes(Some(events))? {
             return Ok(());
         }
-        let pinned = self
-            .read_new(events)
-            .and_then(|_| self.pin_under_lock(events));
+        let pinned = match self.read_budgeted(events) {
+            // The pin must hold, and the watcher's own commit (which
+            // restarts the log) must wait until the log is read.
+            Ok(true) => self.take_pin(),
+            Ok(false) => self.pin_under_lock(events),
+            Err(e) => Err(e),
+        };
         self.release_writes();
         pinned
+    }
+
+    /// Reads new transactions into `events` within what is left of the
+    /// read limit once the pages already in `events` are counted; whether
+    /// it stopped short of the log's end.
+    fn read_budgeted(&mut self, events: &mut Vec<Event>) -> Result<bool> {
+        let held: u64 = events
+            .iter()
+            .map(|e| match e {
+                Event::Commit(c) => c.data.len() as u64,
+                Event::Lost(_) => 0,
+            })
+            .sum();
+        self.read_upto(events, None, self.read_limit.saturating_sub(held))?;
+        Ok(self.cut_short)
     }
 
     /// A PASSIVE checkpoint; the frames in the log and those copied into
@@ -1127,6 +1302,8 @@ mod tests {
         replayed: Vec<String>,
         lost: Vec<String>,
         writer_time: std::time::Duration,
+        /// Polls that stopped at the read limit, short of the log's end.
+        cut_short: usize,
     }
 
     /// Runs `write` (which records the state after each commit) in a
@@ -1134,6 +1311,16 @@ mod tests {
     /// until the writer is done.
     fn scenario(
         restart_bytes: u64,
+        write: impl FnOnce(&std::path::Path, &Mutex<Vec<String>>) + Send + 'static,
+    ) -> (tempfile::TempDir, Run) {
+        scenario_limited(restart_bytes, u64::MAX, write)
+    }
+
+    /// [`scenario`] with the follower reading at most `read_limit` bytes of
+    /// log a poll.
+    fn scenario_limited(
+        restart_bytes: u64,
+        read_limit: u64,
         write: impl FnOnce(&std::path::Path, &Mutex<Vec<String>>) + Send + 'static,
     ) -> (tempfile::TempDir, Run) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -1161,21 +1348,26 @@ mod tests {
         }
         let (mut follower, base) =
             Follower::start(&db, restart_bytes).unwrap_or_else(|e| panic!("start: {e}"));
+        follower.set_read_limit(read_limit);
         let mut image = Vec::new();
         base.file()
             .read_to_end(&mut image)
             .unwrap_or_else(|e| panic!("read base: {e}"));
         let mut commits = Vec::new();
         let mut lost = Vec::new();
+        let mut cut_short = 0;
         loop {
-            let done = stop.load(Ordering::Acquire);
+            let stopped = stop.load(Ordering::Acquire);
+            cut_short += usize::from(!follower.caught_up());
             for event in follower.poll().unwrap_or_else(|e| panic!("poll: {e}")) {
                 match event {
                     Event::Commit(c) => commits.push(c),
                     Event::Lost(why) => lost.push(why),
                 }
             }
-            if done || !lost.is_empty() {
+            // Done once a poll after the writer's end has read to the
+            // log's end.
+            if (stopped && follower.caught_up()) || !lost.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -1191,6 +1383,7 @@ mod tests {
                 replayed,
                 lost,
                 writer_time,
+                cut_short,
             },
         )
     }
@@ -1296,6 +1489,18 @@ mod tests {
             mixed_writes(db, states, 600, 0, 1000);
         });
         eprintln!("writer's run with the watcher: {:?}", run.writer_time);
+        assert_every_state(&run);
+    }
+
+    /// A follower that may read one transaction a poll (a watcher whose
+    /// memory is full) reads the rest at later polls, and the log does not
+    /// restart under it before it has: still every state, in order.
+    #[test]
+    fn a_follower_reading_a_little_at_a_time_misses_nothing() {
+        let (_dir, run) = scenario_limited(256 << 10, 1, |db, states| {
+            mixed_writes(db, states, 400, 0, 1000);
+        });
+        assert!(run.cut_short > 0, "no poll stopped at the limit");
         assert_every_state(&run);
     }
 

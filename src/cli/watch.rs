@@ -27,7 +27,15 @@ snapshot of the whole database, tagged `watch`) starts each chain; restore repla
   cairn db timeline /srv/app/data.db
 
 It runs until SIGTERM or SIGINT, then stores what it has read. The application is never blocked
-for longer than the watcher's own checkpoint of the log (see store-format.md §25).")]
+for longer than the watcher's own checkpoint of the log (see store-format.md §25).
+
+Memory: the pages read and not yet stored take at most --max-memory (64 MiB); the rest of the
+process (packs being written, a base being stored) does not grow with the log: 180 MiB resident
+in all at the defaults beside a writer at full speed (BENCHMARKS.md). When the storing
+cannot keep up (a slow repository, a busy machine), the commits wait in the -wal file until it
+is --max-wal (256 MiB) long; past that the watcher lets the application checkpoint the log,
+ends the chain where it stopped reading (a gap in `cairn db timeline`; a restore to a moment in
+it says so) and takes a new base once what it read is stored.")]
 pub struct WatchArgs {
     /// The databases to follow (WAL mode). Default: those of the profile's
     /// [watch] (cairn.toml).
@@ -53,6 +61,18 @@ pub struct WatchArgs {
     /// about this much log past its base [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     base_size: Option<u64>,
+    /// The most memory the pages read and not yet stored may take; when it
+    /// is full the watcher reads no further until the storing catches up
+    /// (the commits wait in the application's -wal file) [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// How long the application's -wal may grow while the watcher is
+    /// behind it; past it the watcher lets the log go (the application's
+    /// checkpoints proceed), the chain ends and the timeline shows a gap
+    /// until a new base, taken once what was read is stored
+    /// [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_wal: Option<u64>,
     /// The host name to record instead of this machine's.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
@@ -106,6 +126,12 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
     opts.poll = opts.poll.max(Duration::from_millis(1));
     if let Some(b) = a.base_size {
         opts.base_bytes = b;
+    }
+    if let Some(m) = a.max_memory {
+        opts.max_memory = m;
+    }
+    if let Some(w) = a.max_wal {
+        opts.max_wal = w;
     }
     if a.host.is_some() {
         opts.host.clone_from(&a.host);
@@ -206,8 +232,9 @@ pub(super) fn note_json(db: &str, n: &WatchNote) -> serde_json::Value {
             txns,
             pages,
             lag,
+            peak_memory,
         } => {
-            serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis()})
+            serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis(), "peak_memory": peak_memory})
         }
         WatchNote::ChainEnd(why) => {
             serde_json::json!({"db": db, "event": "chain-end", "reason": why})
@@ -233,6 +260,8 @@ pub(super) fn note_of_json(v: &serde_json::Value) -> Option<WatchNote> {
             txns: usize::try_from(v["txns"].as_u64()?).ok()?,
             pages: v["pages"].as_u64()?,
             lag: Duration::from_millis(v["lag_ms"].as_u64()?),
+            // Absent from the notes of watchers before it was added.
+            peak_memory: v["peak_memory"].as_u64().unwrap_or(0),
         }),
         "chain-end" => Some(WatchNote::ChainEnd(text("reason")?)),
         "problem" => Some(WatchNote::Problem(text("message")?)),
@@ -410,6 +439,7 @@ mod tests {
                 txns: 7,
                 pages: 9,
                 lag: Duration::from_millis(250),
+                peak_memory: 1 << 20,
             },
             WatchNote::ChainEnd("the database was replaced".into()),
             WatchNote::Problem("cannot read".into()),

@@ -24,8 +24,32 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 
 use super::util::{
-    Dir, Rng, assert_verifies, cairn, init_repo, json_of, open_repo, posix_locks, run,
+    Deadline, Dir, Rng, assert_verifies, cairn, init_repo, json_of, open_repo, posix_locks, run,
+    wait_until,
 };
+
+/// How long a test waits for the watcher to reach a state before it fails:
+/// a guard against spinning forever on a loaded machine, not a timing
+/// assertion.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// Kills the process `pid` (a watcher this test started) unless `done` is
+/// set within [`PATIENCE`]: a guard for a blocking read of its output.
+fn kill_unless(pid: u32, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let deadline = Deadline::new(PATIENCE, "");
+        while !deadline.passed() {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    });
+}
 
 /// How long after a commit returned the watcher may date it: it polls
 /// every 2 ms here; the rest is room for a loaded 2-core machine running
@@ -199,13 +223,16 @@ fn a_watcher_whose_notes_nobody_reads_stores_what_it_read_and_stops() {
         .expect("start cairn watch");
     let mut notes = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
+    let based = Arc::new(AtomicBool::new(false));
+    kill_unless(child.id(), Arc::clone(&based));
     while !line.contains("\"event\":\"base\"") {
         line.clear();
         assert!(
             notes.read_line(&mut line).expect("read a note") > 0,
-            "the watcher ended before its base"
+            "the watcher ended (or was killed after waiting) before its base"
         );
     }
+    based.store(true, Ordering::SeqCst);
     let conn = Connection::open(&s.db).expect("open");
     conn.execute(
         "INSERT INTO t(v, n) VALUES (?1, 1)",
@@ -214,15 +241,12 @@ fn a_watcher_whose_notes_nobody_reads_stores_what_it_read_and_stops() {
     .expect("insert");
     let want = state(&conn);
     drop(notes);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::new(PATIENCE, "the watcher went on without readers");
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the watcher went on without readers"
-        );
+        deadline.check();
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "cairn watch ended with {status}");
@@ -240,7 +264,7 @@ fn a_watcher_whose_notes_nobody_reads_stores_what_it_read_and_stops() {
 /// Waits until the watcher has stored a chain for `db` (its base and
 /// first segment).
 fn wait_for_chain(repo: &Path, home: &Path, db: &Path, chains: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::new(PATIENCE, format!("the watcher stored {chains} chains"));
     loop {
         let out = cairn(repo, home)
             .args(["--json", "db", "timeline"])
@@ -253,7 +277,7 @@ fn wait_for_chain(repo: &Path, home: &Path, db: &Path, chains: usize) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "the watcher stored no chain");
+        deadline.check();
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -590,9 +614,14 @@ fn watch_while_writing_with(
             })
         });
         // Commits from now on come after the base.
-        while !based.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(PATIENCE, "the watcher's first base", || {
+            based.load(Ordering::SeqCst) || watcher.is_finished()
+        });
+        assert!(
+            based.load(Ordering::SeqCst),
+            "the watcher ended before its base: {:?}",
+            watcher.join().expect("join")
+        );
         let conn = Connection::open(db).expect("open");
         let mut times = Vec::with_capacity(commits);
         for i in 0..commits {
@@ -613,12 +642,12 @@ fn watch_while_writing_with(
 
 #[test]
 fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
-    // With no room for pages in flight, the watcher reads no further until
+    // With room for a few pages only, the watcher reads no further until
     // each batch is stored: the commits wait in the log, under the pin,
     // and every one still reaches the repository in order.
     let s = setup();
     let repo = open_repo(&s.repo);
-    let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_in_flight = 0);
+    let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_memory = 16 << 10);
     // Read while the writer went on, not all at the stop: commit 15 is
     // dated within the tests' precision of when it was made.
     let (_, v) = restore_at(
@@ -674,21 +703,38 @@ fn new_bases_under_load_take_each_transaction_once() {
     opts.poll = Duration::from_millis(2);
     opts.base_every = Duration::from_millis(200);
     let bases = std::sync::atomic::AtomicUsize::new(0);
+    let stored = std::sync::atomic::AtomicUsize::new(0);
+    let ended = Mutex::new(Vec::new());
     let mut commits = 0usize;
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
-            cairn::watch(&repo, &s.db, &opts, &stop, &|n| {
-                if matches!(n, cairn::WatchNote::Base { .. }) {
+            cairn::watch(&repo, &s.db, &opts, &stop, &|n| match n {
+                cairn::WatchNote::Base { .. } => {
                     bases.fetch_add(1, Ordering::SeqCst);
                 }
+                cairn::WatchNote::Segment { txns, .. } => {
+                    stored.fetch_add(txns, Ordering::SeqCst);
+                }
+                cairn::WatchNote::ChainEnd(why) => lock(&ended).push(why),
+                _ => {}
             })
         });
-        while bases.load(Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // As fast as it goes, through several bases.
+        wait_until(PATIENCE, "the watcher's first base", || {
+            bases.load(Ordering::SeqCst) > 0 || watcher.is_finished()
+        });
+        // As fast as it goes, through several bases, but never more than
+        // a few thousand transactions ahead of what the watcher stored: on
+        // a loaded machine a writer at full speed outruns the storing, and
+        // the watcher would rightly let the log go (a gap) instead of
+        // storing every transaction, which is what this test checks.
         let conn = Connection::open(&s.db).expect("open");
-        while bases.load(Ordering::SeqCst) < 4 {
+        let deadline = Deadline::new(PATIENCE, "four bases under load");
+        while bases.load(Ordering::SeqCst) < 4 && !watcher.is_finished() {
+            deadline.check();
+            if commits > stored.load(Ordering::SeqCst) + 2000 {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
             conn.execute(
                 "UPDATE t SET n = n + 1 WHERE k = ?1",
                 [1 + (commits % 3000) as i64],
@@ -700,6 +746,11 @@ fn new_bases_under_load_take_each_transaction_once() {
         stop.store(true, Ordering::Relaxed);
         watcher.join().expect("join").expect("watch");
     });
+    let ended = lock(&ended).clone();
+    assert!(
+        ended.iter().all(|e| e == "a new base is due"),
+        "chains ended only for new bases: {ended:?}"
+    );
     let (db, timeline) = timeline_of(&repo, &s.db);
     let chains = &timeline.chains;
     assert!(chains.len() >= 4, "{} chains", chains.len());
@@ -1231,4 +1282,200 @@ fn a_page_size_change_between_watchers_restores_on_both_sides() {
         (8192, large_state)
     );
     assert_verifies(&repo);
+}
+
+/// The notes a `cairn --json watch` child prints, gathered by a thread,
+/// and whether its output has ended.
+#[derive(Clone, Default)]
+struct Notes {
+    seen: Arc<Mutex<Vec<serde_json::Value>>>,
+    ended: Arc<AtomicBool>,
+}
+
+impl Notes {
+    fn follow(child: &mut Child) -> Self {
+        use std::io::BufRead as _;
+        let notes = Self::default();
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let (seen, ended) = (Arc::clone(&notes.seen), Arc::clone(&notes.ended));
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    lock(&seen).push(v);
+                }
+            }
+            ended.store(true, Ordering::SeqCst);
+        });
+        notes
+    }
+
+    fn all(&self) -> Vec<serde_json::Value> {
+        lock(&self.seen).clone()
+    }
+
+    /// The notes of `event`.
+    fn of(&self, event: &str) -> Vec<serde_json::Value> {
+        self.all()
+            .into_iter()
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_watcher_whose_storing_cannot_keep_up_lets_the_log_go_and_records_a_gap() {
+    // A repository that takes 1 MiB/s beside a writer of incompressible
+    // rows at full speed: the watcher holds at most about --max-memory of
+    // pages, and once the application's log is --max-wal long it lets the
+    // log go (the application's checkpoints restart it), ends the chain
+    // where it stopped reading (a gap in the timeline) and takes a new
+    // base once what it read is stored. Before, it read up to 1 GiB into
+    // memory, then held the log, which grew until the disk was full.
+    const MEMORY: u64 = 4 << 20;
+    const WAL: u64 = 8 << 20;
+    let s = setup();
+    let conn = Connection::open(&s.db).expect("open");
+    let mut rng = Rng::seeded(14);
+    conn.execute_batch("BEGIN").expect("begin");
+    for k in 1..=200 {
+        conn.execute(
+            "INSERT INTO t(k, v, n) VALUES (?1, ?2, 0)",
+            rusqlite::params![k, rng.bytes(3000)],
+        )
+        .expect("insert");
+    }
+    conn.execute_batch("COMMIT").expect("commit");
+    let mut child = cairn(&s.repo, &s.home)
+        .args(["--json", "--limit-upload", "1024", "watch", "--poll", "2ms"])
+        .args([
+            "--lag",
+            "100ms",
+            "--max-memory",
+            "4MiB",
+            "--max-wal",
+            "8MiB",
+        ])
+        .arg(&s.db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start cairn watch");
+    let notes = Notes::follow(&mut child);
+    wait_until(PATIENCE, "the watcher's first base", || {
+        !notes.of("base").is_empty() || notes.ended()
+    });
+    assert!(!notes.ended(), "the watcher ended before its base");
+
+    let wal = s.dir.join("app.db-wal");
+    let wal_peak = std::cell::Cell::new(0u64);
+    let mut commit = |conn: &Connection, i: &mut i64| {
+        *i += 1;
+        conn.execute(
+            "UPDATE t SET v = ?1, n = n + 1 WHERE k = ?2",
+            rusqlite::params![rng.bytes(3000), 1 + *i % 200],
+        )
+        .expect("update");
+        if *i % 20 == 0 {
+            let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            wal_peak.set(wal_peak.get().max(len));
+        }
+    };
+    let fell_behind = |notes: &Notes| {
+        notes.of("chain-end").iter().any(|v| {
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fell behind"))
+        })
+    };
+    // At full speed until the watcher lets go; the -wal must not grow far
+    // past --max-wal meanwhile (before, it grew without end).
+    let mut i = 0i64;
+    let deadline = Deadline::new(PATIENCE, "the watcher to let the log go");
+    while !fell_behind(&notes) {
+        deadline.check();
+        assert!(!notes.ended(), "the watcher ended");
+        commit(&conn, &mut i);
+        if i % 20 == 0 {
+            let wal_peak = wal_peak.get();
+            assert!(
+                wal_peak <= 4 * WAL,
+                "the -wal grew to {wal_peak} bytes: the watcher held the log"
+            );
+        }
+    }
+    let let_go = Timestamp::now();
+    // Then slowly, within what the repository takes, until the watcher has
+    // started again from a new base.
+    let bases = notes.of("base").len();
+    let deadline = Deadline::new(PATIENCE, "a new base after the gap");
+    while notes.of("base").len() == bases {
+        deadline.check();
+        assert!(!notes.ended(), "the watcher ended");
+        commit(&conn, &mut i);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        commit(&conn, &mut i);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want = state(&conn);
+    let wal_peak = wal_peak.get();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_watcher(child);
+    wait_until(PATIENCE, "the watcher's last notes", || notes.ended());
+
+    let peak = notes
+        .of("segment")
+        .iter()
+        .filter_map(|v| v["peak_memory"].as_u64())
+        .max()
+        .expect("segments with their peak memory");
+    eprintln!(
+        "storing behind: {i} commits, peak memory {peak} bytes, largest -wal {wal_peak} bytes"
+    );
+    // Past the limit by at most what comes during one restart of the log.
+    assert!(peak <= 2 * MEMORY, "{peak} bytes of pages held in memory");
+    assert!(
+        wal_peak <= 2 * WAL,
+        "the -wal grew to {wal_peak} bytes past --max-wal"
+    );
+
+    // The gap is in the timeline, with its reason; a restore to a moment in
+    // it says so, and the newest state was stored whole after it.
+    let timeline = json_of(&run(cairn(&s.repo, &s.home)
+        .args(["--json", "db", "timeline"])
+        .arg(&s.db)));
+    let gap = timeline[0]["gaps"]
+        .as_array()
+        .expect("gaps")
+        .iter()
+        .find(|g| {
+            g["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fell behind"))
+        })
+        .unwrap_or_else(|| panic!("no gap for the watcher falling behind: {timeline}"))
+        .clone();
+    let time =
+        |v: &serde_json::Value| -> Timestamp { v.as_str().expect("time").parse().expect("time") };
+    let (from, to) = (time(&gap["from"]), time(&gap["to"]));
+    assert!(from <= let_go, "the gap starts before the watcher let go");
+    let middle =
+        Timestamp::from_nanosecond((from.as_nanosecond() + to.as_nanosecond()) / 2).expect("time");
+    let (_, v) = restore_at(&s.repo, &s.home, &s.db, middle, &s.dir.join("gap.db"));
+    assert!(!v["gap"].is_null(), "{middle} lies in the gap: {v}");
+    let (got, v) = restore_at(
+        &s.repo,
+        &s.home,
+        &s.db,
+        Timestamp::now(),
+        &s.dir.join("latest.db"),
+    );
+    assert_eq!(got, want, "{v}");
+    assert_verifies(&open_repo(&s.repo));
 }

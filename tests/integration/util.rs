@@ -316,3 +316,47 @@ pub fn files_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
     }
     out
 }
+
+/// A guard for a test loop that waits for some state: [`Deadline::check`]
+/// fails the test, naming what was awaited, once `limit` has passed, so a
+/// test that never gets there fails instead of spinning. A failure guard,
+/// not a timing assertion: give it minutes.
+pub struct Deadline {
+    at: std::time::Instant,
+    what: String,
+}
+
+impl Deadline {
+    pub fn new(limit: std::time::Duration, what: impl Into<String>) -> Self {
+        Self {
+            at: std::time::Instant::now() + limit,
+            what: what.into(),
+        }
+    }
+
+    /// Fails the test if the deadline has passed.
+    #[track_caller]
+    pub fn check(&self) {
+        assert!(
+            std::time::Instant::now() < self.at,
+            "gave up waiting: {}",
+            self.what
+        );
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        std::time::Instant::now() >= self.at
+    }
+}
+
+/// Waits (polling every 10 ms) until `ready` holds; fails the test naming
+/// `what` after `limit` (see [`Deadline`]).
+#[track_caller]
+pub fn wait_until(limit: std::time::Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Deadline::new(limit, what);
+    while !ready() {
+        deadline.check();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
