@@ -86,7 +86,8 @@ pub struct Profile {
 pub struct WatchPlan {
     /// The databases, absolute (the `sqlite` components named, or all).
     pub dbs: Vec<PathBuf>,
-    /// The options (`lag`, `heartbeat`, `base_every`, `base_size`).
+    /// The options (`lag`, `heartbeat`, `base_every`, `base_size`,
+    /// `max_memory`, `max_wal`).
     pub opts: crate::pitr::WatchOptions,
     /// How far back the log is kept (`keep`, as `forget --keep-pitr`),
     /// applied with the profile's `[retention]` by `forget --app` and by
@@ -180,6 +181,8 @@ struct WatchFile {
     heartbeat: Option<String>,
     base_every: Option<String>,
     base_size: Option<String>,
+    max_memory: Option<String>,
+    max_wal: Option<String>,
     keep: Option<String>,
 }
 
@@ -466,6 +469,14 @@ fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<Wat
     duration("lag", w.lag, &mut opts.lag)?;
     duration("heartbeat", w.heartbeat, &mut opts.heartbeat)?;
     duration("base_every", w.base_every, &mut opts.base_every)?;
+    if let Some(size) = w.max_memory {
+        opts.max_memory =
+            crate::timespec::parse_size(&size).map_err(|e| bad(format!("max_memory: {e}")))?;
+    }
+    if let Some(size) = w.max_wal {
+        opts.max_wal =
+            crate::timespec::parse_size(&size).map_err(|e| bad(format!("max_wal: {e}")))?;
+    }
     if let Some(size) = w.base_size {
         opts.base_bytes =
             crate::timespec::parse_size(&size).map_err(|e| bad(format!("base_size: {e}")))?;
@@ -1512,7 +1523,7 @@ mod tests {
     #[test]
     fn profile_watch_names_sqlite_components_and_reads_durations() {
         let p = parse(
-            "[components.db]\nsqlite = \"data/app.db\"\n[components.jobs]\nsqlite = \"data/jobs.db\"\n[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"db\"]\nlag = \"250ms\"\nbase_every = \"2h\"\nbase_size = \"64MiB\"\nkeep = \"7d\"\n",
+            "[components.db]\nsqlite = \"data/app.db\"\n[components.jobs]\nsqlite = \"data/jobs.db\"\n[components.code]\npaths = [\".\"]\n[watch]\ncomponents = [\"db\"]\nlag = \"250ms\"\nbase_every = \"2h\"\nbase_size = \"64MiB\"\nmax_memory = \"16MiB\"\nmax_wal = \"1GiB\"\nkeep = \"7d\"\n",
         )
         .expect("parse");
         let w = p.watch.expect("[watch]");
@@ -1520,6 +1531,8 @@ mod tests {
         assert_eq!(w.opts.lag, std::time::Duration::from_millis(250));
         assert_eq!(w.opts.base_every, std::time::Duration::from_secs(7200));
         assert_eq!(w.opts.base_bytes, 64 << 20);
+        assert_eq!(w.opts.max_memory, 16 << 20);
+        assert_eq!(w.opts.max_wal, 1 << 30);
         assert_eq!(w.keep.map(|k| k.get_days()), Some(7));
         let all = parse(
             "[components.db]\nsqlite = \"a.db\"\n[components.b]\nsqlite = \"b.db\"\n[watch]\n",
