@@ -1157,10 +1157,8 @@ fn restore_db(
     let existed = std::fs::symlink_metadata(into).is_ok();
     let result = restore_into(source, source_name, into, opts);
     if result.is_err() && !existed {
-        for suffix in ["", "-journal", "-wal", "-shm"] {
-            let mut p = into.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
+        for p in std::iter::once(into.to_path_buf()).chain(crate::protect::companions(into)) {
+            let _ = std::fs::remove_file(p);
         }
     }
     result

@@ -952,7 +952,7 @@ fn forget_inner(
     let mut unread: Vec<SnapshotId> = chosen
         .iter()
         .flatten()
-        .filter(|id| !groups.values().flatten().any(|(g, _)| g == *id))
+        .filter(|id| !listed.contains(id) || damaged.iter().any(|(d, _)| d == *id))
         .copied()
         .collect();
     unread.sort();

@@ -784,24 +784,13 @@ impl Follower {
             return Ok(());
         };
         let head = read_at(&file, 0, wal::HEADER_LEN).map_err(|e| read_error(&self.wal, e))?;
-        let (Ok(header), Some(mut cursor)) = (WalHeader::parse(&head), self.cursor) else {
+        let (Ok(header), Some(cursor)) = (WalHeader::parse(&head), self.cursor) else {
             return self.read_whole_log();
         };
         if cursor.header() != &header {
             return self.read_whole_log();
         }
-        let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
-        read_log(
-            &file,
-            &self.wal,
-            &mut cursor,
-            len,
-            u64::MAX,
-            &mut self.buf,
-            |_, _| {},
-        )?;
-        self.cursor = Some(cursor);
-        Ok(())
+        self.read_to_end(&file, cursor)
     }
 
     fn read_whole_log(&mut self) -> Result<()> {
@@ -814,10 +803,15 @@ impl Follower {
             self.cursor = None;
             return Ok(());
         };
-        let mut cursor = Cursor::new(header);
+        self.read_to_end(&file, Cursor::new(header))
+    }
+
+    /// Reads `file` from `cursor` to its current end and keeps the cursor
+    /// where that leaves it.
+    fn read_to_end(&mut self, file: &File, mut cursor: Cursor) -> Result<()> {
         let len = file.metadata().map_err(|e| read_error(&self.wal, e))?.len();
         read_log(
-            &file,
+            file,
             &self.wal,
             &mut cursor,
             len,
