@@ -73,7 +73,7 @@ pub enum Error {
     #[error("blob {id} is not in any index (its pack is missing or unindexed)")]
     BlobNotIndexed {
         /// The blob.
-        id: crate::BlobId,
+        id: crate::format::id::BlobId,
     },
     /// A repository file could not be read or written.
     #[error("repository {op} of {path} failed: {source}")]

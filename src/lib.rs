@@ -22,145 +22,116 @@
 //! # Ok(()) }
 //! ```
 
-mod audit;
-mod backend;
-mod backup;
-mod cache;
-mod chunker;
-mod chunklist;
-mod codec;
-mod compact;
-mod compress;
-mod config;
-mod copy;
-mod crypto;
+mod apps;
 mod daemon;
-mod dbexport;
 mod error;
-mod filescache;
-mod forget;
-mod id;
-mod index;
-mod inspect;
-mod keyfile;
-mod lock;
-pub mod notify;
-mod pack;
-mod pitr;
-mod profile;
-mod protect;
-mod prune;
+mod format;
+mod ops;
 mod repo;
-mod restore;
-mod schedule;
 mod secrets;
-mod segment;
 pub mod server;
-mod snapshot;
-mod sqlite;
-mod stats;
-mod status;
-mod stream;
+mod storage;
 mod timespec;
-mod tree;
-mod verify;
-mod wal;
-mod watch;
 
-pub use audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
-pub use backend::{
-    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
-    Throttled, is_url, open_location,
-};
-pub use backup::{
-    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
-    backup_command, backup_stream,
-};
-pub use chunker::ChunkerParams;
-pub use config::{Config, Encryption, FORMAT_VERSION};
-pub use copy::{CopiedSnapshot, CopyReport, copy, shares_blob_ids};
-pub use crypto::random as random_bytes;
-pub use crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
-pub use daemon::{
-    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
-    JobState, RunRecord, daemon, load_state, save_state, state_file,
-};
-pub use dbexport::{
+pub use daemon::notify;
+
+pub use apps::db::{
     CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, DbRestored, ExportOptions,
     JSON_FORMAT, JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export,
     export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
     sql_literal,
 };
-pub use error::{Error, Result};
-pub use forget::{
-    DEFAULT_ROLLBACK_DAYS, Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan,
-    KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan, plan_at,
-};
-pub use id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
-pub use inspect::{
-    Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
-    TableDiff, diff, dump, find, table_diff,
-};
-pub use keyfile::KeyFile;
-pub use lock::{Lock, LockRecord, Unlocked};
-pub use pack::{BlobKind, Compression, PackEntry};
-pub use pitr::{
-    BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
-    WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
-};
-pub use profile::{
+pub use apps::profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
     component_paths, git_info, restore_component, snap,
 };
-pub use protect::Undo;
-pub use prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
-pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
-pub use restore::{RestoreOptions, RestoreOutcome, restore};
-pub use schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
-pub use secrets::command as child_command;
-pub use segment::{Segment, SegmentTxn, timestamp as segment_time};
-pub use snapshot::{
-    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, PRE_TAG, Snapshot, Summary, TableRows,
-    check_user_tags, newest_at,
+pub use apps::sqlite::SqliteMode;
+pub use apps::sqlite::pitr::{
+    BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
+    WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
 };
-pub use sqlite::SqliteMode;
-pub use stats::{RepoStats, stats};
-pub use status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
-pub use timespec::{parse_duration, parse_size, parse_time};
-pub use tree::{Node, NodeKind, Tree, Xattr};
-pub use verify::{VerifyOptions, VerifyReport, verify};
-pub use watch::{
+pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
 };
+pub use daemon::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
+pub use daemon::{
+    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
+    JobState, RunRecord, daemon, load_state, save_state, state_file,
+};
+pub use error::{Error, Result};
+pub use format::chunker::ChunkerParams;
+pub use format::config::{Config, Encryption, FORMAT_VERSION};
+pub use format::crypto::random as random_bytes;
+pub use format::crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
+pub use format::id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
+pub use format::keyfile::KeyFile;
+pub use format::pack::{BlobKind, Compression, PackEntry};
+pub use format::segment::{Segment, SegmentTxn, timestamp as segment_time};
+pub use format::snapshot::{
+    AppInfo, ComponentInfo, DatabaseInfo, GitInfo, PRE_TAG, Snapshot, Summary, TableRows,
+    check_user_tags, newest_at,
+};
+pub use format::tree::{Node, NodeKind, Tree, Xattr};
+pub use ops::backup::{
+    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
+    backup_command, backup_stream,
+};
+pub use ops::copy::{CopiedSnapshot, CopyReport, copy, shares_blob_ids};
+pub use ops::forget::{
+    DEFAULT_ROLLBACK_DAYS, Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan,
+    KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan, plan_at,
+};
+pub use ops::inspect::{
+    Change, ChangeKind, DiffTotals, EntrySummary, EntryType, FindOutcome, FindPatterns, Found,
+    TableDiff, diff, dump, find, table_diff,
+};
+pub use ops::protect::Undo;
+pub use ops::prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
+pub use ops::restore::{RestoreOptions, RestoreOutcome, restore};
+pub use ops::stats::{RepoStats, stats};
+pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
+pub use ops::verify::{VerifyOptions, VerifyReport, verify};
+pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
+pub use repo::lock::{Lock, LockRecord, Unlocked};
+pub use repo::walk::{file_content, find_node, walk_tree};
+pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
+pub use secrets::command as child_command;
+pub use storage::{
+    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
+    Throttled, is_url, open_location,
+};
+pub use timespec::{parse_duration, parse_size, parse_time};
 
 /// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
 /// Each takes arbitrary bytes and returns an error, never panics.
 pub mod decode {
-    pub use crate::audit::{decode_file as audit_file, encode_file as encode_audit_file};
-    pub use crate::chunklist::{decode as chunk_list, encode as encode_chunk_list};
-    pub use crate::config::{decode as config, encode as encode_config, peek_version};
-    pub use crate::crypto::{Crypto, Domain};
-    pub use crate::filescache::check_file as files_cache;
-    pub use crate::index::decode_file as index_file;
+    pub use crate::apps::sqlite::wal::{Cursor as WalCursor, WalHeader, checksum as wal_checksum};
+    pub use crate::format::config::{decode as config, encode as encode_config, peek_version};
+    pub use crate::format::crypto::{Crypto, Domain};
+    pub use crate::format::index::decode_file as index_file;
     /// The merged in-memory index and the index file records, for the
     /// index benchmarks.
-    pub use crate::index::{Index, IndexFile, IndexPack, encode_file as encode_index_file};
-    pub use crate::keyfile::KeyFile;
-    pub use crate::pack::{
+    pub use crate::format::index::{Index, IndexFile, IndexPack, encode_file as encode_index_file};
+    pub use crate::format::keyfile::KeyFile;
+    pub use crate::format::pack::{
         decode_header as pack_header, parse_trailer as pack_trailer, read_header as pack,
     };
-    pub use crate::segment::{decode_file as segment_file, encode_file as encode_segment_file};
-    pub use crate::snapshot::decode_file as snapshot_file;
-    pub use crate::tree::Tree;
-    pub use crate::wal::{Cursor as WalCursor, WalHeader, checksum as wal_checksum};
+    pub use crate::format::segment::{
+        decode_file as segment_file, encode_file as encode_segment_file,
+    };
+    pub use crate::format::snapshot::decode_file as snapshot_file;
+    pub use crate::format::tree::Tree;
+    pub use crate::ops::backup::filescache::check_file as files_cache;
+    pub use crate::repo::audit::{decode_file as audit_file, encode_file as encode_audit_file};
+    pub use crate::repo::chunklist::{decode as chunk_list, encode as encode_chunk_list};
 
     /// A sealer with a fixed key, for fuzzing decoders behind encryption.
     #[must_use]
-    pub fn test_crypto(encrypted: bool) -> crate::crypto::Crypto {
-        crate::crypto::Crypto::new(
-            &crate::crypto::MasterKey {
+    pub fn test_crypto(encrypted: bool) -> crate::format::crypto::Crypto {
+        crate::format::crypto::Crypto::new(
+            &crate::format::crypto::MasterKey {
                 encryption: [7; 32],
                 id: [9; 32],
                 chunker_seed: 0,
@@ -168,78 +139,4 @@ pub mod decode {
             encrypted,
         )
     }
-}
-
-/// Finds the node at `path` (components separated by `/`) below `root`;
-/// `None` for the root itself.
-///
-/// # Errors
-/// [`Error::Invalid`] when the path does not exist in the snapshot; read
-/// errors for damaged trees.
-pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option<Node>> {
-    let mut tree_id = *root;
-    let mut found: Option<Node> = None;
-    for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-        if let Some(n) = &found {
-            match &n.kind {
-                NodeKind::Dir { subtree } => tree_id = *subtree,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "{} is not a directory in this snapshot",
-                        String::from_utf8_lossy(path)
-                    )));
-                }
-            }
-        }
-        let tree = repo.read_tree(&tree_id)?;
-        found = Some(tree.find(comp).cloned().ok_or_else(|| {
-            Error::invalid(format!(
-                "{} is not in this snapshot",
-                String::from_utf8_lossy(path)
-            ))
-        })?);
-    }
-    Ok(found)
-}
-
-/// Calls `visit(path, node)` for every entry below `tree`, depth first,
-/// with `path` starting from `prefix`.
-///
-/// # Errors
-/// The data blob ids of a regular file's node, in file order: its inline
-/// list, or the leaves of its chunk lists (each list read and checked).
-///
-/// # Errors
-/// [`Error::Invalid`] when `node` is not a regular file; reading a list.
-pub fn file_content(repo: &Repository, node: &Node) -> Result<Vec<BlobId>> {
-    match &node.kind {
-        NodeKind::File { content } => Ok(content.clone()),
-        NodeKind::ListedFile { list, depth } => chunklist::expand(repo, list, *depth),
-        _ => Err(Error::invalid(format!(
-            "{} is not a regular file",
-            String::from_utf8_lossy(&node.name)
-        ))),
-    }
-}
-
-/// The first tree that cannot be read.
-pub fn walk_tree(
-    repo: &Repository,
-    tree: &BlobId,
-    prefix: &[u8],
-    visit: &mut dyn FnMut(&[u8], &Node),
-) -> Result<()> {
-    let t = repo.read_tree(tree)?;
-    for node in &t.nodes {
-        let mut path = prefix.to_vec();
-        if path.last() != Some(&b'/') {
-            path.push(b'/');
-        }
-        path.extend_from_slice(&node.name);
-        visit(&path, node);
-        if let NodeKind::Dir { subtree } = &node.kind {
-            walk_tree(repo, subtree, &path, visit)?;
-        }
-    }
-    Ok(())
 }

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Role};
-use crate::id::SnapshotId;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::Snapshot;
 use crate::repo::{Repository, lock};
-use crate::snapshot::Snapshot;
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -164,7 +164,10 @@ struct CreateBody {
 }
 
 /// The profile named `name`, or 404 listing the known ones.
-fn profile<'a>(st: &'a AppState, name: &str) -> Result<&'a crate::Profile, ApiError> {
+fn profile<'a>(
+    st: &'a AppState,
+    name: &str,
+) -> Result<&'a crate::apps::profile::Profile, ApiError> {
     st.profiles.get(name).ok_or_else(|| {
         let known: Vec<&str> = st.profiles.keys().map(String::as_str).collect();
         ApiError::not_found(format!(
@@ -186,17 +189,22 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
     for c in &b.components {
         p.component(c)?;
     }
-    crate::snapshot::check_user_tags(&b.tags)?;
+    crate::format::snapshot::check_user_tags(&b.tags)?;
     let cache_dir = st.cache_dir.clone();
     let done = st
         .change(&caller, move |repo| {
-            let opts = crate::SnapOptions {
+            let opts = crate::apps::profile::SnapOptions {
                 components: b.components,
                 tags: b.tags,
                 cache_dir,
                 force: false,
             };
-            Ok(crate::snap(repo, &p, &opts, &crate::NoProgress)?)
+            Ok(crate::apps::profile::snap(
+                repo,
+                &p,
+                &opts,
+                &crate::ops::backup::NoProgress,
+            )?)
         })
         .await?;
     let snaps: Vec<Value> = done
@@ -251,7 +259,7 @@ fn restore_source(
     let at = at.unwrap_or_else(jiff::Timestamp::now);
     // A damaged snapshot file might be the newest: refuse rather than
     // quietly restore an older one.
-    crate::readable_snapshots(repo.snapshots()?, crate::DamagedSnapshots::Refuse)?
+    crate::repo::readable_snapshots(repo.snapshots()?, crate::repo::DamagedSnapshots::Refuse)?
         .into_iter()
         .rev()
         .find(|(_, s)| {
@@ -351,7 +359,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
         check_ref(r)?;
     }
     let at = match &b.at {
-        Some(t) => Some(crate::parse_time(
+        Some(t) => Some(crate::timespec::parse_time(
             t,
             jiff::Timestamp::now(),
             &jiff::tz::TimeZone::system(),
@@ -369,7 +377,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
             let (id, snap) = restore_source(repo, &b, at)?;
             match &b.target {
                 None => {
-                    let opts = crate::ComponentRestoreOptions {
+                    let opts = crate::apps::profile::ComponentRestoreOptions {
                         component: b.component.clone(),
                         dry_run: b.dry_run,
                         force: b.force,
@@ -377,7 +385,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         profile: Some(p),
                     };
                     let done =
-                        crate::restore_component(repo, id, &snap, &opts, &crate::NoProgress)?;
+                        crate::apps::profile::restore_component(repo, id, &snap, &opts, &crate::ops::backup::NoProgress)?;
                     let files: Vec<Value> = done
                         .files
                         .iter()
@@ -385,9 +393,9 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                             json!({
                                 "path": f.path,
                                 "action": match f.action {
-                                    crate::FileAction::Replace => "replace",
-                                    crate::FileAction::Create => "create",
-                                    crate::FileAction::Unchanged => "unchanged",
+                                    crate::apps::profile::FileAction::Replace => "replace",
+                                    crate::apps::profile::FileAction::Create => "create",
+                                    crate::apps::profile::FileAction::Unchanged => "unchanged",
                                 },
                                 "tables": f.tables.iter().map(|t| json!({
                                     "name": t.name, "now": t.now, "snapshot": t.snapshot,
@@ -408,7 +416,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                 }
                 Some(target) => {
                     let (includes, excludes) =
-                        crate::component_paths(repo, id, &snap, &b.component, Some(&p))?;
+                        crate::apps::profile::component_paths(repo, id, &snap, &b.component, Some(&p))?;
                     if b.dry_run {
                         return Ok(json!({
                             "snapshot": id,
@@ -420,13 +428,13 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                             "excludes": excludes,
                         }));
                     }
-                    let mut opts = crate::RestoreOptions::new(target);
+                    let mut opts = crate::ops::restore::RestoreOptions::new(target);
                     opts.includes = includes;
                     opts.excludes = excludes;
                     opts.force = b.force;
                     opts.cache_dir = cache_dir;
                     opts.profile = Some(p.file.clone());
-                    let done = crate::restore(repo, &snap, &opts, &crate::NoProgress)?;
+                    let done = crate::ops::restore::restore(repo, &snap, &opts, &crate::ops::backup::NoProgress)?;
                     Ok(json!({
                         "snapshot": id,
                         "component": b.component,
@@ -465,11 +473,11 @@ pub(crate) async fn delete_snapshot(
             // Resolved first, so that an unknown id is a 404 that records
             // nothing rather than a failed forget in the audit log.
             let (id, _) = repo.find_snapshot(&id)?;
-            let opts = crate::ForgetOptions {
+            let opts = crate::ops::forget::ForgetOptions {
                 ids: vec![id.to_hex()],
-                ..crate::ForgetOptions::default()
+                ..crate::ops::forget::ForgetOptions::default()
             };
-            let done = crate::forget(repo, &opts)?;
+            let done = crate::ops::forget::forget(repo, &opts)?;
             Ok(json!({ "removed": done.removed }))
         })
         .await?;
@@ -506,14 +514,14 @@ pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) 
     } else {
         body(&bytes)?
     };
-    let opts = crate::VerifyOptions {
+    let opts = crate::ops::verify::VerifyOptions {
         read_data: b.read_data || b.subset.is_some(),
         subset: b.subset.as_deref().map(parse_subset).transpose()?,
     };
     let by = caller.name.clone();
     let v = st
         .change(&caller, move |repo| {
-            let r = crate::verify(repo, &opts)?;
+            let r = crate::ops::verify::verify(repo, &opts)?;
             Ok(json!({
                 "ok": r.errors.is_empty(),
                 "time": jiff::Timestamp::now().to_string(),
@@ -544,12 +552,12 @@ pub(crate) async fn last_verify(State(st): St, headers: HeaderMap) -> ApiResult 
 /// `GET /api/stats`.
 pub(crate) async fn stats(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
-    let s = st.read(|repo| Ok(crate::stats(repo)?)).await?;
+    let s = st.read(|repo| Ok(crate::ops::stats::stats(repo)?)).await?;
     ok(serde_json::to_value(&s).map_err(|e| ApiError::internal(e.to_string()))?)
 }
 
 /// The status as JSON, shared with the status page.
-pub(crate) fn status_json(s: &crate::RepoStatus, now: jiff::Timestamp) -> Value {
+pub(crate) fn status_json(s: &crate::ops::status::RepoStatus, now: jiff::Timestamp) -> Value {
     let sources: Vec<Value> = s.sources.iter().map(|x| x.to_json(now)).collect();
     json!({
         "sources": sources,
@@ -562,7 +570,9 @@ pub(crate) fn status_json(s: &crate::RepoStatus, now: jiff::Timestamp) -> Value 
 /// `GET /api/status`.
 pub(crate) async fn status(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
-    let s = st.read(|repo| Ok(crate::status(repo)?)).await?;
+    let s = st
+        .read(|repo| Ok(crate::ops::status::status(repo)?))
+        .await?;
     ok(status_json(&s, jiff::Timestamp::now()))
 }
 
@@ -581,7 +591,7 @@ pub(crate) async fn log(
     st.authorize(&headers, None, Role::Reader)?;
     let q = query(q)?;
     let log = st
-        .read(move |repo| Ok(crate::audit_log(repo, q.last)?))
+        .read(move |repo| Ok(crate::repo::audit::read_log(repo, q.last)?))
         .await?;
     let events: Vec<Value> = log.events.iter().map(|(id, e)| e.to_json(id)).collect();
     ok(json!({ "events": events, "problems": log.problems }))
@@ -592,8 +602,10 @@ pub(crate) async fn metrics(State(st): St, headers: HeaderMap) -> ApiResult {
     if !st.metrics_public {
         st.authorize(&headers, None, Role::Reader)?;
     }
-    let s = st.read(|repo| Ok(crate::status(repo)?)).await?;
-    let text = crate::prometheus(&s, jiff::Timestamp::now());
+    let s = st
+        .read(|repo| Ok(crate::ops::status::status(repo)?))
+        .await?;
+    let text = crate::ops::status::prometheus(&s, jiff::Timestamp::now());
     Ok((
         [(
             header::CONTENT_TYPE,

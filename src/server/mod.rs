@@ -48,8 +48,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use crate::apps::profile::Profile;
 use crate::error::{Error, Result};
-use crate::profile::Profile;
 use crate::repo::{Repository, lock};
 pub use tokens::{Role, TOKEN_PREFIX, TokenEntry, Tokens, hash_token};
 
@@ -356,9 +356,9 @@ impl AppState {
             return Ok(None);
         };
         let mut raw = [0u8; 32];
-        crate::random_bytes(&mut raw)?;
+        crate::format::crypto::random(&mut raw)?;
         let id = hex::encode(raw);
-        crate::random_bytes(&mut raw)?;
+        crate::format::crypto::random(&mut raw)?;
         let csrf = hex::encode(raw);
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
@@ -716,9 +716,9 @@ mod tests {
 
     fn state(dir: &std::path::Path) -> AppState {
         let repo = Repository::init(
-            Arc::new(crate::MemoryBackend::new()),
+            Arc::new(crate::storage::MemoryBackend::new()),
             Some(b"pw"),
-            &crate::InitOptions::default(),
+            &crate::repo::InitOptions::default(),
         )
         .expect("repo");
         AppState {

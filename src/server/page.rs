@@ -20,9 +20,9 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Caller, Role, SESSION_COOKIE};
-use crate::id::SnapshotId;
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind};
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
 
 type St = State<Arc<AppState>>;
 
@@ -409,9 +409,9 @@ pub(crate) async fn index(
     };
     let data = st
         .read(|repo| {
-            let status = crate::status(repo)?;
+            let status = crate::ops::status::status(repo)?;
             let snaps = repo.snapshots()?;
-            let log = crate::audit_log(repo, Some(20))?;
+            let log = crate::repo::audit::read_log(repo, Some(20))?;
             Ok((repo.backend().location(), status, snaps, log))
         })
         .await;
@@ -578,7 +578,7 @@ async fn browse_at(
     let found = st
         .read(move |repo| {
             let (id, snap) = repo.find_snapshot(&id)?;
-            let tree = match crate::find_node(repo, &snap.tree, lookup.as_bytes()) {
+            let tree = match crate::repo::walk::find_node(repo, &snap.tree, lookup.as_bytes()) {
                 Ok(None) => snap.tree,
                 Ok(Some(Node {
                     kind: NodeKind::Dir { subtree },
@@ -648,7 +648,7 @@ async fn browse_at(
         let _ = write!(
             b,
             "<tr><td>{link}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{:04o}</code></td></tr>",
-            crate::EntryType::of(&n.kind).name(),
+            crate::ops::inspect::EntryType::of(&n.kind).name(),
             text(&size(n.size)),
             text(&mtime),
             n.mode,
@@ -711,7 +711,7 @@ pub(crate) async fn download(
     let (node, full) = st
         .read(move |repo| {
             let (_, snap) = repo.find_snapshot(&id)?;
-            let node = crate::find_node(repo, &snap.tree, lookup.as_bytes())
+            let node = crate::repo::walk::find_node(repo, &snap.tree, lookup.as_bytes())
                 .map_err(|e| ApiError::not_found(e.to_string()))?
                 .ok_or_else(|| {
                     ApiError::bad_request("the snapshot's root is a directory: name a file")
@@ -733,7 +733,7 @@ pub(crate) async fn download(
     let length = node.size;
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter(tx.clone());
-        if let Err(e) = crate::dump(&repo, full.as_bytes(), &node, &mut w) {
+        if let Err(e) = crate::ops::inspect::dump(&repo, full.as_bytes(), &node, &mut w) {
             eprintln!("cairn serve: download of {full} stopped: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }

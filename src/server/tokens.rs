@@ -188,7 +188,7 @@ impl Tokens {
             )));
         }
         let mut raw = [0u8; 32];
-        crate::random_bytes(&mut raw)?;
+        crate::format::crypto::random(&mut raw)?;
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
         self.tokens.push(TokenEntry {
             name: name.to_owned(),

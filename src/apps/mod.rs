@@ -1,0 +1,11 @@
+//! What cairn knows about applications and their databases: SQLite capture
+//! and continuous WAL following (`sqlite/`), database export, import and
+//! table restore (`db/`), and application profiles from `cairn.toml`
+//! (`profile/`).
+//!
+//! May use: `ops/`, `repo/`, `format/`, `storage/`. Must not use
+//! `daemon/` or `server/`, which call into this layer.
+
+pub mod db;
+pub mod profile;
+pub mod sqlite;

@@ -1,0 +1,2143 @@
+//! Point-in-time recovery of SQLite databases: the watcher that stores
+//! what [`crate::apps::sqlite::watch::Follower`] captures, the timeline of what can be
+//! restored, and the restore to a moment or a transaction.
+//!
+//! # Chains
+//!
+//! The watcher starts a *chain*: it takes a base (a page-aware snapshot of
+//! the database, tagged `watch`, whose image is exactly one point of the
+//! log) and then writes a segment (`segment`) whenever a captured commit
+//! has waited [`WatchOptions::lag`], and a segment without transactions
+//! every [`WatchOptions::heartbeat`] while the database is idle, so the
+//! timeline can tell "nothing happened" from "nobody was watching". Each
+//! flush writes packs, then their index file, then the segment, under a
+//! shared lock: a crash at any point leaves a valid repository, and a
+//! segment never names data that is not stored.
+//!
+//! A new chain starts on schedule ([`WatchOptions::base_every`]), when the
+//! pages stored since the base pass [`WatchOptions::base_bytes`] or the
+//! database's size, whichever is larger (so a restore never reads an
+//! unbounded log, and a base is not taken more often than replaying costs
+//! about as much), and whenever the follower cannot prove it saw every
+//! commit (the database was replaced, another
+//! process restarted the log twice, the watcher itself was restarted). A
+//! scheduled new chain begins before the old one ends, so the two overlap
+//! and no gap opens; the others leave a gap from the old chain's last
+//! proven moment to the new base, which [`timeline`] reports.
+//!
+//! # Memory, and a storing that cannot keep up
+//!
+//! Every page image read from the log and not yet stored counts against
+//! [`WatchOptions::max_memory`] (default 64 MiB), whichever chain it
+//! belongs to (a chain ended by a new base is stored in the background)
+//! and also while a new base is stored (the commits read meanwhile wait
+//! for its segment 0). Each poll reads only as much of the log as fits
+//! ([`Follower::set_read_limit`]; at least one transaction, and whole the
+//! few frames committed during one of the watcher's own restarts of the
+//! log), a segment is sealed at a quarter of the limit, and the storing
+//! thread releases a segment's pages once it is stored. When the limit is
+//! reached the watcher reads no further: the commits wait in the `-wal`
+//! file, which cannot restart under the pin. A short stall costs nothing
+//! more. But when the log grows past [`WatchOptions::max_wal`] (default
+//! 256 MiB) while the watcher is behind it, the watcher lets the log go
+//! (the application's checkpoints copy and restart it as without a
+//! watcher), ends the chain at the last commit it read, with the reason,
+//! waits until what it read is stored, and starts a new chain from a new
+//! base: the time between is a gap, which `db timeline` shows and a
+//! restore to a moment in it reports. A scheduled new base is not taken
+//! while the watcher is behind or its memory half full. The rest of the
+//! process (packs being written, a base being stored: the backup's own
+//! buffers) is bounded by the repository's pack size, not by the log.
+//!
+//! # Restore
+//!
+//! [`restore_at`] picks the chain with the latest base at or before the
+//! moment asked for, writes the base image beside the target, applies
+//! the captured transactions committed at or before that moment (only the
+//! last version of each page is read and written, and the file is cut and
+//! grown as they left it: see `Plan`), checks the result with SQLite's
+//! `quick_check`, and renames it onto the target. A
+//! commit's time is never before the commit (see `watch`: when the
+//! watcher found it, at most a poll after it while polls keep time), so a
+//! restore never includes a transaction committed after the time asked
+//! for; one committed less than a poll before may be left out.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rayon::prelude::*;
+
+use crate::apps::sqlite::watch::{Commit, Event, Follower};
+use crate::error::{Error, Result};
+use crate::format::id::{BlobId, SegmentId, SnapshotId};
+use crate::format::pack::BlobKind;
+use crate::format::segment::{self, Segment, SegmentTxn, nanos, timestamp};
+use crate::ops::backup::{BackupOptions, NoProgress};
+use crate::repo::Repository;
+use crate::storage::FileKind;
+
+/// The tag of base snapshots.
+pub const BASE_TAG: &str = "watch";
+
+/// Default [`WatchOptions::max_memory`]: 64 MiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 64 << 20;
+
+/// Default [`WatchOptions::max_wal`]: 256 MiB.
+pub const DEFAULT_MAX_WAL: u64 = 256 << 20;
+
+/// How `cairn watch` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// The longest a captured commit waits before it is written to the
+    /// repository.
+    pub lag: Duration,
+    /// The pause between two reads of the log: the precision of commit
+    /// times.
+    pub poll: Duration,
+    /// A segment is written at least this often while the database is
+    /// idle, proving that the watcher was following it.
+    pub heartbeat: Duration,
+    /// A new base is taken when the chain's base is this old.
+    pub base_every: Duration,
+    /// A new base is taken when the chain's segments hold this many bytes
+    /// of pages, or the size of the database if larger: a bound on what a
+    /// restore reads past the base (it writes only each page's last
+    /// version, but may have to read every segment's data).
+    pub base_bytes: u64,
+    /// The log size at which the watcher restarts the log itself.
+    pub restart_bytes: u64,
+    /// The host name to record instead of this machine's.
+    pub host: Option<String>,
+    /// The most bytes of page images the watcher holds in memory: read
+    /// from the log and not yet stored, by every chain of the database
+    /// together (the transactions read while a new base is stored
+    /// included). At it the watcher reads no further until the storing
+    /// catches up: the commits wait in the application's `-wal` file, up
+    /// to [`WatchOptions::max_wal`]. A segment is sealed at a quarter of
+    /// it, so the storing can free memory before the lag is up.
+    pub max_memory: u64,
+    /// How long the application's log may grow while the watcher is behind
+    /// it (its memory full, or its last read stopped short of the end): the
+    /// watcher's pin keeps the log from restarting until the watcher has
+    /// read it. Past it the watcher lets the log go (the application's
+    /// checkpoints then copy and restart it as without a watcher), ends
+    /// the chain with the transactions it read (a gap in the timeline
+    /// follows), and takes a new base once everything read is stored.
+    pub max_wal: u64,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            lag: Duration::from_secs(1),
+            poll: Duration::from_millis(10),
+            heartbeat: Duration::from_secs(30),
+            base_every: Duration::from_secs(3600),
+            // 256 MiB took a base every 2 s at full speed (7,000
+            // commits a second here), each a whole-database read that
+            // took CPU from the application and stored the pages that
+            // changed again. A restore of a point 1 GiB of pages after
+            // its base reads at most that much segment data, compressed
+            // (to about a quarter for the row data of benches/pitr.sh).
+            base_bytes: 1 << 30,
+            restart_bytes: crate::apps::sqlite::watch::DEFAULT_RESTART_BYTES,
+            host: None,
+            max_memory: DEFAULT_MAX_MEMORY,
+            max_wal: DEFAULT_MAX_WAL,
+        }
+    }
+}
+
+/// What the watcher reports as it goes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WatchNote {
+    /// A chain began with a base snapshot.
+    Base {
+        /// The snapshot.
+        id: SnapshotId,
+        /// The point of the log it stands for.
+        time: Timestamp,
+        /// Bytes the base added to the repository.
+        bytes_added: u64,
+    },
+    /// A segment was written.
+    Segment {
+        /// Its id.
+        id: SegmentId,
+        /// Transactions in it.
+        txns: usize,
+        /// Pages in it.
+        pages: u64,
+        /// The longest a commit in it waited to be stored.
+        lag: Duration,
+        /// The most bytes of pages the watcher has held in memory at once
+        /// since it started (see [`WatchOptions::max_memory`]).
+        peak_memory: u64,
+    },
+    /// The chain ended and a new one starts: the reason.
+    ChainEnd(String),
+    /// Something failed; the watcher keeps going (and keeps what it has
+    /// not stored yet).
+    Problem(String),
+}
+
+/// The absolute form of a database path as the watcher records it:
+/// symlinks resolved where the file exists.
+///
+/// # Errors
+/// When the current directory cannot be read for a relative path.
+pub fn db_path(db: &Path) -> Result<PathBuf> {
+    match std::fs::canonicalize(db) {
+        Ok(p) => Ok(p),
+        Err(_) => std::path::absolute(db).map_err(|e| Error::source_read(db, e)),
+    }
+}
+
+/// What the storing thread of a chain needs to write its next segment.
+struct ChainState {
+    base: SnapshotId,
+    base_time: i64,
+    base_txn: u64,
+    seq: u64,
+    prev: Option<SegmentId>,
+    from: i64,
+    page_size: u32,
+    next_txn: u64,
+}
+
+/// What the polling thread hands a chain's storing thread.
+enum Handed {
+    /// Commits just read, in order, for the segment being filled. They go
+    /// over at every poll and the storing thread copies their pages into
+    /// the segment's one buffer at once, so the memory they were read into
+    /// is freed and used again within a poll or two. Kept until the
+    /// segment was complete (a second at the default lag), they made the
+    /// polling thread fault in fresh memory for everything it read: at the
+    /// log's full rate, most of that thread's CPU, taken from the
+    /// application.
+    Commits(Vec<Commit>),
+    /// The segment being filled is complete: it covers up to `until`, and
+    /// with `end` the chain ends with it.
+    Seal { until: i64, end: Option<String> },
+}
+
+fn page_bytes(commits: &[Commit]) -> u64 {
+    commits.iter().map(|c| c.data.len() as u64).sum()
+}
+
+/// Hands `what` to a chain's storing thread, which releases its `bytes`
+/// of pages (counted in `held` when they were read) once it has stored
+/// them.
+fn send(tx: &std::sync::mpsc::Sender<Handed>, what: Handed, bytes: u64, held: &AtomicU64) {
+    if tx.send(what).is_err() {
+        // The storing thread is gone (it reported why itself).
+        held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The segment a storing thread is filling.
+#[derive(Default)]
+struct Filling {
+    /// The commits, their `data` moved into `data`.
+    commits: Vec<Commit>,
+    /// Their pages, in order.
+    data: Vec<u8>,
+}
+
+impl Filling {
+    fn add(&mut self, commits: Vec<Commit>) {
+        // Exactly: doubling would take up to twice the pages held.
+        self.data
+            .reserve_exact(usize::try_from(page_bytes(&commits)).unwrap_or(0));
+        for mut c in commits {
+            self.data.extend_from_slice(&c.data);
+            c.data = Vec::new();
+            self.commits.push(c);
+        }
+    }
+
+    /// Empties it for the next segment. The buffer is kept (a segment at
+    /// full speed is tens of megabytes, and fresh memory costs a page
+    /// fault per page) up to `keep` bytes.
+    fn clear(&mut self, keep: usize) {
+        self.commits.clear();
+        self.data.clear();
+        if self.data.capacity() > keep {
+            self.data.shrink_to(keep);
+        }
+    }
+}
+
+/// A chain as the polling thread sees it: what it has read and not yet
+/// handed over, and the channel to the chain's storing thread.
+struct Following<'scope> {
+    /// Commits handed over for the segment being filled.
+    pending: u64,
+    /// When the first of them was found.
+    pending_since: Option<Timestamp>,
+    /// The latest time one of them was found at.
+    pending_last: Option<i64>,
+    /// Bytes of their pages.
+    pending_bytes: u64,
+    /// The start of the time the pending commits cover.
+    from: i64,
+    next_txn: u64,
+    started: Instant,
+    last_sent: Instant,
+    /// Bytes of pages handed over since the base.
+    sent_bytes: u64,
+    /// The size of the base image: a new base is not due on size before
+    /// the chain's pages reach it (replaying them costs about what a
+    /// base does).
+    base_len: u64,
+    /// Set when the storing fell so far behind that the follower let the
+    /// log go: the chain ends with the commits read, for this reason.
+    behind: Option<String>,
+    tx: std::sync::mpsc::Sender<Handed>,
+    storer: std::thread::ScopedJoinHandle<'scope, ()>,
+}
+
+impl Following<'_> {
+    /// Hands the commits a poll found to the storing thread (counted as
+    /// held in memory) for the segment being filled; the reason the
+    /// follower lost its proof of continuity (or could not read), if so.
+    fn take(&mut self, polled: Result<Vec<Event>>, w: &Watcher<'_>) -> Option<String> {
+        let mut commits = Vec::new();
+        let lost = collect(polled, &mut commits).err().map(|e| e.to_string());
+        w.hold(page_bytes(&commits));
+        self.hand(commits, &w.held);
+        lost
+    }
+
+    /// Hands `commits`, already counted in `held`, to the storing thread.
+    fn hand(&mut self, commits: Vec<Commit>, held: &AtomicU64) {
+        let Some(first) = commits.first() else {
+            return;
+        };
+        self.pending_since.get_or_insert(first.time);
+        let last = commits.iter().map(|c| nanos(c.time)).max();
+        self.pending_last = self.pending_last.max(last);
+        self.pending += commits.len() as u64;
+        let bytes = page_bytes(&commits);
+        self.pending_bytes += bytes;
+        send(&self.tx, Handed::Commits(commits), bytes, held);
+    }
+
+    /// The number the next commit read will get.
+    fn next_number(&self) -> u64 {
+        self.next_txn + self.pending
+    }
+
+    /// The last moment known complete after a loss: the last commit read
+    /// (what came after it may be missing), or the start of the time not
+    /// yet handed over.
+    fn last_read(&self) -> i64 {
+        self.pending_last.unwrap_or(self.from).max(self.from)
+    }
+}
+
+/// Lowers the calling thread's priority (and that of the threads it
+/// starts): storing what was read may wait for the application, which
+/// should not wait for it. On a busy machine the application's commits
+/// then keep their pace and the storing uses what CPU is left (see the
+/// full-speed figures of issue 10 in BENCHMARKS.md).
+fn background() {
+    // On Linux the nice value is a thread's own; elsewhere it would slow
+    // the polling thread too, whose holds of the write lock must be short.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::nice(19);
+}
+
+/// `bytes` for people: `12.5 MiB`.
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
+fn thread_error(e: std::io::Error) -> Error {
+    Error::invalid(format!(
+        "cannot start a thread: {e}; the system may be out of memory or of threads"
+    ))
+}
+
+/// Adds the commits a poll found to `into`, even when it then lost its
+/// proof of continuity; that loss, or the poll's failure, is the error.
+fn collect(polled: Result<Vec<Event>>, into: &mut Vec<Commit>) -> Result<()> {
+    let mut lost = None;
+    for e in polled? {
+        match e {
+            Event::Commit(c) => into.push(c),
+            Event::Lost(why) => lost = Some(why),
+        }
+    }
+    lost.map_or(Ok(()), |why| Err(Error::invalid(why)))
+}
+
+/// The watcher of one database.
+struct Watcher<'a> {
+    repo: &'a Repository,
+    db: PathBuf,
+    host: String,
+    opts: &'a WatchOptions,
+    notify: &'a (dyn Fn(WatchNote) + Sync),
+    /// Bytes of pages read and not yet stored (see
+    /// [`WatchOptions::max_memory`]).
+    held: AtomicU64,
+    /// The most `held` has been.
+    peak: AtomicU64,
+}
+
+/// Follows the WAL-mode database `db` and stores its transactions until
+/// `stop` is set (see the module doc). Problems on the way (the
+/// repository unreachable, the database replaced) are reported through
+/// `notify` and do not end the watch.
+///
+/// # Errors
+/// When the database cannot be followed at all at the start (not WAL,
+/// unreadable), or its first base cannot be stored.
+pub fn watch(
+    repo: &Repository,
+    db: &Path,
+    opts: &WatchOptions,
+    stop: &AtomicBool,
+    notify: &(dyn Fn(WatchNote) + Sync),
+) -> Result<()> {
+    let db = db_path(db)?;
+    let host = opts
+        .host
+        .clone()
+        .unwrap_or_else(|| crate::repo::host_and_user().0);
+    crate::repo::audit::record_event(repo, "watch", &db.display().to_string(), true, "started");
+    let w = Watcher {
+        repo,
+        db,
+        host,
+        opts,
+        notify,
+        held: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
+    };
+    let done = std::thread::scope(|scope| w.run(scope, stop));
+    let detail = match &done {
+        Ok(()) => "stopped".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    crate::repo::audit::record_event(
+        repo,
+        "watch",
+        &w.db.display().to_string(),
+        done.is_ok(),
+        &detail,
+    );
+    done
+}
+
+impl<'a> Watcher<'a> {
+    /// Counts `bytes` of pages just read as held in memory.
+    fn hold(&self, bytes: u64) {
+        let now = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Bytes of pages that may still be read before the watcher holds
+    /// [`WatchOptions::max_memory`]; with nothing held, at least one
+    /// transaction (a poll reads one whatever its limit).
+    fn room(&self) -> u64 {
+        match self.held.load(Ordering::Relaxed) {
+            0 => self.opts.max_memory.max(1),
+            held => self.opts.max_memory.saturating_sub(held),
+        }
+    }
+
+    /// Why the watcher must let the log go, if it must: `follower`, which
+    /// is behind, keeps a log longer than [`WatchOptions::max_wal`].
+    fn too_far_behind(&self, follower: &mut Follower) -> Option<String> {
+        let (len, unread) = follower.log_len().unwrap_or((0, 0));
+        (len > self.opts.max_wal).then(|| {
+            format!(
+                "the storing fell behind: the log grew to {} ({} unread; limit {}, --max-wal) with {} of pages in memory (limit {}, --max-memory); the watcher let the log go so that the application's checkpoints proceed, and takes a new base once what it read is stored",
+                size(len),
+                size(unread),
+                size(self.opts.max_wal),
+                size(self.held.load(Ordering::Relaxed)),
+                size(self.opts.max_memory),
+            )
+        })
+    }
+
+    /// Polls the log in this thread, so that commit times (when a poll
+    /// found them) do not depend on how long storing takes; each chain's
+    /// segments are written by a thread of its own, in order.
+    fn run<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+    ) -> Result<()> {
+        let next_txn = self.next_txn()?;
+        let (mut follower, mut chain) = self.start_chain(scope, stop, next_txn, None)?;
+        let mut next_base_try = Instant::now();
+        // The storing threads of chains ended by a new base, still storing
+        // what they were handed: waited for here, a backlog of seconds at
+        // full speed kept this thread from polling, so the pin stood still
+        // and the application's checkpoints copied nothing, until its next
+        // one synced the whole log written meanwhile inside a commit.
+        let mut retiring = Vec::new();
+        loop {
+            retiring = self.join_finished(retiring);
+            if let Some(why) = chain.behind.take() {
+                // Let go of the log at once (the application checkpoints
+                // again), store what was read, then start again.
+                follower.let_go();
+                drop(follower);
+                (self.notify)(WatchNote::ChainEnd(why.clone()));
+                let until = chain.last_read();
+                let next = chain.next_number();
+                self.end_chain(chain, until, why);
+                retiring.drain(..).for_each(|r| self.join_storer(r));
+                let Some(started) = self.restart_chain(scope, stop, next) else {
+                    return Ok(());
+                };
+                (follower, chain) = started;
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                let until = self.read_rest(&mut follower, &mut chain);
+                follower.let_go();
+                self.end_chain(chain, until, "the watcher was stopped".into());
+                retiring.into_iter().for_each(|r| self.join_storer(r));
+                return Ok(());
+            }
+            let t0 = nanos(Timestamp::now());
+            let room = self.room();
+            if room == 0 {
+                // The storing has fallen behind: what is still unread waits
+                // in the log, under the pin, up to `max_wal`. What was
+                // handed over is sealed now, as far as the last poll read
+                // (the storing thread frees nothing before a segment is
+                // sealed, so waiting for the lag here would wait forever).
+                if chain.pending > 0 {
+                    let from = chain.from;
+                    self.hand_over(&mut chain, from, None);
+                }
+                chain.behind = self.too_far_behind(&mut follower);
+                std::thread::sleep(self.opts.poll);
+                continue;
+            }
+            follower.set_read_limit(room);
+            if let Some(why) = chain.take(follower.poll(), self) {
+                let until = chain.last_read();
+                (self.notify)(WatchNote::ChainEnd(why.clone()));
+                let next = chain.next_number();
+                drop(follower);
+                self.end_chain(chain, until, why);
+                let Some(started) = self.restart_chain(scope, stop, next) else {
+                    retiring.into_iter().for_each(|r| self.join_storer(r));
+                    return Ok(());
+                };
+                (follower, chain) = started;
+                continue;
+            }
+            if !follower.caught_up() {
+                // Reading slower than the application writes.
+                chain.behind = self.too_far_behind(&mut follower);
+                if chain.behind.is_some() {
+                    continue;
+                }
+            }
+            // Not while two ended chains are still being stored, nor while
+            // the follower is behind the log or memory is half full: the
+            // storing has fallen behind, and another base would only add
+            // to it.
+            let base_due = (chain.started.elapsed() >= self.opts.base_every
+                || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len))
+                && retiring.len() < 2
+                && follower.caught_up()
+                && self.room() >= self.opts.max_memory / 2;
+            if base_due && Instant::now() >= next_base_try {
+                match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
+                    Ok((new_follower, new_chain)) => {
+                        let old = std::mem::replace(&mut chain, new_chain);
+                        follower = new_follower;
+                        let until = old.from;
+                        retiring.push(self.retire(old, until, "a new base was taken".into()));
+                    }
+                    Err(e) => {
+                        next_base_try = Instant::now() + Duration::from_secs(60);
+                        (self.notify)(WatchNote::Problem(format!(
+                            "taking a new base of {}: {e}; trying again in 60 s",
+                            self.db.display()
+                        )));
+                    }
+                }
+                continue;
+            }
+            let waited = chain
+                .pending_since
+                .map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+            let due = match waited {
+                Some(w) => {
+                    w + self.opts.poll >= self.opts.lag
+                        || chain.pending_bytes >= self.opts.max_memory / 4
+                }
+                None => chain.last_sent.elapsed() >= self.opts.heartbeat,
+            };
+            if due {
+                // A read cut short claims no moment past its commits.
+                let upto = if follower.caught_up() { t0 } else { chain.from };
+                self.hand_over(&mut chain, upto, None);
+            }
+            std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// The last reads of a stopping watcher: the rest of the log, as much
+    /// at a time as memory allows, so that the chain's end claims no moment
+    /// whose commits it has not read; then the log is let go. Where the
+    /// chain ends: now, or the last commit read when the storing cannot
+    /// keep up with the application (its log past `max_wal`) or the
+    /// follower lost its proof of continuity.
+    fn read_rest(&self, follower: &mut Follower, chain: &mut Following<'_>) -> i64 {
+        loop {
+            let t0 = nanos(Timestamp::now());
+            let room = self.room();
+            if room > 0 {
+                follower.set_read_limit(room);
+                if chain.take(follower.poll_rest(), self).is_some() {
+                    break chain.last_read();
+                }
+                if follower.caught_up() {
+                    break t0;
+                }
+            }
+            if self.too_far_behind(follower).is_some() || chain.storer.is_finished() {
+                break chain.last_read();
+            }
+            // Sealed, so the storing thread can free what it holds.
+            if chain.pending > 0 {
+                let from = chain.from;
+                self.hand_over(chain, from, None);
+            }
+            std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// Seals the segment the pending commits (already handed to the
+    /// storing thread) fill, covering up to `until` or the latest of them.
+    fn hand_over(&self, chain: &mut Following<'_>, until: i64, end: Option<String>) {
+        let until = chain
+            .pending_last
+            .map_or(until, |last| last.max(until))
+            .max(chain.from);
+        chain.next_txn += chain.pending;
+        chain.sent_bytes += chain.pending_bytes;
+        chain.pending = 0;
+        chain.pending_bytes = 0;
+        chain.pending_since = None;
+        chain.pending_last = None;
+        chain.from = until;
+        chain.last_sent = Instant::now();
+        send(&chain.tx, Handed::Seal { until, end }, 0, &self.held);
+    }
+
+    /// Hands over the rest with `end` and waits until the chain is stored.
+    fn end_chain(&self, chain: Following<'_>, until: i64, end: String) {
+        self.join_storer(self.retire(chain, until, end));
+    }
+
+    /// Hands over the rest with `end`; the chain's storing thread, which
+    /// ends once it has stored it.
+    fn retire<'scope>(
+        &self,
+        mut chain: Following<'scope>,
+        until: i64,
+        end: String,
+    ) -> std::thread::ScopedJoinHandle<'scope, ()> {
+        self.hand_over(&mut chain, until, Some(end));
+        drop(chain.tx);
+        chain.storer
+    }
+
+    /// Joins those of `storers` that have ended; the others.
+    fn join_finished<'scope>(
+        &self,
+        storers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, ()>> {
+        let (ended, busy): (Vec<_>, Vec<_>) = storers.into_iter().partition(|s| s.is_finished());
+        ended.into_iter().for_each(|s| self.join_storer(s));
+        busy
+    }
+
+    fn join_storer(&self, storer: std::thread::ScopedJoinHandle<'_, ()>) {
+        if storer.join().is_err() {
+            (self.notify)(WatchNote::Problem(format!(
+                "the thread storing {} stopped unexpectedly",
+                self.db.display()
+            )));
+        }
+    }
+
+    /// The number the next chain's base gets: one past the last
+    /// transaction stored for this database by this host.
+    ///
+    /// Numbers grow with time, so the newest segments hold the last: those
+    /// of the last few hours are read first, and all only when none of
+    /// them is of this database.
+    fn next_txn(&self) -> Result<u64> {
+        let db = self.db.as_os_str().as_bytes();
+        let next = |segments: &Segments| {
+            segments
+                .iter()
+                .filter(|(_, s)| s.host == self.host && s.db == db)
+                .map(|(_, s)| s.last_txn() + 1)
+                .max()
+        };
+        let now = nanos(Timestamp::now());
+        for since in window_starts(now) {
+            let (segments, _) = read_segments_since(self.repo, since)?;
+            if let Some(n) = next(&segments) {
+                return Ok(n);
+            }
+        }
+        let (segments, _) = read_segments(self.repo)?;
+        Ok(next(&segments).unwrap_or(0))
+    }
+
+    /// Starts chains until one starts or `stop` is set, waiting longer
+    /// after each failure.
+    fn restart_chain<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        next_txn: u64,
+    ) -> Option<(Follower, Following<'scope>)> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.start_chain(scope, stop, next_txn, None) {
+                Ok(started) => return Some(started),
+                Err(e) => (self.notify)(WatchNote::Problem(format!(
+                    "starting again on {}: {e}; trying again in {} s",
+                    self.db.display(),
+                    wait.as_secs_f32()
+                ))),
+            }
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Takes a new base, writes the chain's first segment and starts its
+    /// storing thread. With `old` (a scheduled new base), the old chain is
+    /// read up to the new base before the base is stored, so the chains
+    /// overlap; the caller then ends it.
+    fn start_chain<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        mut base_txn: u64,
+        old: Option<(&mut Follower, &mut Following<'scope>)>,
+    ) -> Result<(Follower, Following<'scope>)> {
+        let known = old.as_ref().and_then(|(f, _)| f.position());
+        let (mut follower, base) = Follower::start_after(&self.db, self.opts.restart_bytes, known)?;
+        if let Some((old_follower, old_chain)) = old {
+            // The new pin holds the log now: everything committed before
+            // the new base is still in it for the old follower to read, and
+            // the old chain ends exactly where the new one begins.
+            // A loss here is the new chain's to report: the old one ends
+            // at the new base either way.
+            // (Whole: a base is due only while the old follower keeps up.)
+            old_follower.set_read_limit(u64::MAX);
+            let polled = old_follower.poll_final(Some(&base))?;
+            let _ = old_chain.take(Ok(polled), self);
+            old_chain.from = old_chain.from.max(nanos(base.time));
+            (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
+            // Numbered after every transaction the old chain will hold.
+            base_txn = old_chain.next_number();
+        }
+        let base_time = base.time;
+        let page_size = base.page_size;
+        let base_len = base.len();
+        let opts = BackupOptions {
+            paths: vec![self.db.clone()],
+            sqlite_dbs: vec![self.db.clone()],
+            tags: vec![BASE_TAG.to_owned()],
+            time: Some(base_time),
+            force: true,
+            host: Some(self.host.clone()),
+            captured: crate::apps::sqlite::Captured::new(self.db.clone(), base.into_image()),
+            ..BackupOptions::default()
+        };
+        // The new follower keeps polling while the base is stored (a
+        // scoped thread stores it), so the commits made meanwhile are
+        // dated when they were read, a poll after they were made, not when
+        // the storing ended; and its pin keeps moving on, so the
+        // application's checkpoints go on copying the log a little at a
+        // time. They go into segment 0, and count as held in memory: past
+        // `max_memory` the follower reads no further, and past
+        // `max_wal` it lets the log go and the chain ends with them.
+        let mut first = Vec::new();
+        let mut lost = None;
+        let mut behind = None;
+        let done = std::thread::scope(|s| {
+            let storing = std::thread::Builder::new()
+                .name("cairn-base".into())
+                .spawn_scoped(s, || {
+                    background();
+                    crate::ops::backup::backup(self.repo, &opts, &NoProgress)
+                })
+                .map_err(thread_error)?;
+            while !storing.is_finished() {
+                if lost.is_none() && behind.is_none() {
+                    let room = self.room();
+                    if room > 0 {
+                        follower.set_read_limit(room);
+                        let mut got = Vec::new();
+                        lost = collect(follower.poll(), &mut got).err();
+                        self.hold(page_bytes(&got));
+                        first.append(&mut got);
+                    }
+                    if room == 0 || !follower.caught_up() {
+                        behind = self.too_far_behind(&mut follower);
+                        if behind.is_some() {
+                            follower.let_go();
+                        }
+                    }
+                }
+                std::thread::sleep(self.opts.poll);
+            }
+            storing
+                .join()
+                .unwrap_or_else(|_| Err(Error::invalid("storing the base panicked")))
+        })?;
+        if let Some(e) = lost {
+            self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
+            return Err(e);
+        }
+        if !done
+            .snapshot
+            .databases
+            .iter()
+            .any(|d| d.path == self.db.as_os_str().as_bytes())
+        {
+            return Err(Error::invalid(format!(
+                "the base of {} was not stored as a database image: {}",
+                self.db.display(),
+                done.warnings.join("; ")
+            )));
+        }
+        (self.notify)(WatchNote::Base {
+            id: done.id,
+            time: base_time,
+            bytes_added: done.snapshot.summary.bytes_stored,
+        });
+        let state = ChainState {
+            base: done.id,
+            base_time: nanos(base_time),
+            base_txn,
+            seq: 0,
+            prev: None,
+            from: nanos(base_time),
+            page_size,
+            next_txn: base_txn + 1,
+        };
+        // Segment 0 makes the chain visible at once, with whatever was
+        // committed while the base was stored and since. It is the storing
+        // thread's first batch, not stored here: while this thread stores
+        // it does not poll, so the pin stands still and the application's
+        // checkpoints copy nothing, for as long as storing a second of log
+        // at full speed takes; its next checkpoint then syncs all the log
+        // written meanwhile inside one of its commits.
+        let t0 = nanos(Timestamp::now());
+        let mut read_to_end = false;
+        if behind.is_none() {
+            let room = self.room();
+            if room > 0 {
+                follower.set_read_limit(room);
+                let mut got = Vec::new();
+                let polled = collect(follower.poll(), &mut got);
+                self.hold(page_bytes(&got));
+                first.append(&mut got);
+                if let Err(e) = polled {
+                    self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
+                    return Err(e);
+                }
+                read_to_end = follower.caught_up();
+            }
+        }
+        let from = state.from;
+        let next_txn = state.next_txn;
+        let (tx, rx) = std::sync::mpsc::channel::<Handed>();
+        let storer = std::thread::Builder::new()
+            .name("cairn-store".into())
+            .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
+            .map_err(thread_error)?;
+        let mut chain = Following {
+            pending: 0,
+            pending_since: None,
+            pending_last: None,
+            pending_bytes: 0,
+            from,
+            next_txn,
+            started: Instant::now(),
+            last_sent: Instant::now(),
+            sent_bytes: 0,
+            base_len,
+            behind,
+            tx,
+            storer,
+        };
+        chain.hand(first, &self.held);
+        if chain.behind.is_none() {
+            // A read cut short claims no moment past its commits.
+            self.hand_over(&mut chain, if read_to_end { t0 } else { from }, None);
+        }
+        Ok((follower, chain))
+    }
+
+    /// The storing thread of a chain: writes each batch as a segment, in
+    /// order, trying a failed one again (after a pause growing to 30 s)
+    /// until it is stored, or until `stop` is set, when what is left is
+    /// reported lost.
+    fn store_all(
+        &self,
+        mut state: ChainState,
+        rx: &std::sync::mpsc::Receiver<Handed>,
+        stop: &AtomicBool,
+    ) {
+        background();
+        let mut filling = Filling::default();
+        while let Ok(handed) = rx.recv() {
+            let (until, end) = match handed {
+                Handed::Commits(commits) => {
+                    filling.add(commits);
+                    continue;
+                }
+                Handed::Seal { until, end } => (until, end),
+            };
+            let mut wait = Duration::from_secs(1);
+            let bytes = filling.data.len() as u64;
+            loop {
+                match self.store(&mut state, &filling, until, end.as_ref()) {
+                    Ok(()) => break,
+                    Err(e) if stop.load(Ordering::Relaxed) => {
+                        (self.notify)(WatchNote::Problem(format!(
+                            "stopping with {} transactions of {} not stored: {e}",
+                            filling.commits.len(),
+                            self.db.display()
+                        )));
+                        let mut left = bytes;
+                        while let Ok(h) = rx.try_recv() {
+                            if let Handed::Commits(c) = h {
+                                left += page_bytes(&c);
+                            }
+                        }
+                        self.held.fetch_sub(left, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        (self.notify)(WatchNote::Problem(format!(
+                            "storing {} transactions of {}: {e}; kept in memory, trying again in {} s",
+                            filling.commits.len(),
+                            self.db.display(),
+                            wait.as_secs()
+                        )));
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            self.held.fetch_sub(bytes, Ordering::Relaxed);
+            filling.clear(usize::try_from(self.opts.max_memory / 4).unwrap_or(usize::MAX));
+        }
+    }
+
+    /// Stores the `filling` segment, covering up to `until` and ending
+    /// the chain with `end`, as the chain's next: packs, index, then the
+    /// segment file, under a shared lock.
+    fn store(
+        &self,
+        chain: &mut ChainState,
+        filling: &Filling,
+        until: i64,
+        end: Option<&String>,
+    ) -> Result<()> {
+        let repo = self.repo;
+        let mut txns = Vec::with_capacity(filling.commits.len());
+        let mut time = chain.from;
+        for c in &filling.commits {
+            if c.page_size != chain.page_size {
+                return Err(Error::invalid(format!(
+                    "{} changed its page size from {} to {}",
+                    self.db.display(),
+                    chain.page_size,
+                    c.page_size
+                )));
+            }
+            // Commit times never go back, even if the clock does.
+            time = time.max(nanos(c.time));
+            txns.push(SegmentTxn {
+                time,
+                db_pages: c.db_pages,
+                pages: c.pages.clone(),
+            });
+        }
+        let data = &filling.data;
+        let waited = filling
+            .commits
+            .first()
+            .map(|c| Timestamp::now().duration_since(c.time).unsigned_abs())
+            .unwrap_or_default();
+        let held = repo.lock_to_add(crate::repo::lock::BRIEF_OPERATION)?;
+        let writer = repo.blob_writer();
+        let stored = (|| -> Result<Vec<BlobId>> {
+            // Cut in place: the streaming chunker would copy every byte
+            // twice more, at the log's full rate.
+            let mut ids = Vec::new();
+            for range in repo.config().chunker.cut_points(data, repo.chunker_seed()) {
+                let chunk = data
+                    .get(range)
+                    .ok_or_else(|| Error::invalid("the chunker cut outside the pages"))?;
+                ids.push(writer.save(BlobKind::Data, chunk)?.0);
+            }
+            writer.finish()?;
+            Ok(ids)
+        })();
+        let ids = match stored {
+            Ok(ids) => ids,
+            Err(e) => {
+                writer.abandon();
+                return Err(e);
+            }
+        };
+        let seg = Segment {
+            host: self.host.clone(),
+            db: self.db.as_os_str().as_bytes().to_vec(),
+            base: chain.base,
+            base_time: chain.base_time,
+            base_txn: chain.base_txn,
+            seq: chain.seq,
+            prev: chain.prev,
+            from: chain.from,
+            until: until.max(time).max(chain.from),
+            page_size: chain.page_size,
+            first_txn: chain.next_txn,
+            txns,
+            data: ids,
+            end: end.cloned(),
+        };
+        let (id, bytes) = segment::encode_file(repo.crypto(), &seg)?;
+        repo.backend().write(FileKind::Wal, &id.to_hex(), &bytes)?;
+        drop(held);
+        chain.seq += 1;
+        chain.prev = Some(id);
+        chain.from = seg.until;
+        chain.next_txn += seg.txns.len() as u64;
+        (self.notify)(WatchNote::Segment {
+            id,
+            txns: seg.txns.len(),
+            pages: seg.pages(),
+            lag: waited,
+            peak_memory: self.peak.load(Ordering::Relaxed),
+        });
+        Ok(())
+    }
+}
+
+/// Segments with their ids.
+pub type Segments = Vec<(SegmentId, Segment)>;
+
+/// Every segment in the repository, by `until`, and why others could not
+/// be read.
+///
+/// # Errors
+/// When `wal/` cannot be listed.
+pub fn read_segments(repo: &Repository) -> Result<(Segments, Vec<String>)> {
+    read_segments_since(repo, i64::MIN)
+}
+
+/// [`read_segments`] of the segments that end at or after `since`
+/// (nanoseconds), known from their names.
+///
+/// # Errors
+/// When `wal/` cannot be listed.
+pub(crate) fn read_segments_since(
+    repo: &Repository,
+    since: i64,
+) -> Result<(Segments, Vec<String>)> {
+    type Read = std::result::Result<(SegmentId, Segment), String>;
+    let mut read: HashMap<String, Read> = HashMap::new();
+    // A segment listed but gone when read was deleted meanwhile: by forget
+    // (its whole chain), or by prune's compaction, which writes a chain's
+    // new segments before it deletes the old. Listing again then finds the
+    // new set, so a chain never reads as cut short by a concurrent prune.
+    for _ in 0..4 {
+        let names: HashSet<String> = repo
+            .backend()
+            .list(FileKind::Wal)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                n.parse::<SegmentId>()
+                    .is_ok_and(|id| segment::until_of(&id) >= since)
+            })
+            .collect();
+        let fresh: Vec<&String> = names.iter().filter(|n| !read.contains_key(*n)).collect();
+        let got: Vec<(String, Option<Read>)> = crate::repo::in_pool(|| {
+            fresh
+                .par_iter()
+                .filter_map(|name| {
+                    let id: SegmentId = name.parse().ok()?;
+                    let got = repo
+                        .backend()
+                        .read(FileKind::Wal, name)
+                        .and_then(|b| segment::decode_file(repo.crypto(), &id, &b));
+                    let read = match got {
+                        Ok(s) => Some(Ok((id, s))),
+                        // Gone since the listing.
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => Some(Err(e.to_string())),
+                    };
+                    Some(((*name).clone(), read))
+                })
+                .collect()
+        });
+        read.retain(|n, _| names.contains(n));
+        let mut vanished = false;
+        for (name, r) in got {
+            match r {
+                Some(r) => {
+                    read.insert(name, r);
+                }
+                None => vanished = true,
+            }
+        }
+        if !vanished {
+            break;
+        }
+    }
+    let mut segments = Vec::new();
+    let mut problems = Vec::new();
+    for r in read.into_values() {
+        match r {
+            Ok(s) => segments.push(s),
+            Err(e) => problems.push(e),
+        }
+    }
+    problems.sort();
+    segments.sort_by(|(a, x), (b, y)| (x.until, a).cmp(&(y.until, b)));
+    Ok((segments, problems))
+}
+
+/// One chain as read back: its segments from 0 on, as far as they link.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The base snapshot.
+    pub base: SnapshotId,
+    /// The point of the log the base stands for.
+    pub base_time: i64,
+    /// The base state's number.
+    pub base_txn: u64,
+    /// The linked segments, from 0.
+    pub segments: Vec<(SegmentId, Segment)>,
+    /// Segments of the same base off that path whose time it covers: what
+    /// an interrupted compaction left (see `link`), which prune removes.
+    pub superseded: Vec<SegmentId>,
+    /// Why the chain cannot be followed to its end (a segment missing or
+    /// damaged, the base snapshot forgotten).
+    pub problem: Option<String>,
+}
+
+impl Chain {
+    /// The end of the time the chain covers.
+    #[must_use]
+    pub fn until(&self) -> i64 {
+        self.segments
+            .last()
+            .map_or(self.base_time, |(_, s)| s.until)
+    }
+
+    /// The number of its last transaction.
+    #[must_use]
+    pub fn last_txn(&self) -> u64 {
+        self.segments
+            .last()
+            .map_or(self.base_txn, |(_, s)| s.last_txn())
+    }
+
+    /// Why it ended, if it did.
+    #[must_use]
+    pub fn end(&self) -> Option<&str> {
+        self.segments.last().and_then(|(_, s)| s.end.as_deref())
+    }
+
+    /// Transactions in it.
+    #[must_use]
+    pub fn txns(&self) -> u64 {
+        self.segments.iter().map(|(_, s)| s.txns.len() as u64).sum()
+    }
+}
+
+/// The chains of one database watched on one host, by base time.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// The host.
+    pub host: String,
+    /// The database's absolute path, raw bytes.
+    pub db: Vec<u8>,
+    /// Its chains, oldest first.
+    pub chains: Vec<Chain>,
+}
+
+/// A stretch of time no chain covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The last moment covered before it.
+    pub from: Timestamp,
+    /// The next base, or `None` after the last chain.
+    pub to: Option<Timestamp>,
+    /// Why the chain before it ended; `None` when it just stops (the
+    /// watcher was killed, or still runs and has not written since).
+    pub reason: Option<String>,
+}
+
+impl Timeline {
+    /// The stretches between chains that no chain covers.
+    #[must_use]
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.chains
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] if b.base_time > a.until() => Some(Gap {
+                    from: timestamp(a.until()),
+                    to: Some(timestamp(b.base_time)),
+                    reason: a.end().map(str::to_owned).or_else(|| a.problem.clone()),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The timelines of every database watched (of `host` and `db`, when
+/// given), and the segments that could not be read.
+///
+/// # Errors
+/// When `wal/` or `snapshots/` cannot be listed.
+pub fn timelines(
+    repo: &Repository,
+    host: Option<&str>,
+    db: Option<&[u8]>,
+) -> Result<(Vec<Timeline>, Vec<String>)> {
+    let (segments, problems) = read_segments(repo)?;
+    let timelines = link_timelines(repo, segments, host, db)?;
+    Ok((timelines, problems))
+}
+
+/// The timelines `segments` (of `host` and `db`, when given) make.
+///
+/// # Errors
+/// When `snapshots/` cannot be listed.
+pub(crate) fn link_timelines(
+    repo: &Repository,
+    segments: Segments,
+    host: Option<&str>,
+    db: Option<&[u8]>,
+) -> Result<Vec<Timeline>> {
+    let snapshots = repo.listed_snapshot_ids()?;
+    let mut by_db: BTreeMap<(String, Vec<u8>), HashMap<SnapshotId, Segments>> = BTreeMap::new();
+    for (id, s) in segments {
+        if host.is_some_and(|h| h != s.host) || db.is_some_and(|d| d != s.db) {
+            continue;
+        }
+        by_db
+            .entry((s.host.clone(), s.db.clone()))
+            .or_default()
+            .entry(s.base)
+            .or_default()
+            .push((id, s));
+    }
+    let timelines = by_db
+        .into_iter()
+        .map(|((host, db), bases)| {
+            let mut chains: Vec<Chain> = bases
+                .into_values()
+                .map(|segs| link(segs, &snapshots))
+                .collect();
+            chains.sort_by_key(|c| (c.base_time, c.base));
+            Timeline { host, db, chains }
+        })
+        .collect();
+    Ok(timelines)
+}
+
+/// Links one base's segments into a chain from segment 0, each naming the
+/// one before.
+///
+/// Prune's compaction (`compact`) writes a chain again as fewer segments
+/// before deleting the old ones, so a crash can leave two linked sets for
+/// one base. Both are exact; the one reaching the latest `until` is taken,
+/// the one with fewer segments on a tie (the compacted one, once whole).
+/// Segments off that path that end within it are *superseded* (leftovers
+/// of the other set); one that ends after it means a segment is missing or
+/// does not link, and is the chain's problem.
+fn link(mut segs: Vec<(SegmentId, Segment)>, snapshots: &HashSet<SnapshotId>) -> Chain {
+    segs.sort_by_key(|(id, s)| (s.seq, *id));
+    let (base, base_time, base_txn) = segs
+        .first()
+        .map(|(_, s)| (s.base, s.base_time, s.base_txn))
+        .unwrap_or_default();
+    // Each segment's place on the path from a segment 0 that leads to it:
+    // (its depth, the index of the one before). Sorted by `seq`, a
+    // segment's predecessor comes first.
+    let index: HashMap<SegmentId, usize> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut reached: Vec<Option<(u64, Option<usize>)>> = Vec::with_capacity(segs.len());
+    for (_, s) in &segs {
+        let r = match s.prev {
+            None => (s.seq == 0).then_some((0, None)),
+            Some(prev) => index.get(&prev).and_then(|&j| {
+                let (depth, _) = reached.get(j).copied().flatten()?;
+                (segs.get(j)?.1.seq.checked_add(1) == Some(s.seq)).then_some((depth + 1, Some(j)))
+            }),
+        };
+        reached.push(r);
+    }
+    // Only a path's last segment may be chosen: one that ends no later
+    // than the segment before it (a final segment with nothing new, or a
+    // clock stepped back) would otherwise lose to it and drop its path's tail.
+    let mut continued = vec![false; segs.len()];
+    for (_, prev) in reached.iter().flatten() {
+        if let Some(c) = prev.and_then(|j| continued.get_mut(j)) {
+            *c = true;
+        }
+    }
+    let best = segs
+        .iter()
+        .zip(&reached)
+        .zip(&continued)
+        .enumerate()
+        .filter_map(|(i, (((id, s), r), continued))| {
+            let (depth, _) = (*r).filter(|_| !continued)?;
+            Some((
+                i,
+                (s.until, std::cmp::Reverse(depth), std::cmp::Reverse(*id)),
+            ))
+        })
+        .max_by(|a, b| a.1.cmp(&b.1))
+        .map(|(i, _)| i);
+    let mut on_path = vec![false; segs.len()];
+    let mut at = best;
+    while let Some(i) = at {
+        if let Some(on) = on_path.get_mut(i) {
+            *on = true;
+        }
+        at = reached.get(i).copied().flatten().and_then(|(_, prev)| prev);
+    }
+    let reach = best
+        .and_then(|i| segs.get(i))
+        .map_or(base_time, |(_, s)| s.until);
+    let mut linked = Vec::new();
+    let mut superseded = Vec::new();
+    let mut problem = None;
+    let mut off_path = Vec::new();
+    for ((id, s), on) in segs.into_iter().zip(on_path) {
+        if on {
+            linked.push((id, s));
+        } else if s.until <= reach {
+            superseded.push(id);
+        } else {
+            off_path.push(id);
+        }
+    }
+    if let Some(next) = off_path.first() {
+        problem = Some(format!(
+            "segment {} of the chain is missing or does not link (next is {next})",
+            linked.len()
+        ));
+    }
+    if !snapshots.contains(&base) {
+        problem = Some(format!("its base snapshot {} is gone", base.short()));
+        linked.clear();
+    }
+    Chain {
+        base,
+        base_time,
+        base_txn,
+        segments: linked,
+        superseded,
+        problem,
+    }
+}
+
+/// What to restore to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PitrPoint {
+    /// The state after the last transaction committed at or before this
+    /// moment.
+    Time(Timestamp),
+    /// The state after this transaction (a number from `db timeline`).
+    Txn(u64),
+    /// The newest state stored.
+    Latest,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PitrRestoreOptions {
+    /// The host whose watcher stored the database (default: the only one,
+    /// else this host).
+    pub host: Option<String>,
+    /// Replace an existing target file (after a safety snapshot of it).
+    pub overwrite: bool,
+    /// Replace it even though another process has it open.
+    pub force: bool,
+    /// For the safety snapshot, as [`crate::ops::backup::BackupOptions::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What a point-in-time restore did.
+#[derive(Debug, Clone)]
+pub struct PitrRestored {
+    /// The host whose chain was used.
+    pub host: String,
+    /// The base snapshot.
+    pub base: SnapshotId,
+    /// The number of the state restored (the last transaction applied, or
+    /// the base's).
+    pub txn: u64,
+    /// When that transaction was read by the watcher (or the base's time).
+    pub time: Timestamp,
+    /// Transactions applied on top of the base.
+    pub applied: u64,
+    /// Segments whose transactions were applied.
+    pub segments: usize,
+    /// Page images written over the base: the last version of each page
+    /// the transactions applied wrote.
+    pub pages: u64,
+    /// When the moment asked for lies where no chain covers it: the gap.
+    pub gap: Option<Gap>,
+    /// The restored file's size.
+    pub bytes: u64,
+    /// When an existing file was replaced: its safety snapshot and how
+    /// to put it back.
+    pub undo: Option<crate::ops::protect::Undo>,
+}
+
+/// The timeline of `db` to restore from: of `host` when given, else of
+/// the only host that watched it, else of this host.
+fn timeline_for(
+    repo: &Repository,
+    db: &[u8],
+    host: Option<&str>,
+    segments: Segments,
+) -> Result<Timeline> {
+    let mut found = link_timelines(repo, segments, host, Some(db))?;
+    let shown = String::from_utf8_lossy(db).into_owned();
+    if found.len() > 1 {
+        let me = crate::repo::host_and_user().0;
+        if let Some(i) = found.iter().position(|t| t.host == me) {
+            return Ok(found.swap_remove(i));
+        }
+        let hosts: Vec<&str> = found.iter().map(|t| t.host.as_str()).collect();
+        return Err(Error::invalid(format!(
+            "{shown} was watched on several hosts ({}): choose one with --host",
+            hosts.join(", ")
+        )));
+    }
+    found.pop().ok_or_else(|| {
+        Error::invalid(format!(
+            "nothing was stored by cairn watch for {shown}{}: check the path with `cairn db timeline`",
+            host.map(|h| format!(" on host {h}")).unwrap_or_default()
+        ))
+    })
+}
+
+/// How far before the moment asked for segments are read, in turn, before
+/// all are: a chain whose base lies within the window has every segment
+/// in it (a segment ends after its base), so a restore reads about one
+/// base interval of segments however long the log is kept.
+const WINDOWS: [Duration; 3] = [
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(12 * 3600),
+    Duration::from_secs(3 * 86_400),
+];
+
+/// The starts of the [`WINDOWS`] before `near` (nanoseconds), shortest
+/// window first.
+fn window_starts(near: i64) -> impl Iterator<Item = i64> {
+    WINDOWS
+        .iter()
+        .map(move |w| near.saturating_sub(i64::try_from(w.as_nanos()).unwrap_or(i64::MAX)))
+}
+
+/// The timeline to restore `point` from, read from the segments that end
+/// in a window before it when the chain it picks lies wholly within that
+/// window, else from every segment.
+fn timeline_near(
+    repo: &Repository,
+    db: &[u8],
+    host: Option<&str>,
+    point: PitrPoint,
+) -> Result<Timeline> {
+    let near = match point {
+        PitrPoint::Time(at) => Some(nanos(at)),
+        PitrPoint::Latest => Some(nanos(Timestamp::now())),
+        PitrPoint::Txn(_) => None,
+    };
+    if let Some(near) = near {
+        for since in window_starts(near) {
+            let (segments, _) = read_segments_since(repo, since)?;
+            let Ok(timeline) = timeline_for(repo, db, host, segments) else {
+                continue;
+            };
+            if choose(&timeline, point).is_ok_and(|(chain, _)| chain.base_time >= since) {
+                return Ok(timeline);
+            }
+        }
+    }
+    let (segments, _) = read_segments(repo)?;
+    timeline_for(repo, db, host, segments)
+}
+
+/// Restores database `db` (its absolute path, as watched) as of `point`
+/// into the file `target` (see the module doc).
+///
+/// # Errors
+/// [`Error::Invalid`] when nothing was stored for the database, the point
+/// lies before the first base or past the transactions stored, or the
+/// target exists without `overwrite` or has a `-wal` file beside it;
+/// damaged or missing data; [`Error::TargetWrite`].
+pub fn restore_at(
+    repo: &Repository,
+    db: &[u8],
+    point: PitrPoint,
+    target: &Path,
+    opts: &PitrRestoreOptions,
+) -> Result<PitrRestored> {
+    let done = restore_at_inner(repo, db, point, target, opts);
+    let detail = match &done {
+        Ok(r) => format!("transaction {} of {} ({})", r.txn, r.time, r.base.short()),
+        Err(_) => String::new(),
+    };
+    crate::repo::audit::record(
+        repo,
+        "restore-at",
+        &format!("{} into {}", String::from_utf8_lossy(db), target.display()),
+        &done,
+        &detail,
+    );
+    done
+}
+
+fn restore_at_inner(
+    repo: &Repository,
+    db: &[u8],
+    point: PitrPoint,
+    target: &Path,
+    opts: &PitrRestoreOptions,
+) -> Result<PitrRestored> {
+    check_target(target, opts.overwrite)?;
+    let _held = repo.lock(false, "restore")?;
+    repo.ensure_index()?;
+    let timeline = timeline_near(repo, db, opts.host.as_deref(), point)?;
+    let (chain, gap) = choose(&timeline, point)?;
+    let base = repo.read_snapshot(&chain.base)?;
+    let node = crate::repo::walk::find_node(repo, &base.tree, db)?.ok_or_else(|| {
+        Error::corrupt(
+            format!("snapshot {}", chain.base),
+            format!("it has no {}", String::from_utf8_lossy(db)),
+        )
+    })?;
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".cairn-restore-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::target_write(&dir, e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        crate::ops::inspect::dump(repo, db, &node, &mut w).map_err(|e| match e {
+            Error::Output { source } => Error::target_write(tmp.path(), source),
+            other => other,
+        })?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::target_write(tmp.path(), e))?;
+    }
+    let mut out = PitrRestored {
+        host: timeline.host.clone(),
+        base: chain.base,
+        txn: chain.base_txn,
+        time: timestamp(chain.base_time),
+        applied: 0,
+        segments: 0,
+        pages: 0,
+        gap,
+        bytes: 0,
+        undo: None,
+    };
+    let wanted = |t: &SegmentTxn, number: u64| match point {
+        PitrPoint::Time(at) => t.time <= nanos(at),
+        PitrPoint::Txn(n) => number <= n,
+        PitrPoint::Latest => true,
+    };
+    let plan = Plan::of(&chain.segments, wanted)?;
+    if let Some((number, time)) = plan.last {
+        out.txn = number;
+        out.time = timestamp(time);
+    }
+    out.applied = plan.applied;
+    out.segments = plan.segments;
+    out.pages = plan.write(repo, &chain.segments, tmp.as_file(), tmp.path())?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::target_write(tmp.path(), e))?;
+    quick_check(tmp.path())?;
+    out.bytes = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| Error::target_write(tmp.path(), e))?
+        .len();
+    check_target(target, opts.overwrite)?;
+    // Replacing a database is a live restore: the rules of every other
+    // door (crate::ops::protect), once the new file is ready.
+    if let Ok(real) = std::fs::canonicalize(target) {
+        let what = crate::ops::protect::Replacing {
+            files: vec![real.clone()],
+            databases: vec![real],
+            force: opts.force,
+            cache_dir: opts.cache_dir.clone(),
+            whole_files: true,
+            ..crate::ops::protect::Replacing::default()
+        };
+        let (undo, _) = crate::ops::protect::guard(repo, &what, &crate::ops::backup::NoProgress)?;
+        out.undo = undo;
+    }
+    tmp.persist(target)
+        .map_err(|e| Error::target_write(target, e.error))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::target_write(&dir, e))?;
+    Ok(out)
+}
+
+/// Refuses a target that exists (unless `overwrite`) or that a live
+/// database's log sits beside.
+fn check_target(target: &Path, overwrite: bool) -> Result<()> {
+    let mut wal = target.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return Err(Error::invalid(format!(
+            "{} has a -wal file beside it: a database in use. Stop the application and remove or checkpoint its log first, or restore to another file and move it into place",
+            target.display()
+        )));
+    }
+    match std::fs::symlink_metadata(target) {
+        Ok(_) if !overwrite => Err(Error::invalid(format!(
+            "{} exists: pass --overwrite to replace it (it is replaced atomically), or restore to another file",
+            target.display()
+        ))),
+        Ok(m) if !m.is_file() => Err(Error::invalid(format!(
+            "{} is not a regular file",
+            target.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The chain to restore `point` from, and the gap `point` lies in, if any.
+fn choose(timeline: &Timeline, point: PitrPoint) -> Result<(&Chain, Option<Gap>)> {
+    let shown = String::from_utf8_lossy(&timeline.db);
+    let usable: Vec<&Chain> = timeline
+        .chains
+        .iter()
+        .filter(|c| c.problem.as_deref().is_none_or(|_| !c.segments.is_empty()))
+        .collect();
+    let (first, last) = match (usable.first(), usable.last()) {
+        (Some(f), Some(l)) => (*f, *l),
+        _ => {
+            return Err(Error::invalid(format!(
+                "no chain of {shown} can be restored: {}",
+                timeline
+                    .chains
+                    .iter()
+                    .filter_map(|c| c.problem.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+    };
+    match point {
+        PitrPoint::Latest => Ok((last, None)),
+        PitrPoint::Txn(n) => usable
+            .iter()
+            .rev()
+            .find(|c| c.base_txn <= n && n <= c.last_txn())
+            .map(|c| (*c, None))
+            .ok_or_else(|| {
+                let ranges: Vec<String> = usable
+                    .iter()
+                    .map(|c| format!("{}–{}", c.base_txn, c.last_txn()))
+                    .collect();
+                Error::invalid(format!(
+                    "transaction {n} of {shown} is not stored; stored: {}",
+                    ranges.join(", ")
+                ))
+            }),
+        PitrPoint::Time(at) => {
+            let at = nanos(at);
+            let Some(i) = usable.iter().rposition(|c| c.base_time <= at) else {
+                return Err(Error::invalid(format!(
+                    "{shown} can be restored from {} on, not before",
+                    timestamp(first.base_time)
+                )));
+            };
+            let chain = usable.get(i).copied().unwrap_or(first);
+            let gap = (at > chain.until()).then(|| Gap {
+                from: timestamp(chain.until()),
+                to: usable.get(i + 1).map(|c| timestamp(c.base_time)),
+                reason: chain
+                    .end()
+                    .map(str::to_owned)
+                    .or_else(|| chain.problem.clone()),
+            });
+            Ok((chain, gap))
+        }
+    }
+}
+
+/// What a restore writes over the base image: the last version of each
+/// page as of the point, found before any page is read.
+///
+/// Applying every transaction in turn would give the same file, but
+/// writes every version of a page (an hour of a busy database rewrites
+/// its hot pages tens of thousands of times) and must read every segment
+/// in order. The file after transactions 1..n is the base with, for each
+/// page, its last version written, except where a later transaction cut
+/// the file below that page (a VACUUM), which leaves zeros. So: cut the base
+/// image to the least size any applied transaction left, extend it to the
+/// last one's size (zeros between), and write each page's last version
+/// still inside every size after it.
+struct Plan {
+    /// For each segment that holds a page version to write (by its place in
+    /// the chain): the pages (number, byte offset in the segment's data).
+    reads: BTreeMap<usize, Vec<(u32, u64)>>,
+    /// The least and the last database size (pages) of the transactions
+    /// applied; `None` when none is.
+    sizes: Option<(u32, u32)>,
+    /// The number and time of the last transaction applied.
+    last: Option<(u64, i64)>,
+    /// Transactions applied.
+    applied: u64,
+    /// Segments with transactions applied.
+    segments: usize,
+    /// The chain's page size.
+    page_size: u32,
+}
+
+impl Plan {
+    /// The plan for the transactions of `segments` that `wanted` takes: all
+    /// of them up to the first it does not.
+    fn of(segments: &Segments, wanted: impl Fn(&SegmentTxn, u64) -> bool) -> Result<Self> {
+        // (segment, transaction, index of its first page in the segment,
+        // its number).
+        let mut taken: Vec<(usize, &SegmentTxn, u64, u64)> = Vec::new();
+        let mut segments_used = 0;
+        let mut page_size = None;
+        'segments: for (i, (id, s)) in segments.iter().enumerate() {
+            if *page_size.get_or_insert(s.page_size) != s.page_size {
+                return Err(Error::corrupt(
+                    format!("WAL segment {id}"),
+                    "its page size differs from the rest of its chain",
+                ));
+            }
+            let mut first_page = 0u64;
+            let mut used = false;
+            for (k, t) in s.txns.iter().enumerate() {
+                let number = s.first_txn + k as u64;
+                if !wanted(t, number) {
+                    segments_used += usize::from(used);
+                    break 'segments;
+                }
+                taken.push((i, t, first_page, number));
+                used = true;
+                first_page += t.pages.len() as u64;
+            }
+            segments_used += usize::from(used);
+        }
+        let mut plan = Self {
+            reads: BTreeMap::new(),
+            sizes: None,
+            last: taken.last().map(|&(_, t, _, number)| (number, t.time)),
+            applied: taken.len() as u64,
+            segments: segments_used,
+            page_size: page_size.unwrap_or(4096),
+        };
+        // Backwards: the first version met of a page is its last; it
+        // survives if no transaction from its own on cut the file below it.
+        let mut least = u32::MAX;
+        let mut decided: HashSet<u32> = HashSet::new();
+        let size = u64::from(plan.page_size);
+        for &(i, t, first_page, _) in taken.iter().rev() {
+            least = least.min(t.db_pages);
+            for (j, &page) in t.pages.iter().enumerate().rev() {
+                if decided.insert(page) && page <= least {
+                    plan.reads
+                        .entry(i)
+                        .or_default()
+                        .push((page, (first_page + j as u64) * size));
+                }
+            }
+        }
+        plan.sizes = taken.last().map(|&(_, t, _, _)| (least, t.db_pages));
+        Ok(plan)
+    }
+
+    /// Writes the plan over the base image in `file`; the page versions
+    /// written.
+    fn write(
+        &self,
+        repo: &Repository,
+        segments: &Segments,
+        file: &File,
+        path: &Path,
+    ) -> Result<u64> {
+        let size = u64::from(self.page_size);
+        let Some((least, last)) = self.sizes else {
+            return Ok(0);
+        };
+        file.set_len(u64::from(least) * size)
+            .and_then(|()| file.set_len(u64::from(last) * size))
+            .map_err(|e| Error::target_write(path, e))?;
+        let reads: Vec<(&usize, &Vec<(u32, u64)>)> = self.reads.iter().collect();
+        crate::repo::in_pool(|| {
+            reads.par_iter().try_for_each(|&(&i, pages)| {
+                let Some((id, s)) = segments.get(i) else {
+                    return Ok(());
+                };
+                SegmentData::new(repo, id, s)?.write_pages(pages, size, file, path)
+            })
+        })?;
+        Ok(self.reads.values().map(|v| v.len() as u64).sum())
+    }
+}
+
+/// The data of one segment: its blobs' places in the concatenated page
+/// images, read only where a page is wanted.
+struct SegmentData<'a> {
+    repo: &'a Repository,
+    id: &'a SegmentId,
+    blobs: &'a [BlobId],
+    /// The offset where each blob starts, and the end of the last.
+    starts: Vec<u64>,
+}
+
+impl<'a> SegmentData<'a> {
+    fn new(repo: &'a Repository, id: &'a SegmentId, s: &'a Segment) -> Result<Self> {
+        let mut starts = Vec::with_capacity(s.data.len() + 1);
+        let mut at = 0u64;
+        starts.push(at);
+        for blob in &s.data {
+            at += u64::from(repo.raw_length(blob)?);
+            starts.push(at);
+        }
+        Ok(Self {
+            repo,
+            id,
+            blobs: &s.data,
+            starts,
+        })
+    }
+
+    /// Writes `pages` (number, offset in the data) of `size` bytes each into
+    /// `file`, reading each blob they lie in once.
+    fn write_pages(&self, pages: &[(u32, u64)], size: u64, file: &File, path: &Path) -> Result<()> {
+        let mut sorted = pages.to_vec();
+        sorted.sort_unstable_by_key(|&(_, at)| at);
+        let end = self.starts.last().copied().unwrap_or(0);
+        // The blob read last, by its place; pages come in data order, so a
+        // blob is read once.
+        let mut held: Option<(usize, Vec<u8>)> = None;
+        let mut page = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for (number, at) in sorted {
+            if at + size > end {
+                return Err(Error::corrupt(
+                    format!("WAL segment {}", self.id),
+                    "its data ends before its last page",
+                ));
+            }
+            page.clear();
+            let mut pos = at;
+            while pos < at + size {
+                // The blob holding byte `pos`: the last start at or before it.
+                let b = self.starts.partition_point(|&s| s <= pos) - 1;
+                if held.as_ref().is_none_or(|(h, _)| *h != b) {
+                    let Some(id) = self.blobs.get(b) else {
+                        return Err(Error::corrupt(
+                            format!("WAL segment {}", self.id),
+                            "its data ends before its last page",
+                        ));
+                    };
+                    held = Some((b, self.repo.read_blob(id)?));
+                }
+                let (start, stop) = (
+                    self.starts.get(b).copied().unwrap_or(0),
+                    self.starts.get(b + 1).copied().unwrap_or(0),
+                );
+                let take = (at + size).min(stop) - pos;
+                let from = usize::try_from(pos - start).unwrap_or(usize::MAX);
+                let bytes = held
+                    .as_ref()
+                    .and_then(|(_, d)| d.get(from..from + usize::try_from(take).unwrap_or(0)))
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            format!("WAL segment {}", self.id),
+                            "a blob of its data is shorter than the index says",
+                        )
+                    })?;
+                page.extend_from_slice(bytes);
+                pos += take;
+            }
+            file.write_all_at(&page, u64::from(number - 1) * size)
+                .map_err(|e| Error::target_write(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// SQLite's `quick_check` of the rebuilt file.
+fn quick_check(path: &Path) -> Result<()> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::invalid(format!("the rebuilt database cannot be opened: {e}")))?;
+    let result: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| Error::invalid(format!("checking the rebuilt database: {e}")))?;
+    conn.close()
+        .map_err(|(_, e)| Error::invalid(format!("checking the rebuilt database: {e}")))?;
+    if result != "ok" {
+        return Err(Error::invalid(format!(
+            "the rebuilt database fails SQLite's quick_check ({result}); nothing was written to the target. Run `cairn verify` on the repository"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a page of the rebuilt file holds, in the model.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Held {
+        Base(u32),
+        Zero,
+        /// A page image, by segment and offset in its data.
+        Version(usize, u64),
+    }
+
+    fn chain(shape: &[Vec<(u32, Vec<u32>)>]) -> Segments {
+        let mut first_txn = 1;
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, txns)| {
+                let s = Segment {
+                    host: "h".into(),
+                    db: b"/db".to_vec(),
+                    base: SnapshotId([1; 32]),
+                    base_time: 0,
+                    base_txn: 0,
+                    seq: i as u64,
+                    prev: (i > 0).then_some(SegmentId([2; 32])),
+                    from: 0,
+                    until: 0,
+                    page_size: 512,
+                    first_txn,
+                    txns: txns
+                        .iter()
+                        .map(|(db_pages, pages)| SegmentTxn {
+                            time: 0,
+                            db_pages: *db_pages,
+                            pages: pages.clone(),
+                        })
+                        .collect(),
+                    data: Vec::new(),
+                    end: None,
+                };
+                first_txn += txns.len() as u64;
+                (SegmentId([3; 32]), s)
+            })
+            .collect()
+    }
+
+    /// Every transaction up to `upto` applied in turn, as restore once did.
+    fn replayed(segments: &Segments, base: u32, upto: u64) -> Vec<Held> {
+        let mut image: Vec<Held> = (1..=base).map(Held::Base).collect();
+        for (i, (_, s)) in segments.iter().enumerate() {
+            let mut page_at = 0u64;
+            for (k, t) in s.txns.iter().enumerate() {
+                if s.first_txn + k as u64 > upto {
+                    return image;
+                }
+                for &p in &t.pages {
+                    let p = p as usize;
+                    if image.len() < p {
+                        image.resize(p, Held::Zero);
+                    }
+                    image[p - 1] = Held::Version(i, page_at * 512);
+                    page_at += 1;
+                }
+                image.resize(t.db_pages as usize, Held::Zero);
+            }
+        }
+        image
+    }
+
+    /// The plan's file: the base cut and grown, then the pages it reads.
+    fn planned(plan: &Plan, base: u32) -> Vec<Held> {
+        let mut image: Vec<Held> = (1..=base).map(Held::Base).collect();
+        if let Some((least, last)) = plan.sizes {
+            image.resize(least as usize, Held::Zero);
+            image.resize(last as usize, Held::Zero);
+        }
+        for (&i, pages) in &plan.reads {
+            for &(p, at) in pages {
+                image[p as usize - 1] = Held::Version(i, at);
+            }
+        }
+        image
+    }
+
+    proptest! {
+        #[test]
+        fn the_plan_gives_what_replaying_every_transaction_gives(
+            shape in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u32..16, proptest::collection::vec(1u32..16, 0..8)),
+                    0..5,
+                ),
+                1..5,
+            ),
+            base in 1u32..16,
+            upto in 0u64..20,
+        ) {
+            let segments = chain(&shape);
+            let plan = Plan::of(&segments, |_, n| n <= upto).expect("plan");
+            prop_assert_eq!(planned(&plan, base), replayed(&segments, base, upto));
+            let total: u64 = shape.iter().map(|s| s.len() as u64).sum();
+            prop_assert_eq!(plan.applied, total.min(upto));
+            // Each page is read at most once.
+            let mut seen = HashSet::new();
+            for pages in plan.reads.values() {
+                for (p, _) in pages {
+                    prop_assert!(seen.insert(*p));
+                }
+            }
+        }
+    }
+
+    /// A linked set of segments of one base ending at `untils`, their ids
+    /// starting with `tag`.
+    fn linked_set(tag: u8, untils: &[i64]) -> Segments {
+        let mut out: Segments = Vec::new();
+        for (i, &until) in untils.iter().enumerate() {
+            let s = Segment {
+                host: "h".into(),
+                db: b"/db".to_vec(),
+                base: SnapshotId([1; 32]),
+                base_time: 0,
+                base_txn: 0,
+                seq: i as u64,
+                prev: out.last().map(|(id, _)| *id),
+                from: out.last().map_or(0, |(_, s)| s.until),
+                until,
+                page_size: 512,
+                first_txn: 1,
+                txns: Vec::new(),
+                data: Vec::new(),
+                end: None,
+            };
+            let mut id = [u8::try_from(i).unwrap_or(0); 32];
+            id[0] = tag;
+            out.push((SegmentId(id), s));
+        }
+        out
+    }
+
+    fn linked(segs: Segments) -> (Vec<u8>, Vec<u8>, Option<String>) {
+        let base = HashSet::from([SnapshotId([1; 32])]);
+        let c = link(segs, &base);
+        (
+            c.segments.iter().map(|(id, _)| id.0[0]).collect(),
+            c.superseded.iter().map(|id| id.0[0]).collect(),
+            c.problem,
+        )
+    }
+
+    #[test]
+    fn link_takes_the_set_reaching_furthest_then_the_shorter() {
+        let old = linked_set(b'o', &[10, 20, 30, 40]);
+        let new = linked_set(b'n', &[20, 40]);
+        let both = |kept: &[usize], new_count: usize| {
+            let mut segs: Segments = kept.iter().filter_map(|&i| old.get(i).cloned()).collect();
+            segs.extend(new.iter().take(new_count).cloned());
+            segs
+        };
+        // Compaction writing its new set: the old one still reaches further.
+        let (path, superseded, problem) = linked(both(&[0, 1, 2, 3], 1));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'o'; 4], vec![b'n'], None)
+        );
+        // Both whole: the compacted one.
+        let (path, superseded, problem) = linked(both(&[0, 1, 2, 3], 2));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'n'; 2], vec![b'o'; 4], None)
+        );
+        // The old set deleted newest first, part way.
+        let (path, superseded, problem) = linked(both(&[0, 1], 2));
+        assert_eq!(
+            (path, superseded, problem),
+            (vec![b'n'; 2], vec![b'o'; 2], None)
+        );
+        assert_eq!(linked(new.clone()).0, vec![b'n'; 2]);
+        // A segment missing in the middle is a problem, not superseded.
+        let (path, superseded, problem) = linked(both(&[0, 1, 3], 0));
+        assert_eq!((path, superseded), (vec![b'o'; 2], vec![]));
+        assert!(problem.is_some_and(|p| p.contains("segment 2")));
+    }
+
+    #[test]
+    fn link_keeps_a_last_segment_that_ends_no_later_than_the_one_before() {
+        // A final segment with nothing new (its `until` is its `from`), and
+        // one written while the clock stood behind: both stay on the path.
+        for untils in [[10, 20, 20], [10, 20, 15]] {
+            let (path, superseded, problem) = linked(linked_set(b'o', &untils));
+            assert_eq!((path.len(), superseded, problem), (3, vec![], None));
+        }
+    }
+}
