@@ -90,7 +90,7 @@ fn encrypted_crypto() -> &'static Crypto {
 }
 
 /// cairn's codec: bincode 2, little-endian, fixed-width integers, 256 MiB
-/// limit (`src/codec.rs`).
+/// limit (`src/format/codec.rs`).
 fn codec() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_little_endian()

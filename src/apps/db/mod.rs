@@ -1,5 +1,5 @@
 //! Logical export and table-level restore of SQLite databases, above all of
-//! the database images that backup captured (src/sqlite.rs).
+//! the database images that backup captured (src/apps/sqlite/mod.rs).
 //!
 //! This module owns three things: the **value encodings** of the export
 //! formats ([`Cell`] and its `sql`/`json`/`csv` encoders and decoders, each
