@@ -73,7 +73,7 @@ pub enum Error {
     #[error("blob {id} is not in any index (its pack is missing or unindexed)")]
     BlobNotIndexed {
         /// The blob.
-        id: crate::format::id::BlobId,
+        id: crate::id::BlobId,
     },
     /// A repository file could not be read or written.
     #[error("repository {op} of {path} failed: {source}")]
@@ -157,6 +157,12 @@ pub enum Error {
     /// An argument or option value is not acceptable.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<crate::id::ParseIdError> for Error {
+    fn from(e: crate::id::ParseIdError) -> Self {
+        Self::Invalid(e.to_string())
+    }
 }
 
 impl Error {

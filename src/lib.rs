@@ -26,11 +26,13 @@ mod apps;
 mod daemon;
 mod error;
 mod format;
+mod id;
 mod ops;
 mod repo;
 mod secrets;
 pub mod server;
 mod storage;
+mod sync;
 mod timespec;
 
 pub use daemon::notify;
@@ -65,7 +67,6 @@ pub use format::chunker::ChunkerParams;
 pub use format::config::{Config, Encryption, FORMAT_VERSION};
 pub use format::crypto::random as random_bytes;
 pub use format::crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
-pub use format::id::{AuditId, BlobId, IndexId, KeyId, LockId, PackId, SegmentId, SnapshotId};
 pub use format::keyfile::KeyFile;
 pub use format::pack::{BlobKind, Compression, PackEntry};
 pub use format::segment::{Segment, SegmentTxn, timestamp as segment_time};
@@ -74,6 +75,9 @@ pub use format::snapshot::{
     check_user_tags, newest_at,
 };
 pub use format::tree::{Node, NodeKind, Tree, Xattr};
+pub use id::{
+    AuditId, BlobId, IndexId, KeyId, LockId, PackId, ParseIdError, SegmentId, SnapshotId,
+};
 pub use ops::backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
     backup_command, backup_stream,

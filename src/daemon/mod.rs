@@ -89,7 +89,7 @@ use serde::{Deserialize, Serialize};
 use crate::apps::profile::{Profile, SnapOptions};
 use crate::daemon::schedule::{Job, VerifyPlan};
 use crate::error::{Error, Result};
-use crate::format::id::SnapshotId;
+use crate::id::SnapshotId;
 use crate::ops::backup::NoProgress;
 use crate::ops::forget::ForgetOptions;
 use crate::ops::prune::PruneOptions;

@@ -700,7 +700,7 @@ mod tests {
                 component: "db".into(),
                 host: "web1".into(),
             },
-            last: Some((crate::format::id::SnapshotId([1; 32]), old)),
+            last: Some((crate::id::SnapshotId([1; 32]), old)),
             duration_ms: 0,
             bytes_added: 0,
             snapshots: 1,

@@ -16,7 +16,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
-use crate::format::id::BlobId;
+use crate::id::BlobId;
 
 /// Bytes added to every sealed object: nonce plus tag.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;

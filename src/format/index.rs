@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
-use crate::format::id::{BlobId, IndexId, PackId};
 use crate::format::pack::{BlobKind, Compression, PackEntry};
+use crate::id::{BlobId, IndexId, PackId};
 
 /// Magic at the start of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::{KdfParams, MasterKey, unwrap_master, wrap_master};
-use crate::format::id::KeyId;
+use crate::id::KeyId;
 
 /// Magic at the start of every key file.
 pub const KEY_MAGIC: &[u8; 8] = b"CAIRNKEY";

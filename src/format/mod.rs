@@ -16,7 +16,6 @@ pub mod codec;
 pub mod compress;
 pub mod config;
 pub mod crypto;
-pub mod id;
 pub mod index;
 pub mod keyfile;
 pub mod pack;

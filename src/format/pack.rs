@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
-use crate::format::id::BlobId;
+use crate::id::BlobId;
 
 /// Magic at the very end of every pack.
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
-use crate::format::id::{BlobId, SegmentId, SnapshotId};
+use crate::id::{BlobId, SegmentId, SnapshotId};
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNWAL";

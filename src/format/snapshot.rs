@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
-use crate::format::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, SnapshotId};
 
 /// Magic at the start of every snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";

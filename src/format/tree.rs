@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
-use crate::format::id::BlobId;
+use crate::id::BlobId;
 
 /// What a directory entry is, with what only that kind has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

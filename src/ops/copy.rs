@@ -28,14 +28,15 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::format::crypto::MasterKey;
-use crate::format::id::{BlobId, SnapshotId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
+use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::Progress;
 use crate::repo::chunklist;
 use crate::repo::lock::Lock;
-use crate::repo::{BlobWriter, InitOptions, Repository, lock};
+use crate::repo::{BlobWriter, InitOptions, Repository};
+use crate::sync::lock;
 use crate::{Error, Result};
 
 /// The parts of a master key that a related repository shares with the one

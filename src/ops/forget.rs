@@ -70,8 +70,8 @@ use std::str::FromStr;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::storage::FileKind;
 use crate::{Error, Result};
@@ -803,7 +803,7 @@ fn forget_segments(
     // Chains by database, each with its segments and the end it covers.
     let mut chains: BTreeMap<
         (String, Vec<u8>),
-        BTreeMap<SnapshotId, Vec<(crate::format::id::SegmentId, i64, u64)>>,
+        BTreeMap<SnapshotId, Vec<(crate::id::SegmentId, i64, u64)>>,
     > = BTreeMap::new();
     for (id, s) in &segments {
         chains
@@ -1042,7 +1042,7 @@ fn forget_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::id::BlobId;
+    use crate::id::BlobId;
 
     fn snap(time: i64, tags: &[&str]) -> Snapshot {
         Snapshot {

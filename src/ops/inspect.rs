@@ -19,8 +19,8 @@ use std::rc::Rc;
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::format::id::{BlobId, SnapshotId};
 use crate::format::tree::{Node, NodeKind};
+use crate::id::{BlobId, SnapshotId};
 use crate::repo::Repository;
 use crate::{Error, Result};
 

@@ -27,8 +27,8 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::{AppInfo, ComponentInfo, SAFETY_TAG};
+use crate::id::SnapshotId;
 use crate::ops::backup::{BackupOptions, Progress};
 use crate::repo::Repository;
 use crate::{Error, Result};

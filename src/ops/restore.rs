@@ -25,13 +25,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use filetime::FileTime;
 use rayon::prelude::*;
 
-use crate::format::id::{BlobId, PackId};
 use crate::format::index::Location;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::id::{BlobId, PackId};
 use crate::ops::backup::Progress;
-use crate::repo::{Repository, check_claim, lock};
+use crate::repo::{Repository, check_claim};
 use crate::storage::FileKind;
+use crate::sync::lock;
 use crate::{Error, Result};
 
 /// Where and what to restore.
@@ -1206,7 +1207,7 @@ mod tests {
         }
         fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
             if kind == FileKind::Pack {
-                *crate::repo::lock(&self.pack_reads)
+                *crate::sync::lock(&self.pack_reads)
                     .entry(name.to_owned())
                     .or_default() += 1;
             }
@@ -1280,7 +1281,7 @@ mod tests {
             }
         }
         assert_eq!(data_packs.len(), 1, "one data pack");
-        crate::repo::lock(&backend.pack_reads).clear();
+        crate::sync::lock(&backend.pack_reads).clear();
         let out = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let restored = super::restore(
             &repo,
@@ -1292,7 +1293,7 @@ mod tests {
         assert!(restored.errors.is_empty(), "{:?}", restored.errors);
         let reads = data_packs
             .first()
-            .and_then(|p| crate::repo::lock(&backend.pack_reads).get(p).copied());
+            .and_then(|p| crate::sync::lock(&backend.pack_reads).get(p).copied());
         assert_eq!(reads, Some(1), "ranged reads of the data pack");
         let below = out.path().join(
             src.path()

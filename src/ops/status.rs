@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::error::Result;
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::repo::audit::{AuditLog, read_log};
 use crate::storage::FileKind;

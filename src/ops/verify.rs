@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::Result;
-use crate::format::id::{BlobId, PackId, SnapshotId};
 use crate::format::index::IndexPack;
 use crate::format::pack::PackEntry;
 use crate::format::tree::NodeKind;
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::repo::Repository;
 use crate::storage::FileKind;
 

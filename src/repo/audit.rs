@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::crypto::Domain;
-use crate::format::id::AuditId;
+use crate::id::AuditId;
 use crate::repo::Repository;
 use crate::storage::FileKind;
 
@@ -207,7 +207,7 @@ pub fn read_log(repo: &Repository, last: Option<usize>) -> Result<AuditLog> {
 
 /// The snapshot a successful `backup` or `snap` event says it saved
 /// (detail `snapshot ID…`).
-fn saved_id(e: &AuditEvent) -> Option<crate::format::id::SnapshotId> {
+fn saved_id(e: &AuditEvent) -> Option<crate::id::SnapshotId> {
     if !e.ok || !matches!(e.action.as_str(), "backup" | "snap") {
         return None;
     }
@@ -218,7 +218,7 @@ fn saved_id(e: &AuditEvent) -> Option<crate::format::id::SnapshotId> {
 }
 
 /// Whether the log records snapshot `id` as saved.
-pub(crate) fn records_saved(log: &AuditLog, id: &crate::format::id::SnapshotId) -> bool {
+pub(crate) fn records_saved(log: &AuditLog, id: &crate::id::SnapshotId) -> bool {
     log.events
         .iter()
         .any(|(_, e)| saved_id(e).as_ref() == Some(id))
@@ -233,9 +233,9 @@ pub(crate) fn records_saved(log: &AuditLog, id: &crate::format::id::SnapshotId) 
 /// target (the ids it removed).
 pub(crate) fn missing_snapshots(
     log: &AuditLog,
-    present: &std::collections::HashSet<crate::format::id::SnapshotId>,
+    present: &std::collections::HashSet<crate::id::SnapshotId>,
 ) -> (Vec<String>, Vec<String>) {
-    let mut saved: Vec<(crate::format::id::SnapshotId, &AuditId, &AuditEvent)> = Vec::new();
+    let mut saved: Vec<(crate::id::SnapshotId, &AuditId, &AuditEvent)> = Vec::new();
     let mut forgotten = std::collections::HashSet::new();
     let mut failed_forgets: Vec<jiff::Timestamp> = Vec::new();
     for (id, e) in &log.events {
@@ -249,7 +249,7 @@ pub(crate) fn missing_snapshots(
                 forgotten.extend(
                     e.target
                         .split_whitespace()
-                        .filter_map(|t| t.parse::<crate::format::id::SnapshotId>().ok()),
+                        .filter_map(|t| t.parse::<crate::id::SnapshotId>().ok()),
                 );
                 if !e.ok {
                     failed_forgets.push(e.timestamp());

@@ -13,8 +13,8 @@
 //! their ids when read like every blob, and strictly decoded
 //! (store-format.md §11.1).
 
-use crate::format::id::BlobId;
 use crate::format::pack::BlobKind;
+use crate::id::BlobId;
 use crate::repo::{BlobWriter, Repository};
 use crate::{Error, Result};
 

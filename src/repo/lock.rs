@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
-use crate::format::id::LockId;
-use crate::repo::{host_and_user, lock as guard};
+use crate::id::LockId;
+use crate::repo::host_and_user;
 use crate::storage::{Backend, FileKind, LocksAndIndex};
+use crate::sync::lock as guard;
 use crate::{Error, Result};
 
 /// First bytes of a lock file.

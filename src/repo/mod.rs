@@ -8,20 +8,21 @@ pub mod walk;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::format::chunker::ChunkerParams;
 use crate::format::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
 use crate::format::crypto::{Crypto, Domain, MasterKey};
-use crate::format::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::format::index::{self, Index, IndexFile, IndexPack, Location};
 use crate::format::keyfile::KeyFile;
 use crate::format::pack::{self, BlobKind, Compression, PackEntry, TRAILER_LEN};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::Tree;
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::storage::StagedFile;
 use crate::storage::cache::CachedBackend;
 use crate::storage::{Backend, CONFIG_NAME, FileKind};
+use crate::sync::lock;
 use crate::{Error, Result};
 
 /// Runs `f` on a rayon pool sized for mixed I/O and CPU work: one thread
@@ -222,12 +223,6 @@ pub fn readable_snapshots(
             "{why}; its time cannot be read, so it may be newer than every readable snapshot and the newest cannot be told: name a snapshot by its id instead (`cairn snapshots` lists them)"
         ),
     ))
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section in cairn leaves
-/// its data consistent before anything that could panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An open repository.
@@ -933,7 +928,7 @@ impl Repository {
         &self,
     ) -> Result<
         Vec<(
-            crate::format::id::LockId,
+            crate::id::LockId,
             Result<crate::repo::lock::LockRecord, String>,
         )>,
     > {

@@ -3,8 +3,8 @@
 //! chunk list is read through [`Repository::read_tree`] and so checked
 //! against its id.
 
-use crate::format::id::BlobId;
 use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
 use crate::repo::Repository;
 use crate::repo::chunklist;
 use crate::{Error, Result};

@@ -15,9 +15,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Role};
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
-use crate::repo::{Repository, lock};
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::sync::lock;
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;

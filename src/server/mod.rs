@@ -50,7 +50,8 @@ use subtle::ConstantTimeEq;
 
 use crate::apps::profile::Profile;
 use crate::error::{Error, Result};
-use crate::repo::{Repository, lock};
+use crate::repo::Repository;
+use crate::sync::lock;
 pub use tokens::{Role, TOKEN_PREFIX, TokenEntry, Tokens, hash_token};
 
 /// How `cairn serve` runs.

@@ -20,9 +20,9 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Caller, Role, SESSION_COOKIE};
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::id::SnapshotId;
 
 type St = State<Arc<AppState>>;
 

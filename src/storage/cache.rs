@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::repo::lock;
 use crate::storage::{Backend, FileKind, StagedFile};
+use crate::sync::lock;
 use crate::{Error, Result};
 
 /// A backend with a local cache in front of it.

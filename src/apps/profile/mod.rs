@@ -38,8 +38,8 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::{AppInfo, ComponentInfo, GitInfo, Snapshot, TableRows};
+use crate::id::SnapshotId;
 use crate::ops::backup::{BackupOptions, BackupOutcome, Progress, absolute};
 use crate::ops::forget::KeepPolicy;
 use crate::ops::restore::{RestoreOptions, restore};

@@ -200,7 +200,7 @@ impl Captured {
     /// Whether `path` is the captured one and not taken yet.
     pub(crate) fn holds(&self, path: &Path) -> bool {
         self.0.as_ref().is_some_and(|m| {
-            crate::repo::lock(m)
+            crate::sync::lock(m)
                 .as_ref()
                 .is_some_and(|(p, _)| p == path)
         })
@@ -208,7 +208,7 @@ impl Captured {
 
     /// The image for `path`, if it is the captured one and not taken yet.
     pub(crate) fn take(&self, path: &Path) -> Option<Image> {
-        let mut slot = crate::repo::lock(self.0.as_ref()?);
+        let mut slot = crate::sync::lock(self.0.as_ref()?);
         if slot.as_ref().is_some_and(|(p, _)| p == path) {
             return slot.take().map(|(_, image)| image);
         }

@@ -75,9 +75,9 @@ use rayon::prelude::*;
 
 use crate::apps::sqlite::watch::{Commit, Event, Follower};
 use crate::error::{Error, Result};
-use crate::format::id::{BlobId, SegmentId, SnapshotId};
 use crate::format::pack::BlobKind;
 use crate::format::segment::{self, Segment, SegmentTxn, nanos, timestamp};
+use crate::id::{BlobId, SegmentId, SnapshotId};
 use crate::ops::backup::{BackupOptions, NoProgress};
 use crate::repo::Repository;
 use crate::storage::FileKind;

@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::codec;
 use crate::format::crypto::Domain;
-use crate::format::id::{BlobId, SnapshotId};
-use crate::repo::{Repository, lock};
+use crate::id::{BlobId, SnapshotId};
+use crate::repo::Repository;
+use crate::sync::lock;
 
 /// First bytes of a cache file.
 const MAGIC: [u8; 8] = *b"CAIRNFCA";

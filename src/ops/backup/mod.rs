@@ -42,13 +42,14 @@ use rayon::prelude::*;
 
 use crate::apps::sqlite::{self, SqliteMode};
 use crate::format::chunker::Batch;
-use crate::format::id::{BlobId, SnapshotId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{AppInfo, DatabaseInfo, Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree, Xattr};
+use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::filescache::{Cached, FilesCache, StateHasher, dir_key};
 use crate::ops::backup::stream::{CommandSource, ReaderSource, Source};
-use crate::repo::{BlobWriter, Repository, host_and_user, lock};
+use crate::repo::{BlobWriter, Repository, host_and_user};
+use crate::sync::lock;
 use crate::{Error, Result};
 
 thread_local! {

@@ -20,8 +20,8 @@
 
 use crate::Result;
 use crate::apps::sqlite::pitr::{Chain, Segments};
-use crate::format::id::SegmentId;
 use crate::format::segment::{self, Segment};
+use crate::id::SegmentId;
 use crate::repo::Repository;
 use crate::repo::lock::Lock;
 use crate::storage::FileKind;
@@ -179,8 +179,8 @@ fn delete(repo: &Repository, id: &SegmentId) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::id::{BlobId, SnapshotId};
     use crate::format::segment::SegmentTxn;
+    use crate::id::{BlobId, SnapshotId};
 
     fn chain(sizes: &[usize]) -> Segments {
         let mut out: Segments = Vec::new();

@@ -10,6 +10,31 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Text that is not the full hexadecimal form of an id.
+///
+/// The ids are the vocabulary every layer speaks, errors included, so this
+/// module depends on nothing else of the crate; the crate's
+/// [`Error`](crate::Error) converts from this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseIdError {
+    /// The text given.
+    pub text: String,
+    /// The kind of id expected, for example `SnapshotId`.
+    pub kind: &'static str,
+}
+
+impl fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "'{}' is not a {}: expected 64 hexadecimal characters",
+            self.text, self.kind
+        )
+    }
+}
+
+impl std::error::Error for ParseIdError {}
+
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -74,14 +99,12 @@ macro_rules! define_id {
         }
 
         impl FromStr for $name {
-            type Err = crate::Error;
+            type Err = ParseIdError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let mut out = [0u8; 32];
-                hex::decode_to_slice(s, &mut out).map_err(|_| {
-                    crate::Error::invalid(format!(
-                        "'{s}' is not a {}: expected 64 hexadecimal characters",
-                        stringify!($name)
-                    ))
+                hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError {
+                    text: s.to_owned(),
+                    kind: stringify!($name),
                 })?;
                 Ok(Self(out))
             }
