@@ -43,6 +43,7 @@ pub use apps::db::{
     export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
     sql_literal,
 };
+pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use apps::profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
@@ -57,7 +58,6 @@ pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
 };
-pub use daemon::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
     JobState, RunRecord, daemon, load_state, save_state, state_file,
@@ -82,7 +82,7 @@ pub use ops::backup::{
     BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
     backup_command, backup_stream,
 };
-pub use ops::copy::{CopiedSnapshot, CopyReport, copy, shares_blob_ids};
+pub use ops::copy::{CopiedSnapshot, CopyReport, copy};
 pub use ops::forget::{
     DEFAULT_ROLLBACK_DAYS, Decision, ForgetOptions, ForgetOutcome, GroupBy, GroupKey, GroupPlan,
     KeepPolicy, SnapshotFilter, UNLIMITED, forget, plan, plan_at,
@@ -100,7 +100,9 @@ pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
 pub use repo::walk::{file_content, find_node, walk_tree};
-pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
+pub use repo::{
+    DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots, shares_blob_ids,
+};
 pub use secrets::command as child_command;
 pub use storage::{
     AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
@@ -134,13 +136,6 @@ pub mod decode {
     /// A sealer with a fixed key, for fuzzing decoders behind encryption.
     #[must_use]
     pub fn test_crypto(encrypted: bool) -> crate::format::crypto::Crypto {
-        crate::format::crypto::Crypto::new(
-            &crate::format::crypto::MasterKey {
-                encryption: [7; 32],
-                id: [9; 32],
-                chunker_seed: 0,
-            },
-            encrypted,
-        )
+        crate::format::crypto::Crypto::with_fixed_key(encrypted)
     }
 }

@@ -1,5 +1,5 @@
 //! `cairn daemon`: runs the `[[jobs]]` of application profiles on their
-//! schedules (see `crate::daemon::schedule`).
+//! schedules (see `crate::apps::profile::schedule`).
 //!
 //! A job run is an application snapshot ([`crate::apps::profile::snap`]) of the job's
 //! components, then, if the job asks, the profile's `[retention]` applied
@@ -72,7 +72,6 @@
 //! repository.
 
 pub mod notify;
-pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -86,8 +85,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::apps::profile::schedule::{Job, VerifyPlan};
 use crate::apps::profile::{Profile, SnapOptions};
-use crate::daemon::schedule::{Job, VerifyPlan};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::ops::backup::NoProgress;

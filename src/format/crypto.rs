@@ -114,6 +114,20 @@ pub enum OpenError {
 }
 
 impl Crypto {
+    /// A sealer with a fixed, public key: for fuzzing decoders behind
+    /// encryption and for tests, never for a repository.
+    #[must_use]
+    pub fn with_fixed_key(encrypted: bool) -> Self {
+        Self::new(
+            &MasterKey {
+                encryption: [7; 32],
+                id: [9; 32],
+                chunker_seed: 0,
+            },
+            encrypted,
+        )
+    }
+
     /// Builds the sealer for `key`; `encrypted` selects the mode.
     #[must_use]
     pub fn new(key: &MasterKey, encrypted: bool) -> Self {

@@ -27,7 +27,6 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::format::crypto::MasterKey;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
@@ -35,60 +34,9 @@ use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::Progress;
 use crate::repo::chunklist;
 use crate::repo::lock::Lock;
-use crate::repo::{BlobWriter, InitOptions, Repository};
+use crate::repo::{BlobWriter, Repository, shares_blob_ids};
 use crate::sync::lock;
 use crate::{Error, Result};
-
-/// The parts of a master key that a related repository shares with the one
-/// it was created from: the blob id key (and with it the MAC key derived
-/// from it) and the chunker seed. The encryption key is never shared.
-#[derive(Clone)]
-pub(crate) struct SharedIds {
-    id: [u8; 32],
-    chunker_seed: u64,
-}
-
-impl std::fmt::Debug for SharedIds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedIds(..)")
-    }
-}
-
-impl SharedIds {
-    /// Puts the shared parts into a freshly generated master key.
-    pub(crate) fn apply(&self, master: &mut MasterKey) {
-        master.id = self.id;
-        master.chunker_seed = self.chunker_seed;
-    }
-}
-
-impl InitOptions {
-    /// Makes the new repository *related* to `other` (restic's `init
-    /// --copy-chunker-params`): it takes `other`'s blob id key, chunker
-    /// seed and chunker parameters, and gets its own encryption key. The
-    /// same content then has the same blob ids in both, so `copy` between
-    /// them transfers only what the target lacks without reading the rest,
-    /// and backups into either deduplicate against copied data. Whoever
-    /// holds either repository's key can tell whether the other holds a
-    /// given content (store-format.md §5.4).
-    pub fn related_to(&mut self, other: &Repository) -> &mut Self {
-        self.chunker = other.config().chunker;
-        self.related = Some(SharedIds {
-            id: other.crypto().id_key(),
-            chunker_seed: other.chunker_seed(),
-        });
-        self
-    }
-}
-
-/// True when `a` and `b` give the same content the same blob id (one was
-/// created related to the other, or both to a third). Compares the id of a
-/// fixed probe, so no key leaves its repository.
-#[must_use]
-pub fn shares_blob_ids(a: &Repository, b: &Repository) -> bool {
-    const PROBE: &[u8] = b"cairn copy probe";
-    a.crypto().blob_id(PROBE) == b.crypto().blob_id(PROBE)
-}
 
 /// One snapshot `copy` looked at.
 #[derive(Debug, Clone, Serialize)]
@@ -540,6 +488,7 @@ mod tests {
 
     use super::*;
     use crate::ops::backup::{BackupOptions, NoProgress, backup};
+    use crate::repo::InitOptions;
     use crate::storage::MemoryBackend;
 
     fn repo(opts: &InitOptions, password: &[u8]) -> Repository {

@@ -21,3 +21,6 @@ pub mod restore;
 pub mod stats;
 pub mod status;
 pub mod verify;
+
+#[cfg(test)]
+mod tests;

@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn audit_event_round_trips_and_damage_is_named() {
-        let crypto = crate::decode::test_crypto(true);
+        let crypto = crate::format::crypto::Crypto::with_fixed_key(true);
         let e = event(Some(AuditId([7; 32])));
         let (id, bytes) = encode_file(&crypto, &e).expect("encode");
         assert_eq!(decode_file(&crypto, &id, &bytes).expect("decode"), e);

@@ -121,7 +121,7 @@ pub struct InitOptions {
     pub kdf_memory_mib: u32,
     /// The blob id key and chunker seed taken from an existing repository
     /// ([`InitOptions::related_to`]); `None` draws fresh ones.
-    pub(crate) related: Option<crate::ops::copy::SharedIds>,
+    pub(crate) related: Option<SharedIds>,
 }
 
 /// Default pack size of a repository on a file system.
@@ -223,6 +223,57 @@ pub fn readable_snapshots(
             "{why}; its time cannot be read, so it may be newer than every readable snapshot and the newest cannot be told: name a snapshot by its id instead (`cairn snapshots` lists them)"
         ),
     ))
+}
+
+/// The parts of a master key that a related repository shares with the one
+/// it was created from: the blob id key (and with it the MAC key derived
+/// from it) and the chunker seed. The encryption key is never shared.
+#[derive(Clone)]
+pub(crate) struct SharedIds {
+    id: [u8; 32],
+    chunker_seed: u64,
+}
+
+impl std::fmt::Debug for SharedIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedIds(..)")
+    }
+}
+
+impl SharedIds {
+    /// Puts the shared parts into a freshly generated master key.
+    pub(crate) fn apply(&self, master: &mut MasterKey) {
+        master.id = self.id;
+        master.chunker_seed = self.chunker_seed;
+    }
+}
+
+impl InitOptions {
+    /// Makes the new repository *related* to `other` (restic's `init
+    /// --copy-chunker-params`): it takes `other`'s blob id key, chunker
+    /// seed and chunker parameters, and gets its own encryption key. The
+    /// same content then has the same blob ids in both, so `copy` between
+    /// them transfers only what the target lacks without reading the rest,
+    /// and backups into either deduplicate against copied data. Whoever
+    /// holds either repository's key can tell whether the other holds a
+    /// given content (store-format.md §5.4).
+    pub fn related_to(&mut self, other: &Repository) -> &mut Self {
+        self.chunker = other.config().chunker;
+        self.related = Some(SharedIds {
+            id: other.crypto().id_key(),
+            chunker_seed: other.chunker_seed(),
+        });
+        self
+    }
+}
+
+/// True when `a` and `b` give the same content the same blob id (one was
+/// created related to the other, or both to a third). Compares the id of a
+/// fixed probe, so no key leaves its repository.
+#[must_use]
+pub fn shares_blob_ids(a: &Repository, b: &Repository) -> bool {
+    const PROBE: &[u8] = b"cairn copy probe";
+    a.crypto().blob_id(PROBE) == b.crypto().blob_id(PROBE)
 }
 
 /// An open repository.
@@ -635,6 +686,12 @@ impl Repository {
     /// Whether the index was loaded and found no index file at all: a new
     /// repository (or one that lost every index file), whose snapshots, if
     /// any, could not serve as a parent.
+    /// The names of the index files loaded, for tests.
+    #[cfg(test)]
+    pub(crate) fn loaded_index_names(&self) -> Vec<String> {
+        lock(&self.index_names).clone()
+    }
+
     pub(crate) fn has_no_index_files(&self) -> bool {
         self.index_loaded.load(Ordering::Acquire) && lock(&self.index_names).is_empty()
     }
@@ -1845,179 +1902,5 @@ impl BlobWriter<'_> {
             bytes_added: self.bytes_added.load(Ordering::Relaxed),
             bytes_stored: self.bytes_stored.load(Ordering::Relaxed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use crate::Result;
-    use crate::ops::backup::BackupOptions;
-    use crate::ops::backup::NoProgress;
-    use crate::repo::InitOptions;
-    use crate::repo::Repository;
-    use crate::storage::{Backend, FileKind, LocksAndIndex, MemoryBackend, StagedFile};
-
-    /// A store that says it is remote and lists `index/` with `locks/` in
-    /// one go, as object storage does, naming `stale` as well: an index file
-    /// a prune deleted while the listing ran. Counts separate `index/`
-    /// listings.
-    struct OneListing {
-        inner: MemoryBackend,
-        stale: Mutex<Option<String>>,
-        index_lists: AtomicU64,
-    }
-
-    impl Backend for OneListing {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-            if kind == FileKind::Index {
-                self.index_lists.fetch_add(1, Ordering::Relaxed);
-            }
-            self.inner.list(kind)
-        }
-        fn list_locks_and_index(&self) -> Result<LocksAndIndex> {
-            let mut index = self.inner.list(FileKind::Index)?;
-            if let Some(stale) = lock(&self.stale).clone() {
-                index.push((stale, 100));
-            }
-            Ok(LocksAndIndex {
-                locks: self.inner.list(FileKind::Lock)?,
-                index,
-                index_read_first: true,
-            })
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-            self.inner.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-            self.inner.read_range(kind, name, offset, len)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.inner.size(kind, name)
-        }
-        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-            self.inner.write(kind, name, data)
-        }
-        fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
-            self.inner.stage(kind)
-        }
-        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.inner.delete(kind, name)
-        }
-        fn requests(&self) -> Option<u64> {
-            Some(0)
-        }
-    }
-
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        super::lock(m)
-    }
-
-    fn sorted_index(backend: &MemoryBackend) -> Vec<String> {
-        let mut names: Vec<String> = backend
-            .list(FileKind::Index)
-            .unwrap_or_else(|e| panic!("list: {e}"))
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn a_backup_trusts_an_index_listed_before_the_locks_only_when_it_reads_it_all() {
-        let src = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let backend = Arc::new(OneListing {
-            inner: MemoryBackend::new(),
-            stale: Mutex::new(None),
-            index_lists: AtomicU64::new(0),
-        });
-        let dyn_backend = Arc::clone(&backend) as Arc<dyn Backend>;
-        Repository::init(
-            Arc::clone(&dyn_backend),
-            Some(b"pw"),
-            &InitOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("init: {e}"));
-        let open = |cache_root: Option<&std::path::Path>| {
-            Repository::open_cached(Arc::clone(&dyn_backend), cache_root, &mut || {
-                Ok(b"pw".to_vec())
-            })
-            .unwrap_or_else(|e| panic!("open: {e}"))
-        };
-        let backup = |repo: &Repository, content: &str| {
-            std::fs::write(src.path().join("f"), content).unwrap_or_else(|e| panic!("write: {e}"));
-            crate::ops::backup::backup(
-                repo,
-                &BackupOptions::new(vec![src.path().to_path_buf()]),
-                &NoProgress,
-            )
-            .unwrap_or_else(|e| panic!("backup: {e}"));
-        };
-        let lock_and_release = |repo: &Repository| {
-            drop(
-                repo.lock_to_add("backup")
-                    .unwrap_or_else(|e| panic!("lock: {e}")),
-            );
-        };
-        let loaded = |repo: &Repository| {
-            let mut names = lock(&repo.index_names).clone();
-            names.sort();
-            names
-        };
-
-        // An empty repository: the combined listing names nothing and is
-        // used as it is.
-        let repo = open(None);
-        backend.index_lists.store(0, Ordering::Relaxed);
-        lock_and_release(&repo);
-        assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
-        assert!(repo.has_no_index_files());
-        backup(&repo, "one");
-        backup(&open(None), "two");
-        let present = sorted_index(&backend.inner);
-        assert!(present.len() >= 2, "{present:?}");
-
-        // A host with nothing cached reads every listed file from the
-        // store: no second listing.
-        backend.index_lists.store(0, Ordering::Relaxed);
-        let fresh = open(None);
-        lock_and_release(&fresh);
-        assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
-        assert_eq!(loaded(&fresh), present);
-
-        // Overtaken: the listing names a file already gone. Reading it
-        // finds that out, and index/ is listed again.
-        *lock(&backend.stale) = Some("ab".repeat(32));
-        let overtaken = open(None);
-        lock_and_release(&overtaken);
-        assert!(backend.index_lists.load(Ordering::Relaxed) >= 2);
-        assert_eq!(loaded(&overtaken), present);
-        *lock(&backend.stale) = None;
-
-        // A host whose cache holds the files would not read them from the
-        // store, so it lists locks/ and index/ one after the other.
-        let cached = open(Some(cache.path()));
-        cached
-            .ensure_index()
-            .unwrap_or_else(|e| panic!("index: {e}"));
-        let again = open(Some(cache.path()));
-        backend.index_lists.store(0, Ordering::Relaxed);
-        lock_and_release(&again);
-        assert_eq!(backend.index_lists.load(Ordering::Relaxed), 1);
-        assert_eq!(loaded(&again), present);
-        let report =
-            crate::ops::verify::verify(&again, &crate::ops::verify::VerifyOptions::default())
-                .unwrap_or_else(|e| panic!("verify: {e}"));
-        assert!(report.errors.is_empty(), "{:?}", report.errors);
     }
 }

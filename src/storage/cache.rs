@@ -159,7 +159,7 @@ impl CachedBackend {
         if self.newest_audit().is_some_and(|n| n.as_str() >= name) {
             return;
         }
-        let _ = crate::ops::backup::filescache::create_cache_dir(&self.dir).and_then(|()| {
+        let _ = create_cache_dir(&self.dir).and_then(|()| {
             let mut tmp = tempfile::Builder::new()
                 .prefix(".tmp-")
                 .tempfile_in(&self.dir)?;
@@ -303,7 +303,7 @@ impl CachedBackend {
     ) -> io::Result<()> {
         let dir = self.dir.join(kind.dir());
         if !dir.is_dir() {
-            crate::ops::backup::filescache::create_cache_dir(&self.dir)?;
+            create_cache_dir(&self.dir)?;
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -384,7 +384,7 @@ impl CachedBackend {
         let dir = self.dir.join(FileKind::Pack.dir());
         // Without a cache file the pack is still written; it is only not
         // kept.
-        let copy = crate::ops::backup::filescache::create_cache_dir(&self.dir)
+        let copy = create_cache_dir(&self.dir)
             .and_then(|()| {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -535,6 +535,27 @@ impl StagedFile for KeptStaged {
         }
         Ok(())
     }
+}
+
+/// Creates the repository's cache directory (0700) and, in the shared root
+/// above it, a `CACHEDIR.TAG` so that backup tools (cairn's users' other
+/// tools included) skip the cache.
+pub(crate) fn create_cache_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if let Some(root) = dir.parent() {
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n\
+                 # This file marks cairn's cache directory; see https://bford.info/cachedir/\n",
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@
 //! database that another process has open is not replaced unless forced:
 //! that process would go on writing to the old file.
 
+pub mod schedule;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -75,7 +77,7 @@ pub struct Profile {
     /// The retention rules (`[retention]`), if any.
     pub retention: Option<KeepPolicy>,
     /// The scheduled jobs (`[[jobs]]`) that `cairn daemon` runs.
-    pub jobs: Vec<crate::daemon::schedule::Job>,
+    pub jobs: Vec<crate::apps::profile::schedule::Job>,
     /// The databases `cairn watch` (and `cairn daemon`) follow commit by
     /// commit (`[watch]`), with how.
     pub watch: Option<WatchPlan>,
@@ -168,7 +170,7 @@ struct ProfileFile {
     components: BTreeMap<String, ComponentFile>,
     retention: Option<RetentionFile>,
     #[serde(default)]
-    jobs: Vec<crate::daemon::schedule::JobFile>,
+    jobs: Vec<crate::apps::profile::schedule::JobFile>,
     watch: Option<WatchFile>,
 }
 
@@ -362,7 +364,7 @@ impl Profile {
                 file.display()
             ))
         };
-        let jobs = crate::daemon::schedule::jobs(
+        let jobs = crate::apps::profile::schedule::jobs(
             raw.jobs,
             &components
                 .iter()
@@ -1462,7 +1464,7 @@ mod tests {
         assert!(nightly.forget && nightly.prune);
         assert_eq!(
             nightly.verify,
-            Some(crate::daemon::schedule::VerifyPlan::Rotate(7))
+            Some(crate::apps::profile::schedule::VerifyPlan::Rotate(7))
         );
         assert_eq!(frequent.schedule.to_string(), "every 6h");
         assert_eq!(frequent.components, ["db"]);

@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -357,7 +357,7 @@ impl FilesCache {
             .file
             .parent()
             .ok_or_else(|| io::Error::other("the cache file has no directory"))?;
-        create_cache_dir(dir)?;
+        crate::storage::cache::create_cache_dir(dir)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".files-")
             .tempfile_in(dir)?;
@@ -365,27 +365,6 @@ impl FilesCache {
         tmp.persist(&self.file).map_err(|e| e.error)?;
         Ok(())
     }
-}
-
-/// Creates the repository's cache directory (0700) and, in the shared root
-/// above it, a `CACHEDIR.TAG` so that backup tools (cairn's users' other
-/// tools included) skip the cache.
-pub(crate) fn create_cache_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    if let Some(root) = dir.parent() {
-        let tag = root.join("CACHEDIR.TAG");
-        if !tag.exists() {
-            fs::write(
-                &tag,
-                "Signature: 8a477f597d28d172789f06886806bc55\n\
-                 # This file marks cairn's cache directory; see https://bford.info/cachedir/\n",
-            )?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

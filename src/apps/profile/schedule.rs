@@ -1,6 +1,12 @@
 //! When the jobs of `cairn daemon` fall due: cron expressions in a time
 //! zone, and fixed intervals.
 //!
+//! The `[[jobs]]` of a profile are part of what `cairn.toml` declares, so
+//! they are parsed and checked here, when the profile is read: every
+//! command that reads a profile reports a bad job, not only the daemon.
+//! The daemon (`crate::daemon`) runs the jobs it is handed; it keeps the
+//! state of their runs and depends on this module, never the other way.
+//!
 //! A [`Schedule`] is either a five-field cron expression (`0 2 * * *`:
 //! minute, hour, day of month, month, day of week; also `@daily` and the
 //! other nicknames, `L`, `W` and `#`) read on the wall clock of a time
