@@ -15,7 +15,7 @@ use std::process::Command;
 pub const SECRET_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_FROM_PASSWORD"];
 
 /// A command for `program` whose environment is cairn's without
-/// [`SECRET_VARS`].
+/// `SECRET_VARS`.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for var in SECRET_VARS {

@@ -98,7 +98,7 @@ impl ChunkerParams {
 
     /// Splits `reader` into batches of whole chunks, each read into one
     /// buffer of about `target` bytes (at least twice `max_size`): see
-    /// [`Batches`]. The chunks are exactly those of [`ChunkerParams::chunks`]
+    /// `Batches`. The chunks are exactly those of [`ChunkerParams::chunks`]
     /// on the same stream and seed.
     pub fn batches<R: Read>(&self, reader: R, seed: u64, target: usize) -> Batches<R> {
         Batches {

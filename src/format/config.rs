@@ -115,7 +115,7 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// Reads the config's version without decoding the rest.
 ///
 /// # Errors
-/// [`ConfigError::BadMagic`] for a file that is not a cairn config.
+/// `ConfigError::BadMagic` for a file that is not a cairn config.
 pub fn peek_version(bytes: &[u8]) -> Result<u32, ConfigError> {
     if bytes.get(..8) != Some(CONFIG_MAGIC.as_slice()) {
         return Err(ConfigError::BadMagic);
@@ -126,7 +126,7 @@ pub fn peek_version(bytes: &[u8]) -> Result<u32, ConfigError> {
 /// Decodes a config file (the MAC is checked later, once a key is open).
 ///
 /// # Errors
-/// [`ConfigError`] for bad magic, an unknown version or malformed bytes.
+/// `ConfigError` for bad magic, an unknown version or malformed bytes.
 pub fn decode(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
     let version = peek_version(bytes)?;
     if version != FORMAT_VERSION {

@@ -224,7 +224,7 @@ impl Crypto {
     /// Opens a sealed object, checking its tag.
     ///
     /// # Errors
-    /// [`OpenError`] when the object is too short or fails authentication.
+    /// `OpenError` when the object is too short or fails authentication.
     pub fn open(&self, domain: Domain, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         self.open_owned(domain, sealed.to_vec(), 0)
     }
@@ -234,7 +234,7 @@ impl Crypto {
     /// object (an index file) does not need a second copy of it.
     ///
     /// # Errors
-    /// [`OpenError`] when the object is too short or fails authentication.
+    /// `OpenError` when the object is too short or fails authentication.
     pub fn open_owned(
         &self,
         domain: Domain,

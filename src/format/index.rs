@@ -276,7 +276,7 @@ impl Index {
     /// already known keeps its location.
     ///
     /// # Errors
-    /// When the index would address more than [`MAX_PACKS`] packs.
+    /// When the index would address more than `MAX_PACKS` packs.
     pub fn add_pack(&mut self, pack: &IndexPack) -> crate::Result<()> {
         let Some(pos) = self.new_pack_position(pack.id)? else {
             return Ok(());

@@ -76,7 +76,7 @@ pub enum PackError {
 /// Reads the trailer; returns the sealed header's length.
 ///
 /// # Errors
-/// [`PackError::Truncated`] when the trailer is not a cairn trailer or the
+/// `PackError::Truncated` when the trailer is not a cairn trailer or the
 /// header would not fit in the file.
 pub fn parse_trailer(trailer: &[u8], file_size: u64) -> Result<u32, PackError> {
     if file_size < TRAILER_LEN || trailer.len() != TRAILER_LEN as usize {
@@ -102,7 +102,7 @@ pub fn parse_trailer(trailer: &[u8], file_size: u64) -> Result<u32, PackError> {
 /// blobs must lie in order, without overlap, before the header.
 ///
 /// # Errors
-/// [`PackError::Header`] when the header is malformed or inconsistent.
+/// `PackError::Header` when the header is malformed or inconsistent.
 pub fn decode_header(plain: &[u8], header_offset: u64) -> Result<PackHeader, PackError> {
     let header: PackHeader = codec::decode(plain).map_err(|e| PackError::Header(e.to_string()))?;
     let mut end = 0u64;
@@ -124,7 +124,7 @@ pub fn decode_header(plain: &[u8], header_offset: u64) -> Result<PackHeader, Pac
 /// Parses a whole pack file: trailer, then sealed header.
 ///
 /// # Errors
-/// [`PackError`] when the pack is truncated or its header is damaged.
+/// `PackError` when the pack is truncated or its header is damaged.
 pub fn read_header(crypto: &Crypto, pack: &[u8]) -> Result<PackHeader, PackError> {
     let size = pack.len() as u64;
     let trailer_at = size

@@ -185,12 +185,12 @@ pub fn check_tags(tags: &[String]) -> crate::Result<()> {
     Ok(())
 }
 
-/// [`check_tags`] for tags a user gives (options, the API, profile jobs):
+/// `check_tags` for tags a user gives (options, the API, profile jobs):
 /// [`SAFETY_TAG`] is cairn's own, since `latest`, freshness and retention
 /// treat its snapshots apart.
 ///
 /// # Errors
-/// As [`check_tags`]; [`crate::Error::Invalid`] for the safety tag.
+/// As `check_tags`; [`crate::Error::Invalid`] for the safety tag.
 pub fn check_user_tags(tags: &[String]) -> crate::Result<()> {
     check_tags(tags)?;
     if tags.iter().any(|t| t == SAFETY_TAG) {

@@ -137,7 +137,7 @@ impl Tree {
     /// Decodes and validates a tree blob's plaintext.
     ///
     /// # Errors
-    /// [`TreeError`] when the bytes are not a canonical tree.
+    /// `TreeError` when the bytes are not a canonical tree.
     pub fn decode(bytes: &[u8]) -> Result<Self, TreeError> {
         let tree: Self = codec::decode(bytes).map_err(|e| TreeError(e.to_string()))?;
         let mut prev: Option<&[u8]> = None;

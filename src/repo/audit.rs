@@ -305,7 +305,7 @@ pub fn record<T>(repo: &Repository, action: &str, target: &str, outcome: &Result
     record_event(repo, action, target, ok, &detail);
 }
 
-/// As [`record`], with the result given as `ok` and `detail`.
+/// As `record`, with the result given as `ok` and `detail`.
 pub fn record_event(repo: &Repository, action: &str, target: &str, ok: bool, detail: &str) {
     let now = jiff::Timestamp::now();
     let (host, _) = crate::repo::host_and_user();

@@ -60,7 +60,7 @@ pub fn encode(ids: &[BlobId]) -> Vec<u8> {
 ///
 /// # Errors
 /// A message when it is empty, not a whole number of ids, or longer than
-/// [`LIST_MAX`] ids.
+/// `LIST_MAX` ids.
 pub fn decode(bytes: &[u8]) -> Result<Vec<BlobId>, String> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(32) {
         return Err(format!(

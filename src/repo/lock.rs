@@ -68,7 +68,7 @@ impl LockRecord {
     }
 
     /// Whether this lock no longer protects anything: not refreshed for
-    /// [`STALE_AFTER`] (by `now`), or held by a process of this host that
+    /// `STALE_AFTER` (by `now`), or held by a process of this host that
     /// no longer exists.
     #[must_use]
     pub fn is_stale(&self, now: Timestamp) -> bool {
@@ -474,7 +474,7 @@ impl Lock {
         }
     }
 
-    /// Whether a lock file is held (false for [`Lock::none`]).
+    /// Whether a lock file is held (false for `Lock::none`).
     #[must_use]
     pub fn is_held(&self) -> bool {
         self.held.is_some()

@@ -113,8 +113,8 @@ pub struct InitOptions {
     /// zstd level (0 disables compression).
     pub compression_level: i32,
     /// Pack size at which a pack is closed; `None` chooses by where the
-    /// repository is: [`LOCAL_PACK_SIZE`] on a file system,
-    /// [`REMOTE_PACK_SIZE`] on object storage.
+    /// repository is: `LOCAL_PACK_SIZE` on a file system,
+    /// `REMOTE_PACK_SIZE` on object storage.
     pub pack_target_size: Option<u32>,
     /// Argon2id memory of the first key, in MiB, between
     /// [`crate::format::crypto::MIN_KDF_MEMORY_MIB`] and [`crate::format::crypto::MAX_KDF_MEMORY_MIB`].
@@ -739,7 +739,7 @@ impl Repository {
     /// took the lock where the storage lists both at once.
     ///
     /// Such a listing may have read `index/` before `locks/`
-    /// ([`crate::storage::LocksAndIndex::index_read_first`]). It may then
+    /// (`crate::storage::LocksAndIndex::index_read_first`). It may then
     /// miss index files written by a backup that finished meanwhile, which
     /// costs at most a blob stored twice, and it may name files deleted by
     /// a prune that finished meanwhile, which must not be trusted: so it is

@@ -5,7 +5,7 @@
 //! - The repository is opened once, by the caller, and shared. Engine
 //!   calls block, so they run on tokio's blocking pool.
 //! - Changing operations (snapshot, restore, forget) run one at a time
-//!   under [`AppState::write`], with the repository's audit actor set to
+//!   under `AppState::write`, with the repository's audit actor set to
 //!   `token:NAME` of the caller just before, so every audit event they
 //!   record names who asked. No route changes or deletes audit events.
 //! - Every input is checked before anything is changed: a request refused

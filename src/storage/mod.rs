@@ -218,7 +218,7 @@ pub trait Backend: Send + Sync {
     /// lock file (store-format.md §21). The default lists `locks/` first,
     /// then `index/`, so the index listing is as new as the lock listing;
     /// an object store may instead list both in one request (see
-    /// [`LocksAndIndex::index_read_first`]).
+    /// `LocksAndIndex::index_read_first`).
     ///
     /// # Errors
     /// Fails when the storage cannot be listed.

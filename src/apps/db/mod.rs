@@ -1582,12 +1582,12 @@ pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Res
 }
 
 /// Restores tables of database `db` of `snap` into `into` (see
-/// [`restore_db`]); the restored tables must also have the row counts the
+/// `restore_db`); the restored tables must also have the row counts the
 /// snapshot recorded. Returns the image's path in the snapshot and the
 /// rows restored per table.
 ///
 /// # Errors
-/// As [`materialize`] and [`restore_db`].
+/// As [`materialize`] and `restore_db`.
 pub fn restore_from_snapshot(
     repo: &Repository,
     snap: &Snapshot,
@@ -1667,7 +1667,7 @@ pub fn describe_tables(tables: &[TableRows]) -> String {
 // ------------------------------------------------------------ import --
 
 /// Restores tables from an export (a file, or a CSV directory) into the
-/// database at `into` (see [`restore_db`]). The export is loaded into a
+/// database at `into` (see `restore_db`). The export is loaded into a
 /// scratch database in a temporary directory first. A lone CSV file holds
 /// one table, named by `opts.tables` if it names exactly one, else by the
 /// file's name; its schema is the table's in `into`, which must exist.
@@ -1675,7 +1675,7 @@ pub fn describe_tables(tables: &[TableRows]) -> String {
 /// # Errors
 /// [`Error::Invalid`] naming the export for a file that cannot be read or
 /// is not a valid export of `format` (with the line, table or row);
-/// as [`restore_db`].
+/// as `restore_db`.
 pub fn restore_from_export(
     export: &Path,
     format: DbFormat,

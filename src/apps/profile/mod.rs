@@ -605,7 +605,7 @@ pub struct SnapOptions {
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown component or a component path that
-/// does not exist (naming both); as [`crate::ops::backup`] and
+/// does not exist (naming both); as `crate::ops::backup` and
 /// [`crate::ops::backup::backup_command`] otherwise (a dump command that fails stores
 /// no snapshot of its component; snapshots taken before it stay).
 pub fn snap(

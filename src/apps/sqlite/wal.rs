@@ -56,7 +56,7 @@ pub enum WalError {
 /// A log header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WalHeader {
-    /// Whether checksums read 32-bit words big-endian ([`MAGIC_BE`]).
+    /// Whether checksums read 32-bit words big-endian (`MAGIC_BE`).
     pub big_endian: bool,
     /// Database page size in bytes.
     pub page_size: u32,
@@ -118,7 +118,7 @@ impl WalHeader {
     /// Parses and checks the header at the start of `bytes`.
     ///
     /// # Errors
-    /// [`WalError`] saying what is wrong.
+    /// `WalError` saying what is wrong.
     pub fn parse(bytes: &[u8]) -> Result<Self, WalError> {
         let bytes = bytes.get(..HEADER_LEN).ok_or(WalError::Short)?;
         let big_endian = match be32(bytes, 0) {

@@ -41,7 +41,7 @@ pub struct PruneOptions {
     /// (0.0 repacks every pack with any garbage, 1.0 only deletes packs
     /// with nothing used).
     pub max_unused: f64,
-    /// Repack small packs together (see [`SMALL_SHARE`]) when there are at
+    /// Repack small packs together (see `SMALL_SHARE`) when there are at
     /// least two: each frequent backup and each second of `cairn watch`
     /// ends in a small pack and an index file of its own.
     pub repack_small: bool,
