@@ -30,6 +30,7 @@ mod id;
 mod ops;
 mod repo;
 mod secrets;
+#[cfg(feature = "server")]
 pub mod server;
 mod storage;
 mod sync;
@@ -104,8 +105,10 @@ pub use repo::{
     DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots, shares_blob_ids,
 };
 pub use secrets::command as child_command;
+#[cfg(feature = "s3")]
+pub use storage::{AddressStyle, S3Backend, S3Location};
 pub use storage::{
-    AddressStyle, Backend, FileKind, LocalBackend, MemoryBackend, S3Backend, S3Location, Temporary,
+    Backend, FileKind, LocalBackend, MemoryBackend, Temporary,
     Throttled, is_url, open_location,
 };
 pub use timespec::{parse_duration, parse_size, parse_time};

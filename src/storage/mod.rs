@@ -10,11 +10,13 @@ pub mod cache;
 
 mod local;
 mod memory;
+#[cfg(feature = "s3")]
 mod s3;
 mod throttle;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+#[cfg(feature = "s3")]
 pub use s3::{AddressStyle, S3Backend, S3Location};
 pub use throttle::Throttled;
 
@@ -247,10 +249,11 @@ pub fn is_url(location: &std::path::Path) -> bool {
 }
 
 /// The backend for a repository location: an `s3:` URL (see
-/// [`S3Location::parse`]) or a local directory.
+/// `S3Location::parse`) or a local directory.
 ///
 /// # Errors
-/// A malformed URL, or an S3 client that cannot be set up.
+/// A malformed URL, or an S3 client that cannot be set up; an `s3:` URL
+/// in a build without the `s3` feature.
 pub fn open_location(location: &std::path::Path) -> Result<std::sync::Arc<dyn Backend>> {
     if is_url(location) {
         let text = location.to_str().ok_or_else(|| {
@@ -259,9 +262,14 @@ pub fn open_location(location: &std::path::Path) -> Result<std::sync::Arc<dyn Ba
                 location.display()
             ))
         })?;
-        Ok(std::sync::Arc::new(S3Backend::new(S3Location::parse(
+        #[cfg(feature = "s3")]
+        return Ok(std::sync::Arc::new(S3Backend::new(S3Location::parse(
             text,
-        )?)?))
+        )?)?));
+        #[cfg(not(feature = "s3"))]
+        return Err(Error::invalid(format!(
+            "repository '{text}' is on object storage, and this cairn was built without S3 support: build it with the `s3` feature (on by default)"
+        )));
     } else {
         Ok(std::sync::Arc::new(LocalBackend::new(location)))
     }
