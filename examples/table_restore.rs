@@ -80,8 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in &restored.tables {
         println!("restored {} rows of {}", t.rows, t.name);
     }
-    let users: i64 = rusqlite::Connection::open(&db)?
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+    let users: i64 =
+        rusqlite::Connection::open(&db)?
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
     assert_eq!(users, 3, "the deleted user is back");
 
     // verify reads every pack back and checks it.

@@ -122,9 +122,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A snapshot reference matched nothing, or more than one snapshot.
+    /// A reference (a snapshot id or `latest`, a path in a snapshot, a
+    /// table, a component, a database) matched nothing. The message names
+    /// the reference.
     #[error("{0}")]
-    SnapshotRef(String),
+    NotFound(String),
+    /// A reference matched more than one thing (a snapshot id prefix that
+    /// is too short). The message names the reference.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// A SQLite database could not be opened, read or written.
+    #[error("{doing} {}: {source}", database.display())]
+    Sqlite {
+        /// What cairn was doing, for example `cannot read the database`.
+        doing: String,
+        /// The database file.
+        database: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// Another process holds a lock that conflicts with this operation.
     #[error(
         "cannot {operation}: the repository is locked ({holders}); wait for it, pass --retry-lock DURATION to wait here, or if that process is gone run `cairn unlock`"
@@ -154,9 +171,49 @@ pub enum Error {
         /// Each target that failed and why.
         problem: String,
     },
-    /// An argument or option value is not acceptable.
+    /// An argument, option, profile setting or request is not acceptable.
+    /// The message names the input and what to do.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The kind of a failure: what the command line's exit codes and the HTTP
+/// API's statuses are chosen by, each in one table (`cli/`, `server/`),
+/// never by the text of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument, option, profile or request that is not acceptable.
+    InvalidInput,
+    /// A reference that matches nothing.
+    NotFound,
+    /// A reference that matches more than one thing.
+    Ambiguous,
+    /// No repository at the location given.
+    NoRepository,
+    /// A repository already exists where one was to be created.
+    AlreadyExists,
+    /// The repository is of a format version this build does not read.
+    UnsupportedVersion,
+    /// The password is missing or wrong, or its source failed.
+    Password,
+    /// Another process's lock conflicts with the operation, or this
+    /// process's own lock was lost.
+    Locked,
+    /// Stored data is damaged or missing.
+    Damaged,
+    /// The repository's storage could not be read or written.
+    Storage,
+    /// A file on this machine could not be read or written (a source, a
+    /// restore target, the output).
+    Io,
+    /// A SQLite database could not be opened, read or written.
+    Database,
+    /// A stream being backed up (standard input, a command) failed.
+    Stream,
+    /// An alert could not be delivered.
+    Notify,
 }
 
 impl From<crate::id::ParseIdError> for Error {
@@ -199,6 +256,41 @@ impl Error {
     /// opposed to a usage or environment problem.
     #[must_use]
     pub fn is_damage(&self) -> bool {
-        matches!(self, Self::Corrupt { .. } | Self::BlobNotIndexed { .. })
+        self.kind() == ErrorKind::Damaged
+    }
+
+    /// A SQLite error of `database`, while `doing` (for example `cannot
+    /// read`).
+    pub fn sqlite(doing: impl Into<String>, database: &Path, source: rusqlite::Error) -> Self {
+        Self::Sqlite {
+            doing: doing.into(),
+            database: database.to_path_buf(),
+            source,
+        }
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::RepoNotFound { .. } => ErrorKind::NoRepository,
+            Self::RepoExists { .. } => ErrorKind::AlreadyExists,
+            Self::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
+            Self::WrongPassword { .. } | Self::NoPassword { .. } | Self::PasswordSource(_) => {
+                ErrorKind::Password
+            }
+            Self::Corrupt { .. } | Self::BlobNotIndexed { .. } => ErrorKind::Damaged,
+            Self::Backend { .. } => ErrorKind::Storage,
+            Self::SourceRead { .. } | Self::TargetWrite { .. } | Self::Output { .. } => {
+                ErrorKind::Io
+            }
+            Self::Stream { .. } => ErrorKind::Stream,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Ambiguous(_) => ErrorKind::Ambiguous,
+            Self::Sqlite { .. } => ErrorKind::Database,
+            Self::Locked { .. } | Self::LockLost { .. } => ErrorKind::Locked,
+            Self::Notify { .. } => ErrorKind::Notify,
+            Self::Invalid(_) => ErrorKind::InvalidInput,
+        }
     }
 }

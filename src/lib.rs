@@ -63,7 +63,7 @@ pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
     JobState, RunRecord, daemon, load_state, save_state, state_file,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::config::{Config, Encryption, FORMAT_VERSION};
 pub use format::crypto::random as random_bytes;
@@ -108,8 +108,7 @@ pub use secrets::command as child_command;
 #[cfg(feature = "s3")]
 pub use storage::{AddressStyle, S3Backend, S3Location};
 pub use storage::{
-    Backend, FileKind, LocalBackend, MemoryBackend, Temporary,
-    Throttled, is_url, open_location,
+    Backend, FileKind, LocalBackend, MemoryBackend, Temporary, Throttled, is_url, open_location,
 };
 pub use timespec::{parse_duration, parse_size, parse_time};
 

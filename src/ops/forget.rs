@@ -724,13 +724,13 @@ fn resolve(
                 .iter()
                 .filter(|(_, s)| !s.is_safety())
                 .max_by_key(|(id, s)| (s.timestamp(), *id))
-                .ok_or_else(|| Error::SnapshotRef("there are no snapshots to forget".into()))?;
+                .ok_or_else(|| Error::NotFound("there are no snapshots to forget".into()))?;
             chosen.insert(newest.0);
             continue;
         }
         let prefix = r.to_ascii_lowercase();
         if prefix.is_empty() {
-            return Err(Error::SnapshotRef(
+            return Err(Error::Ambiguous(
                 "an empty snapshot id matches every snapshot: give at least one character".into(),
             ));
         }
@@ -753,7 +753,7 @@ fn resolve(
                 chosen.insert(*id);
             }
             (None, _, Some((id, why))) => {
-                return Err(Error::SnapshotRef(format!(
+                return Err(Error::Invalid(format!(
                     "snapshot {id} is damaged ({why}); no rule removes a damaged snapshot: to remove it on purpose, give its full id"
                 )));
             }
@@ -771,12 +771,12 @@ fn resolve(
                 }
             }
             (None, _, None) => {
-                return Err(Error::SnapshotRef(format!(
+                return Err(Error::NotFound(format!(
                     "no snapshot matches '{r}': list them with `cairn snapshots`"
                 )));
             }
             _ => {
-                return Err(Error::SnapshotRef(format!(
+                return Err(Error::Ambiguous(format!(
                     "'{r}' matches several snapshots: give more characters of the id"
                 )));
             }
@@ -854,7 +854,7 @@ fn forget_segments(
 ///
 /// # Errors
 /// [`Error::Invalid`] for an empty or invalid policy, or ids combined with
-/// a policy; [`Error::SnapshotRef`] for an id that matches no snapshot,
+/// a policy; [`Error::NotFound`] for an id that matches no snapshot,
 /// several, or a damaged one; backend errors. When a delete fails, the
 /// snapshots deleted before it stay deleted: running `forget` again
 /// finishes the job.

@@ -1302,7 +1302,8 @@ impl Repository {
     /// skip damaged files instead.
     ///
     /// # Errors
-    /// [`Error::SnapshotRef`] when nothing or more than one snapshot matches;
+    /// [`Error::NotFound`] when nothing matches, [`Error::Ambiguous`] when
+    /// more than one snapshot does;
     /// [`Error::Corrupt`] naming the damaged snapshot files for `latest`.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
         self.find_snapshot_with(reference, DamagedSnapshots::Refuse)
@@ -1324,7 +1325,7 @@ impl Repository {
                 .into_iter()
                 .rev()
                 .find(|(_, s)| !s.is_safety())
-                .ok_or_else(|| Error::SnapshotRef("the repository has no snapshots yet".into()));
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots yet".into()));
         }
         let r = reference.to_ascii_lowercase();
         let mut matches = all
@@ -1332,10 +1333,10 @@ impl Repository {
             .filter(|(id, _)| id.to_hex().starts_with(&r));
         match (matches.next(), matches.next()) {
             (Some((id, s)), None) => Ok((id, s?)),
-            (None, _) => Err(Error::SnapshotRef(format!(
+            (None, _) => Err(Error::NotFound(format!(
                 "no snapshot matches '{reference}': list them with `cairn snapshots`"
             ))),
-            (Some(_), Some(_)) => Err(Error::SnapshotRef(format!(
+            (Some(_), Some(_)) => Err(Error::Ambiguous(format!(
                 "'{reference}' matches several snapshots: give more characters of the id"
             ))),
         }

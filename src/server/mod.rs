@@ -49,7 +49,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::apps::profile::Profile;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::repo::Repository;
 use crate::sync::lock;
 pub use tokens::{Role, TOKEN_PREFIX, TokenEntry, Tokens, hash_token};
@@ -151,18 +151,24 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of each kind of engine failure: the one table of them.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        // An id prefix too short to decide is a request to fix, like any
+        // other bad input.
+        ErrorKind::InvalidInput | ErrorKind::Ambiguous => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Locked => StatusCode::CONFLICT,
+        // The server opened its repository at start: a password or a
+        // missing repository now is the server's own failure, as is
+        // damage, storage, local I/O, a database, a stream or an alert.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            // "no snapshot matches" / "has no snapshots yet" are unknown
-            // ids; "matches several" is an input too short to decide.
-            Error::SnapshotRef(m) if m.contains("several") => StatusCode::BAD_REQUEST,
-            Error::SnapshotRef(_) => StatusCode::NOT_FOUND,
-            Error::Locked { .. } => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.to_string())
+        Self::new(status_of(e.kind()), e.to_string())
     }
 }
 
@@ -859,12 +865,9 @@ mod tests {
     fn engine_errors_map_to_statuses() {
         let s = |e: Error| ApiError::from(e).status.as_u16();
         assert_eq!(s(Error::invalid("x")), 400);
+        assert_eq!(s(Error::NotFound("no snapshot matches 'ab'".into())), 404);
         assert_eq!(
-            s(Error::SnapshotRef("no snapshot matches 'ab'".into())),
-            404
-        );
-        assert_eq!(
-            s(Error::SnapshotRef("'a' matches several snapshots".into())),
+            s(Error::Ambiguous("'a' matches several snapshots".into())),
             400
         );
         assert_eq!(s(Error::corrupt("pack", "bad")), 500);
