@@ -31,6 +31,14 @@ use crate::id::{BlobId, SegmentId, SnapshotId};
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNWAL";
 
+/// Whether `size` is a page size SQLite allows: a power of two from 512
+/// to 65536. A segment's `page_size` must be one, and so must the page size
+/// of a database header (`crate::apps::sqlite::page_size`).
+#[must_use]
+pub fn valid_page_size(size: u32) -> bool {
+    size.is_power_of_two() && (512..=65536).contains(&size)
+}
+
 /// One committed transaction of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentTxn {
@@ -197,7 +205,7 @@ pub fn decode_file(crypto: &Crypto, id: &SegmentId, bytes: &[u8]) -> Result<Segm
 /// The invariants a decoded segment must hold before anything is replayed
 /// from it.
 fn check(s: &Segment) -> std::result::Result<(), String> {
-    if !crate::apps::sqlite::valid_page_size(s.page_size) {
+    if !valid_page_size(s.page_size) {
         return Err(format!(
             "page size {} is not a SQLite page size",
             s.page_size

@@ -71,6 +71,7 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::format::segment::valid_page_size;
 use crate::format::snapshot::TableRows;
 
 /// The first 16 bytes of every SQLite database file.
@@ -132,13 +133,6 @@ pub fn page_size(header: &[u8]) -> Option<u32> {
         n => n,
     };
     valid_page_size(size).then_some(size)
-}
-
-/// Whether `size` is a page size SQLite allows: a power of two from 512
-/// to 65536.
-#[must_use]
-pub fn valid_page_size(size: u32) -> bool {
-    size.is_power_of_two() && (512..=65536).contains(&size)
 }
 
 /// Whether `file` starts with a SQLite header; its page size if so. Reads
