@@ -50,8 +50,8 @@ pub use apps::profile::{
 };
 pub use apps::sqlite::SqliteMode;
 pub use apps::sqlite::pitr::{
-    BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
-    WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
+    PitrPoint, PitrRestoreOptions, PitrRestored, WatchNote, WatchOptions,
+    db_path as watched_db_path, restore_at, watch,
 };
 pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
@@ -99,6 +99,7 @@ pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, promethe
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
+pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, read_segments, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
 pub use repo::{DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots};
 pub use secrets::command as child_command;

@@ -812,7 +812,7 @@ impl<'a> Scheduler<'a> {
             // rules judge them once no segment needs them.
             for db in p.watch.iter().flat_map(|w| &w.dbs) {
                 let mut opts = ForgetOptions::new(policy.clone());
-                opts.filter.tags = vec![vec![crate::apps::sqlite::pitr::BASE_TAG.to_owned()]];
+                opts.filter.tags = vec![vec![crate::repo::segments::BASE_TAG.to_owned()]];
                 opts.filter.paths = vec![db.as_os_str().as_encoded_bytes().to_vec()];
                 runs.push(opts);
             }
