@@ -59,9 +59,9 @@
 //! `sqlite_dbpage`, which needs SQLite built with
 //! `SQLITE_ENABLE_DBPAGE_VTAB` and yields the same pages.
 
-pub mod pitr;
 pub mod wal;
 pub mod watch;
+pub mod watcher;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
