@@ -2,8 +2,10 @@
 //! captured from a live SQLite database between two base snapshots.
 //!
 //! This module owns the segment file format (store-format.md §25) and
-//! nothing else: how segments are written while watching is `pitr`'s
-//! business, how transactions are captured is `watch`'s.
+//! nothing else: how segments are written while watching is
+//! `apps::sqlite::watcher`'s business, how transactions are captured is
+//! `apps::sqlite::watch`'s, how segments are read back and linked into
+//! chains is `repo::segments`'s.
 //!
 //! A *chain* is a base snapshot (a page-aware image of the database, an
 //! ordinary snapshot) followed by segments numbered 0, 1, 2, … that each

@@ -1,3 +1,17 @@
+//! SQLite databases as cairn sees them: the capture of a live database by
+//! backup (this file), reading its WAL file (`wal`), following its log
+//! transaction by transaction (`watch`, the follower), the watcher of
+//! `cairn watch` that stores bases and WAL segments (`watcher`), and the
+//! restore to a point in time (`pitr`).
+//!
+//! May use: ops/, repo/, format/, storage/ and the base modules; not
+//! daemon/ or server/, which call into it. The segment record is
+//! `format::segment`'s and reading segments back is `repo::segments`'s, so
+//! the operations below (prune, forget, verify, status) never need this
+//! folder.
+//!
+//! # Capture
+//!
 //! Transactionally consistent capture of live SQLite databases.
 //!
 //! A database file copied byte by byte while an application writes to it is
@@ -59,6 +73,7 @@
 //! `sqlite_dbpage`, which needs SQLite built with
 //! `SQLITE_ENABLE_DBPAGE_VTAB` and yields the same pages.
 
+pub mod pitr;
 pub mod wal;
 pub mod watch;
 pub mod watcher;
