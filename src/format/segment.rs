@@ -2,10 +2,10 @@
 //! captured from a live SQLite database between two base snapshots.
 //!
 //! This module owns the segment file format (store-format.md §25) and
-//! nothing else: how segments are written while watching is
-//! `apps::sqlite::watcher`'s business, how transactions are captured is
-//! `apps::sqlite::watch`'s, how segments are read back and linked into
-//! chains is `repo::segments`'s.
+//! nothing else: how segments are written while watching is the
+//! watcher's business (`src/apps/sqlite/watcher.rs`), how transactions
+//! are captured is the follower's (`src/apps/sqlite/watch.rs`), how
+//! segments are read back and linked into chains is `repo::segments`'s.
 //!
 //! A *chain* is a base snapshot (a page-aware image of the database, an
 //! ordinary snapshot) followed by segments numbered 0, 1, 2, … that each
@@ -35,7 +35,7 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNWAL";
 
 /// Whether `size` is a page size SQLite allows: a power of two from 512
 /// to 65536. A segment's `page_size` must be one, and so must the page size
-/// of a database header (`crate::apps::sqlite::page_size`).
+/// of a database header (read in `src/apps/sqlite/mod.rs`).
 #[must_use]
 pub fn valid_page_size(size: u32) -> bool {
     size.is_power_of_two() && (512..=65536).contains(&size)

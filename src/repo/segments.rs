@@ -3,8 +3,9 @@
 //! into the chains and timelines of each watched database.
 //!
 //! The segment record itself is `crate::format::segment`'s; writing
-//! segments while a database is watched is `crate::apps::sqlite::watcher`'s,
-//! and restoring from them `crate::apps::sqlite::pitr`'s. Prune, forget,
+//! segments while a database is watched is the watcher's
+//! (`src/apps/sqlite/watcher.rs`), and restoring from them is
+//! `src/apps/sqlite/pitr.rs`'s, both above this layer. Prune, forget,
 //! verify and status read segments through this module, so they depend on
 //! the repository layer only.
 //!
