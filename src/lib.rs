@@ -51,14 +51,12 @@ pub use apps::profile::{
     component_paths, git_info, restore_component, snap,
 };
 pub use apps::sqlite::SqliteMode;
-pub use apps::sqlite::pitr::{
-    BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
-    WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
-};
+pub use apps::sqlite::pitr::{PitrPoint, PitrRestoreOptions, PitrRestored, restore_at};
 pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
 };
+pub use apps::sqlite::watcher::{WatchNote, WatchOptions, db_path as watched_db_path, watch};
 pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
     JobState, RunRecord, daemon, load_state, save_state, state_file,
@@ -100,6 +98,7 @@ pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, promethe
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
+pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, read_segments, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
 pub use repo::{
     DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots, shares_blob_ids,

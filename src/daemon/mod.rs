@@ -129,7 +129,7 @@ pub trait DaemonHost: Sync {
     /// Any: the run fails with it.
     fn open(&self, profile: &Profile) -> Result<Repository>;
 
-    /// Follows `db` of `profile`'s `[watch]` ([`crate::apps::sqlite::pitr::watch`]) until
+    /// Follows `db` of `profile`'s `[watch]` ([`crate::apps::sqlite::watcher::watch`]) until
     /// `stop` is set, passing its notes to `notify`.
     ///
     /// The watcher must run in a process of its own, not in the daemon's.
@@ -147,7 +147,7 @@ pub trait DaemonHost: Sync {
         profile: &Profile,
         db: &Path,
         stop: &AtomicBool,
-        notify: &(dyn Fn(crate::apps::sqlite::pitr::WatchNote) + Sync),
+        notify: &(dyn Fn(crate::apps::sqlite::watcher::WatchNote) + Sync),
     ) -> Result<()>;
 
     /// Reports what the daemon does, for the log.
@@ -203,7 +203,7 @@ pub enum Event<'a> {
         /// The database followed.
         db: &'a Path,
         /// What happened.
-        note: &'a crate::apps::sqlite::pitr::WatchNote,
+        note: &'a crate::apps::sqlite::watcher::WatchNote,
     },
     /// The profile's scheduler stopped on an error (its state cannot be
     /// written): its jobs no longer run; other profiles go on.
@@ -493,7 +493,7 @@ fn run_watch(p: &Profile, db: &Path, opts: &DaemonOptions, host: &dyn DaemonHost
         host.event(&Event::Watch {
             profile: p,
             db,
-            note: &crate::apps::sqlite::pitr::WatchNote::Problem(format!(
+            note: &crate::apps::sqlite::watcher::WatchNote::Problem(format!(
                 "{e}; starting again in {} s",
                 pause.as_secs()
             )),
@@ -811,7 +811,7 @@ impl<'a> Scheduler<'a> {
             // rules judge them once no segment needs them.
             for db in p.watch.iter().flat_map(|w| &w.dbs) {
                 let mut opts = ForgetOptions::new(policy.clone());
-                opts.filter.tags = vec![vec![crate::apps::sqlite::pitr::BASE_TAG.to_owned()]];
+                opts.filter.tags = vec![vec![crate::repo::segments::BASE_TAG.to_owned()]];
                 opts.filter.paths = vec![db.as_os_str().as_encoded_bytes().to_vec()];
                 runs.push(opts);
             }

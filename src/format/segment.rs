@@ -2,8 +2,10 @@
 //! captured from a live SQLite database between two base snapshots.
 //!
 //! This module owns the segment file format (store-format.md §25) and
-//! nothing else: how segments are written while watching is `pitr`'s
-//! business, how transactions are captured is `watch`'s.
+//! nothing else: how segments are written while watching is the
+//! watcher's business (`src/apps/sqlite/watcher.rs`), how transactions
+//! are captured is the follower's (`src/apps/sqlite/watch.rs`), how
+//! segments are read back and linked into chains is `repo::segments`'s.
 //!
 //! A *chain* is a base snapshot (a page-aware image of the database, an
 //! ordinary snapshot) followed by segments numbered 0, 1, 2, … that each
@@ -30,6 +32,14 @@ use crate::id::{BlobId, SegmentId, SnapshotId};
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNWAL";
+
+/// Whether `size` is a page size SQLite allows: a power of two from 512
+/// to 65536. A segment's `page_size` must be one, and so must the page size
+/// of a database header (read in `src/apps/sqlite/mod.rs`).
+#[must_use]
+pub fn valid_page_size(size: u32) -> bool {
+    size.is_power_of_two() && (512..=65536).contains(&size)
+}
 
 /// One committed transaction of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +207,7 @@ pub fn decode_file(crypto: &Crypto, id: &SegmentId, bytes: &[u8]) -> Result<Segm
 /// The invariants a decoded segment must hold before anything is replayed
 /// from it.
 fn check(s: &Segment) -> std::result::Result<(), String> {
-    if !crate::apps::sqlite::valid_page_size(s.page_size) {
+    if !valid_page_size(s.page_size) {
         return Err(format!(
             "page size {} is not a SQLite page size",
             s.page_size

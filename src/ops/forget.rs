@@ -795,7 +795,7 @@ fn forget_segments(
     repo: &Repository,
     opts: &ForgetOptions,
 ) -> Result<(Vec<(SnapshotId, Timestamp)>, usize, HashSet<SnapshotId>)> {
-    let (segments, _) = crate::apps::sqlite::pitr::read_segments(repo)?;
+    let (segments, _) = crate::repo::segments::read_segments(repo)?;
     let mut bases: HashSet<SnapshotId> = segments.iter().map(|(_, s)| s.base).collect();
     let Some(span) = opts.keep_pitr else {
         return Ok((Vec::new(), 0, bases));

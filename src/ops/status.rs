@@ -211,11 +211,7 @@ fn watch_freshness(
     let mut newest_base: BTreeMap<Source, jiff::Timestamp> = BTreeMap::new();
     for (id, s) in snapshots {
         let Ok(s) = s else { continue };
-        if !s
-            .tags
-            .iter()
-            .any(|t| t == crate::apps::sqlite::pitr::BASE_TAG)
-        {
+        if !s.tags.iter().any(|t| t == crate::repo::segments::BASE_TAG) {
             continue;
         }
         for source in sources_of(s) {
@@ -230,7 +226,7 @@ fn watch_freshness(
     // A source's newest segment ends after its newest base (segments of
     // older chains ending before it do not tell its freshness).
     let since = crate::format::segment::nanos(*since);
-    let segments = match crate::apps::sqlite::pitr::read_segments_since(repo, since) {
+    let segments = match crate::repo::segments::read_segments_since(repo, since) {
         Ok((segments, problems)) => {
             out.problems.extend(problems);
             segments

@@ -392,7 +392,7 @@ fn check_segments(
     lost: &HashMap<BlobId, String>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let (segments, problems) = crate::apps::sqlite::pitr::read_segments(repo)?;
+    let (segments, problems) = crate::repo::segments::read_segments(repo)?;
     report.errors.extend(problems);
     report.segments = segments.len() as u64;
     {
@@ -418,7 +418,7 @@ fn check_segments(
             }
         }
     }
-    let timelines = crate::apps::sqlite::pitr::link_timelines(repo, segments, None, None)?;
+    let timelines = crate::repo::segments::link_timelines(repo, segments, None, None)?;
     for t in &timelines {
         for c in &t.chains {
             if let Some(p) = &c.problem {

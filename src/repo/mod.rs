@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod chunklist;
 pub mod lock;
+pub mod segments;
 pub mod walk;
 
 use std::collections::HashSet;

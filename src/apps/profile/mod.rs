@@ -90,7 +90,7 @@ pub struct WatchPlan {
     pub dbs: Vec<PathBuf>,
     /// The options (`lag`, `heartbeat`, `base_every`, `base_size`,
     /// `max_memory`, `max_wal`).
-    pub opts: crate::apps::sqlite::pitr::WatchOptions,
+    pub opts: crate::apps::sqlite::watcher::WatchOptions,
     /// How far back the log is kept (`keep`, as `forget --keep-pitr`),
     /// applied with the profile's `[retention]` by `forget --app` and by
     /// `cairn daemon` jobs that forget.
@@ -461,7 +461,7 @@ fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<Wat
             "has no database to follow: add a component with `sqlite = \"PATH\"`".to_owned(),
         ));
     }
-    let mut opts = crate::apps::sqlite::pitr::WatchOptions::default();
+    let mut opts = crate::apps::sqlite::watcher::WatchOptions::default();
     let duration = |key: &str, v: Option<String>, into: &mut std::time::Duration| -> Result<()> {
         if let Some(v) = v {
             *into = crate::timespec::parse_duration(&v).map_err(|e| bad(format!("{key}: {e}")))?;

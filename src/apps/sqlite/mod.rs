@@ -1,3 +1,17 @@
+//! SQLite databases as cairn sees them: the capture of a live database by
+//! backup (this file), reading its WAL file (`wal`), following its log
+//! transaction by transaction (`watch`, the follower), the watcher of
+//! `cairn watch` that stores bases and WAL segments (`watcher`), and the
+//! restore to a point in time (`pitr`).
+//!
+//! May use: ops/, repo/, format/, storage/ and the base modules; not
+//! daemon/ or server/, which call into it. The segment record is
+//! `format::segment`'s and reading segments back is `repo::segments`'s, so
+//! the operations below (prune, forget, verify, status) never need this
+//! folder.
+//!
+//! # Capture
+//!
 //! Transactionally consistent capture of live SQLite databases.
 //!
 //! A database file copied byte by byte while an application writes to it is
@@ -62,6 +76,7 @@
 pub mod pitr;
 pub mod wal;
 pub mod watch;
+pub mod watcher;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -71,6 +86,7 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::format::segment::valid_page_size;
 use crate::format::snapshot::TableRows;
 
 /// The first 16 bytes of every SQLite database file.
@@ -132,13 +148,6 @@ pub fn page_size(header: &[u8]) -> Option<u32> {
         n => n,
     };
     valid_page_size(size).then_some(size)
-}
-
-/// Whether `size` is a page size SQLite allows: a power of two from 512
-/// to 65536.
-#[must_use]
-pub fn valid_page_size(size: u32) -> bool {
-    size.is_power_of_two() && (512..=65536).contains(&size)
 }
 
 /// Whether `file` starts with a SQLite header; its page size if so. Reads

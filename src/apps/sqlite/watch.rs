@@ -72,7 +72,7 @@
 //!   own restart of the log waits until it has read it all.
 //!   [`Follower::log_len`] tells how long the pin lets the log grow; a
 //!   caller that cannot keep up lets the pin go and reports a gap (see
-//!   [`crate::apps::sqlite::pitr`]).
+//!   [`crate::apps::sqlite::watcher`]).
 //!
 //! A base (a whole image of the database at a known point of the log) is
 //! taken at [`Follower::start`]: the watcher reads the log (in passes while

@@ -12,18 +12,18 @@
 //! by a killed watcher, and stays as it is).
 //!
 //! The new segments are written, from 0, before any old one is deleted, and
-//! the old ones are deleted newest first. Readers (`pitr::link`) take,
+//! the old ones are deleted newest first. Readers (`repo::segments`) take,
 //! among the sets linked from a segment 0 of one base, the one reaching
 //! furthest, the shorter on a tie, so at every step of a crash the chain
 //! reads as the old set or the new, both exact; the leftovers of the other
 //! are *superseded*, and the next prune deletes them.
 
-use crate::Result;
-use crate::apps::sqlite::pitr::{Chain, Segments};
+use crate::error::Result;
 use crate::format::segment::{self, Segment};
 use crate::id::SegmentId;
 use crate::repo::Repository;
 use crate::repo::lock::Lock;
+use crate::repo::segments::{Chain, Segments};
 use crate::storage::FileKind;
 
 /// The most a merged segment holds, as an estimate of its encoded size

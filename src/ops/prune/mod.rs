@@ -231,7 +231,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut used = mark(repo, roots)?;
     // WAL segments (`cairn watch`) use data blobs too; one that cannot be
     // read stops prune like a damaged snapshot does.
-    let (segments, problems) = crate::apps::sqlite::pitr::read_segments(repo)?;
+    let (segments, problems) = crate::repo::segments::read_segments(repo)?;
     if let Some(problem) = problems.first() {
         return Err(Error::invalid(format!(
             "{problem}: prune would not know what it references; run `cairn verify`"
@@ -253,8 +253,8 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // the marking above holds for them). Only once every used blob is known
     // to be indexed: compaction writes and deletes.
     let before = segments.len();
-    let timelines = crate::apps::sqlite::pitr::link_timelines(repo, segments, None, None)?;
-    let chains: Vec<&crate::apps::sqlite::pitr::Chain> =
+    let timelines = crate::repo::segments::link_timelines(repo, segments, None, None)?;
+    let chains: Vec<&crate::repo::segments::Chain> =
         timelines.iter().flat_map(|t| &t.chains).collect();
     let compacted = crate::ops::prune::compact::compact(repo, &chains, &held, opts.dry_run)?;
     report.segments = before + compacted.written - compacted.replaced - compacted.superseded;
