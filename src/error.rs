@@ -69,6 +69,12 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// Stored data an operation needs is damaged or missing, and the
+    /// operation stopped rather than work around it (prune will not delete
+    /// what it cannot prove unused). The message names the object and says
+    /// what to do.
+    #[error("{0}")]
+    Damaged(String),
     /// A blob is referenced but no index knows it.
     #[error("blob {id} is not in any index (its pack is missing or unindexed)")]
     BlobNotIndexed {
@@ -279,7 +285,9 @@ impl Error {
             Self::WrongPassword { .. } | Self::NoPassword { .. } | Self::PasswordSource(_) => {
                 ErrorKind::Password
             }
-            Self::Corrupt { .. } | Self::BlobNotIndexed { .. } => ErrorKind::Damaged,
+            Self::Corrupt { .. } | Self::Damaged(_) | Self::BlobNotIndexed { .. } => {
+                ErrorKind::Damaged
+            }
             Self::Backend { .. } => ErrorKind::Storage,
             Self::SourceRead { .. } | Self::TargetWrite { .. } | Self::Output { .. } => {
                 ErrorKind::Io

@@ -220,6 +220,14 @@ fn deleted_pack(store: Store) {
     }
     let (code, _) = f.restore_checking(&affected);
     assert_eq!(code, Some(3));
+
+    // prune will not delete what it cannot prove unused: it stops, names
+    // the pack and exits as damage does (3), not as a usage error.
+    let packs = f.backend().list(FileKind::Pack).expect("list").len();
+    let o = run(cairn(&f.repo, f.dir.path()).arg("prune"));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&pack), "prune names the pack");
+    assert_eq!(f.backend().list(FileKind::Pack).expect("list").len(), packs);
 }
 
 fn deleted_index_file(store: Store) {

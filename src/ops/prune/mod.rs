@@ -213,7 +213,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let held = repo.lock(true, "prune")?;
     repo.refresh_index()?;
     if let Some((id, e)) = repo.index_errors().first() {
-        return Err(Error::invalid(format!(
+        return Err(Error::Damaged(format!(
             "index file {id} cannot be read ({e}): prune would not know what its packs hold; run `cairn verify`"
         )));
     }
@@ -221,7 +221,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut roots = Vec::new();
     for (id, snap) in repo.snapshots()? {
         let snap = snap.map_err(|e| {
-            Error::invalid(format!(
+            Error::Damaged(format!(
                 "snapshot {id} cannot be read ({e}): prune would not know what it references; remove it with `cairn forget {id}` or repair it first"
             ))
         })?;
@@ -233,7 +233,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // read stops prune like a damaged snapshot does.
     let (segments, problems) = crate::repo::segments::read_segments(repo)?;
     if let Some(problem) = problems.first() {
-        return Err(Error::invalid(format!(
+        return Err(Error::Damaged(format!(
             "{problem}: prune would not know what it references; run `cairn verify`"
         )));
     }
@@ -244,7 +244,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     {
         let index = repo.index();
         if let Some(missing) = used.iter().find(|id| !index.contains(id)) {
-            return Err(Error::invalid(format!(
+            return Err(Error::Damaged(format!(
                 "blob {missing}, used by a snapshot, is in no index: prune stops so as not to delete data that may still be needed; run `cairn verify`"
             )));
         }
@@ -313,7 +313,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             let f = if used_bytes == 0 {
                 Fate::Delete
             } else if !stored.contains_key(&p.id) {
-                return Err(Error::invalid(format!(
+                return Err(Error::Damaged(format!(
                     "pack {} holds blobs that snapshots use, but it is missing: prune stops; run `cairn verify`",
                     p.id
                 )));
