@@ -2,9 +2,6 @@
 //! [`cairn::ForgetOptions`], and prints the plan of each group with the
 //! reasons every kept snapshot stays.
 
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 use clap::Args;
 use jiff::Span;
@@ -12,7 +9,12 @@ use jiff::tz::TimeZone;
 
 use cairn::{ForgetOptions, GroupBy, KeepPolicy, SnapshotFilter};
 
-use super::{Global, Out, exit, password};
+use super::exit;
+use super::global::Global;
+use super::output::{Out, report_audit_errors};
+use super::pruning::{PruneOpts, parse_percent, print_prune, prune_json, prune_with};
+use super::repo_open::open;
+use super::select::SnapshotSelect;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -99,7 +101,7 @@ pub struct ForgetArgs {
     prune: bool,
     /// With --prune: repack a pack when more than this share of it is
     /// unused.
-    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = super::commands::parse_percent, requires = "prune")]
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent, requires = "prune")]
     max_unused: f64,
     /// With --prune: leave small packs as they are.
     #[arg(long, requires = "prune")]
@@ -122,53 +124,6 @@ fn parse_span(s: &str) -> Result<Span, String> {
         Ok(span) if span.is_negative() => Err(format!("'{s}': {expected}, not negative")),
         Ok(span) => Ok(span),
         Err(e) => Err(format!("'{s}': {expected} ({e})")),
-    }
-}
-
-/// The path as backup records it.
-fn absolute(p: &Path) -> Result<Vec<u8>> {
-    Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec())
-}
-
-/// Applies `--host`, `--tag` (each a comma-separated list that must all
-/// match) and `--path` to `filter`, as forget and copy take them.
-/// `--host`, `--tag` and `--path`: which snapshots a command (forget,
-/// copy) considers.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SnapshotSelect {
-    /// Only snapshots of this host (repeatable: any of them).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots with all of these comma-separated tags (repeatable:
-    /// any of the lists).
-    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
-    tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
-}
-
-impl SnapshotSelect {
-    /// Sets `filter`'s hosts, tags and paths from the options.
-    pub(super) fn apply(&self, filter: &mut SnapshotFilter) -> Result<()> {
-        filter.hosts.clone_from(&self.hosts);
-        filter.tags = self
-            .tags
-            .iter()
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .collect();
-        filter.paths = self
-            .paths
-            .iter()
-            .map(|p| absolute(p))
-            .collect::<Result<_>>()?;
-        Ok(())
     }
 }
 
@@ -232,18 +187,18 @@ fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
 
 pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
     let opts = options(g, a)?;
-    let (repo, _) = password::open(g)?;
+    let (repo, _) = open(g)?;
     let done = cairn::forget(&repo, &opts);
-    super::log::report_audit_errors(out, &repo);
+    report_audit_errors(out, &repo);
     let done = done?;
     // Prune runs after forget released its lock, under its own.
-    let pruning = super::commands::PruneOpts {
+    let pruning = PruneOpts {
         max_unused: a.max_unused,
         no_repack_small: a.no_repack_small,
         dry_run: a.dry_run,
     };
     let pruned = if a.prune {
-        Some(super::commands::prune_with(&repo, &pruning)?)
+        Some(prune_with(&repo, &pruning)?)
     } else {
         None
     };
@@ -290,7 +245,7 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
             "damaged": damaged,
             "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
             "pitr_segments_removed": done.segments_removed,
-            "prune": pruned.as_ref().map(|r| super::commands::prune_json(r, a.dry_run)),
+            "prune": pruned.as_ref().map(|r| prune_json(r, a.dry_run)),
         }))?;
     } else if !out.quiet {
         for grp in &done.groups {
@@ -360,7 +315,7 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
             outln!("removed {n} {noun}");
         }
         if let Some(r) = &pruned {
-            super::commands::print_prune(out, r, a.dry_run);
+            print_prune(out, r, a.dry_run);
         }
     }
     if done.damaged.is_empty() {

@@ -7,11 +7,11 @@ use clap::Args;
 
 use cairn::notify::{Alert, MinFree, free_space};
 
-use super::commands::local_time;
+use super::exit;
+use super::global::Global;
 use super::notify::{NotifyArgs, send_all};
-use super::output::size;
-use super::password::open;
-use super::{Global, Out, exit};
+use super::output::{Out, local_time, size};
+use super::repo_open::open;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
