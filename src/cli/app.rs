@@ -93,17 +93,26 @@ pub struct SnapArgs {
     force: bool,
 }
 
+/// The arguments of `snap`; the cache directory (a global option) is set
+/// by [`snap`].
+impl From<&SnapArgs> for SnapOptions {
+    fn from(a: &SnapArgs) -> Self {
+        Self {
+            components: a.components.clone(),
+            tags: a.tags.clone(),
+            cache_dir: None,
+            force: a.force,
+        }
+    }
+}
+
 /// `cairn snap`.
 pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
     let profile = profile(g)?;
     cairn::check_user_tags(&a.tags)?;
     let repo = open_or_create_default(g, out)?;
-    let opts = SnapOptions {
-        components: a.components.clone(),
-        tags: a.tags.clone(),
-        cache_dir: password::cache_dir(g),
-        force: a.force,
-    };
+    let mut opts = SnapOptions::from(a);
+    opts.cache_dir = password::cache_dir(g);
     let done = take(out, &repo, profile, &opts)?;
     if out.json {
         // One snapshot is the usual case; dump components add more.
@@ -145,17 +154,26 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
+/// The snapshot before `run`'s command (tag `pre`); the one after takes
+/// other tags. The cache directory (a global option) is set by [`run`].
+impl From<&RunArgs> for SnapOptions {
+    fn from(a: &RunArgs) -> Self {
+        Self {
+            components: a.components.clone(),
+            tags: vec![cairn::PRE_TAG.to_owned()],
+            cache_dir: None,
+            force: false,
+        }
+    }
+}
+
 /// `cairn run`: snapshot (tag `pre`), run the command, snapshot (tag
 /// `post`, and `failed` if it failed); exits with the command's code.
 pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
     let profile = profile(g)?;
     let repo = open_or_create_default(g, out)?;
-    let mut opts = SnapOptions {
-        components: a.components.clone(),
-        tags: vec![cairn::PRE_TAG.to_owned()],
-        cache_dir: password::cache_dir(g),
-        force: false,
-    };
+    let mut opts = SnapOptions::from(a);
+    opts.cache_dir = password::cache_dir(g);
     let pre = take(out, &repo, profile, &opts)?;
     for p in &pre {
         for w in &p.warnings {

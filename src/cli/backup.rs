@@ -93,29 +93,43 @@ enum SqliteArg {
     Off,
 }
 
+/// What the arguments say about the backup: all of [`BackupOptions`] but
+/// the parent (an id found in the repository) and the cache directory (a
+/// global option), which [`backup`] sets. Fails on a tag cairn reserves
+/// or a `--time` that cannot be read.
+impl TryFrom<&BackupArgs> for BackupOptions {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &BackupArgs) -> Result<Self> {
+        let mut opts = Self::new(if a.stdin || a.stdin_from_command.is_some() {
+            Vec::new()
+        } else {
+            a.paths.clone()
+        });
+        cairn::check_user_tags(&a.tags)?;
+        opts.tags.clone_from(&a.tags);
+        opts.host.clone_from(&a.host);
+        opts.excludes.clone_from(&a.excludes);
+        opts.exclude_files.clone_from(&a.exclude_files);
+        opts.one_file_system = a.one_file_system;
+        opts.force = a.force;
+        // How SQLite databases are captured: the only lines that name them.
+        opts.sqlite = match a.sqlite {
+            SqliteArg::Auto => cairn::SqliteMode::Auto,
+            SqliteArg::Off => cairn::SqliteMode::Off,
+        };
+        opts.sqlite_dbs.clone_from(&a.sqlite_dbs);
+        if let Some(t) = &a.time {
+            opts.time = Some(parse_time(t)?);
+        }
+        Ok(opts)
+    }
+}
+
 pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     let repo = open_or_create_default(g, out)?;
-    let mut opts = BackupOptions::new(if a.stdin || a.stdin_from_command.is_some() {
-        Vec::new()
-    } else {
-        a.paths.clone()
-    });
-    cairn::check_user_tags(&a.tags)?;
-    opts.tags.clone_from(&a.tags);
-    opts.host.clone_from(&a.host);
-    opts.excludes.clone_from(&a.excludes);
-    opts.exclude_files.clone_from(&a.exclude_files);
-    opts.one_file_system = a.one_file_system;
-    opts.force = a.force;
+    let mut opts = BackupOptions::try_from(a)?;
     opts.cache_dir = password::cache_dir(g);
-    opts.sqlite = match a.sqlite {
-        SqliteArg::Auto => cairn::SqliteMode::Auto,
-        SqliteArg::Off => cairn::SqliteMode::Off,
-    };
-    opts.sqlite_dbs.clone_from(&a.sqlite_dbs);
-    if let Some(t) = &a.time {
-        opts.time = Some(parse_time(t)?);
-    }
     if let Some(p) = &a.parent {
         opts.parent = Some(repo.find_snapshot(p)?.0);
     }

@@ -43,12 +43,6 @@ pub struct CopyArgs {
     select: SnapshotSelect,
 }
 
-fn filter(a: &CopyArgs) -> Result<SnapshotFilter> {
-    let mut f = SnapshotFilter::default();
-    a.select.apply(&mut f)?;
-    Ok(f)
-}
-
 /// One snapshot in the JSON output.
 #[derive(Serialize)]
 struct SnapshotView {
@@ -58,7 +52,7 @@ struct SnapshotView {
 }
 
 pub fn copy(g: &Global, out: &Out, a: &CopyArgs) -> Result<u8> {
-    let filter = filter(a)?;
+    let filter = SnapshotFilter::try_from(&a.select)?;
     // The source first: a wrong source password must fail before anything
     // (even a lock file) is written to the target.
     let src = a.password.open(g, &a.from)?;

@@ -159,15 +159,38 @@ fn total(tables: &[TableRows]) -> u64 {
     tables.iter().map(|t| t.rows).sum()
 }
 
+/// What the arguments choose of an export; the database's name and its
+/// stored row counts, known once it is read from the snapshot, are set by
+/// [`export`].
+impl From<&ExportArgs> for ExportOptions {
+    fn from(a: &ExportArgs) -> Self {
+        let mut opts = Self::default();
+        opts.tables.clone_from(&a.tables);
+        opts.schema_only = a.schema_only;
+        opts
+    }
+}
+
+/// The arguments of a table restore; the cache directory and the profile
+/// (global options) are set by [`restore`].
+impl From<&RestoreArgs> for DbRestoreOptions {
+    fn from(a: &RestoreArgs) -> Self {
+        let mut opts = Self::default();
+        opts.tables.clone_from(&a.tables);
+        opts.drop_existing = a.drop_existing;
+        opts.ignore_foreign_keys = a.ignore_foreign_keys;
+        opts.force = a.force;
+        opts
+    }
+}
+
 /// `cairn db export`.
 pub fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
     let db = a.db.as_ref().map(|p| p.as_os_str().as_bytes());
     let image = cairn::materialize(&repo, &snap, db)?;
-    let mut opts = ExportOptions::default();
-    opts.tables.clone_from(&a.tables);
-    opts.schema_only = a.schema_only;
+    let mut opts = ExportOptions::from(a);
     opts.name = Some(image.name());
     // Checked as a restore checks them; empty for a database the snapshot
     // does not list, which has no stored counts.
@@ -221,11 +244,7 @@ pub fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
 
 /// `cairn db restore`.
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
-    let mut opts = DbRestoreOptions::default();
-    opts.tables.clone_from(&a.tables);
-    opts.drop_existing = a.drop_existing;
-    opts.ignore_foreign_keys = a.ignore_foreign_keys;
-    opts.force = a.force;
+    let mut opts = DbRestoreOptions::from(a);
     opts.cache_dir = password::cache_dir(g);
     opts.profile.clone_from(&g.loaded);
     let (snapshot, restored) = match &a.from_export {

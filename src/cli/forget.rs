@@ -127,23 +127,35 @@ fn parse_span(s: &str) -> Result<Span, String> {
     }
 }
 
+/// The `--keep-*` rules as given (empty when none is).
+impl From<&ForgetArgs> for KeepPolicy {
+    fn from(a: &ForgetArgs) -> Self {
+        let mut policy = Self::default();
+        policy.last = a.keep_last;
+        policy.hourly = a.keep_hourly;
+        policy.daily = a.keep_daily;
+        policy.weekly = a.keep_weekly;
+        policy.monthly = a.keep_monthly;
+        policy.yearly = a.keep_yearly;
+        policy.within = a.keep_within;
+        policy.within_hourly = a.keep_within_hourly;
+        policy.within_daily = a.keep_within_daily;
+        policy.within_weekly = a.keep_within_weekly;
+        policy.within_monthly = a.keep_within_monthly;
+        policy.within_yearly = a.keep_within_yearly;
+        policy.tags.clone_from(&a.keep_tags);
+        policy.rollback = a.keep_rollback;
+        policy
+    }
+}
+
+/// Forget's options: the arguments and, with `--app`, the profile's
+/// application, its `[retention]` rules (unless `--keep-*` rules or ids
+/// are given) and its `[watch]` `keep` (unless `--keep-pitr` is). Not a
+/// `TryFrom` of the arguments alone: the profile is a global option.
 fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
-    let mut policy = KeepPolicy::default();
-    policy.last = a.keep_last;
-    policy.hourly = a.keep_hourly;
-    policy.daily = a.keep_daily;
-    policy.weekly = a.keep_weekly;
-    policy.monthly = a.keep_monthly;
-    policy.yearly = a.keep_yearly;
-    policy.within = a.keep_within;
-    policy.within_hourly = a.keep_within_hourly;
-    policy.within_daily = a.keep_within_daily;
-    policy.within_weekly = a.keep_within_weekly;
-    policy.within_monthly = a.keep_within_monthly;
-    policy.within_yearly = a.keep_within_yearly;
-    policy.tags.clone_from(&a.keep_tags);
-    policy.rollback = a.keep_rollback;
-    let mut filter = SnapshotFilter::default();
+    let mut policy = KeepPolicy::from(a);
+    let mut apps = Vec::new();
     let mut keep_pitr = a.keep_pitr;
     if a.app {
         let Some(profile) = &g.loaded else {
@@ -152,7 +164,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
                 cairn::PROFILE_FILE
             );
         };
-        filter.apps.push(profile.name.clone());
+        apps.push(profile.name.clone());
         if a.keep_pitr.is_none() {
             keep_pitr = profile.watch.as_ref().and_then(|w| w.keep);
         }
@@ -168,7 +180,8 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
             }
         }
     }
-    a.select.apply(&mut filter)?;
+    let mut filter = SnapshotFilter::try_from(&a.select)?;
+    filter.apps = apps;
     let mut opts = ForgetOptions::new(policy);
     opts.group_by = a.group_by;
     opts.filter = filter;

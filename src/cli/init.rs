@@ -32,13 +32,22 @@ pub struct InitArgs {
     from: InitFrom,
 }
 
+/// The new repository's format, as the arguments choose it; `--from-repo`
+/// is applied by [`InitFrom::apply`], which opens that repository.
+impl From<&InitArgs> for InitOptions {
+    fn from(a: &InitArgs) -> Self {
+        let mut opts = Self::default();
+        opts.encryption = !a.no_encryption;
+        opts.compression_level = a.compression_level;
+        opts.pack_target_size = a.pack_size.map(|m| m << 20);
+        opts.kdf_memory_mib = a.kdf.kdf_memory;
+        opts
+    }
+}
+
 pub fn init(g: &Global, out: &Out, a: &InitArgs) -> Result<u8> {
     let loc = location(g)?;
-    let mut opts = InitOptions::default();
-    opts.encryption = !a.no_encryption;
-    opts.compression_level = a.compression_level;
-    opts.pack_target_size = a.pack_size.map(|m| m << 20);
-    opts.kdf_memory_mib = a.kdf.kdf_memory;
+    let mut opts = InitOptions::from(a);
     let related = a.from.apply(g, &mut opts)?;
     let pw = if a.no_encryption {
         None

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use cairn::Repository;
+use cairn::{PruneOptions, Repository};
 
 use super::output::{Out, size};
 
@@ -40,13 +40,19 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+impl From<&PruneOpts> for PruneOptions {
+    fn from(a: &PruneOpts) -> Self {
+        let mut opts = Self::default();
+        opts.max_unused = a.max_unused;
+        opts.repack_small = !a.no_repack_small;
+        opts.dry_run = a.dry_run;
+        opts
+    }
+}
+
 /// Runs prune.
 pub fn prune_with(repo: &Repository, a: &PruneOpts) -> Result<cairn::PruneReport> {
-    let mut opts = cairn::PruneOptions::default();
-    opts.max_unused = a.max_unused;
-    opts.repack_small = !a.no_repack_small;
-    opts.dry_run = a.dry_run;
-    Ok(cairn::prune(repo, &opts)?)
+    Ok(cairn::prune(repo, &PruneOptions::from(a))?)
 }
 
 /// Prune's report as JSON.

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use cairn::{ComponentRestoreOptions, FileAction, Repository, RestoreOptions, SnapshotId};
+use cairn::{
+    ComponentRestoreOptions, FileAction, PitrRestoreOptions, Repository, RestoreOptions, SnapshotId,
+};
 
 use super::exit;
 use super::global::Global;
@@ -65,6 +67,55 @@ pub struct RestoreArgs {
     force: bool,
 }
 
+/// The arguments of a restore into a directory (`--target`); the cache
+/// directory and the profile (global options) and a component's paths
+/// (read from the snapshot) are set by [`restore`].
+impl TryFrom<&RestoreArgs> for RestoreOptions {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &RestoreArgs) -> Result<Self> {
+        let Some(target) = &a.target else {
+            bail!("give --target DIR, or --component NAME to restore in place");
+        };
+        let mut opts = Self::new(target);
+        opts.includes.clone_from(&a.includes);
+        opts.force = a.force;
+        Ok(opts)
+    }
+}
+
+/// The arguments of a component restore in place (`--component` without
+/// `--target`); the cache directory and the profile (global options) are
+/// set by [`restore`].
+impl TryFrom<&RestoreArgs> for ComponentRestoreOptions {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &RestoreArgs) -> Result<Self> {
+        let Some(component) = &a.component else {
+            bail!("give --target DIR, or --component NAME to restore in place");
+        };
+        Ok(Self {
+            component: component.clone(),
+            dry_run: a.dry_run,
+            force: a.force,
+            cache_dir: None,
+            profile: None,
+        })
+    }
+}
+
+/// The arguments of a point-in-time restore of a watched database; the
+/// cache directory (a global option) is set by `restore_db_at`.
+impl From<&RestoreArgs> for PitrRestoreOptions {
+    fn from(a: &RestoreArgs) -> Self {
+        let mut opts = Self::default();
+        opts.host.clone_from(&a.at.host);
+        opts.overwrite = a.overwrite;
+        opts.force = a.force;
+        opts
+    }
+}
+
 pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     if let Some(db) = a.snapshot.as_deref() {
@@ -83,29 +134,21 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
         );
     }
     let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
-    let target = match (&a.target, &a.component) {
-        (Some(t), _) => t,
-        (None, Some(c)) => {
-            let opts = cairn::ComponentRestoreOptions {
-                component: c.clone(),
-                dry_run: a.dry_run,
-                force: a.force,
-                cache_dir: password::cache_dir(g),
-                profile: g.loaded.clone(),
-            };
-            return restore_in_place(g, out, &repo, id, &snap, &opts);
-        }
-        (None, None) => bail!("give --target DIR, or --component NAME to restore in place"),
-    };
-    let mut opts = RestoreOptions::new(target);
-    opts.includes.clone_from(&a.includes);
-    opts.force = a.force;
+    if a.target.is_none() {
+        // `--component` without `--target` (clap requires one of them).
+        let mut opts = ComponentRestoreOptions::try_from(a)?;
+        opts.cache_dir = password::cache_dir(g);
+        opts.profile.clone_from(&g.loaded);
+        return restore_in_place(g, out, &repo, id, &snap, &opts);
+    }
+    let mut opts = RestoreOptions::try_from(a)?;
     opts.cache_dir = password::cache_dir(g);
     opts.profile = g.loaded.as_ref().map(|p| p.file.clone());
     if let Some(c) = &a.component {
         (opts.includes, opts.excludes) =
             cairn::component_paths(&repo, id, &snap, c, g.loaded.as_ref())?;
     }
+    let target = &opts.target;
     let bar = out.progress(true, "restoring");
     let result = cairn::restore(&repo, &snap, &opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
@@ -194,10 +237,7 @@ fn restore_db_at(
         (None, None) => cairn::PitrPoint::Latest,
     };
     let path = cairn::watched_db_path(std::path::Path::new(db))?;
-    let mut opts = cairn::PitrRestoreOptions::default();
-    opts.host.clone_from(&a.at.host);
-    opts.overwrite = a.overwrite;
-    opts.force = a.force;
+    let mut opts = PitrRestoreOptions::from(a);
     opts.cache_dir = password::cache_dir(g);
     let bar = out.progress(false, "rebuilding");
     let done = cairn::restore_at(repo, path.as_os_str().as_bytes(), point, target, &opts);

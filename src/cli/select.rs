@@ -208,11 +208,15 @@ pub struct SnapshotSelect {
     paths: Vec<PathBuf>,
 }
 
-impl SnapshotSelect {
-    /// Sets `filter`'s hosts, tags and paths from the options.
-    pub(super) fn apply(&self, filter: &mut SnapshotFilter) -> Result<()> {
-        filter.hosts.clone_from(&self.hosts);
-        filter.tags = self
+/// The filter's hosts, tags and paths (made absolute, as backups record
+/// them, which fails only without a current directory).
+impl TryFrom<&SnapshotSelect> for SnapshotFilter {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &SnapshotSelect) -> Result<Self> {
+        let mut filter = Self::default();
+        filter.hosts.clone_from(&a.hosts);
+        filter.tags = a
             .tags
             .iter()
             .map(|list| {
@@ -223,11 +227,7 @@ impl SnapshotSelect {
                     .collect()
             })
             .collect();
-        filter.paths = self
-            .paths
-            .iter()
-            .map(|p| absolute(p))
-            .collect::<Result<_>>()?;
-        Ok(())
+        filter.paths = a.paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+        Ok(filter)
     }
 }

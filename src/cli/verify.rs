@@ -33,10 +33,17 @@ fn parse_subset(s: &str) -> Result<(u32, u32), String> {
     }
 }
 
+impl From<&VerifyArgs> for VerifyOptions {
+    fn from(a: &VerifyArgs) -> Self {
+        let mut opts = Self::default();
+        opts.read_data = a.read_data || a.read_data_subset.is_some();
+        opts.subset = a.read_data_subset;
+        opts
+    }
+}
+
 pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
-    let mut opts = VerifyOptions::default();
-    opts.read_data = a.read_data || a.read_data_subset.is_some();
-    opts.subset = a.read_data_subset;
+    let opts = VerifyOptions::from(a);
     // Verify judges the repository itself, never local copies of it.
     let uncached = Global {
         no_cache: true,

@@ -93,6 +93,35 @@ fn parse_size(s: &str) -> Result<u64, String> {
     cairn::parse_size(s).map_err(|e| e.to_string())
 }
 
+impl WatchArgs {
+    /// Sets in `opts` what the arguments give. Not a `From`: what they
+    /// leave out comes from the profile's `[watch]`, not from defaults.
+    fn override_options(&self, opts: &mut cairn::WatchOptions) {
+        let given = |v: Option<Duration>, into: &mut Duration| {
+            if let Some(v) = v {
+                *into = v;
+            }
+        };
+        given(self.lag, &mut opts.lag);
+        given(self.poll, &mut opts.poll);
+        given(self.heartbeat, &mut opts.heartbeat);
+        given(self.base_every, &mut opts.base_every);
+        opts.poll = opts.poll.max(Duration::from_millis(1));
+        if let Some(b) = self.base_size {
+            opts.base_bytes = b;
+        }
+        if let Some(m) = self.max_memory {
+            opts.max_memory = m;
+        }
+        if let Some(w) = self.max_wal {
+            opts.max_wal = w;
+        }
+        if self.host.is_some() {
+            opts.host.clone_from(&self.host);
+        }
+    }
+}
+
 /// Sets `stop` on SIGTERM or SIGINT.
 fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -116,28 +145,7 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
         a.dbs.clone()
     };
     let mut opts = plan.map(|p| p.opts).unwrap_or_default();
-    let given = |v: Option<Duration>, into: &mut Duration| {
-        if let Some(v) = v {
-            *into = v;
-        }
-    };
-    given(a.lag, &mut opts.lag);
-    given(a.poll, &mut opts.poll);
-    given(a.heartbeat, &mut opts.heartbeat);
-    given(a.base_every, &mut opts.base_every);
-    opts.poll = opts.poll.max(Duration::from_millis(1));
-    if let Some(b) = a.base_size {
-        opts.base_bytes = b;
-    }
-    if let Some(m) = a.max_memory {
-        opts.max_memory = m;
-    }
-    if let Some(w) = a.max_wal {
-        opts.max_wal = w;
-    }
-    if a.host.is_some() {
-        opts.host.clone_from(&a.host);
-    }
+    a.override_options(&mut opts);
     let (repo, _) = open(g)?;
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
