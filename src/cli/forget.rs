@@ -7,7 +7,7 @@ use clap::Args;
 use jiff::Span;
 use jiff::tz::TimeZone;
 
-use cairn::{ForgetOptions, GroupBy, KeepPolicy, SnapshotFilter};
+use cairn::{ForgetOptions, ForgetOutcome, GroupBy, KeepPolicy, SnapshotFilter};
 
 use super::exit;
 use super::global::Global;
@@ -219,121 +219,142 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
         out.warn(format!("snapshot {id}: {e} (left in place)"));
     }
     if out.json {
-        let groups: Vec<_> = done
-            .groups
-            .iter()
-            .map(|grp| {
-                let snapshots: Vec<_> = grp
-                    .snapshots
-                    .iter()
-                    .map(|(d, s)| {
-                        serde_json::json!({
-                            "id": d.id,
-                            "time": s.timestamp().to_string(),
-                            "hostname": s.hostname,
-                            "paths": s.display_paths(),
-                            "tags": s.tags,
-                            "keep": d.keep,
-                            "reasons": d.reasons,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "host": grp.key.host,
-                    "paths": grp.key.display_paths(),
-                    "tags": grp.key.tags,
-                    "snapshots": snapshots,
-                })
-            })
-            .collect();
-        let damaged: Vec<_> = done
-            .damaged
-            .iter()
-            .map(|(id, e)| serde_json::json!({"id": id, "error": e}))
-            .collect();
-        out.print_json(&serde_json::json!({
-            "dry_run": done.dry_run,
-            "groups": groups,
-            "removed": done.removed,
-            "damaged": damaged,
-            "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
-            "pitr_segments_removed": done.segments_removed,
-            "prune": pruned.as_ref().map(|r| prune_json(r, a.dry_run)),
-        }))?;
+        out.print_json(&forget_json(&done, pruned.as_ref(), a.dry_run))?;
     } else if !out.quiet {
-        for grp in &done.groups {
-            let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
-            outln!(
-                "{}: keep {kept}, remove {}",
-                grp.key,
-                grp.snapshots.len() - kept
-            );
-            outln!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
-            for (d, s) in &grp.snapshots {
-                let line = format!(
-                    "  {:<8}  {:<19}  {:<6}  {}",
-                    d.id.short(),
-                    local_time(s.timestamp(), &opts.tz),
-                    if d.keep { "keep" } else { "remove" },
-                    d.reasons.join(", ")
-                );
-                outln!("{}", line.trim_end());
-            }
-            outln!();
-        }
-        for id in &done.removed {
-            let grouped = done
-                .groups
-                .iter()
-                .any(|g| g.snapshots.iter().any(|(d, _)| d.id == *id));
-            if !grouped {
-                outln!(
-                    "snapshot {id}: {} (its file was damaged or already gone)",
-                    if done.dry_run {
-                        "would remove"
-                    } else {
-                        "removed"
-                    }
-                );
-            }
-        }
-        if opts.keep_pitr.is_some() {
-            for (base, end) in &done.chains_removed {
-                outln!(
-                    "WAL chain of base {} (covering up to {}): {}",
-                    base.short(),
-                    local_time(*end, &opts.tz),
-                    if done.dry_run {
-                        "would remove"
-                    } else {
-                        "removed"
-                    }
-                );
-            }
-            outln!(
-                "{} {} WAL segments",
-                if done.dry_run {
-                    "would remove"
-                } else {
-                    "removed"
-                },
-                done.segments_removed
-            );
-        }
-        let n = done.removed.len();
-        let noun = if n == 1 { "snapshot" } else { "snapshots" };
-        if done.dry_run {
-            outln!("would remove {n} {noun} (dry run: nothing was removed)");
-        } else {
-            outln!("removed {n} {noun}");
-        }
-        if let Some(r) = &pruned {
-            print_prune(out, r, a.dry_run);
-        }
+        print_forget(out, &done, &opts, pruned.as_ref(), a.dry_run);
     }
     if done.damaged.is_empty() {
         Ok(exit::OK)
     } else {
         Ok(exit::INCOMPLETE)
+    }
+}
+
+/// Forget's outcome (and prune's, with `--prune`) as JSON.
+fn forget_json(
+    done: &ForgetOutcome,
+    pruned: Option<&cairn::PruneReport>,
+    dry_run: bool,
+) -> serde_json::Value {
+    let groups: Vec<_> = done
+        .groups
+        .iter()
+        .map(|grp| {
+            let snapshots: Vec<_> = grp
+                .snapshots
+                .iter()
+                .map(|(d, s)| {
+                    serde_json::json!({
+                        "id": d.id,
+                        "time": s.timestamp().to_string(),
+                        "hostname": s.hostname,
+                        "paths": s.display_paths(),
+                        "tags": s.tags,
+                        "keep": d.keep,
+                        "reasons": d.reasons,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "host": grp.key.host,
+                "paths": grp.key.display_paths(),
+                "tags": grp.key.tags,
+                "snapshots": snapshots,
+            })
+        })
+        .collect();
+    let damaged: Vec<_> = done
+        .damaged
+        .iter()
+        .map(|(id, e)| serde_json::json!({"id": id, "error": e}))
+        .collect();
+    serde_json::json!({
+        "dry_run": done.dry_run,
+        "groups": groups,
+        "removed": done.removed,
+        "damaged": damaged,
+        "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
+        "pitr_segments_removed": done.segments_removed,
+        "prune": pruned.map(|r| prune_json(r, dry_run)),
+    })
+}
+
+/// Forget's plan per group, what it removed, and prune's report (with
+/// `--prune`) as text.
+fn print_forget(
+    out: &Out,
+    done: &ForgetOutcome,
+    opts: &ForgetOptions,
+    pruned: Option<&cairn::PruneReport>,
+    dry_run: bool,
+) {
+    for grp in &done.groups {
+        let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
+        outln!(
+            "{}: keep {kept}, remove {}",
+            grp.key,
+            grp.snapshots.len() - kept
+        );
+        outln!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+        for (d, s) in &grp.snapshots {
+            let line = format!(
+                "  {:<8}  {:<19}  {:<6}  {}",
+                d.id.short(),
+                local_time(s.timestamp(), &opts.tz),
+                if d.keep { "keep" } else { "remove" },
+                d.reasons.join(", ")
+            );
+            outln!("{}", line.trim_end());
+        }
+        outln!();
+    }
+    for id in &done.removed {
+        let grouped = done
+            .groups
+            .iter()
+            .any(|g| g.snapshots.iter().any(|(d, _)| d.id == *id));
+        if !grouped {
+            outln!(
+                "snapshot {id}: {} (its file was damaged or already gone)",
+                if done.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                }
+            );
+        }
+    }
+    if opts.keep_pitr.is_some() {
+        for (base, end) in &done.chains_removed {
+            outln!(
+                "WAL chain of base {} (covering up to {}): {}",
+                base.short(),
+                local_time(*end, &opts.tz),
+                if done.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                }
+            );
+        }
+        outln!(
+            "{} {} WAL segments",
+            if done.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            done.segments_removed
+        );
+    }
+    let n = done.removed.len();
+    let noun = if n == 1 { "snapshot" } else { "snapshots" };
+    if done.dry_run {
+        outln!("would remove {n} {noun} (dry run: nothing was removed)");
+    } else {
+        outln!("removed {n} {noun}");
+    }
+    if let Some(r) = pruned {
+        print_prune(out, r, dry_run);
     }
 }

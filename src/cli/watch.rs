@@ -259,100 +259,111 @@ pub fn timeline(g: &Global, out: &Out, a: &TimelineArgs) -> Result<u8> {
                 .unwrap_or_default()
         );
     }
-    let ts = cairn::segment_time;
     if out.json {
-        let v: Vec<_> = timelines
-            .iter()
-            .map(|t| {
-                let chains: Vec<_> = t
-                    .chains
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "base": c.base,
-                            "from": ts(c.base_time).to_string(),
-                            "until": ts(c.until()).to_string(),
-                            "first_txn": c.base_txn,
-                            "last_txn": c.last_txn(),
-                            "txns": c.txns(),
-                            "segments": c.segments.len(),
-                            "end": c.end(),
-                            "problem": c.problem,
-                        })
-                    })
-                    .collect();
-                let gaps: Vec<_> = t
-                    .gaps()
-                    .iter()
-                    .map(|g| {
-                        serde_json::json!({
-                            "from": g.from.to_string(),
-                            "to": g.to.map(|t| t.to_string()),
-                            "reason": g.reason,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "host": t.host,
-                    "db": String::from_utf8_lossy(&t.db),
-                    "chains": chains,
-                    "gaps": gaps,
-                })
-            })
-            .collect();
-        out.print_json(&v)?;
+        out.print_json(&timelines_json(&timelines))?;
     } else {
-        for t in &timelines {
-            outln!("{} on {}", String::from_utf8_lossy(&t.db), t.host);
-            outln!(
-                "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
-                "base",
-                "from",
-                "until",
-                "transactions",
-                "segments"
-            );
-            let gaps = t.gaps();
-            for c in &t.chains {
-                outln!(
-                    "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
-                    c.base.short(),
-                    precise(ts(c.base_time)),
-                    precise(ts(c.until())),
-                    format!("{}–{}", c.base_txn, c.last_txn()),
-                    c.segments.len()
-                );
-                if let Some(p) = &c.problem {
-                    outln!("            problem: {p}");
-                }
-                if let Some(g) = gaps.iter().find(|g| g.from == ts(c.until())) {
-                    outln!(
-                        "  gap       {:<23}  {:<23}  {}",
-                        precise(g.from),
-                        g.to.map(precise).unwrap_or_default(),
-                        g.reason
-                            .as_deref()
-                            .unwrap_or("the watcher stopped without a word (killed?)")
-                    );
-                }
-            }
-            if let Some(last) = t.chains.last() {
-                let age = jiff::Timestamp::now().duration_since(ts(last.until()));
-                let why = last.end().map(|e| format!(": {e}")).unwrap_or_default();
-                outln!(
-                    "  restorable up to {} ({} s ago){why}",
-                    precise(ts(last.until())),
-                    age.as_secs()
-                );
-            }
-            outln!();
-        }
+        print_timelines(&timelines);
     }
     Ok(if problems.is_empty() {
         exit::OK
     } else {
         exit::INCOMPLETE
     })
+}
+
+/// Timelines as JSON: each chain of each database and the gaps between.
+fn timelines_json(timelines: &[cairn::Timeline]) -> Vec<serde_json::Value> {
+    let ts = cairn::segment_time;
+    timelines
+        .iter()
+        .map(|t| {
+            let chains: Vec<_> = t
+                .chains
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "base": c.base,
+                        "from": ts(c.base_time).to_string(),
+                        "until": ts(c.until()).to_string(),
+                        "first_txn": c.base_txn,
+                        "last_txn": c.last_txn(),
+                        "txns": c.txns(),
+                        "segments": c.segments.len(),
+                        "end": c.end(),
+                        "problem": c.problem,
+                    })
+                })
+                .collect();
+            let gaps: Vec<_> = t
+                .gaps()
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "from": g.from.to_string(),
+                        "to": g.to.map(|t| t.to_string()),
+                        "reason": g.reason,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "host": t.host,
+                "db": String::from_utf8_lossy(&t.db),
+                "chains": chains,
+                "gaps": gaps,
+            })
+        })
+        .collect()
+}
+
+/// Timelines as text: a table of chains per database, its gaps, and how
+/// far it can be restored.
+fn print_timelines(timelines: &[cairn::Timeline]) {
+    let ts = cairn::segment_time;
+    for t in timelines {
+        outln!("{} on {}", String::from_utf8_lossy(&t.db), t.host);
+        outln!(
+            "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+            "base",
+            "from",
+            "until",
+            "transactions",
+            "segments"
+        );
+        let gaps = t.gaps();
+        for c in &t.chains {
+            outln!(
+                "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+                c.base.short(),
+                precise(ts(c.base_time)),
+                precise(ts(c.until())),
+                format!("{}–{}", c.base_txn, c.last_txn()),
+                c.segments.len()
+            );
+            if let Some(p) = &c.problem {
+                outln!("            problem: {p}");
+            }
+            if let Some(g) = gaps.iter().find(|g| g.from == ts(c.until())) {
+                outln!(
+                    "  gap       {:<23}  {:<23}  {}",
+                    precise(g.from),
+                    g.to.map(precise).unwrap_or_default(),
+                    g.reason
+                        .as_deref()
+                        .unwrap_or("the watcher stopped without a word (killed?)")
+                );
+            }
+        }
+        if let Some(last) = t.chains.last() {
+            let age = jiff::Timestamp::now().duration_since(ts(last.until()));
+            let why = last.end().map(|e| format!(": {e}")).unwrap_or_default();
+            outln!(
+                "  restorable up to {} ({} s ago){why}",
+                precise(ts(last.until())),
+                age.as_secs()
+            );
+        }
+        outln!();
+    }
 }
 
 /// A local time with milliseconds.
