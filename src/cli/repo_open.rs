@@ -11,6 +11,9 @@ use super::global::Global;
 use super::output::Out;
 use super::password::{self, Location, backend, location};
 
+/// Opens the repository, creating it first when it is the default one or
+/// the one the profile names and does not exist yet: for the commands
+/// that take snapshots (`backup`, `snap`, `run`).
 pub fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
     open_or_create(g, out, true)
 }
