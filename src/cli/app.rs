@@ -1,6 +1,6 @@
-//! Application commands: `snap`, `run`, and the printing of
-//! `restore --component`, over the profile (`cairn.toml`) found for the
-//! current directory or named with `--profile`.
+//! Application commands: `snap` and `run`, over the profile
+//! (`cairn.toml`) found for the current directory or named with
+//! `--profile`; and finding that profile for every command.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -8,12 +8,14 @@ use std::os::unix::ffi::OsStrExt;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 
-use cairn::{ComponentRestoreOptions, FileAction, Profile, Repository, SnapOptions, SnapshotId};
+use cairn::{Profile, Repository, SnapOptions, SnapshotId};
 
-use super::commands::{open_or_create_default, print_backup};
-use super::output::{BarProgress, size};
+use super::exit;
+use super::global::Global;
+use super::output::{BarProgress, Out, report_audit_errors};
 use super::password;
-use super::{Global, Out, exit};
+use super::render::{backup_json, print_backup, undo_command};
+use super::repo_open::open_or_create_default;
 
 /// Finds the profile (`--profile`, `CAIRN_PROFILE`, else the nearest
 /// `cairn.toml` in the current directory or above) and lets it supply the
@@ -91,21 +93,30 @@ pub struct SnapArgs {
     force: bool,
 }
 
+/// The arguments of `snap`; the cache directory (a global option) is set
+/// by [`snap`].
+impl From<&SnapArgs> for SnapOptions {
+    fn from(a: &SnapArgs) -> Self {
+        Self {
+            components: a.components.clone(),
+            tags: a.tags.clone(),
+            cache_dir: None,
+            force: a.force,
+        }
+    }
+}
+
 /// `cairn snap`.
 pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
     let profile = profile(g)?;
     cairn::check_user_tags(&a.tags)?;
     let repo = open_or_create_default(g, out)?;
-    let opts = SnapOptions {
-        components: a.components.clone(),
-        tags: a.tags.clone(),
-        cache_dir: password::cache_dir(g),
-        force: a.force,
-    };
+    let mut opts = SnapOptions::from(a);
+    opts.cache_dir = password::cache_dir(g);
     let done = take(out, &repo, profile, &opts)?;
     if out.json {
         // One snapshot is the usual case; dump components add more.
-        let all: Vec<_> = done.iter().map(super::commands::backup_json).collect();
+        let all: Vec<_> = done.iter().map(backup_json).collect();
         match all.as_slice() {
             [one] => out.print_json(one)?,
             _ => out.print_json(&all)?,
@@ -127,7 +138,7 @@ fn take(
     let bar = out.progress(true, "snapshot");
     let result = cairn::snap(repo, profile, opts, &BarProgress(bar.clone()));
     bar.finish_and_clear();
-    super::log::report_audit_errors(out, repo);
+    report_audit_errors(out, repo);
     Ok(result?)
 }
 
@@ -143,17 +154,26 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
+/// The snapshot before `run`'s command (tag `pre`); the one after takes
+/// other tags. The cache directory (a global option) is set by [`run`].
+impl From<&RunArgs> for SnapOptions {
+    fn from(a: &RunArgs) -> Self {
+        Self {
+            components: a.components.clone(),
+            tags: vec![cairn::PRE_TAG.to_owned()],
+            cache_dir: None,
+            force: false,
+        }
+    }
+}
+
 /// `cairn run`: snapshot (tag `pre`), run the command, snapshot (tag
 /// `post`, and `failed` if it failed); exits with the command's code.
 pub fn run(g: &Global, out: &Out, a: &RunArgs) -> Result<u8> {
     let profile = profile(g)?;
     let repo = open_or_create_default(g, out)?;
-    let mut opts = SnapOptions {
-        components: a.components.clone(),
-        tags: vec![cairn::PRE_TAG.to_owned()],
-        cache_dir: password::cache_dir(g),
-        force: false,
-    };
+    let mut opts = SnapOptions::from(a);
+    opts.cache_dir = password::cache_dir(g);
     let pre = take(out, &repo, profile, &opts)?;
     for p in &pre {
         for w in &p.warnings {
@@ -294,122 +314,4 @@ fn undo_commands(g: &Global, id: SnapshotId, snap: &cairn::Snapshot) -> Vec<Stri
             format!("{}{target}", undo_command(g, &undo))
         })
         .collect()
-}
-
-/// The command that undoes a restore, as it runs from any directory: the
-/// repository named unless the profile names it (a relative location made
-/// absolute), the profile named so that its password source applies.
-pub fn undo_command(g: &Global, undo: &cairn::Undo) -> String {
-    let from_profile = g
-        .loaded
-        .as_ref()
-        .is_some_and(|p| p.repo.is_some() && p.repo == g.repo && undo.profile.is_some());
-    let repo = g.repo.as_ref().filter(|_| !from_profile).map(|r| {
-        let s = r.to_string_lossy().into_owned();
-        if cairn::is_url(r) {
-            s
-        } else {
-            cairn::absolute_path(r).map_or(s, |a| a.to_string_lossy().into_owned())
-        }
-    });
-    undo.command(repo.as_deref())
-}
-
-/// `cairn restore ID --component NAME` without `--target`: in place.
-pub fn restore_in_place(
-    g: &Global,
-    out: &Out,
-    repo: &Repository,
-    id: SnapshotId,
-    snap: &cairn::Snapshot,
-    opts: &ComponentRestoreOptions,
-) -> Result<u8> {
-    let component = opts.component.as_str();
-    let dry_run = opts.dry_run;
-    let bar = out.progress(true, "restoring");
-    let result = cairn::restore_component(repo, id, snap, opts, &BarProgress(bar.clone()));
-    bar.finish_and_clear();
-    super::log::report_audit_errors(out, repo);
-    let done = result?;
-    for w in &done.warnings {
-        out.warn(w);
-    }
-    let undo = done.undo.as_ref().map(|u| undo_command(g, u));
-    if out.json {
-        let files: Vec<_> = done
-            .files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "path": f.path,
-                    "action": action_name(f.action),
-                    "tables": f.tables.iter().map(|t| serde_json::json!({
-                        "name": t.name, "now": t.now, "snapshot": t.snapshot,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        out.print_json(&serde_json::json!({
-            "snapshot": id,
-            "component": component,
-            "dry_run": dry_run,
-            "safety_snapshot": done.safety,
-            "files": files,
-            "undo": undo,
-        }))?;
-        return Ok(exit::OK);
-    }
-    if out.quiet {
-        return Ok(exit::OK);
-    }
-    if let Some(s) = done.safety {
-        outln!(
-            "safety snapshot {} saved: the component as it was before",
-            s.short()
-        );
-    }
-    for f in &done.files {
-        let verb = match (f.action, dry_run) {
-            (FileAction::Unchanged, _) => "unchanged",
-            (FileAction::Replace, true) => "would replace",
-            (FileAction::Replace, false) => "replaced",
-            (FileAction::Create, true) => "would create",
-            (FileAction::Create, false) => "created",
-        };
-        let len = std::fs::metadata(&f.path).map(|m| size(m.len()));
-        outln!(
-            "{verb} {}{}",
-            f.path.display(),
-            match (dry_run, len) {
-                (false, Ok(l)) if f.action != FileAction::Unchanged => format!(" ({l})"),
-                _ => String::new(),
-            }
-        );
-        for t in &f.tables {
-            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-            if t.now != t.snapshot {
-                outln!(
-                    "  table {}: {} rows {} {}",
-                    t.name,
-                    n(t.now),
-                    if dry_run { "→ would be" } else { "→" },
-                    n(t.snapshot)
-                );
-            }
-        }
-    }
-    if let Some(u) = undo {
-        outln!("to undo: {u}");
-    } else if dry_run {
-        outln!("dry run: nothing changed");
-    }
-    Ok(exit::OK)
-}
-
-fn action_name(a: FileAction) -> &'static str {
-    match a {
-        FileAction::Replace => "replace",
-        FileAction::Create => "create",
-        FileAction::Unchanged => "unchanged",
-    }
 }

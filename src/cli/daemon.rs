@@ -14,10 +14,13 @@ use jiff::tz::TimeZone;
 
 use cairn::{DaemonEvent, Profile, Repository};
 
-use super::commands::open_or_create;
-use super::output::size;
+use super::exit;
+use super::global::Global;
+use super::notify::{NotifyArgs, send_all};
+use super::output::{Out, size};
 use super::password;
-use super::{Global, Out, exit};
+use super::repo_open::open_or_create;
+use super::watch_notes::{note_json, note_of_json, note_text};
 
 /// How long a run waits for a conflicting repository lock (another
 /// process's prune) unless `--retry-lock` says otherwise: a scheduled run
@@ -61,7 +64,7 @@ pub struct DaemonArgs {
     once: bool,
     /// Where an alert goes when a run fails.
     #[command(flatten)]
-    notify: super::notify::NotifyArgs,
+    notify: NotifyArgs,
 }
 
 /// The options of `g` as the command line and environment gave them,
@@ -164,7 +167,7 @@ impl Host {
                 cairn::notify::Alert::run_failed(&source, error, Timestamp::now(), &repository)
             })
             .collect();
-        super::notify::send_all(self.notifier.as_ref(), &alerts, &self.out);
+        send_all(self.notifier.as_ref(), &alerts, &self.out);
     }
 }
 
@@ -234,7 +237,7 @@ fn watch_in_child(
             {
                 let note = serde_json::from_str(&line)
                     .ok()
-                    .and_then(|v| super::watch::note_of_json(&v));
+                    .and_then(|v| note_of_json(&v));
                 notify(note.unwrap_or(cairn::WatchNote::Problem(line)));
             }
         });
@@ -358,7 +361,7 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
         DaemonEvent::Watch { profile, db, note } => {
             // The note's own kind goes under "watch": "event" is the
             // daemon's.
-            let mut fields = super::watch::note_json(&db.display().to_string(), note);
+            let mut fields = note_json(&db.display().to_string(), note);
             if let Some(m) = fields.as_object_mut()
                 && let Some(kind) = m.remove("event")
             {
@@ -381,7 +384,7 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
 fn text_line(event: &DaemonEvent<'_>, quiet: bool) -> Option<String> {
     match event {
         DaemonEvent::Watch { profile, db, note } => {
-            super::watch::note_text(&format!("{}: {}", profile.name, db.display()), note, quiet)
+            note_text(&format!("{}: {}", profile.name, db.display()), note, quiet)
         }
         DaemonEvent::Next { profile, job, at } if !quiet => Some(format!(
             "{}: next run: {} at {} ({})",

@@ -8,26 +8,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use cairn::{DbFormat, DbRestoreOptions, ExportOptions, TableRows};
 
-use super::commands::AtArgs;
-use super::password::open;
-use super::{Global, Out, exit};
-
-#[derive(Debug, Subcommand)]
-pub enum DbCommand {
-    /// Write a snapshot's SQLite database as SQL, JSON or CSV.
-    Export(ExportArgs),
-    /// Restore tables of a snapshot's SQLite database, or of an export,
-    /// into a database, in one transaction.
-    Restore(RestoreArgs),
-    /// Show the moments a database followed by `cairn watch` can be
-    /// restored to, and the gaps.
-    Timeline(super::watch::TimelineArgs),
-}
+use super::exit;
+use super::global::Global;
+use super::output::Out;
+use super::password;
+use super::render::undo_command;
+use super::repo_open::open;
+use super::select::AtArgs;
 
 /// `--format` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -142,14 +134,6 @@ pub struct RestoreArgs {
     force: bool,
 }
 
-pub fn db(g: &Global, out: &Out, c: &DbCommand) -> Result<u8> {
-    match c {
-        DbCommand::Export(a) => export(g, out, a),
-        DbCommand::Restore(a) => restore(g, out, a),
-        DbCommand::Timeline(a) => super::watch::timeline(g, out, a),
-    }
-}
-
 #[derive(Serialize)]
 struct Summary<'a> {
     /// None for a restore from an export.
@@ -175,14 +159,38 @@ fn total(tables: &[TableRows]) -> u64 {
     tables.iter().map(|t| t.rows).sum()
 }
 
-fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
+/// What the arguments choose of an export; the database's name and its
+/// stored row counts, known once it is read from the snapshot, are set by
+/// [`export`].
+impl From<&ExportArgs> for ExportOptions {
+    fn from(a: &ExportArgs) -> Self {
+        let mut opts = Self::default();
+        opts.tables.clone_from(&a.tables);
+        opts.schema_only = a.schema_only;
+        opts
+    }
+}
+
+/// The arguments of a table restore; the cache directory and the profile
+/// (global options) are set by [`restore`].
+impl From<&RestoreArgs> for DbRestoreOptions {
+    fn from(a: &RestoreArgs) -> Self {
+        let mut opts = Self::default();
+        opts.tables.clone_from(&a.tables);
+        opts.drop_existing = a.drop_existing;
+        opts.ignore_foreign_keys = a.ignore_foreign_keys;
+        opts.force = a.force;
+        opts
+    }
+}
+
+/// `cairn db export`.
+pub fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let (id, snap) = a.at.resolve(&repo, a.snapshot.as_deref())?;
     let db = a.db.as_ref().map(|p| p.as_os_str().as_bytes());
     let image = cairn::materialize(&repo, &snap, db)?;
-    let mut opts = ExportOptions::default();
-    opts.tables.clone_from(&a.tables);
-    opts.schema_only = a.schema_only;
+    let mut opts = ExportOptions::from(a);
     opts.name = Some(image.name());
     // Checked as a restore checks them; empty for a database the snapshot
     // does not list, which has no stored counts.
@@ -234,13 +242,10 @@ fn export(g: &Global, out: &Out, a: &ExportArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
-    let mut opts = DbRestoreOptions::default();
-    opts.tables.clone_from(&a.tables);
-    opts.drop_existing = a.drop_existing;
-    opts.ignore_foreign_keys = a.ignore_foreign_keys;
-    opts.force = a.force;
-    opts.cache_dir = super::password::cache_dir(g);
+/// `cairn db restore`.
+pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
+    let mut opts = DbRestoreOptions::from(a);
+    opts.cache_dir = password::cache_dir(g);
     opts.profile.clone_from(&g.loaded);
     let (snapshot, restored) = match &a.from_export {
         Some(export) => {
@@ -275,10 +280,7 @@ fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     };
     let done = &restored.tables;
     let database = restored.database.clone();
-    let undo = restored
-        .undo
-        .as_ref()
-        .map(|u| super::app::undo_command(g, u));
+    let undo = restored.undo.as_ref().map(|u| undo_command(g, u));
     let summary = Summary {
         snapshot,
         database,

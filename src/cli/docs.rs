@@ -1,14 +1,16 @@
 //! `cairn completions SHELL` and `cairn man`: shell completion scripts
 //! (clap_complete) and roff man pages (clap_mangen), generated from the
-//! same definitions as the command line itself.
+//! same definitions as the command line itself, which `cli/mod.rs` hands
+//! in as a [`clap::Command`].
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
 
-use super::{Cli, Out, exit};
+use super::exit;
+use super::output::{Out, stdout_failed};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -34,15 +36,16 @@ pub struct ManArgs {
     dir: Option<PathBuf>,
 }
 
-pub fn completions(_out: &Out, a: &CompletionsArgs) -> Result<u8> {
+/// `cairn completions`: the script for `cmd`, the whole command line.
+pub fn completions(a: &CompletionsArgs, mut cmd: clap::Command) -> Result<u8> {
     let mut buf = Vec::new();
-    clap_complete::generate(a.shell, &mut Cli::command(), "cairn", &mut buf);
+    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut buf);
     write_stdout(&buf)?;
     Ok(exit::OK)
 }
 
-pub fn man(out: &Out, a: &ManArgs) -> Result<u8> {
-    let cmd = Cli::command();
+/// `cairn man`: the pages of `cmd`, the whole command line.
+pub fn man(out: &Out, a: &ManArgs, cmd: clap::Command) -> Result<u8> {
     match &a.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| {
@@ -75,7 +78,7 @@ fn write_stdout(buf: &[u8]) -> Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(buf).and_then(|()| stdout.flush()) {
-        super::stdout_failed(&e);
+        stdout_failed(&e);
     }
     Ok(())
 }

@@ -2,17 +2,19 @@
 //! [`cairn::ForgetOptions`], and prints the plan of each group with the
 //! reasons every kept snapshot stays.
 
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 use clap::Args;
 use jiff::Span;
 use jiff::tz::TimeZone;
 
-use cairn::{ForgetOptions, GroupBy, KeepPolicy, SnapshotFilter};
+use cairn::{ForgetOptions, ForgetOutcome, GroupBy, KeepPolicy, SnapshotFilter};
 
-use super::{Global, Out, exit, password};
+use super::exit;
+use super::global::Global;
+use super::output::{Out, report_audit_errors};
+use super::pruning::{PruneOpts, parse_percent, print_prune, prune_json, prune_with};
+use super::repo_open::open;
+use super::select::SnapshotSelect;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -99,7 +101,7 @@ pub struct ForgetArgs {
     prune: bool,
     /// With --prune: repack a pack when more than this share of it is
     /// unused.
-    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = super::commands::parse_percent, requires = "prune")]
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent, requires = "prune")]
     max_unused: f64,
     /// With --prune: leave small packs as they are.
     #[arg(long, requires = "prune")]
@@ -125,70 +127,35 @@ fn parse_span(s: &str) -> Result<Span, String> {
     }
 }
 
-/// The path as backup records it.
-fn absolute(p: &Path) -> Result<Vec<u8>> {
-    Ok(cairn::absolute_path(p)?.as_os_str().as_bytes().to_vec())
-}
-
-/// Applies `--host`, `--tag` (each a comma-separated list that must all
-/// match) and `--path` to `filter`, as forget and copy take them.
-/// `--host`, `--tag` and `--path`: which snapshots a command (forget,
-/// copy) considers.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SnapshotSelect {
-    /// Only snapshots of this host (repeatable: any of them).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots with all of these comma-separated tags (repeatable:
-    /// any of the lists).
-    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
-    tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
-}
-
-impl SnapshotSelect {
-    /// Sets `filter`'s hosts, tags and paths from the options.
-    pub(super) fn apply(&self, filter: &mut SnapshotFilter) -> Result<()> {
-        filter.hosts.clone_from(&self.hosts);
-        filter.tags = self
-            .tags
-            .iter()
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .collect();
-        filter.paths = self
-            .paths
-            .iter()
-            .map(|p| absolute(p))
-            .collect::<Result<_>>()?;
-        Ok(())
+/// The `--keep-*` rules as given (empty when none is).
+impl From<&ForgetArgs> for KeepPolicy {
+    fn from(a: &ForgetArgs) -> Self {
+        let mut policy = Self::default();
+        policy.last = a.keep_last;
+        policy.hourly = a.keep_hourly;
+        policy.daily = a.keep_daily;
+        policy.weekly = a.keep_weekly;
+        policy.monthly = a.keep_monthly;
+        policy.yearly = a.keep_yearly;
+        policy.within = a.keep_within;
+        policy.within_hourly = a.keep_within_hourly;
+        policy.within_daily = a.keep_within_daily;
+        policy.within_weekly = a.keep_within_weekly;
+        policy.within_monthly = a.keep_within_monthly;
+        policy.within_yearly = a.keep_within_yearly;
+        policy.tags.clone_from(&a.keep_tags);
+        policy.rollback = a.keep_rollback;
+        policy
     }
 }
 
+/// Forget's options: the arguments and, with `--app`, the profile's
+/// application, its `[retention]` rules (unless `--keep-*` rules or ids
+/// are given) and its `[watch]` `keep` (unless `--keep-pitr` is). Not a
+/// `TryFrom` of the arguments alone: the profile is a global option.
 fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
-    let mut policy = KeepPolicy::default();
-    policy.last = a.keep_last;
-    policy.hourly = a.keep_hourly;
-    policy.daily = a.keep_daily;
-    policy.weekly = a.keep_weekly;
-    policy.monthly = a.keep_monthly;
-    policy.yearly = a.keep_yearly;
-    policy.within = a.keep_within;
-    policy.within_hourly = a.keep_within_hourly;
-    policy.within_daily = a.keep_within_daily;
-    policy.within_weekly = a.keep_within_weekly;
-    policy.within_monthly = a.keep_within_monthly;
-    policy.within_yearly = a.keep_within_yearly;
-    policy.tags.clone_from(&a.keep_tags);
-    policy.rollback = a.keep_rollback;
-    let mut filter = SnapshotFilter::default();
+    let mut policy = KeepPolicy::from(a);
+    let mut apps = Vec::new();
     let mut keep_pitr = a.keep_pitr;
     if a.app {
         let Some(profile) = &g.loaded else {
@@ -197,7 +164,7 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
                 cairn::PROFILE_FILE
             );
         };
-        filter.apps.push(profile.name.clone());
+        apps.push(profile.name.clone());
         if a.keep_pitr.is_none() {
             keep_pitr = profile.watch.as_ref().and_then(|w| w.keep);
         }
@@ -213,7 +180,8 @@ fn options(g: &Global, a: &ForgetArgs) -> Result<ForgetOptions> {
             }
         }
     }
-    a.select.apply(&mut filter)?;
+    let mut filter = SnapshotFilter::try_from(&a.select)?;
+    filter.apps = apps;
     let mut opts = ForgetOptions::new(policy);
     opts.group_by = a.group_by;
     opts.filter = filter;
@@ -232,18 +200,18 @@ fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
 
 pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
     let opts = options(g, a)?;
-    let (repo, _) = password::open(g)?;
+    let (repo, _) = open(g)?;
     let done = cairn::forget(&repo, &opts);
-    super::log::report_audit_errors(out, &repo);
+    report_audit_errors(out, &repo);
     let done = done?;
     // Prune runs after forget released its lock, under its own.
-    let pruning = super::commands::PruneOpts {
+    let pruning = PruneOpts {
         max_unused: a.max_unused,
         no_repack_small: a.no_repack_small,
         dry_run: a.dry_run,
     };
     let pruned = if a.prune {
-        Some(super::commands::prune_with(&repo, &pruning)?)
+        Some(prune_with(&repo, &pruning)?)
     } else {
         None
     };
@@ -251,121 +219,142 @@ pub fn forget(g: &Global, out: &Out, a: &ForgetArgs) -> Result<u8> {
         out.warn(format!("snapshot {id}: {e} (left in place)"));
     }
     if out.json {
-        let groups: Vec<_> = done
-            .groups
-            .iter()
-            .map(|grp| {
-                let snapshots: Vec<_> = grp
-                    .snapshots
-                    .iter()
-                    .map(|(d, s)| {
-                        serde_json::json!({
-                            "id": d.id,
-                            "time": s.timestamp().to_string(),
-                            "hostname": s.hostname,
-                            "paths": s.display_paths(),
-                            "tags": s.tags,
-                            "keep": d.keep,
-                            "reasons": d.reasons,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "host": grp.key.host,
-                    "paths": grp.key.display_paths(),
-                    "tags": grp.key.tags,
-                    "snapshots": snapshots,
-                })
-            })
-            .collect();
-        let damaged: Vec<_> = done
-            .damaged
-            .iter()
-            .map(|(id, e)| serde_json::json!({"id": id, "error": e}))
-            .collect();
-        out.print_json(&serde_json::json!({
-            "dry_run": done.dry_run,
-            "groups": groups,
-            "removed": done.removed,
-            "damaged": damaged,
-            "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
-            "pitr_segments_removed": done.segments_removed,
-            "prune": pruned.as_ref().map(|r| super::commands::prune_json(r, a.dry_run)),
-        }))?;
+        out.print_json(&forget_json(&done, pruned.as_ref(), a.dry_run))?;
     } else if !out.quiet {
-        for grp in &done.groups {
-            let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
-            outln!(
-                "{}: keep {kept}, remove {}",
-                grp.key,
-                grp.snapshots.len() - kept
-            );
-            outln!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
-            for (d, s) in &grp.snapshots {
-                let line = format!(
-                    "  {:<8}  {:<19}  {:<6}  {}",
-                    d.id.short(),
-                    local_time(s.timestamp(), &opts.tz),
-                    if d.keep { "keep" } else { "remove" },
-                    d.reasons.join(", ")
-                );
-                outln!("{}", line.trim_end());
-            }
-            outln!();
-        }
-        for id in &done.removed {
-            let grouped = done
-                .groups
-                .iter()
-                .any(|g| g.snapshots.iter().any(|(d, _)| d.id == *id));
-            if !grouped {
-                outln!(
-                    "snapshot {id}: {} (its file was damaged or already gone)",
-                    if done.dry_run {
-                        "would remove"
-                    } else {
-                        "removed"
-                    }
-                );
-            }
-        }
-        if opts.keep_pitr.is_some() {
-            for (base, end) in &done.chains_removed {
-                outln!(
-                    "WAL chain of base {} (covering up to {}): {}",
-                    base.short(),
-                    local_time(*end, &opts.tz),
-                    if done.dry_run {
-                        "would remove"
-                    } else {
-                        "removed"
-                    }
-                );
-            }
-            outln!(
-                "{} {} WAL segments",
-                if done.dry_run {
-                    "would remove"
-                } else {
-                    "removed"
-                },
-                done.segments_removed
-            );
-        }
-        let n = done.removed.len();
-        let noun = if n == 1 { "snapshot" } else { "snapshots" };
-        if done.dry_run {
-            outln!("would remove {n} {noun} (dry run: nothing was removed)");
-        } else {
-            outln!("removed {n} {noun}");
-        }
-        if let Some(r) = &pruned {
-            super::commands::print_prune(out, r, a.dry_run);
-        }
+        print_forget(out, &done, &opts, pruned.as_ref(), a.dry_run);
     }
     if done.damaged.is_empty() {
         Ok(exit::OK)
     } else {
         Ok(exit::INCOMPLETE)
+    }
+}
+
+/// Forget's outcome (and prune's, with `--prune`) as JSON.
+fn forget_json(
+    done: &ForgetOutcome,
+    pruned: Option<&cairn::PruneReport>,
+    dry_run: bool,
+) -> serde_json::Value {
+    let groups: Vec<_> = done
+        .groups
+        .iter()
+        .map(|grp| {
+            let snapshots: Vec<_> = grp
+                .snapshots
+                .iter()
+                .map(|(d, s)| {
+                    serde_json::json!({
+                        "id": d.id,
+                        "time": s.timestamp().to_string(),
+                        "hostname": s.hostname,
+                        "paths": s.display_paths(),
+                        "tags": s.tags,
+                        "keep": d.keep,
+                        "reasons": d.reasons,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "host": grp.key.host,
+                "paths": grp.key.display_paths(),
+                "tags": grp.key.tags,
+                "snapshots": snapshots,
+            })
+        })
+        .collect();
+    let damaged: Vec<_> = done
+        .damaged
+        .iter()
+        .map(|(id, e)| serde_json::json!({"id": id, "error": e}))
+        .collect();
+    serde_json::json!({
+        "dry_run": done.dry_run,
+        "groups": groups,
+        "removed": done.removed,
+        "damaged": damaged,
+        "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
+        "pitr_segments_removed": done.segments_removed,
+        "prune": pruned.map(|r| prune_json(r, dry_run)),
+    })
+}
+
+/// Forget's plan per group, what it removed, and prune's report (with
+/// `--prune`) as text.
+fn print_forget(
+    out: &Out,
+    done: &ForgetOutcome,
+    opts: &ForgetOptions,
+    pruned: Option<&cairn::PruneReport>,
+    dry_run: bool,
+) {
+    for grp in &done.groups {
+        let kept = grp.snapshots.iter().filter(|(d, _)| d.keep).count();
+        outln!(
+            "{}: keep {kept}, remove {}",
+            grp.key,
+            grp.snapshots.len() - kept
+        );
+        outln!("  {:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+        for (d, s) in &grp.snapshots {
+            let line = format!(
+                "  {:<8}  {:<19}  {:<6}  {}",
+                d.id.short(),
+                local_time(s.timestamp(), &opts.tz),
+                if d.keep { "keep" } else { "remove" },
+                d.reasons.join(", ")
+            );
+            outln!("{}", line.trim_end());
+        }
+        outln!();
+    }
+    for id in &done.removed {
+        let grouped = done
+            .groups
+            .iter()
+            .any(|g| g.snapshots.iter().any(|(d, _)| d.id == *id));
+        if !grouped {
+            outln!(
+                "snapshot {id}: {} (its file was damaged or already gone)",
+                if done.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                }
+            );
+        }
+    }
+    if opts.keep_pitr.is_some() {
+        for (base, end) in &done.chains_removed {
+            outln!(
+                "WAL chain of base {} (covering up to {}): {}",
+                base.short(),
+                local_time(*end, &opts.tz),
+                if done.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                }
+            );
+        }
+        outln!(
+            "{} {} WAL segments",
+            if done.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            done.segments_removed
+        );
+    }
+    let n = done.removed.len();
+    let noun = if n == 1 { "snapshot" } else { "snapshots" };
+    if done.dry_run {
+        outln!("would remove {n} {noun} (dry run: nothing was removed)");
+    } else {
+        outln!("removed {n} {noun}");
+    }
+    if let Some(r) = pruned {
+        print_prune(out, r, dry_run);
     }
 }

@@ -17,10 +17,11 @@ use serde::Serialize;
 
 use cairn::{Change, ChangeKind, DiffTotals, EntryType, Found, Snapshot, SnapshotId};
 
-use super::commands::local_time;
-use super::output::size;
-use super::password::open;
-use super::{Global, Out, exit};
+use super::exit;
+use super::global::Global;
+use super::output::{Out, local_time, size, terminal_safe};
+use super::repo_open::open;
+use super::select::damaged_hint;
 
 /// Writes through a buffer to stdout. A closed pipe is not an error: the
 /// reader has what it wanted.
@@ -200,9 +201,9 @@ pub fn diff(g: &Global, out: &Out, a: &DiffArgs) -> Result<u8> {
     ));
     to_stdout(|w| {
         for c in &changes {
-            writeln!(w, "{}", super::terminal_safe(&change_line(c)))?;
+            writeln!(w, "{}", terminal_safe(&change_line(c)))?;
             for t in tables.remove(&c.path).unwrap_or_default() {
-                writeln!(w, "{}", super::terminal_safe(&table_line(&t)))?;
+                writeln!(w, "{}", terminal_safe(&table_line(&t)))?;
             }
         }
         if out.quiet {
@@ -346,7 +347,7 @@ pub fn find(g: &Global, out: &Out, a: &FindArgs) -> Result<u8> {
                     f.entry.entry_type.name(),
                     size_col(Some(f.entry.entry_type), f.entry.size),
                     mtime,
-                    super::terminal_safe(&String::from_utf8_lossy(&f.path))
+                    terminal_safe(&String::from_utf8_lossy(&f.path))
                 )?;
             }
             Ok(())
@@ -395,7 +396,7 @@ pub fn dump(g: &Global, _out: &Out, a: &DumpArgs) -> Result<u8> {
     } else {
         cairn::DamagedSnapshots::Refuse
     };
-    let (_, snap) = super::commands::damaged_hint(
+    let (_, snap) = damaged_hint(
         repo.find_snapshot_with(&a.snapshot, damaged),
         !a.skip_damaged && a.snapshot == "latest",
     )?;

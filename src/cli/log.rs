@@ -1,12 +1,12 @@
-//! `cairn log`: the repository's audit log, and the warnings of audit
-//! events that could not be written.
+//! `cairn log`: the repository's audit log.
 
 use anyhow::Result;
 use clap::Args;
 
-use super::commands::local_time;
-use super::password::open;
-use super::{Global, Out, exit};
+use super::exit;
+use super::global::Global;
+use super::output::{Out, local_time};
+use super::repo_open::open;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -51,11 +51,4 @@ pub fn log(g: &Global, out: &Out, a: &LogArgs) -> Result<u8> {
     } else {
         exit::INCOMPLETE
     })
-}
-
-/// Prints the audit events `repo` could not write, as warnings.
-pub fn report_audit_errors(out: &Out, repo: &cairn::Repository) {
-    for e in repo.take_audit_errors() {
-        out.warn(e);
-    }
 }

@@ -1,81 +1,75 @@
-//! Command-line front end: argument parsing, repository and password
-//! resolution, output rendering and exit codes. No engine logic lives here.
+//! The command line of the `cairn` binary. cli/ owns four things: parsing
+//! arguments (clap), calling the library, rendering what it returns (text
+//! or `--json`), and mapping failures to the documented exit codes. It has
+//! no behaviour of its own: every decision about a repository, a snapshot
+//! or a file is the library's, reached only through `cairn::` public
+//! names; cli/ may not reach into the library's modules, keep state
+//! between commands, or decide what a command does beyond choosing the
+//! library call and its options.
+//!
+//! Layout, each file importing only the files listed after it:
+//! - `mod.rs` (this file): the clap definitions of the commands, dispatch,
+//!   and the table from errors to exit codes.
+//! - One file per command or small family (`init`, `backup`, `app` (snap,
+//!   run), `daemon`, `watch` (watch, db timeline), `snapshots`, `ls`,
+//!   `restore`, `copy`, `inspect` (diff, find, dump), `db`, `verify`,
+//!   `stats`, `cat`, `forget`, `prune`, `unlock`, `log`, `status`, `key`,
+//!   `docs` (completions, man), `serve` (serve, token)): its arguments,
+//!   their conversion into the library's options (`From`/`TryFrom`), the
+//!   call and its rendering. Command files never import one another.
+//! - Shared files below them: `select` (which snapshots the arguments
+//!   choose), `render` (snapshot, node and backup renderings, undo
+//!   commands), `pruning` (prune's options and report, also used by
+//!   `forget --prune`), `watch_notes` (a watcher's notes, read back by the
+//!   daemon), `from_repo` (the other repository of `copy` and `init`),
+//!   `notify` (alert options), `repo_open` (opening the repository),
+//!   `password` (finding the repository and its password), `output`
+//!   (stdout/stderr, `outln!`, terminal escaping, sizes and times),
+//!   `global` (the options every command takes) and `exit` (exit codes).
 
-/// `println!` for command output: when the reader of standard output has
-/// gone (`cairn snapshots | head`), the command ends quietly instead of
-/// panicking; any other write error ends it with exit code 1.
-/// A line of human output on stdout. Control characters other than
-/// newlines and tabs (a tag or a file name holding a terminal escape
-/// sequence) are shown escaped, never sent to the terminal.
-macro_rules! outln {
-    () => {
-        outln_raw!()
-    };
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let line = format!($($arg)*);
-        if let Err(e) = writeln!(std::io::stdout().lock(), "{}", $crate::cli::terminal_safe(&line)) {
-            $crate::cli::stdout_failed(&e);
-        }
-    }};
-}
-
-/// A line on stdout as it is: for JSON, whose strings are escaped already.
-macro_rules! outln_raw {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            $crate::cli::stdout_failed(&e);
-        }
-    }};
-}
+// First: its `outln!` macros are used by the files declared after it.
+#[macro_use]
+mod output;
 
 mod app;
-mod commands;
+mod backup;
+mod cat;
 mod copy;
 mod daemon;
 mod db;
 mod docs;
+mod exit;
 mod forget;
+mod from_repo;
+mod global;
+mod init;
 mod inspect;
+mod key;
 mod log;
+mod ls;
 mod notify;
-mod output;
 mod password;
+mod prune;
+mod pruning;
+mod render;
+mod repo_open;
+mod restore;
+mod select;
 mod serve;
+mod snapshots;
+mod stats;
 mod status;
+mod unlock;
+mod verify;
 mod watch;
+mod watch_notes;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-pub use output::Out;
-
-/// Exit codes, documented in the README.
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// A fatal error: nothing (more) was done.
-    pub const ERROR: u8 = 1;
-    /// Bad command-line usage (clap's code).
-    pub const USAGE: u8 = 2;
-    /// The command ran but found damage or could not finish every item:
-    /// verify found problems, restore skipped damaged files.
-    pub const INCOMPLETE: u8 = 3;
-    /// The repository does not exist.
-    pub const NO_REPO: u8 = 10;
-    /// The repository's format version is not supported by this build.
-    pub const VERSION: u8 = 11;
-    /// Wrong or missing password.
-    pub const PASSWORD: u8 = 12;
-    /// Another process holds a conflicting repository lock.
-    pub const LOCKED: u8 = 13;
-    /// `status`: a source is stale (older than --max-age), its last
-    /// attempt failed, or free space is below --min-free.
-    pub const STALE: u8 = 14;
-}
+use global::Global;
+use output::{Out, terminal_safe};
 
 /// cairn: deduplicating, encrypted, verifiable snapshots.
 #[derive(Debug, Parser)]
@@ -102,132 +96,12 @@ pub struct Cli {
     command: Command,
 }
 
-/// Options every command takes.
-#[derive(Debug, Clone, Args)]
-pub struct Global {
-    /// Repository location: a directory, or S3-compatible object storage as
-    /// s3:https://HOST[:PORT]/BUCKET[/PREFIX] (credentials from
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws, region from
-    /// AWS_REGION; add ?style=virtual or ?style=path to choose the bucket
-    /// addressing). Without it and without CAIRN_REPO, cairn uses a default
-    /// repository in your data directory.
-    #[arg(
-        short = 'r',
-        long = "repo",
-        env = "CAIRN_REPO",
-        global = true,
-        value_name = "LOCATION"
-    )]
-    repo: Option<PathBuf>,
-    /// Limit uploads to the repository to this many KiB/s (on average).
-    #[arg(
-        long,
-        env = "CAIRN_LIMIT_UPLOAD",
-        global = true,
-        value_name = "KIB_PER_S"
-    )]
-    limit_upload: Option<u32>,
-    /// Limit downloads from the repository to this many KiB/s (on average).
-    #[arg(
-        long,
-        env = "CAIRN_LIMIT_DOWNLOAD",
-        global = true,
-        value_name = "KIB_PER_S"
-    )]
-    limit_download: Option<u32>,
-    /// Print more: for a repository on object storage, the number of
-    /// requests the command made.
-    #[arg(short, long, global = true)]
-    verbose: bool,
-    /// Read the repository password from the first line of this file.
-    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// Run this shell command and use the first line it prints as the password.
-    #[arg(
-        long,
-        env = "CAIRN_PASSWORD_COMMAND",
-        global = true,
-        value_name = "CMD"
-    )]
-    password_command: Option<String>,
-    /// Directory for local caches (the files cache of each repository).
-    /// Default: cairn's directory in your cache directory (~/.cache/cairn).
-    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// If another process holds a conflicting repository lock, wait up to
-    /// this long for it (e.g. 30s, 10m) instead of failing at once.
-    #[arg(long, global = true, value_name = "DURATION")]
-    retry_lock: Option<String>,
-    /// Take no repository lock: for restore and verify of a repository on
-    /// read-only media (a concurrent prune could then remove data they read).
-    #[arg(long, global = true)]
-    no_lock: bool,
-    /// Use no local cache: every file is compared with the parent snapshot.
-    #[arg(long, global = true)]
-    no_cache: bool,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Print only errors.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// The application profile to use. Default: the nearest cairn.toml in
-    /// the current directory or above, which then also names the
-    /// repository and password source unless options or the environment do.
-    #[arg(long, env = "CAIRN_PROFILE", global = true, value_name = "FILE")]
-    profile: Option<PathBuf>,
-    /// The profile loaded, if any.
-    #[arg(skip)]
-    loaded: Option<cairn::Profile>,
-}
-
-impl Global {
-    /// These options as a command line for another cairn process (the
-    /// daemon's watchers): where the repository is and how to open it, not
-    /// how to print.
-    fn to_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        let mut pair = |name: &str, value: Option<std::ffi::OsString>| {
-            if let Some(v) = value {
-                args.push(name.into());
-                args.push(v);
-            }
-        };
-        pair("--repo", self.repo.clone().map(Into::into));
-        pair(
-            "--limit-upload",
-            self.limit_upload.map(|v| v.to_string().into()),
-        );
-        pair(
-            "--limit-download",
-            self.limit_download.map(|v| v.to_string().into()),
-        );
-        pair(
-            "--password-file",
-            self.password_file.clone().map(Into::into),
-        );
-        pair(
-            "--password-command",
-            self.password_command.clone().map(Into::into),
-        );
-        pair("--cache-dir", self.cache_dir.clone().map(Into::into));
-        pair("--retry-lock", self.retry_lock.clone().map(Into::into));
-        pair("--profile", self.profile.clone().map(Into::into));
-        for (set, flag) in [(self.no_lock, "--no-lock"), (self.no_cache, "--no-cache")] {
-            if set {
-                args.push(flag.into());
-            }
-        }
-        args
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a new repository.
-    Init(commands::InitArgs),
+    Init(init::InitArgs),
     /// Take a snapshot of files and directories.
-    Backup(commands::BackupArgs),
+    Backup(backup::BackupArgs),
     /// Take an application snapshot of the components in cairn.toml
     /// (database, code, config) with git state.
     Snap(app::SnapArgs),
@@ -241,11 +115,11 @@ enum Command {
     /// (`restore --at TIME DB`), until SIGTERM.
     Watch(watch::WatchArgs),
     /// List snapshots.
-    Snapshots(commands::SnapshotsArgs),
+    Snapshots(snapshots::SnapshotsArgs),
     /// List the files in a snapshot.
-    Ls(commands::LsArgs),
+    Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory.
-    Restore(commands::RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// Copy snapshots from another repository (--from), transferring only
     /// the data this one lacks.
     Copy(copy::CopyArgs),
@@ -258,22 +132,22 @@ enum Command {
     /// Export a snapshot's SQLite database as SQL, JSON or CSV, or restore
     /// its tables into a database.
     #[command(subcommand)]
-    Db(db::DbCommand),
+    Db(DbCommand),
     /// Check the repository's structure and, with --read-data, every byte.
-    Verify(commands::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Show repository sizes and deduplication.
-    Stats(commands::StatsArgs),
+    Stats(stats::StatsArgs),
     /// Print a repository object, for inspection and debugging.
-    Cat(commands::CatArgs),
+    Cat(cat::CatArgs),
     /// Remove snapshots by retention rules (--keep-*) or by id; their data
     /// stays until prune.
     // Boxed: its many options would make every command's value this large.
     Forget(Box<forget::ForgetArgs>),
     /// Delete data no snapshot references and repack packs that are mostly
     /// unused.
-    Prune(commands::PruneArgs),
+    Prune(prune::PruneArgs),
     /// Remove stale locks left by processes that are gone.
-    Unlock(commands::UnlockArgs),
+    Unlock(unlock::UnlockArgs),
     /// Show the audit log: who backed up, restored, forgot or pruned what,
     /// and when.
     Log(log::LogArgs),
@@ -282,7 +156,7 @@ enum Command {
     Status(status::StatusArgs),
     /// Manage the passwords that open the repository.
     #[command(subcommand)]
-    Key(commands::KeyCommand),
+    Key(key::KeyCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell).
     Completions(docs::CompletionsArgs),
@@ -293,6 +167,19 @@ enum Command {
     /// Manage the bearer tokens of `cairn serve`.
     #[command(subcommand)]
     Token(serve::TokenCommand),
+}
+
+/// `cairn db`'s subcommands.
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Write a snapshot's SQLite database as SQL, JSON or CSV.
+    Export(db::ExportArgs),
+    /// Restore tables of a snapshot's SQLite database, or of an export,
+    /// into a database, in one transaction.
+    Restore(db::RestoreArgs),
+    /// Show the moments a database followed by `cairn watch` can be
+    /// restored to, and the gaps.
+    Timeline(watch::TimelineArgs),
 }
 
 /// Parses the command line, runs the command and returns its exit code.
@@ -315,31 +202,33 @@ pub fn main() -> ExitCode {
         return ExitCode::from(exit::ERROR);
     }
     let result = match cli.command {
-        Command::Init(a) => commands::init(&cli.global, &out, &a),
-        Command::Backup(a) => commands::backup(&cli.global, &out, &a),
+        Command::Init(a) => init::init(&cli.global, &out, &a),
+        Command::Backup(a) => backup::backup(&cli.global, &out, &a),
         Command::Snap(a) => app::snap(&cli.global, &out, &a),
         Command::Run(a) => app::run(&cli.global, &out, &a),
         Command::Daemon(a) => daemon::daemon(&cli.global, &out, &a),
         Command::Watch(a) => watch::watch(&cli.global, &out, &a),
-        Command::Snapshots(a) => commands::snapshots(&cli.global, &out, &a),
-        Command::Ls(a) => commands::ls(&cli.global, &out, &a),
-        Command::Restore(a) => commands::restore(&cli.global, &out, &a),
+        Command::Snapshots(a) => snapshots::snapshots(&cli.global, &out, &a),
+        Command::Ls(a) => ls::ls(&cli.global, &out, &a),
+        Command::Restore(a) => restore::restore(&cli.global, &out, &a),
         Command::Copy(a) => copy::copy(&cli.global, &out, &a),
         Command::Diff(a) => inspect::diff(&cli.global, &out, &a),
         Command::Find(a) => inspect::find(&cli.global, &out, &a),
         Command::Dump(a) => inspect::dump(&cli.global, &out, &a),
-        Command::Db(a) => db::db(&cli.global, &out, &a),
-        Command::Verify(a) => commands::verify(&cli.global, &out, &a),
-        Command::Stats(a) => commands::stats(&cli.global, &out, &a),
-        Command::Cat(a) => commands::cat(&cli.global, &out, &a),
-        Command::Key(a) => commands::key(&cli.global, &out, &a),
+        Command::Db(DbCommand::Export(a)) => db::export(&cli.global, &out, &a),
+        Command::Db(DbCommand::Restore(a)) => db::restore(&cli.global, &out, &a),
+        Command::Db(DbCommand::Timeline(a)) => watch::timeline(&cli.global, &out, &a),
+        Command::Verify(a) => verify::verify(&cli.global, &out, &a),
+        Command::Stats(a) => stats::stats(&cli.global, &out, &a),
+        Command::Cat(a) => cat::cat(&cli.global, &out, &a),
+        Command::Key(a) => key::key(&cli.global, &out, &a),
         Command::Forget(a) => forget::forget(&cli.global, &out, &a),
-        Command::Unlock(a) => commands::unlock(&cli.global, &out, &a),
+        Command::Unlock(a) => unlock::unlock(&cli.global, &out, &a),
         Command::Log(a) => log::log(&cli.global, &out, &a),
         Command::Status(a) => status::status(&cli.global, &out, &a),
-        Command::Prune(a) => commands::prune(&cli.global, &out, &a),
-        Command::Completions(a) => docs::completions(&out, &a),
-        Command::Man(a) => docs::man(&out, &a),
+        Command::Prune(a) => prune::prune(&cli.global, &out, &a),
+        Command::Completions(a) => docs::completions(&a, Cli::command()),
+        Command::Man(a) => docs::man(&out, &a, Cli::command()),
         Command::Serve(a) => serve::serve(&cli.global, &out, &a),
         Command::Token(a) => serve::token(&out, &a),
     };
@@ -356,60 +245,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-/// `s` with every control character but newline and tab escaped
-/// (`\u{1b}`), for a terminal.
-pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !s.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-/// Raw bytes (a file name, which need not be UTF-8) with each ASCII
-/// control character but tab escaped as [`terminal_safe`] does; other
-/// bytes as they are.
-pub fn terminal_safe_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    // UTF-8 text: every control character, C1 ones included.
-    if let Ok(text) = std::str::from_utf8(b) {
-        return match terminal_safe(text) {
-            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(b),
-            std::borrow::Cow::Owned(t) => std::borrow::Cow::Owned(t.into_bytes()),
-        };
-    }
-    let unsafe_byte = |c: &u8| c.is_ascii_control() && *c != b'\t';
-    if !b.iter().any(unsafe_byte) {
-        return std::borrow::Cow::Borrowed(b);
-    }
-    let mut out = Vec::with_capacity(b.len() + 8);
-    for c in b {
-        if unsafe_byte(c) {
-            out.extend(char::from(*c).escape_default().to_string().bytes());
-        } else {
-            out.push(*c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-/// Ends the process after standard output failed: quietly with success
-/// for a closed pipe (the reader had enough), with an error otherwise.
-pub fn stdout_failed(e: &std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(i32::from(exit::OK));
-    }
-    eprintln!("cairn: error: cannot write to standard output: {e}");
-    std::process::exit(i32::from(exit::ERROR));
 }
 
 /// The error and its causes on one line.

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::Out;
+use super::output::Out;
 
 /// Where alerts go; flatten into a command's arguments.
 #[derive(Debug, Args, Clone, Default)]

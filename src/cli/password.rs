@@ -2,7 +2,11 @@
 //! `--repo`/`CAIRN_REPO`, then `--password-file`, `--password-command`,
 //! `CAIRN_PASSWORD`, and a prompt on a terminal. Without a repository
 //! option, a default local repository lives in the user's data directory
-//! and its generated key in the user's config directory (0600).
+//! and its generated key in the user's config directory (0600). Also the
+//! backend of a location (rate limits, request counts) and the key
+//! derivation options of a new password (`--kdf-memory`, for `init` and
+//! `key add`/`passwd`). Opening the repository with all this is
+//! `repo_open`'s.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -11,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn::{Backend, Repository, Throttled};
+use clap::Args;
 
-use super::Global;
+use cairn::{Backend, Throttled};
+
+use super::global::Global;
 
 /// A resolved repository location.
 pub struct Location {
@@ -211,48 +217,6 @@ pub fn requests_made() -> Option<u64> {
         .reduce(|a, b| a.saturating_add(b))
 }
 
-/// Opens the repository, asking for the password only if it is encrypted.
-pub fn open(g: &Global) -> Result<(Repository, Location)> {
-    let loc = location(g)?;
-    let repo = Repository::open_cached(backend(g, &loc)?, cache_dir(g).as_deref(), &mut || {
-        password(g, &loc)
-    })?;
-    refuse_downgrade(g, &repo)?;
-    set_lock_wait(g, &repo)?;
-    Ok((repo, loc))
-}
-
-/// Applies `--retry-lock` and `--no-lock`.
-pub fn set_lock_wait(g: &Global, repo: &Repository) -> Result<()> {
-    repo.set_no_lock(g.no_lock);
-    if let Some(text) = &g.retry_lock {
-        let d: jiff::SignedDuration = text.parse().map_err(|e| {
-            anyhow!("--retry-lock '{text}': {e}; give a duration such as 30s, 10m or 1h")
-        })?;
-        let d = std::time::Duration::try_from(d)
-            .map_err(|_| anyhow!("--retry-lock '{text}' must not be negative"))?;
-        repo.set_lock_wait(d);
-    }
-    Ok(())
-}
-
-/// A password was supplied but the repository says it is unencrypted.
-/// Someone able to write the repository could have replaced its config and
-/// key with unencrypted ones to make new backups readable; since the user
-/// expected encryption, stop rather than write anything in the clear.
-pub fn refuse_downgrade(g: &Global, repo: &Repository) -> Result<()> {
-    let default_key =
-        g.repo.is_none() && location(g).is_ok_and(|l| l.default_key.is_some_and(|k| k.exists()));
-    let given = password_given(g) || default_key;
-    if given && repo.config().encryption == cairn::Encryption::None {
-        bail!(
-            "{} is an unencrypted repository, but a password was given: if you did not create it with --no-encryption, it may have been tampered with; otherwise unset CAIRN_PASSWORD / --password-file / --password-command",
-            repo.backend().location()
-        );
-    }
-    Ok(())
-}
-
 /// Creates the default repository's key file: 32 random bytes, hex, 0600,
 /// in a 0700 directory.
 pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
@@ -316,4 +280,15 @@ pub fn replace_default_key(path: &Path, password: &[u8]) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// How hard a new key is to guess.
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Memory, in MiB, argon2id uses to derive the key from the password
+    /// (19 to 1024). More is harder to brute-force; it is also the peak
+    /// memory of every command that opens the repository with this key.
+    #[arg(long, value_name = "MIB", default_value_t = cairn::DEFAULT_KDF_MEMORY_MIB,
+          value_parser = clap::value_parser!(u32).range(i64::from(cairn::MIN_KDF_MEMORY_MIB)..=i64::from(cairn::MAX_KDF_MEMORY_MIB)))]
+    pub kdf_memory: u32,
 }

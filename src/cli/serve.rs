@@ -8,8 +8,11 @@ use clap::{Args, Subcommand};
 
 use cairn::server::{Role, ServeOptions, Tokens};
 
-use super::password::{cache_dir, open};
-use super::{Global, Out, exit};
+use super::exit;
+use super::global::Global;
+use super::output::Out;
+use super::password::cache_dir;
+use super::repo_open::open;
 
 /// Options naming the tokens file, shared by `serve` and `token`.
 #[derive(Debug, Args)]

@@ -7,11 +7,11 @@ use clap::Args;
 
 use cairn::notify::{Alert, MinFree, free_space};
 
-use super::commands::local_time;
+use super::exit;
+use super::global::Global;
 use super::notify::{NotifyArgs, send_all};
-use super::output::size;
-use super::password::open;
-use super::{Global, Out, exit};
+use super::output::{Out, local_time, size};
+use super::repo_open::open;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -45,20 +45,17 @@ pub struct StatusArgs {
     notify: NotifyArgs,
 }
 
+/// `--max-age` in seconds (a day is 24 hours).
+fn parse_max_age(text: &str) -> Result<i64> {
+    let span: jiff::SignedDuration = text
+        .parse::<jiff::Span>()
+        .and_then(|s| s.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+        .map_err(|e| anyhow!("--max-age '{text}': {e}; give a duration such as 7h or 2d"))?;
+    Ok(span.as_secs())
+}
+
 pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
-    let max_age = a
-        .max_age
-        .as_deref()
-        .map(|text| {
-            let span: jiff::SignedDuration = text
-                .parse::<jiff::Span>()
-                .and_then(|s| s.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
-                .map_err(|e| {
-                    anyhow!("--max-age '{text}': {e}; give a duration such as 7h or 2d")
-                })?;
-            Ok::<_, anyhow::Error>(span.as_secs())
-        })
-        .transpose()?;
+    let max_age = a.max_age.as_deref().map(parse_max_age).transpose()?;
     let min_free = a
         .min_free
         .as_deref()
@@ -128,37 +125,7 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
             "problems": st.problems,
         }))?;
     } else {
-        outln!(
-            "{:<14}  {:<28}  {:<12}  {:<19}  {:>9}  state",
-            "app",
-            "component",
-            "host",
-            "newest",
-            "age"
-        );
-        for s in &sources {
-            let ended = s.watch.as_ref().and_then(|w| w.ended.as_deref());
-            let state = match (&s.failure, stale(s), ended) {
-                (Some((t, e)), _, _) => format!("FAILING since {}: {e}", local_time(*t)),
-                (None, true, _) => "STALE".to_owned(),
-                (None, false, Some(why)) => format!("ok; watch ended: {why}"),
-                (None, false, None) if s.watch.is_some() => "ok, watched".to_owned(),
-                (None, false, None) => "ok".to_owned(),
-            };
-            outln!(
-                "{:<14}  {:<28}  {:<12}  {:<19}  {:>9}  {state}",
-                if s.source.app.is_empty() {
-                    "-"
-                } else {
-                    &s.source.app
-                },
-                s.source.component,
-                s.source.host,
-                s.newest().map_or_else(|| "never".to_owned(), local_time),
-                s.age_secs(now)
-                    .map_or_else(|| "-".to_owned(), cairn::notify::human_age)
-            );
-        }
+        print_sources(&sources, &stale, now);
         out.info(format!(
             "{} sources, {} snapshots, repository {}",
             sources.len(),
@@ -178,4 +145,43 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
         out.warn(p);
     }
     Ok(if bad { exit::STALE } else { exit::OK })
+}
+
+/// The table of sources: newest snapshot, age and state of each.
+fn print_sources(
+    sources: &[&cairn::SourceStatus],
+    stale: &dyn Fn(&cairn::SourceStatus) -> bool,
+    now: jiff::Timestamp,
+) {
+    outln!(
+        "{:<14}  {:<28}  {:<12}  {:<19}  {:>9}  state",
+        "app",
+        "component",
+        "host",
+        "newest",
+        "age"
+    );
+    for s in sources {
+        let ended = s.watch.as_ref().and_then(|w| w.ended.as_deref());
+        let state = match (&s.failure, stale(s), ended) {
+            (Some((t, e)), _, _) => format!("FAILING since {}: {e}", local_time(*t)),
+            (None, true, _) => "STALE".to_owned(),
+            (None, false, Some(why)) => format!("ok; watch ended: {why}"),
+            (None, false, None) if s.watch.is_some() => "ok, watched".to_owned(),
+            (None, false, None) => "ok".to_owned(),
+        };
+        outln!(
+            "{:<14}  {:<28}  {:<12}  {:<19}  {:>9}  {state}",
+            if s.source.app.is_empty() {
+                "-"
+            } else {
+                &s.source.app
+            },
+            s.source.component,
+            s.source.host,
+            s.newest().map_or_else(|| "never".to_owned(), local_time),
+            s.age_secs(now)
+                .map_or_else(|| "-".to_owned(), cairn::notify::human_age)
+        );
+    }
 }

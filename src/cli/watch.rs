@@ -12,9 +12,11 @@ use clap::Args;
 
 use cairn::WatchNote;
 
-use super::commands::local_time;
-use super::password::open;
-use super::{Global, Out, exit};
+use super::exit;
+use super::global::Global;
+use super::output::{Out, local_time, report_audit_errors};
+use super::repo_open::open;
+use super::watch_notes::{note_json, note_text};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -91,6 +93,35 @@ fn parse_size(s: &str) -> Result<u64, String> {
     cairn::parse_size(s).map_err(|e| e.to_string())
 }
 
+impl WatchArgs {
+    /// Sets in `opts` what the arguments give. Not a `From`: what they
+    /// leave out comes from the profile's `[watch]`, not from defaults.
+    fn override_options(&self, opts: &mut cairn::WatchOptions) {
+        let given = |v: Option<Duration>, into: &mut Duration| {
+            if let Some(v) = v {
+                *into = v;
+            }
+        };
+        given(self.lag, &mut opts.lag);
+        given(self.poll, &mut opts.poll);
+        given(self.heartbeat, &mut opts.heartbeat);
+        given(self.base_every, &mut opts.base_every);
+        opts.poll = opts.poll.max(Duration::from_millis(1));
+        if let Some(b) = self.base_size {
+            opts.base_bytes = b;
+        }
+        if let Some(m) = self.max_memory {
+            opts.max_memory = m;
+        }
+        if let Some(w) = self.max_wal {
+            opts.max_wal = w;
+        }
+        if self.host.is_some() {
+            opts.host.clone_from(&self.host);
+        }
+    }
+}
+
 /// Sets `stop` on SIGTERM or SIGINT.
 fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -114,28 +145,7 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
         a.dbs.clone()
     };
     let mut opts = plan.map(|p| p.opts).unwrap_or_default();
-    let given = |v: Option<Duration>, into: &mut Duration| {
-        if let Some(v) = v {
-            *into = v;
-        }
-    };
-    given(a.lag, &mut opts.lag);
-    given(a.poll, &mut opts.poll);
-    given(a.heartbeat, &mut opts.heartbeat);
-    given(a.base_every, &mut opts.base_every);
-    opts.poll = opts.poll.max(Duration::from_millis(1));
-    if let Some(b) = a.base_size {
-        opts.base_bytes = b;
-    }
-    if let Some(m) = a.max_memory {
-        opts.max_memory = m;
-    }
-    if let Some(w) = a.max_wal {
-        opts.max_wal = w;
-    }
-    if a.host.is_some() {
-        opts.host.clone_from(&a.host);
-    }
+    a.override_options(&mut opts);
     let (repo, _) = open(g)?;
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
@@ -175,7 +185,7 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    super::log::report_audit_errors(out, &repo);
+    report_audit_errors(out, &repo);
     let mut failed = None;
     for (db, r) in results {
         if let Err(e) = r {
@@ -217,77 +227,6 @@ fn report(db: &str, n: &WatchNote, json: bool, quiet: bool, stop: &AtomicBool) {
     }
 }
 
-/// A note's fields as JSON (`event` and what it says).
-pub(super) fn note_json(db: &str, n: &WatchNote) -> serde_json::Value {
-    match n {
-        WatchNote::Base {
-            id,
-            time,
-            bytes_added,
-        } => {
-            serde_json::json!({"db": db, "event": "base", "snapshot": id, "time": time.to_string(), "bytes_added": bytes_added})
-        }
-        WatchNote::Segment {
-            id,
-            txns,
-            pages,
-            lag,
-            peak_memory,
-        } => {
-            serde_json::json!({"db": db, "event": "segment", "segment": id, "txns": txns, "pages": pages, "lag_ms": lag.as_millis(), "peak_memory": peak_memory})
-        }
-        WatchNote::ChainEnd(why) => {
-            serde_json::json!({"db": db, "event": "chain-end", "reason": why})
-        }
-        WatchNote::Problem(why) => {
-            serde_json::json!({"db": db, "event": "problem", "message": why})
-        }
-        _ => serde_json::json!({"db": db}),
-    }
-}
-
-/// The note [`note_json`] wrote, `None` for a line that is not one.
-pub(super) fn note_of_json(v: &serde_json::Value) -> Option<WatchNote> {
-    let text = |k: &str| v[k].as_str().map(str::to_owned);
-    match v["event"].as_str()? {
-        "base" => Some(WatchNote::Base {
-            id: v["snapshot"].as_str()?.parse().ok()?,
-            time: v["time"].as_str()?.parse().ok()?,
-            bytes_added: v["bytes_added"].as_u64()?,
-        }),
-        "segment" => Some(WatchNote::Segment {
-            id: v["segment"].as_str()?.parse().ok()?,
-            txns: usize::try_from(v["txns"].as_u64()?).ok()?,
-            pages: v["pages"].as_u64()?,
-            lag: Duration::from_millis(v["lag_ms"].as_u64()?),
-            // Absent from the notes of watchers before it was added.
-            peak_memory: v["peak_memory"].as_u64().unwrap_or(0),
-        }),
-        "chain-end" => Some(WatchNote::ChainEnd(text("reason")?)),
-        "problem" => Some(WatchNote::Problem(text("message")?)),
-        _ => None,
-    }
-}
-
-/// A note as a line for people, `None` for what is not shown.
-pub(super) fn note_text(db: &str, n: &WatchNote, quiet: bool) -> Option<String> {
-    match n {
-        WatchNote::Base {
-            id,
-            time,
-            bytes_added,
-        } if !quiet => Some(format!(
-            "{db}: base {} as of {} ({} added)",
-            id.short(),
-            local_time(*time),
-            bytesize::ByteSize(*bytes_added).display().iec()
-        )),
-        WatchNote::ChainEnd(why) if !quiet => Some(format!("{db}: chain ends: {why}")),
-        WatchNote::Problem(why) => Some(format!("warning: {db}: {why}")),
-        _ => None,
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
     /// The database, by the path it was watched at; all watched databases
@@ -320,94 +259,10 @@ pub fn timeline(g: &Global, out: &Out, a: &TimelineArgs) -> Result<u8> {
                 .unwrap_or_default()
         );
     }
-    let ts = cairn::segment_time;
     if out.json {
-        let v: Vec<_> = timelines
-            .iter()
-            .map(|t| {
-                let chains: Vec<_> = t
-                    .chains
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "base": c.base,
-                            "from": ts(c.base_time).to_string(),
-                            "until": ts(c.until()).to_string(),
-                            "first_txn": c.base_txn,
-                            "last_txn": c.last_txn(),
-                            "txns": c.txns(),
-                            "segments": c.segments.len(),
-                            "end": c.end(),
-                            "problem": c.problem,
-                        })
-                    })
-                    .collect();
-                let gaps: Vec<_> = t
-                    .gaps()
-                    .iter()
-                    .map(|g| {
-                        serde_json::json!({
-                            "from": g.from.to_string(),
-                            "to": g.to.map(|t| t.to_string()),
-                            "reason": g.reason,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "host": t.host,
-                    "db": String::from_utf8_lossy(&t.db),
-                    "chains": chains,
-                    "gaps": gaps,
-                })
-            })
-            .collect();
-        out.print_json(&v)?;
+        out.print_json(&timelines_json(&timelines))?;
     } else {
-        for t in &timelines {
-            outln!("{} on {}", String::from_utf8_lossy(&t.db), t.host);
-            outln!(
-                "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
-                "base",
-                "from",
-                "until",
-                "transactions",
-                "segments"
-            );
-            let gaps = t.gaps();
-            for c in &t.chains {
-                outln!(
-                    "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
-                    c.base.short(),
-                    precise(ts(c.base_time)),
-                    precise(ts(c.until())),
-                    format!("{}–{}", c.base_txn, c.last_txn()),
-                    c.segments.len()
-                );
-                if let Some(p) = &c.problem {
-                    outln!("            problem: {p}");
-                }
-                if let Some(g) = gaps.iter().find(|g| g.from == ts(c.until())) {
-                    outln!(
-                        "  gap       {:<23}  {:<23}  {}",
-                        precise(g.from),
-                        g.to.map(precise).unwrap_or_default(),
-                        g.reason
-                            .as_deref()
-                            .unwrap_or("the watcher stopped without a word (killed?)")
-                    );
-                }
-            }
-            if let Some(last) = t.chains.last() {
-                let age = jiff::Timestamp::now().duration_since(ts(last.until()));
-                let why = last.end().map(|e| format!(": {e}")).unwrap_or_default();
-                outln!(
-                    "  restorable up to {} ({} s ago){why}",
-                    precise(ts(last.until())),
-                    age.as_secs()
-                );
-            }
-            outln!();
-        }
+        print_timelines(&timelines);
     }
     Ok(if problems.is_empty() {
         exit::OK
@@ -416,40 +271,103 @@ pub fn timeline(g: &Global, out: &Out, a: &TimelineArgs) -> Result<u8> {
     })
 }
 
+/// Timelines as JSON: each chain of each database and the gaps between.
+fn timelines_json(timelines: &[cairn::Timeline]) -> Vec<serde_json::Value> {
+    let ts = cairn::segment_time;
+    timelines
+        .iter()
+        .map(|t| {
+            let chains: Vec<_> = t
+                .chains
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "base": c.base,
+                        "from": ts(c.base_time).to_string(),
+                        "until": ts(c.until()).to_string(),
+                        "first_txn": c.base_txn,
+                        "last_txn": c.last_txn(),
+                        "txns": c.txns(),
+                        "segments": c.segments.len(),
+                        "end": c.end(),
+                        "problem": c.problem,
+                    })
+                })
+                .collect();
+            let gaps: Vec<_> = t
+                .gaps()
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "from": g.from.to_string(),
+                        "to": g.to.map(|t| t.to_string()),
+                        "reason": g.reason,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "host": t.host,
+                "db": String::from_utf8_lossy(&t.db),
+                "chains": chains,
+                "gaps": gaps,
+            })
+        })
+        .collect()
+}
+
+/// Timelines as text: a table of chains per database, its gaps, and how
+/// far it can be restored.
+fn print_timelines(timelines: &[cairn::Timeline]) {
+    let ts = cairn::segment_time;
+    for t in timelines {
+        outln!("{} on {}", String::from_utf8_lossy(&t.db), t.host);
+        outln!(
+            "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+            "base",
+            "from",
+            "until",
+            "transactions",
+            "segments"
+        );
+        let gaps = t.gaps();
+        for c in &t.chains {
+            outln!(
+                "  {:<8}  {:<23}  {:<23}  {:>15}  {:>8}",
+                c.base.short(),
+                precise(ts(c.base_time)),
+                precise(ts(c.until())),
+                format!("{}–{}", c.base_txn, c.last_txn()),
+                c.segments.len()
+            );
+            if let Some(p) = &c.problem {
+                outln!("            problem: {p}");
+            }
+            if let Some(g) = gaps.iter().find(|g| g.from == ts(c.until())) {
+                outln!(
+                    "  gap       {:<23}  {:<23}  {}",
+                    precise(g.from),
+                    g.to.map(precise).unwrap_or_default(),
+                    g.reason
+                        .as_deref()
+                        .unwrap_or("the watcher stopped without a word (killed?)")
+                );
+            }
+        }
+        if let Some(last) = t.chains.last() {
+            let age = jiff::Timestamp::now().duration_since(ts(last.until()));
+            let why = last.end().map(|e| format!(": {e}")).unwrap_or_default();
+            outln!(
+                "  restorable up to {} ({} s ago){why}",
+                precise(ts(last.until())),
+                age.as_secs()
+            );
+        }
+        outln!();
+    }
+}
+
 /// A local time with milliseconds.
 fn precise(t: jiff::Timestamp) -> String {
     let z = t.to_zoned(jiff::tz::TimeZone::system());
     z.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_daemon_reads_back_every_note_a_watcher_prints() {
-        let notes = [
-            WatchNote::Base {
-                id: "11".repeat(32).parse().expect("id"),
-                time: "2026-11-24T10:00:00.5Z".parse().expect("time"),
-                bytes_added: 123,
-            },
-            WatchNote::Segment {
-                id: "22".repeat(32).parse().expect("id"),
-                txns: 7,
-                pages: 9,
-                lag: Duration::from_millis(250),
-                peak_memory: 1 << 20,
-            },
-            WatchNote::ChainEnd("the database was replaced".into()),
-            WatchNote::Problem("cannot read".into()),
-        ];
-        for n in notes {
-            let line = note_json("/srv/app.db", &n).to_string();
-            let back = serde_json::from_str(&line)
-                .ok()
-                .and_then(|v| note_of_json(&v));
-            assert_eq!(format!("{back:?}"), format!("{:?}", Some(n)), "{line}");
-        }
-    }
 }
