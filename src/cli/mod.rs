@@ -55,6 +55,7 @@ mod render;
 mod repo_open;
 mod restore;
 mod select;
+#[cfg(feature = "server")]
 mod serve;
 mod snapshots;
 mod stats;
@@ -163,8 +164,10 @@ enum Command {
     /// Print the man page, or write one page per command into a directory.
     Man(docs::ManArgs),
     /// Serve the HTTP API, /metrics and the status page.
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
     /// Manage the bearer tokens of `cairn serve`.
+    #[cfg(feature = "server")]
     #[command(subcommand)]
     Token(serve::TokenCommand),
 }
@@ -229,7 +232,9 @@ pub fn main() -> ExitCode {
         Command::Prune(a) => prune::prune(&cli.global, &out, &a),
         Command::Completions(a) => docs::completions(&a, Cli::command()),
         Command::Man(a) => docs::man(&out, &a, Cli::command()),
+        #[cfg(feature = "server")]
         Command::Serve(a) => serve::serve(&cli.global, &out, &a),
+        #[cfg(feature = "server")]
         Command::Token(a) => serve::token(&out, &a),
     };
     if cli.global.verbose
