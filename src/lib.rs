@@ -92,6 +92,10 @@ pub use ops::inspect::{
 };
 pub use ops::protect::Undo;
 pub use ops::prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
+pub use ops::report::{
+    AppView, BackupReport, ComponentView, DatabaseView, PruneSummary, RestoreReport, SnapshotView,
+    VerifySummary,
+};
 pub use ops::restore::{RestoreOptions, RestoreOutcome, restore};
 pub use ops::stats::{RepoStats, stats};
 pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};

@@ -56,12 +56,8 @@ pub fn prune_with(repo: &Repository, a: &PruneOpts) -> Result<cairn::PruneReport
 }
 
 /// Prune's report as JSON.
-pub fn prune_json(r: &cairn::PruneReport, dry_run: bool) -> serde_json::Value {
-    serde_json::json!({
-        "dry_run": dry_run,
-        "report": r,
-        "bytes_freed": r.bytes_freed(),
-    })
+pub fn prune_json(r: &cairn::PruneReport, dry_run: bool) -> cairn::PruneSummary {
+    r.summary(dry_run)
 }
 
 /// Prints prune's report as text.

@@ -11,58 +11,8 @@ use cairn::{BlobId, Node, NodeKind, SnapshotId};
 use super::global::Global;
 use super::output::{Out, size};
 
-#[derive(Serialize)]
-pub struct SnapshotView<'a> {
-    id: SnapshotId,
-    time: String,
-    hostname: &'a str,
-    username: &'a str,
-    paths: Vec<String>,
-    tags: &'a [String],
-    parent: Option<SnapshotId>,
-    tree: BlobId,
-    summary: &'a cairn::Summary,
-    program_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app: Option<AppView<'a>>,
-    databases: Vec<DatabaseView<'a>>,
-    /// For a copy (`cairn copy`): the snapshot it copies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    original: Option<SnapshotId>,
-}
-
-#[derive(Serialize)]
-pub struct AppView<'a> {
-    name: &'a str,
-    root: String,
-    components: Vec<ComponentView<'a>>,
-    git: Option<&'a cairn::GitInfo>,
-}
-
-#[derive(Serialize)]
-pub struct ComponentView<'a> {
-    name: &'a str,
-    kind: &'a str,
-    paths: Vec<String>,
-}
-
-#[derive(Serialize)]
-pub struct DatabaseView<'a> {
-    path: String,
-    page_size: u32,
-    tables: &'a [cairn::TableRows],
-}
-
 fn lossy(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
-}
-
-pub fn database_view(d: &cairn::DatabaseInfo) -> DatabaseView<'_> {
-    DatabaseView {
-        path: lossy(&d.path),
-        page_size: d.page_size,
-        tables: &d.tables,
-    }
 }
 
 /// The text line under an application snapshot: components and git state.
@@ -97,35 +47,8 @@ pub fn database_line(d: &cairn::DatabaseInfo) -> String {
     format!("database {}: {}", lossy(&d.path), tables.join(", "))
 }
 
-pub fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> SnapshotView<'_> {
-    SnapshotView {
-        id,
-        time: s.timestamp().to_string(),
-        hostname: &s.hostname,
-        username: &s.username,
-        paths: s.display_paths(),
-        tags: &s.tags,
-        parent: s.parent,
-        tree: s.tree,
-        summary: &s.summary,
-        program_version: &s.program_version,
-        app: s.app.as_ref().map(|a| AppView {
-            name: &a.name,
-            root: lossy(&a.root),
-            components: a
-                .components
-                .iter()
-                .map(|c| ComponentView {
-                    name: &c.name,
-                    kind: &c.kind,
-                    paths: c.paths.iter().map(|p| lossy(p)).collect(),
-                })
-                .collect(),
-            git: a.git.as_ref(),
-        }),
-        databases: s.databases.iter().map(database_view).collect(),
-        original: s.original,
-    }
+pub fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> cairn::SnapshotView {
+    cairn::SnapshotView::new(id, s)
 }
 
 #[derive(Serialize)]
@@ -199,17 +122,8 @@ pub fn node_view(path: &[u8], n: &Node, with_content: bool) -> NodeView {
 }
 
 /// The JSON record of a finished backup.
-pub fn backup_json(done: &cairn::BackupOutcome) -> serde_json::Value {
-    serde_json::json!({
-        "id": done.id,
-        "parent": done.snapshot.parent,
-        "tags": done.snapshot.tags,
-        "summary": done.snapshot.summary,
-        "dirs_from_cache": done.dirs_reused,
-        "app": snapshot_view(done.id, &done.snapshot).app,
-        "databases": done.snapshot.databases.iter().map(database_view).collect::<Vec<_>>(),
-        "warnings": done.warnings,
-    })
+pub fn backup_json(done: &cairn::BackupOutcome) -> cairn::BackupReport {
+    done.report()
 }
 
 /// Prints a finished backup's warnings and report.

@@ -162,19 +162,7 @@ pub fn restore(g: &Global, out: &Out, a: &RestoreArgs) -> Result<u8> {
     }
     let undo = done.undo.as_ref().map(|u| undo_command(g, u));
     if out.json {
-        out.print_json(&serde_json::json!({
-            "snapshot": id,
-            "target": target,
-            "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
-            "undo": undo,
-            "files": done.files,
-            "dirs": done.dirs,
-            "others": done.others,
-            "bytes": done.bytes,
-            "errors": done.errors,
-            "warnings": done.warnings,
-            "index_damaged": done.index_damaged,
-        }))?;
+        out.print_json(&done.report(id, target.clone(), a.component.clone(), undo.clone()))?;
     } else if !out.quiet {
         outln!(
             "restored snapshot {} to {}: {} files, {} directories, {} other, {}",

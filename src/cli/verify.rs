@@ -61,19 +61,7 @@ pub fn verify(g: &Global, out: &Out, a: &VerifyArgs) -> Result<u8> {
         eprintln!("cairn: damaged: {e}");
     }
     if out.json {
-        out.print_json(&serde_json::json!({
-            "ok": report.errors.is_empty(),
-            "errors": report.errors,
-            "warnings": report.warnings,
-            "snapshots": report.snapshots,
-            "trees": report.trees,
-            "packs_read": report.packs_read,
-            "blobs_read": report.blobs_read,
-            "bytes_read": report.bytes_read,
-            "temporary_files": report.temporary_files,
-            "temporary_bytes": report.temporary_bytes,
-            "without_lock": report.without_lock,
-        }))?;
+        out.print_json(&report.summary(&opts))?;
     } else if !out.quiet {
         outln!(
             "checked {} snapshots, {} trees{}",

@@ -17,6 +17,7 @@ pub mod forget;
 pub mod inspect;
 pub mod protect;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod stats;
 pub mod status;

@@ -27,10 +27,6 @@ fn ok(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-fn lossy(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
-}
-
 /// The JSON body of a request, or 400 naming what is wrong with it.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
@@ -66,35 +62,14 @@ pub(crate) fn check_ref(r: &str) -> Result<(), ApiError> {
 }
 
 /// A snapshot as the API and `cairn snapshots --json` show it.
-pub(crate) fn snapshot_json(id: SnapshotId, s: &Snapshot) -> Value {
-    json!({
-        "id": id,
-        "short_id": id.short(),
-        "time": s.timestamp().to_string(),
-        "hostname": s.hostname,
-        "username": s.username,
-        "paths": s.display_paths(),
-        "tags": s.tags,
-        "parent": s.parent,
-        "tree": s.tree,
-        "summary": s.summary,
-        "program_version": s.program_version,
-        "app": s.app.as_ref().map(|a| json!({
-            "name": a.name,
-            "root": lossy(&a.root),
-            "components": a.components.iter().map(|c| json!({
-                "name": c.name,
-                "kind": c.kind,
-                "paths": c.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "git": a.git,
-        })),
-        "databases": s.databases.iter().map(|d| json!({
-            "path": lossy(&d.path),
-            "page_size": d.page_size,
-            "tables": d.tables,
-        })).collect::<Vec<_>>(),
-    })
+pub(crate) fn snapshot_json(id: SnapshotId, s: &Snapshot) -> Result<Value, ApiError> {
+    json_of(&crate::ops::report::SnapshotView::new(id, s))
+}
+
+/// A report as JSON.
+fn json_of<T: serde::Serialize>(report: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(report)
+        .map_err(|e| ApiError::internal(format!("cannot render the report: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +100,7 @@ pub(crate) async fn list_snapshots(
                         {
                             continue;
                         }
-                        list.push(snapshot_json(id, &s));
+                        list.push(snapshot_json(id, &s)?);
                     }
                     Err(e) => damaged.push(json!({"id": id, "error": e.to_string()})),
                 }
@@ -148,7 +123,7 @@ pub(crate) async fn show_snapshot(
     let v = st
         .read(move |repo| {
             let (id, s) = repo.find_snapshot(&id)?;
-            Ok(snapshot_json(id, &s))
+            snapshot_json(id, &s)
         })
         .await?;
     ok(v)
@@ -208,16 +183,10 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
             )?)
         })
         .await?;
-    let snaps: Vec<Value> = done
+    let snaps = done
         .iter()
-        .map(|d| {
-            let mut v = snapshot_json(d.id, &d.snapshot);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("warnings".into(), json!(d.warnings));
-            }
-            v
-        })
-        .collect();
+        .map(|d| json_of(&d.report()))
+        .collect::<Result<Vec<Value>, ApiError>>()?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "snapshots": snaps })),
@@ -436,22 +405,16 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     opts.cache_dir = cache_dir;
                     opts.profile = Some(p.file.clone());
                     let done = crate::ops::restore::restore(repo, &snap, &opts, &crate::ops::backup::NoProgress)?;
-                    Ok(json!({
-                        "snapshot": id,
-                        "component": b.component,
-                        "in_place": false,
-                        "dry_run": false,
-                        "target": target,
-                        "files": done.files,
-                        "dirs": done.dirs,
-                        "others": done.others,
-                        "bytes": done.bytes,
-                        "complete": done.errors.is_empty() && !done.index_damaged,
-                        "safety_snapshot": done.undo.as_ref().map(|u| u.snapshot),
-                        "undo": done.undo.as_ref().map(|u| u.command(Some(&repo.backend().location()))),
-                        "errors": done.errors,
-                        "warnings": done.warnings,
-                    }))
+                    let undo = done
+                        .undo
+                        .as_ref()
+                        .map(|u| u.command(Some(&repo.backend().location())));
+                    json_of(&done.report(
+                        id,
+                        target.clone(),
+                        Some(b.component.clone()),
+                        undo,
+                    ))
                 }
             }
         })
@@ -480,6 +443,49 @@ pub(crate) async fn delete_snapshot(
             };
             let done = crate::ops::forget::forget(repo, &opts)?;
             Ok(json!({ "removed": done.removed }))
+        })
+        .await?;
+    ok(v)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {
+    /// Say what would be deleted and repacked; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Repack a pack when more than this share of it is unused, 0 to 1
+    /// (default 0.05, as `cairn prune`).
+    max_unused: Option<f64>,
+    /// Repack small packs together (default true).
+    repack_small: Option<bool>,
+}
+
+/// `POST /api/prune`: deletes unused data and repacks, as `cairn prune`.
+pub(crate) async fn run_prune(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
+    let caller = st.authorize(&headers, None, Role::Admin)?;
+    let b: PruneBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        PruneBody::default()
+    } else {
+        body(&bytes)?
+    };
+    let mut opts = crate::ops::prune::PruneOptions::default();
+    if let Some(share) = b.max_unused {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ApiError::bad_request(format!(
+                "max_unused {share}: give a share between 0 and 1, for example 0.05"
+            )));
+        }
+        opts.max_unused = share;
+    }
+    if let Some(small) = b.repack_small {
+        opts.repack_small = small;
+    }
+    opts.dry_run = b.dry_run;
+    let v = st
+        .change(&caller, move |repo| {
+            let r = crate::ops::prune::prune(repo, &opts)?;
+            json_of(&r.summary(opts.dry_run))
         })
         .await?;
     ok(v)
@@ -523,23 +529,19 @@ pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) 
     let v = st
         .change(&caller, move |repo| {
             let r = crate::ops::verify::verify(repo, &opts)?;
-            Ok(json!({
-                "ok": r.errors.is_empty(),
-                "time": jiff::Timestamp::now().to_string(),
-                "by": format!("token:{by}"),
-                "read_data": opts.read_data,
-                "subset": b.subset,
-                "errors": r.errors,
-                "warnings": r.warnings,
-                "snapshots": r.snapshots,
-                "trees": r.trees,
-                "packs_read": r.packs_read,
-                "blobs_read": r.blobs_read,
-                "bytes_read": r.bytes_read,
-            }))
+            json_of(&r.summary(&opts))
         })
         .await?;
-    *lock(&st.last_verify) = Some(v.clone());
+    // The last run, with when and by whom, for `GET /api/verify` and the
+    // status page.
+    let mut last = json!({
+        "time": jiff::Timestamp::now().to_string(),
+        "by": format!("token:{by}"),
+    });
+    if let (Some(l), Some(r)) = (last.as_object_mut(), v.as_object()) {
+        l.extend(r.clone());
+    }
+    *lock(&st.last_verify) = Some(last);
     ok(v)
 }
 

@@ -571,6 +571,7 @@ routes! {
     "/api/snapshots/{id}" => get(api::show_snapshot).delete(api::delete_snapshot);
     "/api/restore" => post(api::restore);
     "/api/verify" => get(api::last_verify).post(api::run_verify);
+    "/api/prune" => post(api::run_prune);
     "/api/stats" => get(api::stats);
     "/api/status" => get(api::status);
     "/api/log" => get(api::log);

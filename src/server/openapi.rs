@@ -83,6 +83,10 @@ pub(crate) fn spec() -> Value {
                     "target": {"type": "string", "description": "Absolute directory on the server to restore into; without it the component is restored in place (after a safety snapshot)."},
                     "dry_run": {"type": "boolean"},
                     "force": {"type": "boolean", "description": "Replace a database even when a process has it open."}}},
+                "Prune": {"type": "object", "additionalProperties": false, "properties": {
+                    "dry_run": {"type": "boolean"},
+                    "max_unused": {"type": "number", "minimum": 0, "maximum": 1, "description": "Repack a pack when more than this share of it is unused (default 0.05)."},
+                    "repack_small": {"type": "boolean", "description": "Repack small packs together (default true)."}}},
                 "Verify": {"type": "object", "additionalProperties": false, "properties": {
                     "read_data": {"type": "boolean"},
                     "subset": {"type": "string", "description": "N/M: read only subset N of M of the packs."}}}
@@ -119,6 +123,10 @@ pub(crate) fn spec() -> Value {
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Verify"}}}},
                     "responses": guarded_json("operator", json!({"200": ok_json("The report; ok is false when damage was found."), "400": err("Malformed JSON or subset.")}))}
             },
+            "/api/prune": {"post": {"summary": "Delete data no snapshot uses and repack, as `cairn prune` (admin).",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Prune"}}}},
+                "responses": guarded_json("admin", json!({"200": ok_json("{dry_run, report, bytes_freed}, as `cairn prune --json`."),
+                    "400": err("Malformed JSON or max_unused."), "409": err("The repository is locked.")}))}},
             "/api/stats": {"get": {"summary": "Repository sizes and deduplication (reader).",
                 "responses": guarded("reader", json!({"200": ok_json("As `cairn stats --json`.")}))}},
             "/api/status": {"get": {"summary": "Freshness and failures per source (reader).",

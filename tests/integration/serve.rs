@@ -1646,3 +1646,90 @@ fn damaged_tokens_file_is_named_at_start_and_hidden_from_clients() {
     assert!(!status.success());
     assert!(err.contains(&shown), "{err}");
 }
+
+/// The CLI's `--json` and the API render the same report types: for a
+/// backup, a restore into a directory, a prune and a verify, both give the
+/// same field names (and for the reports without a per-door detail, such
+/// as an undo command written for the door's user, the same values).
+#[test]
+fn cli_json_and_api_give_the_same_fields_for_the_same_operation() {
+    use std::collections::BTreeSet;
+    let s = Server::start();
+    let fields = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let cli = |args: &[&str]| -> Value {
+        let o = run(cairn_in(s.dir.path()).args(args).arg("--json"));
+        assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let api = |path: &str, body: Value| -> Value {
+        let r = s.request("POST", path, Some(&s.admin), Some(&body.to_string()));
+        assert!(r.status / 100 == 2, "{path}: {} {}", r.status, r.text());
+        r.json()
+    };
+
+    let by_cli = cli(&["snap", "--component", "code"]);
+    let by_api = api(
+        "/api/snapshots",
+        json!({"profile": "sample-shop", "components": ["code"]}),
+    );
+    let by_api = &by_api["snapshots"][0];
+    assert_eq!(fields(&by_cli), fields(by_api), "backup");
+    assert!(fields(&by_cli).is_superset(&BTreeSet::from([
+        "id".to_owned(),
+        "summary".to_owned(),
+        "warnings".to_owned(),
+        "dirs_from_cache".to_owned()
+    ])));
+
+    let id = by_cli["id"].as_str().expect("id").to_owned();
+    let target = |name: &str| s.dir.join("restored").join(name);
+    let by_cli = cli(&[
+        "restore",
+        &id,
+        "--component",
+        "code",
+        "--target",
+        &target("by-cli").display().to_string(),
+    ]);
+    let by_api = api(
+        "/api/restore",
+        json!({"profile": "sample-shop", "component": "code", "snapshot": id,
+               "target": target("by-api")}),
+    );
+    assert_eq!(fields(&by_cli), fields(&by_api), "restore");
+    for same in [
+        "snapshot",
+        "component",
+        "files",
+        "bytes",
+        "complete",
+        "errors",
+    ] {
+        assert_eq!(by_cli[same], by_api[same], "restore: {same}");
+    }
+
+    let by_cli = cli(&["prune", "--dry-run"]);
+    let by_api = api("/api/prune", json!({"dry_run": true}));
+    assert_eq!(fields(&by_cli), fields(&by_api), "prune");
+    assert_eq!(
+        fields(&by_cli["report"]),
+        fields(&by_api["report"]),
+        "prune"
+    );
+    assert_eq!(
+        by_cli["report"]["packs_deleted"],
+        by_api["report"]["packs_deleted"]
+    );
+
+    let by_cli = cli(&["verify"]);
+    let by_api = api("/api/verify", json!({}));
+    assert_eq!(fields(&by_cli), fields(&by_api), "verify");
+    assert_eq!(by_cli["ok"], true);
+    assert_eq!(by_api["ok"], true);
+}
