@@ -63,6 +63,22 @@ macro_rules! define_id {
             }
         }
 
+        /// In the HTTP API's OpenAPI document: 64 lowercase hexadecimal
+        /// characters, as every id is serialized in JSON.
+        #[cfg(feature = "server")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some("^[0-9a-f]{64}$"))
+                    .description(Some(concat!("A ", stringify!($name), ": 64 hexadecimal characters.")))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "server")]
+        impl utoipa::ToSchema for $name {}
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.to_hex())

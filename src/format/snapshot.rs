@@ -16,6 +16,7 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
 
 /// Counts recorded when a snapshot is taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Summary {
     /// Files not in the parent snapshot.
     pub files_new: u64,
@@ -109,6 +110,7 @@ pub struct ComponentInfo {
 
 /// The git state of an application's root when it was snapshotted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct GitInfo {
     /// The checked-out branch, `None` on a detached HEAD.
     pub branch: Option<String>,
@@ -133,6 +135,7 @@ pub struct DatabaseInfo {
 
 /// The number of rows of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TableRows {
     /// Table name.
     pub name: String,

@@ -27,6 +27,7 @@ fn lossy(raw: &[u8]) -> String {
 /// A snapshot as `cairn snapshots --json` and `GET /api/snapshots` show it.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct SnapshotView {
     /// Its id.
     pub id: SnapshotId,
@@ -63,6 +64,7 @@ pub struct SnapshotView {
 /// The application of an application snapshot.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AppView {
     /// The application's name.
     pub name: String,
@@ -77,6 +79,7 @@ pub struct AppView {
 /// One component of an application snapshot.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ComponentView {
     /// The component's name.
     pub name: String,
@@ -89,6 +92,7 @@ pub struct ComponentView {
 /// A SQLite database captured in a snapshot.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DatabaseView {
     /// Its path in the snapshot.
     pub path: String,
@@ -149,6 +153,7 @@ impl SnapshotView {
 /// A snapshot a backup (`backup`, `snap`, `POST /api/snapshots`) saved.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct BackupReport {
     /// The snapshot saved.
     #[serde(flatten)]
@@ -176,10 +181,12 @@ impl BackupOutcome {
 /// with a target).
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RestoreReport {
     /// The snapshot restored.
     pub snapshot: SnapshotId,
     /// Where to.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub target: PathBuf,
     /// The component restored, for an application's component.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,6 +245,7 @@ impl RestoreOutcome {
 /// What a prune did, or in a dry run would do.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PruneSummary {
     /// Whether nothing was changed.
     pub dry_run: bool,
@@ -262,6 +270,7 @@ impl PruneReport {
 /// What a verify found.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VerifySummary {
     /// No damage found.
     pub ok: bool,

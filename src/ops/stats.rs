@@ -9,6 +9,7 @@ use crate::storage::FileKind;
 
 /// Sizes and counts of a repository.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RepoStats {
     /// Snapshots.
     pub snapshots: u64,

@@ -10,8 +10,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Role};
@@ -72,14 +72,75 @@ fn json_of<T: serde::Serialize>(report: &T) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("cannot render the report: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only this application's snapshots.
     app: Option<String>,
+    /// Only this host's snapshots.
     host: Option<String>,
 }
 
+/// `GET /api/snapshots`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SnapshotList {
+    /// The snapshots, oldest first.
+    snapshots: Vec<crate::ops::report::SnapshotView>,
+    /// Snapshot files that could not be read, each with the reason.
+    damaged: Vec<DamagedSnapshot>,
+}
+
+/// A snapshot file that could not be read.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DamagedSnapshot {
+    /// Its name.
+    id: SnapshotId,
+    /// Why it could not be read.
+    error: String,
+}
+
+/// `POST /api/snapshots`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Created {
+    /// One per snapshot taken.
+    snapshots: Vec<crate::ops::report::BackupReport>,
+}
+
+/// `DELETE /api/snapshots/{id}`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Removed {
+    /// The snapshot removed.
+    removed: Vec<SnapshotId>,
+}
+
+/// A verify run through this server.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct VerifyRun {
+    /// When it ended (RFC 3339).
+    time: String,
+    /// Who ran it: `token:NAME`.
+    by: String,
+    /// What it found.
+    #[serde(flatten)]
+    report: crate::ops::report::VerifySummary,
+}
+
+/// `GET /api/verify`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LastVerify {
+    /// The last run, or null.
+    last: Option<VerifyRun>,
+}
+
 /// `GET /api/snapshots`.
+#[utoipa::path(get, path = "/api/snapshots", tag = "snapshots",
+    summary = "List snapshots (reader).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The snapshots, and those whose file could not be read.", body = SnapshotList),
+        (status = 400, description = "Bad query.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn list_snapshots(
     State(st): St,
     headers: HeaderMap,
@@ -100,18 +161,32 @@ pub(crate) async fn list_snapshots(
                         {
                             continue;
                         }
-                        list.push(snapshot_json(id, &s)?);
+                        list.push(crate::ops::report::SnapshotView::new(id, &s));
                     }
-                    Err(e) => damaged.push(json!({"id": id, "error": e.to_string()})),
+                    Err(e) => damaged.push(DamagedSnapshot {
+                        id,
+                        error: e.to_string(),
+                    }),
                 }
             }
             Ok((list, damaged))
         })
         .await?;
-    ok(json!({ "snapshots": list, "damaged": damaged }))
+    ok(json_of(&SnapshotList {
+        snapshots: list,
+        damaged,
+    })?)
 }
 
 /// `GET /api/snapshots/{id}`.
+#[utoipa::path(get, path = "/api/snapshots/{id}", tag = "snapshots",
+    summary = "Show one snapshot (reader).",
+    params(("id" = String, Path, description = "A snapshot id, a unique prefix of one (hex), or `latest`.")),
+    responses(
+        (status = 200, description = "The snapshot.", body = crate::ops::report::SnapshotView),
+        (status = 400, description = "Malformed or ambiguous id.", body = super::ErrorBody),
+        (status = 404, description = "No such snapshot.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn show_snapshot(
     State(st): St,
     headers: HeaderMap,
@@ -129,12 +204,16 @@ pub(crate) async fn show_snapshot(
     ok(v)
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /api/snapshots`'s body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
+    /// An application name of a --profile the server was started with.
     profile: String,
+    /// Only these components (default: all).
     #[serde(default)]
     components: Vec<String>,
+    /// Tags for the snapshots.
     #[serde(default)]
     tags: Vec<String>,
 }
@@ -158,6 +237,15 @@ fn profile<'a>(
 }
 
 /// `POST /api/snapshots`.
+#[utoipa::path(post, path = "/api/snapshots", tag = "snapshots",
+    summary = "Take a snapshot of a profile's components (operator).",
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The snapshots taken, as `cairn snap --json` reports each.", body = Created),
+        (status = 400, description = "Malformed JSON or unknown component.", body = super::ErrorBody),
+        (status = 404, description = "Unknown profile.", body = super::ErrorBody),
+        (status = 409, description = "The repository is locked.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Operator)?;
     let b: CreateBody = body(&bytes)?;
@@ -183,27 +271,38 @@ pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: By
             )?)
         })
         .await?;
-    let snaps = done
-        .iter()
-        .map(|d| json_of(&d.report()))
-        .collect::<Result<Vec<Value>, ApiError>>()?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "snapshots": snaps })),
-    )
-        .into_response())
+    let created = Created {
+        snapshots: done
+            .iter()
+            .map(crate::ops::backup::BackupOutcome::report)
+            .collect(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /api/restore`'s body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RestoreBody {
+pub(crate) struct RestoreBody {
+    /// Snapshot id, prefix or latest; default: the newest of the component
+    /// at `at`.
     snapshot: Option<String>,
+    /// A time (RFC 3339, `2026-11-20 14:00`, `2h ago`): the newest snapshot
+    /// of the component at or before it.
     at: Option<String>,
+    /// An application name of a --profile the server was started with.
     profile: String,
+    /// The component to restore.
     component: String,
+    /// Absolute directory on the server to restore into, at or below
+    /// `serve --allow-restore-target`; without it the component is restored
+    /// in place (after a safety snapshot).
+    #[schema(value_type = Option<String>)]
     target: Option<PathBuf>,
+    /// Say what would be done; change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Replace a database even when a process has it open.
     #[serde(default)]
     force: bool,
 }
@@ -315,6 +414,16 @@ fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<PathBuf, A
 }
 
 /// `POST /api/restore`.
+#[utoipa::path(post, path = "/api/restore", tag = "restore",
+    summary = "Restore a component, in place or into a target directory (admin).",
+    description = "With `target`, the answer is the report `cairn restore --target --json` gives. In place (no `target`), it lists each file replaced, created or unchanged, the safety snapshot and the undo command; a dry run lists what would be done.",
+    request_body(content = RestoreBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was (or, in a dry run, would be) restored.", body = crate::ops::report::RestoreReport),
+        (status = 400, description = "Malformed JSON, id or time; unknown component; a target that is not absolute or holds a NUL byte.", body = super::ErrorBody),
+        (status = 404, description = "Unknown profile or snapshot.", body = super::ErrorBody),
+        (status = 409, description = "The repository is locked, or a database to replace is open.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Admin)?;
     let b: RestoreBody = body(&bytes)?;
@@ -424,6 +533,14 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
 
 /// `DELETE /api/snapshots/{id}`: forgets one snapshot (its data stays
 /// until `cairn prune`).
+#[utoipa::path(delete, path = "/api/snapshots/{id}", tag = "snapshots",
+    summary = "Forget one snapshot; its data stays until `cairn prune` (admin).",
+    params(("id" = String, Path, description = "A snapshot id, a unique prefix of one (hex), or `latest`.")),
+    responses(
+        (status = 200, description = "The snapshot removed.", body = Removed),
+        (status = 400, description = "Malformed or ambiguous id.", body = super::ErrorBody),
+        (status = 404, description = "No such snapshot.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn delete_snapshot(
     State(st): St,
     headers: HeaderMap,
@@ -442,15 +559,18 @@ pub(crate) async fn delete_snapshot(
                 ..crate::ops::forget::ForgetOptions::default()
             };
             let done = crate::ops::forget::forget(repo, &opts)?;
-            Ok(json!({ "removed": done.removed }))
+            json_of(&Removed {
+                removed: done.removed,
+            })
         })
         .await?;
     ok(v)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/prune`'s body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PruneBody {
+pub(crate) struct PruneBody {
     /// Say what would be deleted and repacked; change nothing.
     #[serde(default)]
     dry_run: bool,
@@ -462,6 +582,15 @@ struct PruneBody {
 }
 
 /// `POST /api/prune`: deletes unused data and repacks, as `cairn prune`.
+#[utoipa::path(post, path = "/api/prune", tag = "maintenance",
+    summary = "Delete data no snapshot uses and repack, as `cairn prune` (admin).",
+    request_body(content = Option<PruneBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was (or would be) deleted, as `cairn prune --json`.", body = crate::ops::report::PruneSummary),
+        (status = 400, description = "Malformed JSON or max_unused.", body = super::ErrorBody),
+        (status = 409, description = "The repository is locked.", body = super::ErrorBody),
+        (status = 500, description = "Damaged or missing data that prune will not delete around (named).", body = super::ErrorBody),
+    ))]
 pub(crate) async fn run_prune(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Admin)?;
     let b: PruneBody = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -491,9 +620,11 @@ pub(crate) async fn run_prune(State(st): St, headers: HeaderMap, bytes: Bytes) -
     ok(v)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/verify`'s body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyBody {
+pub(crate) struct VerifyBody {
+    /// Read every pack and check every blob.
     #[serde(default)]
     read_data: bool,
     /// `N/M`: read only subset N of M of the packs.
@@ -514,6 +645,13 @@ fn parse_subset(s: &str) -> Result<(u32, u32), ApiError> {
 
 /// `POST /api/verify`: runs verify (read-only; serialized with the
 /// changing operations so that it sees none half done).
+#[utoipa::path(post, path = "/api/verify", tag = "maintenance",
+    summary = "Run verify (operator).",
+    request_body(content = Option<VerifyBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The report, as `cairn verify --json`; ok is false when damage was found.", body = crate::ops::report::VerifySummary),
+        (status = 400, description = "Malformed JSON or subset.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Operator)?;
     let b: VerifyBody = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -529,30 +667,32 @@ pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) 
     let v = st
         .change(&caller, move |repo| {
             let r = crate::ops::verify::verify(repo, &opts)?;
-            json_of(&r.summary(&opts))
+            Ok(r.summary(&opts))
         })
         .await?;
-    // The last run, with when and by whom, for `GET /api/verify` and the
-    // status page.
-    let mut last = json!({
-        "time": jiff::Timestamp::now().to_string(),
-        "by": format!("token:{by}"),
+    // The last run, with when and by whom, for `GET /api/verify`.
+    *lock(&st.last_verify) = Some(VerifyRun {
+        time: jiff::Timestamp::now().to_string(),
+        by: format!("token:{by}"),
+        report: v.clone(),
     });
-    if let (Some(l), Some(r)) = (last.as_object_mut(), v.as_object()) {
-        l.extend(r.clone());
-    }
-    *lock(&st.last_verify) = Some(last);
-    ok(v)
+    ok(json_of(&v)?)
 }
 
 /// `GET /api/verify`: the last verify run through this server.
+#[utoipa::path(get, path = "/api/verify", tag = "maintenance",
+    summary = "The last verify run through this server, or null (reader).",
+    responses((status = 200, description = "The last run.", body = LastVerify)))]
 pub(crate) async fn last_verify(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     let last = lock(&st.last_verify).clone();
-    ok(json!({ "last": last }))
+    ok(json_of(&LastVerify { last })?)
 }
 
 /// `GET /api/stats`.
+#[utoipa::path(get, path = "/api/stats", tag = "repository",
+    summary = "Repository sizes and deduplication (reader).",
+    responses((status = 200, description = "As `cairn stats --json`.", body = crate::ops::stats::RepoStats)))]
 pub(crate) async fn stats(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     let s = st.read(|repo| Ok(crate::ops::stats::stats(repo)?)).await?;
@@ -571,6 +711,9 @@ pub(crate) fn status_json(s: &crate::ops::status::RepoStatus, now: jiff::Timesta
 }
 
 /// `GET /api/status`.
+#[utoipa::path(get, path = "/api/status", tag = "repository",
+    summary = "Freshness and failures per source (reader).",
+    responses((status = 200, description = "{sources, snapshots, repo_bytes, problems}, as `cairn status --json`.", body = Object)))]
 pub(crate) async fn status(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     let s = st
@@ -579,13 +722,22 @@ pub(crate) async fn status(State(st): St, headers: HeaderMap) -> ApiResult {
     ok(status_json(&s, jiff::Timestamp::now()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogQuery {
+    /// Only the N newest events.
     last: Option<usize>,
 }
 
 /// `GET /api/log`: read only; no route changes or deletes events.
+#[utoipa::path(get, path = "/api/log", tag = "repository",
+    summary = "The audit log, oldest first (reader). Read only.",
+    params(LogQuery),
+    responses(
+        (status = 200, description = "{events: [...], problems: [...]}.", body = Object),
+        (status = 400, description = "Bad query.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn log(
     State(st): St,
     headers: HeaderMap,
@@ -601,6 +753,9 @@ pub(crate) async fn log(
 }
 
 /// `GET /metrics`: Prometheus text format 0.0.4.
+#[utoipa::path(get, path = "/metrics", tag = "repository",
+    summary = "Prometheus metrics, text format 0.0.4 (reader, or public with --metrics-public).",
+    responses((status = 200, description = "Metrics.", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(st): St, headers: HeaderMap) -> ApiResult {
     if !st.metrics_public {
         st.authorize(&headers, None, Role::Reader)?;

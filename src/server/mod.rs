@@ -96,7 +96,7 @@ pub(crate) struct AppState {
     /// release it while the operation still runs.
     write: Arc<tokio::sync::Mutex<()>>,
     /// The last verify run through the API, as returned then.
-    last_verify: Mutex<Option<serde_json::Value>>,
+    last_verify: Mutex<Option<api::VerifyRun>>,
     /// Browser sessions by their random id. The token itself is never
     /// kept.
     sessions: Mutex<HashMap<String, Session>>,
@@ -172,12 +172,22 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Every error the API answers: the message, naming the input or object
+/// and what to do, and the HTTP status again.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    error: String,
+    /// The HTTP status.
+    status: u16,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": self.message,
-            "status": self.status.as_u16(),
-        });
+        let body = ErrorBody {
+            error: self.message,
+            status: self.status.as_u16(),
+        };
         let mut r = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(

@@ -166,6 +166,9 @@ fn login_body(message: Option<&str>) -> String {
 }
 
 /// `GET /login`.
+#[utoipa::path(get, path = "/login", tag = "status page", security(),
+    summary = "The login form (HTML).",
+    responses((status = 200, description = "HTML.", content_type = "text/html")))]
 pub(crate) async fn login_form() -> Response {
     html(StatusCode::OK, "cairn: log in", &login_body(None))
 }
@@ -179,6 +182,9 @@ pub(crate) struct LoginForm {
 /// cookie holding a random id; the server maps it to the token's hash).
 /// Refused from another origin, so that no other site can log a browser
 /// in with a token of its choosing.
+#[utoipa::path(post, path = "/login", tag = "status page", security(),
+    summary = "Log in with a token (form field `token`); sets an HttpOnly SameSite=Strict session cookie.",
+    responses((status = 303, description = "Logged in: to /."), (status = 401, description = "Not a valid token (HTML form again)."), (status = 403, description = "Sent from another origin.")))]
 pub(crate) async fn login(
     State(st): St,
     headers: HeaderMap,
@@ -217,6 +223,9 @@ pub(crate) struct LogoutForm {
 /// `POST /logout`: ends the session; like every write the session
 /// authorizes, only from the server's own page (its form sends the CSRF
 /// token in the `csrf` field).
+#[utoipa::path(post, path = "/logout", tag = "status page", security(),
+    summary = "End the browser session (form field `csrf`: the session's CSRF token, which the status page's button sends).",
+    responses((status = 303, description = "To /login."), (status = 403, description = "From another origin, or without the session's CSRF token.")))]
 pub(crate) async fn logout(
     State(st): St,
     headers: HeaderMap,
@@ -398,6 +407,9 @@ fn snapshot_rows(out: &mut String, list: &[&(SnapshotId, Snapshot)], app: bool) 
 }
 
 /// `GET /`: the status page.
+#[utoipa::path(get, path = "/", tag = "status page",
+    summary = "The status page (HTML; reader). Accepts ?token= once, then a session cookie.",
+    responses((status = 200, description = "HTML.", content_type = "text/html"), (status = 303, description = "Not logged in: to /login.")))]
 pub(crate) async fn index(
     State(st): St,
     headers: HeaderMap,
@@ -535,6 +547,10 @@ pub(crate) async fn index(
 }
 
 /// `GET /browse/{id}`.
+#[utoipa::path(get, path = "/browse/{id}", tag = "status page",
+    summary = "A snapshot's root directory (HTML; reader).",
+    params(("id" = String, Path, description = "A snapshot id, a unique prefix of one (hex), or `latest`.")),
+    responses((status = 200, description = "HTML.", content_type = "text/html"), (status = 303, description = "Not logged in."), (status = 404, description = "No such snapshot.")))]
 pub(crate) async fn browse_root(
     st: St,
     headers: HeaderMap,
@@ -548,6 +564,11 @@ pub(crate) async fn browse_root(
 }
 
 /// `GET /browse/{id}/{*path}`.
+#[utoipa::path(get, path = "/browse/{id}/{path}", tag = "status page",
+    summary = "A directory of a snapshot (HTML; reader).",
+    params(("id" = String, Path, description = "A snapshot id, a unique prefix of one (hex), or `latest`."),
+           ("path" = String, Path, description = "A path inside the snapshot, `/`-separated.")),
+    responses((status = 200, description = "HTML.", content_type = "text/html"), (status = 303, description = "Not logged in."), (status = 404, description = "No such snapshot or path.")))]
 pub(crate) async fn browse(
     st: St,
     headers: HeaderMap,
@@ -698,6 +719,15 @@ impl std::io::Write for ChannelWriter {
 /// id before it is sent (`cairn::dump`). A chunk found damaged midway
 /// ends the response early, so the client sees a truncated transfer
 /// rather than wrong bytes.
+#[utoipa::path(get, path = "/download/{id}/{path}", tag = "status page",
+    summary = "One file of a snapshot, every chunk checked (reader).",
+    params(("id" = String, Path, description = "A snapshot id, a unique prefix of one (hex), or `latest`."),
+           ("path" = String, Path, description = "A path inside the snapshot, `/`-separated.")),
+    responses(
+        (status = 200, description = "The file, as an attachment.", content_type = "application/octet-stream"),
+        (status = 400, description = "Not a regular file.", body = super::ErrorBody),
+        (status = 404, description = "No such snapshot or path.", body = super::ErrorBody),
+    ))]
 pub(crate) async fn download(
     State(st): St,
     headers: HeaderMap,

@@ -849,6 +849,48 @@ fn openapi_describes_every_route() {
             );
         }
     }
+    // Generated from the report types: their fields, not `{"type": "object"}`.
+    let schemas = &doc["components"]["schemas"];
+    let ok_schema = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} {status} names no schema"))
+            .rsplit('/')
+            .next()
+            .expect("a name")
+            .to_owned()
+    };
+    for (path, method, status, schema, field) in [
+        ("/api/snapshots", "post", "201", "Created", "snapshots"),
+        (
+            "/api/snapshots/{id}",
+            "get",
+            "200",
+            "SnapshotView",
+            "short_id",
+        ),
+        ("/api/restore", "post", "200", "RestoreReport", "complete"),
+        ("/api/prune", "post", "200", "PruneSummary", "bytes_freed"),
+        ("/api/verify", "post", "200", "VerifySummary", "ok"),
+        ("/api/stats", "get", "200", "RepoStats", "snapshots"),
+    ] {
+        assert_eq!(ok_schema(path, method, status), schema, "{method} {path}");
+        assert!(
+            schemas[schema]["properties"][field].is_object() || schemas[schema]["allOf"].is_array(),
+            "{schema} lacks {field}: {}",
+            schemas[schema]
+        );
+    }
+    // Every route that needs a token says so, with the answers it gives.
+    let guarded = &doc["paths"]["/api/prune"]["post"]["responses"];
+    for status in ["401", "403", "415", "503"] {
+        assert!(
+            guarded[status].is_object(),
+            "POST /api/prune lacks {status}"
+        );
+    }
+    assert!(doc["paths"]["/login"]["get"]["responses"]["401"].is_null());
 }
 
 #[test]

@@ -73,6 +73,7 @@ pub const TEMPORARY_STALE_AFTER: std::time::Duration = std::time::Duration::from
 
 /// What prune did (or, dry, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PruneReport {
     /// Snapshots whose trees were walked.
     pub snapshots: usize,
