@@ -43,6 +43,7 @@ pub use apps::db::{
     export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
     sql_literal,
 };
+pub use apps::engine::{backup, restore};
 pub use apps::profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
     FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
@@ -53,6 +54,7 @@ pub use apps::sqlite::pitr::{
     BASE_TAG, Chain, Gap, PitrPoint, PitrRestoreOptions, PitrRestored, Timeline, WatchNote,
     WatchOptions, db_path as watched_db_path, read_segments, restore_at, timelines, watch,
 };
+pub use apps::sqlite::special::SqliteFiles;
 pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
@@ -78,9 +80,10 @@ pub use format::tree::{Node, NodeKind, Tree, Xattr};
 pub use id::{
     AuditId, BlobId, IndexId, KeyId, LockId, PackId, ParseIdError, SegmentId, SnapshotId,
 };
+pub use ops::backup::special::{Capture, CaptureFailure, Claim, SpecialFiles};
 pub use ops::backup::{
-    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
-    backup_command, backup_stream,
+    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup_command,
+    backup_stream,
 };
 pub use ops::copy::{CopiedSnapshot, CopyReport, copy, shares_blob_ids};
 pub use ops::forget::{
@@ -93,7 +96,7 @@ pub use ops::inspect::{
 };
 pub use ops::protect::Undo;
 pub use ops::prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
-pub use ops::restore::{RestoreOptions, RestoreOutcome, restore};
+pub use ops::restore::{RestoreOptions, RestoreOutcome};
 pub use ops::stats::{RepoStats, stats};
 pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};

@@ -253,11 +253,13 @@ pub fn backup(g: &Global, out: &Out, a: &BackupArgs) -> Result<u8> {
     opts.one_file_system = a.one_file_system;
     opts.force = a.force;
     opts.cache_dir = password::cache_dir(g);
-    opts.sqlite = match a.sqlite {
-        SqliteArg::Auto => cairn::SqliteMode::Auto,
-        SqliteArg::Off => cairn::SqliteMode::Off,
-    };
-    opts.sqlite_dbs.clone_from(&a.sqlite_dbs);
+    opts.special = Some(std::sync::Arc::new(cairn::SqliteFiles::new(
+        match a.sqlite {
+            SqliteArg::Auto => cairn::SqliteMode::Auto,
+            SqliteArg::Off => cairn::SqliteMode::Off,
+        },
+    )));
+    opts.special_paths.clone_from(&a.sqlite_dbs);
     if let Some(t) = &a.time {
         opts.time = Some(parse_time(t)?);
     }

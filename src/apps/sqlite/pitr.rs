@@ -67,12 +67,14 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rayon::prelude::*;
 
+use crate::apps::sqlite::special::SqliteFiles;
 use crate::apps::sqlite::watch::{Commit, Event, Follower};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -771,12 +773,15 @@ impl<'a> Watcher<'a> {
         let base_len = base.len();
         let opts = BackupOptions {
             paths: vec![self.db.clone()],
-            sqlite_dbs: vec![self.db.clone()],
+            special_paths: vec![self.db.clone()],
             tags: vec![BASE_TAG.to_owned()],
             time: Some(base_time),
             force: true,
             host: Some(self.host.clone()),
-            captured: crate::apps::sqlite::Captured::new(self.db.clone(), base.into_image()),
+            special: Some(Arc::new(SqliteFiles::prepared(
+                self.db.clone(),
+                base.into_image(),
+            ))),
             ..BackupOptions::default()
         };
         // The new follower keeps polling while the base is stored (a
@@ -1629,7 +1634,7 @@ fn restore_at_inner(
             whole_files: true,
             ..crate::ops::protect::Replacing::default()
         };
-        let (undo, _) = crate::ops::protect::guard(repo, &what, &crate::ops::backup::NoProgress)?;
+        let (undo, _) = crate::ops::protect::guard(repo, &what, &SqliteFiles::hook(), &NoProgress)?;
         out.undo = undo;
     }
     tmp.persist(target)
