@@ -44,6 +44,7 @@ pub use apps::db::{
     export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
     sql_literal,
 };
+pub use apps::engine::{backup, restore};
 pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use apps::profile::{
     Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
@@ -52,6 +53,7 @@ pub use apps::profile::{
 };
 pub use apps::sqlite::SqliteMode;
 pub use apps::sqlite::pitr::{PitrPoint, PitrRestoreOptions, PitrRestored, restore_at};
+pub use apps::sqlite::special::SqliteFiles;
 pub use apps::sqlite::watch::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
@@ -77,9 +79,10 @@ pub use format::tree::{Node, NodeKind, Tree, Xattr};
 pub use id::{
     AuditId, BlobId, IndexId, KeyId, LockId, PackId, ParseIdError, SegmentId, SnapshotId,
 };
+pub use ops::backup::special::{Capture, CaptureFailure, Claim, SpecialFiles};
 pub use ops::backup::{
-    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup,
-    backup_command, backup_stream,
+    BackupOptions, BackupOutcome, NoProgress, Progress, absolute as absolute_path, backup_command,
+    backup_stream,
 };
 pub use ops::copy::{CopiedSnapshot, CopyReport, copy};
 pub use ops::forget::{
@@ -96,7 +99,7 @@ pub use ops::report::{
     AppView, BackupReport, ComponentView, DatabaseView, PruneSummary, RestoreReport, SnapshotView,
     VerifySummary,
 };
-pub use ops::restore::{RestoreOptions, RestoreOutcome, restore};
+pub use ops::restore::{RestoreOptions, RestoreOutcome};
 pub use ops::stats::{RepoStats, stats};
 pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};

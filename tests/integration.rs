@@ -20,6 +20,7 @@ mod integration {
     mod filescache;
     mod forget;
     mod inspect;
+    mod layers;
     mod lifecycle;
     mod notify;
     mod options;

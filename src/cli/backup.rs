@@ -114,11 +114,13 @@ impl TryFrom<&BackupArgs> for BackupOptions {
         opts.one_file_system = a.one_file_system;
         opts.force = a.force;
         // How SQLite databases are captured: the only lines that name them.
-        opts.sqlite = match a.sqlite {
-            SqliteArg::Auto => cairn::SqliteMode::Auto,
-            SqliteArg::Off => cairn::SqliteMode::Off,
-        };
-        opts.sqlite_dbs.clone_from(&a.sqlite_dbs);
+        opts.special = Some(std::sync::Arc::new(cairn::SqliteFiles::new(
+            match a.sqlite {
+                SqliteArg::Auto => cairn::SqliteMode::Auto,
+                SqliteArg::Off => cairn::SqliteMode::Off,
+            },
+        )));
+        opts.special_paths.clone_from(&a.sqlite_dbs);
         if let Some(t) = &a.time {
             opts.time = Some(parse_time(t)?);
         }

@@ -9,7 +9,11 @@
 //!
 //! May use: `repo/`, `format/`, `storage/`. Must not use `apps/`,
 //! `daemon/`, `server/`: what is special about applications and databases
-//! reaches the operations through hooks that `apps/` implements.
+//! reaches the operations through hooks that `apps/` implements (the
+//! special-file hook of [`backup::special`], which the walker and
+//! [`protect`] call). The doors call backup and restore through
+//! `apps/engine.rs`, which installs the SQLite hook; the restore here
+//! takes its hook as a required parameter, so no caller can drop it.
 
 pub mod backup;
 pub mod copy;

@@ -22,13 +22,28 @@
 //! component's own paths, a target that maps files onto themselves, an
 //! existing database given as the destination). The rules are here so that
 //! no door can skip one.
+//!
+//! What a database is, what its companions are and how its log is
+//! checkpointed is the application layer's knowledge: it reaches these
+//! rules through the special-file hook
+//! ([`SpecialFiles`](crate::ops::backup::special::SpecialFiles)) that the
+//! SQLite capture implements (`SqliteFiles`, src/apps/sqlite/special.rs),
+//! the same hook the safety snapshot's backup captures the databases
+//! with. [`guard`] and [`crate::ops::restore::restore`] take the hook as a
+//! parameter, not an option with a default, so that no caller can leave
+//! it out by accident; the library's public `cairn::restore` is the
+//! application layer's (src/apps/engine.rs), which passes the SQLite hook,
+//! and so is the restore the CLI, the HTTP API, the daemon and the
+//! profiles call.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::format::snapshot::{AppInfo, ComponentInfo, SAFETY_TAG};
 use crate::id::SnapshotId;
+use crate::ops::backup::special::SpecialFiles;
 use crate::ops::backup::{BackupOptions, Progress};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -38,8 +53,8 @@ use crate::{Error, Result};
 pub struct Replacing {
     /// Existing files that will be replaced (absolute paths).
     pub files: Vec<PathBuf>,
-    /// The SQLite databases among them, and databases the restore
-    /// creates: none may be open in another process.
+    /// The databases (special files) among them, and databases the
+    /// restore creates: none may be open in another process.
     pub databases: Vec<PathBuf>,
     /// The application and component the files belong to, when known:
     /// the safety snapshot is then a snapshot of that component, so that
@@ -117,8 +132,10 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// Applies the rules of the module doc to `what`, before anything is
-/// written. Returns the undo (`None` when no existing file is replaced)
-/// and the safety snapshot's warnings.
+/// written. `special` knows the databases (their companions, how to
+/// checkpoint them, how to capture them in the safety snapshot). Returns
+/// the undo (`None` when no existing file is replaced) and the safety
+/// snapshot's warnings.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming a database and the processes that have it
@@ -127,11 +144,12 @@ pub fn shell_quote(s: &str) -> String {
 pub fn guard(
     repo: &Repository,
     what: &Replacing,
+    special: &Arc<dyn SpecialFiles>,
     progress: &dyn Progress,
 ) -> Result<(Option<Undo>, Vec<String>)> {
     if !what.force {
         for db in &what.databases {
-            let users = open_by(db);
+            let users = open_by(db, special.as_ref());
             if !users.is_empty() {
                 return Err(Error::invalid(format!(
                     "{} is open in {}: stop the application first (it would go on using the old database), or pass --force",
@@ -147,13 +165,14 @@ pub fn guard(
     let mut backup = BackupOptions::new(what.files.clone());
     backup.tags = vec![SAFETY_TAG.to_owned()];
     backup.cache_dir.clone_from(&what.cache_dir);
-    backup.sqlite_dbs.clone_from(&what.databases);
+    backup.special = Some(Arc::clone(special));
+    backup.special_paths.clone_from(&what.databases);
     backup.app.clone_from(&what.app);
     let saved = crate::ops::backup::backup(repo, &backup, progress)?;
     if what.whole_files {
         for db in &what.databases {
-            checkpoint_fully(db)?;
-            for c in companions(db) {
+            special.settle(db)?;
+            for c in special.companions(db) {
                 match fs::remove_file(&c) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -203,35 +222,13 @@ pub fn component_app(
     }
 }
 
-/// Whether the file at `path` starts with SQLite's header.
+/// The processes (`pid (name)`) that have `path` or its companions (as
+/// `special` names them) open, from `/proc`; empty where `/proc` cannot be
+/// read.
 #[must_use]
-pub fn is_sqlite(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 16];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| head == *crate::apps::sqlite::MAGIC)
-}
-
-/// The `-wal`, `-shm` and `-journal` files of the database at `path`.
-#[must_use]
-pub fn companions(path: &Path) -> Vec<PathBuf> {
-    crate::apps::sqlite::COMPANION_SUFFIXES
-        .iter()
-        .map(|s| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(std::ffi::OsStr::from_bytes(s));
-            PathBuf::from(name)
-        })
-        .collect()
-}
-
-/// The processes (`pid (name)`) that have `path` or its companions open,
-/// from `/proc`; empty where `/proc` cannot be read.
-#[must_use]
-pub fn open_by(path: &Path) -> Vec<String> {
+pub fn open_by(path: &Path, special: &dyn SpecialFiles) -> Vec<String> {
     let mut targets = vec![path.to_path_buf()];
-    targets.extend(companions(path));
+    targets.extend(special.companions(path));
     let targets: Vec<PathBuf> = targets
         .into_iter()
         .filter_map(|p| fs::canonicalize(&p).ok())
@@ -259,48 +256,4 @@ pub fn open_by(path: &Path) -> Vec<String> {
         }
     }
     users
-}
-
-/// Checkpoints the database at `path` completely into its main file (and
-/// rolls back a hot journal), so that its `-wal`/`-shm`/`-journal` hold
-/// nothing the main file lacks and can be removed. Nothing to do when it
-/// has none.
-///
-/// # Errors
-/// [`Error::Invalid`] when the database cannot be opened or the
-/// checkpoint stays incomplete (a reader or writer holds the log).
-pub fn checkpoint_fully(path: &Path) -> Result<()> {
-    if companions(path).iter().all(|c| !c.exists()) {
-        return Ok(());
-    }
-    let fail = |why: String| {
-        Error::invalid(format!(
-            "{} could not be checkpointed ({why}): its -wal would be lost with the old file; stop the application and restore again",
-            path.display()
-        ))
-    };
-    let conn = rusqlite::Connection::open(path).map_err(|e| fail(e.to_string()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| fail(e.to_string()))?;
-    let (busy, log, done): (i64, i64, i64) = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .map_err(|e| fail(e.to_string()))?;
-    if busy != 0 || log != done {
-        return Err(fail(format!(
-            "{done} of {log} log frames copied, busy {busy}"
-        )));
-    }
-    Ok(())
-}
-
-/// Checkpoints a WAL database into its main file, so that what is removed
-/// with its `-wal` file is already in the file the safety snapshot holds.
-/// Best effort: the safety snapshot captured the committed state anyway.
-pub fn settle_database(path: &Path) {
-    if let Ok(conn) = rusqlite::Connection::open(path) {
-        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-    }
 }

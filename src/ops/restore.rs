@@ -19,8 +19,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use filetime::FileTime;
 use rayon::prelude::*;
@@ -30,6 +30,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{BlobId, PackId};
 use crate::ops::backup::Progress;
+use crate::ops::backup::special::SpecialFiles;
 use crate::repo::{Repository, check_claim};
 use crate::storage::FileKind;
 use crate::sync::lock;
@@ -889,6 +890,13 @@ fn display_rel(rel: &Path) -> String {
 
 /// Restores `snapshot` according to `opts`.
 ///
+/// A target that puts files back where they were (`/`) replaces live
+/// data: the restore first applies the protections of
+/// [`crate::ops::protect`], with `special` telling which files are
+/// databases and how to settle them. `special` is a parameter rather than
+/// an option so that no caller leaves it out by accident; the library's
+/// `cairn::restore` passes the SQLite hook (src/apps/engine.rs).
+///
 /// Returns an outcome whose `errors` list every file that could not be
 /// restored; the caller decides how to report an incomplete restore.
 ///
@@ -898,9 +906,10 @@ pub fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
+    special: &Arc<dyn SpecialFiles>,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    let done = restore_inner(repo, snapshot, opts, progress);
+    let done = restore_inner(repo, snapshot, opts, special, progress);
     let target = format!(
         "snapshot of {} from {} into {}",
         snapshot.timestamp(),
@@ -927,12 +936,14 @@ pub fn restore(
 
 /// When `opts.target` is the root directory, so that every file goes back
 /// where it was backed up from: the existing files the restore replaces,
-/// and which of them are databases (recorded in the snapshot, or with
-/// SQLite's header). `None` for any other target.
+/// and which of them are databases (recorded in the snapshot, or special
+/// by their content as `special` says: SQLite's header). `None` for any
+/// other target.
 fn live_files(
     snapshot: &Snapshot,
     items: &[Item],
     opts: &RestoreOptions,
+    special: &dyn SpecialFiles,
 ) -> Option<crate::ops::protect::Replacing> {
     if !fs::canonicalize(&opts.target).is_ok_and(|t| t == Path::new("/")) {
         return None;
@@ -959,7 +970,7 @@ fn live_files(
             .databases
             .iter()
             .any(|d| d.path == dest.as_os_str().as_bytes());
-        if recorded || (meta.is_file() && crate::ops::protect::is_sqlite(&dest)) {
+        if recorded || (meta.is_file() && special.is_special(&dest)) {
             what.databases.push(dest.clone());
         }
         what.files.push(dest);
@@ -975,6 +986,7 @@ fn restore_inner(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
+    special: &Arc<dyn SpecialFiles>,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     // Shared: a prune must wait until the data is out.
@@ -1006,11 +1018,11 @@ fn restore_inner(
         )));
     }
     let mut out = RestoreOutcome::default();
-    if let Some(replacing) = live_files(snapshot, &items, opts) {
+    if let Some(replacing) = live_files(snapshot, &items, opts, special.as_ref()) {
         // Files go back where they were: live data, protected as every
         // in-place restore is (crate::ops::protect).
         let (undo, warnings) =
-            crate::ops::protect::guard(repo, &replacing, &crate::ops::backup::NoProgress)?;
+            crate::ops::protect::guard(repo, &replacing, special, &crate::ops::backup::NoProgress)?;
         out.undo = undo;
         lock(&r.warnings).extend(warnings);
     }
@@ -1287,6 +1299,8 @@ mod tests {
             &repo,
             &done.snapshot,
             &RestoreOptions::new(out.path()),
+            &(Arc::new(crate::ops::backup::special::PlainFiles)
+                as Arc<dyn crate::ops::backup::special::SpecialFiles>),
             &NoProgress,
         )
         .unwrap_or_else(|e| panic!("restore: {e}"));

@@ -513,7 +513,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     opts.force = b.force;
                     opts.cache_dir = cache_dir;
                     opts.profile = Some(p.file.clone());
-                    let done = crate::ops::restore::restore(repo, &snap, &opts, &crate::ops::backup::NoProgress)?;
+                    let done = crate::apps::engine::restore(repo, &snap, &opts, &crate::ops::backup::NoProgress)?;
                     let undo = done
                         .undo
                         .as_ref()

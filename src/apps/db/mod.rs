@@ -1131,7 +1131,12 @@ fn protect_into(
         cache_dir: opts.cache_dir.clone(),
         whole_files: false,
     };
-    let (undo, _) = crate::ops::protect::guard(repo, &what, &crate::ops::backup::NoProgress)?;
+    let (undo, _) = crate::ops::protect::guard(
+        repo,
+        &what,
+        &crate::apps::sqlite::special::SqliteFiles::hook(),
+        &crate::ops::backup::NoProgress,
+    )?;
     Ok(undo)
 }
 
@@ -1157,7 +1162,9 @@ fn restore_db(
     let existed = std::fs::symlink_metadata(into).is_ok();
     let result = restore_into(source, source_name, into, opts);
     if result.is_err() && !existed {
-        for p in std::iter::once(into.to_path_buf()).chain(crate::ops::protect::companions(into)) {
+        for p in std::iter::once(into.to_path_buf())
+            .chain(crate::apps::sqlite::special::companions(into))
+        {
             let _ = std::fs::remove_file(p);
         }
     }

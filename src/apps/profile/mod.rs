@@ -39,12 +39,14 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::apps::engine::restore;
+use crate::apps::sqlite::special::SqliteFiles;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{AppInfo, ComponentInfo, GitInfo, Snapshot, TableRows};
 use crate::id::SnapshotId;
 use crate::ops::backup::{BackupOptions, BackupOutcome, Progress, absolute};
 use crate::ops::forget::KeepPolicy;
-use crate::ops::restore::{RestoreOptions, restore};
+use crate::ops::restore::RestoreOptions;
 use crate::repo::Repository;
 
 /// The name of a profile file.
@@ -658,7 +660,7 @@ pub fn snap(
             backup.paths.push(p);
         }
         match &c.kind {
-            ComponentKind::Sqlite { path } => backup.sqlite_dbs.push(path.clone()),
+            ComponentKind::Sqlite { path } => backup.special_paths.push(path.clone()),
             ComponentKind::Files { excludes, .. } => backup.excludes.extend(excludes.clone()),
             ComponentKind::Command { .. } => {}
         }
@@ -696,7 +698,7 @@ pub fn snap(
         backup.cache_dir.clone_from(&opts.cache_dir);
         backup.force = opts.force;
         backup.app = Some(app_info(components));
-        done.push(crate::ops::backup::backup(repo, &backup, progress)?);
+        done.push(crate::apps::engine::backup(repo, &backup, progress)?);
     }
     for c in chosen {
         if let ComponentKind::Command { dump, name, .. } = &c.kind {
@@ -725,7 +727,7 @@ fn left_out_paths(profile: &Profile, chosen: &[&Component], kept: &[PathBuf]) ->
         }
         let mut paths = c.paths();
         if let ComponentKind::Sqlite { path } = &c.kind {
-            paths.extend(crate::ops::protect::companions(path));
+            paths.extend(crate::apps::sqlite::special::companions(path));
         }
         for p in paths {
             if kept.iter().any(|k| p != *k && p.starts_with(k)) {
@@ -980,7 +982,8 @@ fn restore_component_inner(
         // database's companions.
         whole_files: false,
     };
-    let (undo, warnings) = crate::ops::protect::guard(repo, &replacing, progress)?;
+    let (undo, warnings) =
+        crate::ops::protect::guard(repo, &replacing, &SqliteFiles::hook(), progress)?;
     done.warnings.extend(warnings);
     done.safety = undo.as_ref().map(|u| u.snapshot);
     done.undo = undo;
@@ -1152,7 +1155,7 @@ pub fn component_paths(
         for c in p.components.iter().filter(|c| c.name != name) {
             others.extend(c.paths());
             if let ComponentKind::Sqlite { path } = &c.kind {
-                others.extend(crate::ops::protect::companions(path));
+                others.extend(crate::apps::sqlite::special::companions(path));
             }
         }
     }
@@ -1212,7 +1215,7 @@ fn same_content(
 ) -> Result<bool> {
     use std::io::Read;
     if is_db
-        && crate::ops::protect::companions(path)
+        && crate::apps::sqlite::special::companions(path)
             .iter()
             .any(|c| c.exists())
     {
@@ -1297,8 +1300,8 @@ fn replace_file(
     let restored = tmp.path().join(relative);
     if is_db {
         check_database(&restored, path)?;
-        crate::ops::protect::settle_database(path);
-        for c in crate::ops::protect::companions(path) {
+        crate::apps::sqlite::special::settle_database(path);
+        for c in crate::apps::sqlite::special::companions(path) {
             match fs::remove_file(&c) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

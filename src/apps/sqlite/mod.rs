@@ -26,6 +26,11 @@
 //! setting (`wal` for a WAL database, since WAL mode is recorded in the
 //! header, `delete` for a rollback-journal one).
 //!
+//! The generic backup walker and the live-restore protections of `ops/`
+//! know nothing of SQLite: they reach this capture through the
+//! special-file hook that [`special::SqliteFiles`] implements, which the
+//! library's backup and restore (`crate::apps::engine`) install.
+//!
 //! # How
 //!
 //! The database is opened read-only (`SQLITE_OPEN_READ_ONLY`, a busy
@@ -74,6 +79,7 @@
 //! `SQLITE_ENABLE_DBPAGE_VTAB` and yields the same pages.
 
 pub mod pitr;
+pub mod special;
 pub mod wal;
 pub mod watch;
 pub mod watcher;
@@ -190,7 +196,7 @@ pub(crate) struct Image {
 }
 
 /// An image captured before a backup, for one path (see
-/// `BackupOptions::captured`): taken by the backup when it reaches that
+/// [`special::SqliteFiles`]): taken by the backup when it reaches that
 /// path, at most once.
 #[derive(Clone, Default)]
 pub(crate) struct Captured(Option<std::sync::Arc<std::sync::Mutex<CapturedSlot>>>);

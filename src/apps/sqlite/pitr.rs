@@ -255,7 +255,12 @@ fn restore_at_inner(
             whole_files: true,
             ..crate::ops::protect::Replacing::default()
         };
-        let (undo, _) = crate::ops::protect::guard(repo, &what, &crate::ops::backup::NoProgress)?;
+        let (undo, _) = crate::ops::protect::guard(
+            repo,
+            &what,
+            &crate::apps::sqlite::special::SqliteFiles::hook(),
+            &crate::ops::backup::NoProgress,
+        )?;
         out.undo = undo;
     }
     tmp.persist(target)

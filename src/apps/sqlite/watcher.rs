@@ -55,11 +55,13 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::apps::sqlite::special::SqliteFiles;
 use crate::apps::sqlite::watch::{Commit, Event, Follower};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -758,12 +760,15 @@ impl<'a> Watcher<'a> {
         let base_len = base.len();
         let opts = BackupOptions {
             paths: vec![self.db.clone()],
-            sqlite_dbs: vec![self.db.clone()],
+            special_paths: vec![self.db.clone()],
             tags: vec![BASE_TAG.to_owned()],
             time: Some(base_time),
             force: true,
             host: Some(self.host.clone()),
-            captured: crate::apps::sqlite::Captured::new(self.db.clone(), base.into_image()),
+            special: Some(Arc::new(SqliteFiles::prepared(
+                self.db.clone(),
+                base.into_image(),
+            ))),
             ..BackupOptions::default()
         };
         // The new follower keeps polling while the base is stored (a

@@ -15,11 +15,14 @@
 //! writing the snapshot itself fail, its packs and index stay behind as
 //! unreferenced data, which verify accepts and prune will remove.)
 //!
-//! A SQLite database is stored as a consistent image of it rather than its
-//! raw bytes, without its `-wal`, `-shm` and `-journal` files (see the
-//! `sqlite` module).
+//! Files that the caller's special-file hook claims (a live SQLite
+//! database, for the hook of the application layer) are stored as the
+//! image the hook captures rather than their raw bytes, without their
+//! companion files (see [`special`]). The walker itself names no
+//! application: without a hook every file is stored as its bytes.
 
 pub mod filescache;
+pub mod special;
 pub mod stream;
 
 use std::cell::RefCell;
@@ -34,19 +37,19 @@ use nix::fcntl::OFlag;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 
-use crate::apps::sqlite::{self, SqliteMode};
 use crate::format::chunker::Batch;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{AppInfo, DatabaseInfo, Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree, Xattr};
 use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::filescache::{Cached, FilesCache, StateHasher, dir_key};
+use crate::ops::backup::special::{Capture, CaptureFailure, Claim, SpecialFiles};
 use crate::ops::backup::stream::{CommandSource, ReaderSource, Source};
 use crate::repo::{BlobWriter, Repository, host_and_user};
 use crate::sync::lock;
@@ -147,13 +150,19 @@ pub struct BackupOptions {
     /// Where files caches live (each repository gets a subdirectory);
     /// `None` runs without one. See the `filescache` module.
     pub cache_dir: Option<PathBuf>,
-    /// Whether files with a SQLite header are stored as a transactionally
-    /// consistent image of the database (see the `sqlite` module).
-    pub sqlite: SqliteMode,
-    /// Files captured as SQLite databases whatever their header looks like
-    /// when the backup reaches them (and also with [`SqliteMode::Off`]).
-    pub sqlite_dbs: Vec<PathBuf>,
-    /// The application record of an application snapshot.
+    /// The hook that recognises and captures files that are more than
+    /// their bytes (see [`SpecialFiles`]). `None` leaves the choice to
+    /// the door: the library's `cairn::backup` installs the SQLite capture
+    /// (`SqliteFiles`, which captures every file with a SQLite header);
+    /// the engine itself (`ops::backup::backup`) then stores every file as
+    /// its bytes.
+    pub special: Option<Arc<dyn SpecialFiles>>,
+    /// Files the hook is to treat as special whatever their content looks
+    /// like when the backup reaches them (databases named by the user or a
+    /// profile).
+    pub special_paths: Vec<PathBuf>,
+    /// The application record to store as the snapshot's `app`, verbatim;
+    /// a snapshot with one is audited as a `snap` of that application.
     pub app: Option<AppInfo>,
     /// The directory [`backup_command`] runs its command in (default: the
     /// current directory).
@@ -162,11 +171,6 @@ pub struct BackupOptions {
     /// name changes, containers that stand for one service); the parent is
     /// then looked for among that host's snapshots.
     pub host: Option<String>,
-    /// An image of a database captured beforehand, stored for that path
-    /// instead of a capture made when the backup reaches it (the base of
-    /// a `cairn watch` chain, which must be the image of one known point
-    /// of the log).
-    pub(crate) captured: sqlite::Captured,
 }
 
 impl BackupOptions {
@@ -303,16 +307,16 @@ struct Walker<'a> {
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
     budget: BatchBudget,
-    sqlite: SqliteMode,
-    /// `BackupOptions::sqlite_dbs`, absolute.
-    sqlite_dbs: HashSet<PathBuf>,
-    /// `BackupOptions::captured`.
-    captured: sqlite::Captured,
-    /// Databases that could not be captured and were stored as raw bytes:
-    /// their companion files are stored too.
-    raw_dbs: Mutex<HashSet<PathBuf>>,
-    /// The databases captured, with their row counts.
-    databases: Mutex<Vec<DatabaseInfo>>,
+    /// `BackupOptions::special`.
+    special: Option<Arc<dyn SpecialFiles>>,
+    /// `BackupOptions::special_paths`, absolute.
+    special_paths: HashSet<PathBuf>,
+    /// Special files that could not be captured and were stored as raw
+    /// bytes: their companion files are stored too.
+    raw_special: Mutex<HashSet<PathBuf>>,
+    /// The records of the files captured (databases with their row
+    /// counts).
+    records: Mutex<Vec<DatabaseInfo>>,
 }
 
 /// A directory on the way to a backup path: its real path and children.
@@ -359,8 +363,11 @@ fn lstat(path: &Path) -> Result<Metadata> {
 }
 
 /// Opens a file for reading without following a symlink and without
-/// blocking on a FIFO.
-fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+/// blocking on a FIFO, as the walker opens what it reads.
+///
+/// # Errors
+/// As `open(2)`.
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<fs::File> {
     fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
@@ -477,11 +484,13 @@ impl Walker<'_> {
             Err(e) => return Err(Error::source_read(path, e)),
         };
         names.sort();
-        // The images of databases being captured are staged in the
-        // temporary directory: when that is inside the backup, they are
-        // this backup's own scratch files, not data.
-        if path == std::env::temp_dir() {
-            names.retain(|n| !n.as_bytes().starts_with(sqlite::IMAGE_PREFIX.as_bytes()));
+        // The images of files being captured are staged in the temporary
+        // directory: when that is inside the backup, they are this
+        // backup's own scratch files, not data.
+        if let Some(prefix) = self.special.as_deref().and_then(|s| s.scratch_prefix())
+            && path == std::env::temp_dir()
+        {
+            names.retain(|n| !n.as_bytes().starts_with(prefix));
         }
         let entries: Vec<(OsString, Metadata)> = names
             .into_par_iter()
@@ -493,9 +502,11 @@ impl Walker<'_> {
                         // A rollback journal lives for one transaction; a
                         // captured database's companions are not stored
                         // anyway, so one that comes and goes is no news.
-                        let companion = self.sqlite == SqliteMode::Auto
-                            && sqlite::companion_of(name.as_bytes()).is_some();
-                        if !companion {
+                        let quiet = self
+                            .special
+                            .as_deref()
+                            .is_some_and(|s| s.vanishes_quietly(name.as_bytes()));
+                        if !quiet {
                             self.warn(format!("{} vanished during the backup", child.display()));
                         }
                         return Ok(None);
@@ -556,7 +567,10 @@ impl Walker<'_> {
         let (companions, entries): (Vec<_>, Vec<_>) =
             entries.into_iter().zip(subs).partition(|((name, _), sub)| {
                 matches!(sub, Sub::NotDir)
-                    && sqlite::companion_of(name.as_bytes()).is_some_and(|b| dbs.contains_key(b))
+                    && !dbs.is_empty()
+                    && self
+                        .companion_of(name.as_bytes())
+                        .is_some_and(|b| dbs.contains_key(b))
             });
         let save = |((name, meta), sub): ((OsString, Metadata), Sub)| {
             let child = path.join(&name);
@@ -578,9 +592,9 @@ impl Walker<'_> {
         let mut nodes: Vec<Option<Node>> =
             entries.into_par_iter().map(save).collect::<Result<_>>()?;
         for entry in companions {
-            let base = sqlite::companion_of(entry.0.0.as_bytes()).unwrap_or_default();
+            let base = self.companion_of(entry.0.0.as_bytes()).unwrap_or_default();
             let db = path.join(std::ffi::OsStr::from_bytes(base));
-            if lock(&self.raw_dbs).contains(&db) {
+            if lock(&self.raw_special).contains(&db) {
                 nodes.push(save(entry)?);
             }
         }
@@ -596,23 +610,32 @@ impl Walker<'_> {
         Ok(Some(tree))
     }
 
-    /// The SQLite databases among a directory's `entries` that have
-    /// companion files beside them (the others need no special care), each
-    /// with the stat of its `-wal` file if there is one.
+    /// The special file a directory entry named `name` is a companion of
+    /// (`app.db` for `app.db-wal`), as the hook says.
+    fn companion_of<'n>(&self, name: &'n [u8]) -> Option<&'n [u8]> {
+        self.special.as_deref()?.companion_of(name)
+    }
+
+    /// The special files (databases) among a directory's `entries` that
+    /// have companion files beside them (the others need no special care),
+    /// each with the stat of its change log (`-wal` file) if there is one.
     fn databases(
         &self,
         dir: &Path,
         entries: &[(OsString, Metadata)],
     ) -> HashMap<Vec<u8>, Option<Metadata>> {
+        let mut dbs = HashMap::new();
+        let Some(special) = self.special.as_deref() else {
+            return dbs;
+        };
         let find = |name: &[u8]| {
             entries
                 .binary_search_by(|(n, _)| n.as_bytes().cmp(name))
                 .ok()
                 .and_then(|i| entries.get(i))
         };
-        let mut dbs = HashMap::new();
         for (name, _) in entries {
-            let Some(base) = sqlite::companion_of(name.as_bytes()) else {
+            let Some(base) = special.companion_of(name.as_bytes()) else {
                 continue;
             };
             let Some((base, meta)) = find(base) else {
@@ -623,44 +646,37 @@ impl Walker<'_> {
                 continue;
             }
             let db = dir.join(std::ffi::OsStr::from_bytes(base));
-            if self.is_database(&db, None) {
-                let wal = find(&[base, b"-wal"].concat()).map(|(_, m)| m.clone());
+            if self.claim(&db, None).is_some() {
+                let wal = special
+                    .change_log_suffix()
+                    .and_then(|suffix| find(&[base, suffix].concat()))
+                    .map(|(_, m)| m.clone());
                 dbs.insert(base.to_vec(), wal);
             }
         }
         dbs
     }
 
-    /// Whether the regular file `path` is to be captured as a SQLite
-    /// database, with its page size when the header says so; `file` is
-    /// the file opened for reading, if it is.
-    fn database(&self, path: &Path, file: Option<&fs::File>) -> Option<Option<u32>> {
-        let explicit = self.sqlite_dbs.contains(path);
-        if !explicit && self.sqlite == SqliteMode::Off {
-            return None;
-        }
-        let page_size = match file {
-            Some(f) => sqlite::sniff(f),
-            None => open_nofollow(path).ok().and_then(|f| sqlite::sniff(&f)),
-        };
-        (explicit || page_size.is_some()).then_some(page_size)
+    /// Whether the hook claims the regular file `path` as special (to be
+    /// captured); `file` is the file opened for reading, if it is.
+    fn claim(&self, path: &Path, file: Option<&fs::File>) -> Option<Claim> {
+        let special = self.special.as_deref()?;
+        special.classify(path, file, self.special_paths.contains(path))
     }
 
-    fn is_database(&self, path: &Path, file: Option<&fs::File>) -> bool {
-        self.database(path, file).is_some()
-    }
-
-    /// The stat of the `-wal` file of the database `path` (a backup path
-    /// itself, not found through its directory), if both exist.
+    /// The stat of the change log (`-wal` file) of the special file `path`
+    /// (a backup path itself, not found through its directory), if both
+    /// exist.
     fn wal_beside(&self, path: &Path) -> Option<Metadata> {
-        if self.captured.holds(path) {
+        let special = self.special.as_deref()?;
+        if special.holds_prepared(path) {
             // Not to be opened (see `save_file`).
             return None;
         }
         let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
+        wal.push(std::ffi::OsStr::from_bytes(special.change_log_suffix()?));
         let meta = fs::symlink_metadata(wal).ok()?;
-        (meta.is_file() && self.is_database(path, None)).then_some(meta)
+        (meta.is_file() && self.claim(path, None).is_some()).then_some(meta)
     }
 
     /// Counts the entries of a directory taken whole from the files cache
@@ -811,7 +827,7 @@ impl Walker<'_> {
         // lock included; without it, the application's last connection to
         // close deletes the -wal and -shm files from under the watcher's
         // connections.
-        let captured = self.captured.take(path);
+        let captured = self.special.as_deref().and_then(|s| s.take_prepared(path));
         if captured.is_none()
             && let Some(content) = self.unchanged(meta, prev, wal)
         {
@@ -834,8 +850,7 @@ impl Walker<'_> {
         let size = match captured {
             Some(image) => {
                 self.counters.files_new.fetch_add(1, Ordering::Relaxed);
-                let page_size = sqlite::sniff(&image.file).unwrap_or(4096);
-                self.save_image(path, image, page_size, &mut content)?
+                self.save_capture(path, image, &mut content)?
             }
             None => match self.read_file(path, meta, prev.is_some(), &mut content)? {
                 Some(size) => size,
@@ -887,52 +902,41 @@ impl Walker<'_> {
         } else {
             self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         }
-        let size = match self.database(path, Some(&file)) {
-            // Page-aware chunking: one chunk a page, so a change to a few
-            // pages stores about those pages. A database named with
-            // --sqlite-db whose header could not be read at first:
-            // SQLite's default page size.
-            Some(page_size) => match sqlite::capture(path, &file, page_size) {
-                Ok(image) => self.save_image(path, image, page_size.unwrap_or(4096), content)?,
-                // Named as a database (a `sqlite` component, --sqlite-db)
-                // but without SQLite's header: the profile names the wrong
-                // file; storing it as a database backup would hide that.
-                Err(why) if page_size.is_none() && meta.len() > 0 => {
-                    return Err(Error::invalid(format!(
-                        "{} is named as a SQLite database but is not one (its header is not SQLite's: {why}); fix the path in the profile or --sqlite-db",
-                        path.display()
-                    )));
-                }
-                Err(why) => {
-                    self.warn(format!(
-                        "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
-                        path.display(),
-                        path.display()
-                    ));
-                    lock(&self.raw_dbs).insert(path.to_path_buf());
+        let claimed = self.claim(path, Some(&file));
+        let size = match (self.special.as_deref(), claimed) {
+            (Some(special), Some(claim)) => match special.capture(path, &file, claim, meta.len()) {
+                Ok(image) => self.save_capture(path, image, content)?,
+                // Named as special but not what it was named as: storing
+                // it as a capture would hide that.
+                Err(CaptureFailure::Fatal(e)) => return Err(e),
+                Err(CaptureFailure::Raw(warning)) => {
+                    self.warn(warning);
+                    lock(&self.raw_special).insert(path.to_path_buf());
                     self.save_content(file, meta.len(), path, None, content)?
                 }
             },
-            None => self.save_content(file, meta.len(), path, None, content)?,
+            _ => self.save_content(file, meta.len(), path, None, content)?,
         };
         Ok(Some(size))
     }
 
-    /// Stores the image of the database `path`, recording it as captured.
-    fn save_image(
-        &self,
-        path: &Path,
-        image: sqlite::Image,
-        page_size: u32,
-        content: &mut Vec<BlobId>,
-    ) -> Result<u64> {
-        let pages = usize::try_from(page_size).ok();
-        lock(&self.databases).push(DatabaseInfo {
-            path: path.as_os_str().as_bytes().to_vec(),
-            page_size,
-            tables: image.tables.clone(),
-        });
-        self.save_content(image.file, image.len, path, pages, content)
+    /// Stores the image the hook captured of `path`, recording it as
+    /// captured.
+    fn save_capture(&self, path: &Path, image: Capture, content: &mut Vec<BlobId>) -> Result<u64> {
+        let Capture {
+            file,
+            len,
+            pieces,
+            record,
+            keep,
+        } = image;
+        if let Some(record) = record {
+            lock(&self.records).push(record);
+        }
+        let size = self.save_content(file, len, path, pieces, content);
+        // The image's scratch file goes once it is stored.
+        drop(keep);
+        size
     }
 
     /// Stores the content of `file` (expected to be `len` bytes long),
@@ -1227,8 +1231,8 @@ fn backup_paths(
     }
     paths.sort();
     paths.dedup();
-    let sqlite_dbs = opts
-        .sqlite_dbs
+    let special_paths = opts
+        .special_paths
         .iter()
         .map(|p| absolute(p))
         .collect::<Result<HashSet<_>>>()?;
@@ -1279,11 +1283,10 @@ fn backup_paths(
         warnings: Mutex::new(warnings),
         progress,
         budget: BatchBudget::new(),
-        sqlite: opts.sqlite,
-        sqlite_dbs,
-        captured: opts.captured.clone(),
-        raw_dbs: Mutex::new(HashSet::new()),
-        databases: Mutex::new(Vec::new()),
+        special: opts.special.clone(),
+        special_paths,
+        raw_special: Mutex::new(HashSet::new()),
+        records: Mutex::new(Vec::new()),
     };
     // Backing up `/` itself makes its tree the root; other paths are in it.
     let whole = if paths.iter().any(|p| p.as_os_str() == "/") {
@@ -1342,7 +1345,7 @@ fn databases(
     root: BlobId,
     parent: Option<(BlobId, Vec<DatabaseInfo>)>,
 ) -> Vec<DatabaseInfo> {
-    let mut out = std::mem::take(&mut *lock(&walker.databases));
+    let mut out = std::mem::take(&mut *lock(&walker.records));
     if let Some((parent_root, dbs)) = parent {
         for db in dbs {
             if out.iter().any(|d| d.path == db.path) {
@@ -1566,11 +1569,11 @@ fn stream_backup_inner(
         one_file_system: false,
         force: true,
         cache: None,
-        sqlite: SqliteMode::Off,
-        sqlite_dbs: HashSet::new(),
-        captured: sqlite::Captured::default(),
-        raw_dbs: Mutex::new(HashSet::new()),
-        databases: Mutex::new(Vec::new()),
+        // A stream is its bytes: no special files.
+        special: None,
+        special_paths: HashSet::new(),
+        raw_special: Mutex::new(HashSet::new()),
+        records: Mutex::new(Vec::new()),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
