@@ -52,12 +52,12 @@ pub use apps::profile::{
     component_paths, git_info, restore_component, snap,
 };
 pub use apps::sqlite::SqliteMode;
-pub use apps::sqlite::pitr::{PitrPoint, PitrRestoreOptions, PitrRestored, restore_at};
-pub use apps::sqlite::special::SqliteFiles;
-pub use apps::sqlite::watch::{
+pub use apps::sqlite::follower::{
     Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
     Follower,
 };
+pub use apps::sqlite::pitr::{PitrPoint, PitrRestoreOptions, PitrRestored, restore_at};
+pub use apps::sqlite::special::SqliteFiles;
 pub use apps::sqlite::watcher::{WatchNote, WatchOptions, db_path as watched_db_path, watch};
 pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,

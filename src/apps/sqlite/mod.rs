@@ -1,6 +1,6 @@
 //! SQLite databases as cairn sees them: the capture of a live database by
 //! backup (this file), reading its WAL file (`wal`), following its log
-//! transaction by transaction (`watch`, the follower), the watcher of
+//! transaction by transaction (`follower`), the watcher of
 //! `cairn watch` that stores bases and WAL segments (`watcher`), and the
 //! restore to a point in time (`pitr`).
 //!
@@ -78,10 +78,10 @@
 //! `sqlite_dbpage`, which needs SQLite built with
 //! `SQLITE_ENABLE_DBPAGE_VTAB` and yields the same pages.
 
+pub mod follower;
 pub mod pitr;
 pub mod special;
 pub mod wal;
-pub mod watch;
 pub mod watcher;
 
 use std::fs::File;

@@ -9,7 +9,7 @@
 //! last version of each page is read and written, and the file is cut and
 //! grown as they left it: see `Plan`), checks the result with SQLite's
 //! `quick_check`, and renames it onto the target. A
-//! commit's time is never before the commit (see `watch`: when the
+//! commit's time is never before the commit (see `follower`: when the
 //! watcher found it, at most a poll after it while polls keep time), so a
 //! restore never includes a transaction committed after the time asked
 //! for; one committed less than a poll before may be left out.

@@ -1,5 +1,5 @@
 //! The watcher of `cairn watch`: the threads that store what
-//! [`crate::apps::sqlite::watch::Follower`] captures from a live SQLite
+//! [`crate::apps::sqlite::follower::Follower`] captures from a live SQLite
 //! database as base snapshots and WAL segments (store-format.md §25).
 //! Reading the stored segments back and linking them into timelines is
 //! `crate::repo::segments`'s; restoring from them is
@@ -61,8 +61,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::apps::sqlite::follower::{Commit, Event, Follower};
 use crate::apps::sqlite::special::SqliteFiles;
-use crate::apps::sqlite::watch::{Commit, Event, Follower};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::segment::{self, Segment, SegmentTxn, nanos};
@@ -136,7 +136,7 @@ impl Default for WatchOptions {
             // its base reads at most that much segment data, compressed
             // (to about a quarter for the row data of benches/pitr.sh).
             base_bytes: 1 << 30,
-            restart_bytes: crate::apps::sqlite::watch::DEFAULT_RESTART_BYTES,
+            restart_bytes: crate::apps::sqlite::follower::DEFAULT_RESTART_BYTES,
             host: None,
             max_memory: DEFAULT_MAX_MEMORY,
             max_wal: DEFAULT_MAX_WAL,
