@@ -306,27 +306,7 @@ pub fn restore_in_place(
     }
     let undo = done.undo.as_ref().map(|u| undo_command(g, u));
     if out.json {
-        let files: Vec<_> = done
-            .files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "path": f.path,
-                    "action": action_name(f.action),
-                    "tables": f.tables.iter().map(|t| serde_json::json!({
-                        "name": t.name, "now": t.now, "snapshot": t.snapshot,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        out.print_json(&serde_json::json!({
-            "snapshot": id,
-            "component": component,
-            "dry_run": dry_run,
-            "safety_snapshot": done.safety,
-            "files": files,
-            "undo": undo,
-        }))?;
+        out.print_json(&done.report(id, component, dry_run, undo))?;
         return Ok(exit::OK);
     }
     if out.quiet {
@@ -374,12 +354,4 @@ pub fn restore_in_place(
         outln!("dry run: nothing changed");
     }
     Ok(exit::OK)
-}
-
-fn action_name(a: FileAction) -> &'static str {
-    match a {
-        FileAction::Replace => "replace",
-        FileAction::Create => "create",
-        FileAction::Unchanged => "unchanged",
-    }
 }

@@ -307,6 +307,40 @@ pub(crate) struct RestoreBody {
     force: bool,
 }
 
+/// What a dry run of a restore into a target would restore.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RestorePlan {
+    /// The snapshot.
+    snapshot: SnapshotId,
+    /// The component.
+    component: String,
+    /// Always false: into a target.
+    in_place: bool,
+    /// Always true.
+    dry_run: bool,
+    /// Where to.
+    #[schema(value_type = String)]
+    target: PathBuf,
+    /// The paths of the snapshot that would be restored.
+    #[schema(value_type = Vec<String>)]
+    includes: Vec<PathBuf>,
+    /// The paths below them left out (other components').
+    #[schema(value_type = Vec<String>)]
+    excludes: Vec<PathBuf>,
+}
+
+/// The answers of `POST /api/restore`, by the request's form.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(crate) enum RestoreAnswer {
+    /// Into a target: as `cairn restore --component C --target DIR --json`.
+    Target(crate::ops::report::RestoreReport),
+    /// In place: as `cairn restore --component C --json`.
+    InPlace(crate::apps::profile::ComponentRestoreReport),
+    /// A dry run into a target.
+    Plan(RestorePlan),
+}
+
 /// The snapshot a restore request names: `snapshot`, else the newest of
 /// the application holding the component at or before `at` (default now).
 fn restore_source(
@@ -419,7 +453,7 @@ fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<PathBuf, A
     description = "With `target`, the answer is the report `cairn restore --target --json` gives. In place (no `target`), it lists each file replaced, created or unchanged, the safety snapshot and the undo command; a dry run lists what would be done.",
     request_body(content = RestoreBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "What was (or, in a dry run, would be) restored.", body = crate::ops::report::RestoreReport),
+        (status = 200, description = "What was (or, in a dry run, would be) restored.", body = RestoreAnswer),
         (status = 400, description = "Malformed JSON, id or time; unknown component; a target that is not absolute or holds a NUL byte.", body = super::ErrorBody),
         (status = 404, description = "Unknown profile or snapshot.", body = super::ErrorBody),
         (status = 409, description = "The repository is locked, or a database to replace is open.", body = super::ErrorBody),
@@ -463,48 +497,41 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         cache_dir,
                         profile: Some(p),
                     };
-                    let done =
-                        crate::apps::profile::restore_component(repo, id, &snap, &opts, &crate::ops::backup::NoProgress)?;
-                    let files: Vec<Value> = done
-                        .files
-                        .iter()
-                        .map(|f| {
-                            json!({
-                                "path": f.path,
-                                "action": match f.action {
-                                    crate::apps::profile::FileAction::Replace => "replace",
-                                    crate::apps::profile::FileAction::Create => "create",
-                                    crate::apps::profile::FileAction::Unchanged => "unchanged",
-                                },
-                                "tables": f.tables.iter().map(|t| json!({
-                                    "name": t.name, "now": t.now, "snapshot": t.snapshot,
-                                })).collect::<Vec<_>>(),
-                            })
-                        })
-                        .collect();
-                    Ok(json!({
-                        "snapshot": id,
-                        "component": b.component,
-                        "in_place": true,
-                        "dry_run": b.dry_run,
-                        "safety_snapshot": done.safety,
-                        "undo": done.undo.as_ref().map(|u| u.command(Some(&repo.backend().location()))),
-                        "files": files,
-                        "warnings": done.warnings,
-                    }))
+                    let done = crate::apps::profile::restore_component(
+                        repo,
+                        id,
+                        &snap,
+                        &opts,
+                        &crate::ops::backup::NoProgress,
+                    )?;
+                    let undo = done
+                        .undo
+                        .as_ref()
+                        .map(|u| u.command(Some(&repo.backend().location())));
+                    json_of(&RestoreAnswer::InPlace(done.report(
+                        id,
+                        &b.component,
+                        b.dry_run,
+                        undo,
+                    )))
                 }
                 Some(target) => {
-                    let (includes, excludes) =
-                        crate::apps::profile::component_paths(repo, id, &snap, &b.component, Some(&p))?;
+                    let (includes, excludes) = crate::apps::profile::component_paths(
+                        repo,
+                        id,
+                        &snap,
+                        &b.component,
+                        Some(&p),
+                    )?;
                     if b.dry_run {
-                        return Ok(json!({
-                            "snapshot": id,
-                            "component": b.component,
-                            "in_place": false,
-                            "dry_run": true,
-                            "target": target,
-                            "includes": includes,
-                            "excludes": excludes,
+                        return json_of(&RestoreAnswer::Plan(RestorePlan {
+                            snapshot: id,
+                            component: b.component.clone(),
+                            in_place: false,
+                            dry_run: true,
+                            target: target.clone(),
+                            includes,
+                            excludes,
                         }));
                     }
                     let mut opts = crate::ops::restore::RestoreOptions::new(target);
@@ -513,17 +540,22 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                     opts.force = b.force;
                     opts.cache_dir = cache_dir;
                     opts.profile = Some(p.file.clone());
-                    let done = crate::apps::engine::restore(repo, &snap, &opts, &crate::ops::backup::NoProgress)?;
+                    let done = crate::apps::engine::restore(
+                        repo,
+                        &snap,
+                        &opts,
+                        &crate::ops::backup::NoProgress,
+                    )?;
                     let undo = done
                         .undo
                         .as_ref()
                         .map(|u| u.command(Some(&repo.backend().location())));
-                    json_of(&done.report(
+                    json_of(&RestoreAnswer::Target(done.report(
                         id,
                         target.clone(),
                         Some(b.component.clone()),
                         undo,
-                    ))
+                    )))
                 }
             }
         })

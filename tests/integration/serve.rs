@@ -870,7 +870,6 @@ fn openapi_describes_every_route() {
             "SnapshotView",
             "short_id",
         ),
-        ("/api/restore", "post", "200", "RestoreReport", "complete"),
         ("/api/prune", "post", "200", "PruneSummary", "bytes_freed"),
         ("/api/verify", "post", "200", "VerifySummary", "ok"),
         ("/api/stats", "get", "200", "RepoStats", "snapshots"),
@@ -882,6 +881,23 @@ fn openapi_describes_every_route() {
             schemas[schema]
         );
     }
+    // A restore answers one of three reports, by the request's form.
+    assert_eq!(ok_schema("/api/restore", "post", "200"), "RestoreAnswer");
+    let forms: Vec<String> = schemas["RestoreAnswer"]["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .filter_map(|f| {
+            f["$ref"]
+                .as_str()
+                .map(|r| r.rsplit('/').next().unwrap_or(r).to_owned())
+        })
+        .collect();
+    assert_eq!(
+        forms,
+        ["RestoreReport", "ComponentRestoreReport", "RestorePlan"]
+    );
+    assert!(schemas["RestoreReport"]["properties"]["complete"].is_object());
     // Every route that needs a token says so, with the answers it gives.
     let guarded = &doc["paths"]["/api/prune"]["post"]["responses"];
     for status in ["401", "403", "415", "503"] {

@@ -784,9 +784,11 @@ pub struct ComponentRestoreOptions {
 }
 
 /// What happens, or would happen, to one file of a component.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FileChange {
     /// The file.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub path: PathBuf,
     /// What is done to it.
     pub action: FileAction,
@@ -795,8 +797,10 @@ pub struct FileChange {
     pub tables: Vec<TableChange>,
 }
 
-/// What is done to a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is done to a file; in JSON `replace`, `create` or `unchanged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub enum FileAction {
     /// It exists with other content and is replaced.
     Replace,
@@ -808,7 +812,8 @@ pub enum FileAction {
 }
 
 /// A table's row counts now and in the snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TableChange {
     /// Table name.
     pub name: String,
@@ -830,6 +835,56 @@ pub struct ComponentRestore {
     pub warnings: Vec<String>,
     /// How to undo the restore, when anything was replaced.
     pub undo: Option<crate::ops::protect::Undo>,
+}
+
+/// An in-place component restore as both doors report it (`restore
+/// --component` without `--target`, `POST /api/restore` without a
+/// target).
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct ComponentRestoreReport {
+    /// The snapshot restored from.
+    pub snapshot: SnapshotId,
+    /// The component.
+    pub component: String,
+    /// Always true: the files were put back where they were.
+    pub in_place: bool,
+    /// Nothing was changed; `files` says what would be.
+    pub dry_run: bool,
+    /// The safety snapshot of the files as they were, when any was
+    /// replaced.
+    pub safety_snapshot: Option<SnapshotId>,
+    /// The command that puts the replaced files back.
+    pub undo: Option<String>,
+    /// One entry per file of the component.
+    pub files: Vec<FileChange>,
+    /// Things the user should know (metadata not applied).
+    pub warnings: Vec<String>,
+}
+
+impl ComponentRestore {
+    /// What both doors report of restoring `component` of `snapshot`;
+    /// `undo` is the undo command written for the door's user.
+    #[must_use]
+    pub fn report(
+        &self,
+        snapshot: SnapshotId,
+        component: &str,
+        dry_run: bool,
+        undo: Option<String>,
+    ) -> ComponentRestoreReport {
+        ComponentRestoreReport {
+            snapshot,
+            component: component.to_owned(),
+            in_place: true,
+            dry_run,
+            safety_snapshot: self.safety,
+            undo,
+            files: self.files.clone(),
+            warnings: self.warnings.clone(),
+        }
+    }
 }
 
 /// Puts one component of the application snapshot `snap` back in place
