@@ -152,6 +152,14 @@ pub trait DaemonHost: Sync {
 
     /// Reports what the daemon does, for the log.
     fn event(&self, event: &Event<'_>);
+
+    /// How an error is worded in the run records, the log and the
+    /// summary: its message, unless the host adds advice of its own (the
+    /// command line names its flags: `--retry-lock` for a locked
+    /// repository).
+    fn describe(&self, e: &Error) -> String {
+        e.to_string()
+    }
 }
 
 /// Something the daemon reports.
@@ -467,7 +475,7 @@ pub fn daemon(
                 summary.runs += runs;
                 summary.failed += failed;
             }
-            Ok(Err(e)) => summary.errors.push((file, e.to_string())),
+            Ok(Err(e)) => summary.errors.push((file, host.describe(&e))),
             Err(_) => summary
                 .errors
                 .push((file, "its scheduler thread panicked".to_owned())),
@@ -494,7 +502,8 @@ fn run_watch(p: &Profile, db: &Path, opts: &DaemonOptions, host: &dyn DaemonHost
             profile: p,
             db,
             note: &crate::apps::sqlite::watcher::WatchNote::Problem(format!(
-                "{e}; starting again in {} s",
+                "{}; starting again in {} s",
+                host.describe(&e),
                 pause.as_secs()
             )),
         });
@@ -770,7 +779,7 @@ impl<'a> Scheduler<'a> {
         });
         if let Err(e) = result {
             record.ok = false;
-            record.error = Some(e.to_string());
+            record.error = Some(self.host.describe(&e));
         }
         record.end = Timestamp::now();
         record.duration_ms =

@@ -111,18 +111,13 @@ impl Tokens {
     /// Reads a tokens file; a file that does not exist holds no tokens.
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming the file when it cannot be read or is
-    /// not a tokens file.
+    /// [`Error::Io`] naming the file when it cannot be read,
+    /// [`Error::Invalid`] naming it when it is not a tokens file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(Error::invalid(format!(
-                    "cannot read the tokens file {}: {e}; fix its permissions or pass another --tokens FILE",
-                    path.display()
-                )));
-            }
+            Err(e) => return Err(Error::io("cannot read the tokens file", path, e)),
         };
         serde_json::from_str(&text).map_err(|e| {
             Error::invalid(format!(
