@@ -146,7 +146,7 @@ impl Tokens {
             .create(dir)
             .map_err(|e| Error::target_write(dir, e))?;
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::invalid(format!("cannot encode the tokens: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot encode the tokens: {e}")))?;
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::target_write(dir, e))?;
         tmp.as_file()
@@ -170,7 +170,7 @@ impl Tokens {
     /// # Errors
     /// [`Error::Invalid`] for a name that is empty, too long, has other
     /// characters than letters, digits, `-`, `_` and `.`, or is taken;
-    /// when no random bytes are available.
+    /// [`Error::Internal`] when no random bytes are available.
     pub fn add(&mut self, name: &str, role: Role) -> Result<String> {
         if !valid_name(name) {
             return Err(Error::invalid(format!(
