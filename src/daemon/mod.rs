@@ -839,7 +839,7 @@ impl<'a> Scheduler<'a> {
                 (_, None) => "structure and all data".to_owned(),
             });
             if let Some(first) = report.errors.first() {
-                return Err(Error::invalid(format!(
+                return Err(Error::Damaged(format!(
                     "verify found {} problem(s), the first: {first}; run `cairn verify --read-data` and see its advice",
                     report.errors.len()
                 )));

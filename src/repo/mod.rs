@@ -1399,7 +1399,8 @@ impl Repository {
     /// Removes a key file; refuses the last one and the one in use.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when removal would lock everyone out.
+    /// [`Error::Invalid`] when removal would lock everyone out;
+    /// [`Error::NotFound`] for a key the repository does not have.
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
         if *id == self.key_id {
             return Err(Error::invalid(
@@ -1408,7 +1409,7 @@ impl Repository {
         }
         let keys = self.keys()?;
         if !keys.iter().any(|(k, _)| k == id) {
-            return Err(Error::invalid(format!("no key {id} in this repository")));
+            return Err(Error::NotFound(format!("no key {id} in this repository")));
         }
         let done = self.backend.delete(FileKind::Key, &id.to_hex());
         crate::repo::audit::record(self, "key-remove", &id.to_string(), &done, "");

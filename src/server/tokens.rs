@@ -197,12 +197,12 @@ impl Tokens {
     /// Removes the token named `name`.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when there is none.
+    /// [`Error::NotFound`] when there is none.
     pub fn remove(&mut self, name: &str) -> Result<()> {
         let before = self.tokens.len();
         self.tokens.retain(|t| t.name != name);
         if self.tokens.len() == before {
-            return Err(Error::invalid(format!(
+            return Err(Error::NotFound(format!(
                 "no token named '{name}': list them with `cairn token list`"
             )));
         }
@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(back.check(&secret).map(|e| e.role), Some(Role::Operator));
         assert!(back.check("cairn_0000").is_none());
         back.remove("ci").expect("remove");
-        assert!(back.remove("ci").is_err());
+        // A name that matches no token is a reference to nothing (404 on
+        // the API, exit 1 on the command line), not invalid input.
+        let gone = back.remove("ci").expect_err("removed already");
+        assert_eq!(gone.kind(), crate::error::ErrorKind::NotFound, "{gone}");
         assert!(back.check(&secret).is_none());
     }
 

@@ -534,3 +534,15 @@ fn the_locked_error_has_the_command_lines_advice_only_on_the_command_line() {
     );
     drop(held);
 }
+
+/// Removing a key the repository does not have is a reference to nothing:
+/// kind NotFound, exit code 1 as before.
+#[test]
+fn removing_a_key_that_is_not_there_is_not_found() {
+    let d = Dir::new();
+    let repo = init_repo(&d.join("repo"));
+    let id: cairn::KeyId = "00".repeat(32).parse().expect("key id");
+    let e = repo.remove_key(&id).expect_err("no such key");
+    assert_eq!(e.kind(), cairn::ErrorKind::NotFound, "{e}");
+    assert_eq!(e.to_string(), format!("no key {id} in this repository"));
+}

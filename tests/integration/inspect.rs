@@ -720,3 +720,28 @@ fn names_that_are_not_utf8() {
     assert_eq!(o.stdout, b"fn cafe() {}");
     assert_verifies(&repo);
 }
+
+/// A path that is not in a snapshot is a reference that matches nothing:
+/// kind NotFound (HTTP 404), not invalid input (it was 400); the command
+/// line's exit code stays 1. A path through a file is not there either.
+#[test]
+fn a_path_not_in_the_snapshot_is_not_found() {
+    let b = big_file();
+    let root = b.done.snapshot.tree;
+    for missing in [
+        b.src.join("no-such-file"),
+        b.src.join("big.bin/inside-a-file"),
+    ] {
+        let e = cairn::find_node(&b.repo, &root, bytes(&missing)).expect_err("not there");
+        assert_eq!(e.kind(), cairn::ErrorKind::NotFound, "{e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+    }
+    let dir = cairn::find_node(&b.repo, &root, bytes(&b.src))
+        .expect("find")
+        .expect("node");
+    let e = cairn::file_content(&b.repo, &dir).expect_err("a directory");
+    assert_eq!(e.kind(), cairn::ErrorKind::InvalidInput, "{e}");
+}
