@@ -55,6 +55,8 @@ pub struct Advised {
 
 impl Advised {
     /// `error` with `advice` (starting with its separator, such as `; `).
+    // Only `serve` gives advice of its own so far.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub fn new(error: cairn::Error, advice: &'static str) -> Self {
         Self { error, advice }
     }

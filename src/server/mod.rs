@@ -870,6 +870,18 @@ mod tests {
             400
         );
         assert_eq!(s(Error::corrupt("pack", "bad")), 500);
+        let locked = Error::Locked {
+            operation: "backup".into(),
+            holders: "an exclusive lock of prune".into(),
+        };
+        assert_eq!(s(locked), 409);
+        assert_eq!(s(Error::LockLost { age_secs: 900 }), 409);
+        assert_eq!(s(Error::internal("a pack writer thread panicked")), 500);
+        let not_a_file = Error::NotAFile {
+            path: "/srv".into(),
+            entry: "dir",
+        };
+        assert_eq!(s(not_a_file), 400);
         assert!(api::check_ref("latest").is_ok() && api::check_ref("0aF9").is_ok());
         for bad in ["", "xyz", "../etc", &"a".repeat(65)] {
             assert!(api::check_ref(bad).is_err(), "{bad}");
