@@ -4,6 +4,11 @@
 //! that the command line can print one line naming the thing and saying what
 //! to do, and map the kind of failure to an exit code. Messages are lowercase
 //! and have no trailing period.
+//!
+//! A message states what failed; it does not name the command line's flags
+//! or commands, which a program using the library or a client of the HTTP
+//! API does not have. The command line adds that advice when it prints an
+//! error (`cli/advice.rs`), choosing it by variant.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,9 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No repository exists at the location.
-    #[error(
-        "no repository at {location}: create one with `cairn init`, or point --repo / CAIRN_REPO at an existing one"
-    )]
+    #[error("no repository at {location}")]
     RepoNotFound {
         /// Where we looked.
         location: String,
@@ -50,9 +53,7 @@ pub enum Error {
         keys: usize,
     },
     /// A password is needed but none was given and there is no terminal.
-    #[error(
-        "{location} needs a password: set CAIRN_PASSWORD, or pass --password-file or --password-command"
-    )]
+    #[error("{location} needs a password")]
     NoPassword {
         /// Where the repository is.
         location: String,
@@ -93,7 +94,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A source file could not be read during backup.
-    #[error("cannot read {}: {source}; fix its permissions or leave it out with --exclude", path.display())]
+    #[error("cannot read {}: {source}", path.display())]
     SourceRead {
         /// The source path.
         path: PathBuf,
@@ -128,6 +129,38 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A file or directory of cairn's own on this machine (the daemon's
+    /// state and lock files, the server's tokens file) could not be read or
+    /// written. Sources and restore targets have variants of their own.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// What cairn was doing, for example `cannot read the daemon state`.
+        doing: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP server cannot listen on its address (taken, not local, not
+    /// allowed).
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address and port.
+        address: std::net::SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A path in a snapshot names something other than a regular file
+    /// where file contents are wanted (`dump`).
+    #[error("{}", not_a_file(path, entry))]
+    NotAFile {
+        /// The path, as shown to the user.
+        path: String,
+        /// What it is instead: `dir`, `symlink`, … (an entry type's name).
+        entry: &'static str,
+    },
     /// A reference (a snapshot id or `latest`, a path in a snapshot, a
     /// table, a component, a database) matched nothing. The message names
     /// the reference.
@@ -149,9 +182,7 @@ pub enum Error {
         source: rusqlite::Error,
     },
     /// Another process holds a lock that conflicts with this operation.
-    #[error(
-        "cannot {operation}: the repository is locked ({holders}); wait for it, pass --retry-lock DURATION to wait here, or if that process is gone run `cairn unlock`"
-    )]
+    #[error("cannot {operation}: the repository is locked ({holders})")]
     Locked {
         /// What this process wanted to do.
         operation: String,
@@ -177,10 +208,24 @@ pub enum Error {
         /// Each target that failed and why.
         problem: String,
     },
+    /// Something failed that no input explains and no user can fix by
+    /// changing what they asked: the system refused a thread, a runtime or
+    /// random bytes, or cairn broke one of its own invariants (a bug).
+    #[error("{0}")]
+    Internal(String),
     /// An argument, option, profile setting or request is not acceptable.
     /// The message names the input and what to do.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The message of [`Error::NotAFile`].
+fn not_a_file(path: &str, entry: &str) -> String {
+    if entry == "dir" {
+        format!("{path} is a directory, and dump writes one file")
+    } else {
+        format!("{path} is a {entry}, not a regular file: dump writes file contents only")
+    }
 }
 
 /// The kind of a failure: what the command line's exit codes and the HTTP
@@ -204,15 +249,18 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// The password is missing or wrong, or its source failed.
     Password,
-    /// Another process's lock conflicts with the operation, or this
-    /// process's own lock was lost.
+    /// Another process's lock conflicts with the operation.
     Locked,
+    /// This process's own lock was not refreshed in time, so others may
+    /// have ignored it: running again is the fix, not waiting.
+    LockLost,
     /// Stored data is damaged or missing.
     Damaged,
     /// The repository's storage could not be read or written.
     Storage,
-    /// A file on this machine could not be read or written (a source, a
-    /// restore target, the output).
+    /// A file or other resource on this machine could not be used (a
+    /// source, a restore target, the output, a file of cairn's own, the
+    /// server's address).
     Io,
     /// A SQLite database could not be opened, read or written.
     Database,
@@ -220,6 +268,8 @@ pub enum ErrorKind {
     Stream,
     /// An alert could not be delivered.
     Notify,
+    /// The system or cairn itself failed ([`Error::Internal`]).
+    Internal,
 }
 
 impl From<crate::id::ParseIdError> for Error {
@@ -248,6 +298,21 @@ impl Error {
             path: path.to_path_buf(),
             source,
         }
+    }
+
+    /// An error of a file of cairn's own at `path`, while `doing` (for
+    /// example `cannot read the daemon state`).
+    pub fn io(doing: impl Into<String>, path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            doing: doing.into(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// An internal failure with the given message.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into())
     }
 
     /// A target-write error for `path`.
@@ -289,16 +354,199 @@ impl Error {
                 ErrorKind::Damaged
             }
             Self::Backend { .. } => ErrorKind::Storage,
-            Self::SourceRead { .. } | Self::TargetWrite { .. } | Self::Output { .. } => {
-                ErrorKind::Io
-            }
+            Self::SourceRead { .. }
+            | Self::TargetWrite { .. }
+            | Self::Output { .. }
+            | Self::Io { .. }
+            | Self::Listen { .. } => ErrorKind::Io,
             Self::Stream { .. } => ErrorKind::Stream,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Ambiguous(_) => ErrorKind::Ambiguous,
             Self::Sqlite { .. } => ErrorKind::Database,
-            Self::Locked { .. } | Self::LockLost { .. } => ErrorKind::Locked,
+            Self::Locked { .. } => ErrorKind::Locked,
+            Self::LockLost { .. } => ErrorKind::LockLost,
             Self::Notify { .. } => ErrorKind::Notify,
-            Self::Invalid(_) => ErrorKind::InvalidInput,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::Invalid(_) | Self::NotAFile { .. } => ErrorKind::InvalidInput,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> io::Error {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    }
+
+    /// One error of every variant, with the kind its documentation gives.
+    fn examples() -> Vec<(Error, ErrorKind)> {
+        let location = || "/srv/repo".to_owned();
+        let path = Path::new("/srv/file");
+        vec![
+            (
+                Error::RepoNotFound {
+                    location: location(),
+                },
+                ErrorKind::NoRepository,
+            ),
+            (
+                Error::RepoExists {
+                    location: location(),
+                },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                Error::UnsupportedVersion {
+                    location: location(),
+                    found: 9,
+                    supported: 1,
+                },
+                ErrorKind::UnsupportedVersion,
+            ),
+            (
+                Error::WrongPassword {
+                    location: location(),
+                    keys: 2,
+                },
+                ErrorKind::Password,
+            ),
+            (
+                Error::NoPassword {
+                    location: location(),
+                },
+                ErrorKind::Password,
+            ),
+            (
+                Error::PasswordSource("the password file is missing".into()),
+                ErrorKind::Password,
+            ),
+            (Error::corrupt("pack 3fa2", "bad tag"), ErrorKind::Damaged),
+            (Error::Damaged("index 0a1b".into()), ErrorKind::Damaged),
+            (
+                Error::BlobNotIndexed {
+                    id: crate::id::BlobId::hash_of(b"x"),
+                },
+                ErrorKind::Damaged,
+            ),
+            (
+                Error::Backend {
+                    op: "read",
+                    path: "data/3f/3fa2".into(),
+                    source: io_error(),
+                },
+                ErrorKind::Storage,
+            ),
+            (Error::source_read(path, io_error()), ErrorKind::Io),
+            (
+                Error::Stream {
+                    stream: "standard input".into(),
+                    problem: "could not be read".into(),
+                },
+                ErrorKind::Stream,
+            ),
+            (Error::target_write(path, io_error()), ErrorKind::Io),
+            (Error::Output { source: io_error() }, ErrorKind::Io),
+            (
+                Error::io("cannot read the daemon state", path, io_error()),
+                ErrorKind::Io,
+            ),
+            (
+                Error::Listen {
+                    address: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                    source: io_error(),
+                },
+                ErrorKind::Io,
+            ),
+            (
+                Error::NotAFile {
+                    path: "/srv".into(),
+                    entry: "dir",
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::NotFound("no snapshot matches 'ab'".into()),
+                ErrorKind::NotFound,
+            ),
+            (
+                Error::Ambiguous("'a' matches several snapshots".into()),
+                ErrorKind::Ambiguous,
+            ),
+            (
+                Error::sqlite(
+                    "cannot read the database",
+                    path,
+                    rusqlite::Error::InvalidQuery,
+                ),
+                ErrorKind::Database,
+            ),
+            (
+                Error::Locked {
+                    operation: "backup".into(),
+                    holders: "an exclusive lock of prune".into(),
+                },
+                ErrorKind::Locked,
+            ),
+            (Error::LockLost { age_secs: 900 }, ErrorKind::LockLost),
+            (
+                Error::Notify {
+                    kind: "failure",
+                    problem: "the URL did not answer".into(),
+                },
+                ErrorKind::Notify,
+            ),
+            (
+                Error::internal("a pack writer thread panicked"),
+                ErrorKind::Internal,
+            ),
+            (Error::invalid("tag ''"), ErrorKind::InvalidInput),
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_documented_kind() {
+        for (e, kind) in examples() {
+            assert_eq!(e.kind(), kind, "{e:?}");
+            assert_eq!(e.is_damage(), kind == ErrorKind::Damaged, "{e:?}");
+        }
+    }
+
+    /// The library's messages name no command-line flag: the HTTP API and
+    /// programs return them as they are, and the command line adds its
+    /// advice (`cli/advice.rs`).
+    #[test]
+    fn messages_name_no_command_line_flag() {
+        for (e, _) in examples() {
+            let text = e.to_string();
+            assert!(!text.contains("--"), "{text}");
+            assert!(!text.contains("CAIRN_"), "{text}");
+            assert!(!text.contains("`cairn "), "{text}");
+        }
+        let locked = Error::Locked {
+            operation: "backup".into(),
+            holders: "an exclusive lock of prune".into(),
+        };
+        assert_eq!(
+            locked.to_string(),
+            "cannot backup: the repository is locked (an exclusive lock of prune)"
+        );
+    }
+
+    #[test]
+    fn not_a_file_says_what_it_is() {
+        let e = |entry| {
+            Error::NotAFile {
+                path: "/srv/x".into(),
+                entry,
+            }
+            .to_string()
+        };
+        assert_eq!(e("dir"), "/srv/x is a directory, and dump writes one file");
+        assert_eq!(
+            e("symlink"),
+            "/srv/x is a symlink, not a regular file: dump writes file contents only"
+        );
     }
 }

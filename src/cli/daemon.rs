@@ -14,6 +14,7 @@ use jiff::tz::TimeZone;
 
 use cairn::{DaemonEvent, Profile, Repository};
 
+use super::advice::describe;
 use super::exit;
 use super::global::Global;
 use super::notify::{NotifyArgs, send_all};
@@ -326,6 +327,10 @@ impl cairn::DaemonHost for Host {
             eprintln!("{} {line}", local(Timestamp::now()));
         }
     }
+
+    fn describe(&self, e: &cairn::Error) -> String {
+        describe(e)
+    }
 }
 
 fn local(t: Timestamp) -> String {
@@ -356,7 +361,7 @@ fn json_line(event: &DaemonEvent<'_>) -> serde_json::Value {
         ),
         DaemonEvent::End { profile, record } => ("end", profile, json!({"run": record})),
         DaemonEvent::Failed { profile, error } => {
-            ("failed", profile, json!({"error": error.to_string()}))
+            ("failed", profile, json!({"error": describe(error)}))
         }
         DaemonEvent::Watch { profile, db, note } => {
             // The note's own kind goes under "watch": "event" is the
@@ -451,8 +456,9 @@ fn text_line(event: &DaemonEvent<'_>, quiet: bool) -> Option<String> {
             })
         }
         DaemonEvent::Failed { profile, error } => Some(format!(
-            "{}: error: {error}; its jobs no longer run (other profiles go on)",
-            profile.name
+            "{}: error: {}; its jobs no longer run (other profiles go on)",
+            profile.name,
+            describe(error)
         )),
         _ => None,
     }

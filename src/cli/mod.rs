@@ -9,7 +9,7 @@
 //!
 //! Layout, each file importing only the files listed after it:
 //! - `mod.rs` (this file): the clap definitions of the commands, dispatch,
-//!   and the table from errors to exit codes.
+//!   and printing the error a command ends with.
 //! - One file per command or small family (`init`, `backup`, `app` (snap,
 //!   run), `daemon`, `watch` (watch, db timeline), `snapshots`, `ls`,
 //!   `restore`, `copy`, `inspect` (diff, find, dump), `db`, `verify`,
@@ -25,12 +25,15 @@
 //!   `notify` (alert options), `repo_open` (opening the repository),
 //!   `password` (finding the repository and its password), `output`
 //!   (stdout/stderr, `outln!`, terminal escaping, sizes and times),
-//!   `global` (the options every command takes) and `exit` (exit codes).
+//!   `global` (the options every command takes), `advice` (what the
+//!   command line adds to the library's error messages: its flags) and
+//!   `exit` (exit codes, and the table from kinds of failure to them).
 
 // First: its `outln!` macros are used by the files declared after it.
 #[macro_use]
 mod output;
 
+mod advice;
 mod app;
 mod backup;
 mod cat;
@@ -252,12 +255,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, the library's errors with the
+/// command line's advice ([`advice::describe`]).
 fn one_line(e: &anyhow::Error) -> String {
-    let mut s = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !s.contains(&c) {
+    let mut s = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        let c = cause
+            .downcast_ref::<cairn::Error>()
+            .map_or_else(|| cause.to_string(), advice::describe);
+        if i == 0 {
+            s = c;
+        } else if !s.contains(&c) {
             s.push_str(": ");
             s.push_str(&c);
         }
@@ -265,20 +273,15 @@ fn one_line(e: &anyhow::Error) -> String {
     s.replace('\n', " ")
 }
 
+/// The exit code of a failed command: by the kind of the library's error
+/// ([`exit::of_kind`]), 12 for a password source of the command line's
+/// own that failed, else 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<password::PasswordUnavailable>().is_some() {
         return exit::PASSWORD;
     }
-    match e.downcast_ref::<cairn::Error>() {
-        Some(cairn::Error::RepoNotFound { .. }) => exit::NO_REPO,
-        Some(cairn::Error::UnsupportedVersion { .. }) => exit::VERSION,
-        Some(
-            cairn::Error::WrongPassword { .. }
-            | cairn::Error::NoPassword { .. }
-            | cairn::Error::PasswordSource(_),
-        ) => exit::PASSWORD,
-        Some(cairn::Error::Locked { .. }) => exit::LOCKED,
-        Some(e) if e.is_damage() => exit::INCOMPLETE,
-        _ => exit::ERROR,
-    }
+    let error = e
+        .downcast_ref::<cairn::Error>()
+        .or_else(|| e.downcast_ref::<advice::Advised>().map(|a| &a.error));
+    error.map_or(exit::ERROR, |e| exit::of_kind(e.kind()))
 }

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use cairn::server::{Role, ServeOptions, Tokens};
 
+use super::advice::Advised;
 use super::exit;
 use super::global::Global;
 use super::output::Out;
@@ -99,7 +100,7 @@ pub fn serve(g: &Global, out: &Out, a: &ServeArgs) -> Result<u8> {
         profiles.push(p.clone());
     }
     let tokens = a.tokens.path()?;
-    let known = Tokens::load(&tokens)?;
+    let known = load_tokens(&tokens)?;
     if known.tokens.is_empty() {
         out.warn(format!(
             "no tokens in {}: every request will get 401 until you add one with `cairn token add NAME --role reader`",
@@ -182,13 +183,24 @@ pub struct TokenRemoveArgs {
     tokens: TokensFile,
 }
 
+/// Reads the tokens file; one that cannot be read is named with the option
+/// that chose it.
+fn load_tokens(path: &std::path::Path) -> Result<Tokens> {
+    Tokens::load(path).map_err(|e| match e {
+        cairn::Error::Io { .. } => {
+            Advised::new(e, "; fix its permissions or pass another --tokens FILE").into()
+        }
+        e => e.into(),
+    })
+}
+
 /// `cairn token`.
 pub fn token(out: &Out, cmd: &TokenCommand) -> Result<u8> {
     match cmd {
         TokenCommand::Add(a) => {
             let role: Role = a.role.parse()?;
             let path = a.tokens.path()?;
-            let mut t = Tokens::load(&path)?;
+            let mut t = load_tokens(&path)?;
             let secret = t.add(&a.name, role)?;
             t.save(&path)?;
             if out.json {
@@ -205,7 +217,7 @@ pub fn token(out: &Out, cmd: &TokenCommand) -> Result<u8> {
             }
         }
         TokenCommand::List(a) => {
-            let t = Tokens::load(&a.tokens.path()?)?;
+            let t = load_tokens(&a.tokens.path()?)?;
             if out.json {
                 let list: Vec<_> = t
                     .tokens
@@ -221,7 +233,7 @@ pub fn token(out: &Out, cmd: &TokenCommand) -> Result<u8> {
         }
         TokenCommand::Remove(a) => {
             let path = a.tokens.path()?;
-            let mut t = Tokens::load(&path)?;
+            let mut t = load_tokens(&path)?;
             t.remove(&a.name)?;
             t.save(&path)?;
             out.info(format!("token '{}' removed", a.name));

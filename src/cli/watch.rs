@@ -12,6 +12,7 @@ use clap::Args;
 
 use cairn::WatchNote;
 
+use super::advice::describe;
 use super::exit;
 use super::global::Global;
 use super::output::{Out, local_time, report_audit_errors};
@@ -189,7 +190,7 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
     let mut failed = None;
     for (db, r) in results {
         if let Err(e) = r {
-            out.warn(format!("{}: {e}", db.display()));
+            out.warn(format!("{}: {}", db.display(), describe(&e)));
             failed = Some(e);
         }
     }

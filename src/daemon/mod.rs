@@ -152,6 +152,14 @@ pub trait DaemonHost: Sync {
 
     /// Reports what the daemon does, for the log.
     fn event(&self, event: &Event<'_>);
+
+    /// How an error is worded in the run records, the log and the
+    /// summary: its message, unless the host adds advice of its own (the
+    /// command line names its flags: `--retry-lock` for a locked
+    /// repository).
+    fn describe(&self, e: &Error) -> String {
+        e.to_string()
+    }
 }
 
 /// Something the daemon reports.
@@ -311,8 +319,9 @@ pub fn state_file(state_dir: &Path, profile: &Profile) -> PathBuf {
 /// Reads a state file; a missing file is a fresh state for `profile`.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming the file when it cannot be read or parsed, or
-/// has another version.
+/// [`Error::Io`] naming the file when it cannot be read; [`Error::Invalid`]
+/// naming it when it cannot be parsed or has another version (a file this
+/// host keeps, not repository data: not [`Error::Damaged`]).
 pub fn load_state(path: &Path, profile: &Path) -> Result<DaemonState> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -324,12 +333,7 @@ pub fn load_state(path: &Path, profile: &Path) -> Result<DaemonState> {
                 history: Vec::new(),
             });
         }
-        Err(e) => {
-            return Err(Error::invalid(format!(
-                "cannot read the daemon state {}: {e}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(Error::io("cannot read the daemon state", path, e)),
     };
     let state: DaemonState = serde_json::from_slice(&bytes).map_err(|e| {
         Error::invalid(format!(
@@ -350,19 +354,15 @@ pub fn load_state(path: &Path, profile: &Path) -> Result<DaemonState> {
 /// Writes `state` to `path` atomically, mode 0600 (see the module doc).
 ///
 /// # Errors
-/// [`Error::Invalid`] naming the file.
+/// [`Error::Io`] naming the file; [`Error::Invalid`] for a path without a
+/// directory.
 pub fn save_state(path: &Path, state: &DaemonState) -> Result<()> {
-    let fail = |e: std::io::Error| {
-        Error::invalid(format!(
-            "cannot write the daemon state {}: {e}",
-            path.display()
-        ))
-    };
+    let fail = |e: std::io::Error| Error::io("cannot write the daemon state", path, e);
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid(format!("{} has no parent directory", path.display())))?;
     let json = serde_json::to_vec_pretty(state)
-        .map_err(|e| Error::invalid(format!("cannot encode the daemon state: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot encode the daemon state: {e}")))?;
     // tempfile creates the file 0600: the state names snapshots and paths.
     let mut tmp = tempfile::Builder::new()
         .prefix(".state-")
@@ -379,8 +379,9 @@ pub fn save_state(path: &Path, state: &DaemonState) -> Result<()> {
 /// `opts.once`, until the jobs due now have run); see the module doc.
 ///
 /// # Errors
-/// [`Error::Invalid`] when a profile has no jobs, is given twice, or the
-/// state directory cannot be created. Failed runs are not errors: they are
+/// [`Error::Invalid`] when a profile has no jobs or is given twice;
+/// [`Error::Io`] when the state directory cannot be created. Failed runs
+/// are not errors: they are
 /// reported, recorded and counted in the summary, as are profiles whose
 /// scheduler stopped.
 pub fn daemon(
@@ -411,10 +412,11 @@ pub fn daemon(
         .mode(0o700)
         .create(&opts.state_dir)
         .map_err(|e| {
-            Error::invalid(format!(
-                "cannot create the daemon's state directory {}: {e}",
-                opts.state_dir.display()
-            ))
+            Error::io(
+                "cannot create the daemon's state directory",
+                &opts.state_dir,
+                e,
+            )
         })?;
     let started = Timestamp::now();
     let results: Vec<(PathBuf, ThreadOutcome)> = std::thread::scope(|s| {
@@ -428,7 +430,7 @@ pub fn daemon(
                 if let Err(e) = spawned {
                     host.event(&Event::Failed {
                         profile: p,
-                        error: &Error::invalid(format!(
+                        error: &Error::internal(format!(
                             "cannot start a thread to watch {}: {e}",
                             db.display()
                         )),
@@ -451,7 +453,7 @@ pub fn daemon(
             .map(|(p, h)| {
                 let r = match h {
                     Ok(h) => h.join(),
-                    Err(e) => Ok(Err(Error::invalid(format!(
+                    Err(e) => Ok(Err(Error::internal(format!(
                         "cannot start a thread for {}: {e}",
                         p.file.display()
                     )))),
@@ -467,7 +469,7 @@ pub fn daemon(
                 summary.runs += runs;
                 summary.failed += failed;
             }
-            Ok(Err(e)) => summary.errors.push((file, e.to_string())),
+            Ok(Err(e)) => summary.errors.push((file, host.describe(&e))),
             Err(_) => summary
                 .errors
                 .push((file, "its scheduler thread panicked".to_owned())),
@@ -494,7 +496,8 @@ fn run_watch(p: &Profile, db: &Path, opts: &DaemonOptions, host: &dyn DaemonHost
             profile: p,
             db,
             note: &crate::apps::sqlite::watcher::WatchNote::Problem(format!(
-                "{e}; starting again in {} s",
+                "{}; starting again in {} s",
+                host.describe(&e),
                 pause.as_secs()
             )),
         });
@@ -699,12 +702,7 @@ impl<'a> Scheduler<'a> {
                 .truncate(false)
                 .write(true)
                 .open(&self.lock_path)
-                .map_err(|e| {
-                    Error::invalid(format!(
-                        "cannot open the daemon's lock file {}: {e}",
-                        self.lock_path.display()
-                    ))
-                })?;
+                .map_err(|e| Error::io("cannot open the daemon's lock file", &self.lock_path, e))?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => return Ok(Some(l)),
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -721,10 +719,12 @@ impl<'a> Scheduler<'a> {
                     std::thread::sleep(TICK);
                 }
                 Err((_, e)) => {
-                    return Err(Error::invalid(format!(
-                        "cannot lock {}: {e}",
-                        self.lock_path.display()
-                    )));
+                    // `other`: the message stays flock's (`EBADF: …`).
+                    return Err(Error::io(
+                        "cannot lock",
+                        &self.lock_path,
+                        std::io::Error::other(e),
+                    ));
                 }
             }
         }
@@ -770,7 +770,7 @@ impl<'a> Scheduler<'a> {
         });
         if let Err(e) = result {
             record.ok = false;
-            record.error = Some(e.to_string());
+            record.error = Some(self.host.describe(&e));
         }
         record.end = Timestamp::now();
         record.duration_ms =
@@ -839,7 +839,7 @@ impl<'a> Scheduler<'a> {
                 (_, None) => "structure and all data".to_owned(),
             });
             if let Some(first) = report.errors.first() {
-                return Err(Error::invalid(format!(
+                return Err(Error::Damaged(format!(
                     "verify found {} problem(s), the first: {first}; run `cairn verify --read-data` and see its advice",
                     report.errors.len()
                 )));

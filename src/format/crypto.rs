@@ -91,7 +91,7 @@ impl MasterKey {
 /// Fails when the operating system has no randomness to give.
 pub fn random(buf: &mut [u8]) -> crate::Result<()> {
     getrandom::fill(buf)
-        .map_err(|e| crate::Error::invalid(format!("the system random source failed: {e}")))
+        .map_err(|e| crate::Error::internal(format!("the system random source failed: {e}")))
 }
 
 /// Seals and opens objects with one repository's master key.
@@ -212,7 +212,7 @@ impl Crypto {
                 let body = out.get_mut(NONCE_LEN..).unwrap_or_default();
                 let tag = cipher
                     .encrypt_in_place_detached(XNonce::from_slice(&nonce), &[domain as u8], body)
-                    .map_err(|_| crate::Error::invalid("message too long to encrypt"))?;
+                    .map_err(|_| crate::Error::internal("message too long to encrypt"))?;
                 tag.into()
             }
             None => self.plain_tag(domain, plaintext),

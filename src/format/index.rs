@@ -251,7 +251,7 @@ impl Default for Index {
 
 /// Error when an index would address more than [`MAX_PACKS`] packs.
 fn too_many_packs() -> crate::Error {
-    crate::Error::invalid(format!(
+    crate::Error::internal(format!(
         "the index lists more than {MAX_PACKS} packs, more than cairn can address"
     ))
 }

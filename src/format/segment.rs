@@ -169,12 +169,13 @@ fn name_of(segment: &Segment, bytes: &[u8]) -> Option<SegmentId> {
 /// Encodes a segment file and its name.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a segment ending before 1970; sealing errors.
+/// [`Error::Internal`] for a segment ending before 1970 (the clock is
+/// wrong); sealing errors.
 pub fn encode_file(crypto: &Crypto, segment: &Segment) -> Result<(SegmentId, Vec<u8>)> {
     let mut out = SEGMENT_MAGIC.to_vec();
     out.extend_from_slice(&crypto.seal(Domain::Wal, &codec::encode(segment))?);
     let id = name_of(segment, &out).ok_or_else(|| {
-        Error::invalid(format!("WAL segment end {} is out of range", segment.until))
+        Error::internal(format!("WAL segment end {} is out of range", segment.until))
     })?;
     Ok((id, out))
 }

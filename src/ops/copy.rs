@@ -324,7 +324,7 @@ impl Copier<'_> {
         if self.shared && new != *id {
             // Cannot happen when the probe ids agree; refuse rather than
             // write a snapshot whose trees name blobs the target lacks.
-            return Err(Error::invalid(format!(
+            return Err(Error::internal(format!(
                 "blob {id} got the id {new} in the target although the repositories share blob ids"
             )));
         }
@@ -386,7 +386,7 @@ impl Copier<'_> {
                 NodeKind::ListedFile { list, depth } if !self.shared => {
                     let found = lock(&self.lists).get(&(*list, *depth)).copied();
                     let (l, d) = found.ok_or_else(|| {
-                        Error::invalid(format!("chunk list {list} was not copied"))
+                        Error::internal(format!("chunk list {list} was not copied"))
                     })?;
                     (*list, *depth) = (l, d);
                 }
@@ -476,7 +476,7 @@ impl Copier<'_> {
             .map(|id| {
                 data.get(id)
                     .copied()
-                    .ok_or_else(|| Error::invalid(format!("data blob {id} was not copied")))
+                    .ok_or_else(|| Error::internal(format!("data blob {id} was not copied")))
             })
             .collect()
     }

@@ -679,8 +679,8 @@ pub fn find(
 /// id before any of it is written. Returns the bytes written.
 ///
 /// # Errors
-/// [`Error::Invalid`] when `node` is not a regular file (a directory, say:
-/// restore it with `--include`); [`Error::Corrupt`] or
+/// [`Error::NotAFile`] when `node` is not a regular file (a directory,
+/// say, which a restore writes); [`Error::Corrupt`] or
 /// [`Error::BlobNotIndexed`] naming a damaged or missing chunk, or when
 /// the chunks do not add up to the recorded size (what came before is then
 /// already written); [`Error::Output`] when `out` fails, for example a
@@ -707,16 +707,11 @@ pub fn dump(repo: &Repository, path: &[u8], node: &Node, out: &mut impl Write) -
         NodeKind::ListedFile { list, depth } => {
             crate::repo::chunklist::walk(repo, list, *depth, &mut |_| Ok(()), &mut put)?;
         }
-        NodeKind::Dir { .. } => {
-            return Err(Error::invalid(format!(
-                "{shown} is a directory, and dump writes one file: to get a directory, use `cairn restore SNAPSHOT --target DIR --include {shown}`"
-            )));
-        }
         other => {
-            return Err(Error::invalid(format!(
-                "{shown} is a {}, not a regular file: dump writes file contents only; use `cairn restore SNAPSHOT --target DIR --include {shown}`",
-                EntryType::of(other).name()
-            )));
+            return Err(Error::NotAFile {
+                path: shown.into_owned(),
+                entry: EntryType::of(other).name(),
+            });
         }
     }
     out.flush().map_err(|source| Error::Output { source })?;

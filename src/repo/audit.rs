@@ -105,8 +105,8 @@ fn name_of(event: &AuditEvent, bytes: &[u8]) -> Option<AuditId> {
 /// Encodes an event file and its name.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an event dated before 1970 or after 2554 (its
-/// name could not sort by time); sealing errors.
+/// [`Error::Internal`] for an event dated before 1970 or after 2554 (its
+/// name could not sort by time: the clock is wrong); sealing errors.
 pub fn encode_file(
     crypto: &crate::format::crypto::Crypto,
     event: &AuditEvent,
@@ -114,7 +114,7 @@ pub fn encode_file(
     let mut out = AUDIT_MAGIC.to_vec();
     out.extend_from_slice(&crypto.seal(Domain::Audit, &codec::encode(event))?);
     let id = name_of(event, &out).ok_or_else(|| {
-        Error::invalid(format!("audit event time {} is out of range", event.time))
+        Error::internal(format!("audit event time {} is out of range", event.time))
     })?;
     Ok((id, out))
 }

@@ -100,7 +100,7 @@ pub fn store(writer: &BlobWriter<'_>, ids: &[BlobId]) -> Result<(BlobId, u8)> {
         depth += 1;
         match next.as_slice() {
             [root] => return Ok((*root, depth)),
-            [] => return Err(Error::invalid("an empty chunk list cannot be stored")),
+            [] => return Err(Error::internal("an empty chunk list cannot be stored")),
             _ => level = next,
         }
     }

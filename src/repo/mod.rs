@@ -1399,7 +1399,8 @@ impl Repository {
     /// Removes a key file; refuses the last one and the one in use.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when removal would lock everyone out.
+    /// [`Error::Invalid`] when removal would lock everyone out;
+    /// [`Error::NotFound`] for a key the repository does not have.
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
         if *id == self.key_id {
             return Err(Error::invalid(
@@ -1408,7 +1409,7 @@ impl Repository {
         }
         let keys = self.keys()?;
         if !keys.iter().any(|(k, _)| k == id) {
-            return Err(Error::invalid(format!("no key {id} in this repository")));
+            return Err(Error::NotFound(format!("no key {id} in this repository")));
         }
         let done = self.backend.delete(FileKind::Key, &id.to_hex());
         crate::repo::audit::record(self, "key-remove", &id.to_string(), &done, "");
@@ -1481,7 +1482,7 @@ impl Repository {
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    *lock(&failure) = Some(Error::invalid(format!(
+                    *lock(&failure) = Some(Error::internal(format!(
                         "cannot start a pack writer thread: {e}"
                     )));
                     break;
@@ -1604,9 +1605,9 @@ impl OpenPack {
         sealed: &[u8],
     ) -> Result<()> {
         let offset =
-            u32::try_from(self.len).map_err(|_| Error::invalid("a pack grew beyond 4 GiB"))?;
+            u32::try_from(self.len).map_err(|_| Error::internal("a pack grew beyond 4 GiB"))?;
         let length = u32::try_from(sealed.len())
-            .map_err(|_| Error::invalid("a blob larger than 4 GiB cannot be stored"))?;
+            .map_err(|_| Error::internal("a blob larger than 4 GiB cannot be stored"))?;
         self.append(sealed)?;
         self.entries.push(PackEntry {
             id,
@@ -1691,7 +1692,7 @@ impl BlobWriter<'_> {
             return Ok((id, false));
         }
         let raw_length = u32::try_from(plain.len())
-            .map_err(|_| Error::invalid("a blob larger than 4 GiB cannot be stored"))?;
+            .map_err(|_| Error::internal("a blob larger than 4 GiB cannot be stored"))?;
         let level = self.repo.config.compression_level;
         let full = SCRATCH.with_borrow_mut(|(compressed, sealed)| -> Result<Option<OpenPack>> {
             let compression = if level > 0
@@ -1762,7 +1763,7 @@ impl BlobWriter<'_> {
     fn writer_failure(&self) -> Error {
         lock(&self.failure)
             .take()
-            .unwrap_or_else(|| Error::invalid("the pack writer stopped after an earlier error"))
+            .unwrap_or_else(|| Error::internal("the pack writer stopped after an earlier error"))
     }
 
     /// Closes the queue and waits until every queued pack is written.
@@ -1771,7 +1772,7 @@ impl BlobWriter<'_> {
         let handles = std::mem::take(&mut *lock(&self.uploader));
         for handle in handles {
             if handle.join().is_err() {
-                return Err(Error::invalid("a pack writer thread panicked"));
+                return Err(Error::internal("a pack writer thread panicked"));
             }
         }
         match lock(&self.failure).take() {

@@ -13,8 +13,9 @@ use crate::{Error, Result};
 /// `None` for the root itself.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the path does not exist in the snapshot; read
-/// errors for damaged trees.
+/// [`Error::NotFound`] when the path does not exist in the snapshot (or
+/// passes through something that is not a directory); read errors for
+/// damaged trees.
 pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option<Node>> {
     let mut tree_id = *root;
     let mut found: Option<Node> = None;
@@ -23,7 +24,7 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option
             match &n.kind {
                 NodeKind::Dir { subtree } => tree_id = *subtree,
                 _ => {
-                    return Err(Error::invalid(format!(
+                    return Err(Error::NotFound(format!(
                         "{} is not a directory in this snapshot",
                         String::from_utf8_lossy(path)
                     )));
@@ -32,7 +33,7 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &[u8]) -> Result<Option
         }
         let tree = repo.read_tree(&tree_id)?;
         found = Some(tree.find(comp).cloned().ok_or_else(|| {
-            Error::invalid(format!(
+            Error::NotFound(format!(
                 "{} is not in this snapshot",
                 String::from_utf8_lossy(path)
             ))

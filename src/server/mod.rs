@@ -158,7 +158,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         // other bad input.
         ErrorKind::InvalidInput | ErrorKind::Ambiguous => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Locked => StatusCode::CONFLICT,
+        ErrorKind::Locked | ErrorKind::LockLost => StatusCode::CONFLICT,
         // The server opened its repository at start: a password or a
         // missing repository now is the server's own failure, as is
         // damage, storage, local I/O, a database, a stream or an alert.
@@ -616,8 +616,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// calling `ready` with the bound address once it listens.
 ///
 /// # Errors
-/// [`Error::Invalid`] when two profiles name the same application, when
-/// the address cannot be bound (naming it), or when the server fails.
+/// [`Error::Invalid`] when two profiles name the same application;
+/// [`Error::Listen`] when the address cannot be bound; [`Error::Internal`]
+/// when the server's runtime fails.
 pub fn serve(repo: Repository, opts: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let mut profiles = BTreeMap::new();
     for p in opts.profiles {
@@ -644,19 +645,17 @@ pub fn serve(repo: Repository, opts: ServeOptions, ready: impl FnOnce(SocketAddr
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::invalid(format!("cannot start the server's runtime: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot start the server's runtime: {e}")))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "cannot listen on {}: {e}; choose another --listen address or port",
-                    opts.listen
-                ))
+            .map_err(|source| Error::Listen {
+                address: opts.listen,
+                source,
             })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::invalid(format!("cannot read the bound address: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot read the bound address: {e}")))?;
         ready(addr);
         accept_loop(listener, router(state), max_connections()).await;
         Ok(())
@@ -882,6 +881,18 @@ mod tests {
             400
         );
         assert_eq!(s(Error::corrupt("pack", "bad")), 500);
+        let locked = Error::Locked {
+            operation: "backup".into(),
+            holders: "an exclusive lock of prune".into(),
+        };
+        assert_eq!(s(locked), 409);
+        assert_eq!(s(Error::LockLost { age_secs: 900 }), 409);
+        assert_eq!(s(Error::internal("a pack writer thread panicked")), 500);
+        let not_a_file = Error::NotAFile {
+            path: "/srv".into(),
+            entry: "dir",
+        };
+        assert_eq!(s(not_a_file), 400);
         assert!(api::check_ref("latest").is_ok() && api::check_ref("0aF9").is_ok());
         for bad in ["", "xyz", "../etc", &"a".repeat(65)] {
             assert!(api::check_ref(bad).is_err(), "{bad}");

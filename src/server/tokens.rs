@@ -111,18 +111,13 @@ impl Tokens {
     /// Reads a tokens file; a file that does not exist holds no tokens.
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming the file when it cannot be read or is
-    /// not a tokens file.
+    /// [`Error::Io`] naming the file when it cannot be read,
+    /// [`Error::Invalid`] naming it when it is not a tokens file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(Error::invalid(format!(
-                    "cannot read the tokens file {}: {e}; fix its permissions or pass another --tokens FILE",
-                    path.display()
-                )));
-            }
+            Err(e) => return Err(Error::io("cannot read the tokens file", path, e)),
         };
         serde_json::from_str(&text).map_err(|e| {
             Error::invalid(format!(
@@ -151,7 +146,7 @@ impl Tokens {
             .create(dir)
             .map_err(|e| Error::target_write(dir, e))?;
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::invalid(format!("cannot encode the tokens: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot encode the tokens: {e}")))?;
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::target_write(dir, e))?;
         tmp.as_file()
@@ -175,7 +170,7 @@ impl Tokens {
     /// # Errors
     /// [`Error::Invalid`] for a name that is empty, too long, has other
     /// characters than letters, digits, `-`, `_` and `.`, or is taken;
-    /// when no random bytes are available.
+    /// [`Error::Internal`] when no random bytes are available.
     pub fn add(&mut self, name: &str, role: Role) -> Result<String> {
         if !valid_name(name) {
             return Err(Error::invalid(format!(
@@ -202,12 +197,12 @@ impl Tokens {
     /// Removes the token named `name`.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when there is none.
+    /// [`Error::NotFound`] when there is none.
     pub fn remove(&mut self, name: &str) -> Result<()> {
         let before = self.tokens.len();
         self.tokens.retain(|t| t.name != name);
         if self.tokens.len() == before {
-            return Err(Error::invalid(format!(
+            return Err(Error::NotFound(format!(
                 "no token named '{name}': list them with `cairn token list`"
             )));
         }
@@ -263,7 +258,10 @@ mod tests {
         assert_eq!(back.check(&secret).map(|e| e.role), Some(Role::Operator));
         assert!(back.check("cairn_0000").is_none());
         back.remove("ci").expect("remove");
-        assert!(back.remove("ci").is_err());
+        // A name that matches no token is a reference to nothing (404 on
+        // the API, exit 1 on the command line), not invalid input.
+        let gone = back.remove("ci").expect_err("removed already");
+        assert_eq!(gone.kind(), crate::error::ErrorKind::NotFound, "{gone}");
         assert!(back.check(&secret).is_none());
     }
 

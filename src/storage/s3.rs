@@ -267,7 +267,7 @@ impl S3Backend {
             .thread_name("cairn-s3")
             .enable_all()
             .build()
-            .map_err(|e| Error::invalid(format!("cannot start the S3 client's threads: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the S3 client's threads: {e}")))?;
         let region = std::env::var("AWS_REGION")
             .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|_| "us-east-1".to_owned());
@@ -285,7 +285,7 @@ impl S3Backend {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot set up the HTTP client: {e}")))?;
         let requests = Arc::new(AtomicU64::new(0));
         let transport = CountingTransport {
             inner: ReqwestTransport::new(client),
@@ -501,7 +501,7 @@ impl Backend for S3Backend {
         }
         let end = offset
             .checked_add(len)
-            .ok_or_else(|| Error::invalid(format!("range {offset}+{len} of {key} overflows")))?;
+            .ok_or_else(|| Error::internal(format!("range {offset}+{len} of {key} overflows")))?;
         let op = self.op.clone();
         let k = key.clone();
         let buf = self
@@ -531,7 +531,7 @@ impl Backend for S3Backend {
         let key = Self::key(kind, name)?;
         let end = offset
             .checked_add(len)
-            .ok_or_else(|| Error::invalid(format!("range {offset}+{len} of {key} overflows")))?;
+            .ok_or_else(|| Error::internal(format!("range {offset}+{len} of {key} overflows")))?;
         // One GET; its body is handed over piece by piece as it arrives,
         // through a few buffers, so a slow reader slows the download
         // instead of filling memory.

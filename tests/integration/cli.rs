@@ -134,7 +134,36 @@ fn missing_repository_is_named() {
     assert_eq!(o.status.code(), Some(10));
     assert!(one_line(&stderr(&o)));
     assert!(stderr(&o).contains(&repo.display().to_string()));
+    // The library names the place; the command line says how to make one.
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "cairn: error: no repository at {}: create one with `cairn init`, or point --repo / CAIRN_REPO at an existing one\n",
+            repo.display()
+        )
+    );
     assert!(!repo.exists(), "nothing is created");
+}
+
+/// No password and no terminal to ask on: exit 12, and the command line's
+/// advice names its ways of giving one.
+#[test]
+fn missing_password_names_the_ways_to_give_one() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(run(cairn(&repo, d.path()).arg("init")).status.success());
+    let o = run(cairn(&repo, d.path())
+        .env_remove("CAIRN_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .arg("snapshots"));
+    assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "cairn: error: {} needs a password: set CAIRN_PASSWORD, or pass --password-file or --password-command\n",
+            repo.display()
+        )
+    );
 }
 
 #[test]
@@ -188,6 +217,12 @@ fn unreadable_source_file_is_named_and_changes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(one_line(&stderr(&o)));
     assert!(stderr(&o).contains(&secret.display().to_string()));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("cairn: error: cannot read {}: ", secret.display()))
+            && err.ends_with("; fix its permissions or leave it out with --exclude\n"),
+        "{err}"
+    );
     assert_eq!(
         repo_state(&repo),
         before,
@@ -455,4 +490,59 @@ fn cli_latest_honours_host_path_and_tag_as_restic_users_type_it() {
     let o = run(cairn(&repo, dir.path()).args(["ls", "latest", "--host", "nobody"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no snapshot matches"), "{}", stderr(&o));
+}
+
+/// A locked repository: the library's error states the fact and names no
+/// flag (a program or the HTTP API has none); the command line prints it
+/// with its own advice, `--retry-lock` and `cairn unlock`, and exits 13.
+#[test]
+fn the_locked_error_has_the_command_lines_advice_only_on_the_command_line() {
+    let d = Dir::new();
+    let repo_dir = d.join("repo");
+    let src = d.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"data").expect("write");
+    let repo = init_repo(&repo_dir);
+    let held = repo.lock(true, "prune").expect("exclusive lock");
+
+    let other = super::util::open_repo(&repo_dir);
+    let e = other.lock(false, "backup").expect_err("locked");
+    assert!(matches!(e, cairn::Error::Locked { .. }), "{e}");
+    assert_eq!(e.kind(), cairn::ErrorKind::Locked);
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "cannot backup: the repository is locked (an exclusive lock of `prune` by "
+        ) && text.ends_with(')'),
+        "{text}"
+    );
+    assert!(!text.contains("--"), "{text}");
+    assert!(!text.contains("cairn unlock"), "{text}");
+
+    let o = run(cairn(&repo_dir, d.path()).args(["backup", "-q"]).arg(&src));
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+    let err = stderr(&o);
+    let holders = err
+        .strip_prefix("cairn: error: cannot backup: the repository is locked (")
+        .and_then(|s| s.strip_suffix(
+            "); wait for it, pass --retry-lock DURATION to wait here, or if that process is gone run `cairn unlock`\n",
+        ))
+        .unwrap_or_else(|| panic!("not the locked error with its advice: {err}"));
+    assert!(
+        holders.starts_with("an exclusive lock of `prune` by ") && !holders.contains(';'),
+        "{holders}"
+    );
+    drop(held);
+}
+
+/// Removing a key the repository does not have is a reference to nothing:
+/// kind NotFound, exit code 1 as before.
+#[test]
+fn removing_a_key_that_is_not_there_is_not_found() {
+    let d = Dir::new();
+    let repo = init_repo(&d.join("repo"));
+    let id: cairn::KeyId = "00".repeat(32).parse().expect("key id");
+    let e = repo.remove_key(&id).expect_err("no such key");
+    assert_eq!(e.kind(), cairn::ErrorKind::NotFound, "{e}");
+    assert_eq!(e.to_string(), format!("no key {id} in this repository"));
 }

@@ -1791,3 +1791,47 @@ fn cli_json_and_api_give_the_same_fields_for_the_same_operation() {
     assert_eq!(by_cli["ok"], true);
     assert_eq!(by_api["ok"], true);
 }
+
+/// An address that cannot be listened on, a tokens file that cannot be
+/// read: the library states what failed, the command line adds which of
+/// its options to change.
+#[test]
+fn unusable_address_and_tokens_file_name_the_option_to_change() {
+    let d = Dir::new();
+    let repo = d.join("repo");
+    assert!(
+        run(super::util::cairn(&repo, d.path()).arg("init"))
+            .status
+            .success()
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let o = run(super::util::cairn(&repo, d.path())
+        .args(["serve", "--listen", &addr.to_string(), "--tokens"])
+        .arg(d.join("tokens.json")));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("cairn: error: cannot listen on {addr}: "))
+            && last.ends_with("; choose another --listen address or port"),
+        "{err}"
+    );
+    drop(taken);
+
+    // A directory where the tokens file should be cannot be read as one.
+    let dir = d.join("tokens-dir");
+    fs::create_dir(&dir).expect("mkdir");
+    let o = run(super::util::cairn(&repo, d.path())
+        .args(["token", "list", "--tokens"])
+        .arg(&dir));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "cairn: error: cannot read the tokens file {}: ",
+            dir.display()
+        )) && err.ends_with("; fix its permissions or pass another --tokens FILE\n"),
+        "{err}"
+    );
+}
