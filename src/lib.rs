@@ -5,22 +5,50 @@
 //! stored once in packs; directories become tree blobs and a snapshot names a
 //! root tree. `store-format.md` documents every byte on disk.
 //!
-//! The library owns all behaviour; the `cairn` binary parses arguments and
-//! prints. A round trip:
+//! The library owns all behaviour; the `cairn` binary and `cairn serve`
+//! parse requests, call it and render what it returns. Back up, restore,
+//! check:
 //!
 //! ```
-//! # fn main() -> cairn::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use cairn::{BackupOptions, InitOptions, MemoryBackend, NoProgress, Repository};
-//! let src = tempfile::tempdir().map_err(|e| cairn::Error::invalid(e.to_string()))?;
-//! std::fs::write(src.path().join("hello.txt"), b"hello").map_err(|e| cairn::Error::invalid(e.to_string()))?;
+//! use cairn::{RestoreOptions, VerifyOptions};
+//!
+//! let src = tempfile::tempdir()?;
+//! std::fs::write(src.path().join("hello.txt"), b"hello")?;
 //! let repo = Repository::init(Arc::new(MemoryBackend::new()), Some(b"pw"), &InitOptions::default())?;
 //! let done = cairn::backup(&repo, &BackupOptions::new(vec![src.path().into()]), &NoProgress)?;
-//! let report = cairn::verify(&repo, &cairn::VerifyOptions::default())?;
-//! assert!(report.errors.is_empty());
+//!
+//! let (_, snapshot) = repo.find_snapshot("latest")?;
+//! let target = tempfile::tempdir()?;
+//! let restored = cairn::restore(&repo, &snapshot, &RestoreOptions::new(target.path().to_path_buf()), &NoProgress)?;
+//! assert_eq!(restored.files, 1);
+//! assert!(cairn::verify(&repo, &VerifyOptions::default())?.errors.is_empty());
 //! # let _ = done;
 //! # Ok(()) }
 //! ```
+//!
+//! # Layers
+//!
+//! The modules are layered, and each uses only the ones below it (a test,
+//! `tests/integration/layers.rs`, keeps it so): `format` (pure encoders
+//! and decoders), `storage` (bytes by name: local, S3, memory), `repo` (an
+//! open repository), `ops` (backup, restore, verify, forget, prune, copy,
+//! inspect, status), `apps` (SQLite, database export and import,
+//! application profiles), and the two long-running callers, `daemon` and
+//! [`server`]. The names below are the API a program needs. Every
+//! operation returns a typed outcome; its report ([`BackupReport`],
+//! [`RestoreReport`], [`PruneSummary`], [`VerifySummary`],
+//! [`SnapshotView`]) is what both the CLI's `--json` and the HTTP API
+//! show. Errors carry an [`ErrorKind`], from which the CLI picks its exit
+//! code and the server its HTTP status.
+//!
+//! # Features
+//!
+//! `s3` (S3-compatible object storage) and `server` (`cairn serve`) are on
+//! by default; without them the engine and the CLI build with fewer
+//! dependencies.
 
 mod apps;
 mod daemon;
@@ -40,9 +68,8 @@ pub use daemon::notify;
 
 pub use apps::db::{
     CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, DbRestored, ExportOptions,
-    JSON_FORMAT, JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export,
-    export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
-    sql_literal,
+    JSON_FORMAT, JSON_VERSION, database_of, export, export_to_path, materialize,
+    restore_from_export, restore_from_snapshot,
 };
 pub use apps::engine::{backup, restore};
 pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
@@ -61,12 +88,11 @@ pub use apps::sqlite::special::SqliteFiles;
 pub use apps::sqlite::watcher::{WatchNote, WatchOptions, db_path as watched_db_path, watch};
 pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
-    JobState, RunRecord, daemon, load_state, save_state, state_file,
+    JobState, RunRecord, daemon,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::config::{Config, Encryption, FORMAT_VERSION};
-pub use format::crypto::random as random_bytes;
 pub use format::crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};
 pub use format::keyfile::KeyFile;
 pub use format::pack::{BlobKind, Compression, PackEntry};
@@ -105,7 +131,7 @@ pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, promethe
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
-pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, read_segments, timelines};
+pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
 pub use repo::{
     DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots, shares_blob_ids,

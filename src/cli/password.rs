@@ -250,7 +250,7 @@ pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
-    cairn::random_bytes(buf).map_err(|e| anyhow!("{e}"))
+    getrandom::fill(buf).map_err(|e| anyhow!("the system random source failed: {e}"))
 }
 
 /// The default repository's key file, when it is what opened the repository
