@@ -38,12 +38,15 @@ mod timespec;
 
 pub use daemon::notify;
 
-pub use apps::db::{
-    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, DbRestored, ExportOptions,
-    JSON_FORMAT, JSON_VERSION, csv_cell, csv_field, database_of, describe_tables, export,
-    export_to_path, json_cell, json_value, materialize, restore_from_export, restore_from_snapshot,
-    sql_literal,
+pub use apps::db::cells::{Cell, csv_cell, csv_field, json_cell, json_value, sql_literal};
+pub use apps::db::export::{
+    CSV_SCHEMA_FILE, DbFormat, ExportOptions, JSON_FORMAT, JSON_VERSION, export, export_to_path,
 };
+pub use apps::db::image::{DbImage, database_of, materialize};
+pub use apps::db::restore::{
+    DbRestoreOptions, DbRestored, restore_from_export, restore_from_snapshot,
+};
+pub use apps::db::schema::describe_tables;
 pub use apps::engine::{backup, restore};
 pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use apps::profile::{
