@@ -468,6 +468,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dbexport_export_counts_that_differ_from_the_recorded_ones_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        Connection::open(&src)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (1), (2);")
+            .expect("fill");
+        let wrong = vec![TableRows {
+            name: "t".into(),
+            rows: 3,
+        }];
+
+        let opts = ExportOptions {
+            expected: Some(wrong),
+            ..ExportOptions::default()
+        };
+        let out = dir.path().join("out.sql");
+        let e = export_to_path(&src, DbFormat::Sql, &opts, &out).expect_err("mismatch");
+        assert!(e.is_damage(), "{e}");
+        assert!(e.to_string().contains("2 rows"), "{e}");
+        assert!(!out.exists(), "a failed export leaves no file");
+    }
+
+    #[test]
     fn dbexport_csv_stems_round_trip() {
         for name in ["plain", "with space", "a/b", ".hidden", "x%y", "ünï", "a.b"] {
             let stem = csv_file_stem(name);

@@ -2,8 +2,12 @@
 //! files) loaded into a scratch database, from which `restore` restores
 //! tables as from any other database.
 //!
-//! Exports are loaded as they are read, a statement (SQL) or a row (JSON,
-//! CSV) at a time, so memory does not grow with their size.
+//! The scratch database lives in a temporary directory ([`Scratch`],
+//! deleted with the value) and is thrown away, so it has no journal and
+//! no syncs; `ATTACH` is disabled on it, so an SQL script cannot change
+//! other databases. Exports are loaded as they are read, a statement
+//! (SQL) or a row (JSON, CSV) at a time, so memory does not grow with
+//! their size.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -12,9 +16,65 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::cells::{Cell, csv_cell, json_cell};
-use super::export::{CSV_SCHEMA_FILE, JSON_FORMAT, JSON_VERSION, csv_file_stem, table_of_csv_stem};
+use super::export::{
+    CSV_SCHEMA_FILE, DbFormat, JSON_FORMAT, JSON_VERSION, csv_file_stem, table_of_csv_stem,
+};
 use super::schema::{db_err, ident, raise_sequence, tables_of};
 use crate::error::{Error, Result};
+
+/// An export loaded into a scratch database in a temporary directory
+/// (`$TMPDIR`), deleted with the value.
+pub(super) struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// The scratch database's file.
+    pub(super) fn path(&self) -> PathBuf {
+        self.dir.path().join("import.db")
+    }
+}
+
+/// Loads `export`, an export in `format`, into a new scratch database.
+/// A lone CSV file holds one table, named by `wanted` if it names exactly
+/// one, else by the file's name; its schema is the table's in `into`,
+/// which must exist.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the export for a file that cannot be read or
+/// is not a valid export of `format` (with the line, table or row), or a
+/// scratch database that cannot be written; [`Error::TargetWrite`] when
+/// the temporary directory cannot be created.
+pub(super) fn load(
+    export: &Path,
+    format: DbFormat,
+    into: &Path,
+    wanted: &[String],
+) -> Result<Scratch> {
+    let scratch_dir = tempfile::Builder::new()
+        .prefix(".cairn-import-")
+        .tempdir()
+        .map_err(|e| Error::target_write(&std::env::temp_dir(), e))?;
+    let scratch = Scratch { dir: scratch_dir };
+    {
+        let conn = Connection::open(scratch.path())
+            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+        // The scratch database is thrown away: no journal, no syncs. An
+        // export's SQL may touch no other file.
+        conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
+            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
+            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+        match format {
+            DbFormat::Sql => load_sql(&conn, export)?,
+            DbFormat::Json => load_json(&conn, export)?,
+            DbFormat::Csv => load_csv(&conn, export, into, wanted)?,
+        }
+        conn.close()
+            .map_err(|(_, e)| db_err("cannot write the scratch database".to_owned())(e))?;
+    }
+    Ok(scratch)
+}
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::invalid(format!("cannot read {}: {e}", path.display()))
@@ -127,7 +187,7 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 /// statement, and each `prepare` sees only it (SQLite copies the whole
 /// rest of a string it is given, which made one `execute_batch` of a large
 /// script quadratic).
-pub(super) fn load_sql(conn: &Connection, export: &Path) -> Result<()> {
+fn load_sql(conn: &Connection, export: &Path) -> Result<()> {
     use std::io::BufRead as _;
     let shown = export.display();
     let file = File::open(export).map_err(read_err(export))?;
@@ -430,7 +490,7 @@ mod json_load {
     }
 }
 
-pub(super) fn load_json(conn: &Connection, export: &Path) -> Result<()> {
+fn load_json(conn: &Connection, export: &Path) -> Result<()> {
     use serde::de::DeserializeSeed as _;
     let what = format!("the export {}", export.display());
     let file = File::open(export).map_err(read_err(export))?;
@@ -449,12 +509,7 @@ pub(super) fn load_json(conn: &Connection, export: &Path) -> Result<()> {
         .map_err(db_err("writing the scratch database".to_owned()))
 }
 
-pub(super) fn load_csv(
-    conn: &Connection,
-    export: &Path,
-    into: &Path,
-    wanted: &[String],
-) -> Result<()> {
+fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) -> Result<()> {
     let what = format!("the export {}", export.display());
     // (table, file) pairs, and the statements that go in after the rows.
     let mut later: Vec<String> = Vec::new();

@@ -36,7 +36,7 @@ use rusqlite::Connection;
 
 use super::export::DbFormat;
 use super::image::materialize;
-use super::import::{load_csv, load_json, load_sql};
+use super::import;
 use super::schema::{
     BUSY_TIMEOUT, Column, Table, choose, db_err, describe_tables, fk_order, ident, other_schema,
     raise_sequence, row_count, rowid_name, sequence, tables_of,
@@ -259,6 +259,13 @@ fn column_difference(src: &Table, dst: &Table) -> Option<String> {
     ))
 }
 
+/// The end of every message that refuses a restore: the transaction is
+/// rolled back.
+const NOTHING: &str = "nothing was restored";
+
+/// The restore proper, inside the transaction on `conn`, in the steps of
+/// the module doc: every check first, then the copy, then the schema that
+/// follows the rows, then the foreign key check.
 fn restore_tables(
     conn: &Connection,
     source_name: &str,
@@ -269,16 +276,37 @@ fn restore_tables(
     let chosen = choose(&src_all, &opts.tables, source_name)?;
     let chosen = fk_order(conn, SRC, chosen)?;
     let dst_all = tables_of(conn, "main", target)?;
-    let existing = |name: &str| dst_all.iter().find(|t| t.name.eq_ignore_ascii_case(name));
-    let nothing = "nothing was restored";
+    check_targets(conn, &chosen, &dst_all, source_name, target, opts)?;
+    let dropped_triggers = clear_targets(conn, &chosen, &dst_all, target, opts)?;
+    let (done, created) = copy_tables(conn, &chosen, &dst_all, source_name, target, opts)?;
+    create_later(conn, &created, dropped_triggers, source_name, target, opts)?;
+    if !opts.ignore_foreign_keys {
+        check_foreign_keys(conn, &chosen, target)?;
+    }
+    Ok(done)
+}
 
-    // Every check before any change (the transaction would undo them all
-    // the same, but a clean refusal is clearer).
-    for t in &chosen {
-        if let Some(d) = existing(&t.name) {
+/// The target's table of the same name as the source's `name`, if any.
+fn existing<'t>(dst_all: &'t [Table], name: &str) -> Option<&'t Table> {
+    dst_all.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+}
+
+/// Every check before any change (the transaction would undo them all
+/// the same, but a clean refusal is clearer): a target table must have
+/// the source's columns, and be empty unless `drop_existing`.
+fn check_targets(
+    conn: &Connection,
+    chosen: &[Table],
+    dst_all: &[Table],
+    source_name: &str,
+    target: &str,
+    opts: &DbRestoreOptions,
+) -> Result<()> {
+    for t in chosen {
+        if let Some(d) = existing(dst_all, &t.name) {
             if let Some(diff) = column_difference(t, d) {
                 return Err(Error::invalid(format!(
-                    "table {} of {target} does not match {source_name}: {diff}; {nothing}",
+                    "table {} of {target} does not match {source_name}: {diff}; {NOTHING}",
                     t.name
                 )));
             }
@@ -286,18 +314,30 @@ fn restore_tables(
                 let n = row_count(conn, "main", &d.name)?;
                 if n > 0 {
                     return Err(Error::invalid(format!(
-                        "table {} of {target} already has {n} rows: pass --drop-existing to replace them; {nothing}",
+                        "table {} of {target} already has {n} rows: pass --drop-existing to replace them; {NOTHING}",
                         d.name
                     )));
                 }
             }
         }
     }
+    Ok(())
+}
 
-    // Triggers of existing tables would fire on the restored rows.
+/// Drops the triggers of the existing target tables, which would fire on
+/// the restored rows, and with `drop_existing` empties those tables.
+/// Returns the dropped triggers' `CREATE` statements, to run again after
+/// the copy.
+fn clear_targets(
+    conn: &Connection,
+    chosen: &[Table],
+    dst_all: &[Table],
+    target: &str,
+    opts: &DbRestoreOptions,
+) -> Result<Vec<String>> {
     let mut dropped_triggers: Vec<String> = Vec::new();
-    for t in &chosen {
-        if let Some(d) = existing(&t.name) {
+    for t in chosen {
+        if let Some(d) = existing(dst_all, &t.name) {
             let mut stmt = conn
                 .prepare("SELECT name, sql FROM main.sqlite_schema WHERE type = 'trigger' AND lower(tbl_name) = lower(?1) AND sql IS NOT NULL")
                 .map_err(db_err(format!("reading the triggers of {target}")))?;
@@ -319,11 +359,25 @@ fn restore_tables(
             }
         }
     }
+    Ok(dropped_triggers)
+}
 
+/// Copies the rows of `chosen` into the target, creating the tables it
+/// lacks, checks each table's row count against the source's and the
+/// expected one, and raises AUTOINCREMENT counters. Returns the rows
+/// restored per table and the tables created.
+fn copy_tables(
+    conn: &Connection,
+    chosen: &[Table],
+    dst_all: &[Table],
+    source_name: &str,
+    target: &str,
+    opts: &DbRestoreOptions,
+) -> Result<(Vec<TableRows>, Vec<Table>)> {
     let mut created: Vec<Table> = Vec::new();
     let mut done = Vec::with_capacity(chosen.len());
-    for t in &chosen {
-        let dst = match existing(&t.name) {
+    for t in chosen {
+        let dst = match existing(dst_all, &t.name) {
             Some(d) => d.clone(),
             None => {
                 // An unqualified CREATE TABLE creates in `main`.
@@ -347,7 +401,7 @@ fn restore_tables(
         ))
         .map_err(|e| {
             Error::invalid(format!(
-                "restoring table {} into {target}: {e}; {nothing}",
+                "restoring table {} into {target}: {e}; {NOTHING}",
                 t.name
             ))
         })?;
@@ -355,7 +409,7 @@ fn restore_tables(
         let source_rows = row_count(conn, SRC, &t.name)?;
         if restored != source_rows {
             return Err(Error::invalid(format!(
-                "table {} of {target} has {restored} rows after the restore but {source_name} has {source_rows}; {nothing}",
+                "table {} of {target} has {restored} rows after the restore but {source_name} has {source_rows}; {NOTHING}",
                 t.name
             )));
         }
@@ -368,7 +422,7 @@ fn restore_tables(
             return Err(Error::corrupt(
                 source_name,
                 format!(
-                    "table {} has {restored} rows but the snapshot recorded {}; {nothing}",
+                    "table {} has {restored} rows but the snapshot recorded {}; {NOTHING}",
                     t.name, e.rows
                 ),
             ));
@@ -381,10 +435,21 @@ fn restore_tables(
             rows: restored,
         });
     }
+    Ok((done, created))
+}
 
-    // Indexes and triggers of the new tables, after their rows, and views
-    // the target lacks when every table is restored.
-    let mut later = other_schema(conn, SRC, &created, false)?;
+/// The schema that follows the rows: indexes and triggers of the tables
+/// `created`, views the target lacks when every table is restored, and
+/// the `dropped_triggers` of existing tables again.
+fn create_later(
+    conn: &Connection,
+    created: &[Table],
+    dropped_triggers: Vec<String>,
+    source_name: &str,
+    target: &str,
+    opts: &DbRestoreOptions,
+) -> Result<()> {
+    let mut later = other_schema(conn, SRC, created, false)?;
     if opts.tables.is_empty() {
         let mut stmt = conn
             .prepare(&format!(
@@ -402,16 +467,12 @@ fn restore_tables(
     for sql in &later {
         conn.execute_batch(sql).map_err(|e| {
             Error::invalid(format!(
-                "creating `{}` in {target}: {e}; {nothing}",
+                "creating `{}` in {target}: {e}; {NOTHING}",
                 sql.lines().next().unwrap_or_default()
             ))
         })?;
     }
-
-    if !opts.ignore_foreign_keys {
-        check_foreign_keys(conn, &chosen, target)?;
-    }
-    Ok(done)
+    Ok(())
 }
 
 /// Fails when a row of a restored table, or of a table referring to one,
@@ -536,31 +597,10 @@ pub fn restore_from_export(
     opts: &DbRestoreOptions,
     repo: Option<&Repository>,
 ) -> Result<DbRestored> {
-    let scratch_dir = tempfile::Builder::new()
-        .prefix(".cairn-import-")
-        .tempdir()
-        .map_err(|e| Error::target_write(&std::env::temp_dir(), e))?;
-    let scratch = scratch_dir.path().join("import.db");
-    {
-        let conn = Connection::open(&scratch)
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
-        // The scratch database is thrown away: no journal, no syncs. An
-        // export's SQL may touch no other file.
-        conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
-        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
-        match format {
-            DbFormat::Sql => load_sql(&conn, export)?,
-            DbFormat::Json => load_json(&conn, export)?,
-            DbFormat::Csv => load_csv(&conn, export, into, &opts.tables)?,
-        }
-        conn.close()
-            .map_err(|(_, e)| db_err("cannot write the scratch database".to_owned())(e))?;
-    }
+    let scratch = import::load(export, format, into, &opts.tables)?;
     let undo = protect_into(repo, into, opts)?;
     let tables = restore_db(
-        &scratch,
+        &scratch.path(),
         &format!("the export {}", export.display()),
         into,
         opts,
@@ -575,10 +615,9 @@ pub fn restore_from_export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::db::export::{DbFormat, ExportOptions, export_to_path};
 
     #[test]
-    fn dbexport_counts_that_differ_from_the_recorded_ones_fail() {
+    fn dbexport_restore_counts_that_differ_from_the_recorded_ones_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src.db");
         Connection::open(&src)
@@ -589,16 +628,6 @@ mod tests {
             name: "t".into(),
             rows: 3,
         }];
-
-        let opts = ExportOptions {
-            expected: Some(wrong.clone()),
-            ..ExportOptions::default()
-        };
-        let out = dir.path().join("out.sql");
-        let e = export_to_path(&src, DbFormat::Sql, &opts, &out).expect_err("mismatch");
-        assert!(e.is_damage(), "{e}");
-        assert!(e.to_string().contains("2 rows"), "{e}");
-        assert!(!out.exists(), "a failed export leaves no file");
 
         let into = dir.path().join("into.db");
         let mut ropts = DbRestoreOptions {
