@@ -66,10 +66,13 @@ mod timespec;
 
 pub use daemon::notify;
 
-pub use apps::db::{
-    CSV_SCHEMA_FILE, Cell, DbFormat, DbImage, DbRestoreOptions, DbRestored, ExportOptions,
-    JSON_FORMAT, JSON_VERSION, database_of, export, export_to_path, materialize,
-    restore_from_export, restore_from_snapshot,
+pub use apps::db::cells::Cell;
+pub use apps::db::export::{
+    CSV_SCHEMA_FILE, DbFormat, ExportOptions, JSON_FORMAT, JSON_VERSION, export, export_to_path,
+};
+pub use apps::db::image::{DbImage, database_of, materialize};
+pub use apps::db::restore::{
+    DbRestoreOptions, DbRestored, restore_from_export, restore_from_snapshot,
 };
 pub use apps::engine::{backup, restore};
 pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
