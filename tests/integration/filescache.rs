@@ -209,6 +209,10 @@ fn files_cache_does_not_trust_entries_as_new_as_the_backup() {
     // however slowly this machine gets to the backup.
     let ahead = filetime::FileTime::from_unix_time(jiff::Timestamp::now().as_second() + 600, 0);
     filetime::set_file_mtime(src.join("sub/f"), ahead).expect("mtime");
+    // And the directory, so that however late the backup starts, `src`
+    // holds an entry as new as it too (otherwise, once a second has passed,
+    // `src` itself may rightly be reused while `sub` is not).
+    filetime::set_file_mtime(src.join("sub"), ahead).expect("mtime");
     backup(&repo, &[&src], &cache, false);
     // The file's times are not before the first backup's start: a change
     // in the same timestamp tick could hide, so neither the directory nor

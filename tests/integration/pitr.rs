@@ -648,17 +648,16 @@ fn a_watcher_whose_storing_falls_behind_waits_and_loses_nothing() {
     let s = setup();
     let repo = open_repo(&s.repo);
     let times = watch_while_writing_with(&repo, &s.db, 30, |o| o.max_memory = 16 << 10);
-    // Read while the writer went on, not all at the stop: commit 15 is
-    // dated within the tests' precision of when it was made.
+    // Read while the writer went on, not all at the stop (which comes
+    // 300 ms after the last commit): by the time the writer made its last
+    // commit, at least half of them were read and dated. Half, not "commit
+    // 15 within a fixed precision": how far behind a throttled watcher
+    // runs on a loaded machine is not for a test to time.
     let (_, v) = restore_at(
         &s.repo,
         &s.home,
         &s.db,
-        times
-            .get(14)
-            .expect("15 commits")
-            .checked_add(PRECISION)
-            .expect("time"),
+        *times.last().expect("30 commits"),
         &s.dir.join("middle.db"),
     );
     assert!(v["txn"].as_u64().is_some_and(|t| t >= 15), "{v}");
