@@ -208,18 +208,43 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     done
 }
 
-#[allow(clippy::too_many_lines)]
+/// Prune in three phases, each a function of its own: what is used, what
+/// to do with each pack, and doing it (skipped in a dry run).
 fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
     let held = repo.lock(true, "prune")?;
     repo.refresh_index()?;
+    let mut report = PruneReport::default();
+    let used = used_blobs(repo, &held, opts, &mut report)?;
+    let plan = plan(repo, &used, opts, &mut report)?;
+    if opts.dry_run {
+        report.bytes_after = report.bytes_before - plan.freed_packs + plan.kept_again;
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        return Ok(report);
+    }
+    carry_out(repo, &held, &plan, &mut report)?;
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    drop(held);
+    Ok(report)
+}
+
+/// Every blob the snapshots and WAL segments use. Stops, before anything
+/// is changed, at an index file, snapshot or segment that cannot be read
+/// and at a used blob that no index names: pruning then could delete data
+/// still needed. Compacts ended chains' segments (which keeps the same
+/// data blobs) once every used blob is known to be indexed.
+fn used_blobs(
+    repo: &Repository,
+    held: &crate::repo::lock::Lock,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<HashSet<BlobId>> {
+    let mut roots = Vec::new();
     if let Some((id, e)) = repo.index_errors().first() {
         return Err(Error::Damaged(format!(
             "index file {id} cannot be read ({e}): prune would not know what its packs hold; run `cairn verify`"
         )));
     }
-    let mut report = PruneReport::default();
-    let mut roots = Vec::new();
     for (id, snap) in repo.snapshots()? {
         let snap = snap.map_err(|e| {
             Error::Damaged(format!(
@@ -257,11 +282,42 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let timelines = crate::repo::segments::link_timelines(repo, segments, None, None)?;
     let chains: Vec<&crate::repo::segments::Chain> =
         timelines.iter().flat_map(|t| &t.chains).collect();
-    let compacted = crate::ops::prune::compact::compact(repo, &chains, &held, opts.dry_run)?;
+    let compacted = crate::ops::prune::compact::compact(repo, &chains, held, opts.dry_run)?;
     report.segments = before + compacted.written - compacted.replaced - compacted.superseded;
     report.segments_replaced = compacted.replaced;
     report.segments_written = compacted.written;
     report.segments_superseded = compacted.superseded;
+    Ok(used)
+}
+
+/// What prune will do with each pack.
+struct Plan {
+    /// Every index file, as named and read.
+    files: Vec<(String, IndexFile)>,
+    /// Each indexed pack's fate.
+    fate: HashMap<PackId, Fate>,
+    /// The packs to repack, with the used blobs to copy out of each.
+    to_repack: Vec<(PackId, Vec<PackEntry>)>,
+    /// The packs to delete once their blobs are safe elsewhere.
+    to_delete: Vec<PackId>,
+    /// Indexes into `files` of those naming a pack that goes away.
+    rewrite: Vec<usize>,
+    /// Bytes of the packs deleted.
+    freed_packs: u64,
+    /// Bytes of the blobs repacked.
+    kept_again: u64,
+    /// Temporary files nobody has written for a long while.
+    stale: Vec<crate::storage::Temporary>,
+}
+
+/// Decides each pack's fate from the index files and the stored packs:
+/// delete (nothing used), repack (too much unused, or small), keep.
+fn plan(
+    repo: &Repository,
+    used: &HashSet<BlobId>,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<Plan> {
     let index = repo.index();
 
     // The packs as the index files describe them, and as they are stored.
@@ -296,63 +352,9 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 .get(&e.id)
                 .is_some_and(|loc| index.pack_id(loc.pack) == Some(p.id) && loc.offset == e.offset)
     };
-    let mut fate: HashMap<PackId, Fate> = HashMap::new();
-    // Writers keep data and trees in packs of their own; a repack does too.
-    let mut kind: HashMap<PackId, BlobKind> = HashMap::new();
-    for (_, file) in &files {
-        for p in &file.packs {
-            if fate.contains_key(&p.id) {
-                continue;
-            }
-            if let Some(e) = p.entries.first() {
-                kind.insert(p.id, e.kind);
-            }
-            let (used_bytes, all_bytes) = p.entries.iter().fold((0u64, 0u64), |(u, a), e| {
-                let len = u64::from(e.length);
-                (if counts(p, e) { u + len } else { u }, a + len)
-            });
-            let f = if used_bytes == 0 {
-                Fate::Delete
-            } else if !stored.contains_key(&p.id) {
-                return Err(Error::Damaged(format!(
-                    "pack {} holds blobs that snapshots use, but it is missing: prune stops; run `cairn verify`",
-                    p.id
-                )));
-            } else if all_bytes > 0
-                && (all_bytes - used_bytes) as f64 > opts.max_unused * all_bytes as f64
-            {
-                Fate::Repack
-            } else {
-                Fate::Keep
-            };
-            fate.insert(p.id, f);
-        }
-    }
-    // Small packs kept as they are make fewer, full ones together, per
-    // kind. A kind with packs repacked anyway takes even a single small one
-    // along, so that a prune leaves at most one small pack of each kind
-    // (the repack's last) and the next prune has nothing to do.
+    let (mut fate, kind) = decide_fates(&files, &counts, &stored, opts)?;
     if opts.repack_small {
-        let below = SMALL_SHARE * f64::from(repo.config().pack_target_size);
-        for k in [BlobKind::Data, BlobKind::Tree] {
-            let of_kind = |id: &PackId| kind.get(id) == Some(&k);
-            let small: Vec<PackId> = fate
-                .iter()
-                .filter(|(id, f)| {
-                    **f == Fate::Keep
-                        && of_kind(id)
-                        && stored.get(id).is_some_and(|&size| (size as f64) < below)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            let repacking = fate.iter().any(|(id, f)| *f == Fate::Repack && of_kind(id));
-            if small.len() + usize::from(repacking) >= 2 {
-                report.packs_small += small.len();
-                for id in small {
-                    fate.insert(id, Fate::Repack);
-                }
-            }
-        }
+        take_small_packs(repo, &mut fate, &kind, &stored, report);
     }
     let unindexed: Vec<PackId> = stored
         .keys()
@@ -394,9 +396,11 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     // Index files that name a pack going away are rewritten without it.
-    let rewrite: Vec<&(String, IndexFile)> = files
+    let rewrite: Vec<usize> = files
         .iter()
-        .filter(|(_, f)| f.packs.iter().any(|p| fate.get(&p.id) != Some(&Fate::Keep)))
+        .enumerate()
+        .filter(|(_, (_, f))| f.packs.iter().any(|p| fate.get(&p.id) != Some(&Fate::Keep)))
+        .map(|(i, _)| i)
         .collect();
     report.index_files_rewritten = rewrite.len();
     let freed_packs: u64 = to_delete.iter().filter_map(|id| stored.get(id)).sum();
@@ -418,17 +422,110 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     report.temporaries_removed = stale.len();
     report.temporary_bytes_removed = stale.iter().map(|t| t.size).sum();
+    Ok(Plan {
+        files,
+        fate,
+        to_repack,
+        to_delete,
+        rewrite,
+        freed_packs,
+        kept_again,
+        stale,
+    })
+}
 
-    if opts.dry_run {
-        report.bytes_after = report.bytes_before - freed_packs + kept_again;
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(report);
+/// Each indexed pack's fate, and the kind of blobs it holds: deleted when
+/// no blob of it counts, repacked when more than `max_unused` of it is
+/// garbage, else kept. A pack holding used blobs that is not stored stops
+/// prune.
+fn decide_fates(
+    files: &[(String, IndexFile)],
+    counts: &dyn Fn(&IndexPack, &PackEntry) -> bool,
+    stored: &HashMap<PackId, u64>,
+    opts: &PruneOptions,
+) -> Result<(HashMap<PackId, Fate>, HashMap<PackId, BlobKind>)> {
+    let mut fate: HashMap<PackId, Fate> = HashMap::new();
+    // Writers keep data and trees in packs of their own; a repack does too.
+    let mut kind: HashMap<PackId, BlobKind> = HashMap::new();
+    for (_, file) in files {
+        for p in &file.packs {
+            if fate.contains_key(&p.id) {
+                continue;
+            }
+            if let Some(e) = p.entries.first() {
+                kind.insert(p.id, e.kind);
+            }
+            let (used_bytes, all_bytes) = p.entries.iter().fold((0u64, 0u64), |(u, a), e| {
+                let len = u64::from(e.length);
+                (if counts(p, e) { u + len } else { u }, a + len)
+            });
+            let f = if used_bytes == 0 {
+                Fate::Delete
+            } else if !stored.contains_key(&p.id) {
+                return Err(Error::Damaged(format!(
+                    "pack {} holds blobs that snapshots use, but it is missing: prune stops; run `cairn verify`",
+                    p.id
+                )));
+            } else if all_bytes > 0
+                && (all_bytes - used_bytes) as f64 > opts.max_unused * all_bytes as f64
+            {
+                Fate::Repack
+            } else {
+                Fate::Keep
+            };
+            fate.insert(p.id, f);
+        }
     }
+    Ok((fate, kind))
+}
 
+/// Small packs kept as they are make fewer, full ones together, per
+/// kind. A kind with packs repacked anyway takes even a single small one
+/// along, so that a prune leaves at most one small pack of each kind
+/// (the repack's last) and the next prune has nothing to do.
+fn take_small_packs(
+    repo: &Repository,
+    fate: &mut HashMap<PackId, Fate>,
+    kind: &HashMap<PackId, BlobKind>,
+    stored: &HashMap<PackId, u64>,
+    report: &mut PruneReport,
+) {
+    let below = SMALL_SHARE * f64::from(repo.config().pack_target_size);
+    for k in [BlobKind::Data, BlobKind::Tree] {
+        let of_kind = |id: &PackId| kind.get(id) == Some(&k);
+        let small: Vec<PackId> = fate
+            .iter()
+            .filter(|(id, f)| {
+                **f == Fate::Keep
+                    && of_kind(id)
+                    && stored.get(id).is_some_and(|&size| (size as f64) < below)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let repacking = fate.iter().any(|(id, f)| *f == Fate::Repack && of_kind(id));
+        if small.len() + usize::from(repacking) >= 2 {
+            report.packs_small += small.len();
+            for id in small {
+                fate.insert(id, Fate::Repack);
+            }
+        }
+    }
+}
+
+/// Carries out `plan`: new packs and their index files first, then the
+/// index files without the changed packs, and only then the deletions, so
+/// that every crash point leaves every used blob indexed (see the module
+/// documentation).
+fn carry_out(
+    repo: &Repository,
+    held: &crate::repo::lock::Lock,
+    plan: &Plan,
+    report: &mut PruneReport,
+) -> Result<()> {
     // 1. New packs and their index files.
     let writer = repo.blob_writer();
     let copied = crate::repo::in_pool_holding_packs(repo.config().pack_target_size, || {
-        to_repack
+        plan.to_repack
             .par_iter()
             .try_for_each(|(pack, wanted)| -> Result<()> {
                 let bytes = repo.backend().read(FileKind::Pack, &pack.to_hex())?;
@@ -456,18 +553,25 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // prune wrote) is that very file, now named by the new index.
     let indexed = writer.indexed_packs();
     drop(writer);
-    let to_delete: Vec<PackId> = to_delete
-        .into_iter()
+    let to_delete: Vec<PackId> = plan
+        .to_delete
+        .iter()
         .filter(|id| !indexed.contains(id))
+        .copied()
         .collect();
 
     // 2. The index files that named changed packs, without those packs.
-    for (_, file) in &rewrite {
+    for file in plan
+        .rewrite
+        .iter()
+        .filter_map(|&i| plan.files.get(i))
+        .map(|(_, f)| f)
+    {
         let kept = IndexFile {
             packs: file
                 .packs
                 .iter()
-                .filter(|p| fate.get(&p.id) == Some(&Fate::Keep))
+                .filter(|p| plan.fate.get(&p.id) == Some(&Fate::Keep))
                 .cloned()
                 .collect(),
         };
@@ -481,7 +585,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     held.check()?;
 
     // 3. Deletions: the replaced index files, then the packs.
-    for (name, _) in &rewrite {
+    for (name, _) in plan.rewrite.iter().filter_map(|&i| plan.files.get(i)) {
         repo.backend().delete(FileKind::Index, name)?;
     }
     for id in &to_delete {
@@ -492,7 +596,7 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     held.check()?;
-    for t in &stale {
+    for t in &plan.stale {
         repo.backend().remove_temporary(&t.path)?;
     }
     repo.refresh_index()?;
@@ -503,7 +607,5 @@ fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .chain(repo.backend().list(FileKind::Pack)?)
         .map(|(_, size)| size)
         .sum();
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    drop(held);
-    Ok(report)
+    Ok(())
 }
