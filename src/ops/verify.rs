@@ -201,11 +201,24 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, indexed: &[PackEntry]) -
 /// Fails only when the repository cannot be listed at all; every problem
 /// with its contents goes into the report.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
-    // Shared: packs a prune deletes meanwhile would look like damage. A
-    // repository that cannot be written (a full disk) is still checked,
-    // read-only, saying so.
     let mut report = VerifyReport::default();
-    let _held = match repo.lock(false, "verify") {
+    let _held = lock_shared(repo, &mut report)?;
+    repo.refresh_index()?;
+    note_temporaries(repo, &mut report)?;
+    let lost = check_packs(repo, opts, &mut report)?;
+    check_snapshots(repo, &lost, &mut report)?;
+    check_segments(repo, &lost, &mut report)?;
+    Ok(report)
+}
+
+/// A shared lock: packs a prune deletes meanwhile would look like damage.
+/// A repository that cannot be written (a full disk) is still checked,
+/// read-only, saying so.
+fn lock_shared(
+    repo: &Repository,
+    report: &mut VerifyReport,
+) -> Result<Option<crate::repo::lock::Lock>> {
+    Ok(match repo.lock(false, "verify") {
         Ok(held) => {
             report.without_lock = !held.is_held();
             Some(held)
@@ -218,8 +231,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             None
         }
         Err(e) => return Err(e),
-    };
-    repo.refresh_index()?;
+    })
+}
+
+/// Temporary files in the repository: staged by running writers or left
+/// by killed ones; counted and named, never damage.
+fn note_temporaries(repo: &Repository, report: &mut VerifyReport) -> Result<()> {
     let temporaries = repo.backend().temporaries()?;
     if let Some(first) = temporaries.first() {
         report.temporary_files = temporaries.len() as u64;
@@ -236,6 +253,18 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             crate::ops::prune::TEMPORARY_STALE_AFTER.as_secs() / 60
         ));
     }
+    Ok(())
+}
+
+/// The packs: each indexed one present, of the size the index says, with
+/// the header the index says; with `read_data`, every blob of the selected
+/// packs read and checked. Returns the blobs a reader would lose, and why,
+/// for naming the files they belong to.
+fn check_packs(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<HashMap<BlobId, String>> {
     for (id, e) in repo.index_errors() {
         report.errors.push(format!("index {id} (index/{id}): {e}"));
     }
@@ -346,6 +375,16 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
+    Ok(lost)
+}
+
+/// The audit log, the snapshots it says must exist, and every snapshot's
+/// trees, naming the files that lost data.
+fn check_snapshots(
+    repo: &Repository,
+    lost: &HashMap<BlobId, String>,
+    report: &mut VerifyReport,
+) -> Result<()> {
     // The audit log: damaged events and events removed from its middle.
     let log = crate::repo::audit::read_log(repo, None)?;
     report.errors.extend(log.problems.iter().cloned());
@@ -376,13 +415,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             &snap.tree,
             Path::new("/"),
             &mut seen_trees,
-            &lost,
-            &mut report,
+            lost,
+            report,
         );
     }
     report.trees = seen_trees.len() as u64;
-    check_segments(repo, &lost, &mut report)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Checks the WAL segments: each readable, each data blob indexed and
