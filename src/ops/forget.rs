@@ -325,124 +325,10 @@ pub fn plan_at(
         return Ok(Vec::new());
     };
 
-    let last = policy.last.filter(|&n| n != 0).map(u64::try_from);
-    let mut counted: Vec<Counted> = policy
-        .counts()
-        .iter()
-        .filter_map(|&(period, n)| {
-            let n = n.filter(|&n| n != 0)?;
-            Some(Counted {
-                period,
-                left: u64::try_from(n).ok(),
-                last: None,
-            })
-        })
-        .collect();
-    let within = policy
-        .within
-        .map(|span| (format!("within {span:#}"), cutoff(newest, span)));
-    let mut withins: Vec<Within> = policy
-        .withins()
-        .iter()
-        .filter_map(|&(period, span)| {
-            let span = span?;
-            Some(Within {
-                period,
-                reason: format!("within-{} {span:#}", period.name()),
-                cutoff: cutoff(newest, span),
-                last: None,
-            })
-        })
-        .collect();
-    let mut tags: Vec<&String> = Vec::new();
-    for t in &policy.tags {
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    let rollback_span = policy
-        .rollback
-        .unwrap_or_else(|| Span::new().days(DEFAULT_ROLLBACK_DAYS));
-    let rollback = (!rollback_span.is_zero()).then(|| {
-        (
-            format!("rollback {rollback_span:#}"),
-            // From now: a rollback point survives the window whatever
-            // comes after it, and a group of safety snapshots alone does
-            // not keep its newest forever.
-            cutoff(&now.to_zoned(tz.clone()), rollback_span),
-        )
-    });
-
+    let mut rules = Rules::new(policy, newest, tz, now);
     let mut out = Vec::with_capacity(items.len());
-    // Ordinary snapshots seen so far: `last` counts only those.
-    let mut nr = 0u64;
     for (id, snap, time) in &items {
-        let mut reasons = Vec::new();
-        let ts = time.timestamp();
-        for t in &tags {
-            if snap.tags.contains(t) {
-                reasons.push(format!("tag {t}"));
-            }
-        }
-        if let Some((reason, cutoff)) = &rollback
-            && (snap.is_safety()
-                || snap
-                    .tags
-                    .iter()
-                    .any(|t| t == crate::format::snapshot::PRE_TAG))
-            && cutoff.is_none_or(|c| ts >= c)
-        {
-            reasons.push(reason.clone());
-        }
-        if snap.is_safety() {
-            // Kept by its tag or the rollback window only (see the module
-            // doc): it takes no place from the snapshots the rules count.
-            out.push(Decision {
-                id: *id,
-                keep: !reasons.is_empty(),
-                reasons,
-            });
-            continue;
-        }
-        let mut counts = Vec::new();
-        // Ok(n): keep the n newest; Err: a negative count, i.e. unlimited
-        // (validation allows only -1).
-        match last {
-            Some(Ok(n)) if nr < n => counts.push("last".to_owned()),
-            Some(Err(_)) => counts.push("last".to_owned()),
-            _ => {}
-        }
-        nr += 1;
-        for rule in &mut counted {
-            if rule.left == Some(0) {
-                continue;
-            }
-            let bucket = rule.period.bucket(time);
-            if rule.last != Some(bucket) {
-                rule.last = Some(bucket);
-                if let Some(left) = &mut rule.left {
-                    *left -= 1;
-                }
-                counts.push(rule.period.name().to_owned());
-            }
-        }
-        if let Some((reason, cutoff)) = &within
-            && cutoff.is_none_or(|c| ts >= c)
-        {
-            counts.push(reason.clone());
-        }
-        for rule in &mut withins {
-            if rule.cutoff.is_none_or(|c| ts >= c) {
-                let bucket = rule.period.bucket(time);
-                if rule.last != Some(bucket) {
-                    rule.last = Some(bucket);
-                    counts.push(rule.reason.clone());
-                }
-            }
-        }
-        // The rules' reasons first, then tags and the rollback window.
-        counts.append(&mut reasons);
-        let reasons = counts;
+        let reasons = rules.judge(snap, time);
         out.push(Decision {
             id: *id,
             keep: !reasons.is_empty(),
@@ -463,6 +349,150 @@ pub fn plan_at(
         first.reasons.push("newest in group".to_owned());
     }
     Ok(out)
+}
+
+/// The rules of a policy, ready to judge one group's snapshots newest
+/// first: the counting rules remember which periods they have kept.
+struct Rules<'p> {
+    /// `last`: `Ok(n)` keeps the n newest; `Err` is a negative count, i.e.
+    /// unlimited (validation allows only -1).
+    last: Option<Result<u64, std::num::TryFromIntError>>,
+    counted: Vec<Counted>,
+    within: Option<(String, Option<Timestamp>)>,
+    withins: Vec<Within>,
+    tags: Vec<&'p String>,
+    rollback: Option<(String, Option<Timestamp>)>,
+    /// Ordinary snapshots seen so far: `last` counts only those.
+    seen: u64,
+}
+
+impl<'p> Rules<'p> {
+    /// The rules of `policy` for a group whose newest ordinary snapshot was
+    /// taken at `newest`; the rollback window counts back from `now`.
+    fn new(policy: &'p KeepPolicy, newest: &Zoned, tz: &TimeZone, now: Timestamp) -> Self {
+        let last = policy.last.filter(|&n| n != 0).map(u64::try_from);
+        let counted: Vec<Counted> = policy
+            .counts()
+            .iter()
+            .filter_map(|&(period, n)| {
+                let n = n.filter(|&n| n != 0)?;
+                Some(Counted {
+                    period,
+                    left: u64::try_from(n).ok(),
+                    last: None,
+                })
+            })
+            .collect();
+        let within = policy
+            .within
+            .map(|span| (format!("within {span:#}"), cutoff(newest, span)));
+        let withins: Vec<Within> = policy
+            .withins()
+            .iter()
+            .filter_map(|&(period, span)| {
+                let span = span?;
+                Some(Within {
+                    period,
+                    reason: format!("within-{} {span:#}", period.name()),
+                    cutoff: cutoff(newest, span),
+                    last: None,
+                })
+            })
+            .collect();
+        let mut tags: Vec<&String> = Vec::new();
+        for t in &policy.tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let rollback_span = policy
+            .rollback
+            .unwrap_or_else(|| Span::new().days(DEFAULT_ROLLBACK_DAYS));
+        let rollback = (!rollback_span.is_zero()).then(|| {
+            (
+                format!("rollback {rollback_span:#}"),
+                // From now: a rollback point survives the window whatever
+                // comes after it, and a group of safety snapshots alone does
+                // not keep its newest forever.
+                cutoff(&now.to_zoned(tz.clone()), rollback_span),
+            )
+        });
+        Self {
+            last,
+            counted,
+            within,
+            withins,
+            tags,
+            rollback,
+            seen: 0,
+        }
+    }
+
+    /// Why the snapshot `snap`, taken at `time`, is kept (no reason: it is
+    /// removed). Called for each snapshot of the group, newest first.
+    fn judge(&mut self, snap: &Snapshot, time: &Zoned) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let ts = time.timestamp();
+        for t in &self.tags {
+            if snap.tags.contains(t) {
+                reasons.push(format!("tag {t}"));
+            }
+        }
+        if let Some((reason, cutoff)) = &self.rollback
+            && (snap.is_safety()
+                || snap
+                    .tags
+                    .iter()
+                    .any(|t| t == crate::format::snapshot::PRE_TAG))
+            && cutoff.is_none_or(|c| ts >= c)
+        {
+            reasons.push(reason.clone());
+        }
+        if snap.is_safety() {
+            // Kept by its tag or the rollback window only (see the module
+            // doc): it takes no place from the snapshots the rules count.
+            return reasons;
+        }
+        let mut counts = Vec::new();
+        // Ok(n): keep the n newest; Err: a negative count, i.e. unlimited
+        // (validation allows only -1).
+        match self.last {
+            Some(Ok(n)) if self.seen < n => counts.push("last".to_owned()),
+            Some(Err(_)) => counts.push("last".to_owned()),
+            _ => {}
+        }
+        self.seen += 1;
+        for rule in &mut self.counted {
+            if rule.left == Some(0) {
+                continue;
+            }
+            let bucket = rule.period.bucket(time);
+            if rule.last != Some(bucket) {
+                rule.last = Some(bucket);
+                if let Some(left) = &mut rule.left {
+                    *left -= 1;
+                }
+                counts.push(rule.period.name().to_owned());
+            }
+        }
+        if let Some((reason, cutoff)) = &self.within
+            && cutoff.is_none_or(|c| ts >= c)
+        {
+            counts.push(reason.clone());
+        }
+        for rule in &mut self.withins {
+            if rule.cutoff.is_none_or(|c| ts >= c) {
+                let bucket = rule.period.bucket(time);
+                if rule.last != Some(bucket) {
+                    rule.last = Some(bucket);
+                    counts.push(rule.reason.clone());
+                }
+            }
+        }
+        // The rules' reasons first, then tags and the rollback window.
+        counts.append(&mut reasons);
+        counts
+    }
 }
 
 /// Which snapshot fields make up a group: snapshots are judged against the
