@@ -66,6 +66,22 @@ pub(crate) fn snapshot_json(id: SnapshotId, s: &Snapshot) -> Result<Value, ApiEr
     json_of(&crate::ops::report::SnapshotView::new(id, s))
 }
 
+/// The command that undoes a restore, for the API's caller (who may be on
+/// another machine: the repository is named by its location).
+fn undo_command(repo: &Repository, undo: Option<&crate::ops::protect::Undo>) -> Option<String> {
+    undo.map(|u| u.command(Some(&repo.backend().location())))
+}
+
+/// The JSON body of a request whose body may be empty (then `T`'s
+/// default), or 400 naming what is wrong with it.
+fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        body(bytes)
+    }
+}
+
 /// A report as JSON.
 fn json_of<T: serde::Serialize>(report: &T) -> Result<Value, ApiError> {
     serde_json::to_value(report)
@@ -504,10 +520,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         &opts,
                         &crate::ops::backup::NoProgress,
                     )?;
-                    let undo = done
-                        .undo
-                        .as_ref()
-                        .map(|u| u.command(Some(&repo.backend().location())));
+                    let undo = undo_command(repo, done.undo.as_ref());
                     json_of(&RestoreAnswer::InPlace(done.report(
                         id,
                         &b.component,
@@ -546,10 +559,7 @@ pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> 
                         &opts,
                         &crate::ops::backup::NoProgress,
                     )?;
-                    let undo = done
-                        .undo
-                        .as_ref()
-                        .map(|u| u.command(Some(&repo.backend().location())));
+                    let undo = undo_command(repo, done.undo.as_ref());
                     json_of(&RestoreAnswer::Target(done.report(
                         id,
                         target.clone(),
@@ -625,11 +635,7 @@ pub(crate) struct PruneBody {
     ))]
 pub(crate) async fn run_prune(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Admin)?;
-    let b: PruneBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        PruneBody::default()
-    } else {
-        body(&bytes)?
-    };
+    let b: PruneBody = optional_body(&bytes)?;
     let mut opts = crate::ops::prune::PruneOptions::default();
     if let Some(share) = b.max_unused {
         if !(0.0..=1.0).contains(&share) {
@@ -686,11 +692,7 @@ fn parse_subset(s: &str) -> Result<(u32, u32), ApiError> {
     ))]
 pub(crate) async fn run_verify(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let caller = st.authorize(&headers, None, Role::Operator)?;
-    let b: VerifyBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        VerifyBody::default()
-    } else {
-        body(&bytes)?
-    };
+    let b: VerifyBody = optional_body(&bytes)?;
     let opts = crate::ops::verify::VerifyOptions {
         read_data: b.read_data || b.subset.is_some(),
         subset: b.subset.as_deref().map(parse_subset).transpose()?,
