@@ -35,8 +35,9 @@ use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::crypto::Domain;
 use crate::id::AuditId;
-use crate::repo::Repository;
+use crate::repo::{Repository, host_and_user};
 use crate::storage::FileKind;
+use crate::sync::lock;
 
 /// Magic at the start of every audit event file.
 pub const AUDIT_MAGIC: &[u8; 8] = b"CAIRNAUD";
@@ -326,6 +327,34 @@ pub fn record_event(repo: &Repository, action: &str, target: &str, ok: bool, det
         repo.note_audit_error(format!(
             "could not record {action} of {target} in the audit log: {e}"
         ));
+    }
+}
+
+impl Repository {
+    /// Names `actor` (`token:NAME`, `daemon:PROFILE`) in the audit events of
+    /// this repository handle's operations instead of `user@host`.
+    pub fn set_actor(&self, actor: impl Into<String>) {
+        *lock(&self.actor) = Some(actor.into());
+    }
+
+    /// Who the audit log names for this handle's operations.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        lock(&self.actor).clone().unwrap_or_else(|| {
+            let (host, user) = host_and_user();
+            format!("{user}@{host}")
+        })
+    }
+
+    /// Keeps a failure to write an audit event, for the caller to report.
+    pub(crate) fn note_audit_error(&self, message: String) {
+        lock(&self.audit_errors).push(message);
+    }
+
+    /// The audit events that could not be written since the last call.
+    #[must_use]
+    pub fn take_audit_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.audit_errors))
     }
 }
 

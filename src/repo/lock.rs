@@ -17,6 +17,7 @@
 //! assume others ignored it: [`Lock::check`] fails and the operation stops
 //! before it writes anything that depends on the lock.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
 use crate::id::LockId;
-use crate::repo::host_and_user;
+use crate::repo::{Repository, host_and_user};
 use crate::storage::{Backend, FileKind, LocksAndIndex};
 use crate::sync::lock as guard;
 use crate::{Error, Result};
@@ -551,6 +552,81 @@ pub fn unlock(backend: &dyn Backend, crypto: &Crypto, all: bool) -> Result<Unloc
         }
     }
     Ok(done)
+}
+
+// The handle's side: the lock a `Repository` takes for an operation, with
+// the wait and `no_lock` it was given, and the lock files it lists or
+// removes (`cairn unlock`).
+impl Repository {
+    /// How long [`Repository::lock`] waits for conflicting holders
+    /// (default: not at all).
+    pub fn set_lock_wait(&self, wait: std::time::Duration) {
+        *guard(&self.lock_wait) = wait;
+    }
+
+    /// Takes a lock for `operation` (see the `lock` module): exclusive for
+    /// operations that delete data, shared for those that add or read it.
+    /// An operation that relies on the index refreshes it after this.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds a conflicting lock
+    /// beyond the wait; backend errors.
+    pub fn lock(&self, exclusive: bool, operation: &str) -> Result<Lock> {
+        self.lock_listing(exclusive, operation, false)
+            .map(|(held, _)| held)
+    }
+
+    /// [`Repository::lock`], also listing `index/` with `with_index`
+    /// (`None` when no lock was taken).
+    pub(super) fn lock_listing(
+        &self,
+        exclusive: bool,
+        operation: &str,
+        with_index: bool,
+    ) -> Result<(Lock, Option<LocksAndIndex>)> {
+        // A listing from before this lock may name snapshots a forget has
+        // removed since: only listings made under the lock may be reused.
+        *guard(&self.snapshot_listing) = None;
+        if self.no_lock.load(Ordering::Relaxed) {
+            if exclusive || operation == "backup" || operation == "copy" {
+                return Err(Error::invalid(format!(
+                    "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
+                )));
+            }
+            return Ok((Lock::none(Arc::clone(&self.backend)), None));
+        }
+        let wait = *guard(&self.lock_wait);
+        Lock::acquire_listing(
+            Arc::clone(&self.backend),
+            &self.crypto,
+            exclusive,
+            operation,
+            wait,
+            with_index,
+        )
+    }
+
+    /// Read without taking locks (restore and verify of a repository on
+    /// read-only media); operations that change the repository refuse.
+    pub fn set_no_lock(&self, no_lock: bool) {
+        self.no_lock.store(no_lock, Ordering::Relaxed);
+    }
+
+    /// Every lock file, with its record or why it cannot be read.
+    ///
+    /// # Errors
+    /// When `locks/` cannot be listed.
+    pub fn locks(&self) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
+        list(self.backend.as_ref(), &self.crypto)
+    }
+
+    /// Removes stale locks (every lock with `all`).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn unlock(&self, all: bool) -> Result<Unlocked> {
+        unlock(self.backend.as_ref(), &self.crypto, all)
+    }
 }
 
 #[cfg(test)]
