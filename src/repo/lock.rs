@@ -17,7 +17,6 @@
 //! assume others ignored it: [`Lock::check`] fails and the operation stops
 //! before it writes anything that depends on the lock.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -555,15 +554,9 @@ pub fn unlock(backend: &dyn Backend, crypto: &Crypto, all: bool) -> Result<Unloc
 }
 
 // The handle's side: the lock a `Repository` takes for an operation, with
-// the wait and `no_lock` it was given, and the lock files it lists or
+// the wait and `no_lock` it was opened with, and the lock files it lists or
 // removes (`cairn unlock`).
 impl Repository {
-    /// How long [`Repository::lock`] waits for conflicting holders
-    /// (default: not at all).
-    pub fn set_lock_wait(&self, wait: std::time::Duration) {
-        *guard(&self.lock_wait) = wait;
-    }
-
     /// Takes a lock for `operation` (see the `lock` module): exclusive for
     /// operations that delete data, shared for those that add or read it.
     /// An operation that relies on the index refreshes it after this.
@@ -587,7 +580,7 @@ impl Repository {
         // A listing from before this lock may name snapshots a forget has
         // removed since: only listings made under the lock may be reused.
         *guard(&self.snapshot_listing) = None;
-        if self.no_lock.load(Ordering::Relaxed) {
+        if self.no_lock {
             if exclusive || operation == "backup" || operation == "copy" {
                 return Err(Error::invalid(format!(
                     "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
@@ -595,21 +588,14 @@ impl Repository {
             }
             return Ok((Lock::none(Arc::clone(&self.backend)), None));
         }
-        let wait = *guard(&self.lock_wait);
         Lock::acquire_listing(
             Arc::clone(&self.backend),
             &self.crypto,
             exclusive,
             operation,
-            wait,
+            self.lock_wait,
             with_index,
         )
-    }
-
-    /// Read without taking locks (restore and verify of a repository on
-    /// read-only media); operations that change the repository refuse.
-    pub fn set_no_lock(&self, no_lock: bool) {
-        self.no_lock.store(no_lock, Ordering::Relaxed);
     }
 
     /// Every lock file, with its record or why it cannot be read.
@@ -829,5 +815,36 @@ mod tests {
         )
         .expect("released meanwhile");
         releaser.join().expect("join");
+    }
+
+    #[test]
+    fn no_lock_given_at_open_or_init_reads_without_a_lock_and_refuses_changes() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let init = crate::repo::InitOptions {
+            encryption: false,
+            ..crate::repo::InitOptions::default()
+        };
+        let no_lock = crate::repo::OpenOptions::new().no_lock(true);
+        let created =
+            Repository::init_with(Arc::clone(&backend), None, &init, &no_lock).expect("init");
+        let opened = Repository::open_with(Arc::clone(&backend), &no_lock, &mut || Ok(Vec::new()))
+            .expect("open");
+        for repo in [&created, &opened] {
+            let held = repo.lock(false, "restore").expect("read without a lock");
+            assert!(repo.locks().expect("locks").is_empty(), "no lock file");
+            drop(held);
+            for (exclusive, operation) in [(true, "prune"), (false, "backup")] {
+                let refused = repo
+                    .lock(exclusive, operation)
+                    .expect_err("a change needs its lock")
+                    .to_string();
+                assert!(refused.contains(operation), "{refused}");
+            }
+        }
+        // Opened without it, the same repository is locked as usual.
+        let locking = Repository::open(Arc::clone(&backend), &mut || Ok(Vec::new())).expect("open");
+        let held = locking.lock(false, "restore").expect("lock");
+        assert_eq!(locking.locks().expect("locks").len(), 1);
+        drop(held);
     }
 }

@@ -41,14 +41,16 @@ use crate::storage::cache::CachedBackend;
 use crate::storage::{Backend, FileKind};
 
 pub(crate) use open::host_and_user;
-pub use open::{InitOptions, needs_password, shares_blob_ids};
+pub use open::{InitOptions, OpenOptions, needs_password, shares_blob_ids};
 pub(crate) use pool::{in_pool, in_pool_holding_packs, in_pool_of};
 pub(crate) use read::check_claim;
 pub use snapshots::{DamagedSnapshots, readable_snapshots};
 pub use writer::BlobWriter;
 pub(crate) use writer::shrink_scratch;
 
-/// An open repository.
+/// An open repository. How it behaves (cache, locks, audit actor) is
+/// given when it is opened ([`OpenOptions`]); what changes while it is
+/// open is the index it loads and what it caches of listings.
 pub struct Repository {
     backend: Arc<dyn Backend>,
     /// The local cache in front of a remote `backend` (which then is this
@@ -65,17 +67,20 @@ pub struct Repository {
     index_names: Mutex<Vec<String>>,
     /// Whether `index` has been loaded (it is loaded on first need).
     index_loaded: AtomicBool,
-    /// How long taking a lock waits for conflicting holders.
-    lock_wait: Mutex<std::time::Duration>,
-    /// Read without locking (read-only media).
-    no_lock: AtomicBool,
+    /// How long taking a lock waits for conflicting holders
+    /// ([`OpenOptions::lock_wait`]).
+    lock_wait: std::time::Duration,
+    /// Read without locking (read-only media, [`OpenOptions::no_lock`]).
+    no_lock: bool,
     /// Headers of packs no index describes, read on first need so that data
     /// whose index was lost can still be restored.
     unindexed: Mutex<Option<Index>>,
     /// Set when a blob was found only through `unindexed`.
     used_unindexed: AtomicBool,
-    /// Who the audit log names for this process's operations; `None` for
-    /// `user@host`.
+    /// Who the audit log names for this handle's operations; `None` for
+    /// `user@host`. Given at open ([`OpenOptions::actor`]); behind a mutex
+    /// only because the server names each request's caller for the one
+    /// operation it runs ([`Repository::acting_as`]).
     actor: Mutex<Option<String>>,
     /// Audit events that could not be written.
     audit_errors: Mutex<Vec<String>>,

@@ -1,8 +1,10 @@
 //! Creating and opening a repository, and its keys: the config, the key
 //! files and the passwords that open them (store-format.md §6, §7, §15).
 
-use std::sync::atomic::AtomicBool;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::format::chunker::ChunkerParams;
 use crate::format::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
@@ -56,6 +58,66 @@ impl Default for InitOptions {
             kdf_memory_mib: crate::format::crypto::DEFAULT_KDF_MEMORY_MIB,
             related: None,
         }
+    }
+}
+
+/// How a repository handle behaves, given when it is opened
+/// ([`Repository::open_with`], [`Repository::init_with`]) and fixed for its
+/// life: nothing changes these on an open handle.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Where the local cache of a remote repository lives (shared by all
+    /// repositories, one subdirectory each); `None` for no cache. Not used
+    /// for a repository on a file system, nor by `init_with`, which writes
+    /// a new repository directly.
+    pub cache_root: Option<PathBuf>,
+    /// How long [`Repository::lock`] waits for conflicting holders
+    /// (default: not at all).
+    pub lock_wait: Duration,
+    /// Read without taking locks (restore and verify of a repository on
+    /// read-only media); operations that change the repository refuse.
+    pub no_lock: bool,
+    /// Who the audit log names for this handle's operations
+    /// (`daemon:PROFILE`); `None` for `user@host`.
+    pub actor: Option<String>,
+}
+
+impl OpenOptions {
+    /// The defaults: no cache, no waiting for locks, locking, `user@host`.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps a local cache of a remote repository under `root`.
+    #[must_use]
+    pub fn cache_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.cache_root = Some(root.into());
+        self
+    }
+
+    /// Waits up to `wait` for conflicting lock holders.
+    #[must_use]
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Reads without taking locks, for restore and verify of a repository
+    /// on read-only media.
+    #[must_use]
+    pub fn no_lock(mut self, no_lock: bool) -> Self {
+        self.no_lock = no_lock;
+        self
+    }
+
+    /// Names `actor` (`daemon:PROFILE`) in the audit events of the
+    /// handle's operations instead of `user@host`.
+    #[must_use]
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 }
 
@@ -193,6 +255,21 @@ impl Repository {
         password: Option<&[u8]>,
         opts: &InitOptions,
     ) -> Result<Self> {
+        Self::init_with(backend, password, opts, &OpenOptions::default())
+    }
+
+    /// [`Repository::init`], returning a handle with the lock and audit
+    /// options of `open` (its `cache_root` is not used: a new repository is
+    /// written directly, without the local cache).
+    ///
+    /// # Errors
+    /// As [`Repository::init`].
+    pub fn init_with(
+        backend: Arc<dyn Backend>,
+        password: Option<&[u8]>,
+        opts: &InitOptions,
+        open: &OpenOptions,
+    ) -> Result<Self> {
         let mut repo_id = [0u8; 32];
         crate::format::crypto::random(&mut repo_id)?;
         let config = Config {
@@ -255,25 +332,10 @@ impl Repository {
             CONFIG_NAME,
             &config::encode(&config, |b| crypto.mac(b)),
         )?;
-        Ok(Self {
-            backend,
-            cache: None,
-            config,
-            crypto,
-            chunker_seed: master.chunker_seed,
-            key_id,
-            index: RwLock::new(Index::default()),
-            index_loaded: AtomicBool::new(true),
-            index_errors: Mutex::new(Vec::new()),
-            index_names: Mutex::new(Vec::new()),
-            lock_wait: Mutex::new(std::time::Duration::ZERO),
-            no_lock: AtomicBool::new(false),
-            unindexed: Mutex::new(None),
-            used_unindexed: AtomicBool::new(false),
-            actor: Mutex::new(None),
-            audit_errors: Mutex::new(Vec::new()),
-            snapshot_listing: Mutex::new(None),
-        })
+        let repo = Self::assemble(backend, None, config, (key_id, master, crypto), open);
+        // A new repository has no index file: its empty index is loaded.
+        repo.index_loaded.store(true, Ordering::Release);
+        Ok(repo)
     }
 
     /// Opens a repository. `password` is called only when it is encrypted.
@@ -285,21 +347,22 @@ impl Repository {
         backend: Arc<dyn Backend>,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
     ) -> Result<Self> {
-        Self::open_cached(backend, None, password)
+        Self::open_with(backend, &OpenOptions::default(), password)
     }
 
-    /// Opens a repository, with a local cache under `cache_root` (shared by
-    /// all repositories, one subdirectory each) when the backend is remote.
+    /// Opens a repository with `opts`: with a local cache under
+    /// `opts.cache_root` when the backend is remote, and the lock and audit
+    /// options the handle keeps for its life.
     ///
     /// # Errors
     /// As [`Repository::open`].
-    pub fn open_cached(
+    pub fn open_with(
         backend: Arc<dyn Backend>,
-        cache_root: Option<&std::path::Path>,
+        opts: &OpenOptions,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
     ) -> Result<Self> {
         let location = backend.location();
-        let cache_root = cache_root.filter(|_| backend.is_remote());
+        let cache_root = opts.cache_root.as_deref().filter(|_| backend.is_remote());
         let cached_backend = |repo_id: &[u8; 32]| {
             cache_root.map(|root| {
                 Arc::new(CachedBackend::new(
@@ -331,6 +394,7 @@ impl Repository {
                     Some(cached),
                     raw.config,
                     (key_id, master, crypto),
+                    opts,
                 ));
             }
             pw = encrypted.then_some(given);
@@ -428,7 +492,7 @@ impl Repository {
         // The index is loaded on first need, not here: listing snapshots
         // needs none, and a backup loads it once its lock is held (on
         // object storage every listing is a request).
-        Ok(Self::assemble(backend, cache, raw.config, opened))
+        Ok(Self::assemble(backend, cache, raw.config, opened, opts))
     }
 
     /// Tries key file `name` (content `bytes`, not damaged by
@@ -466,11 +530,14 @@ impl Repository {
         }
     }
 
+    /// A handle on an opened (or just created) repository, its index not
+    /// loaded yet.
     fn assemble(
         backend: Arc<dyn Backend>,
         cache: Option<Arc<CachedBackend>>,
         config: Config,
         (key_id, master, crypto): (KeyId, MasterKey, Crypto),
+        opts: &OpenOptions,
     ) -> Self {
         Self {
             backend,
@@ -483,11 +550,11 @@ impl Repository {
             index_loaded: AtomicBool::new(false),
             index_errors: Mutex::new(Vec::new()),
             index_names: Mutex::new(Vec::new()),
-            lock_wait: Mutex::new(std::time::Duration::ZERO),
-            no_lock: AtomicBool::new(false),
+            lock_wait: opts.lock_wait,
+            no_lock: opts.no_lock,
             unindexed: Mutex::new(None),
             used_unindexed: AtomicBool::new(false),
-            actor: Mutex::new(None),
+            actor: Mutex::new(opts.actor.clone()),
             audit_errors: Mutex::new(Vec::new()),
             snapshot_listing: Mutex::new(None),
         }
