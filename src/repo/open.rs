@@ -410,6 +410,29 @@ impl Repository {
             None if encrypted => password()?,
             None => Vec::new(),
         };
+        let opened = Self::find_key(backend.as_ref(), &location, &raw, &pw)?;
+        if let (Some(root), Some(_)) = (cache_root, &cache) {
+            crate::storage::cache::Identity::save(root, &location, &opened.0.to_hex(), &raw_bytes);
+        }
+        // The index is loaded on first need, not here: listing snapshots
+        // needs none, and a backup loads it once its lock is held (on
+        // object storage every listing is a request).
+        Ok(Self::assemble(backend, cache, raw.config, opened, opts))
+    }
+
+    /// The key among `backend`'s key files that `pw` opens and whose
+    /// master key authenticates the config `raw`.
+    ///
+    /// # Errors
+    /// [`Error::WrongPassword`] when none opens; [`Error::Corrupt`] when a
+    /// key opens but does not authenticate the config, when there is no
+    /// key file, or when damaged key files may hold the one asked for.
+    fn find_key(
+        backend: &dyn Backend,
+        location: &str,
+        raw: &config::RawConfig,
+        pw: &[u8],
+    ) -> Result<(KeyId, MasterKey, Crypto)> {
         let mut keys = backend.list(FileKind::Key)?;
         // Names that are not a key id are not key files (store-format.md §2).
         keys.retain(|(name, _)| name.parse::<KeyId>().is_ok());
@@ -438,7 +461,7 @@ impl Repository {
                 damaged.push((name.clone(), why));
                 continue;
             }
-            match Self::try_key(name, &bytes, &raw, &pw) {
+            match Self::try_key(name, &bytes, raw, pw) {
                 Ok(Some(found)) => {
                     opened = Some(found);
                     break;
@@ -482,17 +505,11 @@ impl Repository {
                 ));
             }
             return Err(Error::WrongPassword {
-                location,
+                location: location.to_owned(),
                 keys: keys.len(),
             });
         };
-        if let (Some(root), Some(_)) = (cache_root, &cache) {
-            crate::storage::cache::Identity::save(root, &location, &opened.0.to_hex(), &raw_bytes);
-        }
-        // The index is loaded on first need, not here: listing snapshots
-        // needs none, and a backup loads it once its lock is held (on
-        // object storage every listing is a request).
-        Ok(Self::assemble(backend, cache, raw.config, opened, opts))
+        Ok(opened)
     }
 
     /// Tries key file `name` (content `bytes`, not damaged by
