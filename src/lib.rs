@@ -137,7 +137,8 @@ pub use repo::lock::{Lock, LockRecord, Unlocked};
 pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
 pub use repo::{
-    DamagedSnapshots, InitOptions, Repository, needs_password, readable_snapshots, shares_blob_ids,
+    DamagedSnapshots, InitOptions, OpenOptions, Repository, needs_password, readable_snapshots,
+    shares_blob_ids,
 };
 pub use secrets::command as child_command;
 #[cfg(feature = "s3")]

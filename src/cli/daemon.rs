@@ -20,7 +20,7 @@ use super::global::Global;
 use super::notify::{NotifyArgs, send_all};
 use super::output::{Out, size};
 use super::password;
-use super::repo_open::open_or_create;
+use super::repo_open::{open_options, open_or_create};
 use super::watch_notes::{note_json, note_of_json, note_text};
 
 /// How long a run waits for a conflicting repository lock (another
@@ -307,14 +307,16 @@ impl cairn::DaemonHost for Host {
         // The repository's own messages (a default repository created)
         // are logged, not printed as command output.
         let quiet = Out::new(false, true);
-        let repo = open_or_create(g, &quiet, false).map_err(|e| match e.downcast() {
+        let opened = open_options(g).and_then(|mut opts| {
+            if g.retry_lock.is_none() {
+                opts.lock_wait = DEFAULT_LOCK_WAIT;
+            }
+            open_or_create(g, &quiet, false, &opts)
+        });
+        opened.map_err(|e| match e.downcast() {
             Ok(e) => e,
             Err(e) => cairn::Error::invalid(format!("{e:#}")),
-        })?;
-        if g.retry_lock.is_none() {
-            repo.set_lock_wait(DEFAULT_LOCK_WAIT);
-        }
-        Ok(repo)
+        })
     }
 
     fn event(&self, event: &DaemonEvent<'_>) {

@@ -17,7 +17,7 @@ use cairn::Repository;
 
 use super::global::Global;
 use super::password::{self, Location};
-use super::repo_open::set_lock_wait;
+use super::repo_open::open_options;
 
 /// How the source repository's password is found.
 #[derive(Debug, Clone, Args)]
@@ -72,8 +72,9 @@ impl FromPassword {
             path: location.to_path_buf(),
             default_key: None,
         };
+        let opts = open_options(g)?;
         let backend = password::backend(g, &loc)?;
-        let repo = Repository::open_cached(backend, password::cache_dir(g).as_deref(), &mut || {
+        let repo = Repository::open_with(backend, &opts, &mut || {
             self.password(location)
                 .map_err(|e| cairn::Error::invalid(format!("{e:#}")))
         })
@@ -86,7 +87,6 @@ impl FromPassword {
                 location.display()
             );
         }
-        set_lock_wait(g, &repo)?;
         Ok(repo)
     }
 }

@@ -5,7 +5,7 @@
 
 use anyhow::{Result, anyhow, bail};
 
-use cairn::{InitOptions, Repository};
+use cairn::{InitOptions, OpenOptions, Repository};
 
 use super::global::Global;
 use super::output::Out;
@@ -15,23 +15,24 @@ use super::password::{self, Location, backend, location};
 /// the one the profile names and does not exist yet: for the commands
 /// that take snapshots (`backup`, `snap`, `run`).
 pub fn open_or_create_default(g: &Global, out: &Out) -> Result<Repository> {
-    open_or_create(g, out, true)
+    open_or_create(g, out, true, &open_options(g)?)
 }
 
-/// As [`open_or_create_default`]; `create_named` also creates the
+/// As [`open_or_create_default`], with `opts` (see [`open_options`]) for
+/// the repository opened or created; `create_named` also creates the
 /// repository a profile names (a command a person runs; not the daemon,
 /// which at boot could find a backup disk not mounted yet and create a
 /// new repository in its empty mount point).
-pub fn open_or_create(g: &Global, out: &Out, create_named: bool) -> Result<Repository> {
+pub fn open_or_create(
+    g: &Global,
+    out: &Out,
+    create_named: bool,
+    opts: &OpenOptions,
+) -> Result<Repository> {
     let loc = location(g)?;
-    match Repository::open_cached(
-        backend(g, &loc)?,
-        password::cache_dir(g).as_deref(),
-        &mut || password::password(g, &loc),
-    ) {
+    match Repository::open_with(backend(g, &loc)?, opts, &mut || password::password(g, &loc)) {
         Ok(r) => {
             refuse_downgrade(g, &r)?;
-            set_lock_wait(g, &r)?;
             Ok(r)
         }
         Err(cairn::Error::RepoNotFound { .. }) if loc.default_key.is_some() => {
@@ -40,7 +41,8 @@ pub fn open_or_create(g: &Global, out: &Out, create_named: bool) -> Result<Repos
                 .as_deref()
                 .unwrap_or(std::path::Path::new(""));
             let pw = default_key(out, key)?;
-            let repo = Repository::init(backend(g, &loc)?, Some(&pw), &InitOptions::default())?;
+            let repo =
+                Repository::init_with(backend(g, &loc)?, Some(&pw), &InitOptions::default(), opts)?;
             out.info(format!(
                 "created the default repository at {} (use --repo or CAIRN_REPO for another)",
                 loc.path.display()
@@ -58,7 +60,8 @@ pub fn open_or_create(g: &Global, out: &Out, create_named: bool) -> Result<Repos
                 && password::password_given(g) =>
         {
             let pw = password::password(g, &loc)?;
-            let repo = Repository::init(backend(g, &loc)?, Some(&pw), &InitOptions::default())?;
+            let repo =
+                Repository::init_with(backend(g, &loc)?, Some(&pw), &InitOptions::default(), opts)?;
             out.info(format!(
                 "created the repository {} that {} names",
                 loc.path.display(),
@@ -88,29 +91,32 @@ pub fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
 
 /// Opens the repository, asking for the password only if it is encrypted.
 pub fn open(g: &Global) -> Result<(Repository, Location)> {
+    open_with(g, &open_options(g)?)
+}
+
+/// As [`open`], with `opts` (see [`open_options`]).
+pub fn open_with(g: &Global, opts: &OpenOptions) -> Result<(Repository, Location)> {
     let loc = location(g)?;
-    let repo = Repository::open_cached(
-        backend(g, &loc)?,
-        password::cache_dir(g).as_deref(),
-        &mut || password::password(g, &loc),
-    )?;
+    let repo = Repository::open_with(backend(g, &loc)?, opts, &mut || password::password(g, &loc))?;
     refuse_downgrade(g, &repo)?;
-    set_lock_wait(g, &repo)?;
     Ok((repo, loc))
 }
 
-/// Applies `--retry-lock` and `--no-lock`.
-pub fn set_lock_wait(g: &Global, repo: &Repository) -> Result<()> {
-    repo.set_no_lock(g.no_lock);
+/// The options every repository a command opens is given: the local cache
+/// (`--cache-dir`, `--no-cache`), `--retry-lock` and `--no-lock`. A
+/// malformed `--retry-lock` is refused here, before anything is opened.
+pub fn open_options(g: &Global) -> Result<OpenOptions> {
+    let mut opts = OpenOptions::new().no_lock(g.no_lock);
+    opts.cache_root = password::cache_dir(g);
     if let Some(text) = &g.retry_lock {
         let d: jiff::SignedDuration = text.parse().map_err(|e| {
             anyhow!("--retry-lock '{text}': {e}; give a duration such as 30s, 10m or 1h")
         })?;
         let d = std::time::Duration::try_from(d)
             .map_err(|_| anyhow!("--retry-lock '{text}' must not be negative"))?;
-        repo.set_lock_wait(d);
+        opts = opts.lock_wait(d);
     }
-    Ok(())
+    Ok(opts)
 }
 
 /// A password was supplied but the repository says it is unencrypted.

@@ -16,7 +16,7 @@ use super::advice::describe;
 use super::exit;
 use super::global::Global;
 use super::output::{Out, local_time, report_audit_errors};
-use super::repo_open::open;
+use super::repo_open::{open, open_options, open_with};
 use super::watch_notes::{note_json, note_text};
 
 #[derive(Debug, Args)]
@@ -147,11 +147,14 @@ pub fn watch(g: &Global, out: &Out, a: &WatchArgs) -> Result<u8> {
     };
     let mut opts = plan.map(|p| p.opts).unwrap_or_default();
     a.override_options(&mut opts);
-    let (repo, _) = open(g)?;
+    let mut repo_opts = open_options(g)?;
+    if let Some(profile) = &a.for_daemon {
+        repo_opts = repo_opts.actor(format!("daemon:{profile}"));
+    }
+    let (repo, _) = open_with(g, &repo_opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
-    if let Some(profile) = &a.for_daemon {
-        repo.set_actor(format!("daemon:{profile}"));
+    if a.for_daemon.is_some() {
         // The daemon holds the other end of standard input open for as
         // long as it wants this watcher: its end closes when it is gone,
         // whatever way it went.

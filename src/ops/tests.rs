@@ -98,10 +98,10 @@ fn a_backup_trusts_an_index_listed_before_the_locks_only_when_it_reads_it_all() 
     )
     .unwrap_or_else(|e| panic!("init: {e}"));
     let open = |cache_root: Option<&std::path::Path>| {
-        Repository::open_cached(Arc::clone(&dyn_backend), cache_root, &mut || {
-            Ok(b"pw".to_vec())
-        })
-        .unwrap_or_else(|e| panic!("open: {e}"))
+        let mut opts = crate::repo::OpenOptions::new();
+        opts.cache_root = cache_root.map(std::path::Path::to_path_buf);
+        Repository::open_with(Arc::clone(&dyn_backend), &opts, &mut || Ok(b"pw".to_vec()))
+            .unwrap_or_else(|e| panic!("open: {e}"))
     };
     let backup = |repo: &Repository, content: &str| {
         std::fs::write(src.path().join("f"), content).unwrap_or_else(|e| panic!("write: {e}"));

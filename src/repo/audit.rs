@@ -35,8 +35,9 @@ use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::crypto::Domain;
 use crate::id::AuditId;
-use crate::repo::Repository;
+use crate::repo::{Repository, host_and_user};
 use crate::storage::FileKind;
+use crate::sync::lock;
 
 /// Magic at the start of every audit event file.
 pub const AUDIT_MAGIC: &[u8; 8] = b"CAIRNAUD";
@@ -329,6 +330,48 @@ pub fn record_event(repo: &Repository, action: &str, target: &str, ok: bool, det
     }
 }
 
+impl Repository {
+    /// Runs `f` with `actor` (`token:NAME`) named in the audit events it
+    /// records, then names the handle's own actor again, even when `f`
+    /// panics. For the server, whose one handle runs operations for many
+    /// callers: it runs changing operations one at a time, so no other
+    /// operation that records events runs meanwhile. Everyone else gives
+    /// the actor when opening ([`crate::repo::OpenOptions::actor`]).
+    #[cfg(feature = "server")]
+    pub(crate) fn acting_as<T>(&self, actor: String, f: impl FnOnce() -> T) -> T {
+        /// Puts the previous actor back when dropped.
+        struct Restore<'a>(&'a Repository, Option<String>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.actor) = self.1.take();
+            }
+        }
+        let previous = lock(&self.actor).replace(actor);
+        let _restore = Restore(self, previous);
+        f()
+    }
+
+    /// Who the audit log names for this handle's operations.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        lock(&self.actor).clone().unwrap_or_else(|| {
+            let (host, user) = host_and_user();
+            format!("{user}@{host}")
+        })
+    }
+
+    /// Keeps a failure to write an audit event, for the caller to report.
+    pub(crate) fn note_audit_error(&self, message: String) {
+        lock(&self.audit_errors).push(message);
+    }
+
+    /// The audit events that could not be written since the last call.
+    #[must_use]
+    pub fn take_audit_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.audit_errors))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +414,52 @@ mod tests {
         };
         let (later_id, _) = encode_file(&crypto, &later).expect("encode");
         assert!(later_id.to_string() > id.to_string(), "names sort by time");
+    }
+
+    /// A repository without encryption (no key derivation to wait for),
+    /// opened with `open`.
+    fn unencrypted(open: &crate::repo::OpenOptions) -> Repository {
+        let backend: std::sync::Arc<dyn crate::storage::Backend> =
+            std::sync::Arc::new(crate::storage::MemoryBackend::new());
+        let init = crate::repo::InitOptions {
+            encryption: false,
+            ..crate::repo::InitOptions::default()
+        };
+        Repository::init(std::sync::Arc::clone(&backend), None, &init).expect("init");
+        Repository::open_with(backend, open, &mut || Ok(Vec::new())).expect("open")
+    }
+
+    #[test]
+    fn the_actor_given_at_open_names_the_events_recorded() {
+        let repo = unencrypted(&crate::repo::OpenOptions::new().actor("daemon:app"));
+        assert_eq!(repo.actor(), "daemon:app");
+        record_event(&repo, "backup", "/srv", true, "");
+        let log = read_log(&repo, None).expect("log");
+        let actors: Vec<&str> = log.events.iter().map(|(_, e)| e.actor.as_str()).collect();
+        assert_eq!(actors, ["daemon:app"]);
+        let plain = unencrypted(&crate::repo::OpenOptions::new());
+        let (host, user) = host_and_user();
+        assert_eq!(plain.actor(), format!("{user}@{host}"));
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn acting_as_names_the_actor_for_one_operation_only() {
+        let repo = unencrypted(&crate::repo::OpenOptions::new().actor("daemon:app"));
+        let inside = repo.acting_as("token:ci".into(), || {
+            record_event(&repo, "forget", "abc", true, "");
+            repo.actor()
+        });
+        assert_eq!(inside, "token:ci");
+        assert_eq!(repo.actor(), "daemon:app", "the handle's own actor is back");
+        let log = read_log(&repo, None).expect("log");
+        assert_eq!(log.events.len(), 1);
+        assert!(log.events.iter().all(|(_, e)| e.actor == "token:ci"));
+        // A panicking operation puts the actor back too.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            repo.acting_as("token:x".into(), || panic!("the operation failed"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(repo.actor(), "daemon:app");
     }
 }

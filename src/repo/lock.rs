@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
 use crate::id::LockId;
-use crate::repo::host_and_user;
+use crate::repo::{Repository, host_and_user};
 use crate::storage::{Backend, FileKind, LocksAndIndex};
 use crate::sync::lock as guard;
 use crate::{Error, Result};
@@ -553,6 +553,68 @@ pub fn unlock(backend: &dyn Backend, crypto: &Crypto, all: bool) -> Result<Unloc
     Ok(done)
 }
 
+// The handle's side: the lock a `Repository` takes for an operation, with
+// the wait and `no_lock` it was opened with, and the lock files it lists or
+// removes (`cairn unlock`).
+impl Repository {
+    /// Takes a lock for `operation` (see the `lock` module): exclusive for
+    /// operations that delete data, shared for those that add or read it.
+    /// An operation that relies on the index refreshes it after this.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds a conflicting lock
+    /// beyond the wait; backend errors.
+    pub fn lock(&self, exclusive: bool, operation: &str) -> Result<Lock> {
+        self.lock_listing(exclusive, operation, false)
+            .map(|(held, _)| held)
+    }
+
+    /// [`Repository::lock`], also listing `index/` with `with_index`
+    /// (`None` when no lock was taken).
+    pub(super) fn lock_listing(
+        &self,
+        exclusive: bool,
+        operation: &str,
+        with_index: bool,
+    ) -> Result<(Lock, Option<LocksAndIndex>)> {
+        // A listing from before this lock may name snapshots a forget has
+        // removed since: only listings made under the lock may be reused.
+        *guard(&self.snapshot_listing) = None;
+        if self.no_lock {
+            if exclusive || operation == "backup" || operation == "copy" {
+                return Err(Error::invalid(format!(
+                    "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
+                )));
+            }
+            return Ok((Lock::none(Arc::clone(&self.backend)), None));
+        }
+        Lock::acquire_listing(
+            Arc::clone(&self.backend),
+            &self.crypto,
+            exclusive,
+            operation,
+            self.lock_wait,
+            with_index,
+        )
+    }
+
+    /// Every lock file, with its record or why it cannot be read.
+    ///
+    /// # Errors
+    /// When `locks/` cannot be listed.
+    pub fn locks(&self) -> Result<Vec<(LockId, Result<LockRecord, String>)>> {
+        list(self.backend.as_ref(), &self.crypto)
+    }
+
+    /// Removes stale locks (every lock with `all`).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn unlock(&self, all: bool) -> Result<Unlocked> {
+        unlock(self.backend.as_ref(), &self.crypto, all)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,5 +815,36 @@ mod tests {
         )
         .expect("released meanwhile");
         releaser.join().expect("join");
+    }
+
+    #[test]
+    fn no_lock_given_at_open_or_init_reads_without_a_lock_and_refuses_changes() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let init = crate::repo::InitOptions {
+            encryption: false,
+            ..crate::repo::InitOptions::default()
+        };
+        let no_lock = crate::repo::OpenOptions::new().no_lock(true);
+        let created =
+            Repository::init_with(Arc::clone(&backend), None, &init, &no_lock).expect("init");
+        let opened = Repository::open_with(Arc::clone(&backend), &no_lock, &mut || Ok(Vec::new()))
+            .expect("open");
+        for repo in [&created, &opened] {
+            let held = repo.lock(false, "restore").expect("read without a lock");
+            assert!(repo.locks().expect("locks").is_empty(), "no lock file");
+            drop(held);
+            for (exclusive, operation) in [(true, "prune"), (false, "backup")] {
+                let refused = repo
+                    .lock(exclusive, operation)
+                    .expect_err("a change needs its lock")
+                    .to_string();
+                assert!(refused.contains(operation), "{refused}");
+            }
+        }
+        // Opened without it, the same repository is locked as usual.
+        let locking = Repository::open(Arc::clone(&backend), &mut || Ok(Vec::new())).expect("open");
+        let held = locking.lock(false, "restore").expect("lock");
+        assert_eq!(locking.locks().expect("locks").len(), 1);
+        drop(held);
     }
 }

@@ -6,8 +6,9 @@
 //!   calls block, so they run on tokio's blocking pool.
 //! - Changing operations (snapshot, restore, forget) run one at a time
 //!   under `AppState::write`, with the repository's audit actor set to
-//!   `token:NAME` of the caller just before, so every audit event they
-//!   record names who asked. No route changes or deletes audit events.
+//!   `token:NAME` of the caller for that operation alone
+//!   (`Repository::acting_as`), so every audit event they record names who
+//!   asked. No route changes or deletes audit events.
 //! - Every input is checked before anything is changed: a request refused
 //!   with a 4xx leaves the repository and its audit log as they were.
 //! - Every 4xx and 5xx of the API is a JSON body `{"error", "status"}`;
@@ -427,13 +428,14 @@ impl AppState {
         let actor = format!("token:{}", caller.name);
         self.read(move |repo| {
             let _held = one_at_a_time;
-            repo.set_actor(actor);
-            repo.refresh_index()?;
-            let done = f(repo);
-            for e in repo.take_audit_errors() {
-                eprintln!("cairn serve: warning: {e}");
-            }
-            done
+            repo.acting_as(actor, || {
+                repo.refresh_index()?;
+                let done = f(repo);
+                for e in repo.take_audit_errors() {
+                    eprintln!("cairn serve: warning: {e}");
+                }
+                done
+            })
         })
         .await
     }
