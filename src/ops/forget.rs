@@ -979,7 +979,6 @@ fn forget_inner(
         }
     }
 
-    let mut plans = Vec::with_capacity(groups.len());
     let mut removed = Vec::new();
     // Named in full but damaged, or with no file: removed (or recorded as
     // forgotten) outside any group.
@@ -990,6 +989,34 @@ fn forget_inner(
         .copied()
         .collect();
     unread.sort();
+    let plans = plan_groups(opts, groups, explicit, &bases, &mut removed)?;
+    if !opts.dry_run {
+        delete_forgotten(repo, &removed, &unread, &damaged, recorded)?;
+    }
+    // Removed on purpose: no longer left in place.
+    damaged.retain(|(id, _)| !unread.contains(id));
+    removed.extend(unread);
+    Ok(ForgetOutcome {
+        groups: plans,
+        removed,
+        damaged,
+        dry_run: opts.dry_run,
+        chains_removed,
+        segments_removed,
+    })
+}
+
+/// Each group's decisions: all removed when snapshots were named, else by
+/// the policy. A snapshot that WAL segments apply to is kept as their
+/// base. The ids to remove are added to `removed`.
+fn plan_groups(
+    opts: &ForgetOptions,
+    groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>>,
+    explicit: bool,
+    bases: &HashSet<SnapshotId>,
+    removed: &mut Vec<SnapshotId>,
+) -> Result<Vec<GroupPlan>> {
+    let mut plans = Vec::with_capacity(groups.len());
     for (key, mut members) in groups {
         let decisions = if explicit {
             members.sort_by_key(|(id, s)| std::cmp::Reverse((s.timestamp(), *id)));
@@ -1030,13 +1057,27 @@ fn forget_inner(
         plans.push(GroupPlan { key, snapshots });
     }
 
-    if !opts.dry_run && (!removed.is_empty() || !unread.is_empty()) {
+    Ok(plans)
+}
+
+/// Deletes the snapshot files of `removed`, and of the named `unread`
+/// ones that are damaged, after the audit log names them all: a forget
+/// killed midway leaves snapshots the log says were forgotten, never ones
+/// verify would report as lost. Sets `recorded` once the event is written.
+fn delete_forgotten(
+    repo: &Repository,
+    removed: &[SnapshotId],
+    unread: &[SnapshotId],
+    damaged: &[(SnapshotId, String)],
+    recorded: &std::cell::Cell<bool>,
+) -> Result<()> {
+    if !removed.is_empty() || !unread.is_empty() {
         // The audit log names the snapshots before any is deleted: a
         // forget killed midway leaves snapshots the log says were
         // forgotten, never ones verify would report as lost.
         let all: Vec<String> = removed
             .iter()
-            .chain(&unread)
+            .chain(unread)
             .map(ToString::to_string)
             .collect();
         crate::repo::audit::record_event(
@@ -1047,26 +1088,16 @@ fn forget_inner(
             &format!("removed {} snapshots", all.len()),
         );
         recorded.set(true);
-        for id in &removed {
+        for id in removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }
-        for id in &unread {
+        for id in unread {
             if damaged.iter().any(|(d, _)| d == id) {
                 repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
             }
         }
     }
-    // Removed on purpose: no longer left in place.
-    damaged.retain(|(id, _)| !unread.contains(id));
-    removed.extend(unread);
-    Ok(ForgetOutcome {
-        groups: plans,
-        removed,
-        damaged,
-        dry_run: opts.dry_run,
-        chains_removed,
-        segments_removed,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
