@@ -453,6 +453,17 @@ pub(crate) async fn index(
     for p in &status.problems {
         let _ = write!(b, "<p class=\"bad\">{}</p>", text(p));
     }
+    freshness_table(&mut b, &status, now);
+    b.push_str("</table><h2>Repository size</h2>");
+    b.push_str(&chart(&snaps, status.repo_bytes));
+    b.push_str("<h2>Snapshots</h2>");
+    snapshot_tables(&mut b, &snaps);
+    audit_table(&mut b, &log);
+    with_cookie(html(StatusCode::OK, "cairn status", &b), cookie)
+}
+
+/// The freshness table: one row per source, with its state.
+fn freshness_table(b: &mut String, status: &crate::ops::status::RepoStatus, now: jiff::Timestamp) {
     b.push_str("<h2>Freshness</h2><table id=\"freshness\"><tr><th>application</th><th>component / paths</th><th>host</th><th>newest snapshot (watched: moment stored)</th><th class=\"num\">age</th><th class=\"num\">snapshots</th><th>state</th></tr>");
     for s in &status.sources {
         let state = match &s.failure {
@@ -489,9 +500,10 @@ pub(crate) async fn index(
             s.snapshots,
         );
     }
-    b.push_str("</table><h2>Repository size</h2>");
-    b.push_str(&chart(&snaps, status.repo_bytes));
-    b.push_str("<h2>Snapshots</h2>");
+}
+
+/// A table of snapshots per application, then one of plain backups.
+fn snapshot_tables(b: &mut String, snaps: &[(SnapshotId, Snapshot)]) {
     let mut apps: Vec<&str> = snaps
         .iter()
         .filter_map(|(_, s)| s.app.as_ref().map(|a| a.name.as_str()))
@@ -509,19 +521,23 @@ pub(crate) async fn index(
             text(app),
             attr(app)
         );
-        snapshot_rows(&mut b, &list, true);
+        snapshot_rows(b, &list, true);
         b.push_str("</table>");
     }
     let plain: Vec<&(SnapshotId, Snapshot)> =
         snaps.iter().filter(|(_, s)| s.app.is_none()).collect();
     if !plain.is_empty() {
         b.push_str("<h3>Plain backups</h3><table class=\"snapshots\" data-app=\"\">");
-        snapshot_rows(&mut b, &plain, false);
+        snapshot_rows(b, &plain, false);
         b.push_str("</table>");
     }
     if snaps.is_empty() {
         b.push_str("<p class=\"muted\">No snapshots yet.</p>");
     }
+}
+
+/// The newest audit events, newest first, and the log's problems.
+fn audit_table(b: &mut String, log: &crate::repo::audit::AuditLog) {
     b.push_str("<h2>Recent audit log</h2><table id=\"audit\"><tr><th>time</th><th>who</th><th>action</th><th>result</th><th>target</th><th>detail</th></tr>");
     for (_, e) in log.events.iter().rev() {
         let _ = write!(
@@ -543,7 +559,6 @@ pub(crate) async fn index(
     for p in &log.problems {
         let _ = write!(b, "<p class=\"bad\">{}</p>", text(p));
     }
-    with_cookie(html(StatusCode::OK, "cairn status", &b), cookie)
 }
 
 /// `GET /browse/{id}`.
