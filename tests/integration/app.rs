@@ -295,7 +295,10 @@ fn app_restore_component_db_takes_a_safety_snapshot_replaces_atomically_and_undo
     let o = run(app.cairn().args(["restore", &id, "--component", "db"]));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("is open in process") && stderr(&o).contains("--force"),
+        stderr(&o).contains("is open in process")
+            && stderr(&o).contains(
+                ": stop the application first (it would go on using the old database), or pass --force\n"
+            ),
         "{}",
         stderr(&o)
     );
