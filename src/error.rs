@@ -191,6 +191,11 @@ pub enum Error {
         /// (`; nothing was restored`), or nothing.
         outcome: &'static str,
     },
+    /// A SQLite database could not be captured as the image of one
+    /// transaction where only such an image will do (the base of a
+    /// watcher's chain). The message names the database and says why.
+    #[error("{0}")]
+    Capture(String),
     /// Another process has a database open that the operation would
     /// replace under it (a live restore), and the operation was not
     /// forced.
@@ -438,7 +443,7 @@ pub enum ErrorKind {
     /// source, a restore target, the output, a file of cairn's own, the
     /// server's address).
     Io,
-    /// A SQLite database could not be opened, read or written.
+    /// A SQLite database could not be opened, read, written or captured.
     Database,
     /// A stream being backed up (standard input, a command) or restored
     /// (a component's restore command) failed.
@@ -541,7 +546,7 @@ impl Error {
             Self::Stream { .. } | Self::RestoreCommand { .. } => ErrorKind::Stream,
             Self::NotFound(_) | Self::NoComponent { .. } => ErrorKind::NotFound,
             Self::Ambiguous(_) => ErrorKind::Ambiguous,
-            Self::Sqlite { .. } => ErrorKind::Database,
+            Self::Sqlite { .. } | Self::Capture(_) => ErrorKind::Database,
             Self::InUse { .. } | Self::Busy(_) => ErrorKind::Busy,
             Self::PartlyRestored { error, .. } => error.kind(),
             Self::Locked { .. } => ErrorKind::Locked,
@@ -668,6 +673,10 @@ mod tests {
                     path,
                     rusqlite::Error::InvalidQuery,
                 ),
+                ErrorKind::Database,
+            ),
+            (
+                Error::Capture("/srv/app.db: copying the base: the disk is full".into()),
                 ErrorKind::Database,
             ),
             (
