@@ -322,14 +322,14 @@ pub enum Error {
     },
     /// An in-place restore failed after it had replaced some files; the
     /// safety snapshot holds the component as it was. Of the kind of the
-    /// failure.
+    /// failure, whose message this one begins with (so the failure is not
+    /// also its `source()`, which would say it twice).
     #[error(
         "{error}; {replaced} file(s) were replaced before it; safety snapshot {} holds the component as it was",
         safety.short()
     )]
     PartlyRestored {
         /// The failure.
-        #[source]
         error: Box<Error>,
         /// How many files were replaced before it.
         replaced: usize,
