@@ -216,7 +216,8 @@ pub enum Error {
     #[error("{0}")]
     Busy(String),
     /// A file named as a SQLite database (a profile's `sqlite`
-    /// component) does not have SQLite's header.
+    /// component, a path a backup was told is one) does not have SQLite's
+    /// header.
     #[error(
         "{} is named as a SQLite database but is not one (its header is not SQLite's: {why})",
         path.display()

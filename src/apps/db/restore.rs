@@ -38,8 +38,8 @@ use super::export::DbFormat;
 use super::image::materialize;
 use super::import;
 use super::schema::{
-    BUSY_TIMEOUT, Column, Table, choose, conn_err, db_err, describe_tables, fk_order, ident,
-    other_schema, raise_sequence, row_count, rowid_name, sequence, tables_of,
+    BUSY_TIMEOUT, Column, Table, choose, conn_err, db_err, describe_tables, file_of, fk_order,
+    ident, other_schema, raise_sequence, row_count, rowid_name, sequence, tables_of,
 };
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, TableRows};
@@ -272,19 +272,12 @@ const NOTHING: &str = "nothing was restored";
 /// `conn`), while `doing`: the transaction is rolled back, which the
 /// message says after SQLite's error, as the refusals above do.
 fn refused(conn: &Connection, doing: String, e: rusqlite::Error) -> Error {
-    match conn_err(conn, "main", doing)(e) {
-        Error::Sqlite {
-            doing,
-            database,
-            source,
-            ..
-        } => Error::Sqlite {
-            doing,
-            database,
-            source,
-            outcome: "; nothing was restored",
-        },
-        other => other,
+    Error::Sqlite {
+        doing,
+        database: file_of(conn, "main"),
+        source: Box::new(e),
+        // "; " and NOTHING.
+        outcome: "; nothing was restored",
     }
 }
 

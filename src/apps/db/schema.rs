@@ -80,7 +80,7 @@ pub(super) fn conn_err<'c>(
 
 /// The file of `schema` on `conn`, for an error; empty when SQLite does
 /// not say (an in-memory database).
-fn file_of(conn: &Connection, schema: &str) -> PathBuf {
+pub(super) fn file_of(conn: &Connection, schema: &str) -> PathBuf {
     conn.query_row(
         "SELECT file FROM pragma_database_list WHERE name = ?1",
         [schema],
