@@ -171,15 +171,171 @@ pub enum Error {
     #[error("{0}")]
     Ambiguous(String),
     /// A SQLite database could not be opened, read or written.
-    #[error("{doing} {}: {source}", database.display())]
+    ///
+    /// The message is `doing`, SQLite's error, then `outcome`. `doing`
+    /// names the database as the person who asked knows it, which is not
+    /// always `database`: a snapshot's database is read from a temporary
+    /// image, an export is loaded into a scratch database.
+    #[error("{doing}: {source}{outcome}")]
     Sqlite {
-        /// What cairn was doing, for example `cannot read the database`.
+        /// What cairn was doing, naming the database or table, for example
+        /// `cannot open /srv/app.db` or `reading table users`.
         doing: String,
-        /// The database file.
+        /// The database file SQLite had open.
         database: PathBuf,
-        /// SQLite's error.
+        /// SQLite's error (boxed: it is large, and every `Result` of the
+        /// crate carries this type).
         #[source]
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
+        /// What the failure means for the operation, after SQLite's error
+        /// (`; nothing was restored`), or nothing.
+        outcome: &'static str,
+    },
+    /// A SQLite database could not be captured as the image of one
+    /// transaction where only such an image will do (the base of a
+    /// watcher's chain). The message names the database and says why.
+    #[error("{0}")]
+    Capture(String),
+    /// Another process has a database open that the operation would
+    /// replace under it (a live restore), and the operation was not
+    /// forced.
+    #[error(
+        "{} is open in {users}: stop the application first (it would go on using the old database)",
+        path.display()
+    )]
+    InUse {
+        /// The database.
+        path: PathBuf,
+        /// The processes that have it open, described.
+        users: String,
+    },
+    /// Another process holds or changed something the operation needs: an
+    /// application kept its database's write lock or log, or changed the
+    /// database under a watcher. The message names the database and says
+    /// what to do.
+    #[error("{0}")]
+    Busy(String),
+    /// A file named as a SQLite database (a profile's `sqlite`
+    /// component, a path a backup was told is one) does not have SQLite's
+    /// header.
+    #[error(
+        "{} is named as a SQLite database but is not one (its header is not SQLite's: {why})",
+        path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+        /// What reading it as a database said.
+        why: String,
+    },
+    /// A file of a database that a watcher follows (the database, its
+    /// `-wal` or `-shm`) could not be read.
+    #[error(
+        "cannot read {}: {source}; the watcher reads the database, its -wal and its -shm: run it as a user that may read and write them (the application's)",
+        path.display()
+    )]
+    WatchRead {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A component was asked of a snapshot that is not an application
+    /// snapshot (it records no components).
+    #[error("snapshot {} is not an application snapshot", snapshot.short())]
+    NotAppSnapshot {
+        /// The snapshot.
+        snapshot: crate::id::SnapshotId,
+        /// Whether the component was to be restored in place (rather than
+        /// into a target directory).
+        in_place: bool,
+    },
+    /// An application snapshot has no component of the name asked for.
+    #[error("{}", no_component(snapshot, component, has, sibling.as_ref()))]
+    NoComponent {
+        /// The snapshot.
+        snapshot: crate::id::SnapshotId,
+        /// The component asked for.
+        component: String,
+        /// The components it has.
+        has: Vec<String>,
+        /// A snapshot of the same application taken with it (by the same
+        /// snap) that has the component: a dump command's stream.
+        sibling: Option<crate::id::SnapshotId>,
+    },
+    /// A component to restore in place is a directory in the snapshot;
+    /// an in-place restore replaces files only.
+    #[error(
+        "{} is a directory in snapshot {}: in-place restore replaces files only",
+        path.display(),
+        snapshot.short()
+    )]
+    InPlaceDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The snapshot.
+        snapshot: crate::id::SnapshotId,
+    },
+    /// A dump command component of a snapshot is no longer a dump command
+    /// in the application's profile, so it has no restore command.
+    #[error("component {component} is no longer a dump command in {}", profile.display())]
+    NotADumpCommand {
+        /// The component.
+        component: String,
+        /// The profile.
+        profile: PathBuf,
+        /// The snapshot holding the dump.
+        snapshot: crate::id::SnapshotId,
+    },
+    /// A dump command component has no restore command in the
+    /// application's profile.
+    #[error(
+        "component {component} has no `restore` command in {}: add one (e.g. restore = [\"psql\", \"shop\"])",
+        profile.display()
+    )]
+    NoRestoreCommand {
+        /// The component.
+        component: String,
+        /// The profile.
+        profile: PathBuf,
+        /// The snapshot holding the dump.
+        snapshot: crate::id::SnapshotId,
+        /// The dump's path in the snapshot.
+        dump: String,
+    },
+    /// A component's restore command could not be started, failed, or
+    /// could not be given the dump. The safety snapshot taken first holds
+    /// what the command was to replace.
+    #[error(
+        "restoring component {component} with `{command}` failed: {problem}; safety snapshot {} holds the database as it was before",
+        safety.short()
+    )]
+    RestoreCommand {
+        /// The component.
+        component: String,
+        /// The restore command, as a line.
+        command: String,
+        /// What went wrong.
+        problem: String,
+        /// The safety snapshot.
+        safety: crate::id::SnapshotId,
+    },
+    /// An in-place restore failed after it had replaced some files; the
+    /// safety snapshot holds the component as it was. Of the kind of the
+    /// failure, whose message this one begins with (so the failure is not
+    /// also its `source()`, which would say it twice).
+    #[error(
+        "{error}; {replaced} file(s) were replaced before it; safety snapshot {} holds the component as it was",
+        safety.short()
+    )]
+    PartlyRestored {
+        /// The failure.
+        error: Box<Error>,
+        /// How many files were replaced before it.
+        replaced: usize,
+        /// The safety snapshot.
+        safety: crate::id::SnapshotId,
     },
     /// Another process holds a lock that conflicts with this operation.
     #[error("cannot {operation}: the repository is locked ({holders})")]
@@ -219,6 +375,27 @@ pub enum Error {
     Invalid(String),
 }
 
+/// The message of [`Error::NoComponent`].
+fn no_component(
+    snapshot: &crate::id::SnapshotId,
+    component: &str,
+    has: &[String],
+    sibling: Option<&crate::id::SnapshotId>,
+) -> String {
+    let mut msg = format!(
+        "snapshot {} has no component '{component}'; it has: {}",
+        snapshot.short(),
+        has.join(", ")
+    );
+    if let Some(s) = sibling {
+        msg.push_str(&format!(
+            "; snapshot {} of the same application, taken with it, has it",
+            s.short()
+        ));
+    }
+    msg
+}
+
 /// The message of [`Error::NotAFile`].
 fn not_a_file(path: &str, entry: &str) -> String {
     if entry == "dir" {
@@ -251,6 +428,11 @@ pub enum ErrorKind {
     Password,
     /// Another process's lock conflicts with the operation.
     Locked,
+    /// Another process holds or changed something the operation needs
+    /// (a database an application has open, its write lock or its log):
+    /// waiting, stopping that process or forcing is the fix, not changing
+    /// the request.
+    Busy,
     /// This process's own lock was not refreshed in time, so others may
     /// have ignored it: running again is the fix, not waiting.
     LockLost,
@@ -262,9 +444,10 @@ pub enum ErrorKind {
     /// source, a restore target, the output, a file of cairn's own, the
     /// server's address).
     Io,
-    /// A SQLite database could not be opened, read or written.
+    /// A SQLite database could not be opened, read, written or captured.
     Database,
-    /// A stream being backed up (standard input, a command) failed.
+    /// A stream being backed up (standard input, a command) or restored
+    /// (a component's restore command) failed.
     Stream,
     /// An alert could not be delivered.
     Notify,
@@ -331,12 +514,13 @@ impl Error {
     }
 
     /// A SQLite error of `database`, while `doing` (for example `cannot
-    /// read`).
+    /// open /srv/app.db`: see [`Error::Sqlite`]).
     pub fn sqlite(doing: impl Into<String>, database: &Path, source: rusqlite::Error) -> Self {
         Self::Sqlite {
             doing: doing.into(),
             database: database.to_path_buf(),
-            source,
+            source: Box::new(source),
+            outcome: "",
         }
     }
 
@@ -358,16 +542,25 @@ impl Error {
             | Self::TargetWrite { .. }
             | Self::Output { .. }
             | Self::Io { .. }
+            | Self::WatchRead { .. }
             | Self::Listen { .. } => ErrorKind::Io,
-            Self::Stream { .. } => ErrorKind::Stream,
-            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Stream { .. } | Self::RestoreCommand { .. } => ErrorKind::Stream,
+            Self::NotFound(_) | Self::NoComponent { .. } => ErrorKind::NotFound,
             Self::Ambiguous(_) => ErrorKind::Ambiguous,
-            Self::Sqlite { .. } => ErrorKind::Database,
+            Self::Sqlite { .. } | Self::Capture(_) => ErrorKind::Database,
+            Self::InUse { .. } | Self::Busy(_) => ErrorKind::Busy,
+            Self::PartlyRestored { error, .. } => error.kind(),
             Self::Locked { .. } => ErrorKind::Locked,
             Self::LockLost { .. } => ErrorKind::LockLost,
             Self::Notify { .. } => ErrorKind::Notify,
             Self::Internal(_) => ErrorKind::Internal,
-            Self::Invalid(_) | Self::NotAFile { .. } => ErrorKind::InvalidInput,
+            Self::Invalid(_)
+            | Self::NotAFile { .. }
+            | Self::NotADatabase { .. }
+            | Self::NotAppSnapshot { .. }
+            | Self::InPlaceDirectory { .. }
+            | Self::NotADumpCommand { .. }
+            | Self::NoRestoreCommand { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -384,6 +577,7 @@ mod tests {
     fn examples() -> Vec<(Error, ErrorKind)> {
         let location = || "/srv/repo".to_owned();
         let path = Path::new("/srv/file");
+        let snapshot = || crate::id::SnapshotId([7; 32]);
         vec![
             (
                 Error::RepoNotFound {
@@ -481,6 +675,100 @@ mod tests {
                     rusqlite::Error::InvalidQuery,
                 ),
                 ErrorKind::Database,
+            ),
+            (
+                Error::Capture("/srv/app.db: copying the base: the disk is full".into()),
+                ErrorKind::Database,
+            ),
+            (
+                Error::InUse {
+                    path: path.to_path_buf(),
+                    users: "process 4242 (node)".into(),
+                },
+                ErrorKind::Busy,
+            ),
+            (
+                Error::Busy("/srv/app.db: the application kept the write lock".into()),
+                ErrorKind::Busy,
+            ),
+            (
+                Error::NotADatabase {
+                    path: path.to_path_buf(),
+                    why: "file is not a database".into(),
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::WatchRead {
+                    path: path.to_path_buf(),
+                    source: io_error(),
+                },
+                ErrorKind::Io,
+            ),
+            (
+                Error::NotAppSnapshot {
+                    snapshot: snapshot(),
+                    in_place: true,
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::NoComponent {
+                    snapshot: snapshot(),
+                    component: "notes".into(),
+                    has: vec!["code".into(), "db".into()],
+                    sibling: Some(snapshot()),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                Error::InPlaceDirectory {
+                    path: path.to_path_buf(),
+                    snapshot: snapshot(),
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::NotADumpCommand {
+                    component: "notes".into(),
+                    profile: path.to_path_buf(),
+                    snapshot: snapshot(),
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::NoRestoreCommand {
+                    component: "notes".into(),
+                    profile: path.to_path_buf(),
+                    snapshot: snapshot(),
+                    dump: "/notes.txt".into(),
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::RestoreCommand {
+                    component: "notes".into(),
+                    command: "psql shop".into(),
+                    problem: "it exited with exit status: 1".into(),
+                    safety: snapshot(),
+                },
+                ErrorKind::Stream,
+            ),
+            (
+                Error::PartlyRestored {
+                    error: Box::new(Error::Damaged("pack 3fa2 is missing".into())),
+                    replaced: 1,
+                    safety: snapshot(),
+                },
+                ErrorKind::Damaged,
+            ),
+            (
+                Error::PartlyRestored {
+                    error: Box::new(Error::target_write(path, io_error())),
+                    replaced: 1,
+                    safety: snapshot(),
+                },
+                ErrorKind::Io,
             ),
             (
                 Error::Locked {

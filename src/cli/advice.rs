@@ -1,5 +1,6 @@
 //! What the command line adds to a library error when it prints it: advice
-//! naming cairn's own flags and commands (`--retry-lock`, `cairn unlock`).
+//! naming cairn's own flags and commands (`--retry-lock`, `cairn unlock`,
+//! `--force`, `--target DIR`).
 //! The library's messages state what failed and nothing more, since a
 //! program using the library or a client of the HTTP API has no such
 //! flags. The advice is chosen here by variant, never by message text, and
@@ -37,6 +38,26 @@ fn advice(e: &cairn::Error) -> Option<String> {
             format!(": to get a directory, {}", restore(path))
         }
         E::NotAFile { path, .. } => format!("; {}", restore(path)),
+        E::InUse { .. } => ", or pass --force".into(),
+        E::NotADatabase { .. } => "; fix the path in the profile or --sqlite-db".into(),
+        E::NotAppSnapshot { in_place: true, .. } => {
+            " (taken with `cairn snap`): restore it with --target DIR".into()
+        }
+        E::NotAppSnapshot { .. } => " (taken with `cairn snap`)".into(),
+        E::NoComponent {
+            component,
+            sibling: Some(sibling),
+            ..
+        } => format!(": restore {} --component {component}", sibling.short()),
+        E::InPlaceDirectory { .. } => "; restore it with --target DIR and copy what you need".into(),
+        E::NotADumpCommand { snapshot, .. } => format!(
+            ": restore the dump by hand with `cairn dump {} /NAME`",
+            snapshot.short()
+        ),
+        E::NoRestoreCommand { snapshot, dump, .. } => format!(
+            ", or load the dump by hand from `cairn dump {} {dump}`",
+            snapshot.short()
+        ),
         _ => return None,
     })
 }
@@ -72,5 +93,96 @@ impl std::error::Error for Advised {
     // The error's own cause, not the error: its message is this one's.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines the command line printed when the library's messages
+    /// still named its flags: the message and the advice together give
+    /// them byte for byte.
+    #[test]
+    fn advice_completes_the_messages_as_they_were() {
+        let id = cairn::SnapshotId([0xab; 32]);
+        let other = cairn::SnapshotId([0xcd; 32]);
+        let cases = [
+            (
+                cairn::Error::InUse {
+                    path: "/srv/app.db".into(),
+                    users: "process 42 (node)".into(),
+                },
+                "/srv/app.db is open in process 42 (node): stop the application first (it would go on using the old database), or pass --force",
+            ),
+            (
+                cairn::Error::NotADatabase {
+                    path: "/srv/notes.txt".into(),
+                    why: "opening: file is not a database".into(),
+                },
+                "/srv/notes.txt is named as a SQLite database but is not one (its header is not SQLite's: opening: file is not a database); fix the path in the profile or --sqlite-db",
+            ),
+            (
+                cairn::Error::NotAppSnapshot {
+                    snapshot: id,
+                    in_place: true,
+                },
+                "snapshot abababab is not an application snapshot (taken with `cairn snap`): restore it with --target DIR",
+            ),
+            (
+                cairn::Error::NotAppSnapshot {
+                    snapshot: id,
+                    in_place: false,
+                },
+                "snapshot abababab is not an application snapshot (taken with `cairn snap`)",
+            ),
+            (
+                cairn::Error::NoComponent {
+                    snapshot: id,
+                    component: "notes".into(),
+                    has: vec!["code".into(), "db".into()],
+                    sibling: Some(other),
+                },
+                "snapshot abababab has no component 'notes'; it has: code, db; snapshot cdcdcdcd of the same application, taken with it, has it: restore cdcdcdcd --component notes",
+            ),
+            (
+                cairn::Error::NoComponent {
+                    snapshot: id,
+                    component: "cache".into(),
+                    has: vec!["code".into(), "db".into()],
+                    sibling: None,
+                },
+                "snapshot abababab has no component 'cache'; it has: code, db",
+            ),
+            (
+                cairn::Error::InPlaceDirectory {
+                    path: "/srv/shop/src".into(),
+                    snapshot: id,
+                },
+                "/srv/shop/src is a directory in snapshot abababab: in-place restore replaces files only; restore it with --target DIR and copy what you need",
+            ),
+            (
+                cairn::Error::NotADumpCommand {
+                    component: "notes".into(),
+                    profile: "/srv/shop/cairn.toml".into(),
+                    snapshot: id,
+                },
+                "component notes is no longer a dump command in /srv/shop/cairn.toml: restore the dump by hand with `cairn dump abababab /NAME`",
+            ),
+            (
+                cairn::Error::NoRestoreCommand {
+                    component: "notes".into(),
+                    profile: "/srv/shop/cairn.toml".into(),
+                    snapshot: id,
+                    dump: "/notes.txt".into(),
+                },
+                "component notes has no `restore` command in /srv/shop/cairn.toml: add one (e.g. restore = [\"psql\", \"shop\"]), or load the dump by hand from `cairn dump abababab /notes.txt`",
+            ),
+        ];
+        for (e, line) in cases {
+            assert_eq!(describe(&e), line);
+            assert!(!e.to_string().contains("--"), "{e}");
+            assert!(!e.to_string().contains("`cairn "), "{e}");
+        }
     }
 }

@@ -36,6 +36,10 @@ pub fn of_kind(kind: cairn::ErrorKind) -> u8 {
         // again is the fix, not waiting for another process, so it is not
         // `LOCKED`.
         K::LockLost => ERROR,
+        // Another process has the database open or holds its lock: the
+        // database's application, not a cairn process, so not `LOCKED`
+        // (whose advice is `cairn unlock`).
+        K::Busy => ERROR,
         K::InvalidInput
         | K::NotFound
         | K::Ambiguous
@@ -66,6 +70,7 @@ mod tests {
             (K::Password, 12),
             (K::Locked, 13),
             (K::LockLost, 1),
+            (K::Busy, 1),
             (K::Damaged, 3),
             (K::InvalidInput, 1),
             (K::NotFound, 1),

@@ -260,14 +260,18 @@ pub fn main() -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let mut s = String::new();
     for (i, cause) in e.chain().enumerate() {
-        let c = cause
-            .downcast_ref::<cairn::Error>()
-            .map_or_else(|| cause.to_string(), advice::describe);
+        let library = cause.downcast_ref::<cairn::Error>();
+        let c = library.map_or_else(|| cause.to_string(), advice::describe);
         if i == 0 {
             s = c;
         } else if !s.contains(&c) {
             s.push_str(": ");
             s.push_str(&c);
+        }
+        // A SQLite error's message holds SQLite's; the causes after it are
+        // SQLite's again, as its code ("Error code 275: …").
+        if matches!(library, Some(cairn::Error::Sqlite { .. })) {
+            break;
         }
     }
     s.replace('\n', " ")
@@ -284,4 +288,27 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .downcast_ref::<cairn::Error>()
         .or_else(|| e.downcast_ref::<advice::Advised>().map(|a| &a.error));
     error.map_or(exit::ERROR, |e| exit::of_kind(e.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SQLite error is printed as the library words it, without
+    /// SQLite's own cause (its code) after it.
+    #[test]
+    fn a_sqlite_error_is_one_line_without_its_code() {
+        let e = cairn::Error::sqlite(
+            "restoring table t into /srv/app.db",
+            std::path::Path::new("/srv/app.db"),
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(275),
+                Some("CHECK constraint failed: a > 0".into()),
+            ),
+        );
+        assert_eq!(
+            one_line(&anyhow::Error::new(e)),
+            "restoring table t into /srv/app.db: CHECK constraint failed: a > 0"
+        );
+    }
 }

@@ -138,9 +138,10 @@ pub fn shell_quote(s: &str) -> String {
 /// snapshot's warnings.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming a database and the processes that have it
+/// [`Error::InUse`] naming a database and the processes that have it
 /// open (unless `force`); the safety snapshot's backup errors (then
-/// nothing may be replaced: the caller stops).
+/// nothing may be replaced: the caller stops); the hook's `settle`
+/// errors.
 pub fn guard(
     repo: &Repository,
     what: &Replacing,
@@ -151,11 +152,10 @@ pub fn guard(
         for db in &what.databases {
             let users = open_by(db, special.as_ref());
             if !users.is_empty() {
-                return Err(Error::invalid(format!(
-                    "{} is open in {}: stop the application first (it would go on using the old database), or pass --force",
-                    db.display(),
-                    users.join(", ")
-                )));
+                return Err(Error::InUse {
+                    path: db.clone(),
+                    users: users.join(", "),
+                });
             }
         }
     }

@@ -556,7 +556,8 @@ impl Restorer<'_> {
                     let file = self.open_tmp(f)?;
                     let path = lock(&f.tmp)
                         .take()
-                        .ok_or_else(|| Error::invalid("temporary file vanished"))?;
+                        // open_tmp has just set it.
+                        .ok_or_else(|| Error::internal("temporary file vanished"))?;
                     (path, file)
                 }
             };
@@ -901,7 +902,9 @@ fn display_rel(rel: &Path) -> String {
 /// restored; the caller decides how to report an incomplete restore.
 ///
 /// # Errors
-/// Fails only when the target directory cannot be created at all.
+/// [`Error::NotFound`] when none of `opts.includes` is in the snapshot;
+/// the protections' errors of a restore into `/` (`crate::ops::protect`);
+/// otherwise only when the target directory cannot be created at all.
 pub fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -1008,7 +1011,7 @@ fn restore_inner(
     let mut items = Vec::new();
     r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);
     if !includes.is_empty() && items.is_empty() {
-        return Err(Error::invalid(format!(
+        return Err(Error::NotFound(format!(
             "none of {} is in the snapshot",
             opts.includes
                 .iter()

@@ -258,8 +258,8 @@ fn profile<'a>(
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The snapshots taken, as `cairn snap --json` reports each.", body = Created),
-        (status = 400, description = "Malformed JSON or unknown component.", body = super::ErrorBody),
-        (status = 404, description = "Unknown profile.", body = super::ErrorBody),
+        (status = 400, description = "Malformed JSON.", body = super::ErrorBody),
+        (status = 404, description = "Unknown profile or component.", body = super::ErrorBody),
         (status = 409, description = "The repository is locked.", body = super::ErrorBody),
     ))]
 pub(crate) async fn create_snapshot(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {
@@ -470,8 +470,8 @@ fn allowed_target(t: &std::path::Path, allowed: &[PathBuf]) -> Result<PathBuf, A
     request_body(content = RestoreBody, content_type = "application/json"),
     responses(
         (status = 200, description = "What was (or, in a dry run, would be) restored.", body = RestoreAnswer),
-        (status = 400, description = "Malformed JSON, id or time; unknown component; a target that is not absolute or holds a NUL byte.", body = super::ErrorBody),
-        (status = 404, description = "Unknown profile or snapshot.", body = super::ErrorBody),
+        (status = 400, description = "Malformed JSON, id or time; a snapshot that is not an application snapshot; a target that is not absolute or holds a NUL byte.", body = super::ErrorBody),
+        (status = 404, description = "Unknown profile, component or snapshot.", body = super::ErrorBody),
         (status = 409, description = "The repository is locked, or a database to replace is open.", body = super::ErrorBody),
     ))]
 pub(crate) async fn restore(State(st): St, headers: HeaderMap, bytes: Bytes) -> ApiResult {

@@ -159,7 +159,9 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         // other bad input.
         ErrorKind::InvalidInput | ErrorKind::Ambiguous => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Locked | ErrorKind::LockLost => StatusCode::CONFLICT,
+        // Another process holds what the request needs: a repository
+        // lock, or a database an application has open.
+        ErrorKind::Locked | ErrorKind::LockLost | ErrorKind::Busy => StatusCode::CONFLICT,
         // The server opened its repository at start: a password or a
         // missing repository now is the server's own failure, as is
         // damage, storage, local I/O, a database, a stream or an alert.
@@ -889,6 +891,15 @@ mod tests {
         };
         assert_eq!(s(locked), 409);
         assert_eq!(s(Error::LockLost { age_secs: 900 }), 409);
+        let in_use = Error::InUse {
+            path: "/srv/app.db".into(),
+            users: "process 4242 (node)".into(),
+        };
+        assert_eq!(s(in_use), 409);
+        assert_eq!(
+            s(Error::Busy("the application kept the write lock".into())),
+            409
+        );
         assert_eq!(s(Error::internal("a pack writer thread panicked")), 500);
         let not_a_file = Error::NotAFile {
             path: "/srv".into(),

@@ -295,7 +295,10 @@ fn app_restore_component_db_takes_a_safety_snapshot_replaces_atomically_and_undo
     let o = run(app.cairn().args(["restore", &id, "--component", "db"]));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("is open in process") && stderr(&o).contains("--force"),
+        stderr(&o).contains("is open in process")
+            && stderr(&o).contains(
+                ": stop the application first (it would go on using the old database), or pass --force\n"
+            ),
         "{}",
         stderr(&o)
     );
@@ -1052,8 +1055,82 @@ fn app_a_component_in_the_other_snapshot_of_a_snap_is_named() {
         .args(["restore", files, "--component", "notes", "--dry-run"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("no component 'notes'") && stderr(&o).contains(&dump[..8]),
+        stderr(&o).contains("no component 'notes'")
+            && stderr(&o).ends_with(&format!(
+                "; snapshot {d} of the same application, taken with it, has it: restore {d} --component notes\n",
+                d = &dump[..8]
+            )),
         "{}",
         stderr(&o)
+    );
+}
+
+/// What keeps a component from being restored in place, by kind: a
+/// restore command that fails (Stream), a component the snapshot lacks
+/// (NotFound), a directory (invalid for in place), a database read back
+/// that is not sound (Damaged: exit code 3, as for other unreadable data).
+#[test]
+fn app_in_place_restore_failures_have_their_kinds() {
+    let app = App::new();
+    let toml = app.root().join("cairn.toml");
+    let mut profile = fs::read_to_string(&toml).expect("profile");
+    profile.push_str(
+        "\n[components.notes]\ndump = [\"sh\", \"-c\", \"echo notes\"]\nrestore = [\"false\"]\nname = \"notes.txt\"\n\n[components.junk]\nsqlite = \"junk.db\"\n",
+    );
+    fs::write(&toml, profile).expect("profile");
+    // SQLite's header, then nothing SQLite can read: stored raw, with a
+    // warning.
+    let junk = app.root().join("junk.db");
+    let mut bytes = b"SQLite format 3\0\x10\x00".to_vec();
+    bytes.resize(4096, 0xee);
+    fs::write(&junk, &bytes).expect("junk");
+    app.ok(&["init"]);
+    let done = json_of(&app.ok(&["snap", "--json"]));
+    let list = done.as_array().expect("two snapshots");
+    let files = list[0]["id"].as_str().expect("id").to_owned();
+    let dump = list[1]["id"].as_str().expect("id").to_owned();
+
+    let repo = open_repo(&app.repo());
+    let profile = cairn::Profile::load(&toml).expect("profile");
+    let restore = |id: &str, component: &str| {
+        let (id, snap) = repo.find_snapshot(id).expect("snapshot");
+        let opts = cairn::ComponentRestoreOptions {
+            component: component.to_owned(),
+            cache_dir: Some(app.dir.join("cache")),
+            profile: Some(profile.clone()),
+            ..cairn::ComponentRestoreOptions::default()
+        };
+        cairn::restore_component(&repo, id, &snap, &opts, &cairn::NoProgress).expect_err("refused")
+    };
+    let e = restore(&dump, "notes");
+    assert_eq!(e.kind(), cairn::ErrorKind::Stream, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("restoring component notes with `false` failed: it exited with exit status: 1; safety snapshot "),
+        "{e}"
+    );
+    let e = restore(&files, "notes");
+    assert_eq!(e.kind(), cairn::ErrorKind::NotFound, "{e}");
+    let e = restore(&files, "code");
+    assert_eq!(e.kind(), cairn::ErrorKind::InvalidInput, "{e}");
+
+    // Changed since (still with the header: the safety snapshot captures
+    // it as a named database).
+    bytes.resize(8192, 0xdd);
+    fs::write(&junk, &bytes).expect("change");
+    let e = restore(&files, "junk");
+    assert!(e.is_damage(), "{e:?}");
+    let o = run(app.cairn().args(["restore", &files, "--component", "junk"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a sound database")
+            && stderr(&o).contains("nothing was replaced"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read(&junk).expect("junk"),
+        bytes,
+        "nothing was replaced"
     );
 }

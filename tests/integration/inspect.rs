@@ -745,3 +745,19 @@ fn a_path_not_in_the_snapshot_is_not_found() {
     let e = cairn::file_content(&b.repo, &dir).expect_err("a directory");
     assert_eq!(e.kind(), cairn::ErrorKind::InvalidInput, "{e}");
 }
+
+/// A restore of paths none of which is in the snapshot names nothing:
+/// NotFound (through the HTTP API 404, not 400), exit code 1 as before.
+#[test]
+fn a_restore_of_paths_not_in_the_snapshot_is_not_found() {
+    let b = big_file();
+    let target = b.d.join("restored");
+    let mut opts = cairn::RestoreOptions::new(&target);
+    // Not below any path backed up (a path below one brings its
+    // directories along).
+    opts.includes = vec![std::path::PathBuf::from("/no/such/path")];
+    let e = cairn::restore(&b.repo, &b.done.snapshot, &opts, &cairn::NoProgress)
+        .expect_err("nothing to restore");
+    assert_eq!(e.kind(), cairn::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("is in the snapshot"), "{e}");
+}

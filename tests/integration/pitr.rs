@@ -860,7 +860,18 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
         &s.dir.join("gone.db"),
         &cairn::PitrRestoreOptions::default(),
     );
-    assert!(gone.is_err(), "the first chain is forgotten");
+    let gone = gone.expect_err("the first chain is forgotten");
+    assert_eq!(gone.kind(), cairn::ErrorKind::InvalidInput, "{gone}");
+    let missing = cairn::restore_at(
+        &repo,
+        &db,
+        cairn::PitrPoint::Txn(1_000_000),
+        &s.dir.join("missing.db"),
+        &cairn::PitrRestoreOptions::default(),
+    )
+    .expect_err("no such transaction");
+    assert_eq!(missing.kind(), cairn::ErrorKind::NotFound, "{missing}");
+    assert!(missing.to_string().contains("is not stored"), "{missing}");
 
     // An existing target is replaced only when asked; one with a log
     // beside it (a database in use) never.
@@ -877,6 +888,7 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     };
     let e = again(false).expect_err("the target exists");
     assert!(e.to_string().contains("--overwrite"), "{e}");
+    assert_eq!(e.kind(), cairn::ErrorKind::InvalidInput, "{e}");
     // Replacing it is a live restore like any other: a safety snapshot of
     // the file first, and the undo; refused while another process has it
     // open (this test, here) unless forced.
@@ -911,11 +923,32 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
     .expect("answer");
     let e = again(true).expect_err("open in another process");
     assert!(e.to_string().contains("is open in"), "{e}");
+    assert_eq!(e.kind(), cairn::ErrorKind::Busy, "{e}");
     drop(stdin);
     holder.wait().expect("sqlite3 ends");
     std::fs::write(s.dir.join("latest.db-wal"), b"").expect("a log beside it");
     let e = again(true).expect_err("a database in use");
     assert!(e.to_string().contains("-wal"), "{e}");
+    assert_eq!(e.kind(), cairn::ErrorKind::Busy, "{e}");
+
+    // A chain whose base snapshot is gone cannot be restored: stored data
+    // is missing, which is damage (exit code 3), not a bad request.
+    let (_, timeline) = timeline_of(&repo, &s.db);
+    for chain in &timeline.chains {
+        std::fs::remove_file(s.repo.join("snapshots").join(chain.base.to_hex()))
+            .expect("remove the base");
+    }
+    let repo = open_repo(&s.repo);
+    let e = cairn::restore_at(
+        &repo,
+        &db,
+        cairn::PitrPoint::Latest,
+        &s.dir.join("nobase.db"),
+        &cairn::PitrRestoreOptions::default(),
+    )
+    .expect_err("no chain can be restored");
+    assert!(e.is_damage(), "{e:?}");
+    assert!(e.to_string().contains("no chain of"), "{e}");
 }
 
 #[test]

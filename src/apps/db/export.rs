@@ -33,7 +33,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::cells::{Cell, csv_field, json_value, sql_literal};
 use super::schema::{
-    BUSY_TIMEOUT, Table, choose, db_err, fk_order, ident, other_schema, sequence, tables_of,
+    BUSY_TIMEOUT, Table, choose, conn_err, db_err, fk_order, ident, other_schema, sequence,
+    tables_of,
 };
 use crate::error::{Error, Result};
 use crate::format::snapshot::TableRows;
@@ -141,9 +142,9 @@ fn open_source(db: &Path) -> Result<Connection> {
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(db_err(format!("cannot open {}", db.display())))?;
+    .map_err(db_err(db, format!("cannot open {}", db.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(db_err(format!("cannot open {}", db.display())))?;
+        .map_err(db_err(db, format!("cannot open {}", db.display())))?;
     Ok(conn)
 }
 
@@ -170,7 +171,7 @@ fn each_row(
         Some(r) => format!(" ORDER BY {r}"),
         None => String::new(),
     };
-    let err = || db_err(format!("reading table {}", table.name));
+    let err = || conn_err(conn, "main", format!("reading table {}", table.name));
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {} FROM main.{}{order}",
@@ -198,9 +199,10 @@ fn each_row(
 /// export order.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown table (listing the tables there are),
-/// a CSV export of other than one table, or a database SQLite cannot read;
-/// [`Error::Output`] when `out` fails.
+/// [`Error::NotFound`] for an unknown table (listing the tables there
+/// are); [`Error::Invalid`] for a CSV export of other than one table;
+/// [`Error::Sqlite`] for a database SQLite cannot read; [`Error::Output`]
+/// when `out` fails.
 pub fn export(
     db: &Path,
     format: DbFormat,
@@ -443,7 +445,8 @@ fn export_csv(
 ) -> Result<TableRows> {
     let csv_err = |e: csv::Error| match e.into_kind() {
         csv::ErrorKind::Io(source) => Error::Output { source },
-        other => Error::invalid(format!("writing CSV: {other:?}")),
+        // Records of one length, of bytes: nothing else can fail.
+        other => Error::internal(format!("writing CSV: {other:?}")),
     };
     let mut w = csv::WriterBuilder::new().from_writer(out);
     w.write_record(table.stored_columns().map(|c| c.name.as_bytes()))

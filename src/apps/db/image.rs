@@ -15,9 +15,9 @@ use crate::repo::Repository;
 /// added) of `snap`, or its only one.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the snapshot has no captured database, `db` is
-/// none of them, or `db` is not given and there are several (each listing
-/// the databases there are).
+/// [`Error::NotFound`] when the snapshot has no captured database or `db`
+/// is none of them; [`Error::Ambiguous`] when `db` is not given and there
+/// are several (each listing the databases there are).
 pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a DatabaseInfo> {
     let list = || {
         snap.databases
@@ -27,8 +27,8 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
             .join(", ")
     };
     if snap.databases.is_empty() {
-        return Err(Error::invalid(
-            "this snapshot holds no captured SQLite database: name a database stored as a plain file (`backup --sqlite off`, or a snapshot from before databases were recorded) with --db PATH",
+        return Err(Error::NotFound(
+            "this snapshot holds no captured SQLite database: name a database stored as a plain file (`backup --sqlite off`, or a snapshot from before databases were recorded) with --db PATH".into(),
         ));
     }
     match db {
@@ -39,7 +39,7 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
                 .iter()
                 .find(|d| d.path == path || d.path == slashed)
                 .ok_or_else(|| {
-                    Error::invalid(format!(
+                    Error::NotFound(format!(
                         "this snapshot has no captured database {}; it has: {}",
                         String::from_utf8_lossy(path),
                         list()
@@ -48,7 +48,7 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
         }
         None => match snap.databases.as_slice() {
             [only] => Ok(only),
-            _ => Err(Error::invalid(format!(
+            _ => Err(Error::Ambiguous(format!(
                 "this snapshot has {} databases: choose one with --db PATH: {}",
                 snap.databases.len(),
                 list()
@@ -90,16 +90,20 @@ impl DbImage {
 /// stored row counts to check against then (`info.tables` is empty).
 ///
 /// # Errors
-/// As [`database_of`]; [`Error::Invalid`] for a file that is not a SQLite
-/// database; [`Error::Locked`]; damaged or missing data;
+/// As [`database_of`]; [`Error::Invalid`] for a file `db` names that is
+/// not a SQLite database; [`Error::NotFound`] when a captured database's
+/// path is not in the snapshot's tree; [`Error::Locked`]; damaged or
+/// missing data, including a captured database whose image is not one;
 /// [`Error::TargetWrite`] when the temporary file cannot be written.
 pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Result<DbImage> {
     let _held = repo.lock(false, "read a database")?;
-    let (info, node) = match (database_of(snap, db), db) {
+    let listed = database_of(snap, db);
+    let captured = listed.is_ok();
+    let (info, node) = match (listed, db) {
         (Ok(info), _) => {
             let node =
                 crate::repo::walk::find_node(repo, &snap.tree, &info.path)?.ok_or_else(|| {
-                    Error::invalid("the snapshot's root is not a database".to_owned())
+                    Error::NotFound("the snapshot's root is not a database".to_owned())
                 })?;
             (info.clone(), node)
         }
@@ -149,10 +153,15 @@ pub fn materialize(repo: &Repository, snap: &Snapshot, db: Option<&[u8]>) -> Res
     // Opened again: the file written is write-only.
     let file = File::open(&path).map_err(|e| Error::target_write(&path, e))?;
     if crate::apps::sqlite::sniff(&file).is_none() {
-        return Err(Error::invalid(format!(
-            "{} in this snapshot is not a SQLite database",
-            image.name()
-        )));
+        let msg = format!("{} in this snapshot is not a SQLite database", image.name());
+        // A file named with `db` may be anything; an image backup
+        // captured is a database, unless the stored data is not what it
+        // wrote.
+        return Err(if captured {
+            Error::Damaged(msg)
+        } else {
+            Error::invalid(msg)
+        });
     }
     Ok(image)
 }

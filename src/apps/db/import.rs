@@ -19,7 +19,7 @@ use super::cells::{Cell, csv_cell, json_cell};
 use super::export::{
     CSV_SCHEMA_FILE, DbFormat, JSON_FORMAT, JSON_VERSION, csv_file_stem, table_of_csv_stem,
 };
-use super::schema::{db_err, ident, raise_sequence, tables_of};
+use super::schema::{conn_err, db_err, ident, raise_sequence, tables_of};
 use crate::error::{Error, Result};
 
 /// An export loaded into a scratch database in a temporary directory
@@ -41,10 +41,12 @@ impl Scratch {
 /// which must exist.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming the export for a file that cannot be read or
-/// is not a valid export of `format` (with the line, table or row), or a
-/// scratch database that cannot be written; [`Error::TargetWrite`] when
-/// the temporary directory cannot be created.
+/// [`Error::Io`] naming a file of the export that cannot be read;
+/// [`Error::Invalid`] naming the export when it is not a valid export of
+/// `format` (with the line, table or row); [`Error::Sqlite`] when SQLite
+/// refuses a statement of an SQL script or a schema, or the scratch
+/// database cannot be written; [`Error::TargetWrite`] when the temporary
+/// directory cannot be created.
 pub(super) fn load(
     export: &Path,
     format: DbFormat,
@@ -57,27 +59,28 @@ pub(super) fn load(
         .map_err(|e| Error::target_write(&std::env::temp_dir(), e))?;
     let scratch = Scratch { dir: scratch_dir };
     {
-        let conn = Connection::open(scratch.path())
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+        let path = scratch.path();
+        let create = || db_err(&path, "cannot create a scratch database");
+        let conn = Connection::open(&path).map_err(create())?;
         // The scratch database is thrown away: no journal, no syncs. An
         // export's SQL may touch no other file.
         conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+            .map_err(create())?;
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
-            .map_err(db_err("cannot create a scratch database".to_owned()))?;
+            .map_err(create())?;
         match format {
             DbFormat::Sql => load_sql(&conn, export)?,
             DbFormat::Json => load_json(&conn, export)?,
             DbFormat::Csv => load_csv(&conn, export, into, wanted)?,
         }
         conn.close()
-            .map_err(|(_, e)| db_err("cannot write the scratch database".to_owned())(e))?;
+            .map_err(|(_, e)| db_err(&path, "cannot write the scratch database")(e))?;
     }
     Ok(scratch)
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::invalid(format!("cannot read {}: {e}", path.display()))
+    move |e| Error::io("cannot read", path, e)
 }
 
 /// Whether `sql` ends with a complete statement: a port of SQLite's
@@ -237,10 +240,14 @@ fn run_statements(conn: &Connection, sql: &[u8], export: &Path, line: u64) -> Re
             e.valid_up_to()
         ))
     })?;
-    conn.execute_batch(text).map_err(db_err(format!(
-        "running the SQL script {}, the statement at line {line}",
-        export.display()
-    )))
+    conn.execute_batch(text).map_err(conn_err(
+        conn,
+        "main",
+        format!(
+            "running the SQL script {}, the statement at line {line}",
+            export.display()
+        ),
+    ))
 }
 
 /// Inserts rows, one at a time, into a table of the scratch database.
@@ -495,7 +502,7 @@ fn load_json(conn: &Connection, export: &Path) -> Result<()> {
     let what = format!("the export {}", export.display());
     let file = File::open(export).map_err(read_err(export))?;
     conn.execute_batch("BEGIN")
-        .map_err(db_err("writing the scratch database".to_owned()))?;
+        .map_err(conn_err(conn, "main", "writing the scratch database"))?;
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
     let other = json_load::Doc { conn }
         .deserialize(&mut de)
@@ -503,10 +510,10 @@ fn load_json(conn: &Connection, export: &Path) -> Result<()> {
         .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
     for sql in &other {
         conn.execute_batch(sql)
-            .map_err(db_err(format!("{what}: `{sql}`")))?;
+            .map_err(conn_err(conn, "main", format!("{what}: `{sql}`")))?;
     }
     conn.execute_batch("COMMIT")
-        .map_err(db_err("writing the scratch database".to_owned()))
+        .map_err(conn_err(conn, "main", "writing the scratch database"))
 }
 
 fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) -> Result<()> {
@@ -521,20 +528,21 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
             )));
         }
         load_sql(conn, &schema)?;
+        let schema_err = || conn_err(conn, "main", format!("{what}: reading its schema"));
         // Triggers would fire on the rows loaded: dropped now, re-created
         // after them. Restore reads tables only, but keeps source triggers
         // for tables it creates.
         let mut stmt = conn
             .prepare("SELECT name, sql FROM main.sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL")
-            .map_err(db_err(format!("{what}: reading its schema")))?;
+            .map_err(schema_err())?;
         let triggers = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(db_err(format!("{what}: reading its schema")))?
+            .map_err(schema_err())?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err(format!("{what}: reading its schema")))?;
+            .map_err(schema_err())?;
         for (name, sql) in triggers {
             conn.execute_batch(&format!("DROP TRIGGER {}", ident(&name)))
-                .map_err(db_err(format!("{what}: reading its schema")))?;
+                .map_err(schema_err())?;
             later.push(sql);
         }
         tables_of(conn, "main", &what)?
@@ -557,7 +565,7 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
         // A lone CSV file has no schema: the target's table gives it.
         let sql: Option<String> = if into.exists() {
             let target = Connection::open_with_flags(into, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(db_err(format!("cannot open {}", into.display())))?;
+                .map_err(db_err(into, format!("cannot open {}", into.display())))?;
             target
                 .query_row(
                     "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND lower(name) = lower(?1)",
@@ -574,12 +582,15 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
                 into.display()
             ))
         })?;
-        conn.execute_batch(&sql)
-            .map_err(db_err(format!("creating table {name}")))?;
+        conn.execute_batch(&sql).map_err(conn_err(
+            conn,
+            "main",
+            format!("creating table {name}"),
+        ))?;
         vec![(name, export.to_path_buf())]
     };
     conn.execute_batch("BEGIN")
-        .map_err(db_err("writing the scratch database".to_owned()))?;
+        .map_err(conn_err(conn, "main", "writing the scratch database"))?;
     for (table, file) in &files {
         let shown = format!("the CSV file {}", file.display());
         let f = File::open(file).map_err(read_err(file))?;
@@ -609,10 +620,10 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
     }
     for sql in &later {
         conn.execute_batch(sql)
-            .map_err(db_err(format!("{what}: `{sql}`")))?;
+            .map_err(conn_err(conn, "main", format!("{what}: `{sql}`")))?;
     }
     conn.execute_batch("COMMIT")
-        .map_err(db_err("writing the scratch database".to_owned()))
+        .map_err(conn_err(conn, "main", "writing the scratch database"))
 }
 
 #[cfg(test)]

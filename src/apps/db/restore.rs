@@ -38,8 +38,8 @@ use super::export::DbFormat;
 use super::image::materialize;
 use super::import;
 use super::schema::{
-    BUSY_TIMEOUT, Column, Table, choose, db_err, describe_tables, fk_order, ident, other_schema,
-    raise_sequence, row_count, rowid_name, sequence, tables_of,
+    BUSY_TIMEOUT, Column, Table, choose, conn_err, db_err, describe_tables, file_of, fk_order,
+    ident, other_schema, raise_sequence, row_count, rowid_name, sequence, tables_of,
 };
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, TableRows};
@@ -156,11 +156,13 @@ fn protect_into(
 /// rows restored per table, in the order restored.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming the table and the problem: an unknown table,
-/// a target table whose columns differ or that has rows (without
-/// `drop_existing`), a foreign key violation, a row count that differs
-/// from the source's, or a file SQLite cannot use; [`Error::Corrupt`]
-/// when a count differs from the expected one (the snapshot's record).
+/// [`Error::Invalid`] naming the table and the problem: a target table
+/// whose columns differ or that has rows (without `drop_existing`), a
+/// foreign key violation, a row count that differs from the source's;
+/// [`Error::NotFound`] for an unknown table; [`Error::Sqlite`] for a file
+/// SQLite cannot use or a step it refuses (a row the target's constraints
+/// reject, say); [`Error::Corrupt`] when a count differs from the
+/// expected one (the snapshot's record).
 /// Nothing is changed then, and a target file that did not exist is
 /// removed.
 fn restore_db(
@@ -188,33 +190,36 @@ fn restore_into(
     opts: &DbRestoreOptions,
 ) -> Result<Vec<TableRows>> {
     let target = into.display().to_string();
-    let mut conn = Connection::open(into).map_err(db_err(format!("cannot open {target}")))?;
+    let mut conn = Connection::open(into).map_err(db_err(into, format!("cannot open {target}")))?;
     conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(db_err(format!("cannot open {target}")))?;
+        .map_err(db_err(into, format!("cannot open {target}")))?;
     conn.query_row("SELECT count(*) FROM main.sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
     })
-    .map_err(db_err(format!("{target} is not a usable SQLite database")))?;
+    .map_err(db_err(
+        into,
+        format!("{target} is not a usable SQLite database"),
+    ))?;
     let src = source
         .to_str()
         .ok_or_else(|| Error::invalid(format!("{} is not a UTF-8 path", source.display())))?;
     // Outside any transaction, as both statements must be.
     conn.execute(&format!("ATTACH DATABASE ?1 AS {SRC}"), [src])
-        .map_err(db_err(format!("cannot open {source_name}")))?;
+        .map_err(db_err(source, format!("cannot open {source_name}")))?;
     conn.execute_batch("PRAGMA foreign_keys = OFF")
-        .map_err(db_err(format!("cannot use {target}")))?;
+        .map_err(db_err(into, format!("cannot use {target}")))?;
     let done = {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err(format!("cannot lock {target}")))?;
+            .map_err(db_err(into, format!("cannot lock {target}")))?;
         let done = restore_tables(&tx, source_name, &target, opts)?;
         tx.commit()
-            .map_err(db_err(format!("cannot commit to {target}")))?;
+            .map_err(db_err(into, format!("cannot commit to {target}")))?;
         done
     };
     let _ = conn.execute_batch(&format!("DETACH DATABASE {SRC}"));
     conn.close()
-        .map_err(|(_, e)| db_err(format!("cannot close {target}"))(e))?;
+        .map_err(|(_, e)| db_err(into, format!("cannot close {target}"))(e))?;
     Ok(done)
 }
 
@@ -262,6 +267,19 @@ fn column_difference(src: &Table, dst: &Table) -> Option<String> {
 /// The end of every message that refuses a restore: the transaction is
 /// rolled back.
 const NOTHING: &str = "nothing was restored";
+
+/// SQLite's refusal of a step of the copy into the target (`main` on
+/// `conn`), while `doing`: the transaction is rolled back, which the
+/// message says after SQLite's error, as the refusals above do.
+fn refused(conn: &Connection, doing: String, e: rusqlite::Error) -> Error {
+    Error::Sqlite {
+        doing,
+        database: file_of(conn, "main"),
+        source: Box::new(e),
+        // "; " and NOTHING.
+        outcome: "; nothing was restored",
+    }
+}
 
 /// The restore proper, inside the transaction on `conn`, in the steps of
 /// the module doc: every check first, then the copy, then the schema that
@@ -336,26 +354,35 @@ fn clear_targets(
     opts: &DbRestoreOptions,
 ) -> Result<Vec<String>> {
     let mut dropped_triggers: Vec<String> = Vec::new();
+    let err = || conn_err(conn, "main", format!("reading the triggers of {target}"));
     for t in chosen {
         if let Some(d) = existing(dst_all, &t.name) {
             let mut stmt = conn
                 .prepare("SELECT name, sql FROM main.sqlite_schema WHERE type = 'trigger' AND lower(tbl_name) = lower(?1) AND sql IS NOT NULL")
-                .map_err(db_err(format!("reading the triggers of {target}")))?;
+                .map_err(err())?;
             let triggers = stmt
                 .query_map([&d.name], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
-                .map_err(db_err(format!("reading the triggers of {target}")))?
+                .map_err(err())?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(db_err(format!("reading the triggers of {target}")))?;
+                .map_err(err())?;
             for (name, sql) in triggers {
                 conn.execute_batch(&format!("DROP TRIGGER main.{}", ident(&name)))
-                    .map_err(db_err(format!("dropping trigger {name} of {target}")))?;
+                    .map_err(conn_err(
+                        conn,
+                        "main",
+                        format!("dropping trigger {name} of {target}"),
+                    ))?;
                 dropped_triggers.push(sql);
             }
             if opts.drop_existing {
                 conn.execute_batch(&format!("DELETE FROM main.{}", ident(&d.name)))
-                    .map_err(db_err(format!("emptying table {} of {target}", d.name)))?;
+                    .map_err(conn_err(
+                        conn,
+                        "main",
+                        format!("emptying table {} of {target}", d.name),
+                    ))?;
             }
         }
     }
@@ -381,8 +408,11 @@ fn copy_tables(
             Some(d) => d.clone(),
             None => {
                 // An unqualified CREATE TABLE creates in `main`.
-                conn.execute_batch(&t.sql)
-                    .map_err(db_err(format!("creating table {} in {target}", t.name)))?;
+                conn.execute_batch(&t.sql).map_err(conn_err(
+                    conn,
+                    "main",
+                    format!("creating table {} in {target}", t.name),
+                ))?;
                 created.push(t.clone());
                 let mut fresh = t.clone();
                 fresh.rowid = rowid_name(conn, "main", &t.name, &t.columns);
@@ -399,12 +429,7 @@ fn copy_tables(
             ident(&dst.name),
             ident(&t.name)
         ))
-        .map_err(|e| {
-            Error::invalid(format!(
-                "restoring table {} into {target}: {e}; {NOTHING}",
-                t.name
-            ))
-        })?;
+        .map_err(|e| refused(conn, format!("restoring table {} into {target}", t.name), e))?;
         let restored = row_count(conn, "main", &dst.name)?;
         let source_rows = row_count(conn, SRC, &t.name)?;
         if restored != source_rows {
@@ -451,25 +476,30 @@ fn create_later(
 ) -> Result<()> {
     let mut later = other_schema(conn, SRC, created, false)?;
     if opts.tables.is_empty() {
+        let err = || conn_err(conn, SRC, format!("reading the views of {source_name}"));
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT sql FROM {SRC}.sqlite_schema WHERE type = 'view' AND sql IS NOT NULL AND lower(name) NOT IN (SELECT lower(name) FROM main.sqlite_schema) ORDER BY rowid"
             ))
-            .map_err(db_err(format!("reading the views of {source_name}")))?;
+            .map_err(err())?;
         let views = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(db_err(format!("reading the views of {source_name}")))?
+            .map_err(err())?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err(format!("reading the views of {source_name}")))?;
+            .map_err(err())?;
         later.extend(views);
     }
     later.extend(dropped_triggers);
     for sql in &later {
         conn.execute_batch(sql).map_err(|e| {
-            Error::invalid(format!(
-                "creating `{}` in {target}: {e}; {NOTHING}",
-                sql.lines().next().unwrap_or_default()
-            ))
+            refused(
+                conn,
+                format!(
+                    "creating `{}` in {target}",
+                    sql.lines().next().unwrap_or_default()
+                ),
+                e,
+            )
         })?;
     }
     Ok(())
@@ -480,7 +510,13 @@ fn create_later(
 /// target predate the restore and are not its business.
 fn check_foreign_keys(conn: &Connection, restored: &[Table], target: &str) -> Result<()> {
     let names: HashSet<String> = restored.iter().map(|t| t.name.to_lowercase()).collect();
-    let err = || db_err(format!("checking the foreign keys of {target}"));
+    let err = || {
+        conn_err(
+            conn,
+            "main",
+            format!("checking the foreign keys of {target}"),
+        )
+    };
     let mut stmt = conn
         .prepare("PRAGMA main.foreign_key_check")
         .map_err(err())?;
@@ -587,9 +623,8 @@ fn restore_from_snapshot_inner(
 /// file's name; its schema is the table's in `into`, which must exist.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming the export for a file that cannot be read or
-/// is not a valid export of `format` (with the line, table or row);
-/// as `restore_db`.
+/// As `import::load` (an export that cannot be read or is not a valid
+/// export of `format`) and `restore_db`.
 pub fn restore_from_export(
     export: &Path,
     format: DbFormat,
@@ -645,6 +680,64 @@ mod tests {
                 name: "t".into(),
                 rows: 2
             }]
+        );
+    }
+
+    /// Each refusal is of its kind, SQLite's with SQLite's error as the
+    /// source and the database it had open, in the words they always had.
+    #[test]
+    fn dbexport_restore_refusals_are_typed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        Connection::open(&src)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (a); INSERT INTO t VALUES (1), (-2);")
+            .expect("fill");
+        let into = dir.path().join("into.db");
+        let only = |t: &str| DbRestoreOptions {
+            tables: vec![t.to_owned()],
+            ..DbRestoreOptions::default()
+        };
+
+        let e = restore_db(&src, "src", &into, &only("nope")).expect_err("no such table");
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound, "{e}");
+        assert_eq!(e.to_string(), "src has no table 'nope'; its tables are: t");
+
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 4096]).expect("junk");
+        let e = restore_db(&src, "src", &junk, &only("t")).expect_err("not a database");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is not a usable SQLite database: file is not a database",
+                junk.display()
+            )
+        );
+        let Error::Sqlite {
+            database, source, ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(database, &junk);
+        assert_eq!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase)
+        );
+
+        // A target whose constraint refuses a row: rolled back, and said so.
+        Connection::open(&into)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (a CHECK (a > 0));")
+            .expect("target");
+        let e = restore_db(&src, "src", &into, &only("t")).expect_err("refused");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Database, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "restoring table t into {}: CHECK constraint failed: a > 0; nothing was restored",
+                into.display()
+            )
         );
     }
 }

@@ -7,6 +7,7 @@
 //! timeout).
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
@@ -57,15 +58,42 @@ pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// An error about a database, with what was being done.
-pub(super) fn db_err(what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |e| Error::invalid(format!("{what}: {e}"))
+/// SQLite's error about the database at `db`, with what was being done
+/// (naming the database as the user knows it: see [`Error::Sqlite`]).
+pub(super) fn db_err<'d>(
+    db: &'d Path,
+    what: impl std::fmt::Display + 'd,
+) -> impl FnOnce(rusqlite::Error) -> Error + 'd {
+    move |e| Error::sqlite(what.to_string(), db, e)
+}
+
+/// As [`db_err`], for the database of `schema` on `conn` (`main` or an
+/// attached one), whose file SQLite is asked for only if there is an
+/// error.
+pub(super) fn conn_err<'c>(
+    conn: &'c Connection,
+    schema: &'c str,
+    what: impl std::fmt::Display + 'c,
+) -> impl FnOnce(rusqlite::Error) -> Error + 'c {
+    move |e| Error::sqlite(what.to_string(), &file_of(conn, schema), e)
+}
+
+/// The file of `schema` on `conn`, for an error; empty when SQLite does
+/// not say (an in-memory database).
+pub(super) fn file_of(conn: &Connection, schema: &str) -> PathBuf {
+    conn.query_row(
+        "SELECT file FROM pragma_database_list WHERE name = ?1",
+        [schema],
+        |r| r.get::<_, String>(0),
+    )
+    .map(PathBuf::from)
+    .unwrap_or_default()
 }
 
 /// The tables of `schema` on `conn`, by name (SQLite's own `sqlite_`
 /// tables and virtual tables left out, as in `table_counts`).
 pub(super) fn tables_of(conn: &Connection, schema: &str, what: &str) -> Result<Vec<Table>> {
-    let err = || db_err(format!("reading the schema of {what}"));
+    let err = || conn_err(conn, schema, format!("reading the schema of {what}"));
     let mut stmt = conn
         .prepare(&format!(
             "SELECT name, sql FROM {}.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
@@ -151,7 +179,7 @@ pub(super) fn choose(all: &[Table], wanted: &[String], what: &str) -> Result<Vec
             Some(t) => chosen.push(t.clone()),
             None => {
                 let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
-                return Err(Error::invalid(format!(
+                return Err(Error::NotFound(format!(
                     "{what} has no table '{w}'; its tables are: {}",
                     if names.is_empty() {
                         "(none)".to_owned()
@@ -171,7 +199,7 @@ pub(super) fn choose(all: &[Table], wanted: &[String], what: &str) -> Result<Vec
 pub(super) fn fk_order(conn: &Connection, schema: &str, tables: Vec<Table>) -> Result<Vec<Table>> {
     let mut stmt = conn
         .prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1, ?2)")
-        .map_err(db_err("reading foreign keys"))?;
+        .map_err(conn_err(conn, schema, "reading foreign keys"))?;
     let lower: HashMap<String, usize> = tables
         .iter()
         .enumerate()
@@ -181,9 +209,9 @@ pub(super) fn fk_order(conn: &Connection, schema: &str, tables: Vec<Table>) -> R
     for t in &tables {
         let names = stmt
             .query_map((&t.name, schema), |r| r.get::<_, String>(0))
-            .map_err(db_err("reading foreign keys"))?
+            .map_err(conn_err(conn, schema, "reading foreign keys"))?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err("reading foreign keys"))?;
+            .map_err(conn_err(conn, schema, "reading foreign keys"))?;
         parents.push(
             names
                 .iter()
@@ -227,7 +255,7 @@ pub(super) fn other_schema(
     tables: &[Table],
     views: bool,
 ) -> Result<Vec<String>> {
-    let err = || db_err("reading the schema");
+    let err = || conn_err(conn, schema, "reading the schema");
     let mut stmt = conn
         .prepare(&format!(
             "SELECT type, tbl_name, sql FROM {}.sqlite_schema WHERE type IN ('index', 'trigger', 'view') AND sql IS NOT NULL ORDER BY rowid",
@@ -266,7 +294,11 @@ pub(super) fn row_count(conn: &Connection, schema: &str, table: &str) -> Result<
             [],
             |r| r.get(0),
         )
-        .map_err(db_err(format!("counting the rows of {table}")))?;
+        .map_err(conn_err(
+            conn,
+            schema,
+            format!("counting the rows of {table}"),
+        ))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
@@ -282,7 +314,7 @@ fn has_sequences(conn: &Connection, schema: &str) -> Result<bool> {
             [],
             |r| r.get(0),
         )
-        .map_err(db_err("reading AUTOINCREMENT counters"))?;
+        .map_err(conn_err(conn, schema, "reading AUTOINCREMENT counters"))?;
     Ok(n > 0)
 }
 
@@ -300,9 +332,11 @@ pub(super) fn sequence(conn: &Connection, schema: &str, table: &str) -> Result<O
         [table],
         |r| r.get(0),
     )
-    .map_err(db_err(format!(
-        "reading the AUTOINCREMENT counter of {table}"
-    )))
+    .map_err(conn_err(
+        conn,
+        schema,
+        format!("reading the AUTOINCREMENT counter of {table}"),
+    ))
 }
 
 /// Raises the AUTOINCREMENT counter of `table` in `main` to at least
@@ -323,9 +357,11 @@ pub(super) fn raise_sequence(conn: &Connection, table: &str, seq: i64) -> Result
                 (table, seq),
             )
         })
-        .map_err(db_err(format!(
-            "setting the AUTOINCREMENT counter of {table}"
-        )))?;
+        .map_err(conn_err(
+            conn,
+            "main",
+            format!("setting the AUTOINCREMENT counter of {table}"),
+        ))?;
     Ok(())
 }
 

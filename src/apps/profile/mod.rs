@@ -231,13 +231,13 @@ impl Profile {
     /// Reads and checks the profile `file`.
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming the file: unreadable, malformed TOML, an
-    /// unknown key, a component with neither or both of `sqlite` and
-    /// `paths`, a path outside the root, a path in two components.
+    /// [`Error::Io`] naming the file when it cannot be read;
+    /// [`Error::Invalid`] naming it for malformed TOML, an unknown key, a
+    /// component with neither or both of `sqlite` and `paths`, a path
+    /// outside the root, a path in two components.
     pub fn load(file: &Path) -> Result<Self> {
-        let text = fs::read_to_string(file).map_err(|e| {
-            Error::invalid(format!("cannot read the profile {}: {e}", file.display()))
-        })?;
+        let text =
+            fs::read_to_string(file).map_err(|e| Error::io("cannot read the profile", file, e))?;
         let file = absolute(file)?;
         Self::parse(&text, &file)
     }
@@ -403,13 +403,13 @@ impl Profile {
     /// The component called `name`.
     ///
     /// # Errors
-    /// [`Error::Invalid`] listing the components there are.
+    /// [`Error::NotFound`] listing the components there are.
     pub fn component(&self, name: &str) -> Result<&Component> {
         self.components
             .iter()
             .find(|c| c.name == name)
             .ok_or_else(|| {
-                Error::invalid(format!(
+                Error::NotFound(format!(
                     "the profile {} has no component '{name}'; it has: {}",
                     self.file.display(),
                     self.component_names().join(", ")
@@ -606,8 +606,10 @@ pub struct SnapOptions {
 /// outcome is the files snapshot when there is one.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown component or a component path that
-/// does not exist (naming both); as `crate::ops::backup` and
+/// [`Error::NotFound`] for an unknown component; [`Error::Invalid`] for
+/// a component path that does not exist (naming it and the profile);
+/// [`Error::NotADatabase`] for a `sqlite` component that is not a
+/// database; as `crate::ops::backup` and
 /// [`crate::ops::backup::backup_command`] otherwise (a dump command that fails stores
 /// no snapshot of its component; snapshots taken before it stay).
 pub fn snap(
@@ -891,10 +893,19 @@ impl ComponentRestore {
 /// (see the module doc): safety snapshot, then an atomic replace per file.
 ///
 /// # Errors
-/// [`Error::Invalid`] when `snap` is not an application snapshot or has no
-/// such component, when the component's directory is a files directory
-/// tree (restore those with a target), or when a database is open in
-/// another process and `force` is not set; restore and backup errors.
+/// [`Error::NotAppSnapshot`] when `snap` is not an application snapshot;
+/// [`Error::NoComponent`] when it has no such component;
+/// [`Error::NotFound`] when a path of the component is not in it;
+/// [`Error::InPlaceDirectory`] when the component is a directory tree
+/// (restore those with a target); [`Error::InUse`] when a database is
+/// open in another process and `force` is not set; [`Error::Damaged`]
+/// when a file cannot be read back from the snapshot or a database read
+/// back is not sound; [`Error::PartlyRestored`] for a failure after some
+/// files were replaced. A dump command component: [`Error::Invalid`]
+/// without a profile, [`Error::NotADumpCommand`] and
+/// [`Error::NoRestoreCommand`] when the profile cannot restore it,
+/// [`Error::RestoreCommand`] when its restore command fails. Restore and
+/// backup errors.
 pub fn restore_component(
     repo: &Repository,
     id: SnapshotId,
@@ -940,11 +951,9 @@ fn restore_component_inner(
     opts: &ComponentRestoreOptions,
     progress: &dyn Progress,
 ) -> Result<ComponentRestore> {
-    let app = snap.app.as_ref().ok_or_else(|| {
-        Error::invalid(format!(
-            "snapshot {} is not an application snapshot (taken with `cairn snap`): restore it with --target DIR",
-            id.short()
-        ))
+    let app = snap.app.as_ref().ok_or(Error::NotAppSnapshot {
+        snapshot: id,
+        in_place: true,
     })?;
     let comp = app
         .components
@@ -959,18 +968,14 @@ fn restore_component_inner(
     for raw in &comp.paths {
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
         let node = crate::repo::walk::find_node(repo, &snap.tree, raw)?.ok_or_else(|| {
-            Error::invalid(format!(
+            Error::NotFound(format!(
                 "{} is not in snapshot {}",
                 path.display(),
                 id.short()
             ))
         })?;
         if !node.kind.is_file() {
-            return Err(Error::invalid(format!(
-                "{} is a directory in snapshot {}: in-place restore replaces files only; restore it with --target DIR and copy what you need",
-                path.display(),
-                id.short()
-            )));
+            return Err(Error::InPlaceDirectory { path, snapshot: id });
         }
         let action = match fs::symlink_metadata(&path) {
             Err(_) => FileAction::Create,
@@ -1046,10 +1051,11 @@ fn restore_component_inner(
         let w = replace_file(repo, snap, &f.path, is_db).map_err(|e| match &done.undo {
             // Files replaced before this one stay replaced: say how to
             // go back.
-            Some(u) if i > 0 => Error::invalid(format!(
-                "{e}; {i} file(s) were replaced before it; safety snapshot {} holds the component as it was",
-                u.snapshot.short()
-            )),
+            Some(u) if i > 0 => Error::PartlyRestored {
+                error: Box::new(e),
+                replaced: i,
+                safety: u.snapshot,
+            },
             _ => e,
         })?;
         done.warnings.extend(w);
@@ -1081,25 +1087,24 @@ fn restore_dump(
         name,
     } = &profile.component(&comp.name)?.kind
     else {
-        return Err(Error::invalid(format!(
-            "component {} is no longer a dump command in {}: restore the dump by hand with `cairn dump {} /NAME`",
-            comp.name,
-            profile.file.display(),
-            id.short()
-        )));
+        return Err(Error::NotADumpCommand {
+            component: comp.name.clone(),
+            profile: profile.file.clone(),
+            snapshot: id,
+        });
     };
     let raw = comp.paths.first().cloned().unwrap_or_default();
     let shown = String::from_utf8_lossy(&raw).into_owned();
     let Some(load) = load else {
-        return Err(Error::invalid(format!(
-            "component {} has no `restore` command in {}: add one (e.g. restore = [\"psql\", \"shop\"]), or load the dump by hand from `cairn dump {} {shown}`",
-            comp.name,
-            profile.file.display(),
-            id.short()
-        )));
+        return Err(Error::NoRestoreCommand {
+            component: comp.name.clone(),
+            profile: profile.file.clone(),
+            snapshot: id,
+            dump: shown,
+        });
     };
     let node = crate::repo::walk::find_node(repo, &snap.tree, &raw)?
-        .ok_or_else(|| Error::invalid(format!("snapshot {} holds no dump {shown}", id.short())))?;
+        .ok_or_else(|| Error::NotFound(format!("snapshot {} holds no dump {shown}", id.short())))?;
     let mut done = ComponentRestore {
         files: vec![FileChange {
             path: PathBuf::from(&shown),
@@ -1139,12 +1144,11 @@ fn restore_dump(
         .split_first()
         .ok_or_else(|| Error::invalid("the restore command is empty"))?;
     let shown_cmd = load.join(" ");
-    let failed = |why: String| {
-        Error::invalid(format!(
-            "restoring component {} with `{shown_cmd}` failed: {why}; safety snapshot {} holds the database as it was before",
-            comp.name,
-            saved.id.short()
-        ))
+    let failed = |why: String| Error::RestoreCommand {
+        component: comp.name.clone(),
+        command: shown_cmd.clone(),
+        problem: why,
+        safety: saved.id,
     };
     let mut child = crate::secrets::command(program)
         .args(args)
@@ -1157,7 +1161,8 @@ fn restore_dump(
         .map_err(|e| failed(format!("it could not be started: {e}")))?;
     let written = match child.stdin.take() {
         Some(mut stdin) => crate::ops::inspect::dump(repo, &raw, &node, &mut stdin).map(|_| ()),
-        None => Err(Error::invalid("no pipe to the restore command")),
+        // Its standard input was asked to be a pipe.
+        None => Err(Error::internal("no pipe to the restore command")),
     };
     let status = child
         .wait()
@@ -1175,8 +1180,9 @@ fn restore_dump(
 /// `.env` or the database along).
 ///
 /// # Errors
-/// [`Error::Invalid`] when `snap` is not an application snapshot or has
-/// no such component, listing those it has.
+/// [`Error::NotAppSnapshot`] when `snap` is not an application snapshot;
+/// [`Error::NoComponent`] when it has no such component, listing those
+/// it has.
 pub fn component_paths(
     repo: &Repository,
     id: SnapshotId,
@@ -1184,11 +1190,9 @@ pub fn component_paths(
     name: &str,
     profile: Option<&Profile>,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let app = snap.app.as_ref().ok_or_else(|| {
-        Error::invalid(format!(
-            "snapshot {} is not an application snapshot (taken with `cairn snap`)",
-            id.short()
-        ))
+    let app = snap.app.as_ref().ok_or(Error::NotAppSnapshot {
+        snapshot: id,
+        in_place: false,
     })?;
     let c = app
         .components
@@ -1230,12 +1234,7 @@ fn no_component(
     app: &AppInfo,
     name: &str,
 ) -> Error {
-    let have: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-    let mut msg = format!(
-        "snapshot {} has no component '{name}'; it has: {}",
-        id.short(),
-        have.join(", ")
-    );
+    let has: Vec<String> = app.components.iter().map(|c| c.name.clone()).collect();
     // Taken by the same snap: the same application, within a minute or
     // so (a dump runs right after the files).
     let t = snap.timestamp().as_second();
@@ -1250,14 +1249,12 @@ fn no_component(
             })
             .min_by_key(|(_, s)| (s.timestamp().as_second() - t).abs())
     });
-    if let Some((sid, _)) = sibling {
-        msg.push_str(&format!(
-            "; snapshot {} of the same application, taken with it, has it: restore {} --component {name}",
-            sid.short(),
-            sid.short()
-        ));
+    Error::NoComponent {
+        snapshot: id,
+        component: name.to_owned(),
+        has,
+        sibling: sibling.map(|(sid, _)| sid),
     }
-    Error::invalid(msg)
 }
 
 /// Whether the file at `path` already holds `node`'s content (a
@@ -1345,8 +1342,10 @@ fn replace_file(
     let mut opts = RestoreOptions::new(tmp.path());
     opts.includes.push(path.to_path_buf());
     let done = restore(repo, snap, &opts, &crate::ops::backup::NoProgress)?;
+    // Restore leaves out, and lists, what it cannot read back (exit code 3
+    // for `cairn restore`): so here.
     if let Some(e) = done.errors.first() {
-        return Err(Error::invalid(format!(
+        return Err(Error::Damaged(format!(
             "{} could not be restored, nothing was replaced: {e}",
             path.display()
         )));
@@ -1371,10 +1370,11 @@ fn replace_file(
     Ok(done.warnings)
 }
 
-/// Checks the restored image `restored` of `path` opens as a database.
+/// Checks the restored image `restored` of `path` opens as a database:
+/// what was stored as one and is not sound is damaged data (exit code 3).
 fn check_database(restored: &Path, path: &Path) -> Result<()> {
     let fail = |why: String| {
-        Error::invalid(format!(
+        Error::Damaged(format!(
             "the restored copy of {} is not a sound database ({why}); nothing was replaced",
             path.display()
         ))

@@ -256,17 +256,18 @@ impl std::fmt::Debug for Follower {
     }
 }
 
-fn sql_error(db: &Path, what: &str, e: &rusqlite::Error) -> Error {
-    Error::invalid(format!("{}: {what}: {e}", db.display()))
+/// SQLite's error about the followed database `db`, while `what`.
+fn sql_error(db: &Path, what: &str, e: rusqlite::Error) -> Error {
+    Error::sqlite(format!("{}: {what}", db.display()), db, e)
 }
 
 /// A file of the followed database that cannot be read. (Not
 /// [`Error::source_read`], whose advice is a backup's: `--exclude`.)
 fn read_error(path: &Path, e: std::io::Error) -> Error {
-    Error::invalid(format!(
-        "cannot read {}: {e}; the watcher reads the database, its -wal and its -shm: run it as a user that may read and write them (the application's)",
-        path.display()
-    ))
+    Error::WatchRead {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// `db` with `suffix` appended: its `-wal` or `-shm` file.
@@ -317,19 +318,19 @@ fn identity(db: &Path) -> Result<(u64, u64)> {
 
 fn connect(db: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db, flags).map_err(|e| sql_error(db, "opening", &e))?;
+    let conn = Connection::open_with_flags(db, flags).map_err(|e| sql_error(db, "opening", e))?;
     // Retries often and briefly: the write lock is wanted in the gap
     // between two of the application's commits.
     conn.busy_handler(Some(|attempt: i32| {
         std::thread::sleep(LOCK_RETRY);
         u128::try_from(attempt).unwrap_or(0) * LOCK_RETRY.as_micros() < LOCK_WAIT.as_micros()
     }))
-    .map_err(|e| sql_error(db, "opening", &e))?;
+    .map_err(|e| sql_error(db, "opening", e))?;
     // The watcher's connections never write, but a connection that
     // checkpoints on its own would restart the log behind the pin's back.
     // Its only commits change nothing: no need to wait for the disk.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL")
-        .map_err(|e| sql_error(db, "opening", &e))?;
+        .map_err(|e| sql_error(db, "opening", e))?;
     Ok(conn)
 }
 
@@ -460,7 +461,7 @@ impl Follower {
         let pin = connect(db)?;
         let mode: String = pin
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| sql_error(db, "reading the journal mode", &e))?;
+            .map_err(|e| sql_error(db, "reading the journal mode", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::invalid(format!(
                 "{} is in journal mode {mode}, not WAL: cairn watch follows WAL databases (the application sets PRAGMA journal_mode=WAL once; snapshots with cairn backup work in any mode)",
@@ -472,7 +473,7 @@ impl Follower {
         // log between attempts.
         writer
             .busy_handler(None)
-            .map_err(|e| sql_error(db, "opening", &e))?;
+            .map_err(|e| sql_error(db, "opening", e))?;
         // Its only commit changes nothing and comes right after the log was
         // wholly copied into the database file and synced (by a checkpoint
         // or at the last restart): lost in a power failure, the database
@@ -482,7 +483,7 @@ impl Follower {
         // them under the write lock.
         writer
             .execute_batch("PRAGMA synchronous = OFF")
-            .map_err(|e| sql_error(db, "opening", &e))?;
+            .map_err(|e| sql_error(db, "opening", e))?;
         let mut follower = Self {
             db: db.to_owned(),
             wal: wal_path(db),
@@ -506,7 +507,7 @@ impl Follower {
         let page_size: u32 = follower
             .pin
             .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| sql_error(db, "reading the page size", &e))?;
+            .map_err(|e| sql_error(db, "reading the page size", e))?;
         follower.page_size = page_size;
         // Under the write lock nobody commits: the log read to its end and
         // the pin's snapshot are the same point, the base's. The log is read
@@ -519,7 +520,7 @@ impl Follower {
         follower.catch_up()?;
         follower.read_in_passes(Self::catch_up)?;
         if !follower.lock_writes(None)? {
-            return Err(Error::invalid(format!(
+            return Err(Error::Busy(format!(
                 "{}: the application held the write lock for {} ms; try again",
                 db.display(),
                 LOCK_WAIT.as_millis()
@@ -533,14 +534,14 @@ impl Follower {
         follower.release_writes();
         pinned?;
         if !follower.pinned {
-            return Err(Error::invalid(format!(
+            return Err(Error::Busy(format!(
                 "{}: the application kept the write lock; try again",
                 db.display()
             )));
         }
         let at = follower.cursor;
         let image = crate::apps::sqlite::image_of(&follower.pin, true, Some(page_size))
-            .map_err(|e| Error::invalid(format!("{}: copying the base: {e}", db.display())))?;
+            .map_err(|e| Error::Capture(format!("{}: copying the base: {e}", db.display())))?;
         Ok((
             follower,
             Base {
@@ -577,7 +578,7 @@ impl Follower {
                 {
                     return Ok(false);
                 }
-                Err(e) => return Err(sql_error(&self.db, "taking the write lock", &e)),
+                Err(e) => return Err(sql_error(&self.db, "taking the write lock", e)),
             }
             if let Some(events) = events.as_deref_mut() {
                 self.read_budgeted(events)?;
@@ -697,10 +698,10 @@ impl Follower {
         let version: i64 = self
             .writer
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sql_error(&self.db, "reading user_version", &e))?;
+            .map_err(|e| sql_error(&self.db, "reading user_version", e))?;
         self.writer
             .execute_batch(&format!("PRAGMA user_version = {version}; COMMIT"))
-            .map_err(|e| sql_error(&self.db, "writing a frame for the pin", &e))?;
+            .map_err(|e| sql_error(&self.db, "writing a frame for the pin", e))?;
         // The log restarts with this commit, and the old log ended where
         // the cursor is: nothing can have been appended to it since.
         self.own_restart = self.cursor;
@@ -734,7 +735,7 @@ impl Follower {
             })
             .map_err(|e| {
                 let _ = self.spare.execute_batch("ROLLBACK");
-                sql_error(&self.db, "opening the pin (a read transaction)", &e)
+                sql_error(&self.db, "opening the pin (a read transaction)", e)
             })?;
         self.drop_pin();
         std::mem::swap(&mut self.pin, &mut self.spare);
@@ -1227,7 +1228,7 @@ impl Follower {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(1)?, r.get(2)?))
             })
-            .map_err(|e| sql_error(&self.db, "checkpointing", &e))?;
+            .map_err(|e| sql_error(&self.db, "checkpointing", e))?;
         // -1 when the connection is not in WAL mode: nothing copied.
         Ok((
             u64::try_from(log).unwrap_or(0),

@@ -102,13 +102,13 @@ fn timeline_for(
             return Ok(found.swap_remove(i));
         }
         let hosts: Vec<&str> = found.iter().map(|t| t.host.as_str()).collect();
-        return Err(Error::invalid(format!(
+        return Err(Error::Ambiguous(format!(
             "{shown} was watched on several hosts ({}): choose one with --host",
             hosts.join(", ")
         )));
     }
     found.pop().ok_or_else(|| {
-        Error::invalid(format!(
+        Error::NotFound(format!(
             "nothing was stored by cairn watch for {shown}{}: check the path with `cairn db timeline`",
             host.map(|h| format!(" on host {h}")).unwrap_or_default()
         ))
@@ -148,10 +148,16 @@ fn timeline_near(
 /// into the file `target` (see the module doc).
 ///
 /// # Errors
-/// [`Error::Invalid`] when nothing was stored for the database, the point
-/// lies before the first base or past the transactions stored, or the
-/// target exists without `overwrite` or has a `-wal` file beside it;
-/// damaged or missing data; [`Error::TargetWrite`].
+/// [`Error::NotFound`] when nothing was stored for the database (on
+/// `host`) or the transaction asked for is not stored;
+/// [`Error::Ambiguous`] when several hosts watched it and none is named;
+/// [`Error::Invalid`] when the time lies before the first base, or the
+/// target exists without `overwrite` or is not a regular file;
+/// [`Error::Busy`] when the target has a `-wal` file beside it (a database
+/// in use); [`Error::InUse`] when another process has it open;
+/// [`Error::Damaged`] when no chain can be restored (a segment or base is
+/// missing) or the rebuilt database fails SQLite's check; damaged or
+/// missing data; [`Error::TargetWrite`].
 pub fn restore_at(
     repo: &Repository,
     db: &[u8],
@@ -277,7 +283,7 @@ fn check_target(target: &Path, overwrite: bool) -> Result<()> {
     let mut wal = target.as_os_str().to_owned();
     wal.push("-wal");
     if Path::new(&wal).exists() {
-        return Err(Error::invalid(format!(
+        return Err(Error::Busy(format!(
             "{} has a -wal file beside it: a database in use. Stop the application and remove or checkpoint its log first, or restore to another file and move it into place",
             target.display()
         )));
@@ -305,8 +311,10 @@ fn choose(timeline: &Timeline, point: PitrPoint) -> Result<(&Chain, Option<Gap>)
         .collect();
     let (first, last) = match (usable.first(), usable.last()) {
         (Some(f), Some(l)) => (*f, *l),
+        // Every chain lacks a segment or its base snapshot: stored data
+        // is missing.
         _ => {
-            return Err(Error::invalid(format!(
+            return Err(Error::Damaged(format!(
                 "no chain of {shown} can be restored: {}",
                 timeline
                     .chains
@@ -329,7 +337,7 @@ fn choose(timeline: &Timeline, point: PitrPoint) -> Result<(&Chain, Option<Gap>)
                     .iter()
                     .map(|c| format!("{}–{}", c.base_txn, c.last_txn()))
                     .collect();
-                Error::invalid(format!(
+                Error::NotFound(format!(
                     "transaction {n} of {shown} is not stored; stored: {}",
                     ranges.join(", ")
                 ))
@@ -561,14 +569,16 @@ fn quick_check(path: &Path) -> Result<()> {
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| Error::invalid(format!("the rebuilt database cannot be opened: {e}")))?;
+    .map_err(|e| Error::sqlite("the rebuilt database cannot be opened", path, e))?;
+    let checking = |e| Error::sqlite("checking the rebuilt database", path, e);
     let result: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| Error::invalid(format!("checking the rebuilt database: {e}")))?;
-    conn.close()
-        .map_err(|(_, e)| Error::invalid(format!("checking the rebuilt database: {e}")))?;
+        .map_err(checking)?;
+    conn.close().map_err(|(_, e)| checking(e))?;
+    // Rebuilt from the stored base and pages: what is wrong with it is
+    // wrong with them (exit code 3).
     if result != "ok" {
-        return Err(Error::invalid(format!(
+        return Err(Error::Damaged(format!(
             "the rebuilt database fails SQLite's quick_check ({result}); nothing was written to the target. Run `cairn verify` on the repository"
         )));
     }
@@ -688,5 +698,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A rebuilt file whose pages SQLite finds inconsistent is damage
+    /// (exit code 3), not a bad request; a sound one passes.
+    #[test]
+    fn pitr_a_rebuilt_database_that_fails_quick_check_is_damaged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rebuilt.db");
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "PRAGMA page_size = 1024; CREATE TABLE t (x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) INSERT INTO t SELECT randomblob(100) FROM n;",
+        )
+        .expect("fill");
+        drop(conn);
+        quick_check(&path).expect("a sound database passes");
+        // Page 3, a leaf of t's tree: its cells point past its end.
+        let mut bytes = std::fs::read(&path).expect("read");
+        if let Some(page) = bytes.get_mut(2048 + 8..2048 + 200) {
+            page.fill(0xff);
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let e = quick_check(&path).expect_err("fails its check");
+        assert!(e.is_damage(), "{e:?}");
+        assert!(e.to_string().contains("fails SQLite's quick_check"), "{e}");
     }
 }

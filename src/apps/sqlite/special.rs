@@ -119,10 +119,10 @@ impl SpecialFiles for SqliteFiles {
             // without SQLite's header: the profile names the wrong file;
             // storing it as a database backup would hide that.
             Err(why) if page_size.is_none() && len > 0 => {
-                Err(CaptureFailure::Fatal(Error::invalid(format!(
-                    "{} is named as a SQLite database but is not one (its header is not SQLite's: {why}); fix the path in the profile or --sqlite-db",
-                    path.display()
-                ))))
+                Err(CaptureFailure::Fatal(Error::NotADatabase {
+                    path: path.to_path_buf(),
+                    why,
+                }))
             }
             Err(why) => Err(CaptureFailure::Raw(format!(
                 "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
@@ -200,14 +200,15 @@ pub fn companions(path: &Path) -> Vec<PathBuf> {
 /// has none.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the database cannot be opened or the
-/// checkpoint stays incomplete (a reader or writer holds the log).
+/// [`Error::Busy`] when the database cannot be opened or the checkpoint
+/// stays incomplete: a reader or writer holds the log (whatever SQLite
+/// said, the remedy is to stop the application, as the message says).
 pub fn checkpoint_fully(path: &Path) -> Result<()> {
     if companions(path).iter().all(|c| !c.exists()) {
         return Ok(());
     }
     let fail = |why: String| {
-        Error::invalid(format!(
+        Error::Busy(format!(
             "{} could not be checkpointed ({why}): its -wal would be lost with the old file; stop the application and restore again",
             path.display()
         ))
@@ -235,5 +236,43 @@ pub fn settle_database(path: &Path) {
     if let Ok(conn) = rusqlite::Connection::open(path) {
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that holds the log back keeps the checkpoint from
+    /// finishing: another process holds what the restore needs (Busy,
+    /// HTTP 409), not a bad request.
+    #[test]
+    fn sqlite_a_checkpoint_a_reader_holds_back_is_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.db");
+        let writer = rusqlite::Connection::open(&path).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+            )
+            .expect("fill");
+        let reader = rusqlite::Connection::open(&path).expect("open");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("read");
+        writer
+            .execute_batch("INSERT INTO t VALUES (2)")
+            .expect("a commit after the reader's snapshot");
+        let e = checkpoint_fully(&path).expect_err("held back");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Busy, "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("stop the application and restore again"),
+            "{e}"
+        );
+        reader.execute_batch("COMMIT").expect("commit");
+        checkpoint_fully(&path).expect("nothing holds it back now");
     }
 }

@@ -351,7 +351,7 @@ fn size(bytes: u64) -> String {
 }
 
 fn thread_error(e: std::io::Error) -> Error {
-    Error::invalid(format!(
+    Error::internal(format!(
         "cannot start a thread: {e}; the system may be out of memory or of threads"
     ))
 }
@@ -366,7 +366,9 @@ fn collect(polled: Result<Vec<Event>>, into: &mut Vec<Commit>) -> Result<()> {
             Event::Lost(why) => lost = Some(why),
         }
     }
-    lost.map_or(Ok(()), |why| Err(Error::invalid(why)))
+    // The application restarted or replaced the log where the follower
+    // could not see it: another process changed what it follows.
+    lost.map_or(Ok(()), |why| Err(Error::Busy(why)))
 }
 
 /// The watcher of one database.
@@ -811,7 +813,7 @@ impl<'a> Watcher<'a> {
             }
             storing
                 .join()
-                .unwrap_or_else(|_| Err(Error::invalid("storing the base panicked")))
+                .unwrap_or_else(|_| Err(Error::internal("storing the base panicked")))
         })?;
         if let Some(e) = lost {
             self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
@@ -823,7 +825,7 @@ impl<'a> Watcher<'a> {
             .iter()
             .any(|d| d.path == self.db.as_os_str().as_bytes())
         {
-            return Err(Error::invalid(format!(
+            return Err(Error::Capture(format!(
                 "the base of {} was not stored as a database image: {}",
                 self.db.display(),
                 done.warnings.join("; ")
@@ -973,7 +975,7 @@ impl<'a> Watcher<'a> {
         let mut time = chain.from;
         for c in &filling.commits {
             if c.page_size != chain.page_size {
-                return Err(Error::invalid(format!(
+                return Err(Error::Busy(format!(
                     "{} changed its page size from {} to {}",
                     self.db.display(),
                     chain.page_size,
@@ -1003,7 +1005,7 @@ impl<'a> Watcher<'a> {
             for range in repo.config().chunker.cut_points(data, repo.chunker_seed()) {
                 let chunk = data
                     .get(range)
-                    .ok_or_else(|| Error::invalid("the chunker cut outside the pages"))?;
+                    .ok_or_else(|| Error::internal("the chunker cut outside the pages"))?;
                 ids.push(writer.save(BlobKind::Data, chunk)?.0);
             }
             writer.finish()?;

@@ -1298,7 +1298,8 @@ fn backup_paths(
     let saved = crate::repo::in_pool(|| match whole {
         Some(dev) => walker
             .save_dir(Path::new("/"), prev, dev)
-            .and_then(|t| t.ok_or_else(|| Error::invalid("/ vanished during the backup"))),
+            // A directory that vanishes is left out; `/` cannot.
+            .and_then(|t| t.ok_or_else(|| Error::internal("/ vanished during the backup"))),
         None => walker.save_virtual(&virt, &prev),
     });
     let meta = SnapshotMeta {
