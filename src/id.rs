@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// The ids are the vocabulary every layer speaks, errors included, so this
 /// module depends on nothing else of the crate; the crate's
-/// [`Error`](crate::Error) converts from this one.
+/// [`Error`](crate::error::Error) converts from this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseIdError {
     /// The text given.

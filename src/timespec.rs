@@ -14,7 +14,7 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Reads `text` as a time, local times in `tz`, relative ones from `now`.
 ///

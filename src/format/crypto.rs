@@ -70,7 +70,7 @@ impl MasterKey {
     ///
     /// # Errors
     /// Fails when the operating system has no randomness to give.
-    pub fn generate() -> crate::Result<Self> {
+    pub fn generate() -> crate::error::Result<Self> {
         let mut encryption = [0u8; 32];
         let mut id = [0u8; 32];
         let mut seed = [0u8; 8];
@@ -89,9 +89,9 @@ impl MasterKey {
 ///
 /// # Errors
 /// Fails when the operating system has no randomness to give.
-pub fn random(buf: &mut [u8]) -> crate::Result<()> {
+pub fn random(buf: &mut [u8]) -> crate::error::Result<()> {
     getrandom::fill(buf)
-        .map_err(|e| crate::Error::internal(format!("the system random source failed: {e}")))
+        .map_err(|e| crate::error::Error::internal(format!("the system random source failed: {e}")))
 }
 
 /// Seals and opens objects with one repository's master key.
@@ -183,7 +183,7 @@ impl Crypto {
     ///
     /// # Errors
     /// Fails only when no random nonce can be had.
-    pub fn seal(&self, domain: Domain, plaintext: &[u8]) -> crate::Result<Vec<u8>> {
+    pub fn seal(&self, domain: Domain, plaintext: &[u8]) -> crate::error::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
         self.seal_into(domain, plaintext, &mut out)?;
         Ok(out)
@@ -199,7 +199,7 @@ impl Crypto {
         domain: Domain,
         plaintext: &[u8],
         out: &mut Vec<u8>,
-    ) -> crate::Result<()> {
+    ) -> crate::error::Result<()> {
         out.clear();
         let mut nonce = [0u8; NONCE_LEN];
         if self.cipher.is_some() {
@@ -212,7 +212,7 @@ impl Crypto {
                 let body = out.get_mut(NONCE_LEN..).unwrap_or_default();
                 let tag = cipher
                     .encrypt_in_place_detached(XNonce::from_slice(&nonce), &[domain as u8], body)
-                    .map_err(|_| crate::Error::internal("message too long to encrypt"))?;
+                    .map_err(|_| crate::error::Error::internal("message too long to encrypt"))?;
                 tag.into()
             }
             None => self.plain_tag(domain, plaintext),
@@ -306,7 +306,7 @@ impl KdfParams {
     ///
     /// # Errors
     /// Fails when no random salt can be had.
-    pub fn generate(memory_mib: u32) -> crate::Result<Self> {
+    pub fn generate(memory_mib: u32) -> crate::error::Result<Self> {
         let mut salt = [0u8; 16];
         random(&mut salt)?;
         Ok(Self {
@@ -321,12 +321,12 @@ impl KdfParams {
     ///
     /// # Errors
     /// Fails when the stored parameters are out of argon2's range.
-    pub fn derive(&self, password: &[u8]) -> crate::Result<[u8; 32]> {
+    pub fn derive(&self, password: &[u8]) -> crate::error::Result<[u8; 32]> {
         // Refuse absurd parameters from a damaged or hostile key file before
         // argon2 tries to allocate them: key files are read before anything is
         // authenticated (1 GiB and 10 passes are far above what cairn writes).
         if self.memory_kib > 1024 * 1024 || self.iterations > 10 || self.parallelism > 16 {
-            return Err(crate::Error::corrupt(
+            return Err(crate::error::Error::corrupt(
                 "key file",
                 "argon2 parameters out of range",
             ));
@@ -334,14 +334,14 @@ impl KdfParams {
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
                 .map_err(|e| {
-                    crate::Error::corrupt("key file", format!("argon2 parameters: {e}"))
+                    crate::error::Error::corrupt("key file", format!("argon2 parameters: {e}"))
                 })?;
         let argon =
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, &self.salt, &mut out)
-            .map_err(|e| crate::Error::corrupt("key file", format!("argon2: {e}")))?;
+            .map_err(|e| crate::error::Error::corrupt("key file", format!("argon2: {e}")))?;
         Ok(out)
     }
 }
@@ -350,7 +350,7 @@ impl KdfParams {
 ///
 /// # Errors
 /// Fails only when no random nonce can be had.
-pub fn wrap_master(kek: &[u8; 32], master: &MasterKey) -> crate::Result<Vec<u8>> {
+pub fn wrap_master(kek: &[u8; 32], master: &MasterKey) -> crate::error::Result<Vec<u8>> {
     let sealer = Crypto {
         cipher: Some(XChaCha20Poly1305::new(kek.into())),
         id_key: [0; 32],

@@ -42,7 +42,7 @@ pub struct IndexFile {
 ///
 /// # Errors
 /// Fails only when sealing fails.
-pub fn encode_file(crypto: &Crypto, file: &IndexFile) -> crate::Result<(IndexId, Vec<u8>)> {
+pub fn encode_file(crypto: &Crypto, file: &IndexFile) -> crate::error::Result<(IndexId, Vec<u8>)> {
     let mut out = INDEX_MAGIC.to_vec();
     out.extend_from_slice(&crypto.seal(Domain::Index, &codec::encode(file))?);
     Ok((IndexId::hash_of(&out), out))
@@ -250,8 +250,8 @@ impl Default for Index {
 }
 
 /// Error when an index would address more than [`MAX_PACKS`] packs.
-fn too_many_packs() -> crate::Error {
-    crate::Error::internal(format!(
+fn too_many_packs() -> crate::error::Error {
+    crate::error::Error::internal(format!(
         "the index lists more than {MAX_PACKS} packs, more than cairn can address"
     ))
 }
@@ -259,7 +259,7 @@ fn too_many_packs() -> crate::Error {
 impl Index {
     /// Numbers a pack not seen before; `None` for a known pack, whose
     /// first description is the one that counts.
-    fn new_pack_position(&mut self, id: PackId) -> crate::Result<Option<u32>> {
+    fn new_pack_position(&mut self, id: PackId) -> crate::error::Result<Option<u32>> {
         if self.position_of(&id).is_some() {
             return Ok(None);
         }
@@ -277,7 +277,7 @@ impl Index {
     ///
     /// # Errors
     /// When the index would address more than `MAX_PACKS` packs.
-    pub fn add_pack(&mut self, pack: &IndexPack) -> crate::Result<()> {
+    pub fn add_pack(&mut self, pack: &IndexPack) -> crate::error::Result<()> {
         let Some(pos) = self.new_pack_position(pack.id)? else {
             return Ok(());
         };
@@ -350,9 +350,9 @@ impl Index {
     ///
     /// # Errors
     /// The first error `files` yields, or too many packs.
-    pub fn build<I>(files: I) -> crate::Result<Self>
+    pub fn build<I>(files: I) -> crate::error::Result<Self>
     where
-        I: IntoIterator<Item = crate::Result<IndexFile>>,
+        I: IntoIterator<Item = crate::error::Result<IndexFile>>,
     {
         let mut index = Self::default();
         let mut wide: Vec<u8> = Vec::new();
@@ -647,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn blobs_added_later_are_found_and_do_not_replace_loaded_ones() -> crate::Result<()> {
+    fn blobs_added_later_are_found_and_do_not_replace_loaded_ones() -> crate::error::Result<()> {
         let first = IndexPack {
             id: PackId([1; 32]),
             size: 1,
@@ -669,7 +669,7 @@ mod tests {
     }
 
     #[test]
-    fn many_added_blobs_are_folded_into_the_records() -> crate::Result<()> {
+    fn many_added_blobs_are_folded_into_the_records() -> crate::error::Result<()> {
         let id_of = |n: u32| {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_le_bytes());
@@ -718,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn a_loaded_blob_costs_46_bytes() -> crate::Result<()> {
+    fn a_loaded_blob_costs_46_bytes() -> crate::error::Result<()> {
         let entries = (0..10_000u32)
             .map(|n| {
                 let mut id = [0u8; 32];

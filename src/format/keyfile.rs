@@ -46,7 +46,7 @@ impl KeyFile {
         kdf_memory_mib: u32,
         hostname: String,
         username: String,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let (kdf, wrapped) = match password {
             Some(pw) => {
                 let kdf = KdfParams::generate(kdf_memory_mib)?;
@@ -68,7 +68,7 @@ impl KeyFile {
     ///
     /// # Errors
     /// Fails when the KDF parameters are damaged.
-    pub fn open(&self, password: &[u8]) -> crate::Result<Option<MasterKey>> {
+    pub fn open(&self, password: &[u8]) -> crate::error::Result<Option<MasterKey>> {
         match &self.kdf {
             Some(kdf) => {
                 let kek = kdf.derive(password)?;

@@ -7,7 +7,7 @@
 //! index files (and the merged in-memory index built from them), trees,
 //! snapshots and WAL segments. `store-format.md` documents each byte.
 //!
-//! May use: the crate's [`Error`](crate::Error) only. Because nothing here
+//! May use: the crate's [`Error`](crate::error::Error) only. Because nothing here
 //! touches a disk, every decoder can be fuzzed and property-tested alone
 //! (`fuzz/`, `tests/integration/roundtrip.rs`).
 

@@ -147,7 +147,7 @@ pub fn read_header(crypto: &Crypto, pack: &[u8]) -> Result<PackHeader, PackError
 ///
 /// # Errors
 /// Fails only when sealing fails (no randomness).
-pub fn header_and_trailer(crypto: &Crypto, entries: &[PackEntry]) -> crate::Result<Vec<u8>> {
+pub fn header_and_trailer(crypto: &Crypto, entries: &[PackEntry]) -> crate::error::Result<Vec<u8>> {
     let header = PackHeader {
         entries: entries.to_vec(),
     };

@@ -175,11 +175,11 @@ impl Snapshot {
 /// reach terminals that list snapshots).
 ///
 /// # Errors
-/// [`crate::Error::Invalid`] naming the first bad tag.
-pub fn check_tags(tags: &[String]) -> crate::Result<()> {
+/// [`crate::error::Error::Invalid`] naming the first bad tag.
+pub fn check_tags(tags: &[String]) -> crate::error::Result<()> {
     for t in tags {
         if t.is_empty() || t.contains(',') || t.chars().any(char::is_control) {
-            return Err(crate::Error::invalid(format!(
+            return Err(crate::error::Error::invalid(format!(
                 "tag '{}': a tag is not empty and has no comma or control character",
                 t.escape_default()
             )));
@@ -193,11 +193,11 @@ pub fn check_tags(tags: &[String]) -> crate::Result<()> {
 /// treat its snapshots apart.
 ///
 /// # Errors
-/// As `check_tags`; [`crate::Error::Invalid`] for the safety tag.
-pub fn check_user_tags(tags: &[String]) -> crate::Result<()> {
+/// As `check_tags`; [`crate::error::Error::Invalid`] for the safety tag.
+pub fn check_user_tags(tags: &[String]) -> crate::error::Result<()> {
     check_tags(tags)?;
     if tags.iter().any(|t| t == SAFETY_TAG) {
-        return Err(crate::Error::invalid(format!(
+        return Err(crate::error::Error::invalid(format!(
             "tag '{SAFETY_TAG}' is cairn's own, for the state a restore replaced: choose another"
         )));
     }
@@ -244,7 +244,10 @@ pub fn newest_at(
 ///
 /// # Errors
 /// Fails only when sealing fails.
-pub fn encode_file(crypto: &Crypto, snap: &Snapshot) -> crate::Result<(SnapshotId, Vec<u8>)> {
+pub fn encode_file(
+    crypto: &Crypto,
+    snap: &Snapshot,
+) -> crate::error::Result<(SnapshotId, Vec<u8>)> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
     out.extend_from_slice(&crypto.seal(Domain::Snapshot, &codec::encode(snap))?);
     Ok((SnapshotId::hash_of(&out), out))

@@ -27,6 +27,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
@@ -36,7 +37,6 @@ use crate::repo::chunklist;
 use crate::repo::lock::Lock;
 use crate::repo::{BlobWriter, Repository, shares_blob_ids};
 use crate::sync::lock;
-use crate::{Error, Result};
 
 /// One snapshot `copy` looked at.
 #[derive(Debug, Clone, Serialize)]

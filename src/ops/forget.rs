@@ -70,11 +70,11 @@ use std::str::FromStr;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
+use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::storage::FileKind;
-use crate::{Error, Result};
 
 /// A count meaning "no limit", as restic's `-1`.
 pub const UNLIMITED: i64 = -1;

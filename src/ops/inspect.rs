@@ -19,10 +19,10 @@ use std::rc::Rc;
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::Repository;
-use crate::{Error, Result};
 
 /// What kind of entry a node is, without the kind's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -41,12 +41,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use crate::format::snapshot::{AppInfo, ComponentInfo, SAFETY_TAG};
 use crate::id::SnapshotId;
 use crate::ops::backup::special::SpecialFiles;
 use crate::ops::backup::{BackupOptions, Progress};
 use crate::repo::Repository;
-use crate::{Error, Result};
 
 /// What a restore is about to replace.
 #[derive(Debug, Clone, Default)]

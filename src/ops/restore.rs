@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use filetime::FileTime;
 use rayon::prelude::*;
 
+use crate::error::{Error, Result};
 use crate::format::index::Location;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
@@ -34,7 +35,6 @@ use crate::ops::backup::special::SpecialFiles;
 use crate::repo::{Repository, check_claim};
 use crate::storage::FileKind;
 use crate::sync::lock;
-use crate::{Error, Result};
 
 /// Where and what to restore.
 #[derive(Debug, Clone, Default)]
@@ -1192,7 +1192,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use crate::Result;
+    use crate::error::Result;
     use crate::ops::backup::BackupOptions;
     use crate::ops::backup::NoProgress;
     use crate::ops::restore::RestoreOptions;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::Result;
+use crate::error::Result;
 use crate::format::pack::BlobKind;
 use crate::repo::Repository;
 use crate::storage::FileKind;

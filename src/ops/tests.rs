@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::Result;
+use crate::error::Result;
 use crate::ops::backup::BackupOptions;
 use crate::ops::backup::NoProgress;
 use crate::repo::InitOptions;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::Result;
+use crate::error::Result;
 use crate::format::index::IndexPack;
 use crate::format::pack::PackEntry;
 use crate::format::tree::NodeKind;
@@ -66,8 +66,8 @@ pub struct VerifyReport {
 
 /// Whether `e`, from taking a lock, means the repository cannot be written
 /// (full, read-only, not permitted), which verify can work without.
-fn cannot_write(e: &crate::Error) -> bool {
-    matches!(e, crate::Error::Backend { op, .. } if matches!(*op, "write" | "fsync" | "rename" | "mkdir"))
+fn cannot_write(e: &crate::error::Error) -> bool {
+    matches!(e, crate::error::Error::Backend { op, .. } if matches!(*op, "write" | "fsync" | "rename" | "mkdir"))
 }
 
 fn pack_file(id: &PackId) -> String {
@@ -121,7 +121,7 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, indexed: &[PackEntry]) -
             .and_then(|(a, b)| bytes.get(a..b))
             .map(|b: &[u8]| b.to_vec())
             .ok_or_else(|| {
-                crate::Error::corrupt(
+                crate::error::Error::corrupt(
                     format!("pack {id} ({file})"),
                     format!("it ends before byte {}", offset.saturating_add(len)),
                 )
@@ -568,8 +568,8 @@ fn walk(
 mod tests {
     use std::sync::Arc;
 
-    use crate::Error;
-    use crate::Result;
+    use crate::error::Error;
+    use crate::error::Result;
     use crate::ops::backup::BackupOptions;
     use crate::ops::backup::NoProgress;
     use crate::repo::InitOptions;

@@ -13,10 +13,10 @@
 //! their ids when read like every blob, and strictly decoded
 //! (store-format.md §11.1).
 
+use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::id::BlobId;
 use crate::repo::{BlobWriter, Repository};
-use crate::{Error, Result};
 
 /// Files with at most this many chunks list them in their node.
 pub const INLINE_MAX: usize = 256;

@@ -5,12 +5,12 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
+use crate::error::{Error, Result};
 use crate::format::index::{self, Index, IndexFile, IndexPack, Location};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::repo::Repository;
 use crate::storage::FileKind;
 use crate::sync::lock;
-use crate::{Error, Result};
 
 impl Repository {
     /// The names of the index files loaded, for tests.

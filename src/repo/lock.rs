@@ -25,13 +25,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
 use crate::id::LockId;
 use crate::repo::{Repository, host_and_user};
 use crate::storage::{Backend, FileKind, LocksAndIndex};
 use crate::sync::lock as guard;
-use crate::{Error, Result};
 
 /// First bytes of a lock file.
 const MAGIC: [u8; 8] = *b"CAIRNLCK";

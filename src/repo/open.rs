@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::format::chunker::ChunkerParams;
 use crate::format::config::{self, Config, ConfigError, Encryption, FORMAT_VERSION};
 use crate::format::crypto::{Crypto, MasterKey};
@@ -15,7 +16,6 @@ use crate::id::KeyId;
 use crate::repo::Repository;
 use crate::storage::cache::CachedBackend;
 use crate::storage::{Backend, CONFIG_NAME, FileKind};
-use crate::{Error, Result};
 
 /// Options for creating a repository.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! and trees, through the local cache for tree packs of a remote
 //! repository.
 
+use crate::error::{Error, Result};
 use crate::format::crypto::Domain;
 use crate::format::index::Location;
 use crate::format::pack::{self, BlobKind, Compression, PackEntry, TRAILER_LEN};
@@ -9,7 +10,6 @@ use crate::format::tree::Tree;
 use crate::id::{BlobId, PackId};
 use crate::repo::Repository;
 use crate::storage::FileKind;
-use crate::{Error, Result};
 
 /// Refuses an index entry claiming more bytes than any blob cairn writes
 /// (a record plus its seal), so a damaged or forged index cannot make a

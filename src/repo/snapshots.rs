@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 
+use crate::error::{Error, Result};
 use crate::format::snapshot::{self, Snapshot};
 use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::storage::FileKind;
 use crate::sync::lock;
-use crate::{Error, Result};
 
 /// What choosing the newest snapshot (`latest`, a snapshot at a time) does
 /// with snapshot files that cannot be read. Their time is unknown, so any of

@@ -3,11 +3,11 @@
 //! chunk list is read through [`Repository::read_tree`] and so checked
 //! against its id.
 
+use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
 use crate::repo::Repository;
 use crate::repo::chunklist;
-use crate::{Error, Result};
 
 /// Finds the node at `path` (components separated by `/`) below `root`;
 /// `None` for the root itself.

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::error::{Error, Result};
 use crate::format::crypto::{Crypto, Domain};
 use crate::format::index::{self, IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, Compression, PackEntry};
@@ -15,7 +16,6 @@ use crate::id::{BlobId, PackId};
 use crate::repo::Repository;
 use crate::storage::{Backend, FileKind, StagedFile};
 use crate::sync::lock;
-use crate::{Error, Result};
 
 thread_local! {
     /// Per-thread buffers for a blob's compressed and sealed forms, reused

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::storage::{Backend, FileKind, StagedFile};
 use crate::sync::lock;
-use crate::{Error, Result};
 
 /// A backend with a local cache in front of it.
 pub struct CachedBackend {

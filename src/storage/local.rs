@@ -11,7 +11,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, CONFIG_NAME, FileKind, StagedFile, Temporary, check_name};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A repository rooted at a local directory.
 #[derive(Debug, Clone)]

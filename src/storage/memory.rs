@@ -5,7 +5,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileKind, StagedFile, check_name};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// An in-memory repository.
 #[derive(Debug, Default)]

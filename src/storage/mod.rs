@@ -20,7 +20,7 @@ pub use memory::MemoryBackend;
 pub use s3::{AddressStyle, S3Backend, S3Location};
 pub use throttle::Throttled;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The kinds of repository file, each in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

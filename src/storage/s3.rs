@@ -30,7 +30,7 @@ use opendal::{
 use opendal_http_transport_reqwest::ReqwestTransport;
 
 use super::{Backend, CONFIG_NAME, FileKind, StagedFile, check_name};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Parts of a multipart upload, at least.
 const PART_SIZE: usize = 64 << 20;

@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::{Backend, FileKind, StagedFile};
-use crate::Result;
+use crate::error::Result;
 
 /// One direction's limit.
 struct Limit {

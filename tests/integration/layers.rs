@@ -40,10 +40,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("server", 8),
 ];
 
-/// Names lib.rs re-exports that library code may still use through the
-/// crate root: the error type every function returns.
-const ROOT_NAMES: &[&str] = &["Error", "Result"];
-
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -200,7 +196,6 @@ fn modules_import_only_from_their_own_layer_or_below() {
                             ));
                         }
                     }
-                    None if ROOT_NAMES.contains(&name.as_str()) => {}
                     None => problems.push(format!(
                         "src/{}:{line}: `crate::{name}` goes through lib.rs's re-exports: name it by its module",
                         rel.display()

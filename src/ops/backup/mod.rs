@@ -43,6 +43,7 @@ use std::time::Instant;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 
+use crate::error::{Error, Result};
 use crate::format::chunker::Batch;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{AppInfo, DatabaseInfo, Snapshot, Summary};
@@ -53,7 +54,6 @@ use crate::ops::backup::special::{Capture, CaptureFailure, Claim, SpecialFiles};
 use crate::ops::backup::stream::{CommandSource, ReaderSource, Source};
 use crate::repo::{BlobWriter, Repository, host_and_user};
 use crate::sync::lock;
-use crate::{Error, Result};
 
 thread_local! {
     /// Whole-file read buffer for small files, one per worker thread.

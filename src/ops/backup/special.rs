@@ -25,7 +25,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::error::Error;
 use crate::format::snapshot::DatabaseInfo;
 
 /// What a hook learnt about a file it claimed, handed back to
@@ -158,7 +158,7 @@ pub trait SpecialFiles: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// When that cannot be done; the file must then not be replaced.
-    fn settle(&self, _path: &Path) -> crate::Result<()> {
+    fn settle(&self, _path: &Path) -> crate::error::Result<()> {
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::process::{Child, ChildStderr, ChildStdout, Stdio};
 use std::thread::JoinHandle;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Lines of a failed command's standard error repeated in the error.
 const TAIL_LINES: usize = 10;

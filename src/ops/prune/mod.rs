@@ -25,13 +25,13 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::error::{Error, Result};
 use crate::format::index::{self, IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackEntry};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId};
 use crate::repo::Repository;
 use crate::storage::FileKind;
-use crate::{Error, Result};
 
 /// How to prune.
 #[derive(Debug, Clone)]
