@@ -14,7 +14,7 @@ use super::exit;
 use super::global::Global;
 use super::output::{BarProgress, Out, report_audit_errors};
 use super::password;
-use super::render::{backup_json, print_backup, undo_command};
+use super::render::{print_backup, undo_command};
 use super::repo_open::open_or_create_default;
 
 /// Finds the profile (`--profile`, `CAIRN_PROFILE`, else the nearest
@@ -116,7 +116,7 @@ pub fn snap(g: &Global, out: &Out, a: &SnapArgs) -> Result<u8> {
     let done = take(out, &repo, profile, &opts)?;
     if out.json {
         // One snapshot is the usual case; dump components add more.
-        let all: Vec<_> = done.iter().map(backup_json).collect();
+        let all: Vec<_> = done.iter().map(cairn::BackupOutcome::report).collect();
         match all.as_slice() {
             [one] => out.print_json(one)?,
             _ => out.print_json(&all)?,

@@ -11,7 +11,7 @@ use cairn::{BlobId, FileKind, KeyId, PackId};
 use super::exit;
 use super::global::Global;
 use super::output::Out;
-use super::render::{node_view, snapshot_view};
+use super::render::node_view;
 use super::repo_open::open;
 
 #[derive(Debug, Args)]
@@ -67,7 +67,7 @@ pub fn cat(g: &Global, out: &Out, a: &CatArgs) -> Result<u8> {
         }
         CatKind::Snapshot => {
             let (sid, s) = repo.find_snapshot(id()?)?;
-            out.print_json(&snapshot_view(sid, &s))?;
+            out.print_json(&cairn::SnapshotView::new(sid, &s))?;
         }
         CatKind::Tree => {
             let tid: BlobId = id()?.parse()?;

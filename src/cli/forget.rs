@@ -12,7 +12,7 @@ use cairn::{ForgetOptions, ForgetOutcome, GroupBy, KeepPolicy, SnapshotFilter};
 use super::exit;
 use super::global::Global;
 use super::output::{Out, report_audit_errors};
-use super::pruning::{PruneOpts, parse_percent, print_prune, prune_json, prune_with};
+use super::pruning::{PruneOpts, parse_percent, print_prune, prune_with};
 use super::repo_open::open;
 use super::select::SnapshotSelect;
 
@@ -275,7 +275,7 @@ fn forget_json(
         "damaged": damaged,
         "pitr_chains_removed": done.chains_removed.iter().map(|(base, end)| serde_json::json!({"base": base, "until": end.to_string()})).collect::<Vec<_>>(),
         "pitr_segments_removed": done.segments_removed,
-        "prune": pruned.map(|r| prune_json(r, dry_run)),
+        "prune": pruned.map(|r| r.summary(dry_run)),
     })
 }
 

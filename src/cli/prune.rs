@@ -7,7 +7,7 @@ use clap::Args;
 use super::exit;
 use super::global::Global;
 use super::output::{Out, report_audit_errors};
-use super::pruning::{PruneOpts, print_prune, prune_json, prune_with};
+use super::pruning::{PruneOpts, print_prune, prune_with};
 use super::repo_open::open;
 
 #[derive(Debug, Args)]
@@ -22,7 +22,7 @@ pub fn prune(g: &Global, out: &Out, a: &PruneArgs) -> Result<u8> {
     report_audit_errors(out, &repo);
     let r = r?;
     if out.json {
-        out.print_json(&prune_json(&r, a.opts.dry_run))?;
+        out.print_json(&r.summary(a.opts.dry_run))?;
     } else {
         print_prune(out, &r, a.opts.dry_run);
     }

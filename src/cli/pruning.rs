@@ -55,11 +55,6 @@ pub fn prune_with(repo: &Repository, a: &PruneOpts) -> Result<cairn::PruneReport
     Ok(cairn::prune(repo, &PruneOptions::from(a))?)
 }
 
-/// Prune's report as JSON.
-pub fn prune_json(r: &cairn::PruneReport, dry_run: bool) -> cairn::PruneSummary {
-    r.summary(dry_run)
-}
-
 /// Prints prune's report as text.
 pub fn print_prune(out: &Out, r: &cairn::PruneReport, dry_run: bool) {
     if !out.quiet {

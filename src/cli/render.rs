@@ -1,12 +1,13 @@
-//! Renderings several commands share: snapshots as JSON (`snapshots`,
-//! `cat snapshot`, a backup's record), tree nodes (`ls`, `cat tree`), the
+//! Renderings several commands share: tree nodes (`ls`, `cat tree`), the
 //! text lines of applications and databases, a finished backup (`backup`,
-//! `snap`), and the command that undoes a restore.
+//! `snap`), and the command that undoes a restore. Snapshots and reports
+//! as JSON are the library's own types (`cairn::SnapshotView`, the
+//! reports), which the HTTP API serializes too.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use cairn::{BlobId, Node, NodeKind, SnapshotId};
+use cairn::{BlobId, Node, NodeKind};
 
 use super::global::Global;
 use super::output::{Out, size};
@@ -45,10 +46,6 @@ pub fn database_line(d: &cairn::DatabaseInfo) -> String {
         .map(|t| format!("{} {}", t.name, t.rows))
         .collect();
     format!("database {}: {}", lossy(&d.path), tables.join(", "))
-}
-
-pub fn snapshot_view(id: SnapshotId, s: &cairn::Snapshot) -> cairn::SnapshotView {
-    cairn::SnapshotView::new(id, s)
 }
 
 #[derive(Serialize)]
@@ -122,10 +119,6 @@ pub fn node_view(path: &[u8], n: &Node, with_content: bool) -> NodeView {
 }
 
 /// The JSON record of a finished backup.
-pub fn backup_json(done: &cairn::BackupOutcome) -> cairn::BackupReport {
-    done.report()
-}
-
 /// Prints a finished backup's warnings and report.
 pub fn print_backup(out: &Out, done: &cairn::BackupOutcome) -> Result<()> {
     for w in &done.warnings {
@@ -133,7 +126,7 @@ pub fn print_backup(out: &Out, done: &cairn::BackupOutcome) -> Result<()> {
     }
     let s = &done.snapshot.summary;
     if out.json {
-        out.print_json(&backup_json(done))?;
+        out.print_json(&done.report())?;
     } else if !out.quiet {
         outln!("snapshot {} saved", done.id.short());
         outln!(

@@ -9,7 +9,7 @@ use cairn::SnapshotId;
 use super::exit;
 use super::global::Global;
 use super::output::{Out, local_time, size};
-use super::render::{app_line, snapshot_view};
+use super::render::app_line;
 use super::repo_open::open;
 use super::select::AtArgs;
 
@@ -42,7 +42,7 @@ pub fn snapshots(g: &Global, out: &Out, a: &SnapshotsArgs) -> Result<u8> {
     if out.json {
         let views: Vec<_> = all
             .iter()
-            .filter_map(|(id, s)| s.as_ref().ok().map(|s| snapshot_view(*id, s)))
+            .filter_map(|(id, s)| s.as_ref().ok().map(|s| cairn::SnapshotView::new(*id, s)))
             .collect();
         for (id, s) in &all {
             if let Err(e) = s {

@@ -61,11 +61,6 @@ pub(crate) fn check_ref(r: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A snapshot as the API and `cairn snapshots --json` show it.
-pub(crate) fn snapshot_json(id: SnapshotId, s: &Snapshot) -> Result<Value, ApiError> {
-    json_of(&crate::ops::report::SnapshotView::new(id, s))
-}
-
 /// The command that undoes a restore, for the API's caller (who may be on
 /// another machine: the repository is named by its location).
 fn undo_command(repo: &Repository, undo: Option<&crate::ops::protect::Undo>) -> Option<String> {
@@ -214,7 +209,7 @@ pub(crate) async fn show_snapshot(
     let v = st
         .read(move |repo| {
             let (id, s) = repo.find_snapshot(&id)?;
-            snapshot_json(id, &s)
+            json_of(&crate::ops::report::SnapshotView::new(id, &s))
         })
         .await?;
     ok(v)
