@@ -33,6 +33,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::Progress;
+use crate::repo::audit::{Audited, Event};
 use crate::repo::chunklist;
 use crate::repo::lock::Lock;
 use crate::repo::{BlobWriter, Repository, shares_blob_ids};
@@ -113,27 +114,29 @@ pub fn copy(
             dst.backend().location()
         )));
     }
-    let done = copy_locked(src, dst, snapshots, progress);
-    let target = format!("from {}", src.backend().location());
-    let detail = match &done {
-        Ok(r) => format!(
+    let what = format!("from {}", src.backend().location());
+    Event::new(dst, "copy", what).run(|_| copy_locked(src, dst, snapshots, progress))
+}
+
+impl Audited for CopyReport {
+    fn audit(&self) -> (bool, String) {
+        let detail = format!(
             "{} copied, {} already there, {} blobs ({} bytes) added{}",
-            r.copied(),
-            r.skipped(),
-            r.blobs_transferred,
-            r.bytes_transferred,
-            r.snapshots
+            self.copied(),
+            self.skipped(),
+            self.blobs_transferred,
+            self.bytes_transferred,
+            self.snapshots
                 .iter()
                 .filter(|s| s.copied)
                 .map(|s| format!("; {} -> {}", s.source.short(), s.target.short()))
                 .collect::<String>()
-        ),
-        Err(_) => String::new(),
-    };
-    crate::repo::audit::record(dst, "copy", &target, &done, &detail);
-    done
+        );
+        (true, detail)
+    }
 }
 
+/// Copies `snapshots` holding a shared lock on both repositories.
 fn copy_locked(
     src: &Repository,
     dst: &Repository,

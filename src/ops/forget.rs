@@ -74,6 +74,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::repo::Repository;
+use crate::repo::audit::{Audited, Event};
 use crate::storage::FileKind;
 
 /// A count meaning "no limit", as restic's `-1`.
@@ -889,59 +890,104 @@ fn forget_segments(
 /// snapshots deleted before it stay deleted: running `forget` again
 /// finishes the job.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetOutcome> {
-    let recorded = std::cell::Cell::new(false);
-    let done = forget_inner(repo, opts, &recorded);
-    let removed: Vec<String> = done
-        .as_ref()
-        .map(|d| d.removed.iter().map(ToString::to_string).collect())
-        .unwrap_or_default();
-    // Once the event naming the snapshots is written (before the first
-    // delete), only a failure is added to it.
-    if !opts.dry_run && (!recorded.get() || done.is_err()) {
-        crate::repo::audit::record(
-            repo,
-            "forget",
-            &removed.join(" "),
-            &done,
-            &format!("removed {} snapshots", removed.len()),
-        );
-    }
-    done
+    Event::new(repo, "forget", "")
+        .unless_dry_run(opts.dry_run)
+        .run(|event| {
+            check_request(opts)?;
+            // Taken before listing, so that the plan is made from the same
+            // set of snapshots the deletes act on; a dry run changes
+            // nothing and only needs the set to hold still.
+            let _held = repo.lock(!opts.dry_run, "forget")?;
+            let (chains_removed, segments_removed, bases) = forget_segments(repo, opts)?;
+            let mut outcome = ForgetOutcome {
+                groups: Vec::new(),
+                removed: Vec::new(),
+                damaged: Vec::new(),
+                dry_run: opts.dry_run,
+                chains_removed,
+                segments_removed,
+            };
+            if opts.ids.is_empty() && opts.policy.is_empty() {
+                return Ok(outcome);
+            }
+            let (considered, mut damaged, listed) = consider(repo, opts)?;
+            let chosen = if opts.ids.is_empty() {
+                None
+            } else {
+                // A full id with no file is forgotten only if the audit
+                // log saved it (a typo or another repository's id is an
+                // error).
+                let log = std::cell::OnceCell::new();
+                let lost = |id: &SnapshotId| {
+                    log.get_or_init(|| crate::repo::audit::read_log(repo, None).ok())
+                        .as_ref()
+                        .is_some_and(|l| crate::repo::audit::records_saved(l, id))
+                };
+                Some(resolve(&opts.ids, &considered, &damaged, &listed, &lost)?)
+            };
+            let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+            for (id, s) in considered {
+                if chosen.as_ref().is_none_or(|c| c.contains(&id)) {
+                    groups
+                        .entry(opts.group_by.key(&s))
+                        .or_default()
+                        .push((id, s));
+                }
+            }
+            // Named in full but damaged, or with no file: removed (or
+            // recorded as forgotten) outside any group.
+            let mut unread: Vec<SnapshotId> = chosen
+                .iter()
+                .flatten()
+                .filter(|id| !listed.contains(id) || damaged.iter().any(|(d, _)| d == *id))
+                .copied()
+                .collect();
+            unread.sort();
+            let explicit = chosen.is_some();
+            outcome.groups = plan_groups(opts, groups, explicit, &bases, &mut outcome.removed)?;
+            if !opts.dry_run {
+                delete_forgotten(repo, event, &outcome.removed, &unread, &damaged)?;
+            }
+            // Removed on purpose: no longer left in place.
+            damaged.retain(|(id, _)| !unread.contains(id));
+            outcome.removed.extend(unread);
+            outcome.damaged = damaged;
+            Ok(outcome)
+        })
 }
 
-fn forget_inner(
-    repo: &Repository,
-    opts: &ForgetOptions,
-    recorded: &std::cell::Cell<bool>,
-) -> Result<ForgetOutcome> {
-    let explicit = !opts.ids.is_empty();
-    if explicit && !opts.policy.is_empty() {
-        return Err(Error::invalid(
-            "give either snapshots to remove or --keep-* rules, not both",
-        ));
+impl Audited for ForgetOutcome {
+    fn audit(&self) -> (bool, String) {
+        (true, format!("removed {} snapshots", self.removed.len()))
     }
-    if !explicit {
+}
+
+/// Refuses a request that names snapshots and rules together, or neither.
+fn check_request(opts: &ForgetOptions) -> Result<()> {
+    if opts.ids.is_empty() {
         opts.policy.validate()?;
         if opts.policy.is_empty() && opts.keep_pitr.is_none() {
             return Err(Error::invalid(EMPTY_POLICY));
         }
+    } else if !opts.policy.is_empty() {
+        return Err(Error::invalid(
+            "give either snapshots to remove or --keep-* rules, not both",
+        ));
     }
+    Ok(())
+}
 
-    // Taken before listing, so that the plan is made from the same set of
-    // snapshots the deletes act on; a dry run changes nothing and only
-    // needs the set to hold still.
-    let _held = repo.lock(!opts.dry_run, "forget")?;
-    let (chains_removed, segments_removed, bases) = forget_segments(repo, opts)?;
-    if !explicit && opts.policy.is_empty() {
-        return Ok(ForgetOutcome {
-            groups: Vec::new(),
-            removed: Vec::new(),
-            damaged: Vec::new(),
-            dry_run: opts.dry_run,
-            chains_removed,
-            segments_removed,
-        });
-    }
+/// The snapshots `opts.filter` considers, the snapshot files that could
+/// not be read (with the reason), and every listed id.
+#[allow(clippy::type_complexity)]
+fn consider(
+    repo: &Repository,
+    opts: &ForgetOptions,
+) -> Result<(
+    Vec<(SnapshotId, Snapshot)>,
+    Vec<(SnapshotId, String)>,
+    HashSet<SnapshotId>,
+)> {
     let mut considered = Vec::new();
     let mut damaged = Vec::new();
     let mut listed = HashSet::new();
@@ -953,57 +999,7 @@ fn forget_inner(
             Err(e) => damaged.push((id, e.to_string())),
         }
     }
-    let chosen = if explicit {
-        {
-            // A full id with no file is forgotten only if the audit log
-            // saved it (a typo or another repository's id is an error).
-            let log = std::cell::OnceCell::new();
-            let lost = |id: &SnapshotId| {
-                log.get_or_init(|| crate::repo::audit::read_log(repo, None).ok())
-                    .as_ref()
-                    .is_some_and(|l| crate::repo::audit::records_saved(l, id))
-            };
-            Some(resolve(&opts.ids, &considered, &damaged, &listed, &lost)?)
-        }
-    } else {
-        None
-    };
-
-    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
-    for (id, s) in considered {
-        if chosen.as_ref().is_none_or(|c| c.contains(&id)) {
-            groups
-                .entry(opts.group_by.key(&s))
-                .or_default()
-                .push((id, s));
-        }
-    }
-
-    let mut removed = Vec::new();
-    // Named in full but damaged, or with no file: removed (or recorded as
-    // forgotten) outside any group.
-    let mut unread: Vec<SnapshotId> = chosen
-        .iter()
-        .flatten()
-        .filter(|id| !listed.contains(id) || damaged.iter().any(|(d, _)| d == *id))
-        .copied()
-        .collect();
-    unread.sort();
-    let plans = plan_groups(opts, groups, explicit, &bases, &mut removed)?;
-    if !opts.dry_run {
-        delete_forgotten(repo, &removed, &unread, &damaged, recorded)?;
-    }
-    // Removed on purpose: no longer left in place.
-    damaged.retain(|(id, _)| !unread.contains(id));
-    removed.extend(unread);
-    Ok(ForgetOutcome {
-        groups: plans,
-        removed,
-        damaged,
-        dry_run: opts.dry_run,
-        chains_removed,
-        segments_removed,
-    })
+    Ok((considered, damaged, listed))
 }
 
 /// Each group's decisions: all removed when snapshots were named, else by
@@ -1063,13 +1059,13 @@ fn plan_groups(
 /// Deletes the snapshot files of `removed`, and of the named `unread`
 /// ones that are damaged, after the audit log names them all: a forget
 /// killed midway leaves snapshots the log says were forgotten, never ones
-/// verify would report as lost. Sets `recorded` once the event is written.
+/// verify would report as lost.
 fn delete_forgotten(
     repo: &Repository,
+    event: &Event<'_>,
     removed: &[SnapshotId],
     unread: &[SnapshotId],
     damaged: &[(SnapshotId, String)],
-    recorded: &std::cell::Cell<bool>,
 ) -> Result<()> {
     if !removed.is_empty() || !unread.is_empty() {
         // The audit log names the snapshots before any is deleted: a
@@ -1080,14 +1076,7 @@ fn delete_forgotten(
             .chain(unread)
             .map(ToString::to_string)
             .collect();
-        crate::repo::audit::record_event(
-            repo,
-            "forget",
-            &all.join(" "),
-            true,
-            &format!("removed {} snapshots", all.len()),
-        );
-        recorded.set(true);
+        event.record_ahead(&all.join(" "), &format!("removed {} snapshots", all.len()));
         for id in removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }

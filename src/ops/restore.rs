@@ -32,6 +32,7 @@ use crate::format::tree::{Node, NodeKind};
 use crate::id::{BlobId, PackId};
 use crate::ops::backup::Progress;
 use crate::ops::backup::special::SpecialFiles;
+use crate::repo::audit::{Audited, Event};
 use crate::repo::{Repository, check_claim};
 use crate::storage::FileKind;
 use crate::sync::lock;
@@ -912,29 +913,77 @@ pub fn restore(
     special: &Arc<dyn SpecialFiles>,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    let done = restore_inner(repo, snapshot, opts, special, progress);
     let target = format!(
         "snapshot of {} from {} into {}",
         snapshot.timestamp(),
         snapshot.hostname,
         opts.target.display()
     );
-    let detail = match &done {
-        Ok(d) if d.errors.is_empty() => format!("{} files, {} bytes", d.files, d.bytes),
-        Ok(d) => format!(
-            "incomplete: {} files restored, {} not: {}",
-            d.files,
-            d.errors.len(),
-            d.errors.first().map_or("", String::as_str)
-        ),
-        Err(_) => String::new(),
-    };
-    let ok = done.as_ref().is_ok_and(|d| d.errors.is_empty());
-    match &done {
-        Ok(_) => crate::repo::audit::record_event(repo, "restore", &target, ok, &detail),
-        Err(_) => crate::repo::audit::record(repo, "restore", &target, &done, &detail),
+    Event::new(repo, "restore", target).run(|_| {
+        // Shared: a prune must wait until the data is out.
+        let _held = repo.lock(false, "restore")?;
+        repo.refresh_index()?;
+        fs::create_dir_all(&opts.target).map_err(|e| Error::target_write(&opts.target, e))?;
+        let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
+        let r = Restorer {
+            repo,
+            target: opts.target.clone(),
+            errors: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
+            bytes: AtomicU64::new(0),
+            is_root: nix::unistd::geteuid().is_root(),
+            progress,
+            failed_files: Mutex::new(Vec::new()),
+            excludes: opts.excludes.iter().map(|p| components(p)).collect(),
+        };
+        let mut items = Vec::new();
+        r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);
+        if !includes.is_empty() && items.is_empty() {
+            return Err(Error::NotFound(format!(
+                "none of {} is in the snapshot",
+                opts.includes
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut out = RestoreOutcome::default();
+        if let Some(replacing) = live_files(snapshot, &items, opts, special.as_ref()) {
+            // Files go back where they were: live data, protected as every
+            // in-place restore is (crate::ops::protect).
+            let (undo, warnings) = crate::ops::protect::guard(
+                repo,
+                &replacing,
+                special,
+                &crate::ops::backup::NoProgress,
+            )?;
+            out.undo = undo;
+            lock(&r.warnings).extend(warnings);
+        }
+        r.restore_items(&items, &mut out);
+        out.index_damaged = repo.used_unindexed_packs();
+        out.bytes = r.bytes.load(Ordering::Relaxed);
+        out.errors = r.errors.into_inner().unwrap_or_default();
+        out.warnings = r.warnings.into_inner().unwrap_or_default();
+        Ok(out)
+    })
+}
+
+impl Audited for RestoreOutcome {
+    fn audit(&self) -> (bool, String) {
+        match self.errors.first() {
+            None => (true, format!("{} files, {} bytes", self.files, self.bytes)),
+            Some(first) => (
+                false,
+                format!(
+                    "incomplete: {} files restored, {} not: {first}",
+                    self.files,
+                    self.errors.len(),
+                ),
+            ),
+        }
     }
-    done
 }
 
 /// When `opts.target` is the root directory, so that every file goes back
@@ -985,206 +1034,214 @@ fn live_files(
     Some(what)
 }
 
-fn restore_inner(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    opts: &RestoreOptions,
-    special: &Arc<dyn SpecialFiles>,
-    progress: &dyn Progress,
-) -> Result<RestoreOutcome> {
-    // Shared: a prune must wait until the data is out.
-    let _held = repo.lock(false, "restore")?;
-    repo.refresh_index()?;
-    fs::create_dir_all(&opts.target).map_err(|e| Error::target_write(&opts.target, e))?;
-    let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|p| components(p)).collect();
-    let r = Restorer {
-        repo,
-        target: opts.target.clone(),
-        errors: Mutex::new(Vec::new()),
-        warnings: Mutex::new(Vec::new()),
-        bytes: AtomicU64::new(0),
-        is_root: nix::unistd::geteuid().is_root(),
-        progress,
-        failed_files: Mutex::new(Vec::new()),
-        excludes: opts.excludes.iter().map(|p| components(p)).collect(),
-    };
-    let mut items = Vec::new();
-    r.collect(&snapshot.tree, Path::new(""), &includes, &mut items);
-    if !includes.is_empty() && items.is_empty() {
-        return Err(Error::NotFound(format!(
-            "none of {} is in the snapshot",
-            opts.includes
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+/// What a restore writes, sorted by how: regular files, hard links to a
+/// file restored first (with that file's path), and everything else that
+/// is not a directory.
+struct Sorted<'i> {
+    files: Vec<(&'i Item, &'i [BlobId])>,
+    links: Vec<(&'i Item, PathBuf)>,
+    specials: Vec<&'i Item>,
+}
+
+/// Directories a restore made: those that could not be made (nothing is
+/// written below them) and those it created (fresh, so files in them
+/// cannot exist yet).
+struct Dirs {
+    failed: Vec<PathBuf>,
+    fresh: std::collections::HashSet<PathBuf>,
+}
+
+impl Dirs {
+    /// True for a path strictly below a directory that could not be made.
+    fn under_failed(&self, rel: &Path) -> bool {
+        self.failed.iter().any(|d| rel.starts_with(d) && rel != d)
     }
-    let mut out = RestoreOutcome::default();
-    if let Some(replacing) = live_files(snapshot, &items, opts, special.as_ref()) {
-        // Files go back where they were: live data, protected as every
-        // in-place restore is (crate::ops::protect).
-        let (undo, warnings) =
-            crate::ops::protect::guard(repo, &replacing, special, &crate::ops::backup::NoProgress)?;
-        out.undo = undo;
-        lock(&r.warnings).extend(warnings);
+}
+
+impl Restorer<'_> {
+    /// Writes `items` (in tree order) under the target: directories first,
+    /// then stale temporary files go, then file contents, hard links,
+    /// special files, and directory metadata last (writing into a
+    /// directory would change its times). Counts go to `out`; failures to
+    /// the restorer's errors.
+    fn restore_items(&self, items: &[Item], out: &mut RestoreOutcome) {
+        let dirs = self.make_dirs(items, out);
+        self.remove_stale(items, &dirs);
+        let lists = self.read_lists(items, &dirs);
+        let sorted = self.sort(items, &lists, &dirs);
+        let failed_files = self.restore_files(&sorted.files, &dirs.fresh);
+        out.files = sorted.files.len() as u64 - failed_files.len() as u64;
+        for (item, primary) in sorted.links {
+            if failed_files.contains(&primary) {
+                self.error(format!(
+                    "{}: not linked, because {} failed",
+                    display_rel(&item.rel),
+                    display_rel(&primary)
+                ));
+                continue;
+            }
+            match self.link(item, &primary) {
+                Ok(()) => out.files += 1,
+                Err(e) => self.error(format!("{}: {e}", display_rel(&item.rel))),
+            }
+        }
+        for item in sorted.specials {
+            match self.restore_special(item) {
+                Ok(true) => out.others += 1,
+                Ok(false) => {}
+                Err(e) => self.error(format!("{}: {e}", display_rel(&item.rel))),
+            }
+        }
+        // Directory metadata last, deepest first.
+        for item in items
+            .iter()
+            .rev()
+            .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
+        {
+            if !dirs.failed.contains(&item.rel) {
+                self.apply_meta(&self.target.join(&item.rel), &item.node, &item.rel);
+            }
+        }
     }
 
-    // Directories first, in tree order (parents before children).
-    let mut failed_dirs: Vec<PathBuf> = Vec::new();
-    let mut fresh_dirs = std::collections::HashSet::new();
-    for item in items
-        .iter()
-        .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
-    {
-        if failed_dirs.iter().any(|d| item.rel.starts_with(d)) {
-            // Never create anything below a directory that could not be
-            // made: that path may lead outside the target.
-            failed_dirs.push(item.rel.clone());
-            continue;
-        }
-        let dest = r.target.join(&item.rel);
-        // Directories start private (0700) until their metadata is applied
-        // last. An existing directory is reused, but never an existing
-        // symlink: following it would write outside the target.
-        match fs::DirBuilder::new().mode(0o700).create(&dest) {
-            Ok(()) => {
-                fresh_dirs.insert(item.rel.clone());
+    /// Creates the directories of `items` in tree order (parents before
+    /// children), private (0700) until their metadata is applied last.
+    fn make_dirs(&self, items: &[Item], out: &mut RestoreOutcome) -> Dirs {
+        let mut dirs = Dirs {
+            failed: Vec::new(),
+            fresh: std::collections::HashSet::new(),
+        };
+        for item in items
+            .iter()
+            .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
+        {
+            if dirs.failed.iter().any(|d| item.rel.starts_with(d)) {
+                // Never create anything below a directory that could not be
+                // made: that path may lead outside the target.
+                dirs.failed.push(item.rel.clone());
+                continue;
             }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AlreadyExists
-                    && fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
-            Err(e) => {
-                let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "exists and is not a directory (a symlink is not followed); move it away and restore again",
-                    )
-                } else {
-                    e
-                };
-                r.error(format!(
-                    "{}: {}",
-                    display_rel(&item.rel),
-                    Error::target_write(&dest, e)
-                ));
-                failed_dirs.push(item.rel.clone());
+            let dest = self.target.join(&item.rel);
+            // An existing directory is reused, but never an existing
+            // symlink: following it would write outside the target.
+            match fs::DirBuilder::new().mode(0o700).create(&dest) {
+                Ok(()) => {
+                    dirs.fresh.insert(item.rel.clone());
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
+                Err(e) => {
+                    let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "exists and is not a directory (a symlink is not followed); move it away and restore again",
+                        )
+                    } else {
+                        e
+                    };
+                    self.error(format!(
+                        "{}: {}",
+                        display_rel(&item.rel),
+                        Error::target_write(&dest, e)
+                    ));
+                    dirs.failed.push(item.rel.clone());
+                }
             }
+            out.dirs += 1;
         }
-        out.dirs += 1;
+        dirs
     }
-    let under_failed = |rel: &Path| failed_dirs.iter().any(|d| rel.starts_with(d) && rel != d);
-    // Temporary files of killed restores in the directories this one
-    // writes go first (they may be what fills the disk).
-    {
-        let dirs: Vec<PathBuf> = std::iter::once(r.target.clone())
+
+    /// Removes temporary files of killed restores from the directories this
+    /// one writes, before writing (they may be what fills the disk).
+    fn remove_stale(&self, items: &[Item], dirs: &Dirs) {
+        let writes: Vec<PathBuf> = std::iter::once(self.target.clone())
             .chain(
                 items
                     .iter()
                     .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
-                    .filter(|i| !failed_dirs.contains(&i.rel))
-                    .map(|i| r.target.join(&i.rel)),
+                    .filter(|i| !dirs.failed.contains(&i.rel))
+                    .map(|i| self.target.join(&i.rel)),
             )
             .collect();
-        let (removed, bytes, failed) = stale::remove(dirs.iter().map(PathBuf::as_path));
+        let (removed, bytes, failed) = stale::remove(writes.iter().map(PathBuf::as_path));
         if removed > 0 {
-            r.warn(format!(
+            self.warn(format!(
                 "removed {removed} temporary files ({bytes} bytes) left by an interrupted restore"
             ));
         }
         for f in failed {
-            r.warn(format!(
+            self.warn(format!(
                 "cannot remove a temporary file left by an interrupted restore: {f}"
             ));
         }
     }
 
-    // Hard links: the first path of each inode is restored, the rest link to it.
-    let mut primaries: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut links: Vec<(&Item, PathBuf)> = Vec::new();
-    let mut files: Vec<(&Item, &[BlobId])> = Vec::new();
-    let mut specials: Vec<&Item> = Vec::new();
-    // Files whose chunks are listed in list blobs: their lists, read first
-    // (a file whose list cannot be read is not restored, and says why).
-    let mut listed: HashMap<usize, Vec<BlobId>> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if let NodeKind::ListedFile { list, depth } = &item.node.kind
-            && !under_failed(&item.rel)
-        {
-            match crate::repo::chunklist::expand(repo, list, *depth) {
-                Ok(ids) => {
-                    listed.insert(i, ids);
-                }
-                Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
-            }
-        }
-    }
-    for (i, item) in items.iter().enumerate() {
-        if under_failed(&item.rel) {
-            continue;
-        }
-        let content = match &item.node.kind {
-            NodeKind::File { content } => Some(content.as_slice()),
-            NodeKind::ListedFile { .. } => match listed.get(&i) {
-                Some(ids) => Some(ids.as_slice()),
-                None => continue,
-            },
-            _ => None,
-        };
-        match (&item.node.kind, content) {
-            (_, Some(content)) => {
-                if item.node.links > 1 {
-                    let key = (item.node.device, item.node.inode);
-                    if let Some(p) = primaries.get(&key) {
-                        links.push((item, p.clone()));
-                        continue;
+    /// The chunk lists of the files whose chunks are listed in list blobs,
+    /// by item number, read before any content: a file whose list cannot
+    /// be read is not restored, and says why.
+    fn read_lists(&self, items: &[Item], dirs: &Dirs) -> HashMap<usize, Vec<BlobId>> {
+        let mut lists = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if let NodeKind::ListedFile { list, depth } = &item.node.kind
+                && !dirs.under_failed(&item.rel)
+            {
+                match crate::repo::chunklist::expand(self.repo, list, *depth) {
+                    Ok(ids) => {
+                        lists.insert(i, ids);
                     }
-                    primaries.insert(key, item.rel.clone());
+                    Err(e) => self.error(format!("{}: {e}", display_rel(&item.rel))),
                 }
-                files.push((item, content));
             }
-            (NodeKind::Dir { .. }, _) => {}
-            _ => specials.push(item),
         }
+        lists
     }
-    let failed_files = r.restore_files(&files, &fresh_dirs);
-    out.files = files.len() as u64 - failed_files.len() as u64;
-    for (item, primary) in links {
-        if failed_files.contains(&primary) {
-            r.error(format!(
-                "{}: not linked, because {} failed",
-                display_rel(&item.rel),
-                display_rel(&primary)
-            ));
-            continue;
+
+    /// Sorts the items outside failed directories by how they are written.
+    /// Of several paths of one inode (hard links) the first is restored
+    /// and the rest link to it; a listed file without its list in `lists`
+    /// is left out.
+    fn sort<'i>(
+        &self,
+        items: &'i [Item],
+        lists: &'i HashMap<usize, Vec<BlobId>>,
+        dirs: &Dirs,
+    ) -> Sorted<'i> {
+        let mut primaries: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        let mut sorted = Sorted {
+            files: Vec::new(),
+            links: Vec::new(),
+            specials: Vec::new(),
+        };
+        for (i, item) in items.iter().enumerate() {
+            if dirs.under_failed(&item.rel) {
+                continue;
+            }
+            let content = match &item.node.kind {
+                NodeKind::File { content } => content.as_slice(),
+                NodeKind::ListedFile { .. } => match lists.get(&i) {
+                    Some(ids) => ids.as_slice(),
+                    None => continue,
+                },
+                NodeKind::Dir { .. } => continue,
+                _ => {
+                    sorted.specials.push(item);
+                    continue;
+                }
+            };
+            if item.node.links > 1 {
+                let key = (item.node.device, item.node.inode);
+                if let Some(p) = primaries.get(&key) {
+                    sorted.links.push((item, p.clone()));
+                    continue;
+                }
+                primaries.insert(key, item.rel.clone());
+            }
+            sorted.files.push((item, content));
         }
-        match r.link(item, &primary) {
-            Ok(()) => out.files += 1,
-            Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
-        }
+        sorted
     }
-    for item in specials {
-        match r.restore_special(item) {
-            Ok(true) => out.others += 1,
-            Ok(false) => {}
-            Err(e) => r.error(format!("{}: {e}", display_rel(&item.rel))),
-        }
-    }
-    // Directory metadata last, deepest first.
-    for item in items
-        .iter()
-        .rev()
-        .filter(|i| matches!(i.node.kind, NodeKind::Dir { .. }))
-    {
-        if !failed_dirs.contains(&item.rel) {
-            r.apply_meta(&r.target.join(&item.rel), &item.node, &item.rel);
-        }
-    }
-    out.index_damaged = repo.used_unindexed_packs();
-    out.bytes = r.bytes.load(Ordering::Relaxed);
-    out.errors = r.errors.into_inner().unwrap_or_default();
-    out.warnings = r.warnings.into_inner().unwrap_or_default();
-    Ok(out)
 }
 
 #[cfg(test)]

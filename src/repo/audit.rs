@@ -295,18 +295,101 @@ fn newest(repo: &Repository) -> Option<AuditId> {
     names(repo).ok()?.last()?.parse().ok()
 }
 
-/// Records that `action` on `target` ended with `outcome`, by the
-/// repository's actor. Never fails: a failure to write is kept for
-/// [`Repository::take_audit_errors`].
-pub fn record<T>(repo: &Repository, action: &str, target: &str, outcome: &Result<T>, detail: &str) {
-    let (ok, detail) = match outcome {
-        Ok(_) => (true, detail.to_owned()),
-        Err(e) => (false, e.to_string()),
-    };
-    record_event(repo, action, target, ok, &detail);
+/// How a finished operation's outcome reads in its audit event: whether
+/// it counts as done and the event's detail. Implemented by each
+/// operation's outcome type, next to it; an error is always recorded as a
+/// failure with the error's message.
+pub(crate) trait Audited {
+    /// `(ok, detail)`: `ok` is false for an outcome that did not do all it
+    /// was asked (a restore that left files out).
+    fn audit(&self) -> (bool, String);
 }
 
-/// As `record`, with the result given as `ok` and `detail`.
+impl Audited for () {
+    fn audit(&self) -> (bool, String) {
+        (true, String::new())
+    }
+}
+
+/// One operation's audit event: every operation that changes something
+/// runs its body through [`Event::run`], the one place that records the
+/// outcome, so no entry point (CLI, API, daemon, profile) can leave the
+/// event out.
+pub(crate) struct Event<'r> {
+    repo: &'r Repository,
+    action: &'static str,
+    target: String,
+    /// False for a dry run, which changes nothing and records nothing.
+    recorded: bool,
+    /// The target of an event the body wrote itself before its effects
+    /// ([`Event::record_ahead`]); the outcome then adds only a failure.
+    ahead: std::cell::RefCell<Option<String>>,
+}
+
+impl<'r> Event<'r> {
+    /// The event of `action` on `target` in `repo`.
+    pub(crate) fn new(
+        repo: &'r Repository,
+        action: &'static str,
+        target: impl Into<String>,
+    ) -> Self {
+        Event {
+            repo,
+            action,
+            target: target.into(),
+            recorded: true,
+            ahead: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Records nothing when `dry_run`: a dry run changes nothing.
+    pub(crate) fn unless_dry_run(mut self, dry_run: bool) -> Self {
+        self.recorded = !dry_run;
+        self
+    }
+
+    /// Runs `body`, then records its outcome (see [`Audited`]). Recording
+    /// never changes the outcome.
+    pub(crate) fn run<T: Audited>(self, body: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let done = body(&self);
+        if !self.recorded {
+            return done;
+        }
+        let ahead = self.ahead.borrow_mut().take();
+        match (&done, ahead) {
+            // The event was written before the effects and the body ended
+            // well: nothing to add.
+            (Ok(_), Some(_)) => {}
+            (Ok(outcome), None) => {
+                let (ok, detail) = outcome.audit();
+                record_event(self.repo, self.action, &self.target, ok, &detail);
+            }
+            (Err(e), ahead) => {
+                let target = ahead.unwrap_or_else(|| self.target.clone());
+                record_event(self.repo, self.action, &target, false, &e.to_string());
+            }
+        }
+        done
+    }
+
+    /// Writes the event now, as a success on `target` with `detail`, for a
+    /// body whose effects must follow a record of them (forget names the
+    /// snapshots before deleting any, so a forget killed midway never looks
+    /// like lost data). A later failure is recorded as a second event on
+    /// the same target.
+    pub(crate) fn record_ahead(&self, target: &str, detail: &str) {
+        if self.recorded {
+            record_event(self.repo, self.action, target, true, detail);
+        }
+        *self.ahead.borrow_mut() = Some(target.to_owned());
+    }
+}
+
+/// Records that `action` on `target` ended as `ok` says, with `detail`,
+/// by the repository's actor. Never fails: a failure to write is kept for
+/// [`Repository::take_audit_errors`]. Operations record through
+/// [`Event::run`]; this is for events that are not one operation's
+/// outcome (a watcher starting and stopping).
 pub fn record_event(repo: &Repository, action: &str, target: &str, ok: bool, detail: &str) {
     let now = jiff::Timestamp::now();
     let (host, _) = crate::repo::host_and_user();

@@ -14,6 +14,7 @@ use crate::format::index::Index;
 use crate::format::keyfile::KeyFile;
 use crate::id::KeyId;
 use crate::repo::Repository;
+use crate::repo::audit::Event;
 use crate::storage::cache::CachedBackend;
 use crate::storage::{Backend, CONFIG_NAME, FileKind};
 
@@ -614,9 +615,9 @@ impl Repository {
         let (host, user) = host_and_user();
         let (id, bytes) =
             KeyFile::create(master, Some(password), kdf_memory_mib, host, user)?.encode();
-        let done = self.backend.write(FileKind::Key, &id.to_hex(), &bytes);
-        crate::repo::audit::record(self, "key-add", &id.to_string(), &done, "");
-        done.map(|()| id)
+        Event::new(self, "key-add", id.to_string())
+            .run(|_| self.backend.write(FileKind::Key, &id.to_hex(), &bytes))?;
+        Ok(id)
     }
 
     /// Removes a key file; refuses the last one and the one in use.
@@ -634,9 +635,8 @@ impl Repository {
         if !keys.iter().any(|(k, _)| k == id) {
             return Err(Error::NotFound(format!("no key {id} in this repository")));
         }
-        let done = self.backend.delete(FileKind::Key, &id.to_hex());
-        crate::repo::audit::record(self, "key-remove", &id.to_string(), &done, "");
-        done
+        Event::new(self, "key-remove", id.to_string())
+            .run(|_| self.backend.delete(FileKind::Key, &id.to_hex()))
     }
 
     /// Re-reads the master key with `password` (used to add keys).

@@ -44,6 +44,7 @@ use super::schema::{
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, TableRows};
 use crate::repo::Repository;
+use crate::repo::audit::{Audited, Event};
 
 /// The schema name the source is attached under during a restore.
 const SRC: &str = "cairn_src";
@@ -561,59 +562,47 @@ pub fn restore_from_snapshot(
     into: &Path,
     opts: &DbRestoreOptions,
 ) -> Result<DbRestored> {
-    let done = restore_from_snapshot_inner(repo, snap, db, into, opts);
-    let detail = done.as_ref().map_or_else(
-        |_| String::new(),
-        |d| match &d.undo {
-            Some(u) => format!(
-                "{}; safety snapshot {}",
-                describe_tables(&d.tables),
-                u.snapshot
-            ),
-            None => describe_tables(&d.tables),
-        },
-    );
-    crate::repo::audit::record(
-        repo,
-        "db-restore",
-        &format!(
-            "tables of {} from the snapshot of {} into {}",
-            db.map_or_else(
-                || "its database".to_owned(),
-                |d| String::from_utf8_lossy(d).into_owned()
-            ),
-            snap.timestamp(),
-            into.display()
+    let what = format!(
+        "tables of {} from the snapshot of {} into {}",
+        db.map_or_else(
+            || "its database".to_owned(),
+            |d| String::from_utf8_lossy(d).into_owned()
         ),
-        &done,
-        &detail,
+        snap.timestamp(),
+        into.display()
     );
-    done
+    Event::new(repo, "db-restore", what).run(|_| {
+        let image = materialize(repo, snap, db)?;
+        let mut opts = opts.clone();
+        opts.expected = Some(image.info.tables.clone());
+        let name = image.name();
+        let undo = protect_into(Some(repo), into, &opts)?;
+        let tables = restore_db(
+            &image.path(),
+            &format!("the snapshot's database {name}"),
+            into,
+            &opts,
+        )?;
+        Ok(DbRestored {
+            database: name,
+            tables,
+            undo,
+        })
+    })
 }
 
-fn restore_from_snapshot_inner(
-    repo: &Repository,
-    snap: &Snapshot,
-    db: Option<&[u8]>,
-    into: &Path,
-    opts: &DbRestoreOptions,
-) -> Result<DbRestored> {
-    let image = materialize(repo, snap, db)?;
-    let mut opts = opts.clone();
-    opts.expected = Some(image.info.tables.clone());
-    let name = image.name();
-    let undo = protect_into(Some(repo), into, &opts)?;
-    let tables = restore_db(
-        &image.path(),
-        &format!("the snapshot's database {name}"),
-        into,
-        &opts,
-    )?;
-    Ok(DbRestored {
-        database: name,
-        tables,
-        undo,
-    })
+impl Audited for DbRestored {
+    fn audit(&self) -> (bool, String) {
+        let detail = match &self.undo {
+            Some(u) => format!(
+                "{}; safety snapshot {}",
+                describe_tables(&self.tables),
+                u.snapshot
+            ),
+            None => describe_tables(&self.tables),
+        };
+        (true, detail)
+    }
 }
 
 /// Restores tables from an export (a file, or a CSV directory) into the

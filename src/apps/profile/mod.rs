@@ -48,6 +48,7 @@ use crate::ops::backup::{BackupOptions, BackupOutcome, Progress, absolute};
 use crate::ops::forget::KeepPolicy;
 use crate::ops::restore::RestoreOptions;
 use crate::repo::Repository;
+use crate::repo::audit::{Audited, Event};
 
 /// The name of a profile file.
 pub const PROFILE_FILE: &str = "cairn.toml";
@@ -913,56 +914,61 @@ pub fn restore_component(
     opts: &ComponentRestoreOptions,
     progress: &dyn Progress,
 ) -> Result<ComponentRestore> {
-    let done = restore_component_inner(repo, id, snap, opts, progress);
-    if !opts.dry_run {
-        let app = snap.app.as_ref().map_or("", |a| a.name.as_str());
-        let detail = done.as_ref().map_or_else(
-            |_| String::new(),
-            |d| {
-                let changed = d
-                    .files
-                    .iter()
-                    .filter(|f| f.action != FileAction::Unchanged)
-                    .count();
-                match d.safety {
-                    Some(s) => format!("{changed} files replaced in place; safety snapshot {s}"),
-                    None => format!("{changed} files replaced in place"),
-                }
-            },
-        );
-        crate::repo::audit::record(
-            repo,
-            "restore-component",
-            &format!(
-                "component {} of app {app} from snapshot {id}",
-                opts.component
-            ),
-            &done,
-            &detail,
-        );
-    }
-    done
+    let app_name = snap.app.as_ref().map_or("", |a| a.name.as_str());
+    let what = format!(
+        "component {} of app {app_name} from snapshot {id}",
+        opts.component
+    );
+    Event::new(repo, "restore-component", what)
+        .unless_dry_run(opts.dry_run)
+        .run(|_| {
+            let app = snap.app.as_ref().ok_or(Error::NotAppSnapshot {
+                snapshot: id,
+                in_place: true,
+            })?;
+            let comp = app
+                .components
+                .iter()
+                .find(|c| c.name == opts.component)
+                .ok_or_else(|| no_component(repo, id, snap, app, &opts.component))?;
+            if comp.kind == "command" {
+                return restore_dump(repo, id, snap, app, comp, opts, progress);
+            }
+            let mut done = ComponentRestore {
+                files: file_changes(repo, id, snap, comp)?,
+                ..ComponentRestore::default()
+            };
+            if !opts.dry_run {
+                replace_changed(repo, snap, app, comp, opts, progress, &mut done)?;
+            }
+            Ok(done)
+        })
 }
 
-fn restore_component_inner(
+impl Audited for ComponentRestore {
+    fn audit(&self) -> (bool, String) {
+        let changed = self
+            .files
+            .iter()
+            .filter(|f| f.action != FileAction::Unchanged)
+            .count();
+        let detail = match self.safety {
+            Some(s) => format!("{changed} files replaced in place; safety snapshot {s}"),
+            None => format!("{changed} files replaced in place"),
+        };
+        (true, detail)
+    }
+}
+
+/// What restoring file component `comp` of `snap` would do to each of its
+/// files: create, replace or leave it, and for a database how each
+/// table's row count would change.
+fn file_changes(
     repo: &Repository,
     id: SnapshotId,
     snap: &Snapshot,
-    opts: &ComponentRestoreOptions,
-    progress: &dyn Progress,
-) -> Result<ComponentRestore> {
-    let app = snap.app.as_ref().ok_or(Error::NotAppSnapshot {
-        snapshot: id,
-        in_place: true,
-    })?;
-    let comp = app
-        .components
-        .iter()
-        .find(|c| c.name == opts.component)
-        .ok_or_else(|| no_component(repo, id, snap, app, &opts.component))?;
-    if comp.kind == "command" {
-        return restore_dump(repo, id, snap, app, comp, opts, progress);
-    }
+    comp: &ComponentInfo,
+) -> Result<Vec<FileChange>> {
     let is_db = comp.kind == "sqlite";
     let mut files = Vec::new();
     for raw in &comp.paths {
@@ -1000,20 +1006,32 @@ fn restore_component_inner(
             tables,
         });
     }
-    let mut done = ComponentRestore {
-        files,
-        ..ComponentRestore::default()
-    };
-    let changing: Vec<&FileChange> = done
+    Ok(files)
+}
+
+/// Replaces the files of `done` that change, after a safety snapshot of
+/// them as they are now (those that exist), taken with the component's
+/// kind so that it restores the same way. A failure after the first file
+/// says how to go back.
+fn replace_changed(
+    repo: &Repository,
+    snap: &Snapshot,
+    app: &AppInfo,
+    comp: &ComponentInfo,
+    opts: &ComponentRestoreOptions,
+    progress: &dyn Progress,
+    done: &mut ComponentRestore,
+) -> Result<()> {
+    let is_db = comp.kind == "sqlite";
+    let changing: Vec<PathBuf> = done
         .files
         .iter()
         .filter(|f| f.action != FileAction::Unchanged)
+        .map(|f| f.path.clone())
         .collect();
-    if opts.dry_run || changing.is_empty() {
-        return Ok(done);
+    if changing.is_empty() {
+        return Ok(());
     }
-    // The safety snapshot covers the files as they are now (those that
-    // exist), with the component's kind so it restores the same way.
     let existing: Vec<PathBuf> = done
         .files
         .iter()
@@ -1021,11 +1039,7 @@ fn restore_component_inner(
         .map(|f| f.path.clone())
         .collect();
     let replacing = crate::ops::protect::Replacing {
-        databases: if is_db {
-            changing.iter().map(|f| f.path.clone()).collect()
-        } else {
-            Vec::new()
-        },
+        databases: if is_db { changing.clone() } else { Vec::new() },
         app: Some(crate::ops::protect::component_app(
             app,
             &comp.name,
@@ -1047,8 +1061,8 @@ fn restore_component_inner(
     done.warnings.extend(warnings);
     done.safety = undo.as_ref().map(|u| u.snapshot);
     done.undo = undo;
-    for (i, f) in changing.iter().enumerate() {
-        let w = replace_file(repo, snap, &f.path, is_db).map_err(|e| match &done.undo {
+    for (i, path) in changing.iter().enumerate() {
+        let w = replace_file(repo, snap, path, is_db).map_err(|e| match &done.undo {
             // Files replaced before this one stay replaced: say how to
             // go back.
             Some(u) if i > 0 => Error::PartlyRestored {
@@ -1060,7 +1074,7 @@ fn restore_component_inner(
         })?;
         done.warnings.extend(w);
     }
-    Ok(done)
+    Ok(())
 }
 
 /// Restores a dump command component: a safety snapshot with the

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::segment::{Segment, SegmentTxn, nanos, timestamp};
 use crate::id::{BlobId, SegmentId, SnapshotId};
 use crate::repo::Repository;
+use crate::repo::audit::{Audited, Event};
 use crate::repo::segments::{
     Chain, Gap, Segments, Timeline, link_timelines, read_segments, read_segments_since,
     window_starts,
@@ -165,33 +166,86 @@ pub fn restore_at(
     target: &Path,
     opts: &PitrRestoreOptions,
 ) -> Result<PitrRestored> {
-    let done = restore_at_inner(repo, db, point, target, opts);
-    let detail = match &done {
-        Ok(r) => format!("transaction {} of {} ({})", r.txn, r.time, r.base.short()),
-        Err(_) => String::new(),
-    };
-    crate::repo::audit::record(
-        repo,
-        "restore-at",
-        &format!("{} into {}", String::from_utf8_lossy(db), target.display()),
-        &done,
-        &detail,
-    );
-    done
+    let what = format!("{} into {}", String::from_utf8_lossy(db), target.display());
+    Event::new(repo, "restore-at", what).run(|_| {
+        check_target(target, opts.overwrite)?;
+        let _held = repo.lock(false, "restore")?;
+        repo.ensure_index()?;
+        let timeline = timeline_near(repo, db, opts.host.as_deref(), point)?;
+        let (chain, gap) = choose(&timeline, point)?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".cairn-restore-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::target_write(&dir, e))?;
+        let mut out = PitrRestored {
+            host: timeline.host.clone(),
+            base: chain.base,
+            txn: chain.base_txn,
+            time: timestamp(chain.base_time),
+            applied: 0,
+            segments: 0,
+            pages: 0,
+            gap,
+            bytes: 0,
+            undo: None,
+        };
+        rebuild(repo, db, chain, point, &tmp, &mut out)?;
+        check_target(target, opts.overwrite)?;
+        // Replacing a database is a live restore: the rules of every other
+        // door (crate::ops::protect), once the new file is ready.
+        if let Ok(real) = std::fs::canonicalize(target) {
+            let what = crate::ops::protect::Replacing {
+                files: vec![real.clone()],
+                databases: vec![real],
+                force: opts.force,
+                cache_dir: opts.cache_dir.clone(),
+                whole_files: true,
+                ..crate::ops::protect::Replacing::default()
+            };
+            let (undo, _) = crate::ops::protect::guard(
+                repo,
+                &what,
+                &crate::apps::sqlite::special::SqliteFiles::hook(),
+                &crate::ops::backup::NoProgress,
+            )?;
+            out.undo = undo;
+        }
+        tmp.persist(target)
+            .map_err(|e| Error::target_write(target, e.error))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::target_write(&dir, e))?;
+        Ok(out)
+    })
 }
 
-fn restore_at_inner(
+impl Audited for PitrRestored {
+    fn audit(&self) -> (bool, String) {
+        let detail = format!(
+            "transaction {} of {} ({})",
+            self.txn,
+            self.time,
+            self.base.short()
+        );
+        (true, detail)
+    }
+}
+
+/// Writes database `db` as of `point` into `tmp`: the chain's base
+/// snapshot's copy, then the chain's transactions up to the point; syncs
+/// it and checks it with SQLite. Fills in what `out` says was applied.
+fn rebuild(
     repo: &Repository,
     db: &[u8],
+    chain: &Chain,
     point: PitrPoint,
-    target: &Path,
-    opts: &PitrRestoreOptions,
-) -> Result<PitrRestored> {
-    check_target(target, opts.overwrite)?;
-    let _held = repo.lock(false, "restore")?;
-    repo.ensure_index()?;
-    let timeline = timeline_near(repo, db, opts.host.as_deref(), point)?;
-    let (chain, gap) = choose(&timeline, point)?;
+    tmp: &tempfile::NamedTempFile,
+    out: &mut PitrRestored,
+) -> Result<()> {
     let base = repo.read_snapshot(&chain.base)?;
     let node = crate::repo::walk::find_node(repo, &base.tree, db)?.ok_or_else(|| {
         Error::corrupt(
@@ -199,14 +253,6 @@ fn restore_at_inner(
             format!("it has no {}", String::from_utf8_lossy(db)),
         )
     })?;
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".cairn-restore-")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::target_write(&dir, e))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file());
         crate::ops::inspect::dump(repo, db, &node, &mut w).map_err(|e| match e {
@@ -215,18 +261,6 @@ fn restore_at_inner(
         })?;
         std::io::Write::flush(&mut w).map_err(|e| Error::target_write(tmp.path(), e))?;
     }
-    let mut out = PitrRestored {
-        host: timeline.host.clone(),
-        base: chain.base,
-        txn: chain.base_txn,
-        time: timestamp(chain.base_time),
-        applied: 0,
-        segments: 0,
-        pages: 0,
-        gap,
-        bytes: 0,
-        undo: None,
-    };
     let wanted = |t: &SegmentTxn, number: u64| match point {
         PitrPoint::Time(at) => t.time <= nanos(at),
         PitrPoint::Txn(n) => number <= n,
@@ -249,32 +283,7 @@ fn restore_at_inner(
         .metadata()
         .map_err(|e| Error::target_write(tmp.path(), e))?
         .len();
-    check_target(target, opts.overwrite)?;
-    // Replacing a database is a live restore: the rules of every other
-    // door (crate::ops::protect), once the new file is ready.
-    if let Ok(real) = std::fs::canonicalize(target) {
-        let what = crate::ops::protect::Replacing {
-            files: vec![real.clone()],
-            databases: vec![real],
-            force: opts.force,
-            cache_dir: opts.cache_dir.clone(),
-            whole_files: true,
-            ..crate::ops::protect::Replacing::default()
-        };
-        let (undo, _) = crate::ops::protect::guard(
-            repo,
-            &what,
-            &crate::apps::sqlite::special::SqliteFiles::hook(),
-            &crate::ops::backup::NoProgress,
-        )?;
-        out.undo = undo;
-    }
-    tmp.persist(target)
-        .map_err(|e| Error::target_write(target, e.error))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::target_write(&dir, e))?;
-    Ok(out)
+    Ok(())
 }
 
 /// Refuses a target that exists (unless `overwrite`) or that a live

@@ -52,6 +52,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::ops::backup::filescache::{Cached, FilesCache, StateHasher, dir_key};
 use crate::ops::backup::special::{Capture, CaptureFailure, Claim, SpecialFiles};
 use crate::ops::backup::stream::{CommandSource, ReaderSource, Source};
+use crate::repo::audit::{Audited, Event};
 use crate::repo::{BlobWriter, Repository, host_and_user};
 use crate::sync::lock;
 
@@ -1167,43 +1168,47 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     crate::format::snapshot::check_tags(&opts.tags)?;
-    let done = backup_paths(repo, opts, progress);
     let what = opts
         .paths
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    audit_backup(repo, opts, &what, &done);
-    done
+    backup_event(repo, opts, what).run(|_| backup_paths(repo, opts, progress))
 }
 
-/// Records a backup's outcome in the audit log.
-fn audit_backup(repo: &Repository, opts: &BackupOptions, what: &str, done: &Result<BackupOutcome>) {
-    let (action, target) = match &opts.app {
+/// The audit event of a backup of `what`: `snap` of the application's
+/// components when `opts.app` names one, else `backup`.
+fn backup_event<'r>(repo: &'r Repository, opts: &BackupOptions, what: String) -> Event<'r> {
+    match &opts.app {
         Some(app) => {
             let comps: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-            ("snap", format!("app {} [{}]", app.name, comps.join(", ")))
+            Event::new(
+                repo,
+                "snap",
+                format!("app {} [{}]", app.name, comps.join(", ")),
+            )
         }
-        None => ("backup", what.to_owned()),
-    };
-    let detail = match done {
-        Ok(d) => format!(
+        None => Event::new(repo, "backup", what),
+    }
+}
+
+impl Audited for BackupOutcome {
+    fn audit(&self) -> (bool, String) {
+        let s = &self.snapshot;
+        let detail = format!(
             "snapshot {}{}: {} files, {} bytes added",
-            d.id,
-            if d.snapshot.tags.is_empty() {
+            self.id,
+            if s.tags.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", d.snapshot.tags.join(","))
+                format!(" [{}]", s.tags.join(","))
             },
-            d.snapshot.summary.files_new
-                + d.snapshot.summary.files_changed
-                + d.snapshot.summary.files_unchanged,
-            d.snapshot.summary.bytes_added
-        ),
-        Err(_) => String::new(),
-    };
-    crate::repo::audit::record(repo, action, &target, done, &detail);
+            s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+            s.summary.bytes_added
+        );
+        (true, detail)
+    }
 }
 
 fn backup_paths(
@@ -1510,32 +1515,9 @@ fn check_stream_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn stream_backup(
-    repo: &Repository,
-    opts: &BackupOptions,
-    name: &[u8],
-    source: &mut dyn Source,
-    progress: &dyn Progress,
-) -> Result<BackupOutcome> {
-    let done = stream_backup_inner(repo, opts, name, source, progress);
-    audit_backup(
-        repo,
-        opts,
-        &format!("stream /{}", String::from_utf8_lossy(name)),
-        &done,
-    );
-    done
-}
-
-fn stream_backup_inner(
-    repo: &Repository,
-    opts: &BackupOptions,
-    name: &[u8],
-    source: &mut dyn Source,
-    progress: &dyn Progress,
-) -> Result<BackupOutcome> {
-    let started = Instant::now();
-    let start_time = jiff::Timestamp::now();
+/// Checks a stream backup's request: a plain name, no paths, no time in
+/// the future (the backup starts at `now`).
+fn check_stream_request(opts: &BackupOptions, name: &[u8], now: jiff::Timestamp) -> Result<()> {
     check_stream_name(name)?;
     if !opts.paths.is_empty() {
         return Err(Error::invalid(
@@ -1543,85 +1525,102 @@ fn stream_backup_inner(
         ));
     }
     if let Some(t) = opts.time
-        && t > start_time
+        && t > now
     {
         return Err(Error::invalid(format!(
-            "snapshot time {t} is in the future (now is {start_time})"
+            "snapshot time {t} is in the future (now is {now})"
         )));
     }
-    let held = repo.lock_to_add("backup")?;
-    let (hostname, username) = host_and_user();
-    let hostname = opts.host.clone().unwrap_or(hostname);
-    let mut path = b"/".to_vec();
-    path.extend_from_slice(name);
-    let raw_paths = vec![path];
-    let parent = match &opts.parent {
-        Some(id) => Some((*id, repo.read_snapshot(id)?)),
-        None => find_parent(repo, &hostname, &raw_paths),
-    };
-    let in_parent = parent.as_ref().is_some_and(|(_, p)| {
-        repo.read_tree(&p.tree)
-            .is_ok_and(|t| t.find(name).is_some_and(|n| n.kind.is_file()))
-    });
-    let walker = Walker {
-        repo,
-        writer: repo.blob_writer(),
-        excludes: Gitignore::empty(),
-        one_file_system: false,
-        force: true,
-        cache: None,
-        // A stream is its bytes: no special files.
-        special: None,
-        special_paths: HashSet::new(),
-        raw_special: Mutex::new(HashSet::new()),
-        records: Mutex::new(Vec::new()),
-        counters: Counters::default(),
-        warnings: Mutex::new(Vec::new()),
-        progress,
-        budget: BatchBudget::new(),
-    };
-    let what = source.describe();
-    let read_error = |e: io::Error| Error::Stream {
-        stream: what.clone(),
-        problem: format!("could not be read: {e}"),
-    };
-    let mut content = Vec::new();
-    let saved = source.open().and_then(|()| {
-        progress.file();
-        let stored = crate::repo::in_pool(|| {
-            walker.save_large(&mut *source, &read_error, None, &mut content)
+    Ok(())
+}
+
+/// Stores what `source` gives as the file `/NAME` of a new snapshot.
+fn stream_backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    name: &[u8],
+    source: &mut dyn Source,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let what = format!("stream /{}", String::from_utf8_lossy(name));
+    backup_event(repo, opts, what).run(|_| {
+        let started = Instant::now();
+        let start_time = jiff::Timestamp::now();
+        check_stream_request(opts, name, start_time)?;
+        let held = repo.lock_to_add("backup")?;
+        let (hostname, username) = host_and_user();
+        let hostname = opts.host.clone().unwrap_or(hostname);
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(name);
+        let raw_paths = vec![path];
+        let parent = match &opts.parent {
+            Some(id) => Some((*id, repo.read_snapshot(id)?)),
+            None => find_parent(repo, &hostname, &raw_paths),
+        };
+        let in_parent = parent.as_ref().is_some_and(|(_, p)| {
+            repo.read_tree(&p.tree)
+                .is_ok_and(|t| t.find(name).is_some_and(|n| n.kind.is_file()))
         });
-        let closed = source.close(stored.is_ok());
-        let size = stored?;
-        closed?;
-        let c = &walker.counters;
-        if in_parent {
-            c.files_changed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            c.files_new.fetch_add(1, Ordering::Relaxed);
-        }
-        c.bytes_read.fetch_add(size, Ordering::Relaxed);
-        c.total_size.fetch_add(size, Ordering::Relaxed);
-        // A long dump lists its chunks in list blobs, as any large file.
-        let kind = walker.file_kind(content)?;
-        let node = stream_node(name.to_vec(), kind, size, start_time);
-        walker.save_tree(Tree { nodes: vec![node] }, Path::new("/"))
-    });
-    let meta = SnapshotMeta {
-        started,
-        hostname,
-        username,
-        paths: raw_paths,
-        excludes: Vec::new(),
-        parent_dbs: None,
-        parent: parent.map(|(id, _)| id),
-    };
-    let (id, snapshot, _) = commit(repo, opts, held, walker, saved, meta)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        warnings: Vec::new(),
-        dirs_reused: 0,
+        let walker = Walker {
+            repo,
+            writer: repo.blob_writer(),
+            excludes: Gitignore::empty(),
+            one_file_system: false,
+            force: true,
+            cache: None,
+            // A stream is its bytes: no special files.
+            special: None,
+            special_paths: HashSet::new(),
+            raw_special: Mutex::new(HashSet::new()),
+            records: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+            warnings: Mutex::new(Vec::new()),
+            progress,
+            budget: BatchBudget::new(),
+        };
+        let what = source.describe();
+        let read_error = |e: io::Error| Error::Stream {
+            stream: what.clone(),
+            problem: format!("could not be read: {e}"),
+        };
+        let mut content = Vec::new();
+        let saved = source.open().and_then(|()| {
+            progress.file();
+            let stored = crate::repo::in_pool(|| {
+                walker.save_large(&mut *source, &read_error, None, &mut content)
+            });
+            let closed = source.close(stored.is_ok());
+            let size = stored?;
+            closed?;
+            let c = &walker.counters;
+            if in_parent {
+                c.files_changed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.files_new.fetch_add(1, Ordering::Relaxed);
+            }
+            c.bytes_read.fetch_add(size, Ordering::Relaxed);
+            c.total_size.fetch_add(size, Ordering::Relaxed);
+            // A long dump lists its chunks in list blobs, as any large file.
+            let kind = walker.file_kind(content)?;
+            let node = stream_node(name.to_vec(), kind, size, start_time);
+            walker.save_tree(Tree { nodes: vec![node] }, Path::new("/"))
+        });
+        let meta = SnapshotMeta {
+            started,
+            hostname,
+            username,
+            paths: raw_paths,
+            excludes: Vec::new(),
+            parent_dbs: None,
+            parent: parent.map(|(id, _)| id),
+        };
+        let (id, snapshot, _) = commit(repo, opts, held, walker, saved, meta)?;
+        Ok(BackupOutcome {
+            id,
+            snapshot,
+            warnings: Vec::new(),
+            dirs_reused: 0,
+        })
     })
 }
 

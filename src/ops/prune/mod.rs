@@ -31,6 +31,7 @@ use crate::format::pack::{BlobKind, PackEntry};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, PackId};
 use crate::repo::Repository;
+use crate::repo::audit::{Audited, Event};
 use crate::storage::FileKind;
 
 /// How to prune.
@@ -184,7 +185,9 @@ enum Fate {
     Repack,
 }
 
-/// Removes unreferenced data; see the module documentation.
+/// Removes unreferenced data; see the module documentation. Runs in
+/// three phases, each a function of its own: what is used, what to do
+/// with each pack, and doing it (skipped in a dry run).
 ///
 /// # Errors
 /// [`Error::Locked`] while other processes use the repository; an error
@@ -192,40 +195,34 @@ enum Fate {
 /// be read, or a used blob is in no index (pruning then could delete data
 /// still needed: `verify` tells what is wrong).
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let done = prune_inner(repo, opts);
-    if !opts.dry_run {
-        let detail = done.as_ref().map_or_else(
-            |_| String::new(),
-            |r| {
-                format!(
-                    "{} packs deleted, {} repacked; {} bytes before, {} after",
-                    r.packs_deleted, r.packs_repacked, r.bytes_before, r.bytes_after
-                )
-            },
-        );
-        crate::repo::audit::record(repo, "prune", "repository", &done, &detail);
-    }
-    done
+    Event::new(repo, "prune", "repository")
+        .unless_dry_run(opts.dry_run)
+        .run(|_| {
+            let started = Instant::now();
+            let held = repo.lock(true, "prune")?;
+            repo.refresh_index()?;
+            let mut report = PruneReport::default();
+            let used = used_blobs(repo, &held, opts, &mut report)?;
+            let plan = plan(repo, &used, opts, &mut report)?;
+            if opts.dry_run {
+                report.bytes_after = report.bytes_before - plan.freed_packs + plan.kept_again;
+            } else {
+                carry_out(repo, &held, &plan, &mut report)?;
+            }
+            report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            drop(held);
+            Ok(report)
+        })
 }
 
-/// Prune in three phases, each a function of its own: what is used, what
-/// to do with each pack, and doing it (skipped in a dry run).
-fn prune_inner(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let started = Instant::now();
-    let held = repo.lock(true, "prune")?;
-    repo.refresh_index()?;
-    let mut report = PruneReport::default();
-    let used = used_blobs(repo, &held, opts, &mut report)?;
-    let plan = plan(repo, &used, opts, &mut report)?;
-    if opts.dry_run {
-        report.bytes_after = report.bytes_before - plan.freed_packs + plan.kept_again;
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(report);
+impl Audited for PruneReport {
+    fn audit(&self) -> (bool, String) {
+        let detail = format!(
+            "{} packs deleted, {} repacked; {} bytes before, {} after",
+            self.packs_deleted, self.packs_repacked, self.bytes_before, self.bytes_after
+        );
+        (true, detail)
     }
-    carry_out(repo, &held, &plan, &mut report)?;
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    drop(held);
-    Ok(report)
 }
 
 /// Every blob the snapshots and WAL segments use. Stops, before anything
