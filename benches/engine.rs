@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cairn::decode::{Domain, test_crypto};
+use cairn::internals::{Domain, test_crypto};
 use cairn::{BackupOptions, ChunkerParams, InitOptions, MemoryBackend, NoProgress, Repository};
 use criterion::{Criterion, Throughput, criterion_main};
 
@@ -62,7 +62,7 @@ fn building_blocks(c: &mut Criterion) {
 /// Lookups in a merged index of one million blobs (the layout a
 /// repository opened from index files has).
 fn index_lookups(c: &mut Criterion) {
-    use cairn::decode::{Index, IndexFile, IndexPack};
+    use cairn::internals::{Index, IndexFile, IndexPack};
     use cairn::{BlobId, BlobKind, Compression, PackEntry, PackId};
     let id = |n: u64| BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes());
     let n = 1_000_000u64;

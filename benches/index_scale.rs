@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn::decode::{IndexFile, IndexPack, encode_index_file};
+use cairn::internals::{IndexFile, IndexPack, encode_index_file};
 use cairn::{
     Backend, BlobId, BlobKind, Compression, FileKind, InitOptions, LocalBackend, PackEntry, PackId,
     Repository,

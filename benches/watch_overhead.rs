@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn::{Follower, WatchEvent};
+use cairn::internals::{Follower, WatchEvent};
 use rusqlite::Connection;
 
 /// The child: commits for `seconds`, `rate` a second (0: no pause), and

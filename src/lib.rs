@@ -67,31 +67,25 @@ mod timespec;
 pub use daemon::notify;
 
 pub use apps::db::cells::Cell;
-pub use apps::db::export::{
-    CSV_SCHEMA_FILE, DbFormat, ExportOptions, JSON_FORMAT, JSON_VERSION, export, export_to_path,
-};
-pub use apps::db::image::{DbImage, database_of, materialize};
+pub use apps::db::export::{CSV_SCHEMA_FILE, DbFormat, ExportOptions, export, export_to_path};
+pub use apps::db::image::{DbImage, materialize};
 pub use apps::db::restore::{
     DbRestoreOptions, DbRestored, restore_from_export, restore_from_snapshot,
 };
 pub use apps::engine::{backup, restore};
 pub use apps::profile::schedule::{Job, MIN_INTERVAL, Schedule, VerifyPlan};
 pub use apps::profile::{
-    Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, DEFAULT_EXCLUDES,
-    FileAction, FileChange, PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan,
-    component_paths, git_info, restore_component, snap,
+    Component, ComponentKind, ComponentRestore, ComponentRestoreOptions, FileAction, FileChange,
+    PROFILE_FILE, Profile, SAFETY_TAG, SnapOptions, TableChange, WatchPlan, component_paths,
+    restore_component, snap,
 };
 pub use apps::sqlite::SqliteMode;
-pub use apps::sqlite::follower::{
-    Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
-    Follower,
-};
 pub use apps::sqlite::pitr::{PitrPoint, PitrRestoreOptions, PitrRestored, restore_at};
 pub use apps::sqlite::special::SqliteFiles;
 pub use apps::sqlite::watcher::{WatchNote, WatchOptions, db_path as watched_db_path, watch};
 pub use daemon::{
-    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, HISTORY_LEN,
-    JobState, RunRecord, daemon,
+    DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, JobState,
+    RunRecord, daemon,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
@@ -130,16 +124,13 @@ pub use ops::report::{
 };
 pub use ops::restore::{RestoreOptions, RestoreOutcome};
 pub use ops::stats::{RepoStats, stats};
-pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
+pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, status};
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
-pub use repo::segments::{BASE_TAG, Chain, Gap, Timeline, timelines};
+pub use repo::segments::{Chain, Gap, Timeline, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
-pub use repo::{
-    DamagedSnapshots, InitOptions, OpenOptions, Repository, needs_password, readable_snapshots,
-    shares_blob_ids,
-};
+pub use repo::{DamagedSnapshots, InitOptions, OpenOptions, Repository, readable_snapshots};
 pub use secrets::command as child_command;
 #[cfg(feature = "s3")]
 pub use storage::{AddressStyle, S3Backend, S3Location};
@@ -148,9 +139,16 @@ pub use storage::{
 };
 pub use timespec::{parse_duration, parse_size, parse_time};
 
-/// Decoders of on-disk data, exposed for the fuzz targets and `cairn cat`.
-/// Each takes arbitrary bytes and returns an error, never panics.
-pub mod decode {
+/// Hooks for the fuzz targets, the decoder tests and the benchmarks, with
+/// the `internals` feature only: the decoders of on-disk data (each takes
+/// arbitrary bytes and returns an error, never panics), a sealer with a
+/// fixed key, and the SQLite WAL follower. Not a stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::apps::sqlite::follower::{
+        Base as WatchBase, Commit, DEFAULT_RESTART_BYTES as WAL_RESTART_BYTES, Event as WatchEvent,
+        Follower,
+    };
     pub use crate::apps::sqlite::wal::{Cursor as WalCursor, WalHeader, checksum as wal_checksum};
     pub use crate::format::config::{decode as config, encode as encode_config, peek_version};
     pub use crate::format::crypto::{Crypto, Domain};

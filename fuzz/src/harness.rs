@@ -9,7 +9,7 @@
 //! from (which also gives `decode(encode(x)) == x`).
 //!
 //! The sealed formats (pack headers, index files, snapshots) are reached with
-//! the unencrypted mode of [`cairn::decode::test_crypto`], in which a sealed
+//! the unencrypted mode of [`cairn::internals::test_crypto`], in which a sealed
 //! object is `nonce (24 zero bytes) ‖ plaintext ‖ tag (16)`. Random bytes
 //! never carry a valid tag, so the harnesses seal their input (or re-seal a
 //! pack's header) with that key first: fuzzed bytes get past authentication
@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 
-use cairn::decode::{self, Crypto, Domain};
+use cairn::internals::{self, Crypto, Domain};
 use cairn::{AppInfo, ComponentInfo, DatabaseInfo, GitInfo, TableRows, Tree, Xattr};
 use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, FORMAT_VERSION};
 use cairn::{KeyFile, KeyId, Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary};
@@ -80,13 +80,13 @@ const TAG_LEN: usize = 16;
 /// `test_crypto(false)`: the fixed test key, unencrypted mode.
 fn plain_crypto() -> &'static Crypto {
     static CRYPTO: OnceLock<Crypto> = OnceLock::new();
-    CRYPTO.get_or_init(|| decode::test_crypto(false))
+    CRYPTO.get_or_init(|| internals::test_crypto(false))
 }
 
 /// `test_crypto(true)`: the fixed test key, XChaCha20-Poly1305.
 fn encrypted_crypto() -> &'static Crypto {
     static CRYPTO: OnceLock<Crypto> = OnceLock::new();
-    CRYPTO.get_or_init(|| decode::test_crypto(true))
+    CRYPTO.get_or_init(|| internals::test_crypto(true))
 }
 
 /// cairn's codec: bincode 2, little-endian, fixed-width integers, 256 MiB
@@ -168,12 +168,12 @@ fn config_file_with_body(body: &[u8], mac: &[u8; 32]) -> Vec<u8> {
 
 /// A config file as cairn writes it, with `mac` as its MAC.
 pub fn config_file(config: &Config, mac: &[u8; 32]) -> Vec<u8> {
-    decode::encode_config(config, |_| *mac)
+    internals::encode_config(config, |_| *mac)
 }
 
 fn check_config_file(bytes: &[u8]) {
-    let peeked = decode::peek_version(bytes);
-    let Ok(raw) = decode::config(bytes) else {
+    let peeked = internals::peek_version(bytes);
+    let Ok(raw) = internals::config(bytes) else {
         return;
     };
     assert!(matches!(peeked, Ok(FORMAT_VERSION)), "version disagrees");
@@ -185,7 +185,7 @@ fn check_config_file(bytes: &[u8]) {
         bytes,
         "config is not canonical"
     );
-    let again = decode::config(&config_file(&raw.config, &raw.mac));
+    let again = internals::config(&config_file(&raw.config, &raw.mac));
     assert_eq!(again.ok().map(|r| r.config), Some(raw.config));
 }
 
@@ -223,15 +223,15 @@ fn check_key_file(bytes: &[u8]) {
 /// the trailer is rejected).
 pub fn pack_header(data: &[u8]) {
     let Some((trailer, rest)) = data.split_at_checked(PACK_TRAILER_LEN) else {
-        let _ = decode::pack_trailer(data, data.len() as u64);
+        let _ = internals::pack_trailer(data, data.len() as u64);
         return;
     };
     let Some((size, plain)) = rest.split_at_checked(8) else {
-        let _ = decode::pack_trailer(trailer, rest.len() as u64);
+        let _ = internals::pack_trailer(trailer, rest.len() as u64);
         return;
     };
     let file_size = u64::from_le_bytes(size.try_into().unwrap_or_default());
-    let header_at = match decode::pack_trailer(trailer, file_size) {
+    let header_at = match internals::pack_trailer(trailer, file_size) {
         Ok(len) => {
             let room = file_size.checked_sub(PACK_TRAILER_LEN as u64);
             assert!(
@@ -246,14 +246,14 @@ pub fn pack_header(data: &[u8]) {
 }
 
 fn check_header_plain(plain: &[u8], header_at: u64) {
-    let Ok(header) = decode::pack_header(plain, header_at) else {
+    let Ok(header) = internals::pack_header(plain, header_at) else {
         return;
     };
     assert_entries_fit(&header.entries, header_at);
     // A header is a struct holding one vector: it encodes as that vector.
     let encoded = encode(&header.entries);
     assert_eq!(encoded, plain, "pack header is not canonical");
-    let again = decode::pack_header(&encoded, header_at);
+    let again = internals::pack_header(&encoded, header_at);
     assert_eq!(again.ok().map(|h| h.entries), Some(header.entries));
 }
 
@@ -262,7 +262,7 @@ fn check_header_plain(plain: &[u8], header_at: u64) {
 /// length: the body between nonce and tag is taken as the plaintext), so
 /// that a damaged header still reaches the header decoder.
 pub fn pack(data: &[u8]) {
-    let _ = decode::pack(encrypted_crypto(), data);
+    let _ = internals::pack(encrypted_crypto(), data);
     check_pack(data);
     if let Some(range) = pack_header_range(data) {
         let sealed = data.get(range.clone()).unwrap_or_default();
@@ -275,7 +275,7 @@ pub fn pack(data: &[u8]) {
 }
 
 fn check_pack(pack: &[u8]) {
-    let Ok(header) = decode::pack(plain_crypto(), pack) else {
+    let Ok(header) = internals::pack(plain_crypto(), pack) else {
         return;
     };
     let range = pack_header_range(pack);
@@ -310,7 +310,7 @@ pub struct IndexPackRecord {
 
 /// Decodes an index file with the test key, as the public record.
 pub fn decode_index_file(bytes: &[u8]) -> Result<IndexFileRecord, String> {
-    let file = decode::index_file(plain_crypto(), bytes)?;
+    let file = internals::index_file(plain_crypto(), bytes)?;
     Ok(IndexFileRecord {
         packs: file
             .packs
@@ -332,13 +332,13 @@ pub fn index_file(record: &IndexFileRecord) -> Vec<u8> {
 /// `fuzz_index`: `data` is the plaintext of an index file; it is sealed
 /// with the test key and decoded. `data` is also decoded as a whole file.
 pub fn index(data: &[u8]) {
-    let _ = decode::index_file(encrypted_crypto(), data);
+    let _ = internals::index_file(encrypted_crypto(), data);
     let _ = decode_index_file(data);
     let file = sealed_file(INDEX_MAGIC, Domain::Index, data);
     // Sealing binds the domain: the same object is no snapshot.
     let mut as_snapshot = SNAPSHOT_MAGIC.to_vec();
     as_snapshot.extend_from_slice(file.get(INDEX_MAGIC.len()..).unwrap_or_default());
-    assert!(decode::snapshot_file(plain_crypto(), &as_snapshot).is_err());
+    assert!(internals::snapshot_file(plain_crypto(), &as_snapshot).is_err());
     let Ok(record) = decode_index_file(&file) else {
         return;
     };
@@ -370,26 +370,26 @@ pub fn snapshot_file(snap: &Snapshot) -> Vec<u8> {
 /// `fuzz_snapshot`: `data` is the plaintext of a snapshot file; it is sealed
 /// with the test key and decoded. `data` is also decoded as a whole file.
 pub fn snapshot(data: &[u8]) {
-    let _ = decode::snapshot_file(encrypted_crypto(), data);
-    let _ = decode::snapshot_file(plain_crypto(), data);
+    let _ = internals::snapshot_file(encrypted_crypto(), data);
+    let _ = internals::snapshot_file(plain_crypto(), data);
     let file = sealed_file(SNAPSHOT_MAGIC, Domain::Snapshot, data);
-    let Ok(snap) = decode::snapshot_file(plain_crypto(), &file) else {
+    let Ok(snap) = internals::snapshot_file(plain_crypto(), &file) else {
         return;
     };
     assert_eq!(encode(&snap), data, "snapshot is not canonical");
     let _ = snap.timestamp();
     let _ = snap.display_paths();
-    let again = decode::snapshot_file(plain_crypto(), &snapshot_file(&snap));
+    let again = internals::snapshot_file(plain_crypto(), &snapshot_file(&snap));
     assert_eq!(again, Ok(snap));
 }
 
 /// `fuzz_chunk_list`: `data` is the plaintext of a list blob
 /// (store-format.md §11.1). A list that decodes encodes back to `data`.
 pub fn chunk_list(data: &[u8]) {
-    if let Ok(ids) = decode::chunk_list(data) {
+    if let Ok(ids) = internals::chunk_list(data) {
         assert!(!ids.is_empty() && ids.len() <= 256);
         assert_eq!(
-            decode::encode_chunk_list(&ids),
+            internals::encode_chunk_list(&ids),
             data,
             "list is not canonical"
         );
@@ -436,9 +436,9 @@ pub fn files_cache_file(plain: &[u8]) -> Vec<u8> {
 /// sealed with the test key and checked. `data` is also checked as a whole
 /// file.
 pub fn files_cache(data: &[u8]) {
-    let _ = decode::files_cache(encrypted_crypto(), data);
-    let _ = decode::files_cache(plain_crypto(), data);
-    let _ = decode::files_cache(plain_crypto(), &files_cache_file(data));
+    let _ = internals::files_cache(encrypted_crypto(), data);
+    let _ = internals::files_cache(plain_crypto(), data);
+    let _ = internals::files_cache(plain_crypto(), &files_cache_file(data));
 }
 
 /// `fuzz_profile`: `data` is the text of an application profile
@@ -455,13 +455,13 @@ pub fn profile(data: &[u8]) {
 /// decoded as a whole file.
 pub fn audit(data: &[u8]) {
     let id = cairn::AuditId([0; 32]);
-    let _ = decode::audit_file(
+    let _ = internals::audit_file(
         plain_crypto(),
         &id,
         &sealed_file(b"CAIRNAUD", Domain::Audit, data),
     );
-    let _ = decode::audit_file(plain_crypto(), &id, data);
-    let _ = decode::audit_file(encrypted_crypto(), &id, data);
+    let _ = internals::audit_file(plain_crypto(), &id, data);
+    let _ = internals::audit_file(encrypted_crypto(), &id, data);
 }
 
 /// `fuzz_segment`: `data` is the plaintext of a WAL segment. It is sealed
@@ -472,13 +472,13 @@ pub fn audit(data: &[u8]) {
 /// `data` when `data` was exactly one record).
 pub fn segment(data: &[u8]) {
     let zero = cairn::SegmentId([0; 32]);
-    let _ = decode::segment_file(
+    let _ = internals::segment_file(
         plain_crypto(),
         &zero,
         &sealed_file(b"CAIRNWAL", Domain::Wal, data),
     );
-    let _ = decode::segment_file(plain_crypto(), &zero, data);
-    let _ = decode::segment_file(encrypted_crypto(), &zero, data);
+    let _ = internals::segment_file(plain_crypto(), &zero, data);
+    let _ = internals::segment_file(encrypted_crypto(), &zero, data);
     let Ok((seg, used)) = bincode::serde::decode_from_slice::<cairn::Segment, _>(data, codec())
     else {
         return;
@@ -486,10 +486,10 @@ pub fn segment(data: &[u8]) {
     if used == data.len() {
         assert_eq!(encode(&seg), data, "segment is not canonical");
     }
-    let Ok((id, file)) = decode::encode_segment_file(plain_crypto(), &seg) else {
+    let Ok((id, file)) = internals::encode_segment_file(plain_crypto(), &seg) else {
         return;
     };
-    if let Ok(back) = decode::segment_file(plain_crypto(), &id, &file) {
+    if let Ok(back) = internals::segment_file(plain_crypto(), &id, &file) {
         assert_eq!(back, seg, "segment does not round-trip");
     }
 }
@@ -950,7 +950,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 #[must_use]
 #[allow(clippy::big_endian_bytes)]
 pub fn sample_wal() -> Vec<u8> {
-    let header = decode::WalHeader {
+    let header = internals::WalHeader {
         big_endian: false,
         page_size: 512,
         checkpoint_seq: 3,
@@ -958,15 +958,15 @@ pub fn sample_wal() -> Vec<u8> {
         checksum: [0, 0],
     };
     let mut out = header.encode().to_vec();
-    let mut chain = decode::WalHeader::parse(&out).map_or([0, 0], |h| h.checksum);
+    let mut chain = internals::WalHeader::parse(&out).map_or([0, 0], |h| h.checksum);
     for (page, commit) in [(1u32, 0u32), (2, 2), (3, 3), (4, 0)] {
         let mut frame = Vec::new();
         for word in [page, commit, header.salt[0], header.salt[1]] {
             frame.extend_from_slice(&word.to_be_bytes());
         }
         let image = vec![u8::try_from(page).unwrap_or(0); 512];
-        chain = decode::wal_checksum(false, chain, frame.get(..8).unwrap_or_default());
-        chain = decode::wal_checksum(false, chain, &image);
+        chain = internals::wal_checksum(false, chain, frame.get(..8).unwrap_or_default());
+        chain = internals::wal_checksum(false, chain, &image);
         frame.extend_from_slice(&chain[0].to_be_bytes());
         frame.extend_from_slice(&chain[1].to_be_bytes());
         out.extend_from_slice(&frame);
@@ -979,14 +979,14 @@ pub fn sample_wal() -> Vec<u8> {
 /// reads one: the header, then every frame, whole and in two pieces split
 /// at a point taken from the data; both readings must agree.
 pub fn wal(data: &[u8]) {
-    let Ok(header) = decode::WalHeader::parse(data) else {
+    let Ok(header) = internals::WalHeader::parse(data) else {
         return;
     };
     let body = data.get(32..).unwrap_or_default();
-    let mut whole = decode::WalCursor::new(header);
+    let mut whole = internals::WalCursor::new(header);
     let all = whole.read(body).len();
     let split = usize::from(data.get(33).copied().unwrap_or(0)) * 97 % (body.len() + 1);
-    let mut pieces = decode::WalCursor::new(header);
+    let mut pieces = internals::WalCursor::new(header);
     let mut found = pieces.read(&body[..split]).len();
     let from = usize::try_from(pieces.offset()).unwrap_or(usize::MAX) - 32;
     found += pieces.read(body.get(from..).unwrap_or_default()).len();

@@ -52,6 +52,7 @@ pub fn encode_file(crypto: &Crypto, file: &IndexFile) -> crate::error::Result<(I
 ///
 /// # Errors
 /// A reason string when the magic, tag or encoding is wrong.
+#[cfg(any(test, feature = "internals"))]
 pub fn decode_file(crypto: &Crypto, bytes: &[u8]) -> Result<IndexFile, String> {
     decode_file_owned(crypto, bytes.to_vec())
 }

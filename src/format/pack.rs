@@ -125,6 +125,7 @@ pub fn decode_header(plain: &[u8], header_offset: u64) -> Result<PackHeader, Pac
 ///
 /// # Errors
 /// `PackError` when the pack is truncated or its header is damaged.
+#[cfg(any(test, feature = "internals"))]
 pub fn read_header(crypto: &Crypto, pack: &[u8]) -> Result<PackHeader, PackError> {
     let size = pack.len() as u64;
     let trailer_at = size

@@ -36,7 +36,7 @@ use crate::ops::backup::Progress;
 use crate::repo::audit::{Audited, Event};
 use crate::repo::chunklist;
 use crate::repo::lock::Lock;
-use crate::repo::{BlobWriter, Repository, shares_blob_ids};
+use crate::repo::{BlobWriter, Repository};
 use crate::sync::lock;
 
 /// One snapshot `copy` looked at.
@@ -57,7 +57,7 @@ pub struct CopiedSnapshot {
 pub struct CopyReport {
     /// Every snapshot asked for, oldest first.
     pub snapshots: Vec<CopiedSnapshot>,
-    /// Whether the repositories share blob ids ([`shares_blob_ids`]): if
+    /// Whether the repositories share blob ids ([`Repository::shares_blob_ids`]): if
     /// not, every blob of a copied snapshot was read and named again.
     pub shared_ids: bool,
     /// Blobs read from the source.
@@ -175,7 +175,7 @@ fn copy_locked(
     let copier = Copier {
         src,
         dst,
-        shared: shares_blob_ids(src, dst),
+        shared: src.shares_blob_ids(dst),
         trees: Mutex::new(HashMap::new()),
         lists: Mutex::new(HashMap::new()),
         data: Mutex::new(HashMap::new()),
@@ -573,7 +573,7 @@ mod tests {
         let mut opts = small_packs();
         opts.related_to(&src);
         let dst = repo(&opts, b"two");
-        assert!(shares_blob_ids(&src, &dst));
+        assert!(src.shares_blob_ids(&dst));
         assert_eq!(dst.chunker_seed(), src.chunker_seed());
         check_copy(&src, &dst, &ids);
     }
@@ -582,7 +582,7 @@ mod tests {
     fn copies_in_batches_and_remaps_parents_between_unrelated_repositories() {
         let (src, ids, _dir) = source();
         let dst = repo(&small_packs(), b"two");
-        assert!(!shares_blob_ids(&src, &dst));
+        assert!(!src.shares_blob_ids(&dst));
         check_copy(&src, &dst, &ids);
     }
 

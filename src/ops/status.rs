@@ -16,7 +16,6 @@
 //! `app NAME [COMPONENT, ...]`; plain backups name their paths.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
@@ -328,7 +327,9 @@ fn compute(
 
 /// The status in Prometheus' text exposition format (version 0.0.4).
 #[must_use]
+#[cfg(feature = "server")]
 pub fn prometheus(status: &RepoStatus, now: jiff::Timestamp) -> String {
+    use std::fmt::Write as _;
     /// A label value with `\`, `"` and newlines escaped, as the format asks.
     fn esc(v: &str) -> String {
         v.replace('\\', "\\\\")

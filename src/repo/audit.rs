@@ -388,7 +388,7 @@ impl<'r> Event<'r> {
 /// Records that `action` on `target` ended as `ok` says, with `detail`,
 /// by the repository's actor. Never fails: a failure to write is kept for
 /// [`Repository::take_audit_errors`]. Operations record through
-/// [`Event::run`]; this is for events that are not one operation's
+/// `Event::run`; this is for events that are not one operation's
 /// outcome (a watcher starting and stopping).
 pub fn record_event(repo: &Repository, action: &str, target: &str, ok: bool, detail: &str) {
     let now = jiff::Timestamp::now();

@@ -183,15 +183,6 @@ impl InitOptions {
     }
 }
 
-/// True when `a` and `b` give the same content the same blob id (one was
-/// created related to the other, or both to a third). Compares the id of a
-/// fixed probe, so no key leaves its repository.
-#[must_use]
-pub fn shares_blob_ids(a: &Repository, b: &Repository) -> bool {
-    const PROBE: &[u8] = b"cairn copy probe";
-    a.crypto().blob_id(PROBE) == b.crypto().blob_id(PROBE)
-}
-
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -208,10 +199,6 @@ fn username() -> String {
 
 pub(crate) fn host_and_user() -> (String, String) {
     (hostname(), username())
-}
-
-fn read_config(backend: &dyn Backend) -> Result<config::RawConfig> {
-    read_config_bytes(backend).map(|(raw, _)| raw)
 }
 
 /// The config, decoded and as stored.
@@ -236,17 +223,17 @@ fn decode_config(location: String, bytes: &[u8]) -> Result<config::RawConfig> {
     })
 }
 
-/// True when the repository's config says it is unencrypted, so no password
-/// is needed. Fails like [`Repository::open`] for a missing repository or an
-/// unknown version, before any password is asked for.
-///
-/// # Errors
-/// [`Error::RepoNotFound`], [`Error::UnsupportedVersion`] or a damaged config.
-pub fn needs_password(backend: &dyn Backend) -> Result<bool> {
-    Ok(read_config(backend)?.config.encryption != Encryption::None)
-}
-
 impl Repository {
+    /// True when this repository and `other` give the same content the
+    /// same blob id (one was created related to the other, or both to a
+    /// third), so that `copy` between them moves blobs without re-chunking.
+    /// Compares the id of a fixed probe, so no key leaves its repository.
+    #[must_use]
+    pub fn shares_blob_ids(&self, other: &Repository) -> bool {
+        const PROBE: &[u8] = b"cairn copy probe";
+        self.crypto().blob_id(PROBE) == other.crypto().blob_id(PROBE)
+    }
+
     /// Creates a repository; `password` is required unless encryption is off.
     ///
     /// # Errors

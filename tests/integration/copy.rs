@@ -446,9 +446,9 @@ fn chunk_lists_are_copied_and_rewritten() {
         &related,
     )
     .expect("init b");
-    assert!(cairn::shares_blob_ids(&a, &b));
+    assert!(a.shares_blob_ids(&b));
     let unrelated = small_chunk_repo(&d.join("c"), THIRD);
-    assert!(!cairn::shares_blob_ids(&a, &unrelated));
+    assert!(!a.shares_blob_ids(&unrelated));
 
     for target in [&b, &unrelated] {
         let report = cairn::copy(&a, target, &[snap.id], &cairn::NoProgress).expect("copy");

@@ -1,12 +1,12 @@
 //! Decoders of on-disk data reject arbitrary bytes with an error, never a panic.
 //!
-//! Every decoder in `cairn::decode` gets arbitrary bytes and mutations of
+//! Every decoder in `cairn::internals` gets arbitrary bytes and mutations of
 //! valid encodings (bit flips, inserted and removed bytes, truncation,
 //! overwritten length fields) through the same harnesses as the fuzz targets
 //! (`fuzz/src/harness.rs`, compiled here with `#[path]`): a harness panics
 //! when its decoder panics or accepts bytes that are not the one encoding of
 //! what it returned. Sealed formats are fuzzed behind the authentication layer
-//! with `cairn::decode::test_crypto(false)`. Every crash the fuzzers saved
+//! with `cairn::internals::test_crypto(false)`. Every crash the fuzzers saved
 //! under `fuzz/artifacts/<target>/`, and every seed under
 //! `fuzz/corpus/<target>/seed-*`, replays as a regression test. Encoders
 //! reachable from the public API round-trip through their decoders.
@@ -19,7 +19,7 @@ use std::fs;
 use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 
-use cairn::decode;
+use cairn::internals;
 use cairn::{AppInfo, ComponentInfo, DatabaseInfo, GitInfo, TableRows};
 use cairn::{BlobId, BlobKind, ChunkerParams, Compression, Config, Encryption, KeyFile, KeyId};
 use cairn::{Node, NodeKind, PackEntry, PackId, Snapshot, SnapshotId, Summary, Tree, Xattr};
@@ -280,9 +280,9 @@ fn write_fuzz_seeds() {
 /// checks that the harnesses seal objects exactly as cairn does.
 #[test]
 fn seeds_are_accepted() {
-    let plain = decode::test_crypto(false);
+    let plain = internals::test_crypto(false);
 
-    let raw = decode::config(&harness::config_file(&harness::sample_config(), &[1; 32]))
+    let raw = internals::config(&harness::config_file(&harness::sample_config(), &[1; 32]))
         .expect("config decodes");
     assert_eq!(raw.config, harness::sample_config());
     assert_eq!(raw.mac, [1; 32]);
@@ -303,10 +303,10 @@ fn seeds_are_accepted() {
         (b"one".to_vec(), BlobKind::Data),
         (b"two".to_vec(), BlobKind::Tree),
     ]);
-    let header = decode::pack(&plain, &pack).expect("pack header opens");
+    let header = internals::pack(&plain, &pack).expect("pack header opens");
     assert_eq!(header.entries, entries);
     assert!(
-        decode::pack(&decode::test_crypto(true), &pack).is_err(),
+        internals::pack(&internals::test_crypto(true), &pack).is_err(),
         "the encrypted mode rejects a plain seal"
     );
 
@@ -317,8 +317,8 @@ fn seeds_are_accepted() {
     );
 
     let wal = harness::sample_wal();
-    let header = decode::WalHeader::parse(&wal).expect("log header");
-    let txns = decode::WalCursor::new(header).read(&wal[32..]);
+    let header = internals::WalHeader::parse(&wal).expect("log header");
+    let txns = internals::WalCursor::new(header).read(&wal[32..]);
     assert_eq!(
         txns.iter()
             .map(|t| (t.pages.len(), t.db_pages))
@@ -328,15 +328,15 @@ fn seeds_are_accepted() {
     );
 
     let seg = harness::sample_segment();
-    let (id, bytes) = decode::encode_segment_file(&plain, &seg).expect("segment encodes");
+    let (id, bytes) = internals::encode_segment_file(&plain, &seg).expect("segment encodes");
     assert_eq!(
-        decode::segment_file(&plain, &id, &bytes).expect("segment decodes"),
+        internals::segment_file(&plain, &id, &bytes).expect("segment decodes"),
         seg
     );
 
     let snap = harness::sample_snapshot();
     assert_eq!(
-        decode::snapshot_file(&plain, &harness::snapshot_file(&snap)),
+        internals::snapshot_file(&plain, &harness::snapshot_file(&snap)),
         Ok(snap)
     );
 
@@ -345,9 +345,9 @@ fn seeds_are_accepted() {
     assert_eq!(Tree::decode(&tree.encode()).expect("tree decodes"), tree);
 
     let event = harness::sample_audit_event();
-    let (id, bytes) = decode::encode_audit_file(&plain, &event).expect("audit encodes");
+    let (id, bytes) = internals::encode_audit_file(&plain, &event).expect("audit encodes");
     assert_eq!(
-        decode::audit_file(&plain, &id, &bytes).expect("audit decodes"),
+        internals::audit_file(&plain, &id, &bytes).expect("audit decodes"),
         event
     );
 
@@ -357,8 +357,8 @@ fn seeds_are_accepted() {
     assert_eq!(profile.repo.as_deref(), Some(Path::new("/srv/backups")));
 
     let cache = harness::files_cache_file(&harness::encode(&harness::sample_files_cache()));
-    assert_eq!(decode::files_cache(&plain, &cache), Ok(2));
-    assert!(decode::files_cache(&decode::test_crypto(true), &cache).is_err());
+    assert_eq!(internals::files_cache(&plain, &cache), Ok(2));
+    assert!(internals::files_cache(&internals::test_crypto(true), &cache).is_err());
 
     for (target, name, bytes) in harness::seeds() {
         no_panic(target, &bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
@@ -668,27 +668,27 @@ proptest! {
 
     #[test]
     fn snapshot_round_trips(snap in snapshot()) {
-        let crypto = decode::test_crypto(false);
+        let crypto = internals::test_crypto(false);
         let file = harness::snapshot_file(&snap);
-        prop_assert_eq!(decode::snapshot_file(&crypto, &file), Ok(snap.clone()));
+        prop_assert_eq!(internals::snapshot_file(&crypto, &file), Ok(snap.clone()));
         let _ = snap.timestamp();
         // The same object is neither an index nor readable with another key.
         let mut as_index = b"CAIRNIDX".to_vec();
         as_index.extend_from_slice(&file[8..]);
-        prop_assert!(decode::index_file(&crypto, &as_index).is_err());
-        prop_assert!(decode::snapshot_file(&decode::test_crypto(true), &file).is_err());
+        prop_assert!(internals::index_file(&crypto, &as_index).is_err());
+        prop_assert!(internals::snapshot_file(&internals::test_crypto(true), &file).is_err());
     }
 
     #[test]
     fn config_round_trips(config in config(), mac in any::<[u8; 32]>(), bad_level in 23i32..) {
         let bytes = harness::config_file(&config, &mac);
-        let raw = decode::config(&bytes).expect("valid config decodes");
+        let raw = internals::config(&bytes).expect("valid config decodes");
         prop_assert_eq!(&raw.config, &config);
         prop_assert_eq!(raw.mac, mac);
         prop_assert_eq!(raw.signed.len() + 32, bytes.len());
-        prop_assert_eq!(decode::peek_version(&bytes).ok(), Some(cairn::FORMAT_VERSION));
+        prop_assert_eq!(internals::peek_version(&bytes).ok(), Some(cairn::FORMAT_VERSION));
         let bad = Config { compression_level: bad_level, ..config };
-        prop_assert!(decode::config(&harness::config_file(&bad, &mac)).is_err());
+        prop_assert!(internals::config(&harness::config_file(&bad, &mac)).is_err());
     }
 
     #[test]
@@ -707,10 +707,10 @@ proptest! {
     #[test]
     fn pack_header_round_trips((entries, end) in pack_entries(), slack in 0u64..1000) {
         let plain = harness::encode(&entries);
-        let header = decode::pack_header(&plain, end + slack).expect("valid header decodes");
+        let header = internals::pack_header(&plain, end + slack).expect("valid header decodes");
         prop_assert_eq!(&header.entries, &entries);
         if end > 0 {
-            prop_assert!(decode::pack_header(&plain, end - 1).is_err(), "blob past the header accepted");
+            prop_assert!(internals::pack_header(&plain, end - 1).is_err(), "blob past the header accepted");
         }
     }
 
@@ -723,12 +723,12 @@ proptest! {
             .map(|(b, tree)| (b, if tree { BlobKind::Tree } else { BlobKind::Data }))
             .collect();
         let (pack, entries) = harness::sample_pack(&blobs);
-        let header = decode::pack(&decode::test_crypto(false), &pack).expect("pack opens");
+        let header = internals::pack(&internals::test_crypto(false), &pack).expect("pack opens");
         prop_assert_eq!(header.entries, entries);
         // The trailer agrees with the file it ends.
         let size = pack.len() as u64;
-        let len = decode::pack_trailer(&pack[pack.len() - 12..], size).expect("trailer");
-        prop_assert!(decode::pack_trailer(&pack[pack.len() - 12..], u64::from(len) + 11).is_err());
+        let len = internals::pack_trailer(&pack[pack.len() - 12..], size).expect("trailer");
+        prop_assert!(internals::pack_trailer(&pack[pack.len() - 12..], u64::from(len) + 11).is_err());
     }
 
     #[test]

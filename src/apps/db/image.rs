@@ -80,7 +80,8 @@ impl DbImage {
     }
 }
 
-/// Writes the image of database `db` of `snap` (see [`database_of`]) to a
+/// Writes the image of database `db` of `snap` (`None`: its only captured
+/// database) to a
 /// temporary directory (`$TMPDIR`), each chunk checked against its id as
 /// it is read, under a shared repository lock.
 ///
@@ -90,7 +91,8 @@ impl DbImage {
 /// stored row counts to check against then (`info.tables` is empty).
 ///
 /// # Errors
-/// As [`database_of`]; [`Error::Invalid`] for a file `db` names that is
+/// [`Error::NotFound`] or [`Error::Ambiguous`] when `db` names no captured
+/// database or `None` leaves a choice of several; [`Error::Invalid`] for a file `db` names that is
 /// not a SQLite database; [`Error::NotFound`] when a captured database's
 /// path is not in the snapshot's tree; [`Error::Locked`]; damaged or
 /// missing data, including a captured database whose image is not one;

@@ -143,6 +143,7 @@ pub struct Commit {
 
 impl Commit {
     /// Each page it wrote: number and image, in log order.
+    #[cfg(any(test, feature = "internals"))]
     pub fn images(&self) -> impl Iterator<Item = (u32, &[u8])> {
         let size = usize::try_from(self.page_size).unwrap_or(usize::MAX).max(1);
         self.pages.iter().copied().zip(self.data.chunks_exact(size))
@@ -175,6 +176,7 @@ pub struct Base {
 impl Base {
     /// The image file, at its start.
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn file(&self) -> &File {
         &self.image.file
     }
@@ -192,6 +194,7 @@ impl Base {
 
     /// Whether the image is empty (never, for a database).
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.image.len == 0
     }
@@ -442,6 +445,7 @@ impl Follower {
     /// # Errors
     /// When the database cannot be opened, is not in WAL mode, or the
     /// image cannot be written.
+    #[cfg(any(test, feature = "internals"))]
     pub fn start(db: &Path, restart_bytes: u64) -> Result<(Self, Base)> {
         Self::start_after(db, restart_bytes, None)
     }
@@ -555,6 +559,7 @@ impl Follower {
 
     /// The database followed.
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn db(&self) -> &Path {
         &self.db
     }

@@ -150,6 +150,7 @@ impl WalHeader {
     /// The header's 32 bytes, with its checksum computed afresh (for tests
     /// and tools that build logs; cairn itself never writes one).
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let magic = if self.big_endian { MAGIC_BE } else { MAGIC_LE };
         let [salt1, salt2] = self.salt;
@@ -238,6 +239,7 @@ impl Cursor {
     /// cursors with equal headers, frame counts and chains have read the
     /// same frames.
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn chain(&self) -> [u32; 2] {
         self.chain
     }
@@ -254,6 +256,7 @@ impl Cursor {
     /// frame. Frames after it, valid or not, are left: the rest of a
     /// transaction still being written, or the end of the generation.
     #[must_use]
+    #[cfg(any(test, feature = "internals"))]
     pub fn read(&mut self, bytes: &[u8]) -> Vec<Transaction> {
         self.read_more(bytes).0
     }

@@ -172,6 +172,7 @@ pub(crate) struct FilesCache {
 ///
 /// # Errors
 /// A message saying what is wrong.
+#[cfg(any(test, feature = "internals"))]
 pub fn check_file(crypto: &crate::format::crypto::Crypto, bytes: &[u8]) -> Result<usize, String> {
     decode(crypto, bytes.to_vec()).map(|f| f.entries.len())
 }
