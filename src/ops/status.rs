@@ -84,29 +84,6 @@ impl SourceStatus {
         }
     }
 
-    /// The source's status at `now` as JSON, as `cairn status --json` and
-    /// the HTTP API show it.
-    #[must_use]
-    pub fn to_json(&self, now: jiff::Timestamp) -> serde_json::Value {
-        serde_json::json!({
-            "app": self.source.app,
-            "component": self.source.component,
-            "host": self.source.host,
-            "last_snapshot": self.last.map(|(id, _)| id),
-            "last_time": self.last.map(|(_, t)| t.to_string()),
-            "age_seconds": self.age_secs(now),
-            "duration_ms": self.duration_ms,
-            "bytes_added": self.bytes_added,
-            "snapshots": self.snapshots,
-            "failure": self.failure.as_ref().map(|(t, e)| serde_json::json!({"time": t.to_string(), "error": e})),
-            "failures_total": self.failures_total,
-            "watch": self.watch.as_ref().map(|w| serde_json::json!({
-                "until": w.until.to_string(),
-                "ended": w.ended,
-            })),
-        })
-    }
-
     /// The newest moment stored of the source: its newest snapshot's time,
     /// or for a watched database the newest moment its watcher stored.
     #[must_use]
