@@ -130,7 +130,7 @@ pub use ops::report::{
 };
 pub use ops::restore::{RestoreOptions, RestoreOutcome};
 pub use ops::stats::{RepoStats, stats};
-pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, prometheus, status};
+pub use ops::status::{RepoStatus, Source, SourceStatus, WatchFreshness, status};
 pub use ops::verify::{VerifyOptions, VerifyReport, verify};
 pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event as audit_record};
 pub use repo::lock::{Lock, LockRecord, Unlocked};
@@ -141,6 +141,8 @@ pub use repo::{
     shares_blob_ids,
 };
 pub use secrets::command as child_command;
+#[cfg(feature = "server")]
+pub use server::prometheus;
 #[cfg(feature = "s3")]
 pub use storage::{AddressStyle, S3Backend, S3Location};
 pub use storage::{

@@ -783,11 +783,11 @@ pub(crate) async fn metrics(State(st): St, headers: HeaderMap) -> ApiResult {
     let s = st
         .read(|repo| Ok(crate::ops::status::status(repo)?))
         .await?;
-    let text = crate::ops::status::prometheus(&s, jiff::Timestamp::now());
+    let text = super::metrics::prometheus(s, jiff::Timestamp::now());
     Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(super::metrics::CONTENT_TYPE),
         )],
         text,
     )
