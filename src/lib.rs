@@ -119,8 +119,8 @@ pub use ops::inspect::{
 pub use ops::protect::Undo;
 pub use ops::prune::{PruneOptions, PruneReport, TEMPORARY_STALE_AFTER, prune};
 pub use ops::report::{
-    AppView, BackupReport, ComponentView, DatabaseView, PruneSummary, RestoreReport, SnapshotView,
-    VerifySummary,
+    AppView, AuditEventView, BackupReport, ComponentView, DatabaseView, FailureView, LogView,
+    PruneSummary, RestoreReport, SnapshotView, SourceView, StatusView, VerifySummary, WatchView,
 };
 pub use ops::restore::{RestoreOptions, RestoreOutcome};
 pub use ops::stats::{RepoStats, stats};

@@ -28,6 +28,9 @@ mod integration {
     mod pitr;
     mod roundtrip;
     mod s3;
+    // `cairn serve` and the library's `server` module exist only with the
+    // `server` feature.
+    #[cfg(feature = "server")]
     mod serve;
     mod sqlite;
     mod stdin;

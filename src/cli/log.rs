@@ -23,8 +23,8 @@ pub fn log(g: &Global, out: &Out, a: &LogArgs) -> Result<u8> {
     let (repo, _) = open(g)?;
     let log = cairn::audit_log(&repo, a.last)?;
     if out.json {
-        let events: Vec<_> = log.events.iter().map(|(id, e)| e.to_json(id)).collect();
-        out.print_json(&serde_json::json!({ "events": events, "problems": log.problems }))?;
+        // Through a Value, whose keys sort, as `GET /api/log` renders it.
+        out.print_json(&serde_json::to_value(cairn::LogView::new(&log))?)?;
     } else {
         for (_, e) in &log.events {
             outln!(

@@ -4,6 +4,7 @@
 
 use anyhow::{Result, anyhow};
 use clap::Args;
+use serde::Serialize;
 
 use cairn::notify::{Alert, MinFree, free_space};
 
@@ -43,6 +44,44 @@ pub struct StatusArgs {
     min_free: Option<String>,
     #[command(flatten)]
     notify: NotifyArgs,
+}
+
+/// `cairn status --json`: the sources as `GET /api/status` shows them
+/// ([`cairn::SourceView`]), each with whether it is stale, and what only
+/// the command line checks: free space and the alerts sent. The
+/// repository's size is `repository_bytes` here and `repo_bytes` in the
+/// API; each keeps the name its users read.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    /// No source stale or failing, and space not low.
+    ok: bool,
+    sources: Vec<SourceJson>,
+    snapshots: u64,
+    repository_bytes: u64,
+    /// With --min-free.
+    free_space: Option<FreeSpaceJson>,
+    alerts: &'a [Alert],
+    /// Alerts that could not be delivered.
+    notify_errors: &'a [String],
+    problems: &'a [String],
+}
+
+/// One source of [`StatusJson`].
+#[derive(Serialize)]
+struct SourceJson {
+    #[serde(flatten)]
+    source: cairn::SourceView,
+    /// Older than --max-age (or, with it, never backed up).
+    stale: bool,
+}
+
+/// Free space where the repository is, against --min-free.
+#[derive(Serialize)]
+struct FreeSpaceJson {
+    available_bytes: u64,
+    total_bytes: u64,
+    min_free_bytes: Option<u64>,
+    low: bool,
 }
 
 /// `--max-age` in seconds (a day is 24 hours).
@@ -99,31 +138,30 @@ pub fn status(g: &Global, out: &Out, a: &StatusArgs) -> Result<u8> {
     let bad = !alerts.is_empty();
     let notify_errors = send_all(notifier.as_ref(), &alerts, out);
     if out.json {
-        let items: Vec<_> = sources
-            .iter()
-            .map(|s| {
-                let mut v = s.to_json(now);
-                if let Some(fields) = v.as_object_mut() {
-                    fields.insert("stale".into(), stale(s).into());
-                }
-                v
-            })
-            .collect();
-        out.print_json(&serde_json::json!({
-            "ok": !bad,
-            "sources": items,
-            "snapshots": st.snapshots,
-            "repository_bytes": st.repo_bytes,
-            "free_space": space.map(|f| serde_json::json!({
-                "available_bytes": f.available,
-                "total_bytes": f.total,
-                "min_free_bytes": min_free.map(|m| m.bytes(&f)),
-                "low": low_space,
-            })),
-            "alerts": alerts,
-            "notify_errors": notify_errors,
-            "problems": st.problems,
-        }))?;
+        let report = StatusJson {
+            ok: !bad,
+            sources: sources
+                .iter()
+                .map(|s| SourceJson {
+                    source: cairn::SourceView::new(s, now),
+                    stale: stale(s),
+                })
+                .collect(),
+            snapshots: st.snapshots,
+            repository_bytes: st.repo_bytes,
+            free_space: space.map(|f| FreeSpaceJson {
+                available_bytes: f.available,
+                total_bytes: f.total,
+                min_free_bytes: min_free.map(|m| m.bytes(&f)),
+                low: low_space,
+            }),
+            alerts: &alerts,
+            notify_errors: &notify_errors,
+            problems: &st.problems,
+        };
+        // Through a Value, whose keys sort: the output stays what it was
+        // when it was built with `json!`.
+        out.print_json(&serde_json::to_value(&report)?)?;
     } else {
         print_sources(&sources, &stale, now);
         out.info(format!(

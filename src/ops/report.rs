@@ -8,17 +8,24 @@
 //! answered; it holds only data, nothing a terminal or HTTP adds. Byte
 //! strings (paths in a snapshot) are shown as UTF-8, lossily, and times as
 //! RFC 3339.
+//!
+//! The status and audit log views ([`StatusView`], [`LogView`]) replaced
+//! `json!` objects whose keys came out sorted; both doors render them
+//! through a `serde_json::Value`, whose keys sort too, so their output did
+//! not change by a byte.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::format::snapshot::{GitInfo, Snapshot, Summary, TableRows};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{AuditId, BlobId, SnapshotId};
 use crate::ops::backup::BackupOutcome;
 use crate::ops::prune::PruneReport;
 use crate::ops::restore::RestoreOutcome;
+use crate::ops::status::{RepoStatus, SourceStatus};
 use crate::ops::verify::{VerifyOptions, VerifyReport};
+use crate::repo::audit::{AuditEvent, AuditLog};
 
 fn lossy(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
@@ -319,6 +326,193 @@ impl VerifyReport {
             temporary_files: self.temporary_files,
             temporary_bytes: self.temporary_bytes,
             without_lock: self.without_lock,
+        }
+    }
+}
+
+/// The freshness of every source (`GET /api/status`; `cairn status --json`
+/// shows the same sources, each with whether it is stale by `--max-age`).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct StatusView {
+    /// Every source, sorted by application, component and host.
+    pub sources: Vec<SourceView>,
+    /// Snapshots in the repository.
+    pub snapshots: u64,
+    /// Bytes of packs, index files and snapshot files.
+    pub repo_bytes: u64,
+    /// Snapshots and audit events that could not be read, each with the
+    /// reason.
+    pub problems: Vec<String>,
+}
+
+impl StatusView {
+    /// The view of `status` at `now` (which ages are counted to).
+    #[must_use]
+    pub fn new(status: &RepoStatus, now: jiff::Timestamp) -> Self {
+        Self {
+            sources: status
+                .sources
+                .iter()
+                .map(|s| SourceView::new(s, now))
+                .collect(),
+            snapshots: status.snapshots,
+            repo_bytes: status.repo_bytes,
+            problems: status.problems.clone(),
+        }
+    }
+}
+
+/// One source: an application's component on a host, or a plain backup's
+/// host and paths.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SourceView {
+    /// The application, empty for plain backups.
+    pub app: String,
+    /// The component, or for plain backups the paths (space-separated).
+    pub component: String,
+    /// The host.
+    pub host: String,
+    /// Its newest snapshot.
+    pub last_snapshot: Option<SnapshotId>,
+    /// When that snapshot was taken (RFC 3339).
+    pub last_time: Option<String>,
+    /// Seconds since the newest moment stored of the source: its newest
+    /// snapshot or, for a watched database, what its watcher stored.
+    pub age_seconds: Option<i64>,
+    /// Wall time of the newest snapshot's backup, milliseconds.
+    pub duration_ms: u64,
+    /// Bytes the newest snapshot's backup added to the repository.
+    pub bytes_added: u64,
+    /// Snapshots of the source.
+    pub snapshots: u64,
+    /// An attempt that failed after the newest snapshot.
+    pub failure: Option<FailureView>,
+    /// Failed attempts in the audit log, ever.
+    pub failures_total: u64,
+    /// For a database `cairn watch` follows: what its watcher stored.
+    pub watch: Option<WatchView>,
+}
+
+/// A failed attempt at backing up a source.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct FailureView {
+    /// When it failed (RFC 3339).
+    pub time: String,
+    /// The error.
+    pub error: String,
+}
+
+/// What the watcher of a database has stored.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct WatchView {
+    /// The newest moment `restore --at` can give (RFC 3339).
+    pub until: String,
+    /// Why the newest chain of WAL segments ended, when it has.
+    pub ended: Option<String>,
+}
+
+impl SourceView {
+    /// The view of one source's status at `now`.
+    #[must_use]
+    pub fn new(s: &SourceStatus, now: jiff::Timestamp) -> Self {
+        Self {
+            app: s.source.app.clone(),
+            component: s.source.component.clone(),
+            host: s.source.host.clone(),
+            last_snapshot: s.last.map(|(id, _)| id),
+            last_time: s.last.map(|(_, t)| t.to_string()),
+            age_seconds: s.age_secs(now),
+            duration_ms: s.duration_ms,
+            bytes_added: s.bytes_added,
+            snapshots: s.snapshots,
+            failure: s.failure.as_ref().map(|(t, e)| FailureView {
+                time: t.to_string(),
+                error: e.clone(),
+            }),
+            failures_total: s.failures_total,
+            watch: s.watch.as_ref().map(|w| WatchView {
+                until: w.until.to_string(),
+                ended: w.ended.clone(),
+            }),
+        }
+    }
+}
+
+/// The audit log, oldest event first (`cairn log --json`, `GET /api/log`).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct LogView {
+    /// The events.
+    pub events: Vec<AuditEventView>,
+    /// Damaged event files, and events whose `prev` is missing (an event
+    /// was removed), with the reason.
+    pub problems: Vec<String>,
+}
+
+impl LogView {
+    /// The view of `log`.
+    #[must_use]
+    pub fn new(log: &AuditLog) -> Self {
+        Self {
+            events: log
+                .events
+                .iter()
+                .map(|(id, e)| AuditEventView::new(*id, e))
+                .collect(),
+            problems: log.problems.clone(),
+        }
+    }
+}
+
+/// One recorded operation.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct AuditEventView {
+    /// The event's name in the repository.
+    pub id: AuditId,
+    /// When the operation ended (RFC 3339).
+    pub time: String,
+    /// The host it ran on.
+    pub host: String,
+    /// Who: `user@host` for the command line, `token:NAME` for an API
+    /// caller, `daemon:PROFILE` for a scheduled run.
+    pub actor: String,
+    /// What: `backup`, `restore`, `forget`, `prune`, `key-add`, ...
+    pub action: String,
+    /// What it acted on: snapshot ids, paths, a component.
+    pub target: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// A short summary, or the error.
+    pub detail: String,
+    /// The newest event its writer saw, if any.
+    pub prev: Option<AuditId>,
+}
+
+impl AuditEventView {
+    /// The view of the event named `id`.
+    #[must_use]
+    pub fn new(id: AuditId, e: &AuditEvent) -> Self {
+        Self {
+            id,
+            time: e.timestamp().to_string(),
+            host: e.host.clone(),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            ok: e.ok,
+            detail: e.detail.clone(),
+            prev: e.prev,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! component of each application per host, and each host and path set of
 //! plain backups), its newest snapshot, how old it is, what the last one
 //! cost, and whether a later attempt failed; rendered for `cairn status`,
-//! for Prometheus (`/metrics`) and for the status page.
+//! for Prometheus (`/metrics`, in `server/metrics.rs`) and for the status
+//! page.
 //!
 //! A database that `cairn watch` follows is a source too (its bases are
 //! snapshots of the one path): its freshness is the newest moment its
@@ -81,29 +82,6 @@ impl SourceStatus {
             failures_total: 0,
             watch: None,
         }
-    }
-
-    /// The source's status at `now` as JSON, as `cairn status --json` and
-    /// the HTTP API show it.
-    #[must_use]
-    pub fn to_json(&self, now: jiff::Timestamp) -> serde_json::Value {
-        serde_json::json!({
-            "app": self.source.app,
-            "component": self.source.component,
-            "host": self.source.host,
-            "last_snapshot": self.last.map(|(id, _)| id),
-            "last_time": self.last.map(|(_, t)| t.to_string()),
-            "age_seconds": self.age_secs(now),
-            "duration_ms": self.duration_ms,
-            "bytes_added": self.bytes_added,
-            "snapshots": self.snapshots,
-            "failure": self.failure.as_ref().map(|(t, e)| serde_json::json!({"time": t.to_string(), "error": e})),
-            "failures_total": self.failures_total,
-            "watch": self.watch.as_ref().map(|w| serde_json::json!({
-                "until": w.until.to_string(),
-                "ended": w.ended,
-            })),
-        })
     }
 
     /// The newest moment stored of the source: its newest snapshot's time,
@@ -322,112 +300,6 @@ fn compute(
             Err(e) => out.problems.push(e.to_string()),
         }
     }
-    out
-}
-
-/// The status in Prometheus' text exposition format (version 0.0.4).
-#[must_use]
-#[cfg(feature = "server")]
-pub fn prometheus(status: &RepoStatus, now: jiff::Timestamp) -> String {
-    use std::fmt::Write as _;
-    /// A label value with `\`, `"` and newlines escaped, as the format asks.
-    fn esc(v: &str) -> String {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    }
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let labels = |s: &Source| {
-        format!(
-            "{{app=\"{}\",component=\"{}\",host=\"{}\"}}",
-            esc(&s.app),
-            esc(&s.component),
-            esc(&s.host)
-        )
-    };
-    let per = |f: &dyn Fn(&SourceStatus) -> Option<String>| -> Vec<(String, String)> {
-        status
-            .sources
-            .iter()
-            .filter_map(|s| f(s).map(|v| (labels(&s.source), v)))
-            .collect()
-    };
-    family(
-        "cairn_last_success_timestamp_seconds",
-        "gauge",
-        "Time of the newest snapshot of the source.",
-        per(&|s| s.last.map(|(_, t)| t.as_second().to_string())),
-    );
-    family(
-        "cairn_last_success_age_seconds",
-        "gauge",
-        "Seconds since the newest snapshot of the source.",
-        per(&|s| s.age_secs(now).map(|a| a.to_string())),
-    );
-    family(
-        "cairn_watch_until_timestamp_seconds",
-        "gauge",
-        "For a database cairn watch follows: the newest moment its watcher stored.",
-        per(&|s| s.watch.as_ref().map(|w| w.until.as_second().to_string())),
-    );
-    family(
-        "cairn_last_duration_seconds",
-        "gauge",
-        "Wall time of the newest snapshot's backup.",
-        per(&|s| {
-            s.last
-                .map(|_| format!("{:.3}", s.duration_ms as f64 / 1000.0))
-        }),
-    );
-    family(
-        "cairn_last_bytes_added",
-        "gauge",
-        "Bytes the newest snapshot's backup wrote to the repository.",
-        per(&|s| s.last.map(|_| s.bytes_added.to_string())),
-    );
-    family(
-        "cairn_source_snapshots",
-        "gauge",
-        "Snapshots of the source in the repository.",
-        per(&|s| Some(s.snapshots.to_string())),
-    );
-    family(
-        "cairn_last_run_failed",
-        "gauge",
-        "1 when an attempt failed after the newest snapshot of the source.",
-        per(&|s| Some(u8::from(s.failure.is_some()).to_string())),
-    );
-    family(
-        "cairn_failures_total",
-        "counter",
-        "Failed attempts recorded in the audit log.",
-        per(&|s| Some(s.failures_total.to_string())),
-    );
-    family(
-        "cairn_repository_size_bytes",
-        "gauge",
-        "Bytes of packs, index and snapshot files.",
-        vec![(String::new(), status.repo_bytes.to_string())],
-    );
-    family(
-        "cairn_snapshots",
-        "gauge",
-        "Snapshots in the repository.",
-        vec![(String::new(), status.snapshots.to_string())],
-    );
-    family(
-        "cairn_problems",
-        "gauge",
-        "Unreadable snapshots and audit events.",
-        vec![(String::new(), status.problems.len().to_string())],
-    );
     out
 }
 

@@ -73,23 +73,6 @@ impl AuditEvent {
         jiff::Timestamp::new(self.time, i32::try_from(self.time_nsec).unwrap_or(0))
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
-
-    /// The event named `id` as JSON, as `cairn log --json` and the HTTP API
-    /// show it.
-    #[must_use]
-    pub fn to_json(&self, id: &AuditId) -> serde_json::Value {
-        serde_json::json!({
-            "id": id,
-            "time": self.timestamp().to_string(),
-            "host": self.host,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "ok": self.ok,
-            "detail": self.detail,
-            "prev": self.prev,
-        })
-    }
 }
 
 /// The name of the event file `bytes` holding `event` (see the module

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ApiError, AppState, Role};
 use crate::format::snapshot::Snapshot;
@@ -728,27 +728,19 @@ pub(crate) async fn stats(State(st): St, headers: HeaderMap) -> ApiResult {
     ok(serde_json::to_value(&s).map_err(|e| ApiError::internal(e.to_string()))?)
 }
 
-/// The status as JSON, shared with the status page.
-pub(crate) fn status_json(s: &crate::ops::status::RepoStatus, now: jiff::Timestamp) -> Value {
-    let sources: Vec<Value> = s.sources.iter().map(|x| x.to_json(now)).collect();
-    json!({
-        "sources": sources,
-        "snapshots": s.snapshots,
-        "repo_bytes": s.repo_bytes,
-        "problems": s.problems,
-    })
-}
-
 /// `GET /api/status`.
 #[utoipa::path(get, path = "/api/status", tag = "repository",
     summary = "Freshness and failures per source (reader).",
-    responses((status = 200, description = "{sources, snapshots, repo_bytes, problems}, as `cairn status --json`.", body = Object)))]
+    responses((status = 200, description = "The sources, as `cairn status --json` shows them (which adds whether each is stale by --max-age, and free space and alerts).", body = crate::ops::report::StatusView)))]
 pub(crate) async fn status(State(st): St, headers: HeaderMap) -> ApiResult {
     st.authorize(&headers, None, Role::Reader)?;
     let s = st
         .read(|repo| Ok(crate::ops::status::status(repo)?))
         .await?;
-    ok(status_json(&s, jiff::Timestamp::now()))
+    ok(json_of(&crate::ops::report::StatusView::new(
+        &s,
+        jiff::Timestamp::now(),
+    ))?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -764,7 +756,7 @@ pub(crate) struct LogQuery {
     summary = "The audit log, oldest first (reader). Read only.",
     params(LogQuery),
     responses(
-        (status = 200, description = "{events: [...], problems: [...]}.", body = Object),
+        (status = 200, description = "The events, as `cairn log --json`.", body = crate::ops::report::LogView),
         (status = 400, description = "Bad query.", body = super::ErrorBody),
     ))]
 pub(crate) async fn log(
@@ -777,8 +769,7 @@ pub(crate) async fn log(
     let log = st
         .read(move |repo| Ok(crate::repo::audit::read_log(repo, q.last)?))
         .await?;
-    let events: Vec<Value> = log.events.iter().map(|(id, e)| e.to_json(id)).collect();
-    ok(json!({ "events": events, "problems": log.problems }))
+    ok(json_of(&crate::ops::report::LogView::new(&log))?)
 }
 
 /// `GET /metrics`: Prometheus text format 0.0.4.
@@ -792,11 +783,11 @@ pub(crate) async fn metrics(State(st): St, headers: HeaderMap) -> ApiResult {
     let s = st
         .read(|repo| Ok(crate::ops::status::status(repo)?))
         .await?;
-    let text = crate::ops::status::prometheus(&s, jiff::Timestamp::now());
+    let text = super::metrics::prometheus(s, jiff::Timestamp::now());
     Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(super::metrics::CONTENT_TYPE),
         )],
         text,
     )

@@ -1,5 +1,6 @@
 //! `cairn serve`: an HTTP API over one open repository, with bearer-token
-//! access control, Prometheus metrics and a server-rendered status page.
+//! access control, Prometheus metrics (`metrics.rs`) and a server-rendered
+//! status page.
 //!
 //! Invariants:
 //! - The repository is opened once, by the caller, and shared. Engine
@@ -32,6 +33,7 @@
 //!   the listen queue until one ends).
 
 mod api;
+mod metrics;
 mod openapi;
 mod page;
 pub mod tokens;
@@ -53,6 +55,7 @@ use crate::apps::profile::Profile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::Repository;
 use crate::sync::lock;
+pub use metrics::prometheus;
 pub use tokens::{Role, TOKEN_PREFIX, TokenEntry, Tokens, hash_token};
 
 /// How `cairn serve` runs.

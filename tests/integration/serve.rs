@@ -875,6 +875,8 @@ fn openapi_describes_every_route() {
         ("/api/prune", "post", "200", "PruneSummary", "bytes_freed"),
         ("/api/verify", "post", "200", "VerifySummary", "ok"),
         ("/api/stats", "get", "200", "RepoStats", "snapshots"),
+        ("/api/status", "get", "200", "StatusView", "repo_bytes"),
+        ("/api/log", "get", "200", "LogView", "events"),
     ] {
         assert_eq!(ok_schema(path, method, status), schema, "{method} {path}");
         assert!(
@@ -1741,9 +1743,10 @@ fn damaged_tokens_file_is_named_at_start_and_hidden_from_clients() {
 }
 
 /// The CLI's `--json` and the API render the same report types: for a
-/// backup, a restore into a directory, a prune and a verify, both give the
-/// same field names (and for the reports without a per-door detail, such
-/// as an undo command written for the door's user, the same values).
+/// backup, a restore into a directory, a prune, a verify, the status and
+/// the audit log, both give the same field names (and for the reports
+/// without a per-door detail, such as an undo command written for the
+/// door's user, the same values).
 #[test]
 fn cli_json_and_api_give_the_same_fields_for_the_same_operation() {
     use std::collections::BTreeSet;
@@ -1825,6 +1828,65 @@ fn cli_json_and_api_give_the_same_fields_for_the_same_operation() {
     assert_eq!(fields(&by_cli), fields(&by_api), "verify");
     assert_eq!(by_cli["ok"], true);
     assert_eq!(by_api["ok"], true);
+
+    // The status: the same sources with the same values (ages aside, which
+    // move with the clock), the CLI adding whether each is stale; at the
+    // top the CLI adds what only it checks (alerts, free space), and names
+    // the repository's size `repository_bytes` where the API says
+    // `repo_bytes`.
+    let o = run(cairn_in(s.dir.path()).args(["status", "--json"]));
+    assert!(
+        matches!(o.status.code(), Some(0 | 14)),
+        "cairn status: {}",
+        stderr(&o)
+    );
+    let by_cli: Value = serde_json::from_str(&stdout(&o)).expect("status json");
+    let by_api = s.get("/api/status", &s.reader);
+    let names = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|&f| f.to_owned()).collect() };
+    assert_eq!(
+        fields(&by_api),
+        names(&["sources", "snapshots", "repo_bytes", "problems"]),
+        "status"
+    );
+    assert_eq!(
+        fields(&by_cli),
+        names(&[
+            "ok",
+            "sources",
+            "snapshots",
+            "repository_bytes",
+            "free_space",
+            "alerts",
+            "notify_errors",
+            "problems"
+        ]),
+        "status"
+    );
+    for same in ["snapshots", "problems"] {
+        assert_eq!(by_cli[same], by_api[same], "status: {same}");
+    }
+    assert_eq!(by_cli["repository_bytes"], by_api["repo_bytes"]);
+    let cli_sources = by_cli["sources"].as_array().expect("sources");
+    let api_sources = by_api["sources"].as_array().expect("sources");
+    assert!(!api_sources.is_empty(), "{by_api}");
+    assert_eq!(cli_sources.len(), api_sources.len(), "status: sources");
+    for (c, a) in cli_sources.iter().zip(api_sources) {
+        let mut with_stale = fields(a);
+        with_stale.insert("stale".to_owned());
+        assert_eq!(fields(c), with_stale, "status: a source");
+        for f in fields(a) {
+            if f != "age_seconds" {
+                assert_eq!(c[&f], a[&f], "status: a source's {f}");
+            }
+        }
+    }
+
+    // The audit log: the same events, field for field.
+    let by_cli = cli(&["log"]);
+    let by_api = s.get("/api/log", &s.reader);
+    assert_eq!(fields(&by_cli), fields(&by_api), "log");
+    assert!(!by_api["events"].as_array().expect("events").is_empty());
+    assert_eq!(by_cli, by_api, "log");
 }
 
 /// An address that cannot be listened on, a tokens file that cannot be
