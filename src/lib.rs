@@ -130,7 +130,9 @@ pub use repo::audit::{AuditEvent, AuditLog, read_log as audit_log, record_event 
 pub use repo::lock::{Lock, LockRecord, Unlocked};
 pub use repo::segments::{Chain, Gap, Timeline, timelines};
 pub use repo::walk::{file_content, find_node, walk_tree};
-pub use repo::{DamagedSnapshots, InitOptions, OpenOptions, Repository, readable_snapshots};
+pub use repo::{
+    DamagedSnapshots, InitOptions, OpenOptions, Repository, create_key_file, readable_snapshots,
+};
 pub use secrets::command as child_command;
 #[cfg(feature = "s3")]
 pub use storage::{AddressStyle, S3Backend, S3Location};

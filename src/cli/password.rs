@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -215,42 +214,6 @@ pub fn requests_made() -> Option<u64> {
         .iter()
         .filter_map(|b| b.requests())
         .reduce(|a, b| a.saturating_add(b))
-}
-
-/// Creates the default repository's key file: 32 random bytes, hex, 0600,
-/// in a 0700 directory.
-pub fn create_default_key(path: &Path) -> Result<Vec<u8>> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut raw = [0u8; 32];
-    getrandom_fill(&mut raw)?;
-    let key = hex::encode(raw);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create the key file {}", path.display()))?;
-    f.write_all(key.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write the key file {}", path.display()))?;
-    // The only copy of the secret: make its directory entry durable too.
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", dir.display()))?;
-    }
-    Ok(key.into_bytes())
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| anyhow!("the system random source failed: {e}"))
 }
 
 /// The default repository's key file, when it is what opened the repository

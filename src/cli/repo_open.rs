@@ -80,7 +80,7 @@ pub fn default_key(out: &Out, key: &std::path::Path) -> Result<Vec<u8>> {
     if key.exists() {
         return password::read_key_file(key);
     }
-    let pw = password::create_default_key(key)?;
+    let pw = cairn::create_key_file(key)?;
     out.info(format!(
         "generated the key of the default repository at {} (mode 0600).\n\
          Keep a copy of that file somewhere other than this machine: without it the backups cannot be read.",

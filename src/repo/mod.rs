@@ -41,7 +41,7 @@ use crate::storage::cache::CachedBackend;
 use crate::storage::{Backend, FileKind};
 
 pub(crate) use open::host_and_user;
-pub use open::{InitOptions, OpenOptions};
+pub use open::{InitOptions, OpenOptions, create_key_file};
 pub(crate) use pool::{in_pool, in_pool_holding_packs, in_pool_of};
 pub(crate) use read::check_claim;
 pub use snapshots::{DamagedSnapshots, readable_snapshots};

@@ -1,7 +1,7 @@
 //! Creating and opening a repository, and its keys: the config, the key
 //! files and the passwords that open them (store-format.md §6, §7, §15).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -195,6 +195,46 @@ fn username() -> String {
         .ok()
         .flatten()
         .map_or_else(|| nix::unistd::getuid().to_string(), |u| u.name)
+}
+
+/// Creates a password file at `path` holding a new random password (32
+/// random bytes, hex, newline), mode 0600 in a 0700 directory, written
+/// durably: the default repository's key, its only copy. Refuses a path
+/// that exists. Returns the password.
+///
+/// # Errors
+/// [`Error::Io`] when the directory or the file cannot be created or
+/// written (an existing file included); a failing system random source.
+pub fn create_key_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("cannot create", dir, e))?;
+    }
+    let mut raw = [0u8; 32];
+    crate::format::crypto::random(&mut raw)?;
+    let key = hex::encode(raw);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("cannot create the key file", path, e))?;
+    f.write_all(key.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("cannot write the key file", path, e))?;
+    // The only copy of the secret: make its directory entry durable too.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("cannot sync", dir, e))?;
+    }
+    Ok(key.into_bytes())
 }
 
 pub(crate) fn host_and_user() -> (String, String) {
