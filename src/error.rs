@@ -288,6 +288,15 @@ pub enum Error {
         /// The snapshot holding the dump.
         snapshot: crate::id::SnapshotId,
     },
+    /// Restoring a dump command component needs the application's profile
+    /// (its restore command), and none was given.
+    #[error(
+        "component {component} is a database dump: restoring it runs the restore command of the application's cairn.toml"
+    )]
+    NoProfile {
+        /// The component.
+        component: String,
+    },
     /// A dump command component has no restore command in the
     /// application's profile.
     #[error(
@@ -560,6 +569,7 @@ impl Error {
             | Self::NotAppSnapshot { .. }
             | Self::InPlaceDirectory { .. }
             | Self::NotADumpCommand { .. }
+            | Self::NoProfile { .. }
             | Self::NoRestoreCommand { .. } => ErrorKind::InvalidInput,
         }
     }
@@ -735,6 +745,12 @@ mod tests {
                     component: "notes".into(),
                     profile: path.to_path_buf(),
                     snapshot: snapshot(),
+                },
+                ErrorKind::InvalidInput,
+            ),
+            (
+                Error::NoProfile {
+                    component: "notes".into(),
                 },
                 ErrorKind::InvalidInput,
             ),

@@ -50,6 +50,9 @@ fn advice(e: &cairn::Error) -> Option<String> {
             ..
         } => format!(": restore {} --component {component}", sibling.short()),
         E::InPlaceDirectory { .. } => "; restore it with --target DIR and copy what you need".into(),
+        E::NoProfile { .. } => {
+            "; run cairn in the application's directory or pass --profile FILE".into()
+        }
         E::NotADumpCommand { snapshot, .. } => format!(
             ": restore the dump by hand with `cairn dump {} /NAME`",
             snapshot.short()

@@ -902,7 +902,7 @@ impl ComponentRestore {
 /// open in another process and `force` is not set; [`Error::Damaged`]
 /// when a file cannot be read back from the snapshot or a database read
 /// back is not sound; [`Error::PartlyRestored`] for a failure after some
-/// files were replaced. A dump command component: [`Error::Invalid`]
+/// files were replaced. A dump command component: [`Error::NoProfile`]
 /// without a profile, [`Error::NotADumpCommand`] and
 /// [`Error::NoRestoreCommand`] when the profile cannot restore it,
 /// [`Error::RestoreCommand`] when its restore command fails. Restore and
@@ -1089,11 +1089,8 @@ fn restore_dump(
     opts: &ComponentRestoreOptions,
     progress: &dyn Progress,
 ) -> Result<ComponentRestore> {
-    let profile = opts.profile.as_ref().ok_or_else(|| {
-        Error::invalid(format!(
-            "component {} is a database dump: restoring it runs the restore command of the application's {PROFILE_FILE}; run cairn in the application's directory or pass --profile FILE",
-            comp.name
-        ))
+    let profile = opts.profile.as_ref().ok_or_else(|| Error::NoProfile {
+        component: comp.name.clone(),
     })?;
     let ComponentKind::Command {
         dump,
