@@ -48,7 +48,8 @@
 //!
 //! `s3` (S3-compatible object storage) and `server` (`cairn serve`) are on
 //! by default; without them the engine and the CLI build with fewer
-//! dependencies.
+//! dependencies. `internals` adds the hooks of the fuzz targets, decoder
+//! tests and benchmarks (`internals`); no program needs it.
 
 mod apps;
 mod daemon;
