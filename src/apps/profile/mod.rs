@@ -259,123 +259,20 @@ impl Profile {
             .parent()
             .ok_or_else(|| bad("has no parent directory".into()))?
             .to_path_buf();
-        let name = match raw.app {
-            Some(n) if n.trim().is_empty() => return Err(bad("`app` is empty".into())),
-            Some(n) => n,
-            None => root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "app".to_owned()),
-        };
+        let name = app_name(raw.app, &root, &bad)?;
         if raw.components.is_empty() {
             return Err(bad(
                 "no components: add for example [components.db] sqlite = \"data/app.db\" or [components.code] paths = [\".\"]".into(),
             ));
         }
-        let mut components = Vec::new();
-        for (cname, c) in raw.components {
-            let inside = |p: &Path| -> Result<PathBuf> {
-                let joined = normalize(&root.join(p));
-                if joined.starts_with(&root) {
-                    Ok(joined)
-                } else {
-                    Err(bad(format!(
-                        "component {cname}: {} is outside the application's root {}",
-                        p.display(),
-                        root.display()
-                    )))
-                }
-            };
-            if c.dump.is_none() && (c.restore.is_some() || c.name.is_some()) {
-                return Err(bad(format!(
-                    "component {cname}: `restore` and `name` go with `dump`"
-                )));
-            }
-            let kind = match (c.sqlite, c.paths, c.dump) {
-                (None, None, Some(dump)) => {
-                    if !c.exclude.is_empty() || c.default_excludes.is_some() {
-                        return Err(bad(format!(
-                            "component {cname}: `exclude` and `default_excludes` go with `paths`, not `dump`"
-                        )));
-                    }
-                    if dump.is_empty() || c.restore.as_ref().is_some_and(Vec::is_empty) {
-                        return Err(bad(format!(
-                            "component {cname}: a command is a list of program and arguments, e.g. dump = [\"pg_dump\", \"shop\"]"
-                        )));
-                    }
-                    let name = c.name.unwrap_or_else(|| format!("{cname}.dump"));
-                    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                        return Err(bad(format!(
-                            "component {cname}: name '{name}' must be a plain file name"
-                        )));
-                    }
-                    ComponentKind::Command {
-                        dump,
-                        restore: c.restore,
-                        name,
-                    }
-                }
-                (Some(db), None, None) => {
-                    if !c.exclude.is_empty() || c.default_excludes.is_some() {
-                        return Err(bad(format!(
-                            "component {cname}: `exclude` and `default_excludes` go with `paths`, not `sqlite`"
-                        )));
-                    }
-                    ComponentKind::Sqlite { path: inside(&db)? }
-                }
-                (None, Some(paths), None) => {
-                    if paths.is_empty() {
-                        return Err(bad(format!("component {cname}: `paths` is empty")));
-                    }
-                    let mut excludes: Vec<String> = if c.default_excludes.unwrap_or(true) {
-                        DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    excludes.extend(c.exclude);
-                    ComponentKind::Files {
-                        paths: paths.iter().map(|p| inside(p)).collect::<Result<_>>()?,
-                        excludes,
-                    }
-                }
-                _ => {
-                    return Err(bad(format!(
-                        "component {cname}: give one of `sqlite = \"PATH\"` (a SQLite database), `dump = [\"CMD\", ...]` (a database dump command) or `paths = [...]` (files)"
-                    )));
-                }
-            };
-            components.push(Component { name: cname, kind });
-        }
-        // A path named by two components would make restoring one of them
-        // touch the other's files.
-        let mut seen: BTreeMap<PathBuf, &str> = BTreeMap::new();
-        for c in &components {
-            for p in c.paths() {
-                if let Some(other) = seen.insert(p.clone(), &c.name) {
-                    return Err(bad(format!(
-                        "{} is in both components {other} and {}",
-                        p.display(),
-                        c.name
-                    )));
-                }
-            }
-        }
+        let components = raw
+            .components
+            .into_iter()
+            .map(|(cname, c)| component(cname, c, &root, &bad))
+            .collect::<Result<Vec<_>>>()?;
+        no_shared_paths(&components, &bad)?;
         let retention = raw.retention.map(|r| retention(r, &bad)).transpose()?;
-        let bad_job = |what: String| {
-            Error::invalid(format!(
-                "profile {}: {what}; see `cairn daemon --help` for the format of [[jobs]]",
-                file.display()
-            ))
-        };
-        let jobs = crate::apps::profile::schedule::jobs(
-            raw.jobs,
-            &components
-                .iter()
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>(),
-            retention.is_some(),
-            &bad_job,
-        )?;
+        let jobs = jobs(raw.jobs, &components, retention.is_some(), file)?;
         let watch = raw
             .watch
             .map(|w| watch_plan(w, &components, file))
@@ -423,6 +320,176 @@ impl Profile {
     }
 }
 
+/// The application's name: `app` as given (not blank), or else the name
+/// of the profile's directory `root`.
+fn app_name(app: Option<String>, root: &Path, bad: &dyn Fn(String) -> Error) -> Result<String> {
+    match app {
+        Some(n) if n.trim().is_empty() => Err(bad("`app` is empty".into())),
+        Some(n) => Ok(n),
+        None => Ok(root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".to_owned())),
+    }
+}
+
+/// The component `cname` of the profile at `root`, checked: exactly one
+/// of `sqlite`, `dump` or `paths`, with only the keys that go with it, and
+/// every path inside `root`.
+fn component(
+    cname: String,
+    mut c: ComponentFile,
+    root: &Path,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Component> {
+    if c.dump.is_none() && (c.restore.is_some() || c.name.is_some()) {
+        return Err(bad(format!(
+            "component {cname}: `restore` and `name` go with `dump`"
+        )));
+    }
+    let kind = match (c.sqlite.take(), c.paths.take(), c.dump.take()) {
+        (None, None, Some(dump)) => command_component(&cname, dump, c, bad)?,
+        (Some(db), None, None) => {
+            if !c.exclude.is_empty() || c.default_excludes.is_some() {
+                return Err(bad(format!(
+                    "component {cname}: `exclude` and `default_excludes` go with `paths`, not `sqlite`"
+                )));
+            }
+            ComponentKind::Sqlite {
+                path: inside(root, &cname, &db, bad)?,
+            }
+        }
+        (None, Some(paths), None) => files_component(&cname, &paths, c, root, bad)?,
+        _ => {
+            return Err(bad(format!(
+                "component {cname}: give one of `sqlite = \"PATH\"` (a SQLite database), `dump = [\"CMD\", ...]` (a database dump command) or `paths = [...]` (files)"
+            )));
+        }
+    };
+    Ok(Component { name: cname, kind })
+}
+
+/// A `dump` component `cname`: the dump command (and the restore command,
+/// if given) not empty, and the name its output is stored under (by
+/// default `CNAME.dump`) a plain file name. `c` is the rest of its table.
+fn command_component(
+    cname: &str,
+    dump: Vec<String>,
+    c: ComponentFile,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<ComponentKind> {
+    if !c.exclude.is_empty() || c.default_excludes.is_some() {
+        return Err(bad(format!(
+            "component {cname}: `exclude` and `default_excludes` go with `paths`, not `dump`"
+        )));
+    }
+    if dump.is_empty() || c.restore.as_ref().is_some_and(Vec::is_empty) {
+        return Err(bad(format!(
+            "component {cname}: a command is a list of program and arguments, e.g. dump = [\"pg_dump\", \"shop\"]"
+        )));
+    }
+    let name = c.name.unwrap_or_else(|| format!("{cname}.dump"));
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(bad(format!(
+            "component {cname}: name '{name}' must be a plain file name"
+        )));
+    }
+    Ok(ComponentKind::Command {
+        dump,
+        restore: c.restore,
+        name,
+    })
+}
+
+/// A `paths` component `cname`: at least one path, each inside `root`;
+/// its excludes are [`DEFAULT_EXCLUDES`] (unless `default_excludes =
+/// false`) followed by its own. `c` is the rest of its table.
+fn files_component(
+    cname: &str,
+    paths: &[PathBuf],
+    c: ComponentFile,
+    root: &Path,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<ComponentKind> {
+    if paths.is_empty() {
+        return Err(bad(format!("component {cname}: `paths` is empty")));
+    }
+    let mut excludes: Vec<String> = if c.default_excludes.unwrap_or(true) {
+        DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        Vec::new()
+    };
+    excludes.extend(c.exclude);
+    Ok(ComponentKind::Files {
+        paths: paths
+            .iter()
+            .map(|p| inside(root, cname, p, bad))
+            .collect::<Result<_>>()?,
+        excludes,
+    })
+}
+
+/// `p`, a path of the component `cname`, joined to the profile's `root`
+/// and normalized; an error when it leads outside `root`.
+fn inside(root: &Path, cname: &str, p: &Path, bad: &dyn Fn(String) -> Error) -> Result<PathBuf> {
+    let joined = normalize(&root.join(p));
+    if joined.starts_with(root) {
+        Ok(joined)
+    } else {
+        Err(bad(format!(
+            "component {cname}: {} is outside the application's root {}",
+            p.display(),
+            root.display()
+        )))
+    }
+}
+
+/// Fails when two components name the same path: restoring one of them
+/// would touch the other's files.
+fn no_shared_paths(components: &[Component], bad: &dyn Fn(String) -> Error) -> Result<()> {
+    let mut seen: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    for c in components {
+        for p in c.paths() {
+            if let Some(other) = seen.insert(p.clone(), &c.name) {
+                return Err(bad(format!(
+                    "{} is in both components {other} and {}",
+                    p.display(),
+                    c.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `[[jobs]]` of the profile at `file`, checked against its
+/// `components` (and whether it has a `[retention]`, which a job with
+/// `forget = true` applies).
+fn jobs(
+    raw: Vec<crate::apps::profile::schedule::JobFile>,
+    components: &[Component],
+    has_retention: bool,
+    file: &Path,
+) -> Result<Vec<crate::apps::profile::schedule::Job>> {
+    let bad_job = |what: String| {
+        Error::invalid(format!(
+            "profile {}: {what}; see `cairn daemon --help` for the format of [[jobs]]",
+            file.display()
+        ))
+    };
+    crate::apps::profile::schedule::jobs(
+        raw,
+        &components
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>(),
+        has_retention,
+        &bad_job,
+    )
+}
+
+/// The `[watch]` table of the profile at `file`: the databases it follows
+/// (by default every `sqlite` component) and the watcher's options.
 fn watch_plan(w: WatchFile, components: &[Component], file: &Path) -> Result<WatchPlan> {
     let bad = |what: String| {
         Error::invalid(format!(

@@ -61,13 +61,13 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::apps::sqlite::follower::{Commit, Event, Follower};
+use crate::apps::sqlite::follower::{Base, Commit, Event, Follower};
 use crate::apps::sqlite::special::SqliteFiles;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::segment::{self, Segment, SegmentTxn, nanos};
 use crate::id::{BlobId, SegmentId, SnapshotId};
-use crate::ops::backup::{BackupOptions, NoProgress};
+use crate::ops::backup::{BackupOptions, BackupOutcome, NoProgress};
 use crate::repo::Repository;
 use crate::repo::segments::{
     BASE_TAG, Segments, read_segments, read_segments_since, window_starts,
@@ -202,6 +202,35 @@ struct ChainState {
     next_txn: u64,
 }
 
+impl ChainState {
+    /// A chain from its base (`base`, taken at `base_time` and numbered
+    /// `base_txn`), before its segment 0: the first transaction after the
+    /// base is numbered `base_txn + 1`.
+    fn first(base: SnapshotId, base_time: i64, base_txn: u64, page_size: u32) -> Self {
+        Self {
+            base,
+            base_time,
+            base_txn,
+            seq: 0,
+            prev: None,
+            from: base_time,
+            page_size,
+            next_txn: base_txn + 1,
+        }
+    }
+}
+
+/// A base just stored, and what the follower read while it was.
+struct StoredBase {
+    /// The backup that stored the base.
+    done: BackupOutcome,
+    /// The commits read meanwhile, counted as held: segment 0's.
+    first: Vec<Commit>,
+    /// Why the follower let the log go meanwhile, if it did: the new chain
+    /// then ends at once.
+    behind: Option<String>,
+}
+
 /// What the polling thread hands a chain's storing thread.
 enum Handed {
     /// Commits just read, in order, for the segment being filled. They go
@@ -331,6 +360,22 @@ impl Following<'_> {
     fn last_read(&self) -> i64 {
         self.pending_last.unwrap_or(self.from).max(self.from)
     }
+}
+
+/// What the polling thread holds between two polls.
+struct Polling<'scope> {
+    /// The follower of the current chain's log.
+    follower: Follower,
+    /// The current chain.
+    chain: Following<'scope>,
+    /// The storing threads of chains ended by a new base, still storing
+    /// what they were handed. Waited for in the polling thread, a backlog
+    /// of seconds at full speed kept it from polling, so the pin stood
+    /// still and the application's checkpoints copied nothing, until its
+    /// next one synced the whole log written meanwhile inside a commit.
+    retiring: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    /// No new base is tried before this (set after a failed one).
+    next_base_try: Instant,
 }
 
 /// Lowers the calling thread's priority (and that of the threads it
@@ -466,125 +511,228 @@ impl<'a> Watcher<'a> {
     /// Polls the log in this thread, so that commit times (when a poll
     /// found them) do not depend on how long storing takes; each chain's
     /// segments are written by a thread of its own, in order.
+    ///
+    /// Each turn: join the retired chains' storing threads that ended;
+    /// start again when the storing fell behind; finish when stopped;
+    /// wait while memory is full; poll, starting again on a loss; then
+    /// take a new base, or seal a segment, when one is due.
     fn run<'scope>(
         &'scope self,
         scope: &'scope std::thread::Scope<'scope, '_>,
         stop: &'scope AtomicBool,
     ) -> Result<()> {
         let next_txn = self.next_txn()?;
-        let (mut follower, mut chain) = self.start_chain(scope, stop, next_txn, None)?;
-        let mut next_base_try = Instant::now();
-        // The storing threads of chains ended by a new base, still storing
-        // what they were handed: waited for here, a backlog of seconds at
-        // full speed kept this thread from polling, so the pin stood still
-        // and the application's checkpoints copied nothing, until its next
-        // one synced the whole log written meanwhile inside a commit.
-        let mut retiring = Vec::new();
+        let (follower, chain) = self.start_chain(scope, stop, next_txn, None)?;
+        let mut p = Polling {
+            follower,
+            chain,
+            retiring: Vec::new(),
+            next_base_try: Instant::now(),
+        };
         loop {
-            retiring = self.join_finished(retiring);
-            if let Some(why) = chain.behind.take() {
-                // Let go of the log at once (the application checkpoints
-                // again), store what was read, then start again.
-                follower.let_go();
-                drop(follower);
-                (self.notify)(WatchNote::ChainEnd(why.clone()));
-                let until = chain.last_read();
-                let next = chain.next_number();
-                self.end_chain(chain, until, why);
-                retiring.drain(..).for_each(|r| self.join_storer(r));
-                let Some(started) = self.restart_chain(scope, stop, next) else {
+            p.retiring = self.join_finished(std::mem::take(&mut p.retiring));
+            if let Some(why) = p.chain.behind.take() {
+                let Some(next) = self.start_again_behind(scope, stop, p, why) else {
                     return Ok(());
                 };
-                (follower, chain) = started;
+                p = next;
                 continue;
             }
             if stop.load(Ordering::Relaxed) {
-                let until = self.read_rest(&mut follower, &mut chain);
-                follower.let_go();
-                self.end_chain(chain, until, "the watcher was stopped".into());
-                retiring.into_iter().for_each(|r| self.join_storer(r));
+                self.finish(p);
                 return Ok(());
             }
             let t0 = nanos(Timestamp::now());
             let room = self.room();
             if room == 0 {
-                // The storing has fallen behind: what is still unread waits
-                // in the log, under the pin, up to `max_wal`. What was
-                // handed over is sealed now, as far as the last poll read
-                // (the storing thread frees nothing before a segment is
-                // sealed, so waiting for the lag here would wait forever).
-                if chain.pending > 0 {
-                    let from = chain.from;
-                    self.hand_over(&mut chain, from, None);
-                }
-                chain.behind = self.too_far_behind(&mut follower);
-                std::thread::sleep(self.opts.poll);
+                self.wait_for_storing(&mut p.follower, &mut p.chain);
                 continue;
             }
-            follower.set_read_limit(room);
-            if let Some(why) = chain.take(follower.poll(), self) {
-                let until = chain.last_read();
-                (self.notify)(WatchNote::ChainEnd(why.clone()));
-                let next = chain.next_number();
-                drop(follower);
-                self.end_chain(chain, until, why);
-                let Some(started) = self.restart_chain(scope, stop, next) else {
-                    retiring.into_iter().for_each(|r| self.join_storer(r));
+            p.follower.set_read_limit(room);
+            if let Some(why) = p.chain.take(p.follower.poll(), self) {
+                let Some(next) = self.start_again_after_loss(scope, stop, p, why) else {
                     return Ok(());
                 };
-                (follower, chain) = started;
+                p = next;
                 continue;
             }
-            if !follower.caught_up() {
+            if !p.follower.caught_up() {
                 // Reading slower than the application writes.
-                chain.behind = self.too_far_behind(&mut follower);
-                if chain.behind.is_some() {
+                p.chain.behind = self.too_far_behind(&mut p.follower);
+                if p.chain.behind.is_some() {
                     continue;
                 }
             }
-            // Not while two ended chains are still being stored, nor while
-            // the follower is behind the log or memory is half full: the
-            // storing has fallen behind, and another base would only add
-            // to it.
-            let base_due = (chain.started.elapsed() >= self.opts.base_every
-                || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len))
-                && retiring.len() < 2
-                && follower.caught_up()
-                && self.room() >= self.opts.max_memory / 2;
-            if base_due && Instant::now() >= next_base_try {
-                match self.start_chain(scope, stop, 0, Some((&mut follower, &mut chain))) {
-                    Ok((new_follower, new_chain)) => {
-                        let old = std::mem::replace(&mut chain, new_chain);
-                        follower = new_follower;
-                        let until = old.from;
-                        retiring.push(self.retire(old, until, "a new base was taken".into()));
-                    }
-                    Err(e) => {
-                        next_base_try = Instant::now() + Duration::from_secs(60);
-                        (self.notify)(WatchNote::Problem(format!(
-                            "taking a new base of {}: {e}; trying again in 60 s",
-                            self.db.display()
-                        )));
-                    }
-                }
+            if self.new_base_due(&p) {
+                self.take_new_base(scope, stop, &mut p);
                 continue;
             }
-            let waited = chain
-                .pending_since
-                .map(|t| Timestamp::now().duration_since(t).unsigned_abs());
-            let due = match waited {
-                Some(w) => {
-                    w + self.opts.poll >= self.opts.lag
-                        || chain.pending_bytes >= self.opts.max_memory / 4
-                }
-                None => chain.last_sent.elapsed() >= self.opts.heartbeat,
-            };
-            if due {
+            if self.segment_due(&p.chain) {
                 // A read cut short claims no moment past its commits.
-                let upto = if follower.caught_up() { t0 } else { chain.from };
-                self.hand_over(&mut chain, upto, None);
+                let upto = if p.follower.caught_up() {
+                    t0
+                } else {
+                    p.chain.from
+                };
+                self.hand_over(&mut p.chain, upto, None);
             }
             std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// Ends the chain because the storing fell behind (`why`) and starts a
+    /// new one: lets go of the log at once (the application checkpoints
+    /// again), stores what was read, waits for every chain still being
+    /// stored, then starts again. `None` when `stop` was set first.
+    fn start_again_behind<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        p: Polling<'scope>,
+        why: String,
+    ) -> Option<Polling<'scope>> {
+        let Polling {
+            mut follower,
+            chain,
+            mut retiring,
+            next_base_try,
+        } = p;
+        follower.let_go();
+        drop(follower);
+        (self.notify)(WatchNote::ChainEnd(why.clone()));
+        let until = chain.last_read();
+        let next = chain.next_number();
+        self.end_chain(chain, until, why);
+        retiring.drain(..).for_each(|r| self.join_storer(r));
+        let (follower, chain) = self.restart_chain(scope, stop, next)?;
+        Some(Polling {
+            follower,
+            chain,
+            retiring,
+            next_base_try,
+        })
+    }
+
+    /// Ends the chain at its last commit read because the follower lost
+    /// its proof of continuity, or could not read (`why`), and starts a
+    /// new one. `None` when `stop` was set first, once every chain is
+    /// stored.
+    fn start_again_after_loss<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        p: Polling<'scope>,
+        why: String,
+    ) -> Option<Polling<'scope>> {
+        let Polling {
+            follower,
+            chain,
+            retiring,
+            next_base_try,
+        } = p;
+        let until = chain.last_read();
+        (self.notify)(WatchNote::ChainEnd(why.clone()));
+        let next = chain.next_number();
+        drop(follower);
+        self.end_chain(chain, until, why);
+        let Some((follower, chain)) = self.restart_chain(scope, stop, next) else {
+            retiring.into_iter().for_each(|r| self.join_storer(r));
+            return None;
+        };
+        Some(Polling {
+            follower,
+            chain,
+            retiring,
+            next_base_try,
+        })
+    }
+
+    /// Stops the watch: reads the rest of the log, lets it go, and waits
+    /// until every chain is stored.
+    fn finish(&self, p: Polling<'_>) {
+        let Polling {
+            mut follower,
+            mut chain,
+            retiring,
+            ..
+        } = p;
+        let until = self.read_rest(&mut follower, &mut chain);
+        follower.let_go();
+        self.end_chain(chain, until, "the watcher was stopped".into());
+        retiring.into_iter().for_each(|r| self.join_storer(r));
+    }
+
+    /// A poll's turn with memory full: the storing has fallen behind, and
+    /// what is still unread waits in the log, under the pin, up to
+    /// `max_wal`. What was handed over is sealed now, as far as the last
+    /// poll read (the storing thread frees nothing before a segment is
+    /// sealed, so waiting for the lag here would wait forever); then the
+    /// log's length is checked and the turn waits a poll.
+    fn wait_for_storing(&self, follower: &mut Follower, chain: &mut Following<'_>) {
+        self.seal_pending(chain);
+        chain.behind = self.too_far_behind(follower);
+        std::thread::sleep(self.opts.poll);
+    }
+
+    /// Whether a scheduled new base is due (the chain's base is
+    /// [`WatchOptions::base_every`] old, or its pages reach
+    /// [`WatchOptions::base_bytes`] or the base's size) and may be tried
+    /// now. Not while two ended chains are still being stored, nor while
+    /// the follower is behind the log or memory is half full: the storing
+    /// has fallen behind, and another base would only add to it; nor
+    /// before the retry time after a failed one.
+    fn new_base_due(&self, p: &Polling<'_>) -> bool {
+        let chain = &p.chain;
+        let base_due = (chain.started.elapsed() >= self.opts.base_every
+            || chain.sent_bytes >= self.opts.base_bytes.max(chain.base_len))
+            && p.retiring.len() < 2
+            && p.follower.caught_up()
+            && self.room() >= self.opts.max_memory / 2;
+        base_due && Instant::now() >= p.next_base_try
+    }
+
+    /// Starts a new chain from a new base while the old one is read up to
+    /// it (the two overlap, see [`Watcher::start_chain`]), and retires the
+    /// old chain, which ends where the new base begins. When the base
+    /// cannot be taken, the old chain goes on and the next try is in 60 s.
+    fn take_new_base<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        p: &mut Polling<'scope>,
+    ) {
+        match self.start_chain(scope, stop, 0, Some((&mut p.follower, &mut p.chain))) {
+            Ok((new_follower, new_chain)) => {
+                let old = std::mem::replace(&mut p.chain, new_chain);
+                p.follower = new_follower;
+                let until = old.from;
+                p.retiring
+                    .push(self.retire(old, until, "a new base was taken".into()));
+            }
+            Err(e) => {
+                p.next_base_try = Instant::now() + Duration::from_secs(60);
+                (self.notify)(WatchNote::Problem(format!(
+                    "taking a new base of {}: {e}; trying again in 60 s",
+                    self.db.display()
+                )));
+            }
+        }
+    }
+
+    /// Whether the commits handed over are due to be sealed as a segment:
+    /// the first has waited the lag (less the poll about to pass), or they
+    /// hold a quarter of [`WatchOptions::max_memory`]; with none, whether
+    /// a heartbeat is due.
+    fn segment_due(&self, chain: &Following<'_>) -> bool {
+        let waited = chain
+            .pending_since
+            .map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+        match waited {
+            Some(w) => {
+                w + self.opts.poll >= self.opts.lag
+                    || chain.pending_bytes >= self.opts.max_memory / 4
+            }
+            None => chain.last_sent.elapsed() >= self.opts.heartbeat,
         }
     }
 
@@ -611,11 +759,18 @@ impl<'a> Watcher<'a> {
                 break chain.last_read();
             }
             // Sealed, so the storing thread can free what it holds.
-            if chain.pending > 0 {
-                let from = chain.from;
-                self.hand_over(chain, from, None);
-            }
+            self.seal_pending(chain);
             std::thread::sleep(self.opts.poll);
+        }
+    }
+
+    /// Seals the commits handed over, if any, as far as they go (a segment
+    /// claims no moment past what was read), so that the storing thread
+    /// can store them and free their pages.
+    fn seal_pending(&self, chain: &mut Following<'_>) {
+        if chain.pending > 0 {
+            let from = chain.from;
+            self.hand_over(chain, from, None);
         }
     }
 
@@ -743,28 +898,74 @@ impl<'a> Watcher<'a> {
         let known = old.as_ref().and_then(|(f, _)| f.position());
         let (mut follower, base) = Follower::start_after(&self.db, self.opts.restart_bytes, known)?;
         if let Some((old_follower, old_chain)) = old {
-            // The new pin holds the log now: everything committed before
-            // the new base is still in it for the old follower to read, and
-            // the old chain ends exactly where the new one begins.
-            // A loss here is the new chain's to report: the old one ends
-            // at the new base either way.
-            // (Whole: a base is due only while the old follower keeps up.)
-            old_follower.set_read_limit(u64::MAX);
-            let polled = old_follower.poll_final(Some(&base))?;
-            let _ = old_chain.take(Ok(polled), self);
-            old_chain.from = old_chain.from.max(nanos(base.time));
-            (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
-            // Numbered after every transaction the old chain will hold.
-            base_txn = old_chain.next_number();
+            base_txn = self.read_old_chain_to(old_follower, old_chain, &base)?;
         }
         let base_time = base.time;
         let page_size = base.page_size;
         let base_len = base.len();
-        let opts = BackupOptions {
+        let opts = self.base_options(base);
+        let StoredBase {
+            done,
+            mut first,
+            behind,
+        } = self.store_base(&mut follower, &opts)?;
+        self.check_base(&done)?;
+        (self.notify)(WatchNote::Base {
+            id: done.id,
+            time: base_time,
+            bytes_added: done.snapshot.summary.bytes_stored,
+        });
+        let state = ChainState::first(done.id, nanos(base_time), base_txn, page_size);
+        // Segment 0 makes the chain visible at once, with whatever was
+        // committed while the base was stored and since. It is the storing
+        // thread's first batch, not stored here: while this thread stores
+        // it does not poll, so the pin stands still and the application's
+        // checkpoints copy nothing, for as long as storing a second of log
+        // at full speed takes; its next checkpoint then syncs all the log
+        // written meanwhile inside one of its commits.
+        let t0 = nanos(Timestamp::now());
+        let read_to_end = behind.is_none() && self.read_since_base(&mut follower, &mut first)?;
+        let from = state.from;
+        let mut chain = self.follow(scope, stop, state, base_len, behind)?;
+        chain.hand(first, &self.held);
+        if chain.behind.is_none() {
+            // A read cut short claims no moment past its commits.
+            self.hand_over(&mut chain, if read_to_end { t0 } else { from }, None);
+        }
+        Ok((follower, chain))
+    }
+
+    /// Reads the old chain's log up to the new `base` and ends the old
+    /// chain's time there; the number the new base gets, one past every
+    /// transaction the old chain will hold.
+    ///
+    /// The new pin holds the log now: everything committed before the new
+    /// base is still in it for the old follower to read, and the old chain
+    /// ends exactly where the new one begins. A loss here is the new
+    /// chain's to report: the old one ends at the new base either way.
+    fn read_old_chain_to(
+        &self,
+        old_follower: &mut Follower,
+        old_chain: &mut Following<'_>,
+        base: &Base,
+    ) -> Result<u64> {
+        // (Whole: a base is due only while the old follower keeps up.)
+        old_follower.set_read_limit(u64::MAX);
+        let polled = old_follower.poll_final(Some(base))?;
+        let _ = old_chain.take(Ok(polled), self);
+        old_chain.from = old_chain.from.max(nanos(base.time));
+        (self.notify)(WatchNote::ChainEnd("a new base is due".into()));
+        Ok(old_chain.next_number())
+    }
+
+    /// The backup that stores `base` as a snapshot tagged `watch` of this
+    /// database, dated when the base was taken.
+    fn base_options(&self, base: Base) -> BackupOptions {
+        BackupOptions {
             paths: vec![self.db.clone()],
             special_paths: vec![self.db.clone()],
             tags: vec![BASE_TAG.to_owned()],
-            time: Some(base_time),
+            time: Some(base.time),
             force: true,
             host: Some(self.host.clone()),
             special: Some(Arc::new(SqliteFiles::prepared(
@@ -772,15 +973,21 @@ impl<'a> Watcher<'a> {
                 base.into_image(),
             ))),
             ..BackupOptions::default()
-        };
-        // The new follower keeps polling while the base is stored (a
-        // scoped thread stores it), so the commits made meanwhile are
-        // dated when they were read, a poll after they were made, not when
-        // the storing ended; and its pin keeps moving on, so the
-        // application's checkpoints go on copying the log a little at a
-        // time. They go into segment 0, and count as held in memory: past
-        // `max_memory` the follower reads no further, and past
-        // `max_wal` it lets the log go and the chain ends with them.
+        }
+    }
+
+    /// Stores a base with `opts` in a scoped thread while this one keeps
+    /// polling `follower`; when the follower lost its proof of continuity
+    /// meanwhile, that loss is the error and what it read is released.
+    ///
+    /// The follower keeps polling while the base is stored, so the commits
+    /// made meanwhile are dated when they were read, a poll after they
+    /// were made, not when the storing ended; and its pin keeps moving on,
+    /// so the application's checkpoints go on copying the log a little at
+    /// a time. They go into segment 0, and count as held in memory: past
+    /// `max_memory` the follower reads no further, and past `max_wal` it
+    /// lets the log go and the chain ends with them.
+    fn store_base(&self, follower: &mut Follower, opts: &BackupOptions) -> Result<StoredBase> {
         let mut first = Vec::new();
         let mut lost = None;
         let mut behind = None;
@@ -789,21 +996,17 @@ impl<'a> Watcher<'a> {
                 .name("cairn-base".into())
                 .spawn_scoped(s, || {
                     background();
-                    crate::ops::backup::backup(self.repo, &opts, &NoProgress)
+                    crate::ops::backup::backup(self.repo, opts, &NoProgress)
                 })
                 .map_err(thread_error)?;
             while !storing.is_finished() {
                 if lost.is_none() && behind.is_none() {
                     let room = self.room();
                     if room > 0 {
-                        follower.set_read_limit(room);
-                        let mut got = Vec::new();
-                        lost = collect(follower.poll(), &mut got).err();
-                        self.hold(page_bytes(&got));
-                        first.append(&mut got);
+                        lost = self.poll_into(follower, room, &mut first).err();
                     }
                     if room == 0 || !follower.caught_up() {
-                        behind = self.too_far_behind(&mut follower);
+                        behind = self.too_far_behind(follower);
                         if behind.is_some() {
                             follower.let_go();
                         }
@@ -819,57 +1022,71 @@ impl<'a> Watcher<'a> {
             self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
             return Err(e);
         }
-        if !done
+        Ok(StoredBase {
+            done,
+            first,
+            behind,
+        })
+    }
+
+    /// Fails unless `done`, a base's backup, stored this database as a
+    /// database image (the capture may have fallen back to a plain file).
+    fn check_base(&self, done: &BackupOutcome) -> Result<()> {
+        if done
             .snapshot
             .databases
             .iter()
             .any(|d| d.path == self.db.as_os_str().as_bytes())
         {
-            return Err(Error::Capture(format!(
-                "the base of {} was not stored as a database image: {}",
-                self.db.display(),
-                done.warnings.join("; ")
-            )));
+            return Ok(());
         }
-        (self.notify)(WatchNote::Base {
-            id: done.id,
-            time: base_time,
-            bytes_added: done.snapshot.summary.bytes_stored,
-        });
-        let state = ChainState {
-            base: done.id,
-            base_time: nanos(base_time),
-            base_txn,
-            seq: 0,
-            prev: None,
-            from: nanos(base_time),
-            page_size,
-            next_txn: base_txn + 1,
-        };
-        // Segment 0 makes the chain visible at once, with whatever was
-        // committed while the base was stored and since. It is the storing
-        // thread's first batch, not stored here: while this thread stores
-        // it does not poll, so the pin stands still and the application's
-        // checkpoints copy nothing, for as long as storing a second of log
-        // at full speed takes; its next checkpoint then syncs all the log
-        // written meanwhile inside one of its commits.
-        let t0 = nanos(Timestamp::now());
-        let mut read_to_end = false;
-        if behind.is_none() {
-            let room = self.room();
-            if room > 0 {
-                follower.set_read_limit(room);
-                let mut got = Vec::new();
-                let polled = collect(follower.poll(), &mut got);
-                self.hold(page_bytes(&got));
-                first.append(&mut got);
-                if let Err(e) = polled {
-                    self.held.fetch_sub(page_bytes(&first), Ordering::Relaxed);
-                    return Err(e);
-                }
-                read_to_end = follower.caught_up();
-            }
+        Err(Error::Capture(format!(
+            "the base of {} was not stored as a database image: {}",
+            self.db.display(),
+            done.warnings.join("; ")
+        )))
+    }
+
+    /// Reads what was committed since the base was stored, as far as
+    /// memory allows, onto `first`; whether that read reached the end of
+    /// the log. On a loss the chain does not start: `first` is released
+    /// and the loss is the error.
+    fn read_since_base(&self, follower: &mut Follower, first: &mut Vec<Commit>) -> Result<bool> {
+        let room = self.room();
+        if room == 0 {
+            return Ok(false);
         }
+        if let Err(e) = self.poll_into(follower, room, first) {
+            self.held.fetch_sub(page_bytes(first), Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(follower.caught_up())
+    }
+
+    /// Polls `follower` for at most `room` bytes of pages and adds the
+    /// commits found to `into`, counted as held, even when the follower
+    /// then lost its proof of continuity; that loss, or the poll's
+    /// failure, is the error.
+    fn poll_into(&self, follower: &mut Follower, room: u64, into: &mut Vec<Commit>) -> Result<()> {
+        follower.set_read_limit(room);
+        let mut got = Vec::new();
+        let polled = collect(follower.poll(), &mut got);
+        self.hold(page_bytes(&got));
+        into.append(&mut got);
+        polled
+    }
+
+    /// Starts the storing thread of a chain at `state` and returns the
+    /// polling thread's side of it, nothing pending yet; `behind` is why
+    /// the log was let go while its base was stored, if it was.
+    fn follow<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        stop: &'scope AtomicBool,
+        state: ChainState,
+        base_len: u64,
+        behind: Option<String>,
+    ) -> Result<Following<'scope>> {
         let from = state.from;
         let next_txn = state.next_txn;
         let (tx, rx) = std::sync::mpsc::channel::<Handed>();
@@ -877,7 +1094,7 @@ impl<'a> Watcher<'a> {
             .name("cairn-store".into())
             .spawn_scoped(scope, move || self.store_all(state, &rx, stop))
             .map_err(thread_error)?;
-        let mut chain = Following {
+        Ok(Following {
             pending: 0,
             pending_since: None,
             pending_last: None,
@@ -891,13 +1108,7 @@ impl<'a> Watcher<'a> {
             behind,
             tx,
             storer,
-        };
-        chain.hand(first, &self.held);
-        if chain.behind.is_none() {
-            // A read cut short claims no moment past its commits.
-            self.hand_over(&mut chain, if read_to_end { t0 } else { from }, None);
-        }
-        Ok((follower, chain))
+        })
     }
 
     /// The storing thread of a chain: writes each batch as a segment, in

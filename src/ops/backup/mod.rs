@@ -296,6 +296,21 @@ enum Sub {
     Tree(BlobId),
 }
 
+/// The files cache's digest of a directory's state: each entry's stat,
+/// in name order, with its subtree for a subdirectory; a subdirectory that
+/// vanished is left out, as it is from the tree.
+fn dir_state(entries: &[(OsString, Metadata)], subs: &[Sub]) -> [u8; 32] {
+    let mut h = StateHasher::new();
+    for ((name, meta), sub) in entries.iter().zip(subs) {
+        match sub {
+            Sub::NotDir => h.entry(name.as_bytes(), meta, None),
+            Sub::Tree(id) => h.entry(name.as_bytes(), meta, Some(id)),
+            Sub::Gone => {}
+        }
+    }
+    h.finish()
+}
+
 struct Walker<'a> {
     repo: &'a Repository,
     writer: BlobWriter<'a>,
@@ -473,6 +488,37 @@ impl Walker<'_> {
         mut prev: PrevTree<'_>,
         root_dev: u64,
     ) -> Result<Option<BlobId>> {
+        let Some(names) = self.read_names(path)? else {
+            return Ok(None);
+        };
+        let entries = self.stat_entries(path, names)?;
+        let key = self.cache.as_ref().map(|_| dir_key(path));
+        prev.cached = match (&self.cache, &key) {
+            (Some(cache), Some(key)) if !self.force => cache.lookup(key),
+            _ => None,
+        };
+        let prev = prev;
+        let subs = self.save_subdirs(path, &entries, &prev, root_dev)?;
+        let state = key.map(|_| dir_state(&entries, &subs));
+        if let (Some(cached), Some(state)) = (&prev.cached, &state)
+            && self.cache_holds(cached, state, &entries)
+        {
+            self.reuse_dir(&entries);
+            if let (Some(cache), Some(key)) = (&self.cache, key) {
+                cache.record(key, *state, cached.tree);
+            }
+            return Ok(Some(cached.tree));
+        }
+        let tree = self.save_entries(path, entries, subs, &prev, root_dev)?;
+        if let (Some(cache), Some(key), Some(state)) = (&self.cache, key, state) {
+            cache.record(key, state, tree);
+        }
+        Ok(Some(tree))
+    }
+
+    /// The names in the directory `path`, sorted, without this backup's
+    /// own scratch files; `None` (with a warning) when it vanished.
+    fn read_names(&self, path: &Path) -> Result<Option<Vec<OsString>>> {
         let mut names: Vec<_> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .map(|e| e.map(|e| e.file_name()))
@@ -493,7 +539,14 @@ impl Walker<'_> {
         {
             names.retain(|n| !n.as_bytes().starts_with(prefix));
         }
-        let entries: Vec<(OsString, Metadata)> = names
+        Ok(Some(names))
+    }
+
+    /// The entries `names` of the directory `path` with their `lstat`, in
+    /// the same (name) order, run in parallel; those excluded and those
+    /// that vanished meanwhile are left out.
+    fn stat_entries(&self, path: &Path, names: Vec<OsString>) -> Result<Vec<(OsString, Metadata)>> {
+        Ok(names
             .into_par_iter()
             .map(|name| {
                 let child = path.join(&name);
@@ -519,51 +572,68 @@ impl Walker<'_> {
             .collect::<Result<Vec<_>>>()?
             .into_iter()
             .flatten()
-            .collect();
-        let key = self.cache.as_ref().map(|_| dir_key(path));
-        prev.cached = match (&self.cache, &key) {
-            (Some(cache), Some(key)) if !self.force => cache.lookup(key),
-            _ => None,
-        };
-        let prev = prev;
-        let subs: Vec<Sub> = entries
+            .collect())
+    }
+
+    /// Stores the subdirectories among `entries` of the directory `path`
+    /// (whose previous tree is `prev`), in parallel: one [`Sub`] per entry,
+    /// in the entries' order.
+    fn save_subdirs(
+        &self,
+        path: &Path,
+        entries: &[(OsString, Metadata)],
+        prev: &PrevTree<'_>,
+        root_dev: u64,
+    ) -> Result<Vec<Sub>> {
+        entries
             .par_iter()
             .map(|(name, meta)| {
                 if !meta.is_dir() {
                     return Ok(Sub::NotDir);
                 }
                 let sub =
-                    self.save_subdir(&path.join(name), name.as_bytes(), meta, &prev, root_dev)?;
+                    self.save_subdir(&path.join(name), name.as_bytes(), meta, prev, root_dev)?;
                 Ok(sub.map_or(Sub::Gone, Sub::Tree))
             })
-            .collect::<Result<_>>()?;
-        let state = key.map(|_| {
-            let mut h = StateHasher::new();
-            for ((name, meta), sub) in entries.iter().zip(&subs) {
-                match sub {
-                    Sub::NotDir => h.entry(name.as_bytes(), meta, None),
-                    Sub::Tree(id) => h.entry(name.as_bytes(), meta, Some(id)),
-                    Sub::Gone => {}
-                }
-            }
-            h.finish()
-        });
-        if let (Some(cached), Some(state)) = (&prev.cached, &state) {
-            let t = cached.trusted_before;
-            if cached.state == *state
-                && entries.iter().all(|(_, m)| m.mtime() < t && m.ctime() < t)
-                && self.repo.index().contains(&cached.tree)
-            {
-                self.reuse_dir(&entries);
-                if let (Some(cache), Some(key)) = (&self.cache, key) {
-                    cache.record(key, *state, cached.tree);
-                }
-                return Ok(Some(cached.tree));
-            }
-        }
-        // The companions (-wal, -shm, -journal) of the databases here are
-        // left out, unless their database ends up stored as raw bytes. They
-        // stay in `entries`, whose stats the files cache state covers.
+            .collect()
+    }
+
+    /// Whether the files cache's record `cached` of a directory still
+    /// holds for its entries now, whose digest is `state`: the digest is
+    /// the same, no entry's mtime or ctime reaches the second the record
+    /// trusts up to (a change within that second need not show in the
+    /// stats), and the tree is still in the repository.
+    fn cache_holds(
+        &self,
+        cached: &Cached,
+        state: &[u8; 32],
+        entries: &[(OsString, Metadata)],
+    ) -> bool {
+        let t = cached.trusted_before;
+        cached.state == *state
+            && entries.iter().all(|(_, m)| m.mtime() < t && m.ctime() < t)
+            && self.repo.index().contains(&cached.tree)
+    }
+
+    /// Builds and stores the tree of the directory `path` from its
+    /// `entries` and their `subs` (stored already): the other entries are
+    /// compared with their records in `prev` and read where they changed,
+    /// in parallel, in name order.
+    ///
+    /// The companions (-wal, -shm, -journal) of the databases here are
+    /// left out, unless their database ends up stored as raw bytes (known
+    /// only once it was saved, so they are saved after the others and
+    /// added at the end, where the tree's sort puts them in place). They
+    /// stay in `entries` as given, whose stats the files cache state
+    /// covers.
+    fn save_entries(
+        &self,
+        path: &Path,
+        entries: Vec<(OsString, Metadata)>,
+        subs: Vec<Sub>,
+        prev: &PrevTree<'_>,
+        root_dev: u64,
+    ) -> Result<BlobId> {
         let dbs = self.databases(path, &entries);
         let (companions, entries): (Vec<_>, Vec<_>) =
             entries.into_iter().zip(subs).partition(|((name, _), sub)| {
@@ -586,7 +656,7 @@ impl Walker<'_> {
                 ))),
                 Sub::NotDir => {
                     let wal = dbs.get(name.as_slice()).and_then(Option::as_ref);
-                    self.save_entry(&child, name, &meta, &prev, root_dev, wal)
+                    self.save_entry(&child, name, &meta, prev, root_dev, wal)
                 }
             }
         };
@@ -599,16 +669,12 @@ impl Walker<'_> {
                 nodes.push(save(entry)?);
             }
         }
-        let tree = self.save_tree(
+        self.save_tree(
             Tree {
                 nodes: nodes.into_iter().flatten().collect(),
             },
             path,
-        )?;
-        if let (Some(cache), Some(key), Some(state)) = (&self.cache, key, state) {
-            cache.record(key, state, tree);
-        }
-        Ok(Some(tree))
+        )
     }
 
     /// The special file a directory entry named `name` is a companion of
@@ -1211,6 +1277,13 @@ impl Audited for BackupOutcome {
     }
 }
 
+/// Takes the snapshot for [`backup`], which records the outcome in the
+/// audit log.
+///
+/// In order: check the request and resolve its paths; take the lock that
+/// keeps prune away until the snapshot is written; load the files cache
+/// and choose the parent; walk the paths into trees; write the index and
+/// the snapshot ([`commit`]); save the files cache.
 fn backup_paths(
     repo: &Repository,
     opts: &BackupOptions,
@@ -1218,24 +1291,8 @@ fn backup_paths(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let start_time = jiff::Timestamp::now();
-    if opts.paths.is_empty() {
-        return Err(Error::invalid("nothing to back up: give at least one path"));
-    }
-    if let Some(t) = opts.time
-        && t > start_time
-    {
-        return Err(Error::invalid(format!(
-            "snapshot time {t} is in the future (now is {start_time}): change detection would trust files changed before it"
-        )));
-    }
-    let mut paths = Vec::new();
-    for p in &opts.paths {
-        let abs = absolute(p)?;
-        lstat(&abs)?;
-        paths.push(abs);
-    }
-    paths.sort();
-    paths.dedup();
+    check_request(opts, start_time)?;
+    let paths = source_paths(&opts.paths)?;
     let special_paths = opts
         .special_paths
         .iter()
@@ -1258,21 +1315,8 @@ fn backup_paths(
         warnings.extend(problem);
         cache
     });
-    let parent = match &opts.parent {
-        Some(id) => Some((*id, repo.read_snapshot(id)?)),
-        None if cache.as_ref().is_some_and(FilesCache::nothing_deleted) => {
-            find_cached_parent(repo, &hostname, &raw_paths)
-                .or_else(|| find_parent(repo, &hostname, &raw_paths))
-        }
-        None => find_parent(repo, &hostname, &raw_paths),
-    };
-    // Parent records with times before this (seconds) can be trusted: a
-    // second before the parent backup started.
-    let parent_tree = parent.as_ref().and_then(|(_, p)| {
-        let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
-        let trusted_before = p.time.saturating_sub(duration).saturating_sub(1);
-        repo.read_tree(&p.tree).ok().map(|t| (t, trusted_before))
-    });
+    let parent = choose_parent(repo, opts, cache.as_ref(), &hostname, &raw_paths)?;
+    let parent_tree = parent.as_ref().and_then(|(_, p)| parent_tree(repo, p));
     let mut virt = Virtual::default();
     for p in &paths {
         virt.insert(p);
@@ -1299,14 +1343,7 @@ fn backup_paths(
     } else {
         None
     };
-    let prev = PrevTree::known(parent_tree);
-    let saved = crate::repo::in_pool(|| match whole {
-        Some(dev) => walker
-            .save_dir(Path::new("/"), prev, dev)
-            // A directory that vanishes is left out; `/` cannot.
-            .and_then(|t| t.ok_or_else(|| Error::internal("/ vanished during the backup"))),
-        None => walker.save_virtual(&virt, &prev),
-    });
+    let saved = walk(&walker, whole, &virt, parent_tree);
     let meta = SnapshotMeta {
         started,
         hostname,
@@ -1317,6 +1354,101 @@ fn backup_paths(
         parent: parent.map(|(id, _)| id),
     };
     let (id, snapshot, walker) = commit(repo, opts, held, walker, saved, meta)?;
+    Ok(finish(repo, walker, id, snapshot, start_time))
+}
+
+/// Refuses a backup of nothing, and one dated (`opts.time`) after
+/// `start_time`: change detection would trust files changed before it.
+fn check_request(opts: &BackupOptions, start_time: jiff::Timestamp) -> Result<()> {
+    if opts.paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    if let Some(t) = opts.time
+        && t > start_time
+    {
+        return Err(Error::invalid(format!(
+            "snapshot time {t} is in the future (now is {start_time}): change detection would trust files changed before it"
+        )));
+    }
+    Ok(())
+}
+
+/// The paths to back up, absolute, each one checked to exist, sorted and
+/// without repeats.
+fn source_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = absolute(p)?;
+        lstat(&abs)?;
+        out.push(abs);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The snapshot to compare files with: `opts.parent` if given, else this
+/// host's latest of the same paths, looked for first among the snapshots
+/// in the local cache when the files `cache` shows that no pack was
+/// deleted since this host's last backup ([`find_cached_parent`]).
+fn choose_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    cache: Option<&FilesCache>,
+    hostname: &str,
+    raw_paths: &[Vec<u8>],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    Ok(match &opts.parent {
+        Some(id) => Some((*id, repo.read_snapshot(id)?)),
+        None if cache.is_some_and(FilesCache::nothing_deleted) => {
+            find_cached_parent(repo, hostname, raw_paths)
+                .or_else(|| find_parent(repo, hostname, raw_paths))
+        }
+        None => find_parent(repo, hostname, raw_paths),
+    })
+}
+
+/// The root tree of the parent snapshot `p`, with the time (seconds)
+/// below which its records can be trusted: a second before the parent
+/// backup started. `None` when the tree cannot be read.
+fn parent_tree(repo: &Repository, p: &Snapshot) -> Option<(Tree, i64)> {
+    let duration = i64::try_from(p.summary.duration_ms / 1000).unwrap_or(i64::MAX);
+    let trusted_before = p.time.saturating_sub(duration).saturating_sub(1);
+    repo.read_tree(&p.tree).ok().map(|t| (t, trusted_before))
+}
+
+/// Walks the backup paths in the repository's thread pool, storing every
+/// tree; the root tree's id. With `whole` (the device of `/`, when `/`
+/// itself is backed up) the walk starts at `/`; else at `virt`, the
+/// directories on the way to the paths. `parent_tree` is the parent's
+/// root, for finding changes.
+fn walk(
+    walker: &Walker<'_>,
+    whole: Option<u64>,
+    virt: &Virtual,
+    parent_tree: Option<(Tree, i64)>,
+) -> Result<BlobId> {
+    let prev = PrevTree::known(parent_tree);
+    crate::repo::in_pool(|| match whole {
+        Some(dev) => walker
+            .save_dir(Path::new("/"), prev, dev)
+            // A directory that vanishes is left out; `/` cannot.
+            .and_then(|t| t.ok_or_else(|| Error::internal("/ vanished during the backup"))),
+        None => walker.save_virtual(virt, &prev),
+    })
+}
+
+/// The outcome of a backup committed as `id`, once the files cache is
+/// saved with records trusted up to a second before the backup started
+/// (`start_time`); a cache that cannot be saved is a warning, the
+/// snapshot stands.
+fn finish(
+    repo: &Repository,
+    walker: Walker<'_>,
+    id: SnapshotId,
+    snapshot: Snapshot,
+    start_time: jiff::Timestamp,
+) -> BackupOutcome {
     let Walker {
         counters,
         warnings,
@@ -1334,12 +1466,12 @@ fn backup_paths(
             ));
         }
     }
-    Ok(BackupOutcome {
+    BackupOutcome {
         id,
         snapshot,
         warnings,
         dirs_reused: counters.dirs_reused.load(Ordering::Relaxed),
-    })
+    }
 }
 
 /// The databases of a new snapshot whose root tree is `root`: those the
