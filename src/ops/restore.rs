@@ -685,10 +685,62 @@ impl Restorer<'_> {
         files: &[(&Item, &[BlobId])],
         fresh_dirs: &std::collections::HashSet<PathBuf>,
     ) -> Vec<PathBuf> {
-        let mut filling: Vec<Filling<'_>> = Vec::new();
+        let (filling, wanted, singly) = self.plan_fills(files, fresh_dirs);
+        let (runs, bad) = self.read_runs(&wanted);
+        // From object storage each worker mostly waits for its download:
+        // more of them keep the cores busy (each streams its pack, so
+        // memory holds a few buffers per worker, not a pack).
+        let workers = if self.repo.backend().is_remote() {
+            REMOTE_WORKERS
+        } else {
+            0
+        };
+        crate::repo::in_pool_of(workers, || {
+            // Files with no content have nothing to wait for.
+            filling
+                .par_iter()
+                .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
+                .for_each(|f| self.finish_file(f, None));
+            for (w, e) in bad {
+                self.deliver(&filling, w, Err(e));
+            }
+            runs.par_iter()
+                .for_each(|(pack, run)| self.fill_from_pack(&filling, *pack, run));
+            singly.par_iter().for_each(|(item, content)| {
+                if let Err(e) = self.restore_file(item, content) {
+                    self.error(format!("{}: {e}", display_rel(&item.rel)));
+                    lock(&self.failed_files).push(item.rel.clone());
+                }
+                self.progress.file();
+            });
+        });
+        let mut failed = std::mem::take(&mut *lock(&self.failed_files));
+        failed.extend(
+            filling
+                .iter()
+                .filter(|f| {
+                    f.failed.load(Ordering::Acquire) || f.remaining.load(Ordering::Acquire) > 0
+                })
+                .map(|f| f.item.rel.clone()),
+        );
+        failed
+    }
+
+    /// Which blob goes where: a file being filled per regular file whose
+    /// blobs are all indexed (each blob wanted once, with every place it is
+    /// used), and the files with a blob no index lists, restored one by one
+    /// by scanning packs. A file whose blobs do not add up to its size
+    /// fails here.
+    #[allow(clippy::type_complexity)]
+    fn plan_fills<'i>(
+        &self,
+        files: &[(&'i Item, &'i [BlobId])],
+        fresh_dirs: &std::collections::HashSet<PathBuf>,
+    ) -> (Vec<Filling<'i>>, Vec<Wanted>, Vec<(&'i Item, &'i [BlobId])>) {
+        let mut filling: Vec<Filling<'i>> = Vec::new();
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut slot: HashMap<BlobId, usize> = HashMap::new();
-        let mut singly: Vec<(&Item, &[BlobId])> = Vec::new();
+        let mut singly: Vec<(&'i Item, &'i [BlobId])> = Vec::new();
         {
             let index = self.repo.index();
             for &(item, content) in files {
@@ -741,10 +793,21 @@ impl Restorer<'_> {
                 });
             }
         }
-        drop(slot);
+        (filling, wanted, singly)
+    }
+
+    /// The wanted blobs grouped into reads: per pack, in pack order and by
+    /// offset, blobs closer than the merge gap up to the largest read go in
+    /// one run. A blob whose index entry claims an impossible size fails on
+    /// its own (returned with its error).
+    #[allow(clippy::type_complexity)]
+    fn read_runs<'w>(
+        &self,
+        wanted: &'w [Wanted],
+    ) -> (Vec<(PackId, Vec<&'w Wanted>)>, Vec<(&'w Wanted, Error)>) {
         // Group by pack, in pack order and by offset within each.
         let mut by_pack: HashMap<u32, Vec<&Wanted>> = HashMap::new();
-        for w in &wanted {
+        for w in wanted {
             by_pack.entry(w.loc.pack).or_default().push(w);
         }
         // Split each pack's blobs into runs read in one go: blobs closer
@@ -794,43 +857,7 @@ impl Restorer<'_> {
                 }
             }
         }
-        // From object storage each worker mostly waits for its download:
-        // more of them keep the cores busy (each streams its pack, so
-        // memory holds a few buffers per worker, not a pack).
-        let workers = if self.repo.backend().is_remote() {
-            REMOTE_WORKERS
-        } else {
-            0
-        };
-        crate::repo::in_pool_of(workers, || {
-            // Files with no content have nothing to wait for.
-            filling
-                .par_iter()
-                .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
-                .for_each(|f| self.finish_file(f, None));
-            for (w, e) in bad {
-                self.deliver(&filling, w, Err(e));
-            }
-            runs.par_iter()
-                .for_each(|(pack, run)| self.fill_from_pack(&filling, *pack, run));
-            singly.par_iter().for_each(|(item, content)| {
-                if let Err(e) = self.restore_file(item, content) {
-                    self.error(format!("{}: {e}", display_rel(&item.rel)));
-                    lock(&self.failed_files).push(item.rel.clone());
-                }
-                self.progress.file();
-            });
-        });
-        let mut failed = std::mem::take(&mut *lock(&self.failed_files));
-        failed.extend(
-            filling
-                .iter()
-                .filter(|f| {
-                    f.failed.load(Ordering::Acquire) || f.remaining.load(Ordering::Acquire) > 0
-                })
-                .map(|f| f.item.rel.clone()),
-        );
-        failed
+        (runs, bad)
     }
 
     fn restore_special(&self, item: &Item) -> Result<bool> {
