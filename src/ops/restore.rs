@@ -1273,61 +1273,15 @@ impl Restorer<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use crate::error::Result;
     use crate::ops::backup::BackupOptions;
     use crate::ops::backup::NoProgress;
     use crate::ops::restore::RestoreOptions;
     use crate::repo::InitOptions;
     use crate::repo::Repository;
-    use crate::storage::{Backend, FileKind, MemoryBackend, StagedFile};
-
-    /// A store in memory that says it is remote, as object storage does,
-    /// and counts the ranged reads of each pack.
-    struct RemoteLike {
-        inner: MemoryBackend,
-        pack_reads: Mutex<HashMap<String, u64>>,
-    }
-
-    impl Backend for RemoteLike {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-            self.inner.list(kind)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-            self.inner.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-            if kind == FileKind::Pack {
-                *crate::sync::lock(&self.pack_reads)
-                    .entry(name.to_owned())
-                    .or_default() += 1;
-            }
-            self.inner.read_range(kind, name, offset, len)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.inner.size(kind, name)
-        }
-        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-            self.inner.write(kind, name, data)
-        }
-        fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
-            self.inner.stage(kind)
-        }
-        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.inner.delete(kind, name)
-        }
-        fn requests(&self) -> Option<u64> {
-            Some(0)
-        }
-    }
+    use crate::storage::faults::{Faults, Op};
+    use crate::storage::{Backend, FileKind, MemoryBackend};
 
     #[test]
     fn a_remote_pack_is_read_in_one_request() {
@@ -1349,10 +1303,9 @@ mod tests {
             std::fs::write(src.path().join(&name), &data).unwrap_or_else(|e| panic!("write: {e}"));
             files.push((name, data));
         }
-        let backend = Arc::new(RemoteLike {
-            inner: MemoryBackend::new(),
-            pack_reads: Mutex::new(HashMap::new()),
-        });
+        // A store in memory that says it is remote, as object storage
+        // does, and counts the ranged reads of each pack.
+        let backend = Arc::new(Faults::new(Arc::new(MemoryBackend::new())).remote());
         let repo = Repository::init(
             Arc::clone(&backend) as Arc<dyn Backend>,
             Some(b"pw"),
@@ -1380,7 +1333,7 @@ mod tests {
             }
         }
         assert_eq!(data_packs.len(), 1, "one data pack");
-        crate::sync::lock(&backend.pack_reads).clear();
+        backend.reset_calls();
         let out = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let restored = super::restore(
             &repo,
@@ -1394,7 +1347,7 @@ mod tests {
         assert!(restored.errors.is_empty(), "{:?}", restored.errors);
         let reads = data_packs
             .first()
-            .and_then(|p| crate::sync::lock(&backend.pack_reads).get(p).copied());
+            .map(|p| backend.calls_on(Op::ReadRange, FileKind::Pack, p));
         assert_eq!(reads, Some(1), "ranged reads of the data pack");
         let below = out.path().join(
             src.path()

@@ -2,73 +2,14 @@
 //! backup loads the index it is given, which the public API does not show.
 //! They live here, above `repo/`, because they run operations.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::error::Result;
 use crate::ops::backup::BackupOptions;
 use crate::ops::backup::NoProgress;
 use crate::repo::InitOptions;
 use crate::repo::Repository;
-use crate::storage::{Backend, FileKind, LocksAndIndex, MemoryBackend, StagedFile};
-use crate::sync::lock;
-
-/// A store that says it is remote and lists `index/` with `locks/` in
-/// one go, as object storage does, naming `stale` as well: an index file
-/// a prune deleted while the listing ran. Counts separate `index/`
-/// listings.
-struct OneListing {
-    inner: MemoryBackend,
-    stale: Mutex<Option<String>>,
-    index_lists: AtomicU64,
-}
-
-impl Backend for OneListing {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-        if kind == FileKind::Index {
-            self.index_lists.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.list(kind)
-    }
-    fn list_locks_and_index(&self) -> Result<LocksAndIndex> {
-        let mut index = self.inner.list(FileKind::Index)?;
-        if let Some(stale) = lock(&self.stale).clone() {
-            index.push((stale, 100));
-        }
-        Ok(LocksAndIndex {
-            locks: self.inner.list(FileKind::Lock)?,
-            index,
-            index_read_first: true,
-        })
-    }
-    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-        self.inner.size(kind, name)
-    }
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.write(kind, name, data)
-    }
-    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
-        self.inner.stage(kind)
-    }
-    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.delete(kind, name)
-    }
-    fn requests(&self) -> Option<u64> {
-        Some(0)
-    }
-}
+use crate::storage::faults::{Faults, Op};
+use crate::storage::{Backend, FileKind, MemoryBackend};
 
 fn sorted_index(backend: &MemoryBackend) -> Vec<String> {
     let mut names: Vec<String> = backend
@@ -85,11 +26,17 @@ fn sorted_index(backend: &MemoryBackend) -> Vec<String> {
 fn a_backup_trusts_an_index_listed_before_the_locks_only_when_it_reads_it_all() {
     let src = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let backend = Arc::new(OneListing {
-        inner: MemoryBackend::new(),
-        stale: Mutex::new(None),
-        index_lists: AtomicU64::new(0),
-    });
+    // A store that says it is remote and lists `index/` with `locks/` in
+    // one go, as object storage does, naming a stale index file (one a
+    // prune deleted while the listing ran) when told to. Counts separate
+    // `index/` listings.
+    let inner = Arc::new(MemoryBackend::new());
+    let backend = Arc::new(
+        Faults::new(Arc::clone(&inner) as Arc<dyn Backend>)
+            .remote()
+            .one_listing(),
+    );
+    let index_lists = || backend.calls(Op::List, FileKind::Index);
     let dyn_backend = Arc::clone(&backend) as Arc<dyn Backend>;
     Repository::init(
         Arc::clone(&dyn_backend),
@@ -127,31 +74,31 @@ fn a_backup_trusts_an_index_listed_before_the_locks_only_when_it_reads_it_all() 
     // An empty repository: the combined listing names nothing and is
     // used as it is.
     let repo = open(None);
-    backend.index_lists.store(0, Ordering::Relaxed);
+    backend.reset_calls();
     lock_and_release(&repo);
-    assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
+    assert_eq!(index_lists(), 0);
     assert!(repo.has_no_index_files());
     backup(&repo, "one");
     backup(&open(None), "two");
-    let present = sorted_index(&backend.inner);
+    let present = sorted_index(&inner);
     assert!(present.len() >= 2, "{present:?}");
 
     // A host with nothing cached reads every listed file from the
     // store: no second listing.
-    backend.index_lists.store(0, Ordering::Relaxed);
+    backend.reset_calls();
     let fresh = open(None);
     lock_and_release(&fresh);
-    assert_eq!(backend.index_lists.load(Ordering::Relaxed), 0);
+    assert_eq!(index_lists(), 0);
     assert_eq!(loaded(&fresh), present);
 
     // Overtaken: the listing names a file already gone. Reading it
     // finds that out, and index/ is listed again.
-    *lock(&backend.stale) = Some("ab".repeat(32));
+    backend.set_stale_index(Some("ab".repeat(32)));
     let overtaken = open(None);
     lock_and_release(&overtaken);
-    assert!(backend.index_lists.load(Ordering::Relaxed) >= 2);
+    assert!(index_lists() >= 2);
     assert_eq!(loaded(&overtaken), present);
-    *lock(&backend.stale) = None;
+    backend.set_stale_index(None);
 
     // A host whose cache holds the files would not read them from the
     // store, so it lists locks/ and index/ one after the other.
@@ -160,9 +107,9 @@ fn a_backup_trusts_an_index_listed_before_the_locks_only_when_it_reads_it_all() 
         .ensure_index()
         .unwrap_or_else(|e| panic!("index: {e}"));
     let again = open(Some(cache.path()));
-    backend.index_lists.store(0, Ordering::Relaxed);
+    backend.reset_calls();
     lock_and_release(&again);
-    assert_eq!(backend.index_lists.load(Ordering::Relaxed), 1);
+    assert_eq!(index_lists(), 1);
     assert_eq!(loaded(&again), present);
     let report = crate::ops::verify::verify(&again, &crate::ops::verify::VerifyOptions::default())
         .unwrap_or_else(|e| panic!("verify: {e}"));

@@ -569,55 +569,12 @@ mod tests {
     use std::sync::Arc;
 
     use crate::error::Error;
-    use crate::error::Result;
     use crate::ops::backup::BackupOptions;
     use crate::ops::backup::NoProgress;
     use crate::repo::InitOptions;
     use crate::repo::Repository;
-    use crate::storage::{Backend, FileKind, MemoryBackend, StagedFile};
-
-    /// A store whose disk is full: nothing new can be written to it.
-    struct Full {
-        inner: Arc<MemoryBackend>,
-    }
-
-    fn full(path: &str) -> Error {
-        Error::Backend {
-            op: "write",
-            path: path.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
-        }
-    }
-
-    impl Backend for Full {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-            self.inner.list(kind)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-            self.inner.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-            self.inner.read_range(kind, name, offset, len)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.inner.size(kind, name)
-        }
-        fn write(&self, kind: FileKind, name: &str, _: &[u8]) -> Result<()> {
-            Err(full(&format!("{}/{name}", kind.dir())))
-        }
-        fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile>> {
-            Err(full(kind.dir()))
-        }
-        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.inner.delete(kind, name)
-        }
-    }
+    use crate::storage::faults::Faults;
+    use crate::storage::{Backend, MemoryBackend};
 
     #[test]
     fn verify_checks_a_repository_on_a_full_disk_without_a_lock_and_says_so() {
@@ -640,7 +597,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("verify: {e}"));
         assert!(!good.without_lock);
 
-        let on_full_disk = Repository::open(Arc::new(Full { inner }), &mut || Ok(b"pw".to_vec()))
+        // A store whose disk is full: nothing new can be written to it.
+        let full = Faults::new(inner).fail_writes(None, std::io::ErrorKind::StorageFull);
+        let on_full_disk = Repository::open(Arc::new(full), &mut || Ok(b"pw".to_vec()))
             .unwrap_or_else(|e| panic!("open: {e}"));
         let opts = super::VerifyOptions {
             read_data: true,

@@ -5,9 +5,18 @@
 //! trait. A backend guarantees that [`Backend::write`] is atomic and durable
 //! when it returns: a reader sees either no file or the whole file, never a
 //! prefix, even across a crash.
+//!
+//! Besides the stores (`local`, `memory`, `s3`) live the wrappers around
+//! any backend: `throttle` (a bandwidth limit), [`cache`] (a local copy of
+//! what a remote repository is read for often), and, in tests only,
+//! `faults`, which fails chosen operations, acts like object storage and
+//! counts calls, so that tests of the layers above need not write their own
+//! backend.
 
 pub mod cache;
 
+#[cfg(test)]
+pub(crate) mod faults;
 mod local;
 mod memory;
 #[cfg(feature = "s3")]
