@@ -1349,6 +1349,17 @@ mod tests {
         let (mut follower, base) =
             Follower::start(&db, restart_bytes).unwrap_or_else(|e| panic!("start: {e}"));
         follower.set_read_limit(read_limit);
+        // The writer gets ahead of the first poll, so that a follower
+        // limited to a few transactions a poll must stop at its limit
+        // (what the limited tests are about) however the machine
+        // schedules the two threads.
+        let ahead = states.lock().unwrap_or_else(|e| e.into_inner()).len() + 8;
+        while read_limit < u64::MAX
+            && states.lock().unwrap_or_else(|e| e.into_inner()).len() < ahead
+            && !stop.load(Ordering::Acquire)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut image = Vec::new();
         base.file()
             .read_to_end(&mut image)
