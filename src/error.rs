@@ -288,6 +288,16 @@ pub enum Error {
         /// The snapshot holding the dump.
         snapshot: crate::id::SnapshotId,
     },
+    /// `error`, which the caller can get past by changing the request as
+    /// `hint` says. The message is `error`'s; a front end adds the hint in
+    /// its own terms (the CLI names its flag).
+    #[error("{error}")]
+    Hinted {
+        /// The error.
+        error: Box<Error>,
+        /// What the caller can change.
+        hint: Hint,
+    },
     /// Restoring a dump command component needs the application's profile
     /// (its restore command), and none was given.
     #[error(
@@ -414,6 +424,39 @@ fn not_a_file(path: &str, entry: &str) -> String {
     }
 }
 
+/// What a caller can change in its request to get past an error
+/// ([`Error::Hinted`]). The library states the problem; a front end says
+/// how to change the request in its own terms, so that no library message
+/// names a command-line flag that a program or an API client does not
+/// have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Name the host whose data to use (several hosts have it).
+    ChooseHost,
+    /// Allow the existing target to be replaced.
+    Overwrite,
+    /// Name a database stored as a plain file (the snapshot captured none).
+    NameRawDatabase,
+    /// Name one of the snapshot's databases.
+    ChooseDatabase,
+    /// Allow the rows already in the target's tables to be replaced.
+    DropExisting,
+    /// Allow rows that refer to rows of `parent` that are not there.
+    IgnoreForeignKeys {
+        /// The table referred to.
+        parent: String,
+    },
+    /// Name one table, or write one file per table.
+    ChooseTable,
+    /// Export to a directory, which writes the schema as well.
+    ExportWithSchema,
+    /// Give retention rules (keep the last N, daily, …).
+    KeepRules,
+    /// Open the repository with its lock (a lock-free open only reads).
+    TakeLock,
+}
+
 /// The kind of a failure: what the command line's exit codes and the HTTP
 /// API's statuses are chosen by, each in one table (`cli/`, `server/`),
 /// never by the text of a message.
@@ -471,6 +514,24 @@ impl From<crate::id::ParseIdError> for Error {
 }
 
 impl Error {
+    /// This error with `hint`: what the caller can change to get past it.
+    #[must_use]
+    pub fn hinted(self, hint: Hint) -> Self {
+        Self::Hinted {
+            error: Box::new(self),
+            hint,
+        }
+    }
+
+    /// The hint of a [`Error::Hinted`] error.
+    #[must_use]
+    pub fn hint(&self) -> Option<&Hint> {
+        match self {
+            Self::Hinted { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
     /// An invalid-input error with the given message.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::Invalid(msg.into())
@@ -571,6 +632,7 @@ impl Error {
             | Self::NotADumpCommand { .. }
             | Self::NoProfile { .. }
             | Self::NoRestoreCommand { .. } => ErrorKind::InvalidInput,
+            Self::Hinted { error, .. } => error.kind(),
         }
     }
 }
@@ -753,6 +815,11 @@ mod tests {
                     component: "notes".into(),
                 },
                 ErrorKind::InvalidInput,
+            ),
+            (
+                Error::Ambiguous("'app.db' was watched on several hosts (a, b)".into())
+                    .hinted(Hint::ChooseHost),
+                ErrorKind::Ambiguous,
             ),
             (
                 Error::NoRestoreCommand {

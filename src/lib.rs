@@ -88,7 +88,7 @@ pub use daemon::{
     DaemonHost, DaemonOptions, DaemonState, DaemonSummary, Event as DaemonEvent, JobState,
     RunRecord, daemon,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Hint, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::config::{Config, Encryption, FORMAT_VERSION};
 pub use format::crypto::{DEFAULT_KDF_MEMORY_MIB, MAX_KDF_MEMORY_MIB, MIN_KDF_MEMORY_MIB};

@@ -50,6 +50,9 @@ fn advice(e: &cairn::Error) -> Option<String> {
             ..
         } => format!(": restore {} --component {component}", sibling.short()),
         E::InPlaceDirectory { .. } => "; restore it with --target DIR and copy what you need".into(),
+        E::Hinted { error, hint } => {
+            return Some(format!("{}{}", advice(error).unwrap_or_default(), hint_advice(hint)));
+        }
         E::NoProfile { .. } => {
             "; run cairn in the application's directory or pass --profile FILE".into()
         }
@@ -63,6 +66,30 @@ fn advice(e: &cairn::Error) -> Option<String> {
         ),
         _ => return None,
     })
+}
+
+/// How to change the command line to get past an error the library gave
+/// with a [`cairn::Hint`], with the separator that joins it to the message.
+fn hint_advice(hint: &cairn::Hint) -> String {
+    use cairn::Hint as H;
+    match hint {
+        H::ChooseHost => ": choose one with --host".into(),
+        H::Overwrite => ": pass --overwrite to replace it (it is replaced atomically), or restore to another file".into(),
+        H::NameRawDatabase => ": name a database stored as a plain file (`backup --sqlite off`, or a snapshot from before databases were recorded) with --db PATH".into(),
+        H::ChooseDatabase => "; choose one with --db PATH".into(),
+        H::DropExisting => "; pass --drop-existing to replace them".into(),
+        H::IgnoreForeignKeys { parent } => {
+            format!("; restore {parent} too, or pass --ignore-foreign-keys")
+        }
+        H::ChooseTable => ": choose one with --table, or write one file per table with --output DIR".into(),
+        H::ExportWithSchema => format!(
+            ", or export with --output DIR, which writes {} too",
+            cairn::CSV_SCHEMA_FILE
+        ),
+        H::KeepRules => ": give one or more --keep-* rules (see `cairn forget --help`)".into(),
+        H::TakeLock => "; run it without --no-lock".into(),
+        _ => String::new(),
+    }
 }
 
 /// A library error with advice that only the command calling the library
@@ -180,6 +207,26 @@ mod tests {
                     dump: "/notes.txt".into(),
                 },
                 "component notes has no `restore` command in /srv/shop/cairn.toml: add one (e.g. restore = [\"psql\", \"shop\"]), or load the dump by hand from `cairn dump abababab /notes.txt`",
+            ),
+            (
+                cairn::Error::NoProfile {
+                    component: "db".into(),
+                },
+                "component db is a database dump: restoring it runs the restore command of the application's cairn.toml; run cairn in the application's directory or pass --profile FILE",
+            ),
+            (
+                cairn::Error::invalid("/srv/app.db exists").hinted(cairn::Hint::Overwrite),
+                "/srv/app.db exists: pass --overwrite to replace it (it is replaced atomically), or restore to another file",
+            ),
+            (
+                cairn::Error::Ambiguous("app.db was watched on several hosts (a, b)".into())
+                    .hinted(cairn::Hint::ChooseHost),
+                "app.db was watched on several hosts (a, b): choose one with --host",
+            ),
+            (
+                cairn::Error::invalid("after the restore 1 row(s) of x would refer to missing rows; nothing was restored")
+                    .hinted(cairn::Hint::IgnoreForeignKeys { parent: "users".into() }),
+                "after the restore 1 row(s) of x would refer to missing rows; nothing was restored; restore users too, or pass --ignore-foreign-keys",
             ),
         ];
         for (e, line) in cases {

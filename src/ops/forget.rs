@@ -70,7 +70,7 @@ use std::str::FromStr;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::repo::Repository;
@@ -88,7 +88,7 @@ pub const DEFAULT_ROLLBACK_DAYS: i64 = 7;
 /// The message for a policy without rules: forgetting with it would remove
 /// every snapshot but the newest of each group, which is never what was
 /// meant.
-const EMPTY_POLICY: &str = "no --keep-* rule given; refusing to remove every snapshot";
+const EMPTY_POLICY: &str = "no keep rule given; refusing to remove every snapshot";
 
 /// Which snapshots to keep. A snapshot is kept when any rule keeps it.
 #[derive(Debug, Clone, Default)]
@@ -306,7 +306,7 @@ pub fn plan_at(
 ) -> Result<Vec<Decision>> {
     policy.validate()?;
     if policy.is_empty() {
-        return Err(Error::invalid(EMPTY_POLICY));
+        return Err(Error::invalid(EMPTY_POLICY).hinted(Hint::KeepRules));
     }
     let mut items: Vec<(SnapshotId, &Snapshot, Zoned)> = group
         .iter()
@@ -967,11 +967,11 @@ fn check_request(opts: &ForgetOptions) -> Result<()> {
     if opts.ids.is_empty() {
         opts.policy.validate()?;
         if opts.policy.is_empty() && opts.keep_pitr.is_none() {
-            return Err(Error::invalid(EMPTY_POLICY));
+            return Err(Error::invalid(EMPTY_POLICY).hinted(Hint::KeepRules));
         }
     } else if !opts.policy.is_empty() {
         return Err(Error::invalid(
-            "give either snapshots to remove or --keep-* rules, not both",
+            "give either snapshots to remove or keep rules, not both",
         ));
     }
     Ok(())

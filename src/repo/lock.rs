@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::codec;
 use crate::format::crypto::{Crypto, Domain};
 use crate::id::LockId;
@@ -583,8 +583,9 @@ impl Repository {
         if self.no_lock {
             if exclusive || operation == "backup" || operation == "copy" {
                 return Err(Error::invalid(format!(
-                    "--no-lock is for reading a repository that cannot be written (restore, verify); {operation} changes the repository and needs its lock"
-                )));
+                    "a repository opened without its lock can only be read (restore, verify); {operation} changes the repository and needs its lock"
+                ))
+                .hinted(Hint::TakeLock));
             }
             return Ok((Lock::none(Arc::clone(&self.backend)), None));
         }

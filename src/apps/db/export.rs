@@ -36,7 +36,7 @@ use super::schema::{
     BUSY_TIMEOUT, Table, choose, conn_err, db_err, fk_order, ident, other_schema, sequence,
     tables_of,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::snapshot::TableRows;
 
 /// The `format` member of a JSON export.
@@ -217,10 +217,11 @@ pub fn export(
         DbFormat::Csv => match tables.as_slice() {
             [one] => Ok(vec![export_csv(&conn, one, opts, out)?]),
             _ => Err(Error::invalid(format!(
-                "a CSV export holds one table and {} has {}: choose one with --table, or write one file per table with --output DIR",
+                "a CSV export holds one table and {} has {}",
                 opts.name_of(db),
                 tables.len()
-            ))),
+            ))
+            .hinted(Hint::ChooseTable)),
         },
     }
 }

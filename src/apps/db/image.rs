@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::snapshot::{DatabaseInfo, Snapshot};
 use crate::repo::Repository;
 
@@ -27,9 +27,10 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
             .join(", ")
     };
     if snap.databases.is_empty() {
-        return Err(Error::NotFound(
-            "this snapshot holds no captured SQLite database: name a database stored as a plain file (`backup --sqlite off`, or a snapshot from before databases were recorded) with --db PATH".into(),
-        ));
+        return Err(
+            Error::NotFound("this snapshot holds no captured SQLite database".into())
+                .hinted(Hint::NameRawDatabase),
+        );
     }
     match db {
         Some(path) => {
@@ -49,10 +50,11 @@ pub fn database_of<'a>(snap: &'a Snapshot, db: Option<&[u8]>) -> Result<&'a Data
         None => match snap.databases.as_slice() {
             [only] => Ok(only),
             _ => Err(Error::Ambiguous(format!(
-                "this snapshot has {} databases: choose one with --db PATH: {}",
+                "this snapshot has {} databases: {}",
                 snap.databases.len(),
                 list()
-            ))),
+            ))
+            .hinted(Hint::ChooseDatabase)),
         },
     }
 }

@@ -20,7 +20,7 @@ use super::export::{
     CSV_SCHEMA_FILE, DbFormat, JSON_FORMAT, JSON_VERSION, csv_file_stem, table_of_csv_stem,
 };
 use super::schema::{conn_err, db_err, ident, raise_sequence, tables_of};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 
 /// An export loaded into a scratch database in a temporary directory
 /// (`$TMPDIR`), deleted with the value.
@@ -578,9 +578,10 @@ fn load_csv(conn: &Connection, export: &Path, into: &Path, wanted: &[String]) ->
         };
         let sql = sql.ok_or_else(|| {
             Error::invalid(format!(
-                "{what} is one CSV file, which holds no schema, and {} has no table {name} to take it from: create the table first, or export with --output DIR, which writes {CSV_SCHEMA_FILE} too",
+                "{what} is one CSV file, which holds no schema, and {} has no table {name} to take it from: create the table first",
                 into.display()
             ))
+            .hinted(Hint::ExportWithSchema)
         })?;
         conn.execute_batch(&sql).map_err(conn_err(
             conn,

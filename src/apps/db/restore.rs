@@ -41,7 +41,7 @@ use super::schema::{
     BUSY_TIMEOUT, Column, Table, choose, conn_err, db_err, describe_tables, file_of, fk_order,
     ident, other_schema, raise_sequence, row_count, rowid_name, sequence, tables_of,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::snapshot::{Snapshot, TableRows};
 use crate::repo::Repository;
 use crate::repo::audit::{Audited, Event};
@@ -333,9 +333,10 @@ fn check_targets(
                 let n = row_count(conn, "main", &d.name)?;
                 if n > 0 {
                     return Err(Error::invalid(format!(
-                        "table {} of {target} already has {n} rows: pass --drop-existing to replace them; {NOTHING}",
+                        "table {} of {target} already has {n} rows; {NOTHING}",
                         d.name
-                    )));
+                    ))
+                    .hinted(Hint::DropExisting));
                 }
             }
         }
@@ -541,10 +542,13 @@ fn check_foreign_keys(conn: &Connection, restored: &[Table], target: &str) -> Re
     match relevant.first() {
         None => Ok(()),
         Some((child, rowid, parent)) => Err(Error::invalid(format!(
-            "after the restore {} row(s) of {target} would refer to missing rows, the first {} of table {child} to table {parent}: restore {parent} too, or pass --ignore-foreign-keys; nothing was restored",
+            "after the restore {} row(s) of {target} would refer to missing rows, the first {} of table {child} to table {parent}; nothing was restored",
             relevant.len(),
             rowid.map_or_else(|| "one".to_owned(), |r| format!("rowid {r}")),
-        ))),
+        ))
+        .hinted(Hint::IgnoreForeignKeys {
+            parent: parent.clone(),
+        })),
     }
 }
 

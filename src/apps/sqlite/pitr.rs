@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::segment::{Segment, SegmentTxn, nanos, timestamp};
 use crate::id::{BlobId, SegmentId, SnapshotId};
 use crate::repo::Repository;
@@ -104,9 +104,10 @@ fn timeline_for(
         }
         let hosts: Vec<&str> = found.iter().map(|t| t.host.as_str()).collect();
         return Err(Error::Ambiguous(format!(
-            "{shown} was watched on several hosts ({}): choose one with --host",
+            "{shown} was watched on several hosts ({})",
             hosts.join(", ")
-        )));
+        ))
+        .hinted(Hint::ChooseHost));
     }
     found.pop().ok_or_else(|| {
         Error::NotFound(format!(
@@ -298,10 +299,9 @@ fn check_target(target: &Path, overwrite: bool) -> Result<()> {
         )));
     }
     match std::fs::symlink_metadata(target) {
-        Ok(_) if !overwrite => Err(Error::invalid(format!(
-            "{} exists: pass --overwrite to replace it (it is replaced atomically), or restore to another file",
-            target.display()
-        ))),
+        Ok(_) if !overwrite => {
+            Err(Error::invalid(format!("{} exists", target.display())).hinted(Hint::Overwrite))
+        }
         Ok(m) if !m.is_file() => Err(Error::invalid(format!(
             "{} is not a regular file",
             target.display()

@@ -125,7 +125,7 @@ impl SpecialFiles for SqliteFiles {
                 }))
             }
             Err(why) => Err(CaptureFailure::Raw(format!(
-                "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or pass --sqlite off to store it raw without this warning",
+                "{} looks like a SQLite database but could not be captured consistently ({why}): stored as raw bytes, which may be a torn copy; check the database with `sqlite3 {} 'PRAGMA integrity_check'`, or turn SQLite capture off for it (sqlite mode off) to store it raw without this warning",
                 path.display(),
                 path.display()
             ))),

@@ -498,7 +498,7 @@ impl<'a> Watcher<'a> {
         let (len, unread) = follower.log_len().unwrap_or((0, 0));
         (len > self.opts.max_wal).then(|| {
             format!(
-                "the storing fell behind: the log grew to {} ({} unread; limit {}, --max-wal) with {} of pages in memory (limit {}, --max-memory); the watcher let the log go so that the application's checkpoints proceed, and takes a new base once what it read is stored",
+                "the storing fell behind: the log grew to {} ({} unread; limit {}, max WAL) with {} of pages in memory (limit {}, max memory); the watcher let the log go so that the application's checkpoints proceed, and takes a new base once what it read is stored",
                 size(len),
                 size(unread),
                 size(self.opts.max_wal),
