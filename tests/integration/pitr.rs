@@ -887,7 +887,10 @@ fn prune_keeps_segment_data_and_keep_pitr_drops_old_chains_whole() {
         )
     };
     let e = again(false).expect_err("the target exists");
-    assert!(e.to_string().contains("--overwrite"), "{e}");
+    // The library says what is wrong and what to change (the CLI turns
+    // the hint into --overwrite; cli/advice.rs).
+    assert!(e.to_string().ends_with("latest.db exists"), "{e}");
+    assert_eq!(e.hint(), Some(&cairn::Hint::Overwrite), "{e}");
     assert_eq!(e.kind(), cairn::ErrorKind::InvalidInput, "{e}");
     // Replacing it is a live restore like any other: a safety snapshot of
     // the file first, and the undo; refused while another process has it
