@@ -1363,14 +1363,22 @@ fn check_request(opts: &BackupOptions, start_time: jiff::Timestamp) -> Result<()
     if opts.paths.is_empty() {
         return Err(Error::invalid("nothing to back up: give at least one path"));
     }
-    if let Some(t) = opts.time
-        && t > start_time
-    {
-        return Err(Error::invalid(format!(
-            "snapshot time {t} is in the future (now is {start_time}): change detection would trust files changed before it"
-        )));
+    check_not_future(
+        opts,
+        start_time,
+        ": change detection would trust files changed before it",
+    )
+}
+
+/// Refuses a snapshot dated (`opts.time`) after `now`, when the backup
+/// started; `why` ends the message.
+fn check_not_future(opts: &BackupOptions, now: jiff::Timestamp, why: &str) -> Result<()> {
+    match opts.time {
+        Some(t) if t > now => Err(Error::invalid(format!(
+            "snapshot time {t} is in the future (now is {now}){why}"
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The paths to back up, absolute, each one checked to exist, sorted and
@@ -1656,14 +1664,7 @@ fn check_stream_request(opts: &BackupOptions, name: &[u8], now: jiff::Timestamp)
             "a backup stores either paths or a stream, not both: run two backups",
         ));
     }
-    if let Some(t) = opts.time
-        && t > now
-    {
-        return Err(Error::invalid(format!(
-            "snapshot time {t} is in the future (now is {now})"
-        )));
-    }
-    Ok(())
+    check_not_future(opts, now, "")
 }
 
 /// Stores what `source` gives as the file `/NAME` of a new snapshot.
