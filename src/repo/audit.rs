@@ -355,6 +355,21 @@ impl<'r> Event<'r> {
         done
     }
 
+    /// Records `error` as the outcome of an operation that failed before
+    /// its body could start, and gives it back.
+    pub(crate) fn fail(self, error: Error) -> Error {
+        if self.recorded {
+            record_event(
+                self.repo,
+                self.action,
+                &self.target,
+                false,
+                &error.to_string(),
+            );
+        }
+        error
+    }
+
     /// Writes the event now, as a success on `target` with `detail`, for a
     /// body whose effects must follow a record of them (forget names the
     /// snapshots before deleting any, so a forget killed midway never looks

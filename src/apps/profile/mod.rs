@@ -714,17 +714,8 @@ pub fn snap(
                     p.display(),
                     profile.file.display()
                 ));
-                // A scheduled snap that cannot start is a failure to see
-                // in `cairn status`, like one that fails midway.
-                let names: Vec<&str> = chosen.iter().map(|c| c.name.as_str()).collect();
-                crate::repo::audit::record_event(
-                    repo,
-                    "snap",
-                    &format!("app {} [{}]", profile.name, names.join(", ")),
-                    false,
-                    &e.to_string(),
-                );
-                return Err(e);
+                let names = chosen.iter().map(|c| c.name.as_str());
+                return Err(crate::ops::backup::snap_event(repo, &profile.name, names).fail(e));
             }
             keep.push(p.clone());
             backup.paths.push(p);

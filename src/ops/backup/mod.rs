@@ -1247,16 +1247,26 @@ pub fn backup(
 /// components when `opts.app` names one, else `backup`.
 fn backup_event<'r>(repo: &'r Repository, opts: &BackupOptions, what: String) -> Event<'r> {
     match &opts.app {
-        Some(app) => {
-            let comps: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-            Event::new(
-                repo,
-                "snap",
-                format!("app {} [{}]", app.name, comps.join(", ")),
-            )
-        }
+        Some(app) => snap_event(
+            repo,
+            &app.name,
+            app.components.iter().map(|c| c.name.as_str()),
+        ),
         None => Event::new(repo, "backup", what),
     }
+}
+
+/// The audit event of a snap of `components` of the application `app`,
+/// also for a snap that fails before its backup starts (a scheduled snap
+/// that cannot start is a failure `cairn status` shows, like one that
+/// fails midway).
+pub(crate) fn snap_event<'r, 'c>(
+    repo: &'r Repository,
+    app: &str,
+    components: impl Iterator<Item = &'c str>,
+) -> Event<'r> {
+    let names: Vec<&str> = components.collect();
+    Event::new(repo, "snap", format!("app {app} [{}]", names.join(", ")))
 }
 
 impl Audited for BackupOutcome {
